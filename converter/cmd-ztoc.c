@@ -1,0 +1,2 @@
+/* soci-nbd: ztoc commands (being written). */
+#include <config.h>

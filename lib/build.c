@@ -1,0 +1,2 @@
+/* soci-nbd: build (being written). */
+#include <config.h>

@@ -1,0 +1,2 @@
+/* soci-nbd: fbs (being written). */
+#include <config.h>

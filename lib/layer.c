@@ -1,0 +1,2 @@
+/* soci-nbd: layer (being written). */
+#include <config.h>

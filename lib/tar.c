@@ -1,0 +1,2 @@
+/* soci-nbd: tar (being written). */
+#include <config.h>

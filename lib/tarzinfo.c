@@ -1,0 +1,2 @@
+/* soci-nbd: tarzinfo (being written). */
+#include <config.h>

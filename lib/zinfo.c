@@ -1,0 +1,2 @@
+/* soci-nbd: zinfo (being written). */
+#include <config.h>

@@ -1,0 +1,109 @@
+/* soci-nbd: "zinfo" — where decompression of a layer can restart.
+ *
+ * For gzip layers: zran-style checkpoints (compressed offset, uncompressed
+ * offset, leftover bits, 32 KiB window) built in one streaming pass over
+ * every gzip member, serialized as soci's v2 blob (v1 read too), and a
+ * decoder for one span.  For uncompressed tar layers: fixed-size spans
+ * described by a nested TarZinfo FlatBuffer.  Span geometry follows
+ * research/soci-format.md §3.3 exactly, including the one-byte overlap.
+ *
+ * Ownership: a struct sn_zinfo owns its checkpoint array and windows.
+ * Errors follow err.h.
+ */
+#ifndef SN_ZINFO_H
+#define SN_ZINFO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+#include "ztoc.h"
+
+#define SN_ZINFO_WINSIZE 32768
+#define SN_ZINFO_HEADER_LEN 12
+#define SN_ZINFO_CP_LEN (8 + 8 + 1 + SN_ZINFO_WINSIZE)
+#define SN_DEFAULT_SPAN_SIZE ((int64_t) 4 << 20)
+
+struct sn_checkpoint {
+  int64_t in;       /* compressed offset of the first full byte */
+  int64_t out;      /* uncompressed offset */
+  uint8_t bits;     /* 0..7 bits of byte in-1 that belong to this block */
+  uint8_t *window;  /* SN_ZINFO_WINSIZE bytes preceding out (zero-padded) */
+};
+
+struct sn_zinfo {
+  enum sn_compression compression;
+  int64_t span_size;
+  int64_t compressed_size;    /* layer blob size */
+  int64_t uncompressed_size;  /* ztoc's uncompressed_archive_size */
+  size_t nspans;
+  struct sn_checkpoint *cp;   /* nspans entries (gzip only) */
+};
+
+struct sn_span {
+  int64_t comp_start, comp_end;      /* [start, end) in the layer blob */
+  int64_t uncomp_start, uncomp_end;  /* [start, end) in the tar stream */
+};
+
+void sn_zinfo_free(struct sn_zinfo *zi);
+
+/* The zinfo of a decoded ztoc: parses checkpoints (gzip blob v1/v2 or
+ * TarZinfo) and checks it against the ztoc: span count == max_span_id+1 ==
+ * number of digests, offsets inside the archive sizes and increasing. */
+struct sn_zinfo *sn_zinfo_from_ztoc(const struct sn_ztoc *z);
+
+/* Parse a gzip checkpoint blob (v2, or legacy v1 by length). */
+struct sn_zinfo *sn_zinfo_parse_gzip(const uint8_t *blob, size_t len);
+/* Serialize as the v2 blob.  *out malloc'd, caller owns. */
+int sn_zinfo_serialize_gzip(const struct sn_zinfo *zi, uint8_t **out,
+                            size_t *len);
+
+/* TarZinfo {version=2, span_size, size} as a FlatBuffer, byte-identical to
+ * the reference. */
+int sn_tarzinfo_encode(int64_t span_size, int64_t size, uint8_t **out,
+                       size_t *len);
+int sn_tarzinfo_decode(const uint8_t *buf, size_t len, int64_t *span_size,
+                       int64_t *size);
+
+/* Span geometry (§3.3).  i < nspans. */
+void sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s);
+/* The span holding uncompressed offset off (largest i with start <= off). */
+size_t sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off);
+
+/* Decode span i from its compressed bytes comp[0..comp_len) (exactly
+ * comp_start..comp_end) into out, which must hold uncomp_end-uncomp_start
+ * bytes (0 if that is negative).  Handles inflatePrime, the dictionary and
+ * gzip member boundaries inside the span; plain copy for uncompressed. */
+int sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
+                         const uint8_t *comp, size_t comp_len,
+                         uint8_t *out, size_t out_len);
+
+/* ---- one streaming pass over a layer ---------------------------------
+ * Feed the layer blob in chunks of any size.  The builder inflates it
+ * (gzip: every member), hands each piece of uncompressed output to
+ * on_output in order, records checkpoints, and hashes every span's
+ * compressed bytes and the whole blob as it goes.  For uncompressed layers
+ * the input is passed through and spans are fixed chunks.
+ */
+typedef int (*sn_output_fn)(void *opaque, const uint8_t *data, size_t len);
+
+struct sn_zinfo_builder;
+
+struct sn_zinfo_builder *sn_zinfo_builder_new(enum sn_compression comp,
+                                              int64_t span_size,
+                                              sn_output_fn on_output,
+                                              void *opaque);
+/* -1 on corrupt/truncated data (message names the offset) or when
+ * on_output fails (its message is kept). */
+int sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
+                          size_t len);
+/* End of input.  On success returns the zinfo (uncompressed_size left 0:
+ * the caller knows the tar end), the span digests (nspans entries,
+ * malloc'd array the caller owns), and the digest of the whole blob. */
+int sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
+                            struct sn_zinfo **zi,
+                            uint8_t (**span_digests)[SN_SHA256_LEN],
+                            uint8_t blob_digest[SN_SHA256_LEN]);
+void sn_zinfo_builder_free(struct sn_zinfo_builder *b);
+
+#endif

@@ -1,0 +1,2 @@
+/* soci-nbd: ztoc (being written). */
+#include <config.h>
