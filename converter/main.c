@@ -1,3 +1,184 @@
-/* soci-nbd: command-line entry point (being written). */
+/* soci-nbd: command-line entry point — dispatches to the subcommands and
+ * holds the helpers they share (error printing, size parsing, output). */
 #include <config.h>
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+bool cli_quiet;
+
+static void
+vfail(const char *fmt, va_list ap, const char *lib)
+{
+  fputs("soci-nbd: ", stderr);
+  if (fmt) {
+    vfprintf(stderr, fmt, ap);
+    if (lib)
+      fputs(": ", stderr);
+  }
+  if (lib)
+    fputs(lib, stderr);
+  fputc('\n', stderr);
+}
+
+int
+cli_fail(const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfail(fmt, ap, NULL);
+  va_end(ap);
+  return 1;
+}
+
+int
+cli_fail_lib(const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfail(fmt, ap, sn_error());
+  va_end(ap);
+  return 1;
+}
+
+int
+cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vfail(fmt, ap, NULL);
+  va_end(ap);
+  fprintf(stderr, "Try 'soci-nbd %s --help'.\n", cmd);
+  return 2;
+}
+
+int
+cli_parse_size(const char *s, int64_t *out)
+{
+  char *end;
+  unsigned long long v;
+  int shift = 0;
+
+  errno = 0;
+  if (*s == '-' || *s == '\0')
+    return -1;
+  v = strtoull(s, &end, 10);
+  if (errno || end == s)
+    return -1;
+  switch (*end) {
+  case '\0': break;
+  case 'k': case 'K': shift = 10; end++; break;
+  case 'm': case 'M': shift = 20; end++; break;
+  case 'g': case 'G': shift = 30; end++; break;
+  case 't': case 'T': shift = 40; end++; break;
+  default: return -1;
+  }
+  if (shift && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+    end += strlen(end);
+  if (*end != '\0' || v > (unsigned long long) (INT64_MAX >> shift))
+    return -1;
+  *out = (int64_t) (v << shift);
+  return 0;
+}
+
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+  const char *p = buf;
+
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1)
+      return -1;
+    p += n;
+    len -= n;
+  }
+  return 0;
+}
+
+int
+cli_write_file(const char *path, const void *buf, size_t len)
+{
+  char *tmp;
+  int fd;
+
+  if (strcmp(path, "-") == 0) {
+    if (write_all(STDOUT_FILENO, buf, len) == -1)
+      return sn_set_error("stdout: %s", strerror(errno));
+    return 0;
+  }
+  if (asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) == -1)
+    return sn_oom();
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd == -1 || write_all(fd, buf, len) == -1 || fsync(fd) == -1 ||
+      close(fd) == -1 || rename(tmp, path) == -1) {
+    int e = errno;
+    sn_set_error("%s: %s", path, strerror(e));
+    if (fd != -1)
+      close(fd);
+    unlink(tmp);
+    free(tmp);
+    return -1;
+  }
+  free(tmp);
+  return 0;
+}
+
+static void
+usage(FILE *f)
+{
+  fprintf(f,
+"Usage: soci-nbd COMMAND [ARGS...]\n"
+"\n"
+"Build and inspect SOCI indexes (ztocs) for lazily loaded container images.\n"
+"\n"
+"Commands:\n"
+"  ztoc create LAYER [-o FILE]    build a ztoc from a local tar or tar.gz layer\n"
+"  ztoc info ZTOC                 print a ztoc as JSON (spans, files)\n"
+"  ztoc ls ZTOC                   list the files of a ztoc, like tar -tv\n"
+"  ztoc get-file LAYER ZTOC PATH  extract one file through its spans only\n"
+"\n"
+"Options:\n"
+"  -h, --help                     show this help (also after a command)\n"
+"  -V, --version                  show the version\n"
+"\n"
+"See soci-nbd(1) for details.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+  const char *cmd = argc > 1 ? argv[1] : NULL;
+
+  if (cmd == NULL) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 ||
+      strcmp(cmd, "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "ztoc") == 0)
+    return cmd_ztoc(argc - 1, argv + 1);
+  fprintf(stderr, "soci-nbd: unknown command '%s'\n", cmd);
+  fprintf(stderr, "Try 'soci-nbd --help'.\n");
+  return 2;
+}

@@ -1,2 +1,887 @@
-/* soci-nbd: zinfo (being written). */
+/* soci-nbd: zinfo — the places where decompression of a layer can restart.
+ *
+ * This file reads and writes soci's gzip checkpoint blob, derives the zinfo
+ * of a decoded ztoc (checking it against the ztoc), computes span geometry,
+ * decodes one span, and builds checkpoints plus span digests in a single
+ * streaming pass over a layer (a zran.c-style inflate loop).  The
+ * specification is research/soci-format.md §2.4 and §3.
+ */
 #include <config.h>
+
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "err.h"
+#include "zinfo.h"
+
+/* The builder inflates into a ring this large and copies a window out of it
+ * only when it takes a checkpoint.  Must be >= SN_ZINFO_WINSIZE. */
+#define RING_SIZE ((size_t) 512 * 1024)
+
+/* zlib takes uInt lengths: feed it at most this much at a time. */
+#define ZCHUNK ((size_t) 1 << 30)
+
+/* ---- little-endian helpers ------------------------------------------- */
+
+static uint64_t
+get_le(const uint8_t *p, int n)
+{
+  uint64_t v = 0;
+
+  while (n-- > 0)
+    v = v << 8 | p[n];
+  return v;
+}
+
+static void
+put_le(uint8_t *p, uint64_t v, int n)
+{
+  int i;
+
+  for (i = 0; i < n; i++, v >>= 8)
+    p[i] = (uint8_t) v;
+}
+
+/* ---- the zinfo object --------------------------------------------------- */
+
+void
+sn_zinfo_free(struct sn_zinfo *zi)
+{
+  size_t i;
+
+  if (zi == NULL)
+    return;
+  if (zi->cp)
+    for (i = 0; i < zi->nspans; i++)
+      free(zi->cp[i].window);
+  free(zi->cp);
+  free(zi);
+}
+
+/* A gzip zinfo with n checkpoints, windows not yet allocated. */
+static struct sn_zinfo *
+zinfo_new_gzip(int64_t span_size, size_t n)
+{
+  struct sn_zinfo *zi = calloc(1, sizeof *zi);
+
+  if (zi == NULL || (zi->cp = calloc(n, sizeof *zi->cp)) == NULL) {
+    free(zi);
+    sn_oom();
+    return NULL;
+  }
+  zi->compression = SN_COMP_GZIP;
+  zi->span_size = span_size;
+  zi->nspans = n;
+  return zi;
+}
+
+/* Checks that hold for any checkpoint table: a sane first checkpoint,
+ * bits in range, offsets non-negative and non-decreasing. */
+static int
+check_checkpoints(const struct sn_zinfo *zi)
+{
+  size_t i;
+
+  if (zi->cp[0].out != 0)
+    return sn_set_error("zinfo: checkpoint 0 is at uncompressed offset "
+                        "%" PRId64 ", not 0", zi->cp[0].out);
+  for (i = 0; i < zi->nspans; i++) {
+    const struct sn_checkpoint *c = &zi->cp[i];
+
+    if (c->bits > 7)
+      return sn_set_error("zinfo: checkpoint %zu has %u bits (max 7)",
+                          i, (unsigned) c->bits);
+    if (c->in < 0 || c->out < 0 || (c->bits && c->in < 1))
+      return sn_set_error("zinfo: checkpoint %zu has a bad offset "
+                          "(in %" PRId64 ", out %" PRId64 ")",
+                          i, c->in, c->out);
+    if (i > 0 && (c->in < c[-1].in || c->out < c[-1].out))
+      return sn_set_error("zinfo: checkpoint %zu goes backwards "
+                          "(in %" PRId64 ", out %" PRId64 ")",
+                          i, c->in, c->out);
+  }
+  return 0;
+}
+
+struct sn_zinfo *
+sn_zinfo_parse_gzip(const uint8_t *blob, size_t len)
+{
+  struct sn_zinfo *zi;
+  const uint8_t *p;
+  uint64_t body;
+  int32_t count;
+  int64_t span;
+  size_t i = 0;
+
+  if (blob == NULL || len < SN_ZINFO_HEADER_LEN) {
+    sn_set_error("zinfo: blob too short (%zu bytes)", len);
+    return NULL;
+  }
+  count = (int32_t) get_le(blob, 4);
+  span = (int64_t) get_le(blob + 4, 8);
+  body = len - SN_ZINFO_HEADER_LEN;
+  if (count < 1) {
+    sn_set_error("zinfo: bad checkpoint count %" PRId32, count);
+    return NULL;
+  }
+  /* v2 holds every checkpoint; legacy v1 leaves out checkpoint 0. */
+  if (body != (uint64_t) count * SN_ZINFO_CP_LEN &&
+      body != (uint64_t) (count - 1) * SN_ZINFO_CP_LEN) {
+    sn_set_error("zinfo: blob of %zu bytes cannot hold %" PRId32
+                 " checkpoints", len, count);
+    return NULL;
+  }
+  if (span < 0) {
+    sn_set_error("zinfo: negative span size %" PRId64, span);
+    return NULL;
+  }
+
+  zi = zinfo_new_gzip(span, (size_t) count);
+  if (zi == NULL)
+    return NULL;
+  p = blob + SN_ZINFO_HEADER_LEN;
+  if (body != (uint64_t) count * SN_ZINFO_CP_LEN) {
+    /* v1: the implied checkpoint 0 right after a 10-byte gzip header. */
+    zi->cp[0].in = 10;
+    zi->cp[0].window = calloc(1, SN_ZINFO_WINSIZE);
+    if (zi->cp[0].window == NULL)
+      goto oom;
+    i = 1;
+  }
+  for (; i < zi->nspans; i++, p += SN_ZINFO_CP_LEN) {
+    struct sn_checkpoint *c = &zi->cp[i];
+
+    c->in = (int64_t) get_le(p, 8);
+    c->out = (int64_t) get_le(p + 8, 8);
+    c->bits = p[16];
+    c->window = malloc(SN_ZINFO_WINSIZE);
+    if (c->window == NULL)
+      goto oom;
+    memcpy(c->window, p + 17, SN_ZINFO_WINSIZE);
+  }
+  if (check_checkpoints(zi) == -1) {
+    sn_zinfo_free(zi);
+    return NULL;
+  }
+  return zi;
+
+oom:
+  sn_oom();
+  sn_zinfo_free(zi);
+  return NULL;
+}
+
+int
+sn_zinfo_serialize_gzip(const struct sn_zinfo *zi, uint8_t **out,
+                        size_t *len)
+{
+  uint8_t *buf, *p;
+  size_t i, n;
+
+  if (zi->compression != SN_COMP_GZIP || zi->cp == NULL)
+    return sn_set_error("zinfo: not a gzip checkpoint table");
+  if (zi->nspans < 1 || zi->nspans > INT32_MAX ||
+      zi->nspans > (SIZE_MAX - SN_ZINFO_HEADER_LEN) / SN_ZINFO_CP_LEN)
+    return sn_set_error("zinfo: cannot serialize %zu checkpoints",
+                        zi->nspans);
+  n = SN_ZINFO_HEADER_LEN + zi->nspans * SN_ZINFO_CP_LEN;
+  buf = malloc(n);
+  if (buf == NULL)
+    return sn_oom();
+  put_le(buf, zi->nspans, 4);
+  put_le(buf + 4, (uint64_t) zi->span_size, 8);
+  p = buf + SN_ZINFO_HEADER_LEN;
+  for (i = 0; i < zi->nspans; i++, p += SN_ZINFO_CP_LEN) {
+    const struct sn_checkpoint *c = &zi->cp[i];
+
+    put_le(p, (uint64_t) c->in, 8);
+    put_le(p + 8, (uint64_t) c->out, 8);
+    p[16] = c->bits;
+    if (c->window)
+      memcpy(p + 17, c->window, SN_ZINFO_WINSIZE);
+    else
+      memset(p + 17, 0, SN_ZINFO_WINSIZE);
+  }
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
+/* ---- zinfo of a ztoc --------------------------------------------------- */
+
+/* What the snapshotter demands of a gzip ztoc's spans: each span but the
+ * last is non-empty on both sides, and nothing starts past the blob. */
+static int
+check_gzip_spans(const struct sn_zinfo *zi)
+{
+  size_t i;
+
+  for (i = 0; i < zi->nspans; i++) {
+    const struct sn_checkpoint *c = &zi->cp[i];
+
+    if (c->in > zi->compressed_size)
+      return sn_set_error("ztoc: checkpoint %zu at compressed offset %"
+                          PRId64 " is past the layer end (%" PRId64 ")",
+                          i, c->in, zi->compressed_size);
+    if (i + 1 < zi->nspans &&
+        (c->in - (c->bits ? 1 : 0) >= c[1].in || c->out >= c[1].out))
+      return sn_set_error("ztoc: span %zu is empty", i);
+  }
+  return 0;
+}
+
+static struct sn_zinfo *
+zinfo_of_tar(const struct sn_ztoc *z)
+{
+  struct sn_zinfo *zi;
+  int64_t span, size, n;
+
+  if (sn_tarzinfo_decode(z->checkpoints, z->checkpoints_len,
+                         &span, &size) == -1)
+    return NULL;
+  if (span <= 0) {
+    sn_set_error("ztoc: uncompressed layer with span size %" PRId64, span);
+    return NULL;
+  }
+  if (size <= 0 || size != z->compressed_size) {
+    sn_set_error("ztoc: TarZinfo size %" PRId64 " does not match the "
+                 "layer size %" PRId64, size, z->compressed_size);
+    return NULL;
+  }
+  if (z->uncompressed_size > size) {
+    sn_set_error("ztoc: tar end %" PRId64 " is past the layer end %" PRId64,
+                 z->uncompressed_size, size);
+    return NULL;
+  }
+  n = size / span + (size % span != 0);
+  if (n != (int64_t) z->max_span_id + 1) {
+    sn_set_error("ztoc: max_span_id %" PRId32 " but the layer has %"
+                 PRId64 " spans", z->max_span_id, n);
+    return NULL;
+  }
+  zi = calloc(1, sizeof *zi);
+  if (zi == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  zi->compression = SN_COMP_UNCOMPRESSED;
+  zi->span_size = span;
+  zi->nspans = (size_t) n;
+  return zi;
+}
+
+struct sn_zinfo *
+sn_zinfo_from_ztoc(const struct sn_ztoc *z)
+{
+  struct sn_zinfo *zi;
+
+  if (z->compressed_size < 0 || z->uncompressed_size < 0) {
+    sn_set_error("ztoc: negative archive size");
+    return NULL;
+  }
+  if (z->max_span_id < 0) {
+    sn_set_error("ztoc: negative max_span_id %" PRId32, z->max_span_id);
+    return NULL;
+  }
+  if (z->nspan_digests != (size_t) z->max_span_id + 1) {
+    sn_set_error("ztoc: %zu span digests but max_span_id is %" PRId32,
+                 z->nspan_digests, z->max_span_id);
+    return NULL;
+  }
+
+  switch (z->compression) {
+  case SN_COMP_GZIP:
+    zi = sn_zinfo_parse_gzip(z->checkpoints, z->checkpoints_len);
+    if (zi == NULL)
+      return NULL;
+    zi->compressed_size = z->compressed_size;
+    zi->uncompressed_size = z->uncompressed_size;
+    if (zi->nspans != (size_t) z->max_span_id + 1) {
+      sn_set_error("ztoc: %zu checkpoints but max_span_id is %" PRId32,
+                   zi->nspans, z->max_span_id);
+      goto fail;
+    }
+    if (check_gzip_spans(zi) == -1)
+      goto fail;
+    return zi;
+  case SN_COMP_UNCOMPRESSED:
+    zi = zinfo_of_tar(z);
+    if (zi == NULL)
+      return NULL;
+    zi->compressed_size = z->compressed_size;
+    zi->uncompressed_size = z->uncompressed_size;
+    return zi;
+  default:
+    sn_set_error("ztoc: unsupported compression algorithm %d",
+                 (int) z->compression);
+    return NULL;
+  }
+
+fail:
+  sn_zinfo_free(zi);
+  return NULL;
+}
+
+/* ---- span geometry ------------------------------------------------------ */
+
+void
+sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s)
+{
+  bool last = i + 1 >= zi->nspans;
+
+  memset(s, 0, sizeof *s);
+  if (i >= zi->nspans)
+    return;
+  if (zi->compression == SN_COMP_GZIP) {
+    const struct sn_checkpoint *c = &zi->cp[i];
+
+    s->comp_start = c->in - (c->bits ? 1 : 0);
+    s->comp_end = last ? zi->compressed_size : c[1].in;
+    s->uncomp_start = c->out;
+    s->uncomp_end = last ? zi->uncompressed_size : c[1].out;
+  }
+  else {
+    s->comp_start = s->uncomp_start = (int64_t) i * zi->span_size;
+    s->comp_end = last ? zi->compressed_size : s->comp_start + zi->span_size;
+    s->uncomp_end = last ? zi->uncompressed_size : s->comp_end;
+  }
+  /* The tar end can precede the last span's start (§2.4): empty span. */
+  if (s->uncomp_end < s->uncomp_start)
+    s->uncomp_end = s->uncomp_start;
+  if (s->comp_end < s->comp_start)
+    s->comp_end = s->comp_start;
+}
+
+size_t
+sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off)
+{
+  size_t lo = 0, hi;
+
+  if (zi->nspans == 0 || off <= 0)
+    return 0;
+  hi = zi->nspans - 1;
+  if (zi->compression != SN_COMP_GZIP) {
+    int64_t i = zi->span_size > 0 ? off / zi->span_size : 0;
+    return (uint64_t) i < hi ? (size_t) i : hi;
+  }
+  /* Largest i with out[i] <= off. */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo + 1) / 2;
+
+    if (zi->cp[mid].out <= off)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+/* ---- decoding one span -------------------------------------------------- */
+
+static int
+inflate_error(size_t i, const z_stream *strm, int ret)
+{
+  if (ret == Z_MEM_ERROR)
+    return sn_oom();
+  return sn_set_error("span %zu: corrupt compressed data: %s", i,
+                      strm->msg ? strm->msg : "inflate error");
+}
+
+/* §3.4: raw inflate from the checkpoint, primed with its leftover bits and
+ * its window; a gzip member ending inside the span is followed into the
+ * next member. */
+static int
+inflate_span(const struct sn_checkpoint *c, size_t i, const uint8_t *in,
+             size_t in_len, uint8_t *out, size_t out_len)
+{
+  z_stream strm;
+  size_t done = 0;
+  bool raw = true;
+  int ret;
+
+  memset(&strm, 0, sizeof strm);
+  if (inflateInit2(&strm, -15) != Z_OK)
+    return sn_oom();
+  if (c->bits) {
+    if (in_len == 0) {
+      ret = sn_set_error("span %zu: no compressed data", i);
+      goto out;
+    }
+    inflatePrime(&strm, c->bits, in[0] >> (8 - c->bits));
+    in++, in_len--;
+  }
+  if (c->window == NULL ||
+      inflateSetDictionary(&strm, c->window, SN_ZINFO_WINSIZE) != Z_OK) {
+    ret = sn_set_error("span %zu: cannot set the inflate window", i);
+    goto out;
+  }
+
+  while (done < out_len) {
+    size_t ain = in_len < ZCHUNK ? in_len : ZCHUNK;
+    size_t aout = out_len - done < ZCHUNK ? out_len - done : ZCHUNK;
+    size_t used, got;
+
+    strm.next_in = (Bytef *) in;
+    strm.avail_in = (uInt) ain;
+    strm.next_out = out + done;
+    strm.avail_out = (uInt) aout;
+    ret = inflate(&strm, Z_NO_FLUSH);
+    used = ain - strm.avail_in;
+    got = aout - strm.avail_out;
+    in += used, in_len -= used;
+    done += got;
+
+    if (ret == Z_STREAM_END) {
+      if (done == out_len)
+        break;
+      /* A gzip member ends inside the span: the next one follows. */
+      if (raw) {
+        if (in_len < 8) {
+          ret = sn_set_error("span %zu: truncated gzip trailer", i);
+          goto out;
+        }
+        in += 8, in_len -= 8;
+        raw = false;
+        ret = inflateReset2(&strm, 47);
+      }
+      else
+        ret = inflateReset(&strm);
+      if (ret != Z_OK) {
+        ret = inflate_error(i, &strm, ret);
+        goto out;
+      }
+      continue;
+    }
+    if ((ret == Z_OK || ret == Z_BUF_ERROR) && (used || got))
+      continue;
+    if ((ret == Z_OK || ret == Z_BUF_ERROR) && in_len == 0)
+      ret = sn_set_error("span %zu: compressed data ends after %zu of %zu "
+                         "bytes", i, done, out_len);
+    else if (ret == Z_NEED_DICT)
+      ret = sn_set_error("span %zu: zlib stream wants a dictionary", i);
+    else
+      ret = inflate_error(i, &strm, ret);
+    goto out;
+  }
+  ret = 0;
+
+out:
+  inflateEnd(&strm);
+  return ret;
+}
+
+int
+sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
+                     const uint8_t *comp, size_t comp_len,
+                     uint8_t *out, size_t out_len)
+{
+  struct sn_span s;
+  uint64_t want_in, want_out;
+
+  if (i >= zi->nspans)
+    return sn_set_error("span %zu does not exist (%zu spans)", i,
+                        zi->nspans);
+  sn_zinfo_span(zi, i, &s);
+  want_in = (uint64_t) (s.comp_end - s.comp_start);
+  want_out = (uint64_t) (s.uncomp_end - s.uncomp_start);
+  if (comp_len != want_in)
+    return sn_set_error("span %zu: %zu compressed bytes given, %" PRIu64
+                        " expected", i, comp_len, want_in);
+  if (out_len != want_out)
+    return sn_set_error("span %zu: output of %zu bytes given, %" PRIu64
+                        " expected", i, out_len, want_out);
+  if (out_len == 0)
+    return 0;
+  if (zi->compression == SN_COMP_GZIP)
+    return inflate_span(&zi->cp[i], i, comp, comp_len, out, out_len);
+  if (out_len > comp_len)
+    return sn_set_error("span %zu: tar end is past the layer end", i);
+  memcpy(out, comp, out_len);
+  return 0;
+}
+
+/* ---- the streaming builder ---------------------------------------------- */
+
+struct sn_zinfo_builder {
+  enum sn_compression comp;
+  int64_t span_size;
+  sn_output_fn on_output;
+  void *opaque;
+  bool failed, finished;
+
+  int64_t totin, totout;         /* bytes consumed / produced so far */
+  int64_t last;                  /* totout at the last checkpoint */
+
+  /* gzip */
+  z_stream strm;
+  bool strm_ready;
+  bool member_done;              /* inflate reported Z_STREAM_END */
+  bool out_full;                 /* last inflate call filled the ring */
+  uint8_t *ring;
+  size_t rpos;                   /* next write position in ring */
+  struct sn_checkpoint *cp;
+  size_t ncp, cpcap;
+
+  /* digests */
+  struct sn_sha256 blob_hash, span_hash;
+  bool span_open;                /* span_hash holds a span's first bytes */
+  uint8_t prev_byte;             /* last byte of the previous feed */
+  uint8_t (*digests)[SN_SHA256_LEN];
+  size_t ndigests, dcap;
+};
+
+struct sn_zinfo_builder *
+sn_zinfo_builder_new(enum sn_compression comp, int64_t span_size,
+                     sn_output_fn on_output, void *opaque)
+{
+  struct sn_zinfo_builder *b;
+
+  if (comp != SN_COMP_GZIP && comp != SN_COMP_UNCOMPRESSED) {
+    sn_set_error("zinfo: unsupported compression %d", (int) comp);
+    return NULL;
+  }
+  if (span_size < 0 || (comp == SN_COMP_UNCOMPRESSED && span_size == 0)) {
+    sn_set_error("zinfo: invalid span size %" PRId64, span_size);
+    return NULL;
+  }
+  b = calloc(1, sizeof *b);
+  if (b == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  b->comp = comp;
+  b->span_size = span_size;
+  b->on_output = on_output;
+  b->opaque = opaque;
+  if (sn_sha256_init(&b->blob_hash) == -1 ||
+      sn_sha256_init(&b->span_hash) == -1)
+    goto fail;
+  if (comp == SN_COMP_GZIP) {
+    b->ring = malloc(RING_SIZE);
+    if (b->ring == NULL) {
+      sn_oom();
+      goto fail;
+    }
+    if (inflateInit2(&b->strm, 47) != Z_OK) {
+      sn_oom();
+      goto fail;
+    }
+    b->strm_ready = true;
+  }
+  return b;
+
+fail:
+  sn_zinfo_builder_free(b);
+  return NULL;
+}
+
+void
+sn_zinfo_builder_free(struct sn_zinfo_builder *b)
+{
+  size_t i;
+
+  if (b == NULL)
+    return;
+  if (b->strm_ready)
+    inflateEnd(&b->strm);
+  free(b->ring);
+  for (i = 0; i < b->ncp; i++)
+    free(b->cp[i].window);
+  free(b->cp);
+  free(b->digests);
+  sn_sha256_free(&b->blob_hash);
+  sn_sha256_free(&b->span_hash);
+  free(b);
+}
+
+/* Finish the current span's hash and append it to the digest list. */
+static int
+close_span(struct sn_zinfo_builder *b)
+{
+  if (b->ndigests == b->dcap) {
+    size_t cap = b->dcap ? 2 * b->dcap : 64;
+    void *p = realloc(b->digests, cap * sizeof *b->digests);
+
+    if (p == NULL)
+      return sn_oom();
+    b->digests = p;
+    b->dcap = cap;
+  }
+  sn_sha256_final(&b->span_hash, b->digests[b->ndigests++]);
+  b->span_open = false;
+  return 0;
+}
+
+/* The SN_ZINFO_WINSIZE bytes of output before the current position, with
+ * zeros in front if there were fewer. */
+static void
+copy_window(const struct sn_zinfo_builder *b, uint8_t *win)
+{
+  size_t n = b->totout < SN_ZINFO_WINSIZE ? (size_t) b->totout
+                                           : SN_ZINFO_WINSIZE;
+  uint8_t *dst = win + SN_ZINFO_WINSIZE - n;
+
+  memset(win, 0, SN_ZINFO_WINSIZE - n);
+  if (n <= b->rpos)
+    memcpy(dst, b->ring + b->rpos - n, n);
+  else {
+    /* The window wraps: its head is at the end of the ring. */
+    size_t head = n - b->rpos;
+
+    memcpy(dst, b->ring + RING_SIZE - head, head);
+    memcpy(dst + head, b->ring, b->rpos);
+  }
+}
+
+/* Record a checkpoint at the current position, which is data[pos] of the
+ * current feed.  The previous span ends here; the new one starts here, or
+ * one byte earlier when that byte holds the first bits of its block. */
+static int
+add_checkpoint(struct sn_zinfo_builder *b, const uint8_t *data, size_t pos,
+               size_t *hashed)
+{
+  struct sn_checkpoint *c;
+  uint8_t bits = (uint8_t) (b->strm.data_type & 7);
+
+  if (b->ncp == b->cpcap) {
+    size_t cap = b->cpcap ? 2 * b->cpcap : 16;
+    void *p = realloc(b->cp, cap * sizeof *b->cp);
+
+    if (p == NULL)
+      return sn_oom();
+    b->cp = p;
+    b->cpcap = cap;
+  }
+  c = &b->cp[b->ncp];
+  c->window = malloc(SN_ZINFO_WINSIZE);
+  if (c->window == NULL)
+    return sn_oom();
+  c->in = b->totin;
+  c->out = b->totout;
+  c->bits = bits;
+  copy_window(b, c->window);
+  b->ncp++;
+
+  /* Bytes before the first checkpoint are the gzip header: no span. */
+  if (b->span_open) {
+    sn_sha256_update(&b->span_hash, data + *hashed, pos - *hashed);
+    if (close_span(b) == -1)
+      return -1;
+  }
+  *hashed = pos;
+  b->span_open = true;
+  if (bits) {
+    uint8_t prev = pos > 0 ? data[pos - 1] : b->prev_byte;
+    sn_sha256_update(&b->span_hash, &prev, 1);
+  }
+  return 0;
+}
+
+/* Inflate data[0..len) (len may be 0 to drain pending output), calling
+ * inflate(Z_BLOCK) so that it stops at every deflate block boundary. */
+static int
+feed_gzip(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
+{
+  z_stream *strm = &b->strm;
+  size_t pos = 0, hashed = 0;
+
+  for (;;) {
+    size_t ain, aout, used, got;
+    int ret;
+
+    if (pos == len && !b->out_full)
+      break;
+    if (b->member_done) {
+      if (pos == len)
+        break;
+      /* More input after a member: another gzip member follows. */
+      if (inflateReset2(strm, 47) != Z_OK)
+        return sn_set_error("gzip: cannot reset inflate");
+      b->member_done = false;
+    }
+    if (b->rpos == RING_SIZE)
+      b->rpos = 0;
+    ain = len - pos < ZCHUNK ? len - pos : ZCHUNK;
+    aout = RING_SIZE - b->rpos;
+    strm->next_in = (Bytef *) data + pos;
+    strm->avail_in = (uInt) ain;
+    strm->next_out = b->ring + b->rpos;
+    strm->avail_out = (uInt) aout;
+    ret = inflate(strm, Z_BLOCK);
+    used = ain - strm->avail_in;
+    got = aout - strm->avail_out;
+    pos += used;
+    b->totin += (int64_t) used;
+    b->out_full = strm->avail_out == 0;
+    if (got) {
+      const uint8_t *piece = b->ring + b->rpos;
+
+      b->rpos += got;
+      b->totout += (int64_t) got;
+      if (b->on_output && b->on_output(b->opaque, piece, got) == -1)
+        return -1;
+    }
+
+    switch (ret) {
+    case Z_OK:
+      break;
+    case Z_STREAM_END:
+      b->member_done = true;
+      b->out_full = false;
+      break;
+    case Z_BUF_ERROR:           /* no progress possible: needs input */
+      if (pos < len)
+        return sn_set_error("gzip: inflate stalled at offset %" PRId64,
+                            b->totin);
+      b->out_full = false;
+      break;
+    case Z_NEED_DICT:
+      return sn_set_error("gzip: zlib stream with a preset dictionary at "
+                          "offset %" PRId64, b->totin);
+    case Z_MEM_ERROR:
+      return sn_oom();
+    default:
+      return sn_set_error("gzip: corrupt data at offset %" PRId64 ": %s",
+                          b->totin, strm->msg ? strm->msg : "inflate error");
+    }
+
+    /* zran's rule (§3.2): a block boundary (or the end of a header) that
+     * is not the end of the stream, once enough output has passed. */
+    if ((strm->data_type & 128) && !(strm->data_type & 64) &&
+        (b->totout == 0 || b->totout - b->last > b->span_size)) {
+      if (add_checkpoint(b, data, pos, &hashed) == -1)
+        return -1;
+      b->last = b->totout;
+    }
+  }
+
+  if (b->span_open && hashed < len)
+    sn_sha256_update(&b->span_hash, data + hashed, len - hashed);
+  if (len)
+    b->prev_byte = data[len - 1];
+  return 0;
+}
+
+/* Uncompressed layers: pass through, hash fixed-size chunks. */
+static int
+feed_tar(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
+{
+  size_t pos = 0;
+
+  if (b->on_output && b->on_output(b->opaque, data, len) == -1)
+    return -1;
+  while (pos < len) {
+    int64_t room = b->span_size - b->totin % b->span_size;
+    size_t n = (uint64_t) room < len - pos ? (size_t) room : len - pos;
+
+    sn_sha256_update(&b->span_hash, data + pos, n);
+    pos += n;
+    b->totin += (int64_t) n;
+    if (b->totin % b->span_size == 0 && close_span(b) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+int
+sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
+                      size_t len)
+{
+  int r;
+
+  if (b->failed || b->finished)
+    return sn_set_error("zinfo builder: %s",
+                        b->failed ? "an earlier error stopped it"
+                                  : "already finished");
+  if (len == 0)
+    return 0;
+  if (b->totin > INT64_MAX - (int64_t) len)
+    return sn_set_error("zinfo builder: layer too large");
+  sn_sha256_update(&b->blob_hash, data, len);
+  r = b->comp == SN_COMP_GZIP ? feed_gzip(b, data, len)
+                              : feed_tar(b, data, len);
+  if (r == -1)
+    b->failed = true;
+  return r;
+}
+
+/* Move the builder's results into a new zinfo. */
+static struct sn_zinfo *
+take_zinfo(struct sn_zinfo_builder *b)
+{
+  struct sn_zinfo *zi = calloc(1, sizeof *zi);
+
+  if (zi == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  zi->compression = b->comp;
+  zi->span_size = b->span_size;
+  zi->compressed_size = b->totin;
+  zi->nspans = b->ndigests;
+  if (b->comp == SN_COMP_GZIP) {
+    zi->cp = b->cp;
+    b->cp = NULL;
+    b->ncp = b->cpcap = 0;
+  }
+  return zi;
+}
+
+static int
+finish_input(struct sn_zinfo_builder *b)
+{
+  static const uint8_t none[1];
+
+  if (b->comp == SN_COMP_GZIP) {
+    /* Drain output inflate still holds, then the stream must be done. */
+    if (feed_gzip(b, none, 0) == -1)
+      return -1;
+    if (!b->member_done || b->ncp == 0)
+      return sn_set_error("truncated gzip stream (%" PRId64 " bytes)",
+                          b->totin);
+    return close_span(b);
+  }
+  if (b->totin == 0)
+    return sn_set_error("empty uncompressed layer: no spans");
+  if (b->totin % b->span_size != 0)
+    return close_span(b);
+  return 0;
+}
+
+int
+sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
+                        struct sn_zinfo **zi,
+                        uint8_t (**span_digests)[SN_SHA256_LEN],
+                        uint8_t blob_digest[SN_SHA256_LEN])
+{
+  struct sn_zinfo *z;
+
+  if (b->failed || b->finished)
+    return sn_set_error("zinfo builder: %s",
+                        b->failed ? "an earlier error stopped it"
+                                  : "already finished");
+  if (finish_input(b) == -1) {
+    b->failed = true;
+    return -1;
+  }
+  z = take_zinfo(b);
+  if (z == NULL) {
+    b->failed = true;
+    return -1;
+  }
+  b->finished = true;
+  *zi = z;
+  if (span_digests) {
+    *span_digests = b->digests;
+    b->digests = NULL;
+    b->ndigests = b->dcap = 0;
+  }
+  if (blob_digest)
+    sn_sha256_final(&b->blob_hash, blob_digest);
+  return 0;
+}

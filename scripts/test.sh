@@ -1,0 +1,78 @@
+#!/bin/bash
+# Run the whole soci-nbd test suite on a fresh Debian 12 machine, as CI does:
+#   1. install the build/test dependencies (scripts/install-deps.sh)
+#   2. build with -Werror and run `make check`
+#   3. build again with AddressSanitizer + UBSan and run `make check`
+#   4. build the libFuzzer targets with clang and run each for a bounded time
+# Prints "N passed, N failed" at the end; exits non-zero on any failure.
+# FUZZ_SECONDS (default 60) bounds each fuzzer; SKIP_ASAN=1 / SKIP_FUZZ=1 for
+# quick local runs (CI sets neither).
+set -u
+cd "$(dirname "$0")/.."
+top=$(pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+./scripts/install-deps.sh || { echo "install-deps failed" >&2; exit 1; }
+[ -x configure ] && [ configure -nt configure.ac ] && [ -e build-aux/tap-driver.sh ] ||
+    ./autogen.sh > /dev/null || exit 1
+
+passed=0 failed=0 status=0
+
+count() { # BUILDDIR: add up the TAP results of one make check
+    local p f
+    p=$(cat "$1"/tests/*.trs 2>/dev/null | grep -c '^:test-result: PASS')
+    f=$(cat "$1"/tests/*.trs 2>/dev/null | grep -Ec '^:test-result: (FAIL|ERROR|XPASS)')
+    passed=$((passed + p)); failed=$((failed + f))
+}
+
+run_pass() { # NAME CONFIGURE-ARGS...
+    local name=$1; shift
+    local dir=$top/_build/$name
+    echo "=== $name: configure $*"
+    rm -rf "$dir"; mkdir -p "$dir"
+    if ! (cd "$dir" && "$top/configure" --enable-werror "$@" > configure.out 2>&1); then
+        tail -20 "$dir/configure.out"; failed=$((failed + 1)); status=1; return
+    fi
+    if ! make -C "$dir" -j"$jobs" > "$dir/build.out" 2>&1; then
+        tail -40 "$dir/build.out"; failed=$((failed + 1)); status=1; return
+    fi
+    echo "=== $name: make check"
+    if ! make -C "$dir" -j"$jobs" check; then
+        status=1
+        for log in "$dir"/tests/*.log; do
+            grep -qE '^(FAIL|ERROR)' "$log" && { echo "--- $log"; cat "$log"; }
+        done
+    fi
+    count "$dir"
+}
+
+run_pass gcc
+[ "${SKIP_ASAN:-0}" = 1 ] || ASAN_OPTIONS=detect_leaks=1 run_pass asan --enable-sanitizers
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+    dir=$top/_build/fuzz
+    secs=${FUZZ_SECONDS:-60}
+    echo "=== fuzz: clang libFuzzer targets, ${secs}s each"
+    rm -rf "$dir"; mkdir -p "$dir"
+    if (cd "$dir" && "$top/configure" CC=clang --enable-fuzzers > configure.out 2>&1) &&
+       make -C "$dir" -j"$jobs" fuzz/fuzz-ztoc fuzz/fuzz-zinfo fuzz/fuzz-tar > "$dir/build.out" 2>&1; then
+        for t in ztoc zinfo tar; do
+            mkdir -p "$dir/corpus-$t"
+            if "$dir/fuzz/fuzz-$t" -max_total_time="$secs" -max_len=300000 \
+                   -rss_limit_mb=2048 "$dir/corpus-$t" "$top/fuzz/corpus/$t" \
+                   > "$dir/fuzz-$t.out" 2>&1; then
+                echo "PASS: fuzz-$t ($(grep -o 'Done [0-9]* runs' "$dir/fuzz-$t.out"))"
+                passed=$((passed + 1))
+            else
+                echo "FAIL: fuzz-$t"; tail -40 "$dir/fuzz-$t.out"
+                failed=$((failed + 1)); status=1
+            fi
+        done
+    else
+        tail -30 "$dir/configure.out" "$dir/build.out"; failed=$((failed + 1)); status=1
+    fi
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[ $status -eq 0 ] && [ $failed -eq 0 ]

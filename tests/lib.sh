@@ -1,0 +1,49 @@
+# soci-nbd tests: helpers for TAP shell tests.  Source it; then call
+# plan N (optional), ok/not_ok via check, and finish.
+set -u
+: "${top_srcdir:=$(cd "$(dirname "$0")/.." && pwd)}"
+: "${top_builddir:=$top_srcdir}"
+: "${SOCI_NBD:=$top_builddir/soci-nbd}"
+DATA="$top_srcdir/tests/data"
+TAP_N=0
+TAP_FAILED=0
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/soci-nbd-test.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+# check DESCRIPTION COMMAND...: run the command, ok if it exits 0.
+check() {
+    desc=$1; shift
+    TAP_N=$((TAP_N + 1))
+    if "$@" >"$TMP/.out" 2>&1; then
+        echo "ok $TAP_N - $desc"
+    else
+        echo "not ok $TAP_N - $desc"
+        sed 's/^/# /' "$TMP/.out" | head -20
+        TAP_FAILED=$((TAP_FAILED + 1))
+    fi
+}
+
+# check_fails DESCRIPTION PATTERN COMMAND...: ok if the command fails with
+# a non-zero status (not a signal) and its stderr matches PATTERN on a
+# single line.
+check_fails() {
+    desc=$1; pat=$2; shift 2
+    TAP_N=$((TAP_N + 1))
+    "$@" >"$TMP/.out" 2>"$TMP/.err"
+    st=$?
+    if [ $st -ne 0 ] && [ $st -lt 128 ] && grep -q -- "$pat" "$TMP/.err" &&
+       [ "$(wc -l <"$TMP/.err")" -le 2 ]; then
+        echo "ok $TAP_N - $desc"
+    else
+        echo "not ok $TAP_N - $desc (status $st)"
+        sed 's/^/# /' "$TMP/.err" | head -10
+        TAP_FAILED=$((TAP_FAILED + 1))
+    fi
+}
+
+finish() {
+    echo "1..$TAP_N"
+    [ $TAP_FAILED -eq 0 ]
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
