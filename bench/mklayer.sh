@@ -14,6 +14,7 @@ if [ ! -s "$out" ]; then
     root=$(mktemp -d "$cache/root.XXXXXX")
     debootstrap --variant=minbase bookworm "$root" "$mirror" > "$cache/debootstrap.log" 2>&1 ||
         { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
     tar -C "$root" --sort=name --numeric-owner -cf "$cache/minbase.tar" .
     gzip -6n < "$cache/minbase.tar" > "$out.tmp" && mv "$out.tmp" "$out"
     rm -rf "$root"

@@ -1,0 +1,2 @@
+/* soci-nbd: auth (being written). */
+#include <config.h>

@@ -1,0 +1,2 @@
+/* soci-nbd: http (being written). */
+#include <config.h>

@@ -1,0 +1,2 @@
+/* soci-nbd: manifest (being written). */
+#include <config.h>

@@ -1,0 +1,2 @@
+/* soci-nbd: ocilayout (being written). */
+#include <config.h>

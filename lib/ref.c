@@ -1,0 +1,2 @@
+/* soci-nbd: ref (being written). */
+#include <config.h>

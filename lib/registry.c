@@ -1,0 +1,2 @@
+/* soci-nbd: registry (being written). */
+#include <config.h>
