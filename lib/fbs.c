@@ -111,6 +111,8 @@ place(struct sn_fbb *b, const void *data, size_t n)
 
   if (!reserve(b, n))
     return false;
+  if (n == 0)
+    return true;
   b->off += n;
   p = b->buf + b->cap - b->off;
   if (data)
@@ -486,8 +488,10 @@ follow(const uint8_t *buf, size_t len, size_t p, size_t *target)
 {
   uint32_t u = get_u32(buf + p);
 
-  if (u == 0 || u > INT32_MAX || u > len - p)
-    return sn_set_error("reference at %zu points outside the buffer (%"
+  if (u == 0)
+    return sn_set_error("reference at %zu is zero", p);
+  if (u > INT32_MAX || u > len - p)
+    return sn_set_error("reference at %zu points outside the buffer (+%"
                         PRIu32 ")", p, u);
   *target = p + u;
   return 0;
@@ -522,7 +526,7 @@ vector_at(const uint8_t *buf, size_t len, size_t pos, size_t elem_size,
     return sn_set_error("vector at %zu is outside the buffer", pos);
   n = get_u32(buf + pos);
   if (elem_size == 0 || n > (len - pos - 4) / elem_size)
-    return sn_set_error("vector at %zu: %" PRIu32 " elements of %zu bytes "
+    return sn_set_error("vector at %zu: %" PRIu32 " %zu-byte elements "
                         "exceed the buffer", pos, n, elem_size);
   v->buf = buf;
   v->len = len;
@@ -536,7 +540,7 @@ static int
 scalar(const struct sn_fbr_table *t, unsigned slot, size_t size,
        uint64_t *v)
 {
-  size_t p;
+  size_t p = 0;
   int r = field(t, slot, size, &p);
 
   if (r == 1) {
@@ -596,7 +600,7 @@ sn_fbr_i64(const struct sn_fbr_table *t, unsigned slot, int64_t def,
 static int
 ref_field(const struct sn_fbr_table *t, unsigned slot, size_t *target)
 {
-  size_t p;
+  size_t p = 0;
   int r = field(t, slot, 4, &p);
 
   if (r != 1)
@@ -608,7 +612,7 @@ int
 sn_fbr_string(const struct sn_fbr_table *t, unsigned slot, const char **s,
               size_t *len)
 {
-  size_t p;
+  size_t p = 0;
   int r = ref_field(t, slot, &p);
 
   *s = NULL;
@@ -622,7 +626,7 @@ int
 sn_fbr_table(const struct sn_fbr_table *t, unsigned slot,
              struct sn_fbr_table *sub)
 {
-  size_t p;
+  size_t p = 0;
   int r = ref_field(t, slot, &p);
 
   memset(sub, 0, sizeof *sub);
@@ -635,7 +639,7 @@ int
 sn_fbr_vector(const struct sn_fbr_table *t, unsigned slot, size_t elem_size,
               struct sn_fbr_vec *v)
 {
-  size_t p;
+  size_t p = 0;
   int r = ref_field(t, slot, &p);
 
   memset(v, 0, sizeof *v);
@@ -657,7 +661,7 @@ int
 sn_fbr_vec_table(const struct sn_fbr_vec *v, size_t i,
                  struct sn_fbr_table *t)
 {
-  size_t p;
+  size_t p = 0;
 
   if (vec_elem(v, i, &p) == -1)
     return -1;
@@ -668,7 +672,7 @@ int
 sn_fbr_vec_string(const struct sn_fbr_vec *v, size_t i, const char **s,
                   size_t *len)
 {
-  size_t p;
+  size_t p = 0;
 
   if (vec_elem(v, i, &p) == -1)
     return -1;

@@ -58,8 +58,14 @@ struct sn_manifest {
   size_t nannotations;
 };
 
-/* Parse raw (copied).  content_type (may be NULL) is used when the
- * document has no mediaType.  Validates digests, sizes, required fields. */
+/* Parse raw (copied).  content_type (may be NULL; parameters ignored) is
+ * used when the document has no mediaType; with neither, the kind is
+ * inferred from "manifests" vs "config"/"layers".  Validates digests
+ * (sha256 only), sizes (integers >= 0), media types, required fields;
+ * refuses schemaVersion != 2, Docker schema1, unknown media types,
+ * duplicate JSON keys and documents over SN_MAX_DOCUMENT.  digest is
+ * computed over raw.  subject and artifact_type are filled for indexes
+ * too. */
 struct sn_manifest *sn_manifest_parse(const uint8_t *raw, size_t len,
                                       const char *content_type);
 void sn_manifest_free(struct sn_manifest *m);
@@ -67,21 +73,33 @@ void sn_manifest_free(struct sn_manifest *m);
 const char *sn_annotation_get(const struct sn_annotation *a, size_t n,
                               const char *key);
 
-/* "os/arch[/variant]" → platform. */
+/* "os/arch[/variant]" → platform (lower-cased; variant NULL if absent). */
 int sn_platform_parse(const char *s, struct sn_platform *p);
 void sn_platform_clear(struct sn_platform *p);
 /* The host's platform (linux/amd64, linux/arm64/v8, ...). */
 int sn_platform_host(struct sn_platform *p);
-/* containerd-style match (arm64 variant v8 defaulting, etc.). */
+/* containerd-style match after normalization (x86_64 = amd64, aarch64 =
+ * arm64, arm64 "" = "v8", arm "" = "v7", amd64 "" = "v1"): os and
+ * architecture equal, and the variants equal, or want has no variant (any
+ * matches; but arm without a variant is arm/v7), or want is arm/vN and
+ * have is arm/vM with 5 <= M < N. */
 bool sn_platform_matches(const struct sn_platform *want,
                          const struct sn_platform *have);
-/* The first index entry that is an image manifest for want, or NULL with
- * an error listing the platforms available. */
+/* The best index entry that is an image manifest for want: an exact
+ * variant first, then the first other match (for arm the highest lower
+ * version), then an entry without a platform; ties go to the earlier
+ * entry.  Entries that are not OCI/Docker image manifests, that have an
+ * artifactType (SOCI indexes), or that are attestations (platform
+ * unknown/unknown or a vnd.docker.reference.type annotation) are skipped.
+ * NULL with "no manifest for linux/s390x in index; available: linux/amd64,
+ * linux/arm64/v8" when none fits. */
 const struct sn_descriptor *
 sn_manifest_select(const struct sn_manifest *index,
                    const struct sn_platform *want);
 
-/* Layer media type classification. */
+/* Layer media type classification (exact media types: OCI tar, tar+gzip,
+ * tar+zstd incl. nondistributable; Docker rootfs.diff.tar[.gzip|.zstd]
+ * incl. foreign; anything else, NULL included, is OTHER). */
 enum sn_layer_kind {
   SN_LAYER_KIND_GZIP, SN_LAYER_KIND_TAR, SN_LAYER_KIND_ZSTD,
   SN_LAYER_KIND_OTHER,

@@ -462,7 +462,8 @@ unique_recs(struct sn_tar_parser *p)
 {
   size_t i;
 
-  qsort(p->recs, p->nrecs, sizeof *p->recs, rec_cmp);
+  if (p->nrecs > 1)
+    qsort(p->recs, p->nrecs, sizeof *p->recs, rec_cmp);
   if (p->nrecs > p->pax_cap) {
     struct sn_pax *x = realloc(p->pax, p->nrecs * sizeof *x);
 

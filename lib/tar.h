@@ -53,9 +53,12 @@ int sn_tar_parser_feed(struct sn_tar_parser *p, const uint8_t *data,
                        size_t len);
 
 /* End of stream.  *end = the reader position at end of archive: just after
- * the two zero blocks, or after one zero block / at an entry boundary when
- * the stream ends there (Go's io.EOF cases).  -1 if the stream ends inside
- * a header or an entry's data. */
+ * the two zero blocks, or after one zero block / at an entry boundary /
+ * inside the block padding after data when the stream ends there (Go's
+ * io.EOF cases; *end is then the stream length).  -1 if the stream ends
+ * inside a header block, PAX / long-name data or an entry's data.
+ * PAX / long-name headers not followed by an entry are dropped, as Go
+ * does. */
 int sn_tar_parser_finish(struct sn_tar_parser *p, int64_t *end);
 
 /* True once the end-of-archive marker has been seen. */
@@ -63,13 +66,15 @@ bool sn_tar_parser_at_end(const struct sn_tar_parser *p);
 
 /* Parse buf[0..len) as exactly the header blocks of one entry (PAX/long
  * name blocks included) and nothing else; fill *e, whose strings are owned
- * by the caller afterwards (sn_tar_entry_clear).  Used to verify a ztoc
- * entry against the bytes actually served. */
+ * by the caller afterwards (sn_tar_entry_clear).  Offsets are relative to
+ * buf: header_offset 0, data_offset len.  Used to verify a ztoc entry
+ * against the bytes actually served.  On failure *e is left cleared. */
 int sn_tar_parse_headers(const uint8_t *buf, size_t len,
                          struct sn_tar_entry *e);
 void sn_tar_entry_clear(struct sn_tar_entry *e);
 
-/* The ztoc type string for a typeflag ("reg", "hardlink", ...). */
+/* The ztoc type string for a typeflag ("reg", "hardlink", ...), NULL for
+ * any other typeflag. */
 const char *sn_tar_type_name(char typeflag);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -505,7 +506,47 @@ sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
   return 0;
 }
 
-/* ---- the streaming builder ---------------------------------------------- */
+/* ---- the streaming builder ---------------------------------------------- *
+ *
+ * The main thread inflates; it records a checkpoint at each qualifying
+ * block boundary and, for span hashing, a "cut": the span ending at pos
+ * (an index into the current feed) closes, and the next one opens, starting
+ * with the byte before pos when bits != 0.
+ *
+ * The compressed input is hashed twice (whole blob, spans).  For feeds of
+ * HASH_THREAD_MIN bytes or more this runs on a helper thread, overlapping
+ * inflate: the helper hashes the blob, then the spans up to the "settled"
+ * position (what inflate has consumed so far: no later cut can fall before
+ * it), applying cuts in order.  Each feed waits for the helper before it
+ * returns, so the caller's buffer is never used afterwards.  Smaller feeds
+ * are hashed inline; both ways give the same digests.
+ */
+
+#define HASH_THREAD_MIN ((size_t) 64 * 1024)
+/* Wake a waiting helper only once this much more input has settled. */
+#define HASH_BATCH ((size_t) 128 * 1024)
+
+struct cut {
+  size_t pos;
+  uint8_t bits, prev;
+};
+
+struct hasher {
+  pthread_t tid;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;          /* to the helper: new work, or quit */
+  pthread_cond_t idle;          /* to the main thread: chunk done */
+  bool started, quit;
+  bool pending;                 /* a chunk waits to be picked up */
+  bool closed;                  /* no more cuts or input for the chunk */
+  bool finished;                /* the helper is done with the chunk */
+  bool helper_waiting, main_waiting;
+  bool oom;                     /* the helper could not grow the digests */
+  const uint8_t *data;
+  size_t len, settled, signaled;
+  struct cut *cuts;
+  size_t ncuts, cutcap, next_cut;
+};
 
 struct sn_zinfo_builder {
   enum sn_compression comp;
@@ -526,14 +567,236 @@ struct sn_zinfo_builder {
   size_t rpos;                   /* next write position in ring */
   struct sn_checkpoint *cp;
   size_t ncp, cpcap;
+  uint8_t prev_byte;             /* last byte of the previous feed */
 
-  /* digests */
+  /* Digests: owned by the helper while it hashes a chunk. */
   struct sn_sha256 blob_hash, span_hash;
   bool span_open;                /* span_hash holds a span's first bytes */
-  uint8_t prev_byte;             /* last byte of the previous feed */
   uint8_t (*digests)[SN_SHA256_LEN];
   size_t ndigests, dcap;
+
+  struct hasher h;
 };
+
+/* Finish the current span's hash and append it to the digest list. */
+static int
+close_span(struct sn_zinfo_builder *b)
+{
+  if (b->ndigests == b->dcap) {
+    size_t cap = b->dcap ? 2 * b->dcap : 64;
+    void *p = realloc(b->digests, cap * sizeof *b->digests);
+
+    if (p == NULL)
+      return sn_oom();
+    b->digests = p;
+    b->dcap = cap;
+  }
+  sn_sha256_final(&b->span_hash, b->digests[b->ndigests++]);
+  b->span_open = false;
+  return 0;
+}
+
+/* Add data[*done..upto) to the open span (input before the first
+ * checkpoint is the gzip header and belongs to no span). */
+static void
+span_hash_to(struct sn_zinfo_builder *b, const uint8_t *data, size_t *done,
+             size_t upto)
+{
+  if (b->span_open)
+    sn_sha256_update(&b->span_hash, data + *done, upto - *done);
+  *done = upto;
+}
+
+static int
+span_cut(struct sn_zinfo_builder *b, const uint8_t *data, size_t *done,
+         const struct cut *c)
+{
+  span_hash_to(b, data, done, c->pos);
+  if (b->span_open && close_span(b) == -1)
+    return -1;
+  b->span_open = true;
+  if (c->bits)
+    sn_sha256_update(&b->span_hash, &c->prev, 1);
+  return 0;
+}
+
+/* ---- the hashing helper thread ---- */
+
+/* Hash one chunk: the blob, then spans as inflate settles them. */
+static void
+hasher_chunk(struct sn_zinfo_builder *b)
+{
+  struct hasher *h = &b->h;
+  const uint8_t *data = h->data;
+  size_t len = h->len, done = 0;
+
+  pthread_mutex_unlock(&h->lock);
+  sn_sha256_update(&b->blob_hash, data, len);
+  pthread_mutex_lock(&h->lock);
+  for (;;) {
+    struct cut c;
+    bool have_cut = false;
+    size_t upto;
+
+    while (h->next_cut == h->ncuts && done == h->settled && !h->closed) {
+      h->helper_waiting = true;
+      pthread_cond_wait(&h->wake, &h->lock);
+      h->helper_waiting = false;
+    }
+    if (h->next_cut < h->ncuts) {
+      c = h->cuts[h->next_cut++];
+      have_cut = true;
+    }
+    else if (done == h->settled)
+      break;                    /* closed, and everything hashed */
+    upto = h->settled;
+    pthread_mutex_unlock(&h->lock);
+    if (!have_cut)
+      span_hash_to(b, data, &done, upto);
+    else if (h->oom)
+      done = c.pos;
+    else if (span_cut(b, data, &done, &c) == -1)
+      h->oom = true;
+    pthread_mutex_lock(&h->lock);
+  }
+}
+
+static void *
+hasher_main(void *arg)
+{
+  struct sn_zinfo_builder *b = arg;
+  struct hasher *h = &b->h;
+
+  pthread_mutex_lock(&h->lock);
+  for (;;) {
+    while (!h->quit && !h->pending) {
+      h->helper_waiting = true;
+      pthread_cond_wait(&h->wake, &h->lock);
+      h->helper_waiting = false;
+    }
+    if (h->quit)
+      break;
+    h->pending = false;
+    hasher_chunk(b);
+    h->finished = true;
+    if (h->main_waiting)
+      pthread_cond_signal(&h->idle);
+  }
+  pthread_mutex_unlock(&h->lock);
+  return NULL;
+}
+
+/* Start the helper on first use; false if it cannot run (hash inline). */
+static bool
+hasher_ready(struct sn_zinfo_builder *b)
+{
+  struct hasher *h = &b->h;
+
+  if (h->started)
+    return true;
+  if (pthread_mutex_init(&h->lock, NULL) != 0)
+    return false;
+  if (pthread_cond_init(&h->wake, NULL) != 0)
+    goto no_wake;
+  if (pthread_cond_init(&h->idle, NULL) != 0)
+    goto no_idle;
+  if (pthread_create(&h->tid, NULL, hasher_main, b) != 0)
+    goto no_thread;
+  h->started = true;
+  return true;
+
+no_thread:
+  pthread_cond_destroy(&h->idle);
+no_idle:
+  pthread_cond_destroy(&h->wake);
+no_wake:
+  pthread_mutex_destroy(&h->lock);
+  return false;
+}
+
+static void
+hasher_stop(struct hasher *h)
+{
+  if (!h->started)
+    return;
+  pthread_mutex_lock(&h->lock);
+  h->quit = true;
+  pthread_cond_signal(&h->wake);
+  pthread_mutex_unlock(&h->lock);
+  pthread_join(h->tid, NULL);
+  pthread_cond_destroy(&h->idle);
+  pthread_cond_destroy(&h->wake);
+  pthread_mutex_destroy(&h->lock);
+  free(h->cuts);
+  h->started = false;
+}
+
+static void
+hasher_begin(struct hasher *h, const uint8_t *data, size_t len)
+{
+  pthread_mutex_lock(&h->lock);
+  h->data = data;
+  h->len = len;
+  h->settled = h->signaled = h->ncuts = h->next_cut = 0;
+  h->closed = h->finished = false;
+  h->pending = true;
+  if (h->helper_waiting)
+    pthread_cond_signal(&h->wake);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* Inflate has consumed data[0..pos); c, if any, is a cut at pos. */
+static int
+hasher_settle(struct hasher *h, size_t pos, const struct cut *c)
+{
+  int r = 0;
+
+  pthread_mutex_lock(&h->lock);
+  if (c && h->ncuts == h->cutcap) {
+    size_t cap = h->cutcap ? 2 * h->cutcap : 16;
+    void *p = realloc(h->cuts, cap * sizeof *h->cuts);
+
+    if (p == NULL)
+      r = sn_oom();
+    else {
+      h->cuts = p;
+      h->cutcap = cap;
+    }
+  }
+  if (r == 0) {
+    if (c)
+      h->cuts[h->ncuts++] = *c;
+    h->settled = pos;
+    if (h->helper_waiting && pos - h->signaled >= HASH_BATCH) {
+      h->signaled = pos;
+      pthread_cond_signal(&h->wake);
+    }
+  }
+  pthread_mutex_unlock(&h->lock);
+  return r;
+}
+
+/* Wait until the helper is done with the chunk. */
+static int
+hasher_end(struct hasher *h)
+{
+  bool oom;
+
+  pthread_mutex_lock(&h->lock);
+  h->closed = true;
+  if (h->helper_waiting)
+    pthread_cond_signal(&h->wake);
+  while (!h->finished) {
+    h->main_waiting = true;
+    pthread_cond_wait(&h->idle, &h->lock);
+    h->main_waiting = false;
+  }
+  oom = h->oom;
+  pthread_mutex_unlock(&h->lock);
+  return oom ? sn_oom() : 0;
+}
+
+/* ---- the builder proper ---- */
 
 struct sn_zinfo_builder *
 sn_zinfo_builder_new(enum sn_compression comp, int64_t span_size,
@@ -587,6 +850,7 @@ sn_zinfo_builder_free(struct sn_zinfo_builder *b)
 
   if (b == NULL)
     return;
+  hasher_stop(&b->h);
   if (b->strm_ready)
     inflateEnd(&b->strm);
   free(b->ring);
@@ -597,24 +861,6 @@ sn_zinfo_builder_free(struct sn_zinfo_builder *b)
   sn_sha256_free(&b->blob_hash);
   sn_sha256_free(&b->span_hash);
   free(b);
-}
-
-/* Finish the current span's hash and append it to the digest list. */
-static int
-close_span(struct sn_zinfo_builder *b)
-{
-  if (b->ndigests == b->dcap) {
-    size_t cap = b->dcap ? 2 * b->dcap : 64;
-    void *p = realloc(b->digests, cap * sizeof *b->digests);
-
-    if (p == NULL)
-      return sn_oom();
-    b->digests = p;
-    b->dcap = cap;
-  }
-  sn_sha256_final(&b->span_hash, b->digests[b->ndigests++]);
-  b->span_open = false;
-  return 0;
 }
 
 /* The SN_ZINFO_WINSIZE bytes of output before the current position, with
@@ -638,15 +884,13 @@ copy_window(const struct sn_zinfo_builder *b, uint8_t *win)
   }
 }
 
-/* Record a checkpoint at the current position, which is data[pos] of the
- * current feed.  The previous span ends here; the new one starts here, or
- * one byte earlier when that byte holds the first bits of its block. */
+/* Record a checkpoint at the current position, data[pos] of this feed,
+ * and describe the span cut it makes. */
 static int
 add_checkpoint(struct sn_zinfo_builder *b, const uint8_t *data, size_t pos,
-               size_t *hashed)
+               struct cut *cut)
 {
   struct sn_checkpoint *c;
-  uint8_t bits = (uint8_t) (b->strm.data_type & 7);
 
   if (b->ncp == b->cpcap) {
     size_t cap = b->cpcap ? 2 * b->cpcap : 16;
@@ -663,108 +907,133 @@ add_checkpoint(struct sn_zinfo_builder *b, const uint8_t *data, size_t pos,
     return sn_oom();
   c->in = b->totin;
   c->out = b->totout;
-  c->bits = bits;
+  c->bits = (uint8_t) (b->strm.data_type & 7);
   copy_window(b, c->window);
   b->ncp++;
 
-  /* Bytes before the first checkpoint are the gzip header: no span. */
-  if (b->span_open) {
-    sn_sha256_update(&b->span_hash, data + *hashed, pos - *hashed);
-    if (close_span(b) == -1)
-      return -1;
-  }
-  *hashed = pos;
-  b->span_open = true;
-  if (bits) {
-    uint8_t prev = pos > 0 ? data[pos - 1] : b->prev_byte;
-    sn_sha256_update(&b->span_hash, &prev, 1);
-  }
+  cut->pos = pos;
+  cut->bits = c->bits;
+  cut->prev = pos > 0 ? data[pos - 1] : b->prev_byte;
   return 0;
 }
 
-/* Inflate data[0..len) (len may be 0 to drain pending output), calling
- * inflate(Z_BLOCK) so that it stops at every deflate block boundary. */
+/* One inflate(Z_BLOCK) call on data[*pos..len) into the ring, handing the
+ * output on.  Returns -1 on error, else zlib's code. */
+static int
+inflate_step(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
+             size_t *pos)
+{
+  z_stream *strm = &b->strm;
+  size_t ain, aout, used, got;
+  int ret;
+
+  if (b->member_done) {
+    /* More input after a member: another gzip member follows. */
+    if (inflateReset2(strm, 47) != Z_OK)
+      return sn_set_error("gzip: cannot reset inflate");
+    b->member_done = false;
+  }
+  if (b->rpos == RING_SIZE)
+    b->rpos = 0;
+  ain = len - *pos < ZCHUNK ? len - *pos : ZCHUNK;
+  aout = RING_SIZE - b->rpos;
+  strm->next_in = (Bytef *) data + *pos;
+  strm->avail_in = (uInt) ain;
+  strm->next_out = b->ring + b->rpos;
+  strm->avail_out = (uInt) aout;
+  ret = inflate(strm, Z_BLOCK);
+  used = ain - strm->avail_in;
+  got = aout - strm->avail_out;
+  *pos += used;
+  b->totin += (int64_t) used;
+  b->out_full = strm->avail_out == 0;
+  if (got) {
+    const uint8_t *piece = b->ring + b->rpos;
+
+    b->rpos += got;
+    b->totout += (int64_t) got;
+    if (b->on_output && b->on_output(b->opaque, piece, got) == -1)
+      return -1;
+  }
+
+  switch (ret) {
+  case Z_OK:
+    return ret;
+  case Z_STREAM_END:
+    b->member_done = true;
+    b->out_full = false;
+    return ret;
+  case Z_BUF_ERROR:             /* no progress possible: needs input */
+    if (*pos < len)
+      return sn_set_error("gzip: inflate stalled at offset %" PRId64,
+                          b->totin);
+    b->out_full = false;
+    return ret;
+  case Z_NEED_DICT:
+    return sn_set_error("gzip: zlib stream with a preset dictionary at "
+                        "offset %" PRId64, b->totin);
+  case Z_MEM_ERROR:
+    return sn_oom();
+  default:
+    return sn_set_error("gzip: corrupt data at offset %" PRId64 ": %s",
+                        b->totin, strm->msg ? strm->msg : "inflate error");
+  }
+}
+
+/* Inflate data[0..len) (len may be 0: drain output inflate still holds),
+ * stopping at every deflate block boundary to apply zran's checkpoint
+ * rule (§3.2): a block boundary, or the end of a header, that is not the
+ * end of the stream, once more than span_size bytes of output have passed
+ * since the last checkpoint (always for the first). */
+static int
+inflate_feed(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
+             bool threaded)
+{
+  size_t pos = 0, done = 0;
+
+  while (pos < len || b->out_full) {
+    struct cut cut;
+    bool have_cut = false;
+    int dt;
+
+    if (inflate_step(b, data, len, &pos) == -1)
+      return -1;
+    dt = b->strm.data_type;
+    if ((dt & 128) && !(dt & 64) &&
+        (b->totout == 0 || b->totout - b->last > b->span_size)) {
+      if (add_checkpoint(b, data, pos, &cut) == -1)
+        return -1;
+      b->last = b->totout;
+      have_cut = true;
+    }
+    if (threaded) {
+      if (hasher_settle(&b->h, pos, have_cut ? &cut : NULL) == -1)
+        return -1;
+    }
+    else if (have_cut && span_cut(b, data, &done, &cut) == -1)
+      return -1;
+  }
+  if (!threaded)
+    span_hash_to(b, data, &done, len);
+  return 0;
+}
+
 static int
 feed_gzip(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
 {
-  z_stream *strm = &b->strm;
-  size_t pos = 0, hashed = 0;
+  bool threaded = len >= HASH_THREAD_MIN && hasher_ready(b);
+  int r;
 
-  for (;;) {
-    size_t ain, aout, used, got;
-    int ret;
-
-    if (pos == len && !b->out_full)
-      break;
-    if (b->member_done) {
-      if (pos == len)
-        break;
-      /* More input after a member: another gzip member follows. */
-      if (inflateReset2(strm, 47) != Z_OK)
-        return sn_set_error("gzip: cannot reset inflate");
-      b->member_done = false;
-    }
-    if (b->rpos == RING_SIZE)
-      b->rpos = 0;
-    ain = len - pos < ZCHUNK ? len - pos : ZCHUNK;
-    aout = RING_SIZE - b->rpos;
-    strm->next_in = (Bytef *) data + pos;
-    strm->avail_in = (uInt) ain;
-    strm->next_out = b->ring + b->rpos;
-    strm->avail_out = (uInt) aout;
-    ret = inflate(strm, Z_BLOCK);
-    used = ain - strm->avail_in;
-    got = aout - strm->avail_out;
-    pos += used;
-    b->totin += (int64_t) used;
-    b->out_full = strm->avail_out == 0;
-    if (got) {
-      const uint8_t *piece = b->ring + b->rpos;
-
-      b->rpos += got;
-      b->totout += (int64_t) got;
-      if (b->on_output && b->on_output(b->opaque, piece, got) == -1)
-        return -1;
-    }
-
-    switch (ret) {
-    case Z_OK:
-      break;
-    case Z_STREAM_END:
-      b->member_done = true;
-      b->out_full = false;
-      break;
-    case Z_BUF_ERROR:           /* no progress possible: needs input */
-      if (pos < len)
-        return sn_set_error("gzip: inflate stalled at offset %" PRId64,
-                            b->totin);
-      b->out_full = false;
-      break;
-    case Z_NEED_DICT:
-      return sn_set_error("gzip: zlib stream with a preset dictionary at "
-                          "offset %" PRId64, b->totin);
-    case Z_MEM_ERROR:
-      return sn_oom();
-    default:
-      return sn_set_error("gzip: corrupt data at offset %" PRId64 ": %s",
-                          b->totin, strm->msg ? strm->msg : "inflate error");
-    }
-
-    /* zran's rule (§3.2): a block boundary (or the end of a header) that
-     * is not the end of the stream, once enough output has passed. */
-    if ((strm->data_type & 128) && !(strm->data_type & 64) &&
-        (b->totout == 0 || b->totout - b->last > b->span_size)) {
-      if (add_checkpoint(b, data, pos, &hashed) == -1)
-        return -1;
-      b->last = b->totout;
-    }
-  }
-
-  if (b->span_open && hashed < len)
-    sn_sha256_update(&b->span_hash, data + hashed, len - hashed);
+  if (threaded)
+    hasher_begin(&b->h, data, len);
+  else
+    sn_sha256_update(&b->blob_hash, data, len);
+  r = inflate_feed(b, data, len, threaded);
+  if (threaded && hasher_end(&b->h) == -1)
+    r = -1;
   if (len)
     b->prev_byte = data[len - 1];
-  return 0;
+  return r;
 }
 
 /* Uncompressed layers: pass through, hash fixed-size chunks. */
@@ -775,6 +1044,7 @@ feed_tar(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
 
   if (b->on_output && b->on_output(b->opaque, data, len) == -1)
     return -1;
+  sn_sha256_update(&b->blob_hash, data, len);
   while (pos < len) {
     int64_t room = b->span_size - b->totin % b->span_size;
     size_t n = (uint64_t) room < len - pos ? (size_t) room : len - pos;
@@ -802,7 +1072,6 @@ sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
     return 0;
   if (b->totin > INT64_MAX - (int64_t) len)
     return sn_set_error("zinfo builder: layer too large");
-  sn_sha256_update(&b->blob_hash, data, len);
   r = b->comp == SN_COMP_GZIP ? feed_gzip(b, data, len)
                               : feed_tar(b, data, len);
   if (r == -1)
@@ -838,8 +1107,8 @@ finish_input(struct sn_zinfo_builder *b)
   static const uint8_t none[1];
 
   if (b->comp == SN_COMP_GZIP) {
-    /* Drain output inflate still holds, then the stream must be done. */
-    if (feed_gzip(b, none, 0) == -1)
+    /* Drain output inflate still holds; then the stream must be done. */
+    if (inflate_feed(b, none, 0, false) == -1)
       return -1;
     if (!b->member_done || b->ncp == 0)
       return sn_set_error("truncated gzip stream (%" PRId64 " bytes)",

@@ -49,10 +49,14 @@ void sn_zinfo_free(struct sn_zinfo *zi);
 
 /* The zinfo of a decoded ztoc: parses checkpoints (gzip blob v1/v2 or
  * TarZinfo) and checks it against the ztoc: span count == max_span_id+1 ==
- * number of digests, offsets inside the archive sizes and increasing. */
+ * number of digests, checkpoints inside the blob, every span but the last
+ * non-empty on both sides (as the snapshotter demands); TarZinfo size ==
+ * compressed size >= tar end.  A last checkpoint past the tar end (in the
+ * record padding) is allowed: that span is simply empty. */
 struct sn_zinfo *sn_zinfo_from_ztoc(const struct sn_ztoc *z);
 
-/* Parse a gzip checkpoint blob (v2, or legacy v1 by length). */
+/* Parse a gzip checkpoint blob (v2, or legacy v1 by length).  Checks
+ * count >= 1, bits <= 7, offsets >= 0 and non-decreasing, out[0] == 0. */
 struct sn_zinfo *sn_zinfo_parse_gzip(const uint8_t *blob, size_t len);
 /* Serialize as the v2 blob.  *out malloc'd, caller owns. */
 int sn_zinfo_serialize_gzip(const struct sn_zinfo *zi, uint8_t **out,
@@ -65,15 +69,18 @@ int sn_tarzinfo_encode(int64_t span_size, int64_t size, uint8_t **out,
 int sn_tarzinfo_decode(const uint8_t *buf, size_t len, int64_t *span_size,
                        int64_t *size);
 
-/* Span geometry (§3.3).  i < nspans. */
+/* Span geometry (§3.3).  i < nspans.  Where the tar end precedes the last
+ * span's start (§2.4), uncomp_end is clamped to uncomp_start: ends are
+ * never below starts. */
 void sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s);
 /* The span holding uncompressed offset off (largest i with start <= off). */
 size_t sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off);
 
 /* Decode span i from its compressed bytes comp[0..comp_len) (exactly
- * comp_start..comp_end) into out, which must hold uncomp_end-uncomp_start
- * bytes (0 if that is negative).  Handles inflatePrime, the dictionary and
- * gzip member boundaries inside the span; plain copy for uncompressed. */
+ * comp_start..comp_end) into out[0..out_len), out_len being exactly
+ * uncomp_end-uncomp_start.  Handles inflatePrime, the dictionary and
+ * gzip member boundaries inside the span; plain copy for uncompressed.
+ * Wrong lengths, corrupt or short data: -1. */
 int sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
                          const uint8_t *comp, size_t comp_len,
                          uint8_t *out, size_t out_len);
@@ -81,9 +88,18 @@ int sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
 /* ---- one streaming pass over a layer ---------------------------------
  * Feed the layer blob in chunks of any size.  The builder inflates it
  * (gzip: every member), hands each piece of uncompressed output to
- * on_output in order, records checkpoints, and hashes every span's
- * compressed bytes and the whole blob as it goes.  For uncompressed layers
- * the input is passed through and spans are fixed chunks.
+ * on_output (may be NULL) in order, records checkpoints, and hashes every
+ * span's compressed bytes and the whole blob as it goes.  For uncompressed
+ * layers the input is passed through and spans are fixed chunks; an empty
+ * uncompressed layer is an error (it would have no span).  span_size: >= 0
+ * for gzip (0: a checkpoint at every block that produced output), > 0 for
+ * uncompressed.
+ *
+ * Speed: for gzip feeds of 64 KiB or more, hashing runs on a helper thread
+ * (one per builder, started on first use) overlapping inflate; feed in
+ * chunks of ~1 MiB for the best throughput.  Every call returns only when
+ * it is done with the caller's buffer; on_output runs on the caller's
+ * thread.
  */
 typedef int (*sn_output_fn)(void *opaque, const uint8_t *data, size_t len);
 
@@ -99,7 +115,9 @@ int sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
                           size_t len);
 /* End of input.  On success returns the zinfo (uncompressed_size left 0:
  * the caller knows the tar end), the span digests (nspans entries,
- * malloc'd array the caller owns), and the digest of the whole blob. */
+ * malloc'd array the caller owns), and the digest of the whole blob
+ * (span_digests and blob_digest may be NULL).  Truncated input: -1,
+ * "truncated gzip stream ...". */
 int sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
                             struct sn_zinfo **zi,
                             uint8_t (**span_digests)[SN_SHA256_LEN],

@@ -190,7 +190,7 @@ sn_path_clean(const char *p, size_t len, char *out, size_t outlen)
   size_t n;
 
   if (len == SIZE_MAX)
-    return -1;
+    return sn_set_error("path too long");
   if (outlen > len)
     n = clean_into(p, len, out);
   else {
@@ -577,8 +577,8 @@ sn_ztoc_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
 
 /* ---- reader ------------------------------------------------------------- */
 
-/* A name made safe for a one-line message: printable ASCII, at most ~60
- * characters, quoted. */
+/* A name made safe for a one-line message: printable ASCII (other bytes
+ * as \xNN), cut after about 70 characters, quoted. */
 static const char *
 quote(const struct sn_bytes *s, char out[80])
 {
@@ -601,12 +601,11 @@ quote(const struct sn_bytes *s, char out[80])
   return out;
 }
 
-/* The decoder's state: the buffer and a memory budget, so that a small
- * hostile buffer whose objects are shared many times (legal in
- * FlatBuffers) cannot make us allocate without bound. */
+/* The decoder's state: a memory budget, so that a small hostile buffer
+ * whose objects are shared many times (legal in FlatBuffers) cannot make
+ * us allocate without bound.  Legitimate sharing (e.g. one "root" string
+ * for every uname) stays far below it. */
 struct dec {
-  const uint8_t *buf;
-  size_t len;
   uint64_t budget;
 };
 
@@ -755,16 +754,19 @@ decode_compression_info(struct dec *d, const struct sn_fbr_table *root,
   }
   for (i = 0; i < v.n; i++) {
     uint8_t raw[SN_SHA256_LEN];
-    struct sn_bytes s;
+    const char *s;
+    size_t slen;
     char q[80];
 
-    if (sn_fbr_vec_string(&v, i, (const char **) &s.data, &s.len) == -1)
+    if (sn_fbr_vec_string(&v, i, &s, &slen) == -1)
       return sn_prefix_error("span_digests[%zu]: ", i);
-    if (sn_digest_parse(s.data, s.len, raw) == -1)
+    if (sn_digest_parse(s, slen, raw) == -1) {
+      struct sn_bytes b = { (char *) s, slen };
       return sn_set_error("span_digests[%zu]: invalid digest %s", i,
-                          quote(&s, q));
-    if (charge(d, s.len + 1 + ALLOC_OVERHEAD) == -1 ||
-        sn_bytes_set(&z->span_digests[i], s.data, s.len) == -1)
+                          quote(&b, q));
+    }
+    if (charge(d, slen + 1 + ALLOC_OVERHEAD) == -1 ||
+        sn_bytes_set(&z->span_digests[i], s, slen) == -1)
       return -1;
   }
   if (v.n && (uint64_t) z->max_span_id + 1 != v.n)
@@ -826,7 +828,7 @@ derive_files(struct sn_ztoc *z)
 {
   int64_t header = 0;
   size_t i;
-  char q[80];
+  char q[80], q2[80];
 
   for (i = 0; i < z->nfiles; i++) {
     struct sn_ztoc_file *f = &z->files[i];
@@ -859,7 +861,7 @@ derive_files(struct sn_ztoc *z)
     else if (sn_mod_time_parse(f->mod_time.data, f->mod_time.len,
                                &f->mtime_sec, &f->mtime_nsec) == -1)
       return sn_set_error("file %s: mod_time %s is not an RFC 3339 time",
-                          quote(&f->name, q), quote(&f->mod_time, q + 40));
+                          quote(&f->name, q), quote(&f->mod_time, q2));
   }
   return 0;
 }
@@ -867,10 +869,9 @@ derive_files(struct sn_ztoc *z)
 static int
 decode(const uint8_t *buf, size_t len, struct sn_ztoc *z)
 {
-  struct dec d = { buf, len, 0 };
+  struct dec d = { (uint64_t) len * BUDGET_FACTOR + BUDGET_EXTRA };
   struct sn_fbr_table root;
 
-  d.budget = (uint64_t) len * BUDGET_FACTOR + BUDGET_EXTRA;
   if (sn_fbr_root(buf, len, &root) == -1 ||
       get_string(&d, &root, ZT_VERSION, &z->version) == -1 ||
       get_string(&d, &root, ZT_BUILD_TOOL, &z->build_tool) == -1 ||
@@ -902,40 +903,78 @@ sn_ztoc_decode(const uint8_t *buf, size_t len)
   return z;
 }
 
-struct sn_ztoc *
-sn_ztoc_load(const char *path)
+/* Read a whole file (regular or not) of at most SN_FBB_MAX_SIZE bytes. */
+static int
+read_file(const char *path, uint8_t **bufp, size_t *lenp)
 {
-  struct sn_ztoc *z = NULL;
   struct stat st;
   uint8_t *buf = NULL;
-  size_t len = 0;
+  size_t len = 0, cap = 0;
   ssize_t r;
   int fd;
 
   fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1 || fstat(fd, &st) == -1) {
-    sn_set_error("ztoc: %s: %s", path, strerror(errno));
-    goto out;
-  }
-  if (!S_ISREG(st.st_mode) || st.st_size > (off_t) SN_FBB_MAX_SIZE) {
-    sn_set_error("ztoc: %s: not a regular file of at most 2 GiB", path);
-    goto out;
-  }
-  buf = malloc(st.st_size ? (size_t) st.st_size : 1);
-  if (buf == NULL) {
-    sn_oom();
-    goto out;
-  }
-  while (len < (size_t) st.st_size) {
-    r = read(fd, buf + len, (size_t) st.st_size - len);
+  if (fd == -1)
+    return sn_set_error("%s", strerror(errno));
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+      (uint64_t) st.st_size <= SN_FBB_MAX_SIZE)
+    cap = (size_t) st.st_size + 1;   /* +1: see EOF without a realloc */
+  for (;;) {
+    if (len == cap) {
+      uint8_t *nb;
+      if (cap > SN_FBB_MAX_SIZE) {
+        sn_set_error("larger than 2 GiB");
+        goto fail;
+      }
+      cap = cap < 65536 ? 65536
+            : cap > SN_FBB_MAX_SIZE / 2 ? SN_FBB_MAX_SIZE + 1 : cap * 2;
+      nb = realloc(buf, cap);
+      if (nb == NULL) {
+        sn_oom();
+        goto fail;
+      }
+      buf = nb;
+    }
+    else if (buf == NULL && (buf = malloc(cap)) == NULL) {
+      sn_oom();
+      goto fail;
+    }
+    r = read(fd, buf + len, cap - len);
     if (r == -1 && errno == EINTR)
       continue;
-    if (r <= 0) {
-      sn_set_error("ztoc: %s: %s", path,
-                   r == 0 ? "file shrank while reading" : strerror(errno));
-      goto out;
+    if (r == -1) {
+      sn_set_error("%s", strerror(errno));
+      goto fail;
     }
+    if (r == 0)
+      break;
     len += (size_t) r;
+  }
+  if (len > SN_FBB_MAX_SIZE) {
+    sn_set_error("larger than 2 GiB");
+    goto fail;
+  }
+  close(fd);
+  *bufp = buf;
+  *lenp = len;
+  return 0;
+
+fail:
+  close(fd);
+  free(buf);
+  return -1;
+}
+
+struct sn_ztoc *
+sn_ztoc_load(const char *path)
+{
+  struct sn_ztoc *z;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+
+  if (read_file(path, &buf, &len) == -1) {
+    sn_prefix_error("ztoc: %s: ", path);
+    return NULL;
   }
   z = sn_ztoc_new();
   if (z && decode(buf, len, z) == -1) {
@@ -943,10 +982,6 @@ sn_ztoc_load(const char *path)
     sn_ztoc_free(z);
     z = NULL;
   }
-
-out:
-  if (fd >= 0)
-    close(fd);
   free(buf);
   return z;
 }

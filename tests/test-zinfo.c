@@ -155,7 +155,9 @@ build(struct run *r, enum sn_compression comp, int64_t span,
     if (how == BYTES)
       n = 1;
     else if (how == RANDOM) {
-      size_t max = rng() % 4 == 0 ? 70000 : 300;
+      /* Mostly small, sometimes large enough for the hashing thread. */
+      uint64_t k = rng() % 8;
+      size_t max = k == 0 ? 300000 : k < 3 ? 70000 : 300;
       n = (size_t) (rng() % (max + 1));   /* 0 included on purpose */
       if (n > len - pos)
         n = len - pos;
@@ -857,6 +859,38 @@ test_multi_member(void)
     if (spans[i] == 65536 || spans[i] == 1 << 20)
       ok(straddle > 0, "multi-member span %" PRId64 ": some span straddles "
          "a member boundary", spans[i]);
+    if (spans[i] == 65536) {
+      /* Cut a span that continues past a member's end inside that
+       * member's trailer. */
+      static const int64_t pend[] = { 100000, 100000, 220000, 300000 };
+      size_t kk = 0, jj = 0;
+      bool found = false;
+
+      for (k = 0; !found && k + 1 < r.zi->nspans; k++)
+        for (j = 0; !found && j < 4; j++)
+          if (r.zi->cp[k].out < pend[j] && r.zi->cp[k + 1].out > pend[j] &&
+              r.zi->cp[k].in + 8 < (int64_t) mend[j])
+            found = true, kk = k, jj = j;
+      if (found) {
+        int64_t saved = r.zi->cp[kk + 1].in;
+        struct sn_span s;
+        uint8_t *o;
+
+        r.zi->cp[kk + 1].in = (int64_t) mend[jj] - 3;
+        sn_zinfo_span(r.zi, kk, &s);
+        o = malloc((size_t) (s.uncomp_end - s.uncomp_start));
+        ok(sn_zinfo_decode_span(r.zi, kk, gz + s.comp_start,
+                                (size_t) (s.comp_end - s.comp_start), o,
+                                (size_t) (s.uncomp_end - s.uncomp_start))
+           == -1 && strstr(sn_error(), "trailer") != NULL,
+           "decode: span %zu cut inside a member trailer rejected (%s)",
+           kk, sn_error());
+        free(o);
+        r.zi->cp[kk + 1].in = saved;
+      }
+      else
+        ok(0, "no span continues past a member end");
+    }
     if (spans[i] == 4096) {
       build(&r2, SN_COMP_GZIP, spans[i], gz, len, BYTES);
       ok(same_run(&r, &r2), "multi-member fed 1 byte at a time: identical");
@@ -901,6 +935,43 @@ test_big(void)
     build(&r2, SN_COMP_GZIP, 200000, gz, len, RANDOM);
     ok(same_run(&r, &r2), "3 MiB member in random chunks: identical");
     run_clear(&r2);
+  }
+  run_clear(&r);
+
+  /* Errors in the middle of a large feed (hashed on the helper thread). */
+  gz[len / 2] ^= 0x55;
+  gz[len / 2 + 1] ^= 0x55;
+  build(&r, SN_COMP_GZIP, 200000, gz, len, WHOLE);
+  ok(r.rc == -1, "3 MiB member corrupted in the middle: error (%s)",
+     sn_error());
+  run_clear(&r);
+  gz[len / 2] ^= 0x55;
+  gz[len / 2 + 1] ^= 0x55;
+  build(&r, SN_COMP_GZIP, 200000, gz, len - 1000, WHOLE);
+  ok(r.rc == -1, "3 MiB member truncated: error (%s)", sn_error());
+  run_clear(&r);
+  {
+    struct sink sk = { .fail_after = 20 };
+    struct sn_zinfo_builder *b = sn_zinfo_builder_new(SN_COMP_GZIP, 0,
+                                                      sink_out, &sk);
+
+    ok(sn_zinfo_builder_feed(b, gz, len) == -1 &&
+       strcmp(sn_error(), "sink: refused") == 0,
+       "3 MiB member: on_output failure in a large feed");
+    sn_zinfo_builder_free(b);
+    free(sk.data);
+  }
+
+  /* A block every 1000 bytes and span 0: some checkpoint falls just after
+   * the ring wraps, so its window comes from both ends of the ring. */
+  len = gz_member(gz, n + 65536, plain, 700000, 6, Z_PARTIAL_FLUSH, 1000);
+  build(&r, SN_COMP_GZIP, 0, gz, len, WHOLE);
+  ok(r.rc == 0 && r.zi->nspans >= 700, "700 KB, a block per 1000 bytes, "
+     "span 0: %zu checkpoints", r.rc == 0 ? r.zi->nspans : 0);
+  if (r.rc == 0) {
+    r.zi->uncompressed_size = 700000;
+    ok(spans_check(r.zi, r.digests, gz, plain, &nbad),
+       "every span decodes and hashes right (%zu bad)", nbad);
   }
   run_clear(&r);
   free(plain);
@@ -961,6 +1032,37 @@ test_build_hostile(const uint8_t *bgz, size_t bgz_len)
   build(&r, SN_COMP_GZIP, 4096, buf, bgz_len + 5, BYTES);
   ok(r.rc == -1, "build: a partial second member fails");
   run_clear(&r);
+
+  /* A zlib stream that needs a preset dictionary. */
+  {
+    z_stream zs;
+    uint8_t src[100], dst[300];
+
+    memset(&zs, 0, sizeof zs);
+    memset(src, 'x', sizeof src);
+    deflateInit(&zs, 6);
+    deflateSetDictionary(&zs, (const Bytef *) "xxxx", 4);
+    zs.next_in = src;
+    zs.avail_in = sizeof src;
+    zs.next_out = dst;
+    zs.avail_out = sizeof dst;
+    deflate(&zs, Z_FINISH);
+    build(&r, SN_COMP_GZIP, 4096, dst, sizeof dst - zs.avail_out, WHOLE);
+    deflateEnd(&zs);
+    ok(r.rc == -1, "build: zlib stream with a dictionary fails (%s)",
+       sn_error());
+    run_clear(&r);
+  }
+  /* An empty gzip member is a layer with one empty span. */
+  {
+    uint8_t dst[64];
+    size_t n2 = gz_member(dst, sizeof dst, dst, 0, 6, Z_NO_FLUSH, 0);
+
+    build(&r, SN_COMP_GZIP, 4096, dst, n2, WHOLE);
+    ok(r.rc == 0 && r.zi->nspans == 1 && r.zi->cp[0].in == 10 &&
+       r.out.len == 0, "build: empty gzip member, one checkpoint");
+    run_clear(&r);
+  }
 
   /* on_output refusing: -1, its message kept, the builder stays failed. */
   {

@@ -1,0 +1,352 @@
+# soci-nbd tests: real registries for integration tests.  Source it from a
+# bash TAP test (it sources tests/lib.sh itself when needed):
+#
+#   . "$top_srcdir/tests/registry/lib.sh"
+#   reg_start R1                          # plain HTTP     → R1_HOST R1_URL ...
+#   reg_start R2 --tls                    # TLS (CA in $REG_CA)
+#   reg_start R3 --tls --htpasswd alice s3cret
+#   tok_start T1 --user alice:s3cret --expiry 5
+#   reg_start R4 --token T1               # token auth through T1
+#   reg_start M1 --proxy "$R1_URL"        # pull-through mirror of R1
+#   fault_start F1 "$R1_URL"              # fault proxy → F1_HOST, F1_CONTROL
+#   fault_set F1 '{"rules":[{"action":"status","code":500,"times":2}]}'
+#
+# Every server listens on 127.0.0.1 only, on an ephemeral port, runs under
+# `timeout` (REG_LIFETIME seconds, default 600) and is stopped by the EXIT
+# trap installed here (which also removes $TMP).  For each NAME the
+# functions set NAME_PORT, NAME_HOST (127.0.0.1:PORT), NAME_URL
+# (scheme://HOST), NAME_LOG (its log file), NAME_DIR; registries also
+# NAME_ROOT (storage), token servers NAME_CERT (signing cert), fault
+# proxies NAME_CONTROL and NAME_REDIRECT_PORT.
+#
+# Logs: the registry's log has one access-log line per request ("GET
+# /v2/r/blobs/sha256:… HTTP/1.1" 206 BYTES) and logrus lines with
+# http.request.* fields; the Range header itself is only visible in a
+# fault proxy's JSON log (put one in pass-through mode in front when a test
+# must see the ranges).  When a test fails (TAP_FAILED > 0) or
+# SN_KEEP_LOGS=1, the tail of every log is printed as TAP comments at exit;
+# SN_KEEP_TMP=1 keeps the whole directory.
+
+if [ -z "${TAP_N+x}" ]; then
+    # shellcheck source=../lib.sh
+    . "${top_srcdir:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}/tests/lib.sh"
+fi
+
+REG_SRC="$top_srcdir/tests/registry"
+REG_BASE="$TMP/servers"
+REG_CA="$REG_BASE/pki/ca.pem"          # the test CA (for --cacert)
+REG_CERT_DIR="$REG_BASE/pki/certs.d"    # skopeo --*-cert-dir (ca.crt)
+: "${REG_LIFETIME:=600}"
+REG_NAMES=""
+mkdir -p "$REG_BASE"
+
+trap 'srv_cleanup' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+_reg_name_ok() {
+    case $1 in
+        ''|[0-9]*|*[!A-Za-z0-9_]*) echo "registry lib: bad name '$1'" >&2; return 1 ;;
+    esac
+}
+
+_reg_set() { printf -v "$1" '%s' "$2"; export "${1?}"; }
+
+# A free TCP port on 127.0.0.1 (the kernel's choice; may race: callers retry).
+reg_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Wait until CMD... succeeds, polling every 0.1 s for at most $1 seconds.
+_reg_wait_for() {
+    local limit=$1 i=0; shift
+    while ! "$@" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -ge $((limit * 10)) ] && return 1
+        sleep 0.1
+    done
+}
+
+_reg_alive() { kill -0 "$1" 2>/dev/null; }
+
+# The CA and the server certificate (SAN IP:127.0.0.1, DNS:localhost),
+# made once per test.
+reg_pki() {
+    local d="$REG_BASE/pki"
+    [ -f "$d/server.pem" ] && return 0
+    mkdir -p "$d" "$REG_CERT_DIR"
+    (
+        cd "$d" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
+            -keyout ca.key -out ca.pem -subj "/CN=soci-nbd test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -newkey rsa:2048 -nodes -sha256 -keyout server.key \
+            -out server.csr -subj "/CN=localhost" &&
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+            "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" > server.ext &&
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key \
+            -CAcreateserial -days 2 -sha256 -extfile server.ext -out server.pem &&
+        cp ca.pem "$REG_CERT_DIR/ca.crt"
+    ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; return 1; }
+}
+
+# reg_start NAME [--tls] [--htpasswd USER PASS] [--token TOKNAME]
+#                [--proxy URL [--proxy-creds USER PASS]]
+reg_start() {
+    local name=$1; shift
+    _reg_name_ok "$name" || return 1
+    local tls=0 htuser="" htpass="" tok="" proxy="" pxuser="" pxpass=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --tls) tls=1 ;;
+            --htpasswd) htuser=$2; htpass=$3; shift 2 ;;
+            --token) tok=$2; shift ;;
+            --proxy) proxy=$2; shift ;;
+            --proxy-creds) pxuser=$2; pxpass=$3; shift 2 ;;
+            *) echo "reg_start: unknown option $1" >&2; return 1 ;;
+        esac
+        shift
+    done
+    local d="$REG_BASE/$name" scheme=http curlopt=()
+    mkdir -p "$d/data"
+    case $proxy in https:*) reg_pki || return 1 ;; esac
+    if [ $tls = 1 ]; then
+        reg_pki || return 1
+        scheme=https
+        curlopt=(--cacert "$REG_CA")
+    fi
+    if [ -n "$htuser" ]; then
+        htpasswd -Bbn "$htuser" "$htpass" > "$d/htpasswd" || return 1
+    fi
+
+    local attempt port pid
+    for attempt in 1 2 3 4 5; do
+        port=$(reg_free_port) || return 1
+        {
+            echo "version: 0.1"
+            echo "log:"
+            echo "  level: info"
+            echo "  formatter: text"
+            echo "  accesslog:"
+            echo "    disabled: false"
+            echo "storage:"
+            echo "  filesystem:"
+            echo "    rootdirectory: $d/data"
+            echo "  delete:"
+            echo "    enabled: true"
+            echo "  maintenance:"
+            echo "    uploadpurging:"
+            echo "      enabled: false"
+            echo "http:"
+            echo "  addr: 127.0.0.1:$port"
+            echo "  secret: soci-nbd-test-secret-$name"
+            echo "  headers:"
+            echo "    X-Content-Type-Options: [nosniff]"
+            if [ $tls = 1 ]; then
+                echo "  tls:"
+                echo "    certificate: $REG_BASE/pki/server.pem"
+                echo "    key: $REG_BASE/pki/server.key"
+            fi
+            if [ -n "$htuser" ]; then
+                echo "auth:"
+                echo "  htpasswd:"
+                echo "    realm: soci-nbd-test"
+                echo "    path: $d/htpasswd"
+            elif [ -n "$tok" ]; then
+                local turl tcert
+                turl=$(eval "echo \"\${${tok}_URL}\"") || return 1
+                tcert=$(eval "echo \"\${${tok}_CERT}\"") || return 1
+                echo "auth:"
+                echo "  token:"
+                echo "    realm: $turl/token"
+                echo "    service: soci-nbd-test-registry"
+                echo "    issuer: soci-nbd-test-issuer"
+                echo "    rootcertbundle: $tcert"
+            fi
+            if [ -n "$proxy" ]; then
+                echo "proxy:"
+                echo "  remoteurl: $proxy"
+                if [ -n "$pxuser" ]; then
+                    echo "  username: $pxuser"
+                    echo "  password: $pxpass"
+                fi
+            fi
+        } > "$d/config.yml"
+        : > "$d/registry.log"
+        # REGISTRY_* variables would override the file: drop them.  The
+        # mirror trusts the test CA (Go reads SSL_CERT_FILE).
+        local unset_env=()
+        while read -r v; do unset_env+=(-u "$v"); done \
+            < <(env | sed -n 's/^\(REGISTRY_[A-Za-z0-9_]*\)=.*/\1/p')
+        [ -f "$REG_CA" ] && unset_env+=(SSL_CERT_FILE="$REG_CA")
+        env "${unset_env[@]}" \
+            timeout -k 5 "$REG_LIFETIME" \
+            /usr/bin/docker-registry serve "$d/config.yml" \
+            >> "$d/registry.log" 2>&1 </dev/null &
+        pid=$!
+        echo "$pid" > "$d/pid"
+        REG_NAMES="$REG_NAMES $name"
+        if _reg_wait_for 20 _reg_ready "$pid" "$scheme://127.0.0.1:$port/v2/" "${curlopt[@]}" &&
+           _reg_alive "$pid"; then
+            break
+        fi
+        _reg_kill "$pid"
+        if grep -q "address already in use" "$d/registry.log" && [ $attempt -lt 5 ]; then
+            continue
+        fi
+        echo "reg_start $name: registry did not start:" >&2
+        tail -20 "$d/registry.log" >&2
+        return 1
+    done
+    _reg_set "${name}_PORT" "$port"
+    _reg_set "${name}_HOST" "127.0.0.1:$port"
+    _reg_set "${name}_URL" "$scheme://127.0.0.1:$port"
+    _reg_set "${name}_LOG" "$d/registry.log"
+    _reg_set "${name}_ROOT" "$d/data"
+    _reg_set "${name}_DIR" "$d"
+}
+
+# Ready when /v2/ answers with any HTTP status (401 with auth); fails fast
+# (status 2) if the process died.
+_reg_ready() {
+    local pid=$1 url=$2; shift 2
+    _reg_alive "$pid" || return 0   # dead: stop waiting (caller checks)
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url") || true
+    [ "$code" != "000" ] && [ -n "$code" ]
+}
+
+_reg_kill() {
+    local pid=$1 i
+    _reg_alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 50); do
+        _reg_alive "$pid" || break
+        sleep 0.1
+    done
+    if _reg_alive "$pid"; then
+        pkill -KILL -P "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# reg_stop NAME: stop one server (registry, token server or proxy).
+reg_stop() {
+    local d="$REG_BASE/$1"
+    [ -f "$d/pid" ] && _reg_kill "$(cat "$d/pid")"
+    rm -f "$d/pid"
+}
+
+# tok_start NAME [--user U:P]... [--expiry S] [--anonymous] [--tls]
+tok_start() {
+    local name=$1; shift
+    _reg_name_ok "$name" || return 1
+    local d="$REG_BASE/$name" tls=0 args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --user) args+=(--user "$2"); shift ;;
+            --expiry) args+=(--expiry "$2"); shift ;;
+            --anonymous) args+=(--anonymous) ;;
+            --tls) tls=1 ;;
+            *) echo "tok_start: unknown option $1" >&2; return 1 ;;
+        esac
+        shift
+    done
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
+        -keyout "$d/sign.key" -out "$d/sign.pem" -subj "/CN=soci-nbd token signer" \
+        >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; return 1; }
+    local scheme=http
+    if [ $tls = 1 ]; then
+        reg_pki || return 1
+        args+=(--tls-cert "$REG_BASE/pki/server.pem" --tls-key "$REG_BASE/pki/server.key")
+        scheme=https
+    fi
+    rm -f "$d/port"
+    : > "$d/token.log"
+    timeout -k 5 "$REG_LIFETIME" python3 "$REG_SRC/token-server.py" \
+        --cert "$d/sign.pem" --key "$d/sign.key" \
+        --issuer soci-nbd-test-issuer --service soci-nbd-test-registry \
+        --port-file "$d/port" --log "$d/token.log" \
+        --lifetime "$REG_LIFETIME" "${args[@]}" \
+        > "$d/stderr.log" 2>&1 </dev/null &
+    echo $! > "$d/pid"
+    REG_NAMES="$REG_NAMES $name"
+    _reg_wait_for 10 test -s "$d/port" ||
+        { echo "tok_start $name: did not start" >&2; cat "$d/stderr.log" >&2; return 1; }
+    local port; port=$(cat "$d/port")
+    _reg_set "${name}_PORT" "$port"
+    _reg_set "${name}_HOST" "127.0.0.1:$port"
+    _reg_set "${name}_URL" "$scheme://127.0.0.1:$port"
+    _reg_set "${name}_LOG" "$d/token.log"
+    _reg_set "${name}_CERT" "$d/sign.pem"
+    _reg_set "${name}_DIR" "$d"
+}
+
+# fault_start NAME UPSTREAM_URL [fault-proxy.py options...]
+fault_start() {
+    local name=$1 up=$2; shift 2
+    _reg_name_ok "$name" || return 1
+    local d="$REG_BASE/$name" extra=()
+    mkdir -p "$d"
+    case $up in https:*) reg_pki && extra=(--upstream-cacert "$REG_CA") ;; esac
+    rm -f "$d/port" "$d/rport"
+    : > "$d/proxy.log"
+    echo '{"rules": []}' > "$d/control.json"
+    timeout -k 5 "$REG_LIFETIME" python3 "$REG_SRC/fault-proxy.py" \
+        --upstream "$up" --port-file "$d/port" --redirect-port-file "$d/rport" \
+        --control "$d/control.json" --log "$d/proxy.log" \
+        --lifetime "$REG_LIFETIME" "${extra[@]}" "$@" \
+        > "$d/stderr.log" 2>&1 </dev/null &
+    echo $! > "$d/pid"
+    REG_NAMES="$REG_NAMES $name"
+    _reg_wait_for 10 test -s "$d/port" ||
+        { echo "fault_start $name: did not start" >&2; cat "$d/stderr.log" >&2; return 1; }
+    local port; port=$(cat "$d/port")
+    _reg_set "${name}_PORT" "$port"
+    _reg_set "${name}_HOST" "127.0.0.1:$port"
+    _reg_set "${name}_URL" "http://127.0.0.1:$port"
+    _reg_set "${name}_LOG" "$d/proxy.log"
+    _reg_set "${name}_CONTROL" "$d/control.json"
+    _reg_set "${name}_REDIRECT_PORT" "$(cat "$d/rport")"
+    _reg_set "${name}_DIR" "$d"
+}
+
+# fault_set NAME JSON: replace the proxy's rules (atomically).
+fault_set() {
+    local f="$REG_BASE/$1/control.json"
+    printf '%s\n' "$2" > "$f.tmp" && mv -f "$f.tmp" "$f"
+}
+
+# reg_log_count NAME PATTERN: number of log lines matching (grep -E).
+reg_log_count() {
+    local f
+    f=$(eval "echo \"\${${1}_LOG}\"")
+    grep -cE -- "$2" "$f" 2>/dev/null || true
+}
+
+srv_cleanup() {
+    local st=$? n d
+    for n in $REG_NAMES; do
+        reg_stop "$n"
+    done
+    if [ "${TAP_FAILED:-0}" -gt 0 ] || [ "${SN_KEEP_LOGS:-0}" = 1 ]; then
+        for d in "$REG_BASE"/*/; do
+            for f in "$d"*.log; do
+                [ -s "$f" ] || continue
+                echo "# ---- ${f#"$REG_BASE"/} (last 40 lines)"
+                tail -40 "$f" | cut -c1-400 | sed 's/^/# /'
+            done
+        done
+    fi
+    if [ "${SN_KEEP_TMP:-0}" = 1 ]; then
+        echo "# kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    return $st
+}
