@@ -232,7 +232,7 @@ out:
   sn_manifest_free(index);
   sn_registry_close(reg);
   if (password) {
-    memset(password, 0, strlen(password));
+    explicit_bzero(password, strlen(password));
     free(password);
   }
   sn_ref_clear(&ref);

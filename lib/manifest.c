@@ -27,6 +27,21 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
+/* Messages are one line: control characters quoted from the input
+ * become '?'. */
+static int
+sanitize_error(void)
+{
+  char buf[1024];
+  size_t i;
+
+  snprintf(buf, sizeof buf, "%s", sn_error());
+  for (i = 0; buf[i]; i++)
+    if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
+      buf[i] = '?';
+  return sn_set_error("%s", buf);
+}
+
 static char *
 dup_str(const char *s)
 {
@@ -307,8 +322,9 @@ sn_platform_parse(const char *s, struct sn_platform *p)
   return 0;
 
 bad:
-  return sn_set_error("invalid platform \"%.100s\": want os/arch[/variant], "
-                      "e.g. linux/arm64/v8", s);
+  sn_set_error("invalid platform \"%.100s\": want os/arch[/variant], "
+               "e.g. linux/arm64/v8", s);
+  return sanitize_error();
 }
 
 int
@@ -777,16 +793,18 @@ sn_manifest_parse(const uint8_t *raw, size_t len, const char *content_type)
   if (m->digest == NULL)
     goto err;
 
-  root = json_loadb((const char *) m->raw, len, JSON_REJECT_DUPLICATES,
-                    &jerr);
+  root = json_loadb((const char *) m->raw, len,
+                    JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
   if (root == NULL) {
     sn_set_error("manifest: invalid JSON at line %d, column %d: %.100s",
                  jerr.line, jerr.column, jerr.text);
+    sanitize_error();
     goto err;
   }
   if (parse_document(root, content_type, m) == -1) {
     json_decref(root);
     sn_prefix_error("%s: ", m->is_index ? "index" : "manifest");
+    sanitize_error();
     goto err;
   }
   json_decref(root);

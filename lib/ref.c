@@ -203,6 +203,27 @@ digest_algorithm_len(const char *s, size_t n)
   }
 }
 
+/* In an oci-layout reference, is the text after the last '@' a digest
+ * rather than part of DIR?  Yes when it has no '/' and starts "sha256:",
+ * or is a well-formed digest of another algorithm (refused later). */
+static bool
+layout_digest_like(const char *s, size_t n)
+{
+  size_t alen, i;
+
+  if (memchr(s, '/', n) != NULL)
+    return false;
+  if (n >= 7 && memcmp(s, "sha256:", 7) == 0)
+    return true;
+  alen = digest_algorithm_len(s, n);
+  if (alen == 0 || n - alen - 1 < 32)
+    return false;
+  for (i = alen + 1; i < n; i++)
+    if (!is_hex(s[i]))
+      return false;
+  return true;
+}
+
 /* Validate and copy a digest: only "sha256:" + 64 lowercase hex. */
 static int
 parse_digest(const char *s, size_t n, char **out)
@@ -233,9 +254,9 @@ dup_span(const char *s, size_t n, char **out)
 }
 
 /* oci-layout:DIR[:TAG][@DIGEST].  The text after the last '@' is a digest
- * when it begins "algorithm:" and has no '/'; the text after the last ':'
- * (of what remains) is a tag when it matches the tag grammar (which
- * excludes '/'); everything else is DIR. */
+ * when layout_digest_like() says so; the text after the last ':' (of what
+ * remains) is a tag when it matches the tag grammar (which excludes '/');
+ * everything else is DIR. */
 static int
 parse_layout(const char *s, struct sn_ref *r)
 {
@@ -246,8 +267,7 @@ parse_layout(const char *s, struct sn_ref *r)
   for (p = s; p < s + n; p++)
     if (*p == '@')
       at = p;
-  if (at != NULL && memchr(at, '/', n - (size_t) (at - s)) == NULL
-      && digest_algorithm_len(at + 1, n - (size_t) (at + 1 - s)) > 0) {
+  if (at != NULL && layout_digest_like(at + 1, n - (size_t) (at + 1 - s))) {
     if (parse_digest(at + 1, n - (size_t) (at + 1 - s), &r->digest) == -1)
       return -1;
     n = (size_t) (at - s);
@@ -356,6 +376,21 @@ parse_registry(const char *s, struct sn_ref *r)
   return 0;
 }
 
+/* Messages are one line: control characters quoted from the input
+ * become '?'. */
+static int
+sanitize_error(void)
+{
+  char buf[1024];
+  size_t i;
+
+  snprintf(buf, sizeof buf, "%s", sn_error());
+  for (i = 0; buf[i]; i++)
+    if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
+      buf[i] = '?';
+  return sn_set_error("%s", buf);
+}
+
 int
 sn_ref_parse(const char *s, struct sn_ref *r)
 {
@@ -364,16 +399,19 @@ sn_ref_parse(const char *s, struct sn_ref *r)
 
   memset(r, 0, sizeof *r);
   if (s == NULL || *s == '\0')
-    return sn_set_error("empty image reference");
+    return sn_set_error("invalid image reference: empty");
   if (strlen(s) > MAX_REF_LEN)
-    return sn_set_error("image reference too long (more than %d bytes)",
-                        MAX_REF_LEN);
+    return sn_set_error("invalid image reference: too long (more than %d "
+                        "bytes)", MAX_REF_LEN);
   if (strncmp(s, LAYOUT_PREFIX, plen) == 0)
     ret = parse_layout(s + plen, r);
   else
     ret = parse_registry(s, r);
   if (ret == -1) {
-    sn_prefix_error("invalid image reference \"%.200s\": ", s);
+    /* The input is not quoted: a mistyped reference may carry
+     * credentials ("user:pass@host/repo", URLs). */
+    sn_prefix_error("invalid image reference: ");
+    sanitize_error();
     sn_ref_clear(r);
     return -1;
   }
@@ -412,8 +450,7 @@ layout_dir_ambiguous(const char *dir)
     return false;
   if (colon != NULL && valid_tag(colon + 1, strlen(colon + 1)))
     return true;
-  if (at != NULL && strchr(at, '/') == NULL
-      && digest_algorithm_len(at + 1, strlen(at + 1)) > 0)
+  if (at != NULL && layout_digest_like(at + 1, strlen(at + 1)))
     return true;
   return false;
 }
@@ -471,10 +508,12 @@ sn_ref_is_loopback(const char *host)
   size_t n;
   struct in_addr a4;
   struct in6_addr a6;
+  bool bracketed = false;
 
   if (host == NULL || *host == '\0')
     return false;
   if (host[0] == '[') {
+    bracketed = true;
     /* [v6] or [v6]:port */
     end = strchr(host, ']');
     if (end == NULL)
@@ -511,7 +550,7 @@ sn_ref_is_loopback(const char *host)
   buf[n] = '\0';
   if (strcasecmp(buf, "localhost") == 0)
     return true;
-  if (inet_pton(AF_INET, buf, &a4) == 1)
+  if (!bracketed && inet_pton(AF_INET, buf, &a4) == 1)
     return (ntohl(a4.s_addr) >> 24) == 127;
   if (inet_pton(AF_INET6, buf, &a6) == 1)
     return IN6_IS_ADDR_LOOPBACK(&a6)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # soci-nbd tests: real registries for integration tests.  Source it from a
 # bash TAP test (it sources tests/lib.sh itself when needed):
 #
@@ -329,6 +330,54 @@ reg_log_count() {
     grep -cE -- "$2" "$f" 2>/dev/null || true
 }
 
+# img_build: build the test images once (tests/registry/mkimage.sh) into
+# $IMG_DIR and load their description (IMG_* variables, see mkimage.sh).
+IMG_DIR="$TMP/images"
+img_build() {
+    [ -f "$IMG_DIR/info.sh" ] || "$REG_SRC/mkimage.sh" build "$IMG_DIR" || return 1
+    # shellcheck source=/dev/null
+    . "$IMG_DIR/info.sh"
+}
+
+# img_push HOST:PORT [skopeo copy options]: push the test images there
+# (test/multi:v1, test/multiarch:v1, test/docker:v1, test/dockerlist:v1)
+# and load PUSHED_* (digests of the converted Docker variants).
+img_push() {
+    img_build || return 1
+    "$REG_SRC/mkimage.sh" push "$IMG_DIR" "$@" ||
+        { tail -20 "$IMG_DIR/skopeo.log" >&2; return 1; }
+    # shellcheck source=/dev/null
+    . "$IMG_DIR/pushed.sh"
+}
+
+# tap_run DESCRIPTION COMMAND...: run a TAP-producing command (a C test
+# program) and fold its results into this script's numbering; its exit
+# status or a "Bail out!" is one more failing test.
+tap_run() {
+    local desc=$1 line st; shift
+    "$@" > "$TMP/.tap" 2>&1
+    st=$?
+    while IFS= read -r line; do
+        case $line in
+            "ok "*)
+                TAP_N=$((TAP_N + 1))
+                echo "ok $TAP_N - $desc:${line#ok * -}" ;;
+            "not ok "*)
+                TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+                echo "not ok $TAP_N - $desc:${line#not ok * -}" ;;
+            1..*) ;;
+            "Bail out!"*)
+                TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+                echo "not ok $TAP_N - $desc: ${line#Bail out! }" ;;
+            *) echo "# $line" ;;
+        esac
+    done < "$TMP/.tap"
+    if [ $st -ne 0 ] && ! grep -q '^not ok\|^Bail out!' "$TMP/.tap"; then
+        TAP_N=$((TAP_N + 1)); TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $TAP_N - $desc: exit status $st"
+    fi
+}
+
 srv_cleanup() {
     local st=$? n d
     for n in $REG_NAMES; do
@@ -338,8 +387,9 @@ srv_cleanup() {
         for d in "$REG_BASE"/*/; do
             for f in "$d"*.log; do
                 [ -s "$f" ] || continue
-                echo "# ---- ${f#"$REG_BASE"/} (last 40 lines)"
-                tail -40 "$f" | cut -c1-400 | sed 's/^/# /'
+                case $f in */openssl.log) continue ;; esac
+                echo "# ---- ${f#"$REG_BASE"/} (last 25 lines)"
+                tail -25 "$f" | cut -c1-300 | sed 's/^/# /'
             done
         done
     fi

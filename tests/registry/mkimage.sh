@@ -29,7 +29,6 @@
 #       PUSHED_DOCKERLIST_INDEX (digests as stored in the registry).
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
 
 build() {
     local out=$1
