@@ -109,7 +109,8 @@ void sn_http_resp_clear(struct sn_http_resp *r);
 
 /* ---- helpers (pure, exposed for the registry client and tests) ------- */
 
-/* "bytes a-b/total" or "bytes a-b/*" (*total = -1).  -1 if malformed. */
+/* "bytes a-b/total", or "bytes a-b/" followed by "*" (then *total = -1).
+ * -1 if malformed. */
 int sn_http_parse_content_range(const char *v, int64_t *start, int64_t *end,
                                 int64_t *total);
 

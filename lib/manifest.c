@@ -848,13 +848,29 @@ format_platform(char *buf, size_t sz, const struct sn_platform *p)
                   p->variant ? "/" : "", p->variant ? p->variant : "");
 }
 
+/* Is item one of the ", "-separated items of list? */
+static bool
+list_has(const char *list, const char *item)
+{
+  size_t n = strlen(item);
+  const char *p = list;
+
+  while ((p = strstr(p, item)) != NULL) {
+    if ((p == list || (p >= list + 2 && p[-2] == ',' && p[-1] == ' '))
+        && (p[n] == '\0' || (p[n] == ',' && p[n + 1] == ' ')))
+      return true;
+    p++;
+  }
+  return false;
+}
+
 const struct sn_descriptor *
 sn_manifest_select(const struct sn_manifest *index,
                    const struct sn_platform *want)
 {
   const struct sn_descriptor *best = NULL;
   char avail[640], one[130], w[130];
-  size_t i, k, used = 0;
+  size_t i, used = 0;
   int best_score = -1, s;
   bool truncated = false;
 
@@ -882,25 +898,16 @@ sn_manifest_select(const struct sn_manifest *index,
   if (best != NULL)
     return best;
 
-  /* The error lists the image platforms the index offers, each once. */
+  /* The error lists the image platforms the index offers, each once
+   * (checked against the bounded list itself, so this stays linear). */
   avail[0] = '\0';
   for (i = 0; i < index->nmanifests; i++) {
     const struct sn_descriptor *d = &index->manifests[i];
-    bool dup = false;
 
     if (!is_image_entry(d) || d->platform == NULL)
       continue;
     format_platform(one, sizeof one, d->platform);
-    for (k = 0; k < i && !dup; k++) {
-      char other[130];
-
-      if (!is_image_entry(&index->manifests[k])
-          || index->manifests[k].platform == NULL)
-        continue;
-      format_platform(other, sizeof other, index->manifests[k].platform);
-      dup = strcmp(one, other) == 0;
-    }
-    if (dup)
+    if (list_has(avail, one))
       continue;
     if (used + strlen(one) + 2 >= sizeof avail - 8) {
       truncated = true;
@@ -912,6 +919,7 @@ sn_manifest_select(const struct sn_manifest *index,
   format_platform(w, sizeof w, want);
   sn_set_error("no manifest for %s in index; available: %s%s", w,
                used ? avail : "none", truncated ? ", ..." : "");
+  sanitize_error();
   return NULL;
 }
 

@@ -42,7 +42,11 @@ echo "== soci-nbd ztoc ls (first lines)"
 
 file=$("$SN" ztoc ls "$work/layer.ztoc" | awk '$1 ~ /^-/ && $3 > 20000 {print $NF}' | tail -1)
 echo "== soci-nbd ztoc get-file $file"
-"$SN" ztoc get-file --verbose -o "$work/out" "$work/layer.tar.gz" "$work/layer.ztoc" "$file"
+"$SN" ztoc get-file --verbose -o "$work/out" "$work/layer.tar.gz" "$work/layer.ztoc" "$file" 2> "$work/trace"
+cat "$work/trace"
+awk -v total="$(stat -c %s "$work/layer.tar.gz")" -F'[][,)]' '
+    /compressed \[/ { n += $3 - $2 }
+    END { printf "   read %d of %d compressed bytes (%.1f%% of the layer)\n", n, total, 100 * n / total }' "$work/trace"
 if tar -xOzf "$work/layer.tar.gz" "$file" | cmp -s - "$work/out"; then
     echo "   extracted $(stat -c %s "$work/out") bytes, identical to tar -xO"
 else

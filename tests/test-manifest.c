@@ -26,6 +26,7 @@
 #define D7 "sha256:7777777777777777777777777777777777777777777777777777777777777777"
 #define D8 "sha256:8888888888888888888888888888888888888888888888888888888888888888"
 
+#define IHDR_ "{\"schemaVersion\":2,\"mediaType\":\"" SN_MT_OCI_INDEX "\","
 #define OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define OCI_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
 #define SOCI_V2 "application/vnd.amazon.soci.index.v2+json"
@@ -122,10 +123,10 @@ test_vectors(void)
     ok(sn_annotation_get(m->annotations, m->nannotations,
                          "com.amazon.soci.index-digest") == NULL,
        "  no SOCI index annotation");
-    ok(sn_manifest_select(m, &(struct sn_platform) { (char *) "linux",
-                                                      (char *) "amd64",
-                                                      NULL }) == NULL
-       && strstr(sn_error(), "not an index") != NULL,
+    sel = sn_manifest_select(m, &(struct sn_platform) { (char *) "linux",
+                                                         (char *) "amd64",
+                                                         NULL });
+    ok(sel == NULL && strstr(sn_error(), "not an index") != NULL,
        "  selecting in a manifest fails: %s", sn_error());
   }
 
@@ -450,6 +451,44 @@ test_select_rules(void)
     sn_manifest_free(m);
   }
   ok(sn_manifest_select(NULL, NULL) == NULL, "select in NULL refused");
+
+  /* A big index: duplicates listed once, the list capped with "...",
+   * control characters in the message replaced. */
+  {
+    size_t n = 15000, cap = n * 300 + 1000, off, i;
+    char *doc = malloc(cap);
+
+    if (doc == NULL)
+      abort();
+    off = (size_t) snprintf(doc, cap, IHDR_ "\"manifests\":[");
+    for (i = 0; i < n; i++)
+      off += (size_t) snprintf(doc + off, cap - off,
+                               "%s{\"mediaType\":\"" SN_MT_OCI_MANIFEST "\","
+                               "\"digest\":\"" D2 "\",\"size\":1,"
+                               "\"platform\":{\"os\":\"linux\","
+                               "\"architecture\":\"%s%zu\"}}",
+                               i ? "," : "", i < 3 ? "\\nx" : "arch",
+                               i < 10 ? (size_t) 0 : i);
+    snprintf(doc + off, cap - off, "]}");
+    m = parse_str(doc, NULL);
+    if (ok(m != NULL && m->nmanifests == n, "index with %zu entries", n)) {
+      sn_platform_parse("linux/s390x", &p);
+      d = sn_manifest_select(m, &p);
+      ok(d == NULL
+         && strncmp(sn_error(), "no manifest for linux/s390x in index; "
+                    "available: linux/?x0, linux/arch0, linux/arch10, "
+                    "linux/arch11,", 101) == 0
+         && strstr(sn_error(), "linux/arch0, linux/arch0") == NULL
+         && strcmp(sn_error() + strlen(sn_error()) - 5, ", ...") == 0
+         && strlen(sn_error()) < 800,
+         "  no match: %.110s...", sn_error());
+      sn_platform_clear(&p);
+    }
+    else
+      diag("%s", sn_error());
+    sn_manifest_free(m);
+    free(doc);
+  }
 }
 
 static void
@@ -738,9 +777,17 @@ test_bad_documents(void)
   size_t i;
 
   for (i = 0; i < sizeof bads / sizeof bads[0]; i++) {
+    char shown[51];
+    size_t k;
+
+    /* The description shows the document's start, printable only. */
+    for (k = 0; k < sizeof shown - 1 && bads[i].doc[k]; k++)
+      shown[k] = bads[i].doc[k] >= 0x20 && bads[i].doc[k] < 0x7f
+        ? bads[i].doc[k] : '?';
+    shown[k] = '\0';
     m = parse_str(bads[i].doc, bads[i].ct);
     ok(m == NULL && strstr(sn_error(), bads[i].msg) != NULL,
-       "reject %.50s…: %s", bads[i].doc, sn_error());
+       "reject %s…: %s", shown, sn_error());
     sn_manifest_free(m);
   }
 }

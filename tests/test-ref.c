@@ -467,22 +467,40 @@ test_misc(void)
   struct sn_ref r;
   char big[5000];
 
+  int ret;
+
   /* Error messages never repeat credentials typed into a reference. */
-  ok(sn_ref_parse("https://user:hunter2@example.com/a", &r) == -1
-     && strstr(sn_error(), "hunter2") == NULL, "URL password not echoed: %s",
-     sn_error());
-  ok(sn_ref_parse("user:hunter2@example.com/a", &r) == -1
-     && strstr(sn_error(), "hunter2") == NULL,
+  ret = sn_ref_parse("https://user:hunter2@example.com/a", &r);
+  ok(ret == -1 && strstr(sn_error(), "hunter2") == NULL,
+     "URL password not echoed: %s", sn_error());
+  ret = sn_ref_parse("user:hunter2@example.com/a", &r);
+  ok(ret == -1 && strstr(sn_error(), "hunter2") == NULL,
      "user:password@host not echoed: %s", sn_error());
-  ok(sn_ref_parse("oci-layout:/x@sha256:hunter2", &r) == -1
-     && strstr(sn_error(), "hunter2") == NULL,
+  ret = sn_ref_parse("oci-layout:/x@sha256:hunter2", &r);
+  ok(ret == -1 && strstr(sn_error(), "hunter2") == NULL,
      "bad layout digest not echoed: %s", sn_error());
+  /* Messages stay on one line. */
+  ret = sn_ref_parse("ubuntu:a\nb\rc", &r);
+  ok(ret == -1 && strchr(sn_error(), '\n') == NULL
+     && strchr(sn_error(), '\r') == NULL
+     && strstr(sn_error(), "invalid tag \"a?b?c\"") != NULL,
+     "control characters in a message become '?': %s", sn_error());
+  ret = sn_ref_parse("ex\tample.com/x", &r);
+  ok(ret == -1 && strchr(sn_error(), '\t') == NULL,
+     "tab in a host: %s", sn_error());
   /* Very long input is refused up front. */
   memset(big, 'a', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  ok(sn_ref_parse(big, &r) == -1 && strstr(sn_error(), "too long") != NULL,
+  ret = sn_ref_parse(big, &r);
+  ok(ret == -1 && strstr(sn_error(), "too long") != NULL,
      "a 4999-byte reference is refused: %s", sn_error());
-  ok(sn_ref_parse(NULL, &r) == -1 && strstr(sn_error(), "empty") != NULL,
+  memset(big, 'a', 4096);
+  big[4096] = '\0';
+  ret = sn_ref_parse(big, &r);
+  ok(ret == -1 && strstr(sn_error(), "must not be more than 255") != NULL,
+     "a 4096-byte name is refused by the length limit: %s", sn_error());
+  ret = sn_ref_parse(NULL, &r);
+  ok(ret == -1 && strstr(sn_error(), "empty") != NULL,
      "NULL reference refused");
   /* Clearing twice is harmless. */
   ok(sn_ref_parse("ubuntu", &r) == 0, "parse ubuntu");
