@@ -33,7 +33,9 @@
 #define LAYOUT_PREFIX "oci-layout:"
 #define MAX_PATH_LEN 255
 #define MAX_TAG_LEN 128
-#define MAX_REF_LEN 4096
+#define MAX_REF_LEN 8192
+#define MAX_HOST_LEN 255   /* DNS names are at most 253 */
+#define MAX_DIR_LEN 4000   /* leaves room for "/blobs/sha256/<hex>" */
 
 static bool
 is_lower_alnum(char c)
@@ -189,7 +191,7 @@ digest_algorithm_len(const char *s, size_t n)
   size_t i = 0;
 
   for (;;) {
-    if (i == n || !((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')))
+    if (i == n || !is_alnum(s[i]) || is_digit(s[i]))
       return 0;
     while (i < n && is_alnum(s[i]))
       i++;
@@ -282,6 +284,9 @@ parse_layout(const char *s, struct sn_ref *r)
   }
   if (n == 0)
     return sn_set_error("no directory (want oci-layout:DIR[:TAG])");
+  if (n > MAX_DIR_LEN)
+    return sn_set_error("directory name too long (more than %d bytes)",
+                        MAX_DIR_LEN);
   if (dup_span(s, n, &r->layout_dir) == -1)
     return -1;
   return 0;
@@ -333,6 +338,9 @@ parse_registry(const char *s, struct sn_ref *r)
       rest_len = name_len - first_len - 1;
     }
   }
+  if (domain_len > MAX_HOST_LEN)
+    return sn_set_error("registry host too long (more than %d characters)",
+                        MAX_HOST_LEN);
   if (!valid_domain(domain, domain_len))
     return sn_set_error("invalid registry host \"%.*s\"",
                         (int) (domain_len > 256 ? 256 : domain_len), domain);
@@ -439,20 +447,30 @@ sn_ref_clear(struct sn_ref *r)
   memset(r, 0, sizeof *r);
 }
 
-/* Would DIR, printed with nothing after it, be read back differently? */
 static bool
-layout_dir_ambiguous(const char *dir)
+str_eq(const char *a, const char *b)
 {
-  size_t n = strlen(dir);
-  const char *colon = strrchr(dir, ':'), *at = strrchr(dir, '@');
+  return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
 
-  if (n == 0 || dir[n - 1] == '/')
-    return false;
-  if (colon != NULL && valid_tag(colon + 1, strlen(colon + 1)))
+/* Would "DIR[:TAG][@DIGEST]" be read back as other parts?  (A DIR ending
+ * like ":tag" or "@sha256:…".)  Then DIR is printed with a trailing '/',
+ * which names the same directory. */
+static bool
+layout_needs_slash(const char *text, const struct sn_ref *r, const char *tag)
+{
+  struct sn_ref back;
+  bool same;
+
+  memset(&back, 0, sizeof back);
+  if (parse_layout(text, &back) == -1) {
+    sn_ref_clear(&back);
     return true;
-  if (at != NULL && layout_digest_like(at + 1, strlen(at + 1)))
-    return true;
-  return false;
+  }
+  same = str_eq(back.layout_dir, r->layout_dir) && str_eq(back.tag, tag)
+    && str_eq(back.digest, r->digest);
+  sn_ref_clear(&back);
+  return !same;
 }
 
 char *
@@ -469,10 +487,16 @@ sn_ref_string(const struct sn_ref *r)
     }
     if (r->tag_defaulted)
       tag = NULL;
-    n = asprintf(&out, "%s%s%s%s%s%s%s", LAYOUT_PREFIX, r->layout_dir,
-                 layout_dir_ambiguous(r->layout_dir) ? "/" : "",
+    n = asprintf(&out, "%s%s%s%s%s%s", LAYOUT_PREFIX, r->layout_dir,
                  tag ? ":" : "", tag ? tag : "",
                  dig ? "@" : "", dig ? dig : "");
+    if (n >= 0 && layout_needs_slash(out + strlen(LAYOUT_PREFIX), r, tag)) {
+      free(out);
+      out = NULL;
+      n = asprintf(&out, "%s%s/%s%s%s%s", LAYOUT_PREFIX, r->layout_dir,
+                   tag ? ":" : "", tag ? tag : "",
+                   dig ? "@" : "", dig ? dig : "");
+    }
   }
   else {
     if (r->registry == NULL || r->repository == NULL) {

@@ -473,11 +473,11 @@ test_select_rules(void)
     m = parse_str(doc, NULL);
     if (ok(m != NULL && m->nmanifests == n, "index with %zu entries", n)) {
       sn_platform_parse("linux/s390x", &p);
+      static const char head[] = "no manifest for linux/s390x in index; "
+        "available: linux/?x0, linux/arch0, linux/arch10, linux/arch11,";
+
       d = sn_manifest_select(m, &p);
-      ok(d == NULL
-         && strncmp(sn_error(), "no manifest for linux/s390x in index; "
-                    "available: linux/?x0, linux/arch0, linux/arch10, "
-                    "linux/arch11,", 101) == 0
+      ok(d == NULL && strncmp(sn_error(), head, strlen(head)) == 0
          && strstr(sn_error(), "linux/arch0, linux/arch0") == NULL
          && strcmp(sn_error() + strlen(sn_error()) - 5, ", ...") == 0
          && strlen(sn_error()) < 800,

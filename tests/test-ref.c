@@ -373,32 +373,48 @@ test_layouts(void)
     sn_ref_clear(&r);
   }
 
-  /* A directory whose name ends like a tag is printed with a trailing '/'
-   * so that it reads back as the same directory. */
+  /* A directory whose name would read back as a tag or digest is
+   * printed with a trailing '/' (the same directory); others as is. */
   {
-    static const char *const dirs[] = {
-      "/srv/a:b", "/srv/a@sha256:x", "rel:1.0",
-    };
-    static const char *const want[] = {
-      "oci-layout:/srv/a:b/", "oci-layout:/srv/a@sha256:x/",
-      "oci-layout:rel:1.0/",
+    static const struct {
+      const char *dir, *tag, *digest, *want;
+      bool slash;
+    } t[] = {
+      { "/srv/a:b", NULL, NULL, "oci-layout:/srv/a:b/", true },
+      { "/srv/a@sha256:x", NULL, NULL, "oci-layout:/srv/a@sha256:x/", true },
+      { "rel:1.0", NULL, NULL, "oci-layout:rel:1.0/", true },
+      { "/srv/a:b", "v1", NULL, "oci-layout:/srv/a:b:v1", false },
+      { "/srv/a:b", NULL, "sha256:" H64A, "oci-layout:/srv/a:b/@sha256:" H64A,
+        true },
+      { "/srv/a@sha256:" H64B, "v1", NULL,
+        "oci-layout:/srv/a@sha256:" H64B "/:v1", true },
+      { "/srv/a@sha256:" H64B, NULL, "sha256:" H64A,
+        "oci-layout:/srv/a@sha256:" H64B "/@sha256:" H64A, true },
+      { "/srv/a@b", NULL, "sha256:" H64A, "oci-layout:/srv/a@b@sha256:" H64A,
+        false },
+      { "/srv/a:b/", NULL, NULL, "oci-layout:/srv/a:b/", false },
+      { "/srv/x:-y", NULL, NULL, "oci-layout:/srv/x:-y", false },
     };
     struct sn_ref m;
     char *s;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < sizeof t / sizeof t[0]; i++) {
       memset(&m, 0, sizeof m);
       m.kind = SN_REF_OCI_LAYOUT;
-      m.layout_dir = (char *) dirs[i];
-      m.tag = (char *) "latest";
-      m.tag_defaulted = true;
+      m.layout_dir = (char *) t[i].dir;
+      m.tag = (char *) (t[i].tag ? t[i].tag : "latest");
+      m.tag_defaulted = t[i].tag == NULL && t[i].digest == NULL;
+      if (t[i].digest != NULL && t[i].tag == NULL)
+        m.tag = NULL;
+      m.digest = (char *) t[i].digest;
       s = sn_ref_string(&m);
-      ok(streq(s, want[i]), "layout dir \"%s\" printed as \"%s\"", dirs[i],
-         s ? s : "(null)");
+      ok(streq(s, t[i].want), "layout dir \"%s\" printed as \"%s\"",
+         t[i].dir, s ? s : "(null)");
       if (s != NULL && sn_ref_parse(s, &r) == 0) {
-        ok(r.tag_defaulted && r.digest == NULL
-           && strncmp(r.layout_dir, dirs[i], strlen(dirs[i])) == 0
-           && strlen(r.layout_dir) == strlen(dirs[i]) + 1,
+        ok(strncmp(r.layout_dir, t[i].dir, strlen(t[i].dir)) == 0
+           && strlen(r.layout_dir) == strlen(t[i].dir) + t[i].slash
+           && streq(r.tag, m.tag) && streq(r.digest, m.digest)
+           && r.tag_defaulted == m.tag_defaulted,
            "  reads back as the directory \"%s\"", r.layout_dir);
         sn_ref_clear(&r);
       }
@@ -491,9 +507,25 @@ test_misc(void)
   /* Very long input is refused up front. */
   memset(big, 'a', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  ret = sn_ref_parse(big, &r);
-  ok(ret == -1 && strstr(sn_error(), "too long") != NULL,
-     "a 4999-byte reference is refused: %s", sn_error());
+  {
+    char huge[9000];
+
+    memset(huge, 'a', sizeof huge - 1);
+    huge[sizeof huge - 1] = '\0';
+    ret = sn_ref_parse(huge, &r);
+    ok(ret == -1 && strstr(sn_error(), "too long") != NULL,
+       "an 8999-byte reference is refused: %s", sn_error());
+    memcpy(huge, "oci-layout:/", 12);
+    huge[5000] = '\0';
+    ret = sn_ref_parse(huge, &r);
+    ok(ret == -1 && strstr(sn_error(), "directory name too long") != NULL,
+       "a long layout directory is refused: %s", sn_error());
+    memset(huge, 'a', 300);
+    memcpy(huge + 296, ".io/x", 6);
+    ret = sn_ref_parse(huge, &r);
+    ok(ret == -1 && strstr(sn_error(), "registry host too long") != NULL,
+       "a 299-character host is refused: %s", sn_error());
+  }
   memset(big, 'a', 4096);
   big[4096] = '\0';
   ret = sn_ref_parse(big, &r);
