@@ -25,5 +25,7 @@ int cli_write_file(const char *path, const void *buf, size_t len);
 extern bool cli_quiet;
 
 int cmd_ztoc(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_mkfs(int argc, char **argv);
 
 #endif

@@ -150,6 +150,8 @@ usage(FILE *f)
 "  ztoc info ZTOC                 print a ztoc as JSON (spans, files)\n"
 "  ztoc ls ZTOC                   list the files of a ztoc, like tar -tv\n"
 "  ztoc get-file LAYER ZTOC PATH  extract one file through its spans only\n"
+"  inspect IMAGE                  resolve an image: manifest, config, layers\n"
+"  mkfs -o IMAGE LAYER...         write the squashfs image of local layers\n"
 "\n"
 "Options:\n"
 "  -h, --help                     show this help (also after a command)\n"
@@ -178,6 +180,10 @@ main(int argc, char **argv)
   }
   if (strcmp(cmd, "ztoc") == 0)
     return cmd_ztoc(argc - 1, argv + 1);
+  if (strcmp(cmd, "inspect") == 0)
+    return cmd_inspect(argc - 1, argv + 1);
+  if (strcmp(cmd, "mkfs") == 0)
+    return cmd_mkfs(argc - 1, argv + 1);
   fprintf(stderr, "soci-nbd: unknown command '%s'\n", cmd);
   fprintf(stderr, "Try 'soci-nbd --help'.\n");
   return 2;

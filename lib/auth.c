@@ -997,7 +997,7 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
   }
   if (json_is_integer(json_object_get(j, "expires_in")))
     expires = json_integer_value(json_object_get(j, "expires_in"));
-  if (expires < DEFAULT_EXPIRES)
+  if (expires < 1)
     expires = DEFAULT_EXPIRES;
   if (expires > 86400 * 365)
     expires = 86400 * 365;

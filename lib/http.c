@@ -652,6 +652,7 @@ perform(struct sn_http *h, const char *method, const char *url,
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 
   rc = curl_easy_perform(c);
+  r->curl_code = (int) rc;
   *delivered += x.delivered;
   if (rc == CURLE_OK) {
     long code = 0;
@@ -677,7 +678,7 @@ perform(struct sn_http *h, const char *method, const char *url,
     sn_set_error("%s %s: %s", method, safe ? safe : "<URL>",
                  errbuf[0] ? errbuf : curl_easy_strerror(rc));
     free(safe);
-    *retryable = x.delivered == 0
+    *retryable = (x.delivered == 0 || q->sink_restartable)
       && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
           || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_RECV_ERROR
           || rc == CURLE_SEND_ERROR || rc == CURLE_OPERATION_TIMEDOUT
@@ -753,7 +754,8 @@ attempt(struct sn_http *h, const char *method, const char *url,
     if (rc == 0) {
       snprintf(what, sizeof what, "%ld", r->status);
       debug_line(h, method, url, what);
-      retryable = status_retryable(r->status) && delivered == 0;
+      retryable = status_retryable(r->status)
+        && (delivered == 0 || q->sink_restartable);
     }
     else
       debug_line(h, method, url, "failed");
@@ -776,6 +778,10 @@ attempt(struct sn_http *h, const char *method, const char *url,
       debug_line(h, method, url, what);
     }
     sleep_ms(delay);
+    if (delivered > 0 && q->sink
+        && q->sink(q->sink_opaque, 0, NULL, 0) == -1)
+      return -1;
+    delivered = 0;
   }
 }
 

@@ -75,12 +75,18 @@ struct sn_http_req {
   sn_http_sink_fn sink;            /* stream 2xx bodies here instead of
                                     * buffering them */
   void *sink_opaque;
+  bool sink_restartable;           /* the sink can take the body again
+                                    * from its start: then a failure after
+                                    * bytes reached it is retried too, and
+                                    * the sink is first called with status
+                                    * 0, data NULL, len 0 ("start over") */
   bool no_redirect;                /* return 3xx responses as they are */
   bool no_retry;                   /* a single attempt */
 };
 
 struct sn_http_resp {
   long status;
+  int curl_code;                   /* CURLcode of a transport failure */
   uint8_t *body;                   /* buffered body (NUL-terminated), or
                                     * for a sink, the body of a non-2xx
                                     * response (capped at 64 KiB) */

@@ -6,6 +6,7 @@
  */
 #include <config.h>
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -30,6 +31,8 @@
 
 struct endpoint {
   char *base;                 /* API root, ".../v2" */
+  char *plain_base;           /* while probing: the http:// root */
+  bool probe;                 /* loopback without a scheme: HTTPS or HTTP? */
   char *name;                 /* for messages and credentials */
   bool mirror;
   struct sn_auth *auth;
@@ -56,6 +59,7 @@ struct sn_registry {
   size_t neps;
   void (*debug)(void *opaque, const char *msg);
   void *debug_opaque;
+  pthread_mutex_t probe_lock; /* guards endpoint probing */
   pthread_mutex_t lock;       /* guards locs and tick */
   struct blob_loc locs[REDIRECT_CACHE];
   uint64_t tick;
@@ -155,15 +159,51 @@ sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
   sn_digest_format(d, out);
 }
 
+/* A loopback registry named without a scheme speaks HTTPS or plain HTTP:
+ * Docker tries HTTPS first and falls back to HTTP, and so do we, once,
+ * at the first request.  HTTPS stays when it answered, or when it failed
+ * on the certificate (an error the user must see, not a downgrade). */
+static void
+ep_ready(struct sn_registry *r, struct endpoint *ep)
+{
+  struct sn_http_req q = { 0 };
+  struct sn_http_resp resp = { 0 };
+  char *url;
+
+  if (!__atomic_load_n(&ep->probe, __ATOMIC_ACQUIRE))
+    return;
+  pthread_mutex_lock(&r->probe_lock);
+  if (ep->probe) {
+    if (asprintf(&url, "%s/", ep->base) >= 0) {
+      q.url = url;
+      q.no_retry = true;
+      q.max_body = 65536;
+      if (sn_http_request(r->http, &q, &resp) == -1
+          && resp.curl_code != CURLE_PEER_FAILED_VERIFICATION) {
+        debugf(r, "%s: no HTTPS (%s); using plain HTTP", ep->name,
+               sn_error());
+        free(ep->base);
+        ep->base = ep->plain_base;
+        ep->plain_base = NULL;
+      }
+      sn_http_resp_clear(&resp);
+      free(url);
+    }
+    __atomic_store_n(&ep->probe, false, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&r->probe_lock);
+}
+
 /* "base/repo/kind/ref[?query]" for endpoint ep. */
 static char *
-api_url(struct sn_registry *r, const struct endpoint *ep, const char *kind,
+api_url(struct sn_registry *r, struct endpoint *ep, const char *kind,
         const char *ref, const char *query)
 {
   char *u;
   const char *ns = ep->mirror ? r->ns : NULL;
   bool q = (query && *query) || ns;
 
+  ep_ready(r, ep);
   if (asprintf(&u, "%s/%s/%s/%s%s%s%s%s", ep->base, r->repo, kind, ref,
                q ? "?" : "", query && *query ? query : "",
                query && *query && ns ? "&" : "", ns ? ns : "") < 0) {
@@ -197,10 +237,12 @@ status_error(struct sn_registry *r, const struct endpoint *ep,
         detail[i] = '?';
   }
   json_decref(j);
-  return sn_set_error("%s%s%s: %s: HTTP %ld%s", r->what,
+  return sn_set_error("%s%s%s: %s: HTTP %ld%s%s", r->what,
                       ep->mirror ? " via mirror " : "",
                       ep->mirror ? ep->name : "", what, resp->status,
-                      detail);
+                      detail, resp->status == 401
+                      ? ": authentication failed (check the credentials)"
+                      : resp->status == 403 ? ": access denied" : "");
 }
 
 /* One request to an endpoint: with its authorization for the scope, and
@@ -245,7 +287,8 @@ add_endpoint(struct sn_registry *r, const struct sn_registry_opts *o,
   char *host;
   bool plain;
 
-  /* A bare host: plain HTTP for loopback and named hosts. */
+  /* A bare host: plain HTTP for named hosts; HTTPS or HTTP (probed) for
+   * loopback hosts. */
   host = strstr(spec, "://") ? NULL : strdup(spec);
   if (host) {
     char *slash = strchr(host, '/');
@@ -253,11 +296,13 @@ add_endpoint(struct sn_registry *r, const struct sn_registry_opts *o,
     if (slash)
       *slash = '\0';
   }
-  plain = host && (sn_ref_is_loopback(host)
-                   || in_list(o->plain_http_hosts, host)
-                   || in_list(o->plain_http_hosts, name));
+  plain = host && (in_list(o->plain_http_hosts, host)
+                   || (name && in_list(o->plain_http_hosts, name)));
+  ep->probe = host && !plain && sn_ref_is_loopback(host);
   free(host);
   ep->base = sn_http_api_base(spec, plain);
+  if (ep->probe && (ep->plain_base = sn_http_api_base(spec, true)) == NULL)
+    return sn_oom();
   if (ep->base == NULL)
     return sn_set_error("invalid %s \"%.200s\"", mirror ? "mirror" : "registry",
                         spec);
@@ -295,6 +340,7 @@ sn_registry_open(const struct sn_ref *ref, const struct sn_registry_opts *o)
     return NULL;
   }
   pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->probe_lock, NULL);
   r->debug = o->debug;
   r->debug_opaque = o->debug_opaque;
 
@@ -371,6 +417,7 @@ sn_registry_close(struct sn_registry *r)
   sn_layout_close(r->layout);
   for (i = 0; i < r->neps; i++) {
     free(r->eps[i].base);
+    free(r->eps[i].plain_base);
     free(r->eps[i].name);
     sn_auth_free(r->eps[i].auth);
   }
@@ -386,6 +433,7 @@ sn_registry_close(struct sn_registry *r)
   free(r->scope_pull);
   free(r->scope_push);
   pthread_mutex_destroy(&r->lock);
+  pthread_mutex_destroy(&r->probe_lock);
   free(r);
 }
 
@@ -716,6 +764,13 @@ range_sink(void *opaque, long status, const uint8_t *data, size_t n)
 {
   struct range *g = opaque;
 
+  if (status == 0) {          /* a retry: start over */
+    g->got = 0;
+    if (g->hashing)
+      sn_sha256_free(&g->h);
+    g->hashing = false;
+    return 0;
+  }
   if (status == 206) {
     if (n > g->len - g->got)
       return sn_set_error("more bytes than the range asked for");
@@ -770,6 +825,7 @@ range_on(struct sn_registry *r, struct endpoint *ep, const char *url,
   q.headers = hdrs;
   q.sink = range_sink;
   q.sink_opaque = &g;
+  q.sink_restartable = true;
   if (use_auth) {
     if (ep_request(r, ep, false, true, &q, resp) == -1)
       goto out;
@@ -783,6 +839,9 @@ range_on(struct sn_registry *r, struct endpoint *ep, const char *url,
     if (sn_http_parse_content_range(resp->content_range, &a, &b, &t) == -1)
       sn_set_error("%s: %s: 206 without a valid Content-Range", r->what,
                    what);
+    else if (a == off && b < off + (int64_t) len - 1 && t == b + 1)
+      sn_set_error("%s: %s: beyond the end of the blob (%" PRId64 " bytes)",
+                   r->what, what, t);
     else if (a != off || b != off + (int64_t) len - 1)
       sn_set_error("%s: %s: the server sent bytes %" PRId64 "-%" PRId64,
                    r->what, what, a, b);
@@ -816,7 +875,7 @@ range_on(struct sn_registry *r, struct endpoint *ep, const char *url,
   else
     status_error(r, ep, what, resp);
 out:
-  if (rc == -1 && resp->status == 0 && strstr(sn_error(), what) == NULL)
+  if (rc == -1 && strstr(sn_error(), what) == NULL)
     sn_prefix_error("%s: %s: ", r->what, what);
   if (g.hashing)
     sn_sha256_free(&g.h);
@@ -1020,6 +1079,7 @@ push_blob(struct sn_registry *r, const char *digest, const uint8_t *data,
     debugf(r, "%s: already in %s", what, r->what);
     return 0;
   }
+  ep_ready(r, ep);
   if (asprintf(&url, "%s/%s/blobs/uploads/", ep->base, r->repo) < 0) {
     url = NULL;
     sn_oom();

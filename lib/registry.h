@@ -5,10 +5,31 @@
  * with its mirrors) or one layout directory.
  *
  * Thread safety: after sn_registry_open() returns, every function may be
- * called from many threads at once on the same struct sn_registry.
+ * called from many threads at once on the same struct sn_registry (the
+ * plugin's threads call sn_registry_read_range concurrently).
  * Connections are reused through a curl share handle (DNS, TLS sessions,
- * connection cache) with per-thread easy handles; the token cache is
- * behind a mutex.
+ * connection cache, each under its own mutex); a request borrows an easy
+ * handle from a pool, so each thread uses its own handle while its request
+ * runs.  The token cache (per endpoint, per scope) and the per-blob
+ * location cache are behind mutexes; a token request is made by one
+ * thread at a time.  Only sn_registry_close() must not race with others.
+ *
+ * Endpoints: mirrors (opts->mirrors, in order) then the upstream.  Pulls
+ * (manifests, blobs, ranges, referrers) try each mirror and fall back to
+ * the next endpoint on any failure, 404 included (containerd hosts.toml
+ * semantics; mirror requests carry "?ns=<registry>"); pushes and
+ * sn_registry_blob_exists go to the upstream only.  A host given without
+ * a scheme uses HTTPS, except hosts in plain_http_hosts (plain HTTP) and
+ * loopback hosts, which are probed once: HTTPS if it answers (or fails on
+ * its certificate), else plain HTTP, as Docker does.
+ *
+ * Redirects (e.g. to S3 or a CDN) are followed; the Authorization header
+ * is never sent to another origin.  A range read remembers, per blob,
+ * the endpoint that served it and the URL it was redirected to, and goes
+ * there directly next time; when that URL fails (expired: 401/403/...) it
+ * asks the registry again, once.  Transient failures (connection errors,
+ * 429 with Retry-After, 5xx) are retried with backoff; a whole-blob
+ * download that breaks resumes with a Range request.
  *
  * Integrity: everything fetched by digest is verified (manifests, whole
  * blobs).  Range reads cannot be verified here: callers verify them (span
@@ -99,7 +120,10 @@ int sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
 
 /* Referrers of a manifest digest, filtered by artifact type (NULL = all):
  * the referrers API, or the fallback tag "sha256-<hex>" when the registry
- * has no such API.  Returns an index (possibly with no entries). */
+ * has no such API.  Returns an index (possibly with no entries).
+ * sn_registry_put_manifest of a manifest with a subject keeps that
+ * fallback tag up to date when the registry does not answer with an
+ * OCI-Subject header (no referrers API). */
 struct sn_manifest *sn_registry_referrers(struct sn_registry *r,
                                           const char *digest,
                                           const char *artifact_type);

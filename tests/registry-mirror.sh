@@ -20,7 +20,7 @@ check "the client did not ask the upstream itself" \
 # cached yet with 200 and the whole blob; warm the cache so that the range
 # tests below see 206 (the 200 case is covered by registry-faults.sh).
 for d in "$IMG_MULTI_CONFIG" "$IMG_MULTI_LAYER0" "$IMG_MULTI_LAYER1" "$IMG_MULTI_LAYER2"; do
-    curl -sf -o /dev/null "$MR_URL/v2/test/multi/blobs/$d"
+    reg_http "$MR_URL/v2/test/multi/blobs/$d" >/dev/null
 done
 sleep 1
 tap_run "through the mirror" env SN_TEST_REF="$U_HOST/test/multi:v1" SN_TEST_MIRROR="$MR_URL" \

@@ -44,6 +44,19 @@
 #define EMPTY_JSON_DIGEST \
   "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
+/* ok() whose condition is evaluated before the arguments of its message
+ * (which often show sn_error() of the call in the condition). */
+#define OK(cond, ...)                                                        \
+  do {                                                                       \
+    int c_ = !!(cond);                                                       \
+    ok(c_, __VA_ARGS__);                                                     \
+  } while (0)
+/* In OK()'s message: the library's error when the check failed (ERR, for
+ * calls expected to succeed) or passed (WHY, for calls expected to fail):
+ * then it is the error of the call just made, never a stale one. */
+#define ERR (c_ ? "ok" : sn_error())
+#define WHY (c_ ? sn_error() : "no error")
+
 static const char *layout;   /* SN_TEST_LAYOUT */
 static const char *image;    /* SN_TEST_REF */
 
@@ -170,7 +183,8 @@ sibling_ref(const char *repo_suffix, const char *tag)
   if (sn_ref_parse(image, &ref) == -1)
     abort();
   if (ref.kind == SN_REF_OCI_LAYOUT) {
-    if (asprintf(&s, "oci-layout:%s:%s", ref.layout_dir, tag) == -1)
+    if (asprintf(&s, "oci-layout:%s%s:%s", ref.layout_dir, repo_suffix,
+                 tag) == -1)
       abort();
   } else if (asprintf(&s, "%s/%s%s%s%s", ref.registry, ref.repository,
                       repo_suffix, strncmp(tag, "sha256:", 7) == 0 ? "@" : ":",
@@ -287,46 +301,46 @@ mode_read(void)
     m = sn_registry_resolve(r, ref.digest ? ref.digest : ref.tag, NULL, &idx);
     sn_ref_clear(&ref);
   }
-  ok(m != NULL && strcmp(m->digest, manifest_digest) == 0,
+  OK(m != NULL && strcmp(m->digest, manifest_digest) == 0,
      "resolve gives the pushed manifest %s (%s)", manifest_digest,
-     m ? m->digest : sn_error());
-  ok(idx == NULL, "no index for a single-platform image");
-  ok(m && m->nlayers == nlayers, "%zu layers", nlayers);
+     m ? m->digest : ERR);
+  OK(idx == NULL, "no index for a single-platform image");
+  OK(m && m->nlayers == nlayers, "%zu layers", nlayers);
   for (i = 0; m && i < m->nlayers && i < nlayers; i++)
-    ok(strcmp(m->layers[i].digest, layers[i].digest) == 0 &&
+    OK(strcmp(m->layers[i].digest, layers[i].digest) == 0 &&
        m->layers[i].size == (int64_t) layers[i].len,
        "layer %zu digest and size", i);
   sn_manifest_free(m);
   sn_manifest_free(idx);
 
   m = sn_registry_get_manifest(r, manifest_digest);
-  ok(m != NULL && strcmp(m->digest, manifest_digest) == 0,
-     "get_manifest by digest (%s)", m ? "ok" : sn_error());
+  OK(m != NULL && strcmp(m->digest, manifest_digest) == 0,
+     "get_manifest by digest (%s)", ERR);
   sn_manifest_free(m);
 
   rc = sn_registry_get_blob_mem(r, config.digest, 1 << 20, &buf, &len);
-  ok(rc == 0 && len == config.len && memcmp(buf, config.data, len) == 0,
+  OK(rc == 0 && len == config.len && memcmp(buf, config.data, len) == 0,
      "get_blob_mem: config (%zu bytes)", config.len);
   if (rc == 0)
     free(buf);
   rc = sn_registry_get_blob_mem(r, big->digest, 1024, &buf, &len);
-  ok(rc == -1, "get_blob_mem refuses a blob over max (%s)", sn_error());
+  OK(rc == -1, "get_blob_mem refuses a blob over max (%s)", WHY);
   if (rc == 0)
     free(buf);
 
-  ok(sn_registry_blob_exists(r, big->digest, &size) == 1 &&
-     size == (int64_t) big->len, "blob_exists: big layer, size %" PRId64,
-     size);
-  ok(sn_registry_blob_exists(r, unknown, NULL) == 0,
-     "blob_exists: unknown digest is 0 (%s)", sn_error());
+  rc = sn_registry_blob_exists(r, big->digest, &size);
+  OK(rc == 1 && size == (int64_t) big->len,
+     "blob_exists: big layer, size %" PRId64, size);
+  rc = sn_registry_blob_exists(r, unknown, NULL);
+  OK(rc == 0, "blob_exists: unknown digest is 0 (%d)", rc);
 
   /* Ranges: first byte, last byte, a middle span, and the whole blob in
    * pieces of uneven size. */
   for (i = 0; i < nlayers; i++) {
     struct blob *b = &layers[i];
-    ok(range_ok(r, b, 0, 1), "layer %zu: first byte", i);
-    ok(range_ok(r, b, (int64_t) b->len - 1, 1), "layer %zu: last byte", i);
-    ok(range_ok(r, b, 0, b->len), "layer %zu: all %zu bytes as one range",
+    OK(range_ok(r, b, 0, 1), "layer %zu: first byte", i);
+    OK(range_ok(r, b, (int64_t) b->len - 1, 1), "layer %zu: last byte", i);
+    OK(range_ok(r, b, 0, b->len), "layer %zu: all %zu bytes as one range",
        i, b->len);
   }
   {
@@ -337,36 +351,36 @@ mode_read(void)
       all = range_ok(r, big, (int64_t) off, n);
       off += n;
     }
-    ok(all, "big layer read in %zu-byte ranges equals the blob", step);
+    OK(all, "big layer read in %zu-byte ranges equals the blob", step);
   }
   {
     unsigned char b2[16];
-    ok(sn_registry_read_range(r, small->digest, b2, 16,
+    OK(sn_registry_read_range(r, small->digest, b2, 16,
                               (int64_t) small->len - 8) == -1,
-       "range past the end fails (%s)", sn_error());
+       "range past the end fails (%s)", WHY);
   }
 
   for (i = 0; i < nlayers; i++)
-    ok(whole_ok(r, &layers[i]), "get_blob: layer %zu verified (%zu bytes)", i,
+    OK(whole_ok(r, &layers[i]), "get_blob: layer %zu verified (%zu bytes)", i,
        layers[i].len);
 
   /* Not found: blob, tag, repository — clear messages. */
   {
     unsigned char b1[1];
-    ok(sn_registry_read_range(r, unknown, b1, 1, 0) == -1 &&
+    OK(sn_registry_read_range(r, unknown, b1, 1, 0) == -1 &&
        error_has("0000000000"), "unknown blob: error names it");
-    ok(sn_registry_get_blob(r, unknown, sink_fn, &(struct sink){ 0 }) == -1,
-       "unknown blob: get_blob fails (%s)", sn_error());
+    OK(sn_registry_get_blob(r, unknown, sink_fn, &(struct sink){ 0 }) == -1,
+       "unknown blob: get_blob fails (%s)", WHY);
   }
   m = sn_registry_get_manifest(r, "no-such-tag");
-  ok(m == NULL && error_has("no-such-tag"), "unknown tag: error names it");
+  OK(m == NULL && error_has("no-such-tag"), "unknown tag: error names it");
   sn_manifest_free(m);
   sn_registry_close(r);
 
   s = sibling_ref("-missing", "v1");
   r = open_ref(s, 0, 0);
   m = r ? sn_registry_resolve(r, "v1", NULL, NULL) : NULL;
-  ok(m == NULL && (r == NULL || error_has("missing")),
+  OK(m == NULL && (r == NULL || error_has("missing")),
      "unknown repository %s: error names it", s);
   sn_manifest_free(m);
   sn_registry_close(r);
@@ -430,7 +444,7 @@ mode_concurrency(void)
       diag("thread %d: %d bad reads, last: %s", i, w[i].bad, w[i].err);
     bad += w[i].bad;
   }
-  ok(bad == 0, "8 threads x 40 random range reads of one registry handle "
+  OK(bad == 0, "8 threads x 40 random range reads of one registry handle "
      "(%.2f s)", now() - t0);
   sn_registry_close(r);
 }
@@ -454,9 +468,9 @@ mode_refresh(void)
     n++;
     usleep(250000);
   }
-  ok(bad == 0 && n > 0, "%d range reads over %.0f s, %d failed", n, limit,
+  OK(bad == 0 && n > 0, "%d range reads over %.0f s, %d failed", n, limit,
      bad);
-  ok(whole_ok(r, small), "whole blob after the run");
+  OK(whole_ok(r, small), "whole blob after the run");
   sn_registry_close(r);
 }
 
@@ -487,7 +501,7 @@ mode_push(void)
   struct blob lb;
   int64_t size;
   char tmpl[] = "/tmp/soci-nbd-push.XXXXXX";
-  int fd;
+  int fd, rc;
 
   if (!ok(r != NULL, "open %s", ref_s))
     return;
@@ -497,22 +511,22 @@ mode_push(void)
   layer_d = digest_of(layer, layer_len);
   cfg_d = digest_of(cfg, strlen(cfg));
 
-  ok(sn_registry_push_blob(r, layer_d, layer, layer_len) == 0,
-     "push_blob %zu bytes (%s)", layer_len, sn_error());
-  ok(sn_registry_push_blob(r, layer_d, layer, layer_len) == 0,
+  rc = sn_registry_push_blob(r, layer_d, layer, layer_len);
+  OK(rc == 0, "push_blob %zu bytes (%s)", layer_len, ERR);
+  OK(sn_registry_push_blob(r, layer_d, layer, layer_len) == 0,
      "push_blob again (exists: no-op)");
-  ok(sn_registry_push_blob(r, layer_d, layer, layer_len - 1) == -1,
-     "push_blob with the wrong digest for the data fails (%s)", sn_error());
+  OK(sn_registry_push_blob(r, layer_d, layer, layer_len - 1) == -1,
+     "push_blob with the wrong digest for the data fails (%s)", WHY);
   /* The same config through a file descriptor. */
   fd = mkstemp(tmpl);
   if (fd == -1 || write(fd, cfg, strlen(cfg)) != (ssize_t) strlen(cfg) ||
       lseek(fd, 0, SEEK_SET) != 0)
     abort();
   unlink(tmpl);
-  ok(sn_registry_push_blob_fd(r, cfg_d, fd, (int64_t) strlen(cfg)) == 0,
-     "push_blob_fd: config (%s)", sn_error());
+  OK(sn_registry_push_blob_fd(r, cfg_d, fd, (int64_t) strlen(cfg)) == 0,
+     "push_blob_fd: config (%s)", ERR);
   close(fd);
-  ok(sn_registry_blob_exists(r, layer_d, &size) == 1 &&
+  OK(sn_registry_blob_exists(r, layer_d, &size) == 1 &&
      size == (int64_t) layer_len, "pushed blob exists with its size");
 
   if (asprintf(&man,
@@ -524,30 +538,30 @@ mode_push(void)
                SN_MT_OCI_MANIFEST, cfg_d, strlen(cfg), layer_d, layer_len) == -1)
     abort();
   man_d = digest_of(man, strlen(man));
-  ok(sn_registry_put_manifest(r, "v1", SN_MT_OCI_MANIFEST,
+  OK(sn_registry_put_manifest(r, "v1", SN_MT_OCI_MANIFEST,
                               (const uint8_t *) man, strlen(man)) == 0,
-     "put_manifest by tag (%s)", sn_error());
+     "put_manifest by tag (%s)", ERR);
   m = sn_registry_get_manifest(r, "v1");
-  ok(m && strcmp(m->digest, man_d) == 0 && m->raw_len == strlen(man) &&
+  OK(m && strcmp(m->digest, man_d) == 0 && m->raw_len == strlen(man) &&
      memcmp(m->raw, man, m->raw_len) == 0,
-     "manifest read back by tag is byte-identical (%s)", m ? "" : sn_error());
+     "manifest read back by tag is byte-identical (%s)", ERR);
   sn_manifest_free(m);
   snprintf(lb.digest, sizeof lb.digest, "%s", layer_d);
   lb.data = layer;
   lb.len = layer_len;
-  ok(whole_ok(r, &lb), "pushed blob read back whole");
-  ok(range_ok(r, &lb, 123457, 1000), "pushed blob read back by range");
+  OK(whole_ok(r, &lb), "pushed blob read back whole");
+  OK(range_ok(r, &lb, 123457, 1000), "pushed blob read back by range");
 
   /* Referrers: distribution 2.8 has no referrers API, so the client must
    * use the fallback tag sha256-<hex>; the test writes that tag index the
    * way a pusher (e.g. soci) does. */
   m = sn_registry_referrers(r, man_d, NULL);
-  ok(m != NULL && m->is_index && m->nmanifests == 0,
+  OK(m != NULL && m->is_index && m->nmanifests == 0,
      "referrers of a manifest without any: empty index (%s)",
-     m ? "" : sn_error());
+     ERR);
   sn_manifest_free(m);
 
-  ok(sn_registry_push_blob(r, EMPTY_JSON_DIGEST, (const uint8_t *) "{}", 2) ==
+  OK(sn_registry_push_blob(r, EMPTY_JSON_DIGEST, (const uint8_t *) "{}", 2) ==
      0, "push the empty JSON config");
   if (asprintf(&art,
                "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"artifactType\":\"%s\","
@@ -560,9 +574,9 @@ mode_push(void)
                strlen(cfg), SN_MT_OCI_MANIFEST, man_d, strlen(man)) == -1)
     abort();
   art_d = digest_of(art, strlen(art));
-  ok(sn_registry_put_manifest(r, art_d, SN_MT_OCI_MANIFEST,
+  OK(sn_registry_put_manifest(r, art_d, SN_MT_OCI_MANIFEST,
                               (const uint8_t *) art, strlen(art)) == 0,
-     "put_manifest by digest: an artifact with a subject (%s)", sn_error());
+     "put_manifest by digest: an artifact with a subject (%s)", ERR);
   if (asprintf(&idx,
                "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":["
                "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu,"
@@ -572,20 +586,20 @@ mode_push(void)
     abort();
   idx_d = digest_of(idx, strlen(idx));
   snprintf(tag, sizeof tag, "sha256-%s", man_d + 7);
-  ok(sn_registry_put_manifest(r, tag, SN_MT_OCI_INDEX, (const uint8_t *) idx,
+  OK(sn_registry_put_manifest(r, tag, SN_MT_OCI_INDEX, (const uint8_t *) idx,
                               strlen(idx)) == 0,
-     "put the fallback tag index %s (%s)", tag, sn_error());
+     "put the fallback tag index %s (%s)", tag, ERR);
   m = sn_registry_referrers(r, man_d, SOCI_TYPE);
-  ok(m && m->nmanifests == 1 && strcmp(m->manifests[0].digest, art_d) == 0,
+  OK(m && m->nmanifests == 1 && strcmp(m->manifests[0].digest, art_d) == 0,
      "referrers through the fallback tag find the artifact (%s)",
-     m ? "" : sn_error());
+     ERR);
   sn_manifest_free(m);
   m = sn_registry_referrers(r, man_d, "application/x-other");
-  ok(m && m->nmanifests == 0, "referrers filtered by another artifact type: "
-     "none (%s)", m ? "" : sn_error());
+  OK(m && m->nmanifests == 0, "referrers filtered by another artifact type: "
+     "none (%s)", ERR);
   sn_manifest_free(m);
   m = sn_registry_get_manifest(r, art_d);
-  ok(m && m->subject && strcmp(m->subject->digest, man_d) == 0 &&
+  OK(m && m->subject && strcmp(m->subject->digest, man_d) == 0 &&
      m->artifact_type && strcmp(m->artifact_type, SOCI_TYPE) == 0,
      "artifact read back with subject and artifactType");
   sn_manifest_free(m);
@@ -622,6 +636,7 @@ mode_faults(void)
   uint8_t *buf;
   size_t len;
   double t0;
+  int rc;
 
   control = need_env("SN_TEST_CONTROL");
   r = open_ref(image, 5000, 0);      /* default retries */
@@ -629,83 +644,85 @@ mode_faults(void)
   if (!ok(r != NULL && r1 != NULL, "open %s", image))
     return;
   set_rules("");
-  ok(range_ok(r, big, 1000, 5000), "no fault: range read");
+  OK(range_ok(r, big, 1000, 5000), "no fault: range read");
 
   /* Integrity: a corrupted body must never be accepted for anything
    * fetched by digest. */
   set_rules("{\"action\": \"corrupt\"}");
-  ok(sn_registry_get_blob(r, small->digest, sink_fn, &(struct sink){ 0 }) ==
-     -1, "corrupted whole blob: get_blob fails (%s)", sn_error());
-  ok(sn_registry_get_blob_mem(r, config.digest, 1 << 20, &buf, &len) == -1,
-     "corrupted config: get_blob_mem fails (%s)", sn_error()) || (free(buf), 0);
+  OK(sn_registry_get_blob(r, small->digest, sink_fn, &(struct sink){ 0 }) ==
+     -1, "corrupted whole blob: get_blob fails (%s)", WHY);
+  rc = sn_registry_get_blob_mem(r, config.digest, 1 << 20, &buf, &len);
+  OK(rc == -1, "corrupted config: get_blob_mem fails (%s)", WHY);
+  if (rc == 0)
+    free(buf);
   set_rules("{\"action\": \"corrupt\", \"match\": {\"path\": \"/manifests/sha256:\"}}");
   m = sn_registry_get_manifest(r, manifest_digest);
-  ok(m == NULL, "corrupted manifest fetched by digest: fails (%s)",
-     sn_error());
+  OK(m == NULL, "corrupted manifest fetched by digest: fails (%s)",
+     WHY);
   sn_manifest_free(m);
 
   /* Truncated bodies: errors, or retried into a complete one. */
   set_rules("{\"action\": \"truncate\"}");
-  ok(sn_registry_get_blob(r, big->digest, sink_fn, &(struct sink){ 0 }) == -1,
-     "always-truncated whole blob: get_blob fails (%s)", sn_error());
-  ok(!range_ok(r, big, 0, 100000), "always-truncated range: fails");
+  OK(sn_registry_get_blob(r, big->digest, sink_fn, &(struct sink){ 0 }) == -1,
+     "always-truncated whole blob: get_blob fails (%s)", WHY);
+  OK(!range_ok(r, big, 0, 100000), "always-truncated range: fails");
   set_rules("{\"action\": \"truncate\", \"times\": 1}");
-  ok(range_result(r, big, 0, 100000) != 2,
+  OK(range_result(r, big, 0, 100000) != 2,
      "truncated once: an error or retried, never wrong bytes");
-  ok(range_ok(r, big, 0, 100000), "after the truncation: range read works");
+  OK(range_ok(r, big, 0, 100000), "after the truncation: range read works");
 
   /* Server errors: retried, then success. */
   set_rules("{\"action\": \"status\", \"code\": 500, \"times\": 2}");
-  ok(range_ok(r, big, 4096, 4096), "500 twice: retried, then success");
+  OK(range_ok(r, big, 4096, 4096), "500 twice: retried, then success");
   set_rules("{\"action\": \"status\", \"code\": 503, \"times\": 1}");
-  ok(whole_ok(r, small), "503 once on get_blob: retried, then success");
+  OK(whole_ok(r, small), "503 once on get_blob: retried, then success");
   set_rules("{\"action\": \"status\", \"code\": 429, \"retry_after\": 1, "
             "\"times\": 1}");
   t0 = now();
-  ok(range_ok(r, big, 8192, 4096), "429 with Retry-After: 1: retried, then "
+  OK(range_ok(r, big, 8192, 4096), "429 with Retry-After: 1: retried, then "
      "success (%.2f s)", now() - t0);
   set_rules("{\"action\": \"status\", \"code\": 500}");
-  ok(!range_ok(r, big, 0, 10), "500 forever: gives up with an error");
+  OK(!range_ok(r, big, 0, 10), "500 forever: gives up with an error");
   set_rules("{\"action\": \"status\", \"code\": 500, \"times\": 1}");
-  ok(!range_ok(r1, big, 0, 10), "500 once with max_retries -1: error");
+  OK(!range_ok(r1, big, 0, 10), "500 once with max_retries -1: error");
 
   /* Connection resets: retried. */
   set_rules("{\"action\": \"reset\", \"times\": 1}");
-  ok(range_ok(r, big, 100, 200), "reset before the response: retried");
+  OK(range_ok(r, big, 100, 200), "reset before the response: retried");
   set_rules("{\"action\": \"reset\", \"after\": 1000, \"times\": 1}");
-  ok(range_result(r, big, 0, 200000) != 2,
+  OK(range_result(r, big, 0, 200000) != 2,
      "reset mid-body: an error or retried, never wrong bytes");
   set_rules("{\"action\": \"reset\", \"after\": 1000, \"times\": 1}");
   {
     struct sink sk = { 0 };
-    int rc = sn_registry_get_blob(r, big->digest, sink_fn, &sk);
-    ok(rc == -1 || (sk.len == big->len &&
+    rc = sn_registry_get_blob(r, big->digest, sink_fn, &sk);
+    OK(rc == -1 || (sk.len == big->len &&
                     memcmp(sk.buf, big->data, big->len) == 0),
        "reset mid-body of a whole blob: an error, or exactly the blob's "
        "bytes once (rc %d, %zu bytes)", rc, sk.len);
     free(sk.buf);
   }
-  ok(whole_ok(r, small), "after the reset: get_blob works");
+  OK(whole_ok(r, small), "after the reset: get_blob works");
 
   /* 200 with the whole blob instead of 206. */
   set_rules("{\"action\": \"full200\"}");
-  ok(range_ok(r, small, 10, 20), "200 instead of 206, small blob: sliced");
-  ok(!range_ok(r, big, 10, 20), "200 instead of 206, %zu-byte blob: error",
+  OK(range_ok(r, small, 10, 20), "200 instead of 206, small blob: sliced");
+  OK(!range_ok(r, big, 10, 20), "200 instead of 206, %zu-byte blob: error",
      big->len);
 
   /* Slow server. */
   set_rules("{\"action\": \"delay\", \"seconds\": 0.5, \"times\": 1}");
-  ok(range_ok(r, big, 0, 10), "0.5 s delay: success");
+  OK(range_ok(r, big, 0, 10), "0.5 s delay: success");
   set_rules("{\"action\": \"delay\", \"seconds\": 3}");
   t0 = now();
-  ok(!range_ok(r1, big, 0, 10) && now() - t0 < 2.9,
+  OK(!range_ok(r1, big, 0, 10) && now() - t0 < 2.9,
      "3 s delay with a 1 s timeout: error in %.2f s", now() - t0);
 
   /* Cross-host redirect of blob GETs (the script checks the proxy log for
    * the Authorization header at the redirect target). */
   set_rules("{\"action\": \"redirect\", \"match\": {\"method\": \"GET\"}}");
-  ok(range_ok(r, big, 777, 3333), "redirected range read");
-  ok(whole_ok(r, small), "redirected whole blob");
+  OK(range_ok(r, big, 777, 3333), "redirected range read");
+  OK(whole_ok(r, small), "redirected whole blob");
   set_rules("");
   sn_registry_close(r);
   sn_registry_close(r1);

@@ -28,9 +28,10 @@
 # SN_KEEP_LOGS=1, the tail of every log is printed as TAP comments at exit;
 # SN_KEEP_TMP=1 keeps the whole directory.
 
+: "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 if [ -z "${TAP_N+x}" ]; then
     # shellcheck source=../lib.sh
-    . "${top_srcdir:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}/tests/lib.sh"
+    . "$top_srcdir/tests/lib.sh"
 fi
 
 REG_SRC="$top_srcdir/tests/registry"
@@ -110,13 +111,13 @@ reg_start() {
         esac
         shift
     done
-    local d="$REG_BASE/$name" scheme=http curlopt=()
+    local d="$REG_BASE/$name" scheme=http cafile=""
     mkdir -p "$d/data"
     case $proxy in https:*) reg_pki || return 1 ;; esac
     if [ $tls = 1 ]; then
         reg_pki || return 1
         scheme=https
-        curlopt=(--cacert "$REG_CA")
+        cafile=$REG_CA
     fi
     if [ -n "$htuser" ]; then
         htpasswd -Bbn "$htuser" "$htpass" > "$d/htpasswd" || return 1
@@ -189,7 +190,7 @@ reg_start() {
         pid=$!
         echo "$pid" > "$d/pid"
         REG_NAMES="$REG_NAMES $name"
-        if _reg_wait_for 20 _reg_ready "$pid" "$scheme://127.0.0.1:$port/v2/" "${curlopt[@]}" &&
+        if _reg_wait_for 20 _reg_ready "$pid" "$scheme://127.0.0.1:$port/v2/" "$cafile" &&
            _reg_alive "$pid"; then
             break
         fi
@@ -209,13 +210,33 @@ reg_start() {
     _reg_set "${name}_DIR" "$d"
 }
 
-# Ready when /v2/ answers with any HTTP status (401 with auth); fails fast
-# (status 2) if the process died.
+# reg_http URL [CAFILE]: GET URL (python3, no curl needed), discard the
+# body, print the HTTP status (000 when there is no HTTP answer).
+reg_http() {
+    python3 - "$1" "${2:-}" <<'PY'
+import ssl, sys, urllib.error, urllib.request
+url, ca = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca) if ca else None
+# Never through a proxy from the environment: 127.0.0.1 only.
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                     urllib.request.HTTPSHandler(context=ctx))
+try:
+    with opener.open(url, timeout=5) as r:
+        r.read()
+        print(r.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")
+PY
+}
+
+# Ready when /v2/ answers with any HTTP status (401 with auth); stops
+# waiting at once if the process died (the caller checks).
 _reg_ready() {
-    local pid=$1 url=$2; shift 2
-    _reg_alive "$pid" || return 0   # dead: stop waiting (caller checks)
-    local code
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url") || true
+    local pid=$1 url=$2 ca=$3 code
+    _reg_alive "$pid" || return 0
+    code=$(reg_http "$url" "$ca")
     [ "$code" != "000" ] && [ -n "$code" ]
 }
 
@@ -228,7 +249,9 @@ _reg_kill() {
         sleep 0.1
     done
     if _reg_alive "$pid"; then
-        pkill -KILL -P "$pid" 2>/dev/null
+        # The server under timeout(1): its children, from /proc.
+        # shellcheck disable=SC2046
+        kill -KILL $(cat "/proc/$pid/task/$pid/children" 2>/dev/null) 2>/dev/null
         kill -KILL "$pid" 2>/dev/null
     fi
     wait "$pid" 2>/dev/null
