@@ -10,7 +10,7 @@
  * another's bytes.
  *
  * Ownership: sn_layer_new() takes ownership of the ztoc.  Errors follow
- * err.h.  A struct sn_layer is not thread-safe yet.
+ * err.h.
  */
 #ifndef SN_LAYER_H
 #define SN_LAYER_H
@@ -35,6 +35,47 @@ struct sn_layer *sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read,
 void sn_layer_free(struct sn_layer *l);
 void sn_layer_set_trace(struct sn_layer *l, sn_span_trace_fn fn,
                         void *opaque);
+
+/* Run-time options (sn_layer_new_opts).  Zero/NULL fields take defaults. */
+struct sn_layer_opts {
+  size_t cache_bytes;        /* memory LRU of uncompressed spans; 0 → 64 MiB,
+                              * shared budget is the caller's business */
+  const char *cache_dir;     /* keep verified compressed spans on disk,
+                              * keyed by layer digest + span; NULL = off */
+  const char *layer_digest;  /* "sha256:…" of the blob (disk cache key) */
+  int max_refetch;           /* extra fetches after a digest mismatch; 0 → 2 */
+};
+
+/* Counters, read with sn_layer_get_stats (atomic snapshot). */
+struct sn_layer_stats {
+  uint64_t spans_fetched;    /* compressed spans fetched from the source */
+  uint64_t spans_verified;   /* fetched spans whose digest matched */
+  uint64_t spans_failed;     /* fetched spans whose digest did not match */
+  uint64_t bytes_fetched;    /* compressed bytes fetched */
+  uint64_t cache_hits;       /* reads served from the memory cache */
+  uint64_t cache_misses;
+  uint64_t disk_hits;        /* spans loaded from cache_dir */
+  uint64_t headers_checked;  /* files whose tar header was verified */
+};
+
+/* Like sn_layer_new, with options.  The returned layer is thread-safe:
+ * sn_layer_read and friends may be called from many threads at once;
+ * concurrent readers of one span cause one fetch (single flight); the
+ * spans a read needs are fetched concurrently. */
+struct sn_layer *sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read,
+                                   void *opaque,
+                                   const struct sn_layer_opts *o);
+void sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st);
+
+/* Like sn_layer_read, but first makes sure that every file whose data
+ * overlaps [off, off+len) has had its tar header checked against its ztoc
+ * entry (each file once; results remembered).  What a server uses. */
+int sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
+                          int64_t off);
+
+/* Fetch (and cache) the spans covering [off, off+len) without copying
+ * anything out: for NBD_CMD_CACHE / prefetch. */
+int sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len);
 
 const struct sn_ztoc *sn_layer_ztoc(const struct sn_layer *l);
 const struct sn_zinfo *sn_layer_zinfo(const struct sn_layer *l);
