@@ -976,7 +976,7 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
     goto out;
   }
   if (r.status == 401 || r.status == 403) {
-    sn_set_error("%s: the token server %s refused %s (HTTP %ld)", a->host,
+    sn_set_error("%s: authentication failed: the token server %s refused %s (HTTP %ld)", a->host,
                  safe, with_creds ? "the credentials" : "anonymous access",
                  r.status);
     goto out;
@@ -1160,7 +1160,7 @@ sn_auth_challenge(struct sn_auth *a, const char *www_authenticate,
       goto out;
     }
     if (failed && strncmp(failed, "Basic ", 6) == 0) {
-      sn_set_error("%s: the registry refused the credentials (HTTP 401)",
+      sn_set_error("%s: authentication failed: the registry refused the credentials (HTTP 401)",
                    a->host);
       goto out;
     }

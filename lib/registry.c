@@ -163,6 +163,17 @@ sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
  * Docker tries HTTPS first and falls back to HTTP, and so do we, once,
  * at the first request.  HTTPS stays when it answered, or when it failed
  * on the certificate (an error the user must see, not a downgrade). */
+/* Did an HTTPS probe fail because nothing speaks TLS on that port?  Only
+ * then fall back to plain HTTP; certificate problems and our own TLS
+ * configuration errors (a missing cacert file) must surface instead. */
+static bool
+no_tls_here(CURLcode c)
+{
+  return c == CURLE_SSL_CONNECT_ERROR || c == CURLE_GOT_NOTHING ||
+         c == CURLE_RECV_ERROR || c == CURLE_SEND_ERROR ||
+         c == CURLE_COULDNT_CONNECT;
+}
+
 static void
 ep_ready(struct sn_registry *r, struct endpoint *ep)
 {
@@ -179,7 +190,7 @@ ep_ready(struct sn_registry *r, struct endpoint *ep)
       q.no_retry = true;
       q.max_body = 65536;
       if (sn_http_request(r->http, &q, &resp) == -1
-          && resp.curl_code != CURLE_PEER_FAILED_VERIFICATION) {
+          && no_tls_here(resp.curl_code)) {
         debugf(r, "%s: no HTTPS (%s); using plain HTTP", ep->name,
                sn_error());
         free(ep->base);

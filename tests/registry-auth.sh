@@ -40,10 +40,10 @@ check "token: the token server authenticated alice for soci-nbd" \
     bash -c "tail -n +$((n0 + 1)) '$T_LOG' | grep '\"status\": 200' | grep '\"sub\": \"alice\"' | grep -q 'soci-nbd'"
 check "token: the scope asked for is pull on test/multi" \
     bash -c "tail -n +$((n0 + 1)) '$T_LOG' | grep -q 'repository:test/multi:pull'"
-check_fails "token: bad password: authentication error" 'authenticat\|credentials' \
+check_fails "token: bad password: authentication error" 'authentication failed.*credentials' \
     bash -c "echo '$BAD' | '$SN' inspect -u alice --password-stdin '$K_HOST/test/multi:v1'"
 check "token: the password is not in the output" no_secret "$TMP/.out" "$TMP/.err"
-check_fails "token: no credentials: authentication error" 'authenticat\|credentials\|anonymous' \
+check_fails "token: no credentials: authentication error" 'authentication failed.*anonymous' \
     "$SN" inspect "$K_HOST/test/multi:v1"
 check "token: no password in the registry's or token server's logs" no_secret "$K_LOG" "$T_LOG"
 

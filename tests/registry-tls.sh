@@ -19,10 +19,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout "$TMP/other.key" \
     -out "$TMP/other.pem" -subj "/CN=other CA" >/dev/null 2>&1
 check_fails "TLS with the wrong CA: certificate error" "certificate" \
     "$SN" inspect --cacert "$TMP/other.pem" "$R_HOST/test/multi:v1"
-# TODO: the message should name the file (pattern "nope.pem"); today the
-# loopback HTTPS probe treats curl's CURLE_SSL_CACERT_BADFILE as "no HTTPS",
-# falls back to plain HTTP and reports the registry's "HTTP 400".
-check_fails "missing --cacert file: an error" "." \
+# A missing CA file is our configuration error: it must be reported as
+# such, not mistaken for "no HTTPS here" and downgraded to plain HTTP.
+check_fails "missing --cacert file: an error naming it" "nope.pem" \
     "$SN" inspect --cacert "$TMP/nope.pem" "$R_HOST/test/multi:v1"
 check "TLS with --insecure" bash -o pipefail -c "'$SN' inspect --insecure '$R_HOST/test/multi:v1' | grep -qx '$M'"
 
