@@ -40,7 +40,7 @@ inspect_usage(FILE *f)
 "      --cacert F           trust the CA certificates in F for TLS\n"
 "      --insecure           do not verify TLS certificates\n"
 "      --plain-http HOST    talk plain HTTP to HOST[:PORT] (repeatable;\n"
-"                           loopback hosts always use plain HTTP)\n"
+"                           loopback hosts: HTTPS if offered, else plain)\n"
 "      --mirror URL         try this mirror (http[s]://host[:port]) before\n"
 "                           the registry (repeatable, in order)\n"
 "      --raw                print the image manifest's JSON as fetched\n"
