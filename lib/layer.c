@@ -1,8 +1,14 @@
-/* soci-nbd: reading a layer's uncompressed bytes through verified spans,
- * and checking a file's tar header against its ztoc entry. */
+/* soci-nbd: reading a layer's uncompressed bytes through verified spans
+ * (fetched concurrently, single flight, cached in memory and optionally on
+ * disk), and checking files' tar headers against their ztoc entries before
+ * their bytes are served. */
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,7 +16,27 @@
 #include "digest.h"
 #include "err.h"
 #include "layer.h"
+#include "spancache.h"
 #include "tar.h"
+
+#define DEFAULT_CACHE_BYTES ((size_t) 64 << 20)
+#define DEFAULT_MAX_REFETCH 2
+
+enum { FILE_UNKNOWN, FILE_OK, FILE_BAD };
+
+/* A file with data, for finding the files a read overlaps. */
+struct data_file {
+  int64_t off, end;             /* [off, end) of its data in the tar */
+  int64_t max_end;              /* max end of this and all earlier ones */
+  size_t idx;                   /* into z->files */
+};
+
+/* A file whose header check failed, and why. */
+struct bad_file {
+  size_t idx;
+  char *msg;
+  struct bad_file *next;
+};
 
 struct sn_layer {
   struct sn_ztoc *z;
@@ -19,15 +45,98 @@ struct sn_layer {
   void *read_opaque;
   sn_span_trace_fn trace;
   void *trace_opaque;
-  /* The last decoded span, so sequential readers decode each span once. */
-  size_t cached_span;
-  uint8_t *cached;
-  size_t cached_len;
+  struct sn_spancache *cache;
+  char *name;                   /* for messages: digest or "the layer" */
+  char *dir;                    /* disk cache DIR/<hex>, or NULL */
+  int max_refetch;
+
+  struct data_file *df;         /* sorted by off */
+  size_t ndf;
+  _Atomic unsigned char *fstate;  /* per z->files entry: FILE_* */
+  pthread_mutex_t lock;         /* protects bad */
+  struct bad_file *bad;
+
+  _Atomic uint64_t spans_fetched, spans_verified, spans_failed;
+  _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
 };
 
-struct sn_layer *
-sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque)
+static void
+count(_Atomic uint64_t *c, uint64_t n)
 {
+  atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static int load_span(void *opaque, size_t i, uint8_t **data, size_t *len);
+
+static int
+cmp_data_file(const void *a, const void *b)
+{
+  const struct data_file *x = a, *y = b;
+
+  if (x->off != y->off)
+    return x->off < y->off ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Index the files that have data by offset (the ztoc is sorted already
+ * when decoded, but a hand-made one may not be; overlaps are allowed). */
+static int
+index_files(struct sn_layer *l)
+{
+  const struct sn_ztoc *z = l->z;
+  int64_t max_end = 0;
+  size_t i;
+
+  l->fstate = calloc(z->nfiles ? z->nfiles : 1, sizeof *l->fstate);
+  l->df = calloc(z->nfiles ? z->nfiles : 1, sizeof *l->df);
+  if (l->fstate == NULL || l->df == NULL)
+    return sn_oom();
+  for (i = 0; i < z->nfiles; i++) {
+    const struct sn_ztoc_file *f = &z->files[i];
+    struct data_file *d = &l->df[l->ndf];
+
+    if (f->size <= 0 || f->offset < 0)
+      continue;
+    d->off = f->offset;
+    d->end = f->size > INT64_MAX - f->offset ? INT64_MAX
+      : f->offset + f->size;
+    d->idx = i;
+    l->ndf++;
+  }
+  qsort(l->df, l->ndf, sizeof *l->df, cmp_data_file);
+  for (i = 0; i < l->ndf; i++) {
+    if (l->df[i].end > max_end)
+      max_end = l->df[i].end;
+    l->df[i].max_end = max_end;
+  }
+  return 0;
+}
+
+/* DIR/<hex of the layer digest>. */
+static int
+set_cache_dir(struct sn_layer *l, const char *dir, const char *digest)
+{
+  uint8_t d[SN_SHA256_LEN];
+  size_t n;
+
+  if (digest == NULL)
+    return sn_set_error("cache directory %s: the layer digest is needed "
+                        "as the cache key", dir);
+  if (sn_digest_parse(digest, strlen(digest), d) == -1)
+    return sn_prefix_error("cache key: ");
+  n = strlen(dir) + 1 + 64 + 1;
+  l->dir = malloc(n);
+  if (l->dir == NULL)
+    return sn_oom();
+  snprintf(l->dir, n, "%s/%s", dir, digest + 7);
+  return 0;
+}
+
+struct sn_layer *
+sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
+                  const struct sn_layer_opts *o)
+{
+  struct sn_layer_opts def = { 0 };
   struct sn_layer *l = calloc(1, sizeof *l);
 
   if (l == NULL) {
@@ -35,16 +144,40 @@ sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque)
     sn_ztoc_free(z);
     return NULL;
   }
+  if (o == NULL)
+    o = &def;
+  pthread_mutex_init(&l->lock, NULL);
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
-  l->cached_span = SIZE_MAX;
-  l->zi = sn_zinfo_from_ztoc(z);
-  if (l->zi == NULL) {
-    sn_layer_free(l);
-    return NULL;
+  l->max_refetch = o->max_refetch > 0 ? o->max_refetch
+    : o->max_refetch == 0 ? DEFAULT_MAX_REFETCH : 0;
+  l->name = strdup(o->layer_digest ? o->layer_digest : "the layer");
+  if (l->name == NULL) {
+    sn_oom();
+    goto fail;
   }
+  if (o->cache_dir && set_cache_dir(l, o->cache_dir, o->layer_digest) == -1)
+    goto fail;
+  l->zi = sn_zinfo_from_ztoc(z);
+  if (l->zi == NULL || index_files(l) == -1)
+    goto fail;
+  l->cache = sn_spancache_new(l->zi->nspans,
+                              o->cache_bytes ? o->cache_bytes
+                              : DEFAULT_CACHE_BYTES, load_span, l);
+  if (l->cache == NULL)
+    goto fail;
   return l;
+
+fail:
+  sn_layer_free(l);
+  return NULL;
+}
+
+struct sn_layer *
+sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque)
+{
+  return sn_layer_new_opts(z, read, opaque, NULL);
 }
 
 void
@@ -52,9 +185,20 @@ sn_layer_free(struct sn_layer *l)
 {
   if (l == NULL)
     return;
+  while (l->bad) {
+    struct bad_file *b = l->bad;
+    l->bad = b->next;
+    free(b->msg);
+    free(b);
+  }
+  sn_spancache_free(l->cache);
+  free(l->df);
+  free(l->fstate);
+  free(l->dir);
+  free(l->name);
   sn_zinfo_free(l->zi);
   sn_ztoc_free(l->z);
-  free(l->cached);
+  pthread_mutex_destroy(&l->lock);
   free(l);
 }
 
@@ -77,95 +221,190 @@ sn_layer_zinfo(const struct sn_layer *l)
   return l->zi;
 }
 
-/* Fetch, verify and decode span i into l->cached. */
-static int
-load_span(struct sn_layer *l, size_t i)
+void
+sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 {
-  struct sn_span s;
-  uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
+  struct sn_spancache_stats cs;
+
+  memset(st, 0, sizeof *st);
+  sn_spancache_get_stats(l->cache, &cs);
+  st->spans_fetched = atomic_load(&l->spans_fetched);
+  st->spans_verified = atomic_load(&l->spans_verified);
+  st->spans_failed = atomic_load(&l->spans_failed);
+  st->bytes_fetched = atomic_load(&l->bytes_fetched);
+  st->cache_hits = cs.hits;
+  st->cache_misses = cs.misses;
+  st->disk_hits = atomic_load(&l->disk_hits);
+  st->headers_checked = atomic_load(&l->headers_checked);
+  st->mem_bytes = cs.bytes;
+  st->mem_peak = cs.peak;
+}
+
+/* ---- fetching spans --------------------------------------------------- */
+
+/* Fetch span i from the source until its digest matches (at most
+ * 1 + max_refetch times).  Returns the malloc'd compressed bytes. */
+static uint8_t *
+fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
+               size_t clen, const uint8_t want[SN_SHA256_LEN])
+{
+  uint8_t got[SN_SHA256_LEN];
+  char gs[SN_DIGEST_STRLEN + 1];
+  uint8_t *comp = malloc(clen ? clen : 1);
+  int n;
+
+  if (comp == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  for (n = 1; n <= 1 + l->max_refetch; n++) {
+    if (l->trace)
+      l->trace(l->trace_opaque, i, s);
+    count(&l->spans_fetched, 1);
+    if (l->read(l->read_opaque, comp, clen, s->comp_start) == -1) {
+      sn_prefix_error("span %zu of %s: ", i, l->name);
+      free(comp);
+      return NULL;
+    }
+    count(&l->bytes_fetched, clen);
+    sn_sha256(comp, clen, got);
+    if (memcmp(want, got, SN_SHA256_LEN) == 0) {
+      count(&l->spans_verified, 1);
+      return comp;
+    }
+    count(&l->spans_failed, 1);
+  }
+  sn_digest_format(got, gs);
+  sn_set_error("span %zu of %s: digest mismatch after %d fetches: ztoc "
+               "says %.*s, blob bytes [%lld,%lld) hash to %s", i, l->name,
+               n - 1, (int) l->z->span_digests[i].len,
+               l->z->span_digests[i].data, (long long) s->comp_start,
+               (long long) s->comp_end, gs);
+  free(comp);
+  return NULL;
+}
+
+/* The span cache's loader: disk cache or source, verified, decoded. */
+static int
+load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
+{
+  struct sn_layer *l = opaque;
   const struct sn_bytes *d = &l->z->span_digests[i];
-  uint8_t *comp = NULL, *out = NULL;
+  uint8_t want[SN_SHA256_LEN];
+  uint8_t *comp = NULL, *out;
+  struct sn_span s;
   size_t clen, ulen;
 
-  if (l->cached_span == i)
-    return 0;
   sn_zinfo_span(l->zi, i, &s);
   if (s.comp_end < s.comp_start)
-    return sn_set_error("span %zu: invalid compressed range", i);
+    return sn_set_error("span %zu of %s: invalid compressed range", i,
+                        l->name);
   clen = (size_t) (s.comp_end - s.comp_start);
   ulen = s.uncomp_end > s.uncomp_start
     ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
   if (sn_digest_parse(d->data, d->len, want) == -1)
-    return sn_prefix_error("span %zu: ", i);
-  comp = malloc(clen ? clen : 1);
+    return sn_prefix_error("span %zu of %s: ", i, l->name);
+  if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want)) != NULL)
+    count(&l->disk_hits, 1);
+  else {
+    comp = fetch_verified(l, i, &s, clen, want);
+    if (comp == NULL)
+      return -1;
+    if (l->dir)
+      sn_disk_span_store(l->dir, i, comp, clen);
+  }
   out = malloc(ulen ? ulen : 1);
-  if (comp == NULL || out == NULL) {
-    sn_oom();
-    goto fail;
-  }
-  if (l->trace)
-    l->trace(l->trace_opaque, i, &s);
-  if (l->read(l->read_opaque, comp, clen, s.comp_start) == -1) {
-    sn_prefix_error("span %zu: ", i);
-    goto fail;
-  }
-  sn_sha256(comp, clen, got);
-  if (memcmp(want, got, SN_SHA256_LEN) != 0) {
-    char gs[SN_DIGEST_STRLEN + 1];
-    sn_digest_format(got, gs);
-    sn_set_error("span %zu: digest mismatch: ztoc says %.*s, blob bytes "
-                 "[%lld,%lld) hash to %s", i, (int) d->len, d->data,
-                 (long long) s.comp_start, (long long) s.comp_end, gs);
-    goto fail;
+  if (out == NULL) {
+    free(comp);
+    return sn_oom();
   }
   if (sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen) == -1) {
-    sn_prefix_error("span %zu: ", i);
-    goto fail;
+    sn_prefix_error("span %zu of %s: ", i, l->name);
+    free(comp);
+    free(out);
+    return -1;
   }
   free(comp);
-  free(l->cached);
-  l->cached = out;
-  l->cached_len = ulen;
-  l->cached_span = i;
+  *data = out;
+  *len = ulen;
   return 0;
+}
 
-fail:
-  free(comp);
-  free(out);
-  return -1;
+static int
+check_range(const struct sn_layer *l, int64_t off, uint64_t len)
+{
+  if (off < 0 || len > (uint64_t) (INT64_MAX - off) ||
+      off + (int64_t) len > l->z->uncompressed_size)
+    return sn_set_error("read [%lld,+%llu) outside the layer's %lld bytes",
+                        (long long) off, (unsigned long long) len,
+                        (long long) l->z->uncompressed_size);
+  return 0;
+}
+
+/* Get the spans covering [off, off+len) through the cache, at most
+ * SN_SPANCACHE_MAX_GET at a time (fetched concurrently), copying into buf
+ * unless it is NULL.  A window's bytes are copied only once all of its
+ * spans are verified. */
+static int
+read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
+{
+  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
+  int64_t end = off + (int64_t) len, pos = off;
+  size_t first, last, i, k, n;
+  bool hole = false;
+
+  if (len == 0)
+    return 0;
+  first = sn_zinfo_span_of(l->zi, off);
+  last = sn_zinfo_span_of(l->zi, end - 1);
+  for (i = first; i <= last && !hole; i += n) {
+    n = last - i + 1;
+    if (n > SN_SPANCACHE_MAX_GET)
+      n = SN_SPANCACHE_MAX_GET;
+    if (sn_spancache_get(l->cache, i, n, ents) == -1)
+      return -1;
+    for (k = 0; k < n && buf && !hole; k++) {
+      struct sn_span s;
+      size_t dlen;
+      const uint8_t *data = sn_spancache_data(ents[k], &dlen);
+      int64_t a, b;
+
+      sn_zinfo_span(l->zi, i + k, &s);
+      a = s.uncomp_start > pos ? s.uncomp_start : pos;
+      b = s.uncomp_start + (int64_t) dlen < end
+        ? s.uncomp_start + (int64_t) dlen : end;
+      if (a != pos)
+        hole = true;
+      else if (b > a) {
+        memcpy(buf + (a - off), data + (a - s.uncomp_start), b - a);
+        pos = b;
+      }
+    }
+    for (k = 0; k < n; k++)
+      sn_spancache_put(l->cache, ents[k]);
+  }
+  if (buf && pos != end)
+    return sn_set_error("spans of %s do not cover offset %lld", l->name,
+                        (long long) pos);
+  return 0;
 }
 
 int
 sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
-  uint8_t *p = buf;
+  if (check_range(l, off, len) == -1)
+    return -1;
+  return read_spans(l, buf, len, off);
+}
 
-  if (off < 0 || (uint64_t) len > (uint64_t) (INT64_MAX - off) ||
-      off + (int64_t) len > l->z->uncompressed_size)
-    return sn_set_error("read [%lld,+%zu) outside the layer's %lld bytes",
-                        (long long) off, len,
+int
+sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
+{
+  if (len < 0 || check_range(l, off, (uint64_t) len) == -1)
+    return sn_set_error("prefetch [%lld,+%lld) outside the layer's %lld "
+                        "bytes", (long long) off, (long long) len,
                         (long long) l->z->uncompressed_size);
-  while (len > 0) {
-    size_t i = sn_zinfo_span_of(l->zi, off);
-    struct sn_span s;
-    size_t skip, n;
-
-    sn_zinfo_span(l->zi, i, &s);
-    if (load_span(l, i) == -1)
-      return -1;
-    skip = (size_t) (off - s.uncomp_start);
-    if (skip >= l->cached_len)
-      return sn_set_error("span %zu does not cover offset %lld", i,
-                          (long long) off);
-    n = l->cached_len - skip;
-    if (n > len)
-      n = len;
-    memcpy(p, l->cached + skip, n);
-    p += n;
-    off += n;
-    len -= n;
-  }
-  return 0;
+  return read_spans(l, NULL, (size_t) len, off);
 }
 
 static int
@@ -242,22 +481,27 @@ sn_entry_matches(const struct sn_tar_entry *e, const struct sn_ztoc_file *f)
   return 0;
 }
 
-int
-sn_layer_check_file(struct sn_layer *l, const struct sn_ztoc_file *f)
+/* Check f's header region; *mismatch tells a lying entry (remembered by
+ * callers) from a failure to read the region (retried later). */
+static int
+check_file(struct sn_layer *l, const struct sn_ztoc_file *f, bool *mismatch)
 {
   struct sn_tar_entry e;
   int64_t hlen = f->offset - f->header_offset;
   uint8_t *hdr;
   int r;
 
+  *mismatch = true;
   if (f->header_offset < 0 || hlen < SN_TAR_BLOCK ||
       hlen > SN_TAR_MAX_SPECIAL * 3)
     return sn_set_error("\"%.*s\": implausible tar header region [%lld,%lld)",
                         (int) f->name.len, f->name.data,
                         (long long) f->header_offset, (long long) f->offset);
   hdr = malloc(hlen);
-  if (hdr == NULL)
+  if (hdr == NULL) {
+    *mismatch = false;
     return sn_oom();
+  }
   r = sn_layer_read(l, hdr, hlen, f->header_offset);
   if (r == 0) {
     memset(&e, 0, sizeof e);
@@ -271,8 +515,113 @@ sn_layer_check_file(struct sn_layer *l, const struct sn_ztoc_file *f)
       sn_prefix_error("\"%.*s\": ", (int) f->name.len, f->name.data);
     sn_tar_entry_clear(&e);
   }
+  else
+    *mismatch = false;
   free(hdr);
   return r;
+}
+
+int
+sn_layer_check_file(struct sn_layer *l, const struct sn_ztoc_file *f)
+{
+  bool mismatch;
+
+  return check_file(l, f, &mismatch);
+}
+
+/* The remembered reason file idx is refused. */
+static int
+bad_file_error(struct sn_layer *l, size_t idx)
+{
+  const struct bad_file *b;
+  int r = 0;
+
+  pthread_mutex_lock(&l->lock);
+  for (b = l->bad; b; b = b->next)
+    if (b->idx == idx) {
+      r = sn_set_error("%s", b->msg);
+      break;
+    }
+  pthread_mutex_unlock(&l->lock);
+  if (r == 0) {
+    const struct sn_ztoc_file *f = &l->z->files[idx];
+    sn_set_error("\"%.*s\": tar header does not match its ztoc entry",
+                 (int) f->name.len, f->name.data);
+  }
+  return -1;
+}
+
+/* Remember the calling thread's message as file idx's verdict (the first
+ * one wins), then report the verdict. */
+static int
+mark_bad(struct sn_layer *l, size_t idx)
+{
+  struct bad_file *b = malloc(sizeof *b);
+
+  if (b == NULL || (b->msg = strdup(sn_error())) == NULL) {
+    free(b);
+    return sn_oom();
+  }
+  b->idx = idx;
+  pthread_mutex_lock(&l->lock);
+  if (atomic_load(&l->fstate[idx]) != FILE_BAD) {
+    b->next = l->bad;
+    l->bad = b;
+    atomic_store(&l->fstate[idx], FILE_BAD);
+    b = NULL;
+  }
+  pthread_mutex_unlock(&l->lock);
+  if (b) {
+    free(b->msg);
+    free(b);
+  }
+  return bad_file_error(l, idx);
+}
+
+/* Every file whose data overlaps [off, end) has a verified header. */
+static int
+check_files(struct sn_layer *l, int64_t off, int64_t end)
+{
+  size_t lo = 0, hi = l->ndf, k;
+
+  /* The first entry whose running max end passes off: no earlier one
+   * can overlap. */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (l->df[mid].max_end > off)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  for (k = lo; k < l->ndf && l->df[k].off < end; k++) {
+    size_t idx = l->df[k].idx;
+    unsigned char st;
+    bool mismatch;
+
+    if (l->df[k].end <= off)
+      continue;
+    st = atomic_load(&l->fstate[idx]);
+    if (st == FILE_OK)
+      continue;
+    if (st == FILE_BAD)
+      return bad_file_error(l, idx);
+    if (check_file(l, &l->z->files[idx], &mismatch) == -1)
+      return mismatch ? mark_bad(l, idx) : -1;
+    st = FILE_UNKNOWN;
+    if (atomic_compare_exchange_strong(&l->fstate[idx], &st, FILE_OK))
+      count(&l->headers_checked, 1);
+  }
+  return 0;
+}
+
+int
+sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
+                      int64_t off)
+{
+  if (check_range(l, off, len) == -1 ||
+      check_files(l, off, off + (int64_t) len) == -1)
+    return -1;
+  return read_spans(l, buf, len, off);
 }
 
 int

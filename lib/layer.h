@@ -24,7 +24,9 @@
 /* Read exactly len compressed bytes at off of the layer blob. */
 typedef int (*sn_blob_read_fn)(void *opaque, void *buf, size_t len,
                                int64_t off);
-/* Told about each span fetched (for --verbose and statistics). */
+/* Told about each span fetched from the source, once per fetch (for
+ * --verbose and statistics); called from whichever thread fetches, possibly
+ * several at once.  Set it before the first read. */
 typedef void (*sn_span_trace_fn)(void *opaque, size_t span,
                                  const struct sn_span *s);
 
@@ -41,9 +43,13 @@ struct sn_layer_opts {
   size_t cache_bytes;        /* memory LRU of uncompressed spans; 0 → 64 MiB,
                               * shared budget is the caller's business */
   const char *cache_dir;     /* keep verified compressed spans on disk,
-                              * keyed by layer digest + span; NULL = off */
-  const char *layer_digest;  /* "sha256:…" of the blob (disk cache key) */
-  int max_refetch;           /* extra fetches after a digest mismatch; 0 → 2 */
+                              * in cache_dir/<digest hex>/<span>; needs
+                              * layer_digest; NULL = off; created if missing
+                              * (cache_dir itself and the per-layer dir) */
+  const char *layer_digest;  /* "sha256:…" of the blob (disk cache key; also
+                              * names the layer in messages) */
+  int max_refetch;           /* extra fetches after a digest mismatch; 0 → 2,
+                              * < 0 → none */
 };
 
 /* Counters, read with sn_layer_get_stats (atomic snapshot). */
@@ -56,6 +62,8 @@ struct sn_layer_stats {
   uint64_t cache_misses;
   uint64_t disk_hits;        /* spans loaded from cache_dir */
   uint64_t headers_checked;  /* files whose tar header was verified */
+  uint64_t mem_bytes;        /* bytes in the memory cache now (incl. in use) */
+  uint64_t mem_peak;         /* the most it ever held */
 };
 
 /* Like sn_layer_new, with options.  The returned layer is thread-safe:

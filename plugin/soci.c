@@ -1,0 +1,467 @@
+/* nbdkit-soci-plugin: serve a container image from an OCI registry as
+ * read-only squashfs block devices (the flattened image, and one image per
+ * layer for overlayfs), fetching compressed spans lazily through its SOCI
+ * index.  nbdkit glue only: all the work is in lib/image.c. */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "err.h"
+#include "image.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+#define MAX_LIST 32
+
+/* -D soci.verbose=1: log registry requests and span fetches. */
+NBDKIT_DLL_PUBLIC int soci_debug_verbose = 0;
+
+static const char *image_ref;
+static const char *platform;
+static const char *index_opt;
+static char *cache_dir;
+static uint64_t cache_size;
+static uint32_t block_size;
+static const char *username;
+static char *password;
+static char *auth_file;
+static bool insecure;
+static char *cacert;
+static const char *mirrors[MAX_LIST + 1];
+static size_t nmirrors;
+static const char *plain_hosts[MAX_LIST + 1];
+static size_t nplain;
+static char *stats_file;
+
+static struct sn_image *img;
+
+/* Statistics file: rewritten when spans were fetched (at most once a
+ * second from the data path), and at close and cleanup. */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static int stats_dirty;        /* atomic */
+static int64_t stats_last;     /* atomic, monotonic seconds */
+
+static int64_t
+now_sec(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec;
+}
+
+static void
+write_stats(bool force)
+{
+  char *json, *tmp;
+  FILE *f;
+  int64_t now = now_sec();
+
+  if (stats_file == NULL || img == NULL)
+    return;
+  if (!force) {
+    if (!__atomic_load_n(&stats_dirty, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&stats_last, __ATOMIC_RELAXED) >= now)
+      return;
+    if (pthread_mutex_trylock(&stats_lock) != 0)
+      return;
+  }
+  else
+    pthread_mutex_lock(&stats_lock);
+  __atomic_store_n(&stats_dirty, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&stats_last, now, __ATOMIC_RELAXED);
+  json = sn_image_stats_json(img);
+  if (json == NULL || asprintf(&tmp, "%s.tmp", stats_file) == -1) {
+    free(json);
+    pthread_mutex_unlock(&stats_lock);
+    return;
+  }
+  f = fopen(tmp, "we");
+  if (f == NULL || fputs(json, f) == EOF || fclose(f) != 0 ||
+      rename(tmp, stats_file) == -1)
+    nbdkit_debug("stats-file %s: %m", stats_file);
+  free(tmp);
+  free(json);
+  pthread_mutex_unlock(&stats_lock);
+}
+
+static void
+span_trace(void *opaque, size_t layer, size_t span, const struct sn_span *s)
+{
+  (void) opaque;
+  __atomic_store_n(&stats_dirty, 1, __ATOMIC_RELAXED);
+  if (soci_debug_verbose)
+    nbdkit_debug("soci: layer %zu: span %zu fetched: compressed [%" PRId64
+                 ", %" PRId64 ") -> tar [%" PRId64 ", %" PRId64 ")",
+                 layer, span, s->comp_start, s->comp_end, s->uncomp_start,
+                 s->uncomp_end);
+}
+
+static void
+reg_debug(void *opaque, const char *msg)
+{
+  (void) opaque;
+  if (soci_debug_verbose)
+    nbdkit_debug("soci: %s", msg);
+}
+
+static void
+image_log(void *opaque, const char *msg)
+{
+  (void) opaque;
+  nbdkit_debug("soci: %s", msg);
+}
+
+static void
+soci_unload(void)
+{
+  free(cache_dir);
+  free(password);
+  free(auth_file);
+  free(cacert);
+  free(stats_file);
+}
+
+static int
+abs_path(const char *key, const char *value, char **out)
+{
+  free(*out);
+  *out = nbdkit_absolute_path(value);
+  if (*out == NULL) {
+    nbdkit_error("%s: cannot make '%s' absolute", key, value);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+soci_config(const char *key, const char *value)
+{
+  if (strcmp(key, "image") == 0) {
+    if (image_ref) {
+      nbdkit_error("image given twice");
+      return -1;
+    }
+    image_ref = value;
+  }
+  else if (strcmp(key, "platform") == 0)
+    platform = value;
+  else if (strcmp(key, "index") == 0)
+    index_opt = value;
+  else if (strcmp(key, "cache-dir") == 0)
+    return abs_path(key, value, &cache_dir);
+  else if (strcmp(key, "cache-size") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    cache_size = (uint64_t) r;
+  }
+  else if (strcmp(key, "block-size") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    if (r < 4096 || r > (1 << 20) || (r & (r - 1)) != 0) {
+      nbdkit_error("block-size=%s: a power of two from 4K to 1M", value);
+      return -1;
+    }
+    block_size = (uint32_t) r;
+  }
+  else if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0)
+    username = value;
+  else if (strcmp(key, "password") == 0) {
+    free(password);
+    password = NULL;
+    if (nbdkit_read_password(value, &password) == -1)
+      return -1;
+  }
+  else if (strcmp(key, "auth-file") == 0)
+    return abs_path(key, value, &auth_file);
+  else if (strcmp(key, "tls-verify") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    insecure = !r;
+  }
+  else if (strcmp(key, "cacert") == 0)
+    return abs_path(key, value, &cacert);
+  else if (strcmp(key, "mirror") == 0) {
+    if (nmirrors == MAX_LIST) {
+      nbdkit_error("too many mirror= values (at most %d)", MAX_LIST);
+      return -1;
+    }
+    mirrors[nmirrors++] = value;
+  }
+  else if (strcmp(key, "plain-http") == 0) {
+    if (nplain == MAX_LIST) {
+      nbdkit_error("too many plain-http= values (at most %d)", MAX_LIST);
+      return -1;
+    }
+    plain_hosts[nplain++] = value;
+  }
+  else if (strcmp(key, "stats-file") == 0)
+    return abs_path(key, value, &stats_file);
+  else {
+    nbdkit_error("unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+soci_config_complete(void)
+{
+  if (image_ref == NULL) {
+    nbdkit_error("you must supply the image parameter (registry/repo:tag, "
+                 "…@sha256:… or oci-layout:DIR[:TAG])");
+    return -1;
+  }
+  if (password && username == NULL) {
+    nbdkit_error("password needs username");
+    return -1;
+  }
+  if (username && password == NULL) {
+    nbdkit_error("username needs password (password=+FILE, password=- or "
+                 "password=-FD)");
+    return -1;
+  }
+  return 0;
+}
+
+#define soci_config_help \
+  "image=IMAGE          (required) registry/repo:tag, …@sha256:… or\n" \
+  "                     oci-layout:DIR[:TAG]\n" \
+  "platform=OS/ARCH[/VARIANT]  platform to pick from an index (default:\n" \
+  "                     this host's)\n" \
+  "index=auto|none|sha256:…  SOCI index: discover (v2 annotation, then v1\n" \
+  "                     referrers), none (fetch layers whole), or this one\n" \
+  "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
+  "cache-size=SIZE      memory span cache per layer (default 64M)\n" \
+  "block-size=SIZE      squashfs block size, 4K..1M (default 128K)\n" \
+  "username=USER        registry user name (with password)\n" \
+  "password=PASSWORD    registry password: +FILE, - (prompt) or -FD\n" \
+  "auth-file=FILE       docker config.json with credentials (default:\n" \
+  "                     $DOCKER_CONFIG/config.json, ~/.docker/config.json)\n" \
+  "tls-verify=false     do not verify the registry's TLS certificate\n" \
+  "cacert=FILE          trust the CA certificates in FILE\n" \
+  "mirror=URL           try this mirror before the registry (repeatable)\n" \
+  "plain-http=HOST[:PORT]  talk plain HTTP to HOST (repeatable)\n" \
+  "stats-file=FILE      write fetch statistics (JSON) to FILE"
+
+static void
+soci_dump_plugin(void)
+{
+  printf("soci_version=%s\n", PACKAGE_VERSION);
+  printf("soci_exports=flat,layer/N,layer-digest\n");
+  printf("soci_index_discovery=v2,v1\n");
+}
+
+static int
+soci_get_ready(void)
+{
+  struct sn_image_opts o = {
+    .reg = {
+      .username = username,
+      .password = password,
+      .auth_file = auth_file,
+      .cacert = cacert,
+      .insecure = insecure,
+      .plain_http_hosts = nplain ? plain_hosts : NULL,
+      .mirrors = nmirrors ? mirrors : NULL,
+      .debug = reg_debug,
+    },
+    .platform = platform,
+    .index = index_opt,
+    .cache_dir = cache_dir,
+    .cache_size = cache_size,
+    .block_size = block_size,
+    .trace = span_trace,
+    .log = image_log,
+  };
+
+  img = sn_image_open(image_ref, &o);
+  if (img == NULL) {
+    nbdkit_error("%s", sn_error());
+    return -1;
+  }
+  write_stats(true);
+  return 0;
+}
+
+static void
+soci_cleanup(void)
+{
+  write_stats(true);
+  sn_image_free(img);
+  img = NULL;
+}
+
+static int
+soci_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  size_t i, n = sn_image_nexports(img);
+
+  (void) readonly;
+  (void) is_tls;
+  for (i = 0; i < n; i++) {
+    struct sn_image_export *e = sn_image_export(img, i);
+    char desc[160];
+
+    if (e->name[0] == '\0')
+      snprintf(desc, sizeof desc, "flattened image (%zu layers)",
+               sn_image_nlayers(img));
+    else
+      snprintf(desc, sizeof desc, "layer %zu (%s)", e->first_layer,
+               sn_image_layer_digest(img, e->first_layer));
+    if (nbdkit_add_export(exports, e->name, desc) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+static const char *
+soci_default_export(int readonly, int is_tls)
+{
+  (void) readonly;
+  (void) is_tls;
+  return "";
+}
+
+static void *
+soci_open(int readonly)
+{
+  const char *name = nbdkit_export_name();
+  struct sn_image_export *e;
+
+  (void) readonly;
+  e = sn_image_find_export(img, name ? name : "");
+  if (e == NULL) {
+    nbdkit_error("%s", sn_error());
+    return NULL;
+  }
+  return e;
+}
+
+static void
+soci_close(void *handle)
+{
+  (void) handle;
+  write_stats(true);
+}
+
+static int64_t
+soci_get_size(void *handle)
+{
+  struct sn_image_export *e = handle;
+
+  return (int64_t) sn_sqfs_size(e->sqfs);
+}
+
+static int
+soci_block_size(void *handle, uint32_t *minimum, uint32_t *preferred,
+                uint32_t *maximum)
+{
+  (void) handle;
+  *minimum = 1;
+  *preferred = 4096;
+  *maximum = 32 * 1024 * 1024;
+  return 0;
+}
+
+static int
+soci_can_write(void *handle)
+{
+  (void) handle;
+  return 0;
+}
+
+static int
+soci_can_multi_conn(void *handle)
+{
+  (void) handle;
+  return 1;
+}
+
+static int
+soci_can_cache(void *handle)
+{
+  (void) handle;
+  return NBDKIT_CACHE_NATIVE;
+}
+
+static int
+soci_pread(void *handle, void *buf, uint32_t count, uint64_t offset,
+           uint32_t flags)
+{
+  struct sn_image_export *e = handle;
+  int r;
+
+  (void) flags;
+  r = sn_image_pread(img, e, buf, count, offset);
+  if (r == -1) {
+    nbdkit_error("export '%s': read of %" PRIu32 " bytes at %" PRIu64
+                 ": %s", e->name, count, offset, sn_error());
+    nbdkit_set_error(EIO);
+  }
+  write_stats(false);
+  return r;
+}
+
+static int
+soci_cache(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct sn_image_export *e = handle;
+  int r;
+
+  if (flags != 0) {
+    nbdkit_error("cache: unknown flags %#" PRIx32, flags);
+    nbdkit_set_error(EINVAL);
+    return -1;
+  }
+  r = sn_image_prefetch(img, e, count, offset);
+  if (r == -1) {
+    nbdkit_error("export '%s': cache of %" PRIu32 " bytes at %" PRIu64
+                 ": %s", e->name, count, offset, sn_error());
+    nbdkit_set_error(EIO);
+  }
+  write_stats(false);
+  return r;
+}
+
+static struct nbdkit_plugin plugin = {
+  .name = "soci",
+  .longname = "nbdkit SOCI container image plugin",
+  .version = PACKAGE_VERSION,
+  .unload = soci_unload,
+  .config = soci_config,
+  .config_complete = soci_config_complete,
+  .config_help = soci_config_help,
+  .magic_config_key = "image",
+  .dump_plugin = soci_dump_plugin,
+  .get_ready = soci_get_ready,
+  .cleanup = soci_cleanup,
+  .list_exports = soci_list_exports,
+  .default_export = soci_default_export,
+  .open = soci_open,
+  .close = soci_close,
+  .get_size = soci_get_size,
+  .block_size = soci_block_size,
+  .can_write = soci_can_write,
+  .can_multi_conn = soci_can_multi_conn,
+  .can_cache = soci_can_cache,
+  .pread = soci_pread,
+  .cache = soci_cache,
+};
+
+NBDKIT_REGISTER_PLUGIN(plugin)

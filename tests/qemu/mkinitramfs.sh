@@ -1,0 +1,293 @@
+#!/bin/bash
+# soci-nbd tests: build the kernel and initramfs of the QEMU test guest.
+#
+#   mkinitramfs.sh [-f SRC=DST]... TEST_SCRIPT INITRD
+#       write INITRD (gzip'd cpio) = the cached base initramfs + TEST_SCRIPT
+#       as /test.sh (+ each SRC copied to DST); print the kernel's path.
+#   mkinitramfs.sh --kernel
+#       make sure the cache is filled; print the kernel's path.
+#
+# The kernel is Debian 12's own (the package that `apt-cache depends
+# linux-image-amd64` names), fetched with `apt-get download` and unpacked
+# with `dpkg-deb -x` — nothing is installed into /boot.  The cache
+# ($SOCI_NBD_QEMU_CACHE, else /var/cache/soci-nbd-qemu when writable, else
+# ~/.cache/soci-nbd-qemu) keeps, per kernel package, only vmlinuz, the few
+# modules the guest loads, and the base initramfs (busybox-static,
+# nbd-client and its libraries, the modules, /init).  Set
+# SOCI_NBD_QEMU_KPKG to pick another linux-image-* package.
+#
+# The guest's /init: mounts proc/sys/devtmpfs, loads the modules (virtio
+# pci/blk/net, nbd, squashfs, overlay, loop and their dependencies, in
+# modules.dep order), gives eth0 10.0.2.15/24 when there is one, runs
+# `sh /test.sh` with OUT=/out, then writes /out as a tar onto the virtio
+# disk whose serial is "soci-out" (if any) and powers off.  It prints
+# "SOCI-TEST-BEGIN" before and "SOCI-TEST-END: rc=N" after the test on the
+# serial console.  /lib/soci-test.sh (for the test to source) has helpers
+# that print "SOCI-TEST-RESULT: ok|not ok DESC" lines.
+set -eu -o pipefail
+umask 022
+
+MODULES="virtio_pci virtio_blk virtio_net nbd squashfs overlay loop"
+SELF=$(readlink -f "$0")
+
+die() { echo "mkinitramfs.sh: $*" >&2; exit 1; }
+
+cache_dir() {
+    if [ -n "${SOCI_NBD_QEMU_CACHE:-}" ]; then
+        echo "$SOCI_NBD_QEMU_CACHE"
+    elif mkdir -p /var/cache/soci-nbd-qemu 2>/dev/null &&
+         [ -w /var/cache/soci-nbd-qemu ]; then
+        echo /var/cache/soci-nbd-qemu
+    else
+        echo "${XDG_CACHE_HOME:-$HOME/.cache}/soci-nbd-qemu"
+    fi
+}
+
+kernel_pkg() {
+    if [ -n "${SOCI_NBD_QEMU_KPKG:-}" ]; then
+        echo "$SOCI_NBD_QEMU_KPKG"
+        return
+    fi
+    p=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+    if [ -z "$p" ]; then
+        # No package lists: use a kernel cached earlier, if any.
+        p=$(ls -1d "$CACHE"/linux-image-*/vmlinuz 2>/dev/null | tail -1)
+        p=${p%/vmlinuz}
+        p=${p##*/}
+    fi
+    [ -n "$p" ] || die "cannot tell which linux-image-* package to use (apt-cache depends linux-image-amd64 names none; set SOCI_NBD_QEMU_KPKG)"
+    echo "$p"
+}
+
+# fill_kernel DIR PKG: DIR/vmlinuz, DIR/modules/*.ko, DIR/modules/load.list
+fill_kernel() {
+    dir=$1 pkg=$2
+    [ -f "$dir/vmlinuz" ] && [ -f "$dir/modules/load.list" ] && return 0
+    w=$(mktemp -d "$CACHE/.work.XXXXXX")
+    ( cd "$w" && apt-get download -q "$pkg" >/dev/null 2>"$w/apt.err" ) ||
+        { cat "$w/apt.err" >&2; rm -rf "$w"; die "apt-get download $pkg failed"; }
+    dpkg-deb -x "$w"/"$pkg"_*.deb "$w/x"
+    rm -f "$w"/*.deb
+    kver=$(ls -1 "$w/x/lib/modules" | head -1)
+    [ -n "$kver" ] || die "$pkg has no /lib/modules/*"
+    depmod -b "$w/x" "$kver"
+    mkdir -p "$w/out/modules"
+    cp "$w/x/boot/vmlinuz-$kver" "$w/out/vmlinuz"
+    cp "$w/x/boot/config-$kver" "$w/out/config"
+    echo "$kver" > "$w/out/kver"
+    # modprobe --show-depends prints "insmod PATH [OPTIONS]" in load order,
+    # dependencies first; built-in modules print "builtin NAME".  -C
+    # /dev/null: no options from the host's /etc/modprobe.d.
+    : > "$w/out/modules/load.list"
+    for m in $MODULES; do
+        modprobe -C /dev/null -d "$w/x" -S "$kver" --show-depends "$m" ||
+            die "module $m not found in $pkg"
+    done | awk '$1 == "insmod" { print $2 }' | while read -r path; do
+        base=${path##*/}
+        grep -qx "$base" "$w/out/modules/load.list" && continue
+        cp "$path" "$w/out/modules/$base"
+        echo "$base" >> "$w/out/modules/load.list"
+    done
+    rm -rf "$w/x"
+    mkdir -p "$dir"
+    cp -a "$w/out/." "$dir/"
+    rm -rf "$w"
+}
+
+# fill_vmlinux DIR: DIR/vmlinux, the uncompressed ELF kernel out of the
+# xz'd bzImage.  QEMU boots it directly through its PVH entry point
+# (CONFIG_PVH=y in Debian's kernel), which spares the 4 s that the
+# kernel's own xz decompression takes under TCG.  Without it (no xz data
+# found, not an ELF), the guest boots vmlinuz.
+fill_vmlinux() {
+    dir=$1
+    [ -f "$dir/vmlinux" ] || [ -f "$dir/vmlinux.none" ] && return 0
+    off=$(LC_ALL=C grep -abo $'\xfd7zXZ\x00' "$dir/vmlinuz" | head -1 | cut -d: -f1)
+    if [ -n "$off" ] &&
+       xz -dc --single-stream < <(tail -c +$((off + 1)) "$dir/vmlinuz") \
+           > "$dir/vmlinux.tmp" 2>/dev/null &&
+       [ "$(head -c 4 "$dir/vmlinux.tmp")" = $'\x7fELF' ] &&
+       grep -q '^CONFIG_PVH=y' "$dir/config"; then
+        mv "$dir/vmlinux.tmp" "$dir/vmlinux"
+    else
+        rm -f "$dir/vmlinux.tmp"
+        : > "$dir/vmlinux.none"
+    fi
+}
+
+# The kernel to boot: vmlinux when there is one.
+kernel_path() {
+    if [ -f "$KDIR/vmlinux" ]; then echo "$KDIR/vmlinux"; else echo "$KDIR/vmlinuz"; fi
+}
+
+write_init() {
+    cat > "$1/init" <<'EOF'
+#!/bin/sh
+# soci-nbd test guest: see tests/qemu/mkinitramfs.sh.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /mnt /run /out
+while read -r m; do
+    case $m in
+    nbd.ko) insmod /lib/modules/$m nbds_max=16 max_part=0 ;;
+    *) insmod /lib/modules/$m ;;
+    esac || echo "SOCI-TEST-INIT: insmod $m failed"
+done < /lib/modules/load.list
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    ip addr add 10.0.2.15/24 dev eth0
+    ip link set eth0 up
+fi
+OUTDEV=
+for d in /sys/block/vd*; do
+    [ "$(cat "$d/serial" 2>/dev/null)" = soci-out ] && OUTDEV=/dev/${d##*/}
+done
+export OUT=/out
+echo "SOCI-TEST-BEGIN"
+sh /test.sh
+rc=$?
+if [ -n "$OUTDEV" ]; then
+    (cd /out && tar -cf "$OUTDEV" .) || echo "SOCI-TEST-INIT: writing $OUTDEV failed"
+fi
+sync
+echo "SOCI-TEST-END: rc=$rc"
+poweroff -f
+EOF
+    chmod 755 "$1/init"
+    cat > "$1/lib/soci-test.sh" <<'EOF'
+# soci-nbd test guest: helpers for /test.sh.  Result lines go to the
+# console as "SOCI-TEST-RESULT: ok DESC" / "SOCI-TEST-RESULT: not ok DESC"
+# (then up to 10 "SOCI-TEST-RESULT: # ..." lines of the command's output).
+SOCI_FAILED=0
+# check DESC COMMAND...: ok if the command exits 0.
+check() {
+    desc=$1; shift
+    if "$@" > /tmp/.check.out 2>&1; then
+        echo "SOCI-TEST-RESULT: ok $desc"
+    else
+        echo "SOCI-TEST-RESULT: not ok $desc"
+        head -10 /tmp/.check.out | sed 's/^/SOCI-TEST-RESULT: # /'
+        SOCI_FAILED=$((SOCI_FAILED + 1))
+    fi
+}
+# note TEXT: a diagnostic line the host passes on.
+note() { echo "SOCI-TEST-RESULT: # $*"; }
+# disk_by_serial SERIAL: the /dev/vdX whose virtio serial is SERIAL.
+disk_by_serial() {
+    for d in /sys/block/vd*; do
+        [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
+    done
+    return 1
+}
+# listing DIR: one line per entry below DIR, sorted by path:
+#   PATH|RAWMODE(hex)|UID|GID|MTIME|SIZE|NLINK|INODE|MAJOR(hex)|MINOR(hex)|EXTRA
+# where EXTRA is the sha256 of a regular file, the target of a symlink.
+listing() {
+    (cd "$1" || exit 1
+     find . -mindepth 1 -exec stat -c '%n|%f|%u|%g|%Y|%s|%h|%i|%t|%T' {} + |
+         sort > /tmp/.l.stat
+     find . -type f -exec sha256sum {} + |
+         sed 's/^\([0-9a-f]*\)  \(.*\)$/\2|\1/' | sort > /tmp/.l.sha
+     find . -type l | while read -r l; do
+         printf '%s|%s\n' "$l" "$(readlink "$l")"; done | sort > /tmp/.l.lnk
+     cat /tmp/.l.sha /tmp/.l.lnk | sort > /tmp/.l.extra
+     # Join on the path: both lists are sorted the same way.
+     awk -F'|' 'NR == FNR { x[$1] = $2; next }
+                { print $0 "|" (($1 in x) ? x[$1] : "") }' \
+         /tmp/.l.extra /tmp/.l.stat)
+}
+EOF
+}
+
+# fill_base DIR BASE: the base initramfs, gzip'd cpio
+fill_base() {
+    kdir=$1 base=$2
+    [ -f "$base" ] && return 0
+    w=$(mktemp -d "$CACHE/.work.XXXXXX")
+    r=$w/root
+    mkdir -p "$r"/bin "$r"/sbin "$r"/usr/bin "$r"/usr/sbin "$r"/lib/modules \
+        "$r"/proc "$r"/sys "$r"/dev "$r"/tmp "$r"/mnt "$r"/etc
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $("$r/bin/busybox" --list); do
+        [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"
+    done
+    ln -s ../bin/busybox "$r/sbin/busybox"
+    nbdc=$(command -v nbd-client || echo /usr/sbin/nbd-client)
+    [ -x "$nbdc" ] || die "nbd-client is not installed"
+    cp "$nbdc" "$r/usr/sbin/nbd-client"
+    ln -s ../usr/sbin/nbd-client "$r/sbin/nbd-client"
+    # nbd-client's libraries, at the same paths (the loader included).
+    for lib in $(ldd "$nbdc" | awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
+        mkdir -p "$r$(dirname "$lib")"
+        cp -L "$lib" "$r$lib"
+    done
+    cp "$kdir"/modules/*.ko "$kdir"/modules/load.list "$r/lib/modules/"
+    echo "root:x:0:0:root:/:/bin/sh" > "$r/etc/passwd"
+    echo "root:x:0:" > "$r/etc/group"
+    write_init "$r"
+    (cd "$r" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) |
+        gzip -1 -n > "$w/base.cpio.gz"
+    mv "$w/base.cpio.gz" "$base"
+    rm -rf "$w"
+}
+
+prepare() {
+    CACHE=$(cache_dir)
+    mkdir -p "$CACHE" || die "cannot create the cache $CACHE"
+    # One builder at a time.
+    exec 9> "$CACHE/.lock"
+    flock 9
+    PKG=$(kernel_pkg)
+    KDIR=$CACHE/$PKG
+    fill_kernel "$KDIR" "$PKG"
+    fill_vmlinux "$KDIR"
+    # The base depends on this script (/init) and the host's busybox and
+    # nbd-client: name it after them.
+    stamp=$( { sha256sum "$SELF"; sha256sum /bin/busybox;
+               sha256sum "$(command -v nbd-client || echo /usr/sbin/nbd-client)"; } |
+             sha256sum | cut -c1-16)
+    BASE=$KDIR/base-$stamp.cpio.gz
+    fill_base "$KDIR" "$BASE"
+    # Drop bases of older versions of this script.
+    for b in "$KDIR"/base-*.cpio.gz; do
+        [ "$b" = "$BASE" ] || rm -f "$b"
+    done
+    exec 9>&-
+}
+
+if [ "${1:-}" = --kernel ]; then
+    prepare
+    kernel_path
+    exit 0
+fi
+
+FILES=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    -f) FILES+=("$2"); shift 2 ;;
+    -*) die "unknown option $1" ;;
+    *) break ;;
+    esac
+done
+[ $# -eq 2 ] || die "usage: mkinitramfs.sh [-f SRC=DST]... TEST_SCRIPT INITRD | --kernel"
+TEST=$1 INITRD=$2
+[ -f "$TEST" ] || die "no test script $TEST"
+prepare
+
+w=$(mktemp -d "${TMPDIR:-/tmp}/soci-nbd-initrd.XXXXXX")
+trap 'rm -rf "$w"' EXIT
+cp "$TEST" "$w/test.sh"
+chmod 755 "$w/test.sh"
+for f in ${FILES[@]+"${FILES[@]}"}; do
+    src=${f%%=*} dst=${f#*=}
+    mkdir -p "$w/$(dirname "$dst")"
+    cp -a "$src" "$w/$dst"
+done
+# Concatenated archives: the kernel unpacks one after the other.
+{ cat "$BASE"
+  (cd "$w" && find . -mindepth 1 | LC_ALL=C sort |
+      cpio -o -H newc --quiet -R 0:0) | gzip -1 -n; } > "$INITRD"
+kernel_path

@@ -1,0 +1,111 @@
+#!/bin/bash
+# soci-nbd tests: boot the QEMU test guest (TCG) on a test script.
+#
+#   run.sh [-s SOCKET] [-d EXPORT]... [-O OUTDIR] [-l LOG] [-t SECONDS]
+#          [-f SRC=DST]... TEST_SCRIPT
+#
+#   -s SOCKET  an NBD server's Unix socket.  The guest reaches it at
+#              10.0.2.100:10809 only: QEMU user networking with restrict=on
+#              and a guestfwd rule that hands each guest connection to
+#              `socat - UNIX-CONNECT:SOCKET`; no packet leaves QEMU.
+#   -d EXPORT  also give the guest a read-only virtio disk backed by the
+#              export (QEMU's own NBD client on SOCKET), with virtio serial
+#              EXPORT cut to 20 bytes; the first -d is /dev/vda.
+#   -O OUTDIR  extract there what the test left in $OUT (/out) in the guest
+#              (carried back on a scratch virtio disk, serial "soci-out").
+#   -l LOG     keep the whole serial console there.
+#   -t SECONDS bound on the whole boot (default 120).
+#   -f SRC=DST copy SRC into the initramfs at DST.
+#
+# Prints the guest's result lines ("SOCI-TEST-RESULT: " removed) on stdout.
+# Exits 0 when the guest ran the test to its end and the test exited 0,
+# 1 when the test failed, 2 when the guest did not get to its end (then the
+# console's tail goes to stderr).
+set -eu -o pipefail
+
+die() { echo "run.sh: $*" >&2; exit 2; }
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SOCKET= OUTDIR= LOG= TIMEOUT=120
+EXPORTS=() FILES=()
+while getopts s:d:O:l:t:f: opt; do
+    case $opt in
+    s) SOCKET=$OPTARG ;;
+    d) EXPORTS+=("$OPTARG") ;;
+    O) OUTDIR=$OPTARG ;;
+    l) LOG=$OPTARG ;;
+    t) TIMEOUT=$OPTARG ;;
+    f) FILES+=(-f "$OPTARG") ;;
+    *) die "bad option" ;;
+    esac
+done
+shift $((OPTIND - 1))
+[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-d EXPORT]... [-O OUTDIR] [-l LOG] [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT"
+TEST=$1
+if [ ${#EXPORTS[@]} -gt 0 ] && [ -z "$SOCKET" ]; then
+    die "-d needs -s SOCKET"
+fi
+case $SOCKET in *,*|*:*) die "QEMU cannot take a socket path with ',' or ':': $SOCKET" ;; esac
+for t in qemu-system-x86_64 socat timeout; do
+    command -v $t > /dev/null || die "$t is not installed"
+done
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/soci-nbd-qemu.XXXXXX")
+QPID=
+cleanup() {
+    [ -n "$QPID" ] && kill "$QPID" 2>/dev/null && wait "$QPID" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 2' INT TERM HUP
+
+KERNEL=$("$HERE/mkinitramfs.sh" ${FILES[@]+"${FILES[@]}"} "$TEST" "$W/initrd.gz") ||
+    die "mkinitramfs.sh failed"
+
+ARGS=(-accel tcg -m 1024 -smp 1 -nodefaults -nographic -no-reboot
+      -serial stdio -monitor none
+      -kernel "$KERNEL" -initrd "$W/initrd.gz"
+      -append "console=ttyS0 quiet panic=-1")
+if [ -n "$SOCKET" ]; then
+    ARGS+=(-netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:10809-cmd:socat - UNIX-CONNECT:$SOCKET"
+           -device virtio-net-pci,netdev=n0,romfile=)
+fi
+i=0
+for e in ${EXPORTS[@]+"${EXPORTS[@]}"}; do
+    case $e in *,*) die "QEMU cannot take an export name with ',': $e" ;; esac
+    ARGS+=(-drive "file=nbd:unix:$SOCKET:exportname=$e,format=raw,if=none,id=d$i,readonly=on"
+           -device "virtio-blk-pci,drive=d$i,serial=${e:0:20}")
+    i=$((i + 1))
+done
+if [ -n "$OUTDIR" ]; then
+    truncate -s 256M "$W/out.img"
+    ARGS+=(-drive "file=$W/out.img,format=raw,if=none,id=out"
+           -device virtio-blk-pci,drive=out,serial=soci-out)
+fi
+
+# Background + wait, so that the EXIT trap can end QEMU on a signal.
+timeout -k 5 "$TIMEOUT" qemu-system-x86_64 "${ARGS[@]}" \
+    < /dev/null > "$W/console" 2>&1 &
+QPID=$!
+st=0
+wait $QPID || st=$?
+QPID=
+tr -d '\r' < "$W/console" > "$W/console.txt"
+[ -n "$LOG" ] && cp "$W/console.txt" "$LOG"
+sed -n 's/^SOCI-TEST-RESULT: //p' "$W/console.txt"
+end=$(sed -n 's/^SOCI-TEST-END: rc=\([0-9]*\)$/\1/p' "$W/console.txt")
+if [ -z "$end" ]; then
+    if [ $st -eq 124 ] || [ $st -eq 137 ]; then
+        echo "run.sh: the guest did not finish within $TIMEOUT s" >&2
+    else
+        echo "run.sh: the guest did not finish (qemu exit status $st)" >&2
+    fi
+    tail -30 "$W/console.txt" | sed 's/^/run.sh: console: /' >&2
+    exit 2
+fi
+if [ -n "$OUTDIR" ]; then
+    mkdir -p "$OUTDIR"
+    tar -xf "$W/out.img" -C "$OUTDIR" || die "cannot read the guest's output disk"
+fi
+[ "$end" -eq 0 ] && exit 0
+exit 1
