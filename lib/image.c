@@ -678,7 +678,7 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   img->index_source = "none";
 
   if (sn_ref_parse(image, &img->ref) == -1) {
-    sn_prefix_error("invalid image reference '%s': ", image);
+    sn_prefix_error("%s: ", image);
     goto fail;
   }
   if (o->platform) {

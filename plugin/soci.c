@@ -26,6 +26,7 @@
 NBDKIT_DLL_PUBLIC int soci_debug_verbose = 0;
 
 static const char *image_ref;
+static char *image_abs;         /* image_ref with an absolute layout dir */
 static const char *platform;
 static const char *index_opt;
 static char *cache_dir;
@@ -124,6 +125,7 @@ image_log(void *opaque, const char *msg)
 static void
 soci_unload(void)
 {
+  free(image_abs);
   free(cache_dir);
   free(password);
   free(auth_file);
@@ -150,6 +152,21 @@ soci_config(const char *key, const char *value)
     if (image_ref) {
       nbdkit_error("image given twice");
       return -1;
+    }
+    /* A relative layout directory would break after nbdkit's chdir. */
+    if (strncmp(value, "oci-layout:", 11) == 0 && value[11] != '/' &&
+        value[11] != '\0') {
+      char *dir = nbdkit_absolute_path(value + 11);
+
+      if (dir == NULL)
+        return -1;
+      if (asprintf(&image_abs, "oci-layout:%s", dir) == -1) {
+        free(dir);
+        nbdkit_error("out of memory");
+        return -1;
+      }
+      free(dir);
+      value = image_abs;
     }
     image_ref = value;
   }
