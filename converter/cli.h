@@ -27,5 +27,8 @@ extern bool cli_quiet;
 int cmd_ztoc(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_mkfs(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_index(int argc, char **argv);
 
 #endif

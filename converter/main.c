@@ -152,6 +152,10 @@ usage(FILE *f)
 "  ztoc get-file LAYER ZTOC PATH  extract one file through its spans only\n"
 "  inspect IMAGE                  resolve an image: manifest, config, layers\n"
 "  mkfs -o IMAGE LAYER...         write the squashfs image of local layers\n"
+"  create IMAGE                   build and push a SOCI index v1 (referrer)\n"
+"  convert SRC DST                SOCI-enable an image (index v2), as soci does\n"
+"  index list IMAGE               list the SOCI indexes of an image\n"
+"  index info IMAGE [DIGEST]      print a SOCI index manifest\n"
 "\n"
 "Options:\n"
 "  -h, --help                     show this help (also after a command)\n"
@@ -184,6 +188,12 @@ main(int argc, char **argv)
     return cmd_inspect(argc - 1, argv + 1);
   if (strcmp(cmd, "mkfs") == 0)
     return cmd_mkfs(argc - 1, argv + 1);
+  if (strcmp(cmd, "create") == 0)
+    return cmd_create(argc - 1, argv + 1);
+  if (strcmp(cmd, "convert") == 0)
+    return cmd_convert(argc - 1, argv + 1);
+  if (strcmp(cmd, "index") == 0)
+    return cmd_index(argc - 1, argv + 1);
   fprintf(stderr, "soci-nbd: unknown command '%s'\n", cmd);
   fprintf(stderr, "Try 'soci-nbd --help'.\n");
   return 2;

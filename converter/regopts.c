@@ -1,0 +1,91 @@
+/* soci-nbd command line: parsing of the shared registry options. */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "regopts.h"
+
+static void
+debug_log(void *opaque, const char *msg)
+{
+  (void) opaque;
+  fprintf(stderr, "soci-nbd: %s\n", msg);
+}
+
+void
+regopts_init(struct regopts *o)
+{
+  memset(o, 0, sizeof *o);
+}
+
+int
+regopts_handle(struct regopts *o, int c, const char *arg, const char *cmd)
+{
+  switch (c) {
+  case 'u': o->ro.username = arg; return 1;
+  case REGOPT_PASSWORD_STDIN: o->password_stdin = true; return 1;
+  case 'a': o->ro.auth_file = arg; return 1;
+  case REGOPT_CACERT: o->ro.cacert = arg; return 1;
+  case REGOPT_INSECURE: o->ro.insecure = true; return 1;
+  case REGOPT_PLAIN_HTTP:
+    if (o->nplain == REGOPTS_MAX_LIST)
+      return cli_usage_error(cmd, "too many --plain-http hosts");
+    o->plain[o->nplain++] = arg;
+    o->ro.plain_http_hosts = o->plain;
+    return 1;
+  case REGOPT_MIRROR:
+    if (o->nmirrors == REGOPTS_MAX_LIST)
+      return cli_usage_error(cmd, "too many --mirror URLs");
+    o->mirrors[o->nmirrors++] = arg;
+    o->ro.mirrors = o->mirrors;
+    return 1;
+  case 'v': o->ro.debug = debug_log; return 1;
+  default: return 0;
+  }
+}
+
+/* The password from the first line of stdin, without its newline. */
+static char *
+read_password(void)
+{
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n = getline(&line, &cap, stdin);
+
+  if (n == -1) {
+    free(line);
+    return NULL;
+  }
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  return line;
+}
+
+int
+regopts_finish(struct regopts *o, const char *cmd)
+{
+  if (o->password_stdin && o->ro.username == NULL)
+    return cli_usage_error(cmd, "--password-stdin needs --username");
+  if (o->ro.username && !o->password_stdin)
+    return cli_usage_error(cmd, "--username needs --password-stdin");
+  if (o->password_stdin) {
+    o->password = read_password();
+    if (o->password == NULL)
+      return cli_fail("no password on standard input");
+    o->ro.password = o->password;
+  }
+  return 0;
+}
+
+void
+regopts_clear(struct regopts *o)
+{
+  if (o->password) {
+    explicit_bzero(o->password, strlen(o->password));
+    free(o->password);
+  }
+  regopts_init(o);
+}
