@@ -14,8 +14,7 @@
 #include "manifest.h"
 #include "ref.h"
 #include "registry.h"
-
-#define MAX_LIST 32 /* --plain-http / --mirror values */
+#include "regopts.h"
 
 static void
 inspect_usage(FILE *f)
@@ -33,26 +32,9 @@ inspect_usage(FILE *f)
 "\n"
 "  -p, --platform P         os/arch[/variant] to select from an index\n"
 "                           (default: this host's)\n"
-"  -u, --username U         user name for the registry\n"
-"      --password-stdin     read the password from the first line of stdin\n"
-"  -a, --auth-file F        docker config.json with credentials (default:\n"
-"                           $DOCKER_CONFIG/config.json, ~/.docker/config.json)\n"
-"      --cacert F           trust the CA certificates in F for TLS\n"
-"      --insecure           do not verify TLS certificates\n"
-"      --plain-http HOST    talk plain HTTP to HOST[:PORT] (repeatable;\n"
-"                           loopback hosts: HTTPS if offered, else plain)\n"
-"      --mirror URL         try this mirror (http[s]://host[:port]) before\n"
-"                           the registry (repeatable, in order)\n"
+REGOPTS_HELP
 "      --raw                print the image manifest's JSON as fetched\n"
-"  -v, --verbose            log requests to stderr (no secrets)\n"
 "  -h, --help               show this help\n");
-}
-
-static void
-debug_log(void *opaque, const char *msg)
-{
-  (void) opaque;
-  fprintf(stderr, "soci-nbd: %s\n", msg);
 }
 
 static char *
@@ -67,23 +49,6 @@ platform_string(const struct sn_platform *p)
   return s;
 }
 
-/* The password from the first line of stdin, without its newline. */
-static char *
-read_password(void)
-{
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t n = getline(&line, &cap, stdin);
-
-  if (n == -1) {
-    free(line);
-    return NULL;
-  }
-  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-    line[--n] = '\0';
-  return line;
-}
-
 static void
 print_descriptor(const char *what, const struct sn_descriptor *d)
 {
@@ -94,66 +59,41 @@ print_descriptor(const char *what, const struct sn_descriptor *d)
 int
 cmd_inspect(int argc, char **argv)
 {
-  enum { OPT_PASSWORD_STDIN = 256, OPT_CACERT, OPT_INSECURE, OPT_PLAIN_HTTP,
-         OPT_MIRROR, OPT_RAW };
+  enum { OPT_RAW = 256 };
   static const struct option opts[] = {
     { "platform", required_argument, NULL, 'p' },
-    { "username", required_argument, NULL, 'u' },
-    { "password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN },
-    { "auth-file", required_argument, NULL, 'a' },
-    { "cacert", required_argument, NULL, OPT_CACERT },
-    { "insecure", no_argument, NULL, OPT_INSECURE },
-    { "plain-http", required_argument, NULL, OPT_PLAIN_HTTP },
-    { "mirror", required_argument, NULL, OPT_MIRROR },
     { "raw", no_argument, NULL, OPT_RAW },
-    { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
+    REGOPTS_LONG_OPTIONS,
     { NULL, 0, NULL, 0 },
   };
-  struct sn_registry_opts ro = { 0 };
-  const char *plain[MAX_LIST + 1] = { NULL }, *mirrors[MAX_LIST + 1] = { NULL };
-  size_t nplain = 0, nmirrors = 0;
+  struct regopts ro;
   const char *platform = NULL;
-  bool password_stdin = false, raw = false;
+  bool raw = false;
   struct sn_platform want = { 0 }, *wantp = NULL;
   struct sn_ref ref;
   struct sn_registry *reg = NULL;
   struct sn_manifest *m = NULL, *index = NULL;
-  char *password = NULL;
-  int c, st = 1;
+  int c, r, st = 1;
   size_t i;
 
+  regopts_init(&ro);
   optind = 1;
   while ((c = getopt_long(argc, argv, "p:u:a:vh", opts, NULL)) != -1) {
     switch (c) {
     case 'p': platform = optarg; break;
-    case 'u': ro.username = optarg; break;
-    case OPT_PASSWORD_STDIN: password_stdin = true; break;
-    case 'a': ro.auth_file = optarg; break;
-    case OPT_CACERT: ro.cacert = optarg; break;
-    case OPT_INSECURE: ro.insecure = true; break;
-    case OPT_PLAIN_HTTP:
-      if (nplain == MAX_LIST)
-        return cli_usage_error("inspect", "too many --plain-http hosts");
-      plain[nplain++] = optarg;
-      break;
-    case OPT_MIRROR:
-      if (nmirrors == MAX_LIST)
-        return cli_usage_error("inspect", "too many --mirror URLs");
-      mirrors[nmirrors++] = optarg;
-      break;
     case OPT_RAW: raw = true; break;
-    case 'v': ro.debug = debug_log; break;
     case 'h': inspect_usage(stdout); return 0;
-    default: return cli_usage_error("inspect", NULL);
+    default:
+      r = regopts_handle(&ro, c, optarg, "inspect");
+      if (r == 0)
+        return cli_usage_error("inspect", NULL);
+      if (r != 1)
+        return r;
     }
   }
   if (argc - optind != 1)
     return cli_usage_error("inspect", "expected one IMAGE argument");
-  if (password_stdin && ro.username == NULL)
-    return cli_usage_error("inspect", "--password-stdin needs --username");
-  if (ro.username && !password_stdin)
-    return cli_usage_error("inspect", "--username needs --password-stdin");
   if (platform) {
     if (sn_platform_parse(platform, &want) == -1)
       return cli_usage_error("inspect", "invalid platform '%s': %s", platform,
@@ -165,20 +105,12 @@ cmd_inspect(int argc, char **argv)
     return cli_usage_error("inspect", "invalid image reference '%s': %s",
                            argv[optind], sn_error());
   }
-  if (password_stdin) {
-    password = read_password();
-    if (password == NULL) {
-      cli_fail("no password on standard input");
-      goto out;
-    }
-    ro.password = password;
+  if ((r = regopts_finish(&ro, "inspect")) != 0) {
+    st = r;
+    goto out;
   }
-  if (nplain)
-    ro.plain_http_hosts = plain;
-  if (nmirrors)
-    ro.mirrors = mirrors;
 
-  reg = sn_registry_open(&ref, &ro);
+  reg = sn_registry_open(&ref, &ro.ro);
   if (reg == NULL) {
     cli_fail_lib(NULL);
     goto out;
@@ -231,10 +163,7 @@ out:
   sn_manifest_free(m);
   sn_manifest_free(index);
   sn_registry_close(reg);
-  if (password) {
-    explicit_bzero(password, strlen(password));
-    free(password);
-  }
+  regopts_clear(&ro);
   sn_ref_clear(&ref);
   sn_platform_clear(&want);
   return st;
