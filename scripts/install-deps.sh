@@ -11,7 +11,7 @@ PACKAGES="
   pigz python3 tar gzip coreutils openssl
   squashfs-tools squashfs-tools-ng
   docker-registry skopeo umoci apache2-utils
-  debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod
+  debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod fuse3
   perl time
 "
 
