@@ -5,12 +5,14 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "build.h"
@@ -63,10 +65,144 @@ platform_string(const struct sn_platform *p)
   return s;
 }
 
-/* ---- streaming a layer into the ztoc builder ---------------------------- */
+/* ---- streaming layers into ztoc builders, in parallel -------------------
+ *
+ * Each indexed layer is one job: a single streaming pass downloads it,
+ * hashes it and builds its checkpoints and TOC (sn_registry_get_blob into
+ * sn_ztoc_builder, curl's small chunks gathered into FEED_CHUNK feeds),
+ * then the ztoc is encoded and pushed.  Up to nproc jobs run at once, one
+ * thread each; the first failure cancels the others. */
+
+struct job {
+  const struct sn_descriptor *d;
+  size_t layer;                  /* index in the manifest's layers */
+  enum sn_compression comp;
+  struct pool *pool;
+  uint64_t done;                 /* bytes received (atomic) */
+  int state;                     /* JOB_* (atomic) */
+  double t0, t1;
+  struct sn_ztoc *z;
+  char zdig[SN_DIGEST_STRLEN + 1];
+  size_t zlen;
+  char *err;                     /* the failure's message */
+  bool cancelled;                /* stopped because another job failed */
+  bool shown;                    /* final line printed (terminal mode) */
+};
+
+enum { JOB_WAITING, JOB_RUNNING, JOB_DONE, JOB_FAILED };
+
+struct pool {
+  struct job *jobs;
+  size_t njobs, next, exited;
+  int failed;                    /* atomic */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  struct sn_registry *src, *dst;
+  const struct build_cfg *cfg;
+};
+
+/* Totals over the whole command, for the summary line. */
+static struct {
+  size_t indexed, skipped;
+  uint64_t ztoc_bytes, image_bytes;
+  double t0;
+} summary;
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool live;                /* live progress lines on a terminal */
+static size_t live_lines;        /* lines of the live block on screen */
+
+static double
+now_sec(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static void
+human(double n, char *buf, size_t size)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+  size_t u = 0;
+
+  while (n >= 1024 && u < 4) {
+    n /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, size, "%.0f %s", n, units[u]);
+  else
+    snprintf(buf, size, "%.1f %s", n, units[u]);
+}
+
+/* One line of progress for job j (no newline). */
+static void
+job_line(const struct job *j, char *buf, size_t size)
+{
+  int st = __atomic_load_n(&j->state, __ATOMIC_ACQUIRE);
+  uint64_t done = __atomic_load_n(&j->done, __ATOMIC_RELAXED);
+  double el = (st == JOB_DONE ? j->t1 : now_sec()) - j->t0;
+  double rate = el > 0 ? (double) done / el : 0;
+  char a[32], b[32], r[32];
+
+  human((double) done, a, sizeof a);
+  human((double) j->d->size, b, sizeof b);
+  human(rate, r, sizeof r);
+  if (st == JOB_DONE) {
+    snprintf(buf, size, "layer %s -> ztoc %s (%s in %.1f s, %s/s)",
+             j->d->digest, j->zdig, b, el, r);
+    return;
+  }
+  if (rate > 0 && j->d->size > (int64_t) done)
+    snprintf(buf, size, "layer %.19s... %s / %s (%d%%) %s/s ETA %.0f s",
+             j->d->digest, a, b,
+             (int) (j->d->size ? 100 * (double) done / j->d->size : 0), r,
+             (double) (j->d->size - (int64_t) done) / rate);
+  else
+    snprintf(buf, size, "layer %.19s... %s / %s", j->d->digest, a, b);
+}
+
+/* Terminal mode: print the final lines of finished jobs once, then the
+ * live lines of running ones, replacing the previous live block. */
+static void
+redraw(struct pool *p)
+{
+  char line[512];
+  size_t i, n = 0;
+
+  pthread_mutex_lock(&out_lock);
+  if (live_lines)
+    fprintf(stderr, "\033[%zuA", live_lines);
+  fputs("\r\033[J", stderr);
+  for (i = 0; i < p->njobs; i++) {
+    struct job *j = &p->jobs[i];
+
+    if (j->shown ||
+        __atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != JOB_DONE)
+      continue;
+    job_line(j, line, sizeof line);
+    fprintf(stderr, "%s\n", line);
+    j->shown = true;
+  }
+  for (i = 0; i < p->njobs; i++) {
+    struct job *j = &p->jobs[i];
+
+    if (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != JOB_RUNNING)
+      continue;
+    job_line(j, line, sizeof line);
+    fprintf(stderr, "%s\n", line);
+    n++;
+  }
+  live_lines = n;
+  fflush(stderr);
+  pthread_mutex_unlock(&out_lock);
+}
 
 struct feed {
   struct sn_ztoc_builder *b;
+  struct job *j;
   uint8_t *buf;
   size_t len;
 };
@@ -76,6 +212,11 @@ feed_sink(void *opaque, const uint8_t *data, size_t len)
 {
   struct feed *f = opaque;
 
+  if (__atomic_load_n(&f->j->pool->failed, __ATOMIC_RELAXED)) {
+    f->j->cancelled = true;
+    return sn_set_error("cancelled");
+  }
+  __atomic_add_fetch(&f->j->done, len, __ATOMIC_RELAXED);
   while (len > 0) {
     size_t n;
 
@@ -97,17 +238,18 @@ feed_sink(void *opaque, const uint8_t *data, size_t len)
 
 /* The ztoc of layer d, streamed from reg and checked against d's digest. */
 static struct sn_ztoc *
-build_ztoc(struct sn_registry *reg, const struct sn_descriptor *d,
-           enum sn_compression comp, const struct build_cfg *cfg)
+build_ztoc(struct sn_registry *reg, struct job *j,
+           const struct build_cfg *cfg)
 {
+  const struct sn_descriptor *d = j->d;
   struct sn_build_opts bo = { .span_size = cfg->span_size,
                               .build_tool = cfg->build_tool };
-  struct feed f = { 0 };
+  struct feed f = { .j = j };
   struct sn_ztoc *z = NULL;
   uint8_t h[SN_SHA256_LEN];
   char got[SN_DIGEST_STRLEN + 1];
 
-  f.b = sn_ztoc_builder_new(comp, &bo);
+  f.b = sn_ztoc_builder_new(j->comp, &bo);
   f.buf = malloc(FEED_CHUNK);
   if (f.b == NULL || f.buf == NULL) {
     if (f.buf == NULL)
@@ -123,16 +265,190 @@ build_ztoc(struct sn_registry *reg, const struct sn_descriptor *d,
     goto out;
   sn_digest_format(h, got);
   if (strcmp(got, d->digest) != 0) {
-    sn_set_error("layer %s: the bytes read hash to %s", d->digest, got);
+    sn_set_error("the bytes read hash to %s", got);
     sn_ztoc_free(z);
     z = NULL;
   }
 out:
   if (z == NULL)
-    sn_prefix_error("layer %s: ", d->digest);
+    sn_prefix_error("layer %zu (%s): ", j->layer, d->digest);
   sn_ztoc_builder_free(f.b);
   free(f.buf);
   return z;
+}
+
+/* Build, encode and push the ztoc of one layer. */
+static int
+run_job(struct pool *p, struct job *j)
+{
+  uint8_t *buf = NULL, h[SN_SHA256_LEN];
+  size_t len;
+
+  j->z = build_ztoc(p->src, j, p->cfg);
+  if (j->z == NULL)
+    return -1;
+  if (sn_ztoc_encode(j->z, &buf, &len) == -1)
+    return sn_prefix_error("layer %zu (%s): ", j->layer, j->d->digest);
+  sn_sha256(buf, len, h);
+  sn_digest_format(h, j->zdig);
+  j->zlen = len;
+  if (sn_registry_push_blob(p->dst, j->zdig, buf, len) == -1) {
+    free(buf);
+    return sn_prefix_error("layer %zu (%s): ", j->layer, j->d->digest);
+  }
+  free(buf);
+  return 0;
+}
+
+static void *
+worker(void *arg)
+{
+  struct pool *p = arg;
+
+  for (;;) {
+    struct job *j = NULL;
+    int r;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->next < p->njobs &&
+        !__atomic_load_n(&p->failed, __ATOMIC_RELAXED))
+      j = &p->jobs[p->next++];
+    pthread_mutex_unlock(&p->lock);
+    if (j == NULL)
+      break;
+    j->t0 = now_sec();
+    __atomic_store_n(&j->state, JOB_RUNNING, __ATOMIC_RELEASE);
+    if (!live && !cli_quiet) {
+      char sz[32];
+
+      human((double) j->d->size, sz, sizeof sz);
+      pthread_mutex_lock(&out_lock);
+      fprintf(stderr, "indexing layer %zu %s (%s)\n", j->layer,
+              j->d->digest, sz);
+      pthread_mutex_unlock(&out_lock);
+    }
+    r = run_job(p, j);
+    j->t1 = now_sec();
+    if (r == -1) {
+      j->err = strdup(sn_error());
+      __atomic_store_n(&p->failed, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&j->state, r == -1 ? JOB_FAILED : JOB_DONE,
+                     __ATOMIC_RELEASE);
+    if (r == 0 && !live && !cli_quiet) {
+      char line[512];
+
+      job_line(j, line, sizeof line);
+      pthread_mutex_lock(&out_lock);
+      fprintf(stderr, "%s\n", line);
+      pthread_mutex_unlock(&out_lock);
+    }
+    pthread_mutex_lock(&p->lock);
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+  }
+  pthread_mutex_lock(&p->lock);
+  p->exited++;
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+/* Run every job of p, at most nproc at once.  0, or -1 with the message
+ * of the first failed layer (in layer order). */
+static int
+run_pool(struct pool *p)
+{
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  size_t nthreads = ncpu > 0 ? (size_t) ncpu : 1, started = 0, i;
+  pthread_t *tids;
+  double last = 0;
+  int e, r = 0;
+
+  if (nthreads > p->njobs)
+    nthreads = p->njobs;
+  if (nthreads > 64)
+    nthreads = 64;
+  tids = calloc(nthreads ? nthreads : 1, sizeof *tids);
+  if (tids == NULL)
+    return sn_oom();
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->cond, NULL);
+  for (i = 0; i < nthreads; i++) {
+    e = pthread_create(&tids[i], NULL, worker, p);
+    if (e != 0) {
+      if (started == 0) {
+        free(tids);
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->cond);
+        return sn_set_error("pthread_create: %s", strerror(e));
+      }
+      break;                    /* run with fewer threads */
+    }
+    started++;
+  }
+  pthread_mutex_lock(&p->lock);
+  while (p->exited < started) {
+    struct timespec ts;
+
+    if (live && now_sec() - last >= 0.25) {
+      pthread_mutex_unlock(&p->lock);
+      redraw(p);
+      last = now_sec();
+      pthread_mutex_lock(&p->lock);
+      continue;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+  }
+  pthread_mutex_unlock(&p->lock);
+  for (i = 0; i < started; i++)
+    pthread_join(tids[i], NULL);
+  free(tids);
+  pthread_mutex_destroy(&p->lock);
+  pthread_cond_destroy(&p->cond);
+  if (live)
+    redraw(p);
+  live_lines = 0;
+  /* The first real failure, in layer order (not a cancellation). */
+  for (i = 0; i < p->njobs && r == 0; i++)
+    if (p->jobs[i].state == JOB_FAILED && !p->jobs[i].cancelled)
+      r = sn_set_error("%s", p->jobs[i].err ? p->jobs[i].err
+                       : "out of memory");
+  for (i = 0; i < p->njobs && r == 0; i++)
+    if (p->jobs[i].state == JOB_FAILED)
+      r = sn_set_error("%s", p->jobs[i].err ? p->jobs[i].err
+                       : "out of memory");
+  return r;
+}
+
+static void
+start_progress(void)
+{
+  memset(&summary, 0, sizeof summary);
+  summary.t0 = now_sec();
+  live = !cli_quiet && isatty(STDERR_FILENO);
+}
+
+static void
+print_summary(void)
+{
+  char zb[32], ib[32];
+
+  if (cli_quiet)
+    return;
+  human((double) summary.ztoc_bytes, zb, sizeof zb);
+  human((double) summary.image_bytes, ib, sizeof ib);
+  fprintf(stderr, "indexed %zu layer%s, skipped %zu; ztocs %s (%.2f%% of "
+          "the image's %s of layers) in %.1f s\n", summary.indexed,
+          summary.indexed == 1 ? "" : "s", summary.skipped, zb,
+          summary.image_bytes ? 100.0 * (double) summary.ztoc_bytes /
+          (double) summary.image_bytes : 0.0, ib, now_sec() - summary.t0);
 }
 
 /* ---- building one SOCI index -------------------------------------------- */
@@ -235,6 +551,8 @@ build_index(struct sn_registry *src, struct sn_registry *dst,
             const struct build_cfg *cfg, struct sn_doc *out)
 {
   struct built b = { 0 };
+  struct pool pool = { 0 };
+  struct job *jobs = NULL;
   struct sn_index_subject subj;
   size_t i;
   int r = -1;
@@ -249,49 +567,60 @@ build_index(struct sn_registry *src, struct sn_registry *dst,
     sn_oom();
     goto out;
   }
+  jobs = calloc(m->nlayers + 1, sizeof *jobs);
+  if (jobs == NULL) {
+    sn_oom();
+    goto out;
+  }
   for (i = 0; i < m->nlayers; i++) {
     const struct sn_descriptor *d = &m->layers[i];
     enum sn_layer_kind k = sn_layer_kind(d->media_type);
-    struct sn_ztoc *z;
-    uint8_t *buf = NULL, h[SN_SHA256_LEN];
-    size_t len;
 
     if (d->media_type && strcmp(d->media_type, SN_MT_SOCI_PREFETCH) == 0)
       continue;
+    if (d->size > 0)
+      summary.image_bytes += (uint64_t) d->size;
     if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR) {
       progress("ztoc skipped - layer %s (%s) is not a tar or tar+gzip layer",
                d->digest, d->media_type ? d->media_type : "-");
+      summary.skipped++;
       continue;
     }
     if (d->size < cfg->min_layer_size) {
       progress("ztoc skipped - layer %s (%s) size %" PRId64
                " is less than min-layer-size %" PRId64, d->digest,
                d->media_type, d->size, cfg->min_layer_size);
+      summary.skipped++;
       continue;
     }
-    z = build_ztoc(src, d, k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP
-                   : SN_COMP_UNCOMPRESSED, cfg);
-    if (z == NULL)
-      goto out;
-    b.ztocs[b.nz] = z;
-    b.layer_of[b.nz] = i;
-    b.nz++;
-    if (sn_ztoc_encode(z, &buf, &len) == -1)
-      goto out;
-    sn_sha256(buf, len, h);
-    sn_digest_format(h, b.zdig[b.nz - 1]);
-    if (sn_registry_push_blob(dst, b.zdig[b.nz - 1], buf, len) == -1) {
-      free(buf);
-      goto out;
-    }
-    free(buf);
-    b.z[b.nz - 1] = (struct sn_index_ztoc) {
-      .digest = b.zdig[b.nz - 1], .size = (int64_t) len,
-      .layer_digest = d->digest, .layer_media_type = d->media_type,
-      .span_size = cfg->span_size,
-      .disable_xattrs = cfg->xattr_opt && sn_index_ztoc_no_xattrs(z),
+    jobs[pool.njobs++] = (struct job) {
+      .d = d, .layer = i, .pool = &pool,
+      .comp = k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP : SN_COMP_UNCOMPRESSED,
     };
-    progress("layer %s -> ztoc %s", d->digest, b.zdig[b.nz - 1]);
+  }
+  pool.jobs = jobs;
+  pool.src = src;
+  pool.dst = dst;
+  pool.cfg = cfg;
+  if (pool.njobs && run_pool(&pool) == -1)
+    goto out;
+  for (i = 0; i < pool.njobs; i++) {
+    struct job *j = &jobs[i];
+
+    b.ztocs[b.nz] = j->z;
+    j->z = NULL;
+    b.layer_of[b.nz] = j->layer;
+    memcpy(b.zdig[b.nz], j->zdig, sizeof b.zdig[b.nz]);
+    b.z[b.nz] = (struct sn_index_ztoc) {
+      .digest = b.zdig[b.nz], .size = (int64_t) j->zlen,
+      .layer_digest = j->d->digest, .layer_media_type = j->d->media_type,
+      .span_size = cfg->span_size,
+      .disable_xattrs = cfg->xattr_opt &&
+                        sn_index_ztoc_no_xattrs(b.ztocs[b.nz]),
+    };
+    b.nz++;
+    summary.indexed++;
+    summary.ztoc_bytes += j->zlen;
   }
   if (b.nz == 0) {
     r = 1;
@@ -309,6 +638,11 @@ build_index(struct sn_registry *src, struct sn_registry *dst,
     goto out;
   r = 0;
 out:
+  for (i = 0; jobs && i < pool.njobs; i++) {
+    sn_ztoc_free(jobs[i].z);
+    free(jobs[i].err);
+  }
+  free(jobs);
   built_free(&b);
   return r;
 }
@@ -458,6 +792,7 @@ cmd_create(int argc, char **argv)
   if (st >= 0)
     goto out;
   st = 1;
+  start_progress();
   if (argc - optind != 1) {
     st = cli_usage_error("create", "expected one IMAGE argument");
     goto out;
@@ -488,6 +823,7 @@ cmd_create(int argc, char **argv)
     goto fail;
   progress("soci index %s (v1) for image manifest %s", idx.digest,
            m->digest);
+  print_summary();
   printf("%s\n", idx.digest);
   st = fflush(stdout) == 0 ? 0 : cli_fail("stdout: %s", strerror(errno));
   goto out;
@@ -668,6 +1004,7 @@ cmd_convert(int argc, char **argv)
   if (st >= 0)
     goto out;
   st = 1;
+  start_progress();
   if (argc - optind != 2) {
     st = cli_usage_error("convert", "expected SRC and DST arguments");
     goto out;
@@ -855,6 +1192,7 @@ cmd_convert(int argc, char **argv)
                                out.len) == -1)
     goto fail;
   progress("image index %s pushed as %s", out.digest, argv[optind + 1]);
+  print_summary();
   printf("%s\n", out.digest);
   st = fflush(stdout) == 0 ? 0 : cli_fail("stdout: %s", strerror(errno));
   goto out;

@@ -1,5 +1,6 @@
 /* soci-nbd: the "ztoc" commands — create, info, ls, get-file — over local
- * layer and ztoc files.  Thin: all format work is in lib/. */
+ * layer and ztoc files, and (ls, info, get-file) over the SOCI index of an
+ * image in a registry or OCI layout.  Thin: all format work is in lib/. */
 #include <config.h>
 
 #include <errno.h>
@@ -18,9 +19,218 @@
 #include "build.h"
 #include "cli.h"
 #include "digest.h"
+#include "index.h"
 #include "layer.h"
+#include "manifest.h"
+#include "ref.h"
+#include "registry.h"
+#include "regopts.h"
 #include "zinfo.h"
 #include "ztoc.h"
+
+#define MAX_ZTOC_BLOB ((size_t) 1 << 30)
+
+/* ---- IMAGE forms: an image's SOCI index and its ztocs --------------- */
+
+struct image_index {
+  struct sn_ref ref;
+  struct sn_registry *reg;
+  struct sn_manifest *m;        /* the image manifest */
+  struct sn_manifest *idx;      /* its SOCI index */
+};
+
+static void
+image_index_clear(struct image_index *ii)
+{
+  sn_manifest_free(ii->idx);
+  sn_manifest_free(ii->m);
+  sn_registry_close(ii->reg);
+  sn_ref_clear(&ii->ref);
+  memset(ii, 0, sizeof *ii);
+}
+
+/* Open IMAGE (for platform, NULL = the host's) and find its SOCI index:
+ * the v2 annotation of the image manifest, else the first v1 referrer.
+ * 0, or an exit status after printing the message. */
+static int
+image_index_open(const char *image, const struct regopts *ro,
+                 const char *platform, const char *cmd,
+                 struct image_index *ii)
+{
+  struct sn_platform want = { 0 };
+  const char *v2;
+  char *dig = NULL;
+
+  memset(ii, 0, sizeof *ii);
+  if (platform && sn_platform_parse(platform, &want) == -1)
+    return cli_usage_error(cmd, "%s", sn_error());
+  if (sn_ref_parse(image, &ii->ref) == -1) {
+    sn_platform_clear(&want);
+    return cli_usage_error(cmd, "invalid image reference '%s': %s", image,
+                           sn_error());
+  }
+  ii->reg = sn_registry_open(&ii->ref, &ro->ro);
+  if (ii->reg == NULL)
+    goto fail;
+  ii->m = sn_registry_resolve(ii->reg, ii->ref.digest ? ii->ref.digest
+                              : ii->ref.tag, platform ? &want : NULL, NULL);
+  if (ii->m == NULL)
+    goto fail;
+  v2 = sn_annotation_get(ii->m->annotations, ii->m->nannotations,
+                         SN_ANN_INDEX_DIGEST);
+  if (v2)
+    dig = strdup(v2);
+  else {
+    struct sn_manifest *refs = sn_registry_referrers(ii->reg, ii->m->digest,
+                                                     SN_MT_SOCI_INDEX_V1);
+    size_t i;
+
+    if (refs == NULL)
+      goto fail;
+    for (i = 0; i < refs->nmanifests && dig == NULL; i++) {
+      const struct sn_descriptor *d = &refs->manifests[i];
+
+      if (d->artifact_type == NULL ||
+          strcmp(d->artifact_type, SN_MT_SOCI_INDEX_V1) == 0)
+        dig = strdup(d->digest);
+    }
+    sn_manifest_free(refs);
+    if (dig == NULL) {
+      cli_fail("%s: image manifest %s has no SOCI index", image,
+               ii->m->digest);
+      goto out;
+    }
+  }
+  if (dig == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  ii->idx = sn_registry_get_manifest(ii->reg, dig);
+  if (ii->idx == NULL)
+    goto fail;
+  if (ii->idx->is_index || ii->idx->config.media_type == NULL ||
+      (strcmp(ii->idx->config.media_type, SN_MT_SOCI_INDEX_V1) != 0 &&
+       strcmp(ii->idx->config.media_type, SN_MT_SOCI_INDEX_V2) != 0)) {
+    cli_fail("%s: %s is not a SOCI index", image, dig);
+    goto out;
+  }
+  free(dig);
+  sn_platform_clear(&want);
+  return 0;
+
+fail:
+  cli_fail_lib("%s", image);
+out:
+  free(dig);
+  sn_platform_clear(&want);
+  image_index_clear(ii);
+  return 1;
+}
+
+static bool
+is_ztoc_desc(const struct sn_descriptor *d)
+{
+  return d->media_type && strcmp(d->media_type, SN_MT_SOCI_ZTOC) == 0 &&
+    sn_annotation_get(d->annotations, d->nannotations, SN_ANN_LAYER_DIGEST);
+}
+
+/* The ztoc of the layer named by sel (a layer digest or its number in the
+ * image manifest), fetched by digest and decoded.  *layer receives the
+ * layer's descriptor.  NULL after printing the message. */
+static struct sn_ztoc *
+image_ztoc(struct image_index *ii, const char *image, const char *sel,
+           const struct sn_descriptor **layer)
+{
+  const struct sn_descriptor *l = NULL, *zd = NULL;
+  struct sn_ztoc *z;
+  uint8_t *buf;
+  size_t len, i;
+
+  if (strncmp(sel, "sha256:", 7) == 0) {
+    for (i = 0; i < ii->m->nlayers && l == NULL; i++)
+      if (strcmp(ii->m->layers[i].digest, sel) == 0)
+        l = &ii->m->layers[i];
+  } else {
+    char *end;
+    unsigned long n;
+
+    errno = 0;
+    n = strtoul(sel, &end, 10);
+    if (errno == 0 && end != sel && *end == '\0' && sel[0] != '-' &&
+        n < ii->m->nlayers)
+      l = &ii->m->layers[n];
+  }
+  if (l == NULL) {
+    cli_fail("%s: no layer '%s' in image manifest %s (%zu layers)", image,
+             sel, ii->m->digest, ii->m->nlayers);
+    return NULL;
+  }
+  for (i = 0; i < ii->idx->nlayers && zd == NULL; i++)
+    if (is_ztoc_desc(&ii->idx->layers[i]) &&
+        strcmp(sn_annotation_get(ii->idx->layers[i].annotations,
+                                 ii->idx->layers[i].nannotations,
+                                 SN_ANN_LAYER_DIGEST), l->digest) == 0)
+      zd = &ii->idx->layers[i];
+  if (zd == NULL) {
+    cli_fail("%s: layer %s has no ztoc in SOCI index %s", image, l->digest,
+             ii->idx->digest);
+    return NULL;
+  }
+  if (sn_registry_get_blob_mem(ii->reg, zd->digest, MAX_ZTOC_BLOB, &buf,
+                               &len) == -1) {
+    cli_fail_lib("%s", image);
+    return NULL;
+  }
+  z = sn_ztoc_decode(buf, len);
+  free(buf);
+  if (z == NULL) {
+    cli_fail_lib("ztoc %s", zd->digest);
+    return NULL;
+  }
+  *layer = l;
+  return z;
+}
+
+/* ztoc ls IMAGE: one line per ztoc of the image's SOCI index. */
+static int
+image_ztoc_ls(const char *image, const struct regopts *ro,
+              const char *platform)
+{
+  struct image_index ii;
+  size_t i;
+  int st;
+
+  st = image_index_open(image, ro, platform, "ztoc ls", &ii);
+  if (st)
+    return st;
+  for (i = 0; i < ii.idx->nlayers; i++) {
+    const struct sn_descriptor *d = &ii.idx->layers[i];
+
+    if (!is_ztoc_desc(d))
+      continue;
+    printf("%s %" PRId64 " %s\n", d->digest, d->size,
+           sn_annotation_get(d->annotations, d->nannotations,
+                             SN_ANN_LAYER_DIGEST));
+  }
+  image_index_clear(&ii);
+  if (fflush(stdout) == EOF || ferror(stdout))
+    return cli_fail("stdout: %s", strerror(errno));
+  return 0;
+}
+
+/* A blob source reading ranges of a layer from the registry. */
+struct range_src {
+  struct sn_registry *reg;
+  const char *digest;
+};
+
+static int
+read_range(void *opaque, void *buf, size_t len, int64_t off)
+{
+  struct range_src *s = opaque;
+
+  return sn_registry_read_range(s->reg, s->digest, buf, len, off);
+}
 
 /* ---- ztoc create --------------------------------------------------- */
 
@@ -219,30 +429,87 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi)
   return o;
 }
 
+static void
+info_usage(FILE *f)
+{
+  fprintf(f,
+"Usage: soci-nbd ztoc info ZTOC\n"
+"       soci-nbd ztoc info IMAGE --layer DIGEST|N [OPTIONS]\n"
+"\n"
+"Print a ztoc as JSON: sizes, compression, span size, every span's\n"
+"compressed and uncompressed range and digest, and every file.  With\n"
+"--layer, the ztoc of that layer (digest, or number in the image\n"
+"manifest) is fetched through IMAGE's SOCI index.\n"
+"\n"
+"  -l, --layer DIGEST|N     the layer of IMAGE\n"
+"  -p, --platform P         os/arch[/variant] (default: this host's)\n"
+REGOPTS_HELP
+"  -h, --help               show this help\n");
+}
+
+static const struct option image_opts[] = {
+  { "layer", required_argument, NULL, 'l' },
+  { "platform", required_argument, NULL, 'p' },
+  { "output", required_argument, NULL, 'o' },
+  { "help", no_argument, NULL, 'h' },
+  REGOPTS_LONG_OPTIONS,
+  { NULL, 0, NULL, 0 },
+};
+
 static int
 ztoc_info(int argc, char **argv)
 {
+  struct regopts ro;
+  const char *layer = NULL, *platform = NULL;
+  struct image_index ii = { 0 };
+  const struct sn_descriptor *ld;
   struct sn_ztoc *z;
   struct sn_zinfo *zi;
   json_t *j;
-  int r;
+  int c, h, r;
 
-  if (argc == 2 && (strcmp(argv[1], "-h") == 0 ||
-                    strcmp(argv[1], "--help") == 0)) {
-    printf("Usage: soci-nbd ztoc info ZTOC\n\n"
-           "Print ZTOC as JSON: sizes, compression, span size, every span's\n"
-           "compressed and uncompressed range and digest, and every file.\n");
-    return 0;
+  regopts_init(&ro);
+  while ((c = getopt_long(argc, argv, "l:p:hu:a:v", image_opts, NULL))
+         != -1) {
+    switch (c) {
+    case 'l': layer = optarg; break;
+    case 'p': platform = optarg; break;
+    case 'h': info_usage(stdout); regopts_clear(&ro); return 0;
+    default:
+      h = c == 'o' ? 0 : regopts_handle(&ro, c, optarg, "ztoc info");
+      if (h == 1)
+        continue;
+      regopts_clear(&ro);
+      return h ? h : cli_usage_error("ztoc info", NULL);
+    }
   }
-  if (argc != 2)
-    return cli_usage_error("ztoc info", "expected one ZTOC argument");
-  z = sn_ztoc_load(argv[1]);
-  if (z == NULL)
-    return cli_fail_lib(NULL);
+  if (argc - optind != 1) {
+    regopts_clear(&ro);
+    return cli_usage_error("ztoc info", layer ? "expected one IMAGE argument"
+                           : "expected one ZTOC argument");
+  }
+  if (layer) {
+    if ((r = regopts_finish(&ro, "ztoc info")) != 0 ||
+        (r = image_index_open(argv[optind], &ro, platform, "ztoc info",
+                              &ii)) != 0) {
+      regopts_clear(&ro);
+      return r;
+    }
+    z = image_ztoc(&ii, argv[optind], layer, &ld);
+    image_index_clear(&ii);
+    regopts_clear(&ro);
+    if (z == NULL)
+      return 1;
+  } else {
+    regopts_clear(&ro);
+    z = sn_ztoc_load(argv[optind]);
+    if (z == NULL)
+      return cli_fail_lib(NULL);
+  }
   zi = sn_zinfo_from_ztoc(z);
   if (zi == NULL) {
     sn_ztoc_free(z);
-    return cli_fail_lib("%s", argv[1]);
+    return cli_fail_lib("%s", argv[optind]);
   }
   j = ztoc_json(z, zi);
   r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -276,23 +543,66 @@ mode_string(const struct sn_ztoc_file *f, char out[11])
   out[10] = '\0';
 }
 
+/* Is arg a local file (else an image reference)? */
+static bool
+is_local(const char *arg)
+{
+  size_t n = strlen(arg);
+
+  return access(arg, F_OK) == 0 || arg[0] == '/' || arg[0] == '.' ||
+    (n > 5 && strcmp(arg + n - 5, ".ztoc") == 0);
+}
+
 static int
 ztoc_ls(int argc, char **argv)
 {
+  struct regopts ro;
+  const char *platform = NULL;
   struct sn_ztoc *z;
   size_t i;
+  int c, h, r;
 
-  if (argc == 2 && (strcmp(argv[1], "-h") == 0 ||
-                    strcmp(argv[1], "--help") == 0)) {
-    printf("Usage: soci-nbd ztoc ls ZTOC\n\n"
-           "List the files of ZTOC, one per line, like tar -tv:\n"
-           "mode, uid/gid, size, data offset in the uncompressed tar,\n"
-           "modification time (UTC), name, and link target.\n");
-    return 0;
+  regopts_init(&ro);
+  while ((c = getopt_long(argc, argv, "p:hu:a:v", image_opts, NULL))
+         != -1) {
+    switch (c) {
+    case 'p': platform = optarg; break;
+    case 'h':
+      printf("Usage: soci-nbd ztoc ls ZTOC\n"
+             "       soci-nbd ztoc ls IMAGE [OPTIONS]\n\n"
+             "ZTOC (a local file): list its files, one per line, like tar -tv:\n"
+             "mode, uid/gid, size, data offset in the uncompressed tar,\n"
+             "modification time (UTC), name, and link target.\n"
+             "IMAGE (a registry or oci-layout: reference): list the ztocs of\n"
+             "its SOCI index (v2 annotation first, else the first v1\n"
+             "referrer), one per line: ZTOC-DIGEST SIZE LAYER-DIGEST.\n\n"
+             "  -p, --platform P         os/arch[/variant] (default: this host's)\n"
+             REGOPTS_HELP
+             "  -h, --help               show this help\n");
+      regopts_clear(&ro);
+      return 0;
+    default:
+      h = c == 'l' || c == 'o' ? 0
+        : regopts_handle(&ro, c, optarg, "ztoc ls");
+      if (h == 1)
+        continue;
+      regopts_clear(&ro);
+      return h ? h : cli_usage_error("ztoc ls", NULL);
+    }
   }
-  if (argc != 2)
-    return cli_usage_error("ztoc ls", "expected one ZTOC argument");
-  z = sn_ztoc_load(argv[1]);
+  if (argc - optind != 1) {
+    regopts_clear(&ro);
+    return cli_usage_error("ztoc ls", "expected one ZTOC or IMAGE argument");
+  }
+  if (!is_local(argv[optind])) {
+    r = regopts_finish(&ro, "ztoc ls");
+    if (r == 0)
+      r = image_ztoc_ls(argv[optind], &ro, platform);
+    regopts_clear(&ro);
+    return r;
+  }
+  regopts_clear(&ro);
+  z = sn_ztoc_load(argv[optind]);
   if (z == NULL)
     return cli_fail_lib(NULL);
   for (i = 0; i < z->nfiles; i++) {
@@ -324,14 +634,20 @@ get_file_usage(FILE *f)
 {
   fprintf(f,
 "Usage: soci-nbd ztoc get-file LAYER ZTOC PATH [OPTIONS]\n"
+"       soci-nbd ztoc get-file IMAGE --layer DIGEST|N PATH [OPTIONS]\n"
 "\n"
 "Extract the file PATH of LAYER by reading only the compressed spans that\n"
 "hold it, verifying each against the span digest in ZTOC, and checking the\n"
 "file's tar header against its ztoc entry.  A hard link is followed.\n"
+"With --layer, the ztoc comes from IMAGE's SOCI index and the spans are\n"
+"read from the registry with range requests.\n"
 "\n"
-"  -o, --output FILE   write to FILE instead of stdout\n"
-"  -v, --verbose       say on stderr which spans were read\n"
-"  -h, --help          show this help\n");
+"  -o, --output FILE        write to FILE instead of stdout\n"
+"  -l, --layer DIGEST|N     the layer of IMAGE (digest or number)\n"
+"  -p, --platform P         os/arch[/variant] (default: this host's)\n"
+"  -v, --verbose            say on stderr which spans were read\n"
+REGOPTS_HELP
+"  -h, --help               show this help\n");
 }
 
 static void
@@ -374,44 +690,82 @@ extract(struct sn_layer *l, const struct sn_ztoc_file *f, FILE *out)
 static int
 ztoc_get_file(int argc, char **argv)
 {
-  static const struct option opts[] = {
-    { "output", required_argument, NULL, 'o' },
-    { "verbose", no_argument, NULL, 'v' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
-  };
-  const char *output = NULL, *path;
+  struct regopts ro;
+  const char *output = NULL, *path, *layer = NULL, *platform = NULL;
   bool verbose = false;
   const struct sn_ztoc_file *f;
+  const struct sn_descriptor *ld = NULL;
+  struct image_index ii = { 0 };
+  struct range_src rs = { 0 };
   struct sn_ztoc *z;
   struct sn_layer *l;
   FILE *out = stdout;
-  int c, fd, r;
+  int c, h, fd = -1, r;
 
-  while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
+  regopts_init(&ro);
+  while ((c = getopt_long(argc, argv, "o:l:p:vhu:a:", image_opts, NULL))
+         != -1) {
     switch (c) {
     case 'o': output = optarg; break;
+    case 'l': layer = optarg; break;
+    case 'p': platform = optarg; break;
     case 'v': verbose = true; break;
-    case 'h': get_file_usage(stdout); return 0;
-    default: return cli_usage_error("ztoc get-file", NULL);
+    case 'h': get_file_usage(stdout); regopts_clear(&ro); return 0;
+    default:
+      h = regopts_handle(&ro, c, optarg, "ztoc get-file");
+      if (h == 1)
+        continue;
+      regopts_clear(&ro);
+      return h ? h : cli_usage_error("ztoc get-file", NULL);
     }
   }
-  if (argc - optind != 3)
-    return cli_usage_error("ztoc get-file",
-                           "expected LAYER, ZTOC and PATH arguments");
-  path = argv[optind + 2];
-  z = sn_ztoc_load(argv[optind + 1]);
-  if (z == NULL)
-    return cli_fail_lib(NULL);
-  fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    sn_ztoc_free(z);
-    return cli_fail("%s: %s", argv[optind], strerror(errno));
-  }
-  l = sn_layer_new(z, sn_blob_read_fd, &fd);
-  if (l == NULL) {
-    close(fd);
-    return cli_fail_lib("%s", argv[optind + 1]);
+  if (layer) {
+    if (argc - optind != 2) {
+      regopts_clear(&ro);
+      return cli_usage_error("ztoc get-file",
+                             "expected IMAGE and PATH arguments with --layer");
+    }
+    path = argv[optind + 1];
+    if ((r = regopts_finish(&ro, "ztoc get-file")) != 0 ||
+        (r = image_index_open(argv[optind], &ro, platform, "ztoc get-file",
+                              &ii)) != 0) {
+      regopts_clear(&ro);
+      return r;
+    }
+    z = image_ztoc(&ii, argv[optind], layer, &ld);
+    if (z == NULL) {
+      image_index_clear(&ii);
+      regopts_clear(&ro);
+      return 1;
+    }
+    rs.reg = ii.reg;
+    rs.digest = ld->digest;
+    l = sn_layer_new_opts(z, read_range, &rs, &(struct sn_layer_opts) {
+                            .layer_digest = ld->digest });
+    if (l == NULL) {
+      image_index_clear(&ii);
+      regopts_clear(&ro);
+      return cli_fail_lib("%s: layer %s", argv[optind], ld->digest);
+    }
+  } else {
+    regopts_clear(&ro);
+    if (argc - optind != 3)
+      return cli_usage_error("ztoc get-file",
+                             "expected LAYER, ZTOC and PATH arguments");
+    path = argv[optind + 2];
+    z = sn_ztoc_load(argv[optind + 1]);
+    if (z == NULL)
+      return cli_fail_lib(NULL);
+    fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+      sn_ztoc_free(z);
+      return cli_fail("%s: %s", argv[optind], strerror(errno));
+    }
+    l = sn_layer_new(z, sn_blob_read_fd, &fd);
+    if (l == NULL) {
+      close(fd);
+      return cli_fail_lib("%s", argv[optind + 1]);
+    }
   }
   if (verbose)
     sn_layer_set_trace(l, trace_span, NULL);
@@ -427,7 +781,7 @@ ztoc_get_file(int argc, char **argv)
       f = NULL;
     if (f == NULL) {
       cli_fail("%s: hard link target of %s is not in the layer",
-               argv[optind + 1], path);
+               layer ? ld->digest : argv[optind + 1], path);
       goto out;
     }
   }
@@ -456,7 +810,10 @@ ztoc_get_file(int argc, char **argv)
   }
 out:
   sn_layer_free(l);
-  close(fd);
+  if (fd != -1)
+    close(fd);
+  image_index_clear(&ii);
+  regopts_clear(&ro);
   return r;
 }
 
@@ -470,8 +827,11 @@ ztoc_usage(FILE *f)
 "\n"
 "  create LAYER [-o FILE]    build a ztoc from a local tar or tar.gz layer\n"
 "  info ZTOC                 print a ztoc as JSON\n"
+"  info IMAGE --layer L      the same for a layer's ztoc in IMAGE's index\n"
 "  ls ZTOC                   list its files, like tar -tv\n"
+"  ls IMAGE                  list the ztocs of IMAGE's SOCI index\n"
 "  get-file LAYER ZTOC PATH  extract one file through its spans only\n"
+"  get-file IMAGE --layer L PATH  the same, reading the registry\n"
 "\n"
 "Run 'soci-nbd ztoc COMMAND --help' for a command's options.\n");
 }
