@@ -515,7 +515,7 @@ build_exports(struct sn_image *img, uint32_t block_size)
 
   zs = calloc(img->nlayers + 1, sizeof *zs);
   per = calloc(img->nlayers + 1, sizeof *per);
-  img->exports = calloc(2 * img->nlayers + 1, sizeof *img->exports);
+  img->exports = calloc(2 * img->nlayers + 2, sizeof *img->exports);
   if (zs == NULL || per == NULL || img->exports == NULL) {
     sn_oom();
     goto out;
@@ -529,6 +529,10 @@ build_exports(struct sn_image *img, uint32_t block_size)
     goto out;
   }
   if (add_export(img, "", sq, 0, true) == -1)
+    goto out;
+  /* "flat": the same image under a name that clients which handle an
+   * empty export name awkwardly (nbd-client, QEMU's exportname=) can use. */
+  if (add_export(img, "flat", sq, 0, false) == -1)
     goto out;
 
   so.mode = SN_SQFS_LAYER;
@@ -846,8 +850,8 @@ sn_image_find_export(struct sn_image *img, const char *name)
       return NULL;
     }
   }
-  sn_set_error("no export '%.100s' (exports: \"\", layer/0..layer/%zu and "
-               "the layer digests)", name,
+  sn_set_error("no export '%.100s' (exports: \"\" or flat, "
+               "layer/0..layer/%zu and the layer digests)", name,
                img->nlayers ? img->nlayers - 1 : 0);
   return NULL;
 }

@@ -78,10 +78,10 @@ const char *sn_image_layer_digest(const struct sn_image *img, size_t i);
 /* True if layer i is read lazily from the registry (it had a ztoc). */
 bool sn_image_layer_lazy(const struct sn_image *img, size_t i);
 
-/* Exports, in listing order: "", then "layer/0", "layer/1", …, then each
- * distinct layer digest.  A layer whose overlayfs image could not be
- * built (a hard link into a lower layer) has no export; its reason is
- * given by sn_image_find_export's error. */
+/* Exports, in listing order: "", "flat" (the same image as ""), then
+ * "layer/0", "layer/1", …, then each distinct layer digest.  A layer whose
+ * overlayfs image could not be built (a hard link into a lower layer) has
+ * no export; its reason is given by sn_image_find_export's error. */
 size_t sn_image_nexports(const struct sn_image *img);
 struct sn_image_export *sn_image_export(struct sn_image *img, size_t i);
 /* By name; NULL with a message for unknown or unavailable exports. */

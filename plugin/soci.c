@@ -338,6 +338,9 @@ soci_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
     if (e->name[0] == '\0')
       snprintf(desc, sizeof desc, "flattened image (%zu layers)",
                sn_image_nlayers(img));
+    else if (strcmp(e->name, "flat") == 0)
+      snprintf(desc, sizeof desc, "flattened image (%zu layers), "
+               "same as the export \"\"", sn_image_nlayers(img));
     else
       snprintf(desc, sizeof desc, "layer %zu (%s)", e->first_layer,
                sn_image_layer_digest(img, e->first_layer));

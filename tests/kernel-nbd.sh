@@ -11,16 +11,43 @@
 # compares every listing with the reference tree of tests/mkfs-tree.py.
 #
 # The NBD server is a parameter: KERNEL_NBD_SERVER, a shell command run with
-# $SOCK, $DIR and $PIDFILE set, that must serve each file of $DIR as the
-# export of its name on the Unix socket $SOCK, read-only, and write its pid
-# to $PIDFILE once it listens.  The default is nbdkit's file plugin.
-. "${top_srcdir:-$(dirname "$0")/..}/tests/lib.sh"
+# $SOCK, $DIR and $PIDFILE set, that must serve on the Unix socket $SOCK,
+# read-only, and write its pid to $PIDFILE once it listens, with errors on
+# its stderr.  The default is nbdkit's file plugin serving each file of
+# $DIR as the export of its name.  Other parameters (for servers that serve
+# the same layers under other names, e.g. tests/kernel-soci.sh, which
+# sources this file):
+#   KERNEL_NBD_FLAT    export of the flattened 4-layer image (flat.sqfs),
+#                      whose bytes must equal `soci-nbd mkfs` of the layers
+#   KERNEL_NBD_LAYERS  exports of layers 1, 2, 3, bottom first, bytes equal
+#                      to `soci-nbd mkfs --layer` ("l1.sqfs l2.sqfs l3.sqfs")
+#   KERNEL_NBD_RESTART 1: in boot 2, the host kills and restarts the server
+#                      (same command) under the attached virtio disks, and
+#                      the guest reads the whole FLAT disk again (default 0)
+#   KERNEL_NBD_TIMEOUT bound on each boot in seconds (75)
+# and, when sourced, these shell functions if the caller defines them:
+#   kernel_nbd_setup   after the layers ($L1..$L4, $TMP/ref*.json) and the
+#                      mkfs images ($EX/flat.sqfs, $EX/l1.sqfs ...) exist,
+#                      before the server starts
+#   kernel_nbd_checks  after both boots, before the TAP plan
+#   kernel_nbd_cleanup at exit, after the server stopped, before $TMP goes
+if [ -z "${TAP_N+x}" ]; then
+    . "${top_srcdir:-$(dirname "$0")/..}/tests/lib.sh"
+fi
 
 SN=$SOCI_NBD
 PY="python3 $top_srcdir/tests/mkfs-tree.py"
 LST="python3 $top_srcdir/tests/qemu/listing.py"
 RUN=$top_srcdir/tests/qemu/run.sh
 : "${KERNEL_NBD_SERVER:=nbdkit -U \"\$SOCK\" -r -P \"\$PIDFILE\" -f file dir=\"\$DIR\"}"
+: "${KERNEL_NBD_FLAT:=flat.sqfs}"
+: "${KERNEL_NBD_LAYERS:=l1.sqfs l2.sqfs l3.sqfs}"
+: "${KERNEL_NBD_RESTART:=0}"
+: "${KERNEL_NBD_TIMEOUT:=75}"
+# The export of each image: X_flat, X_l1, X_l2, X_l3.
+X_flat=$KERNEL_NBD_FLAT
+read -r X_l1 X_l2 X_l3 <<< "$KERNEL_NBD_LAYERS"
+[ -n "$X_l3" ] || { echo "Bail out! KERNEL_NBD_LAYERS needs 3 exports"; exit 1; }
 
 for tool in qemu-system-x86_64 socat cpio busybox nbd-client depmod \
             apt-get dpkg-deb xz nbdkit python3 timeout; do
@@ -31,16 +58,23 @@ for tool in qemu-system-x86_64 socat cpio busybox nbd-client depmod \
     fi
 done
 
-SPID= RPID=
+SPID= RPID= OSPID=
 cleanup() {
     if [ -n "$RPID" ]; then
         kill "$RPID" 2>/dev/null        # run.sh ends its QEMU
         wait "$RPID" 2>/dev/null
     fi
+    if [ -n "$OSPID" ]; then
+        kill -KILL "$OSPID" 2>/dev/null
+        wait "$OSPID" 2>/dev/null
+    fi
     if [ -n "$SPID" ]; then
         [ -s "$TMP/server.pid" ] && kill "$(cat "$TMP/server.pid")" 2>/dev/null
         kill "$SPID" 2>/dev/null
         wait "$SPID" 2>/dev/null
+    fi
+    if [ "$(type -t kernel_nbd_cleanup)" = function ]; then
+        kernel_nbd_cleanup
     fi
     rm -rf "$TMP"
 }
@@ -62,22 +96,43 @@ for i in 1 2 3; do
 done
 $PY ref "$L1" "$L2" "$L3" "$L4" > "$TMP/ref4.json"
 $PY ref "$L1" "$L2" "$L3" > "$TMP/ref3.json"
+if [ "$(type -t kernel_nbd_setup)" = function ]; then
+    kernel_nbd_setup
+fi
 
 # ---- the server -----------------------------------------------------------
 SOCK=$TMP/nbd.sock DIR=$EX PIDFILE=$TMP/server.pid
 export SOCK DIR PIDFILE
-sh -c "exec $KERNEL_NBD_SERVER" > "$TMP/server.log" 2>&1 &
-SPID=$!
-for _ in $(seq 100); do
-    [ -s "$PIDFILE" ] && [ -S "$SOCK" ] && break
-    kill -0 $SPID 2>/dev/null || break
-    sleep 0.1
-done
-if ! [ -S "$SOCK" ]; then
-    echo "Bail out! the NBD server did not start: $KERNEL_NBD_SERVER"
-    sed 's/^/# /' "$TMP/server.log"
-    exit 1
-fi
+# start_server: start it, wait until it listens (the log is appended to).
+start_server() {
+    rm -f "$PIDFILE"
+    sh -c "exec $KERNEL_NBD_SERVER" >> "$TMP/server.log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 300); do
+        [ -s "$PIDFILE" ] && [ -S "$SOCK" ] && break
+        kill -0 $SPID 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! [ -s "$PIDFILE" ] || ! [ -S "$SOCK" ]; then
+        echo "Bail out! the NBD server did not start: $KERNEL_NBD_SERVER"
+        sed 's/^/# /' "$TMP/server.log"
+        exit 1
+    fi
+}
+# restart_server: the same command again on the same socket path, then
+# the old server killed (SIGKILL, a crash: nbdkit waits for its clients on
+# SIGTERM).  The new one starts before the old one dies, on the path
+# unlinked from under the old one (which keeps its connections), so that a
+# client reconnecting at once finds a server.
+restart_server() {
+    opid=$(cat "$PIDFILE") OSPID=$SPID
+    rm -f "$SOCK"
+    start_server
+    kill -KILL "$opid" 2>/dev/null
+    wait "$OSPID" 2>/dev/null
+    OSPID=
+}
+start_server
 
 # ---- guest scripts --------------------------------------------------------
 # gcheck DESC COMMAND: a check the guest runs (COMMAND is guest shell text);
@@ -115,20 +170,23 @@ NAMES="flat l1 l2 l3"
 G=$TMP/guest1.sh
 : > "$G.expect"
 echo '. /lib/soci-test.sh' > "$G"
+# Listed as "NAME" or "NAME: DESCRIPTION".
 gcheck "nbd-client -l lists the exports" \
     "nbd-client -l $SERVER 10809 > /tmp/list; cat /tmp/list;
-     for e in $(echo $NAMES | sed 's/\([a-z0-9]*\)/\1.sqfs/g'); do grep -qx \$e /tmp/list || exit 1; done"
+     sed 's/: .*//' /tmp/list > /tmp/names;
+     for e in $X_flat $KERNEL_NBD_LAYERS; do grep -qxF \$e /tmp/names || exit 1; done"
 i=0
 for n in $NAMES; do
+    eval "x=\$X_$n"
     size=$(stat -c %s "$EX/$n.sqfs")
     sum=$(sha "$EX/$n.sqfs")
-    gcheck "nbd-client -N $n.sqfs -b 4096 -readonly /dev/nbd$i" \
-        "nbd-client $SERVER 10809 /dev/nbd$i -N $n.sqfs -b 4096 -readonly"
+    gcheck "nbd-client -N $x -b 4096 -readonly /dev/nbd$i" \
+        "nbd-client $SERVER 10809 /dev/nbd$i -N $x -b 4096 -readonly"
     gcheck "/dev/nbd$i has the size of $n.sqfs ($size)" \
         "test \$(blockdev --getsize64 /dev/nbd$i) = $size"
     gcheck "/dev/nbd$i has the bytes of $n.sqfs" \
         "sha256sum /dev/nbd$i | grep -q ^$sum"
-    gcheck "mount -t squashfs -o ro /dev/nbd$i (from $n.sqfs)" \
+    gcheck "mount -t squashfs -o ro /dev/nbd$i (from $x)" \
         "mkdir -p /m/$n && mount -t squashfs -o ro /dev/nbd$i /m/$n"
     i=$((i + 1))
 done
@@ -147,7 +205,7 @@ EOF
 big=data/size-1048583
 bigsum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["sha"])' "$TMP/ref4.json" $big)
 gcheck "nbd-client -nonetlink -persist: FLAT again on /dev/nbd8" \
-    "nbd-client $SERVER 10809 /dev/nbd8 -N flat.sqfs -b 4096 -readonly -nonetlink -persist &&
+    "nbd-client $SERVER 10809 /dev/nbd8 -N $X_flat -b 4096 -readonly -nonetlink -persist &&
      sha256sum /dev/nbd8 | grep -q ^$(sha "$EX/flat.sqfs") &&
      mkdir -p /m/flat8 && mount -t squashfs -o ro /dev/nbd8 /m/flat8 &&
      sha256sum /m/flat8/$big | grep -q ^$bigsum &&
@@ -165,8 +223,9 @@ G=$G2
 : > "$G.expect"
 echo '. /lib/soci-test.sh' > "$G"
 for n in $NAMES; do
-    gcheck "virtio disk of $n.sqfs mounts" \
-        "d=\$(disk_by_serial $n.sqfs) && mkdir -p /m/$n && mount -t squashfs -o ro \$d /m/$n"
+    eval "x=\$X_$n"
+    gcheck "virtio disk of $x mounts" \
+        "d=\$(disk_by_serial ${x:0:20}) && mkdir -p /m/$n && mount -t squashfs -o ro \$d /m/$n"
 done
 gcheck "the FLAT disk is /dev/vda" "grep -q ' /m/flat ' /proc/mounts && grep -q '^/dev/vda /m/flat ' /proc/mounts"
 cat >> "$G" <<'EOF'
@@ -177,6 +236,20 @@ gcheck "mount -t overlay of the virtio disks" \
 cat >> "$G" <<'EOF'
 listing /merged > $OUT/merged.txt
 EOF
+# Server restart under the attached disks (QEMU's NBD client reconnects,
+# run.sh -r): the guest asks for it by opening the export
+# "kernel-nbd-restart" (the server logs the failure; the host watches the
+# log), gives the host 3 s, then reads the whole FLAT disk with O_DIRECT.
+# (nbd-client -persist cannot be used: on this kernel NBD_DO_IT returns 0
+# when the connection dies, the device is reset, and nbd-client quits.)
+if [ "$KERNEL_NBD_RESTART" = 1 ]; then
+    gcheck "restart: the guest asks the host to restart the server" \
+        "! nbd-client $SERVER 10809 /dev/nbd10 -N kernel-nbd-restart -b 4096 -readonly -nonetlink &&
+         sleep 3"
+    gcheck "restart: then the FLAT disk (O_DIRECT) has the bytes of $X_flat" \
+        "dd if=\$(disk_by_serial ${X_flat:0:20}) bs=1M iflag=direct 2>/dev/null |
+         sha256sum | grep -q ^$(sha "$EX/flat.sqfs")"
+fi
 gcheck "umount everything" "umount /merged && umount /m/l3 /m/l2 /m/l1 /m/flat"
 echo 'exit $SOCI_FAILED' >> "$G"
 
@@ -197,11 +270,25 @@ compare_trees() {
 
 # boot N RUN-ARGS...: run.sh in the background (so that a signal reaches
 # the cleanup at once); st = its status.
+# With KERNEL_NBD_RESTART=1, boot 2 restarts the server when the guest
+# asks (then restarted=1).
+restarted=0
 boot() {
     n=$1; shift
-    "$RUN" -s "$SOCK" -O "$TMP/out$n" -l "$TMP/console$n.txt" -t 75 "$@" \
+    "$RUN" -s "$SOCK" -O "$TMP/out$n" -l "$TMP/console$n.txt" -t "$KERNEL_NBD_TIMEOUT" "$@" \
         > "$TMP/res$n.txt" 2> "$TMP/run$n.err" &
     RPID=$!
+    if [ "$KERNEL_NBD_RESTART" = 1 ] && [ "$n" = 2 ]; then
+        while kill -0 $RPID 2>/dev/null; do
+            if [ $restarted = 0 ] && grep -q kernel-nbd-restart "$TMP/server.log"; then
+                t1=$(date +%s%N)
+                restart_server
+                restarted=1
+                echo "# server restarted in $(( ($(date +%s%N) - t1) / 1000000 )) ms"
+            fi
+            sleep 0.2
+        done
+    fi
     st=0
     wait $RPID || st=$?
     RPID=
@@ -217,10 +304,18 @@ compare_trees 1 "nbd-client"
 
 # ---- boot 2: virtio disks backed by the exports -----------------------------
 t0=$(date +%s)
-boot 2 -d flat.sqfs -d l1.sqfs -d l2.sqfs -d l3.sqfs "$TMP/guest2.sh"
+reconnect=
+[ "$KERNEL_NBD_RESTART" = 1 ] && reconnect="-r 20"
+boot 2 -d "$X_flat" -d "$X_l1" -d "$X_l2" -d "$X_l3" $reconnect "$TMP/guest2.sh"
 echo "# boot 2 (virtio disks) took $(( $(date +%s) - t0 )) s"
 sed 's/^/# /' "$TMP/run2.err"
 guest_tap "$TMP/res2.txt" "$TMP/guest2.sh.expect" $st
 compare_trees 2 "virtio"
+if [ "$KERNEL_NBD_RESTART" = 1 ]; then
+    check "restart: the host restarted the server when the guest asked" test $restarted = 1
+fi
 
+if [ "$(type -t kernel_nbd_checks)" = function ]; then
+    kernel_nbd_checks
+fi
 finish

@@ -88,12 +88,12 @@ $TREE ref "$L1" "$L2" "$L3" > "$TMP/ref3.json"
 
 check "list exports" bash -c "
     nbdkit -U - -r '$PLUGIN' '$IMG' index=none --run 'nbdinfo --list --json \"\$uri\"' > '$TMP/list.json'"
-check "exports: \"\", layer/0..2 and digests; layer/3 (hard link into a lower layer) is not offered" \
+check "exports: \"\", flat, layer/0..2 and digests; layer/3 (hard link into a lower layer) is not offered" \
     python3 - "$TMP/list.json" <<'PY'
 import json, sys
 names = [e["export-name"] for e in json.load(open(sys.argv[1]))["exports"]]
-assert names[:4] == ["", "layer/0", "layer/1", "layer/2"], names
-assert len(names) == 7 and all(n.startswith("sha256:") for n in names[4:]), names
+assert names[:5] == ["", "flat", "layer/0", "layer/1", "layer/2"], names
+assert len(names) == 8 and all(n.startswith("sha256:") for n in names[5:]), names
 PY
 check "flat export via nbdcopy" export_copy "$TMP/flat.sqfs" "" "$IMG" index=none \
     stats-file="$TMP/stats-layout.json"

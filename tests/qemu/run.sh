@@ -1,8 +1,8 @@
 #!/bin/bash
 # soci-nbd tests: boot the QEMU test guest (TCG) on a test script.
 #
-#   run.sh [-s SOCKET] [-d EXPORT]... [-O OUTDIR] [-l LOG] [-t SECONDS]
-#          [-f SRC=DST]... TEST_SCRIPT
+#   run.sh [-s SOCKET] [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG]
+#          [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT
 #
 #   -s SOCKET  an NBD server's Unix socket.  The guest reaches it at
 #              10.0.2.100:10809 only: QEMU user networking with restrict=on
@@ -11,6 +11,9 @@
 #   -d EXPORT  also give the guest a read-only virtio disk backed by the
 #              export (QEMU's own NBD client on SOCKET), with virtio serial
 #              EXPORT cut to 20 bytes; the first -d is /dev/vda.
+#   -r SECONDS when the server goes away, QEMU's NBD client of the -d disks
+#              reconnects, and holds the guest's requests for up to SECONDS
+#              (the nbd driver's reconnect-delay; default 0: they fail).
 #   -O OUTDIR  extract there what the test left in $OUT (/out) in the guest
 #              (carried back on a scratch virtio disk, serial "soci-out").
 #   -l LOG     keep the whole serial console there.
@@ -26,12 +29,13 @@ set -eu -o pipefail
 die() { echo "run.sh: $*" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-SOCKET= OUTDIR= LOG= TIMEOUT=120
+SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT=
 EXPORTS=() FILES=()
-while getopts s:d:O:l:t:f: opt; do
+while getopts s:d:r:O:l:t:f: opt; do
     case $opt in
     s) SOCKET=$OPTARG ;;
     d) EXPORTS+=("$OPTARG") ;;
+    r) RECONNECT=",file.reconnect-delay=$OPTARG" ;;
     O) OUTDIR=$OPTARG ;;
     l) LOG=$OPTARG ;;
     t) TIMEOUT=$OPTARG ;;
@@ -40,7 +44,7 @@ while getopts s:d:O:l:t:f: opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-d EXPORT]... [-O OUTDIR] [-l LOG] [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT"
+[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG] [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT"
 TEST=$1
 if [ ${#EXPORTS[@]} -gt 0 ] && [ -z "$SOCKET" ]; then
     die "-d needs -s SOCKET"
@@ -73,7 +77,7 @@ fi
 i=0
 for e in ${EXPORTS[@]+"${EXPORTS[@]}"}; do
     case $e in *,*) die "QEMU cannot take an export name with ',': $e" ;; esac
-    ARGS+=(-drive "file=nbd:unix:$SOCKET:exportname=$e,format=raw,if=none,id=d$i,readonly=on"
+    ARGS+=(-drive "file=nbd:unix:$SOCKET:exportname=$e$RECONNECT,format=raw,if=none,id=d$i,readonly=on"
            -device "virtio-blk-pci,drive=d$i,serial=${e:0:20}")
     i=$((i + 1))
 done
