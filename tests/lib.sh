@@ -47,3 +47,21 @@ finish() {
 }
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# nbdkit_asan_wrapper PLUGIN.so: a plugin built with AddressSanitizer (the
+# CI's second pass) can only be loaded by a process whose first library is
+# the ASan runtime.  If PLUGIN links it, put a wrapper named nbdkit first on
+# PATH that preloads it.  Leak checking is off in that process tree
+# (nbdkit's --run children, python among them, are not leak-clean); the
+# library's own leaks are caught by the C unit tests.
+nbdkit_asan_wrapper() {
+    ldd "$1" 2>/dev/null | grep -q libasan || return 0
+    mkdir -p "$TMP/asan-bin"
+    cat > "$TMP/asan-bin/nbdkit" <<EOF2
+#!/bin/sh
+LD_PRELOAD="$(ldd "$1" | awk '/libasan/ {print $3}')" \\
+ASAN_OPTIONS="detect_leaks=0:\${ASAN_OPTIONS:-}" exec $(command -v nbdkit) "\$@"
+EOF2
+    chmod +x "$TMP/asan-bin/nbdkit"
+    PATH=$TMP/asan-bin:$PATH
+}

@@ -19,21 +19,7 @@ NBDREAD=$top_builddir/tests/nbd-read
 TREE="python3 $top_srcdir/tests/mkfs-tree.py"
 IMGPY="python3 $top_srcdir/tests/plugin-image.py"
 
-# A plugin built with AddressSanitizer (the CI's second pass) can only be
-# loaded by a process whose first library is the ASan runtime: put a
-# wrapper named nbdkit first on PATH that preloads it.  Leak checking is off
-# in that process tree (nbdkit's --run children, python among them, are not
-# leak-clean); the library's own leaks are caught by the C unit tests.
-if ldd "$PLUGIN" 2>/dev/null | grep -q libasan; then
-    mkdir -p "$TMP/asan-bin"
-    cat > "$TMP/asan-bin/nbdkit" <<EOF2
-#!/bin/sh
-LD_PRELOAD="$(ldd "$PLUGIN" | awk '/libasan/ {print $3}')" \
-ASAN_OPTIONS="detect_leaks=0:\${ASAN_OPTIONS:-}" exec $(command -v nbdkit) "\$@"
-EOF2
-    chmod +x "$TMP/asan-bin/nbdkit"
-    PATH=$TMP/asan-bin:$PATH
-fi
+nbdkit_asan_wrapper "$PLUGIN"
 
 for tool in nbdkit nbdcopy nbdinfo unsquashfs rdsquashfs; do
     if ! command -v $tool > /dev/null; then
