@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "build.h"
+#include "fdio.h"
 #include "cli.h"
 #include "layer.h"
 #include "sqfs.h"
@@ -65,22 +66,6 @@ warn(void *opaque, const char *msg)
     fprintf(stderr, "soci-nbd: warning: %s\n", msg);
 }
 
-static int
-write_all(int fd, const uint8_t *p, size_t len)
-{
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1)
-      return -1;
-    p += n;
-    len -= (size_t) n;
-  }
-  return 0;
-}
-
 /* Stream the whole image into path, through a temporary file. */
 static int
 write_image(const char *path, const struct sn_sqfs *img, struct source *s)
@@ -105,7 +90,7 @@ write_image(const char *path, const struct sn_sqfs *img, struct source *s)
       cli_fail_lib("%s", path);
       goto fail;
     }
-    if (write_all(fd, buf, n) == -1)
+    if (sn_write_all(fd, buf, n) == -1)
       goto io_error;
   }
   if (fsync(fd) == -1)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fdio.h"
 
 bool cli_quiet;
 
@@ -92,23 +93,6 @@ cli_parse_size(const char *s, int64_t *out)
   return 0;
 }
 
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-  const char *p = buf;
-
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1)
-      return -1;
-    p += n;
-    len -= n;
-  }
-  return 0;
-}
-
 int
 cli_write_file(const char *path, const void *buf, size_t len)
 {
@@ -116,14 +100,14 @@ cli_write_file(const char *path, const void *buf, size_t len)
   int fd;
 
   if (strcmp(path, "-") == 0) {
-    if (write_all(STDOUT_FILENO, buf, len) == -1)
+    if (sn_write_all(STDOUT_FILENO, buf, len) == -1)
       return sn_set_error("stdout: %s", strerror(errno));
     return 0;
   }
   if (asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) == -1)
     return sn_oom();
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1 || write_all(fd, buf, len) == -1 || fsync(fd) == -1 ||
+  if (fd == -1 || sn_write_all(fd, buf, len) == -1 || fsync(fd) == -1 ||
       close(fd) == -1 || rename(tmp, path) == -1) {
     int e = errno;
     sn_set_error("%s: %s", path, strerror(e));

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "build.h"
+#include "fdio.h"
 #include "digest.h"
 #include "err.h"
 #include "image.h"
@@ -122,22 +123,6 @@ layer_trace(void *opaque, size_t span, const struct sn_span *s)
 
 /* ---- whole-layer download -------------------------------------------- */
 
-static int
-write_all(int fd, const uint8_t *p, size_t len)
-{
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1)
-      return -1;
-    p += n;
-    len -= (size_t) n;
-  }
-  return 0;
-}
-
 struct sink {
   int fd;
   struct sn_ztoc_builder *b;
@@ -150,7 +135,7 @@ whole_sink(void *opaque, const uint8_t *data, size_t len)
 {
   struct sink *s = opaque;
 
-  if (write_all(s->fd, data, len) == -1) {
+  if (sn_write_all(s->fd, data, len) == -1) {
     s->write_error = true;
     return sn_set_error("writing the local copy: %s", strerror(errno));
   }
