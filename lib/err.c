@@ -10,6 +10,16 @@
 
 static _Thread_local char errbuf[SN_ERR_MAX];
 
+/* Messages are one line: control characters (often quoted from hostile
+ * input) become '?'. */
+static void
+one_line(char *p)
+{
+  for (; *p; p++)
+    if ((unsigned char) *p < 0x20 || *p == 0x7f)
+      *p = '?';
+}
+
 int
 sn_set_error(const char *fmt, ...)
 {
@@ -18,6 +28,7 @@ sn_set_error(const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(errbuf, sizeof errbuf, fmt, ap);
   va_end(ap);
+  one_line(errbuf);
   return -1;
 }
 
@@ -34,6 +45,7 @@ sn_prefix_error(const char *fmt, ...)
   va_end(ap);
   if (n >= 0 && (size_t) n < sizeof errbuf)
     snprintf(errbuf + n, sizeof errbuf - n, "%s", old);
+  one_line(errbuf);
   return -1;
 }
 

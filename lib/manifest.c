@@ -27,21 +27,6 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* Messages are one line: control characters quoted from the input
- * become '?'. */
-static int
-sanitize_error(void)
-{
-  char buf[1024];
-  size_t i;
-
-  snprintf(buf, sizeof buf, "%s", sn_error());
-  for (i = 0; buf[i]; i++)
-    if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
-      buf[i] = '?';
-  return sn_set_error("%s", buf);
-}
-
 static char *
 dup_str(const char *s)
 {
@@ -324,7 +309,7 @@ sn_platform_parse(const char *s, struct sn_platform *p)
 bad:
   sn_set_error("invalid platform \"%.100s\": want os/arch[/variant], "
                "e.g. linux/arm64/v8", s);
-  return sanitize_error();
+  return -1;
 }
 
 int
@@ -798,13 +783,11 @@ sn_manifest_parse(const uint8_t *raw, size_t len, const char *content_type)
   if (root == NULL) {
     sn_set_error("manifest: invalid JSON at line %d, column %d: %.100s",
                  jerr.line, jerr.column, jerr.text);
-    sanitize_error();
     goto err;
   }
   if (parse_document(root, content_type, m) == -1) {
     json_decref(root);
     sn_prefix_error("%s: ", m->is_index ? "index" : "manifest");
-    sanitize_error();
     goto err;
   }
   json_decref(root);
@@ -919,7 +902,6 @@ sn_manifest_select(const struct sn_manifest *index,
   format_platform(w, sizeof w, want);
   sn_set_error("no manifest for %s in index; available: %s%s", w,
                used ? avail : "none", truncated ? ", ..." : "");
-  sanitize_error();
   return NULL;
 }
 

@@ -384,21 +384,6 @@ parse_registry(const char *s, struct sn_ref *r)
   return 0;
 }
 
-/* Messages are one line: control characters quoted from the input
- * become '?'. */
-static int
-sanitize_error(void)
-{
-  char buf[1024];
-  size_t i;
-
-  snprintf(buf, sizeof buf, "%s", sn_error());
-  for (i = 0; buf[i]; i++)
-    if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f)
-      buf[i] = '?';
-  return sn_set_error("%s", buf);
-}
-
 int
 sn_ref_parse(const char *s, struct sn_ref *r)
 {
@@ -419,7 +404,6 @@ sn_ref_parse(const char *s, struct sn_ref *r)
     /* The input is not quoted: a mistyped reference may carry
      * credentials ("user:pass@host/repo", URLs). */
     sn_prefix_error("invalid image reference: ");
-    sanitize_error();
     sn_ref_clear(r);
     return -1;
   }
