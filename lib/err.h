@@ -2,8 +2,9 @@
  *
  * Convention, once for the whole library: a function that can fail returns
  * -1 (or NULL) and records a one-line, human-readable message with
- * sn_set_error().  The message is one line (control characters become ?), never contains a
- * secret, and is kept per thread until the next failure.  Callers add
+ * sn_set_error().  The message is one line (control characters become
+ * '?'), never contains a secret, and is kept per thread until the next
+ * failure.  Callers add
  * context with sn_prefix_error() ("ztoc: " + "truncated vtable at 40").
  */
 #ifndef SN_ERR_H
