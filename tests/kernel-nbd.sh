@@ -204,8 +204,11 @@ EOF
 # across blocks (a full listing again would cost ~10 s).
 big=data/size-1048583
 bigsum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["sha"])' "$TMP/ref4.json" $big)
+# In ioctl mode nbd-client returns before the kernel has the device's size:
+# wait for it, or the hash is of zero bytes.
 gcheck "nbd-client -nonetlink -persist: FLAT again on /dev/nbd8" \
     "nbd-client $SERVER 10809 /dev/nbd8 -N $X_flat -b 4096 -readonly -nonetlink -persist &&
+     for t in \$(seq 50); do [ \$(cat /sys/block/nbd8/size) -gt 0 ] && break; sleep 0.1; done &&
      sha256sum /dev/nbd8 | grep -q ^$(sha "$EX/flat.sqfs") &&
      mkdir -p /m/flat8 && mount -t squashfs -o ro /dev/nbd8 /m/flat8 &&
      sha256sum /m/flat8/$big | grep -q ^$bigsum &&
