@@ -65,3 +65,12 @@ EOF2
     chmod +x "$TMP/asan-bin/nbdkit"
     PATH=$TMP/asan-bin:$PATH
 }
+
+# require_tools TOOL...: bail out (a failure, not a skip) if one is missing;
+# scripts/install-deps.sh installs them all.
+require_tools() {
+    for tool in "$@"; do
+        command -v "$tool" > /dev/null ||
+            { echo "Bail out! $tool is not installed (run scripts/install-deps.sh)"; exit 1; }
+    done
+}

@@ -13,12 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "Bail out! tests/mkfs.sh must run as root (loop and overlay mounts)"
     exit 1
 fi
-for tool in unsquashfs rdsquashfs sqfs2tar losetup; do
-    if ! command -v $tool > /dev/null; then
-        echo "Bail out! $tool is not installed"
-        exit 1
-    fi
-done
+require_tools unsquashfs rdsquashfs sqfs2tar losetup
 
 MOUNTS=""
 cleanup() {

@@ -27,12 +27,7 @@ HELP="python3 $TMP/help.py"
 
 nbdkit_asan_wrapper "$PLUGIN"
 
-for tool in nbdkit nbdcopy nbdinfo rdsquashfs unsquashfs; do
-    if ! command -v $tool > /dev/null; then
-        echo "Bail out! $tool is not installed"
-        exit 1
-    fi
-done
+require_tools nbdkit nbdcopy nbdinfo rdsquashfs unsquashfs
 for f in "$PLUGIN" "$NBDREAD" "$NBDSTRESS"; do
     [ -x "$f" ] || { echo "Bail out! $f not built"; exit 1; }
 done

@@ -21,12 +21,7 @@ IMGPY="python3 $top_srcdir/tests/plugin-image.py"
 
 nbdkit_asan_wrapper "$PLUGIN"
 
-for tool in nbdkit nbdcopy nbdinfo unsquashfs rdsquashfs; do
-    if ! command -v $tool > /dev/null; then
-        echo "Bail out! $tool is not installed"
-        exit 1
-    fi
-done
+require_tools nbdkit nbdcopy nbdinfo unsquashfs rdsquashfs
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
 
 MOUNTS=""
