@@ -36,6 +36,8 @@ struct build_cfg {
   bool xattr_opt;               /* --optimizations xattr */
   const char *prefetch[MAX_PREFETCH];
   size_t nprefetch;
+  bool copy_layers;             /* convert: indexed layers are copied to
+                                   DST in the pass that indexes them */
 };
 
 static void __attribute__((format(printf, 1, 2)))
@@ -63,6 +65,30 @@ platform_string(const struct sn_platform *p)
       == -1)
     return NULL;
   return s;
+}
+
+/* Whether build_index makes a ztoc for layer d (else it says why, when
+ * why is not NULL). */
+static bool
+will_index(const struct sn_descriptor *d, const struct build_cfg *cfg,
+           bool say_why)
+{
+  enum sn_layer_kind k = sn_layer_kind(d->media_type);
+
+  if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR) {
+    if (say_why)
+      progress("ztoc skipped - layer %s (%s) is not a tar or tar+gzip layer",
+               d->digest, d->media_type ? d->media_type : "-");
+    return false;
+  }
+  if (d->size < cfg->min_layer_size) {
+    if (say_why)
+      progress("ztoc skipped - layer %s (%s) size %" PRId64
+               " is less than min-layer-size %" PRId64, d->digest,
+               d->media_type, d->size, cfg->min_layer_size);
+    return false;
+  }
+  return true;
 }
 
 /* ---- streaming layers into ztoc builders, in parallel -------------------
@@ -203,6 +229,7 @@ redraw(struct pool *p)
 struct feed {
   struct sn_ztoc_builder *b;
   struct job *j;
+  struct sn_blob_writer *copy;   /* the layer's copy at DST, or NULL */
   uint8_t *buf;
   size_t len;
 };
@@ -217,6 +244,8 @@ feed_sink(void *opaque, const uint8_t *data, size_t len)
     return sn_set_error("cancelled");
   }
   __atomic_add_fetch(&f->j->done, len, __ATOMIC_RELAXED);
+  if (f->copy && sn_blob_writer_write(f->copy, data, len) == -1)
+    return -1;
   while (len > 0) {
     size_t n;
 
@@ -256,6 +285,14 @@ build_ztoc(struct sn_registry *reg, struct job *j,
       sn_oom();
     goto out;
   }
+  if (cfg->copy_layers) {       /* copy it while indexing, unless DST has it */
+    int e = sn_registry_blob_exists(j->pool->dst, d->digest, NULL);
+
+    if (e == -1 ||
+        (e == 0 && (f.copy = sn_blob_writer_new(j->pool->dst, d->digest,
+                                                d->size)) == NULL))
+      goto out;
+  }
   if (sn_registry_get_blob(reg, d->digest, feed_sink, &f) == -1)
     goto out;
   if (f.len && sn_ztoc_builder_feed(f.b, f.buf, f.len) == -1)
@@ -269,7 +306,19 @@ build_ztoc(struct sn_registry *reg, struct job *j,
     sn_ztoc_free(z);
     z = NULL;
   }
+  if (z && f.copy) {            /* verified (get_blob and the builder) */
+    int r = sn_blob_writer_commit(f.copy);
+
+    f.copy = NULL;
+    if (r == -1) {
+      sn_ztoc_free(z);
+      z = NULL;
+    }
+    else
+      progress("copied blob %s (%" PRId64 " bytes)", d->digest, d->size);
+  }
 out:
+  sn_blob_writer_abort(f.copy);
   if (z == NULL)
     sn_prefix_error("layer %zu (%s): ", j->layer, d->digest);
   sn_ztoc_builder_free(f.b);
@@ -580,16 +629,7 @@ build_index(struct sn_registry *src, struct sn_registry *dst,
       continue;
     if (d->size > 0)
       summary.image_bytes += (uint64_t) d->size;
-    if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR) {
-      progress("ztoc skipped - layer %s (%s) is not a tar or tar+gzip layer",
-               d->digest, d->media_type ? d->media_type : "-");
-      summary.skipped++;
-      continue;
-    }
-    if (d->size < cfg->min_layer_size) {
-      progress("ztoc skipped - layer %s (%s) size %" PRId64
-               " is less than min-layer-size %" PRId64, d->digest,
-               d->media_type, d->size, cfg->min_layer_size);
+    if (!will_index(d, cfg, true)) {
       summary.skipped++;
       continue;
     }
@@ -939,7 +979,8 @@ copy_blob(struct sn_registry *src, struct sn_registry *dst,
  * first, then the index itself), SRC → DST. */
 static int
 copy_tree(struct sn_registry *src, struct sn_registry *dst,
-          const struct sn_manifest *m, int depth)
+          const struct sn_manifest *m, int depth,
+          const struct build_cfg *indexing)
 {
   size_t i;
 
@@ -953,6 +994,9 @@ copy_tree(struct sn_registry *src, struct sn_registry *dst,
 
       if (strstr(mt, "foreign") || strstr(mt, "nondistributable"))
         continue;
+      if (indexing && indexing->copy_layers &&
+          will_index(&m->layers[i], indexing, false))
+        continue;               /* copied by its indexing job */
       if (copy_blob(src, dst, &m->layers[i]) == -1)
         return -1;
     }
@@ -965,7 +1009,7 @@ copy_tree(struct sn_registry *src, struct sn_registry *dst,
 
     if (c == NULL)
       return -1;
-    r = copy_tree(src, dst, c, depth + 1);
+    r = copy_tree(src, dst, c, depth + 1, NULL);
     if (r == 0)
       r = sn_registry_put_manifest(dst, c->digest, c->media_type, c->raw,
                                    c->raw_len);
@@ -1025,6 +1069,7 @@ cmd_convert(int argc, char **argv)
     goto out;
   }
   same = same_repo(&sref, &dref);
+  cfg.copy_layers = !same;
 
   top = sn_registry_get_manifest(src, sref.digest ? sref.digest : sref.tag);
   if (top == NULL)
@@ -1133,7 +1178,8 @@ cmd_convert(int argc, char **argv)
     e[i].m = sn_registry_get_manifest(src, dg);
     if (e[i].m == NULL)
       goto fail;
-    if (!same && copy_tree(src, dst, e[i].m, 0) == -1)
+    if (!same && copy_tree(src, dst, e[i].m, 0,
+                           e[i].indexed ? &cfg : NULL) == -1)
       goto fail;
     if (!e[i].image && !same &&
         sn_registry_put_manifest(dst, e[i].m->digest, e[i].m->media_type,

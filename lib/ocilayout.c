@@ -720,6 +720,68 @@ sn_layout_push_blob_fd(struct sn_layout *l, const char *digest, int fd,
 }
 
 int
+sn_layout_blob_tmp(struct sn_layout *l, const char *digest, char **tmp)
+{
+  char *p;
+  int fd = -1;
+
+  *tmp = NULL;
+  pthread_mutex_lock(&l->lock);
+  if (ensure_layout(l) == -1 || (p = blob_path(l, digest)) == NULL) {
+    pthread_mutex_unlock(&l->lock);
+    return sn_prefix_error("%s: ", l->dir);
+  }
+  pthread_mutex_unlock(&l->lock);
+  if (asprintf(tmp, "%s.tmp-XXXXXX", p) < 0) {
+    *tmp = NULL;
+    free(p);
+    return sn_oom();
+  }
+  free(p);
+  fd = mkostemp(*tmp, O_CLOEXEC);
+  if (fd == -1) {
+    sn_set_error("%s: %s", *tmp, strerror(errno));
+    free(*tmp);
+    *tmp = NULL;
+  }
+  return fd;
+}
+
+int
+sn_layout_blob_adopt(struct sn_layout *l, const char *digest,
+                     const char *tmp, int64_t size)
+{
+  struct stat st;
+  char *p = blob_path(l, digest);
+  int rc = -1;
+
+  if (p == NULL)
+    goto out;
+  if (stat(tmp, &st) == -1) {
+    sn_set_error("%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  if (st.st_size != size) {
+    sn_set_error("blob %s: %jd bytes written, %jd expected", digest,
+                 (intmax_t) st.st_size, (intmax_t) size);
+    goto out;
+  }
+  pthread_mutex_lock(&l->lock);
+  if (rename(tmp, p) == -1)
+    sn_set_error("rename %s: %s", p, strerror(errno));
+  else
+    rc = 0;
+  pthread_mutex_unlock(&l->lock);
+out:
+  if (rc == -1) {
+    unlink(tmp);
+    sn_prefix_error("%s: ", l->dir);
+  }
+  free(p);
+  return rc;
+}
+
+int
 sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
                        const char *media_type, const uint8_t *data,
                        size_t len)

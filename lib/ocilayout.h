@@ -47,6 +47,15 @@ int sn_layout_push_blob(struct sn_layout *l, const char *digest,
                         const uint8_t *data, size_t len);
 int sn_layout_push_blob_fd(struct sn_layout *l, const char *digest, int fd,
                            int64_t size);
+/* Streaming writes of a blob whose bytes the caller has verified (see
+ * sn_blob_writer in registry.h): sn_layout_blob_tmp creates the layout if
+ * needed and opens a temporary file beside the final blob (returns its fd
+ * and sets *tmp, caller frees); sn_layout_blob_adopt fsyncs nothing more,
+ * checks the size and renames it into place (or removes it when the blob
+ * is already there). */
+int sn_layout_blob_tmp(struct sn_layout *l, const char *digest, char **tmp);
+int sn_layout_blob_adopt(struct sn_layout *l, const char *digest,
+                         const char *tmp, int64_t size);
 int sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
                            const char *media_type, const uint8_t *data,
                            size_t len);

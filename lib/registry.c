@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "digest.h"
@@ -1182,6 +1183,104 @@ sn_registry_push_blob_fd(struct sn_registry *r, const char *digest, int fd,
   if (r->layout)
     return sn_layout_push_blob_fd(r->layout, digest, fd, size);
   return push_blob(r, digest, NULL, fd, size);
+}
+
+struct sn_blob_writer {
+  struct sn_registry *r;
+  char digest[SN_DIGEST_STRLEN + 1];
+  int64_t size;
+  FILE *f;                      /* buffered writes */
+  char *tmp;                    /* layout: the temporary file's path */
+};
+
+struct sn_blob_writer *
+sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
+{
+  struct sn_blob_writer *w;
+  int fd;
+
+  if (check_digest(digest) == -1)
+    return NULL;
+  if ((w = calloc(1, sizeof *w)) == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  w->r = r;
+  w->size = size;
+  snprintf(w->digest, sizeof w->digest, "%s", digest);
+  if (r->layout) {
+    fd = sn_layout_blob_tmp(r->layout, digest, &w->tmp);
+    if (fd == -1 || (w->f = fdopen(fd, "w")) == NULL) {
+      if (fd != -1) {
+        sn_set_error("fdopen: %s", strerror(errno));
+        close(fd);
+        unlink(w->tmp);
+      }
+      free(w->tmp);
+      free(w);
+      return NULL;
+    }
+  }
+  else if ((w->f = tmpfile()) == NULL) {
+    sn_set_error("temporary file: %s", strerror(errno));
+    free(w);
+    return NULL;
+  }
+  setvbuf(w->f, NULL, _IOFBF, 1 << 20);
+  return w;
+}
+
+int
+sn_blob_writer_write(struct sn_blob_writer *w, const uint8_t *data,
+                     size_t len)
+{
+  if (fwrite(data, 1, len, w->f) != len)
+    return sn_set_error("blob %s: writing a temporary file: %s", w->digest,
+                        strerror(errno));
+  return 0;
+}
+
+int
+sn_blob_writer_commit(struct sn_blob_writer *w)
+{
+  int rc = -1;
+
+  if (fflush(w->f) == EOF) {
+    sn_set_error("blob %s: temporary file: %s", w->digest, strerror(errno));
+    goto out;
+  }
+  if (w->tmp) {
+    if (fsync(fileno(w->f)) == -1) {
+      sn_set_error("%s: fsync: %s", w->tmp, strerror(errno));
+      goto out;
+    }
+    rc = sn_layout_blob_adopt(w->r->layout, w->digest, w->tmp, w->size);
+    free(w->tmp);               /* adopted or removed */
+    w->tmp = NULL;
+  }
+  else if (lseek(fileno(w->f), 0, SEEK_END) != w->size)
+    sn_set_error("blob %s: size differs from its descriptor", w->digest);
+  else if (lseek(fileno(w->f), 0, SEEK_SET) == -1)
+    sn_set_error("temporary file: %s", strerror(errno));
+  else
+    rc = sn_registry_push_blob_fd(w->r, w->digest, fileno(w->f), w->size);
+out:
+  sn_blob_writer_abort(w);
+  return rc;
+}
+
+void
+sn_blob_writer_abort(struct sn_blob_writer *w)
+{
+  if (w == NULL)
+    return;
+  if (w->f)
+    fclose(w->f);
+  if (w->tmp) {
+    unlink(w->tmp);
+    free(w->tmp);
+  }
+  free(w);
 }
 
 static int

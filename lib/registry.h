@@ -113,6 +113,21 @@ int sn_registry_push_blob(struct sn_registry *r, const char *digest,
 int sn_registry_push_blob_fd(struct sn_registry *r, const char *digest,
                              int fd, int64_t size);
 
+/* A blob written as its bytes arrive (convert copies a layer while it
+ * indexes it, in the same pass).  To a layout: a temporary file beside
+ * the final blob, renamed into place on commit; to a registry: a
+ * temporary file uploaded on commit.  The caller commits only bytes it
+ * has already verified against digest (e.g. the data of a
+ * sn_registry_get_blob that returned 0): commit checks the size, not the
+ * digest.  commit and abort free w; abort removes what was written. */
+struct sn_blob_writer;
+struct sn_blob_writer *sn_blob_writer_new(struct sn_registry *r,
+                                          const char *digest, int64_t size);
+int sn_blob_writer_write(struct sn_blob_writer *w, const uint8_t *data,
+                         size_t len);
+int sn_blob_writer_commit(struct sn_blob_writer *w);
+void sn_blob_writer_abort(struct sn_blob_writer *w);
+
 /* PUT a manifest or index by tag or by digest. */
 int sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
                              const char *media_type, const uint8_t *data,

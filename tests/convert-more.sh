@@ -194,6 +194,42 @@ check "nothing tagged after the rejection" bash -c "
     python3 '$TMP/reg.py' '$R_URL' manifest test/rej v1 > /dev/null; [ \$? = 4 ]"
 fault_set F '{"rules":[]}'
 
+# ---- 4b. one pass per layer, layers in parallel ----------------------------
+# Through the proxy, each layer GET held 1 s before it is forwarded: the
+# layers of a convert to an OCI layout are downloaded once each (indexed
+# and copied in the same pass) and at least two downloads overlap.
+fault_set F '{"rules":[{"match":{"method":"GET","path":"/blobs/sha256:","range":false},"action":"delay","seconds":1}]}'
+: > "$F_LOG"
+check "convert to an OCI layout through a slow link" \
+    "$SN" convert -q --min-layer-size 0 -s 64K "$F_HOST/test/img:v1" "oci-layout:$TMP/par:x"
+fault_set F '{"rules":[]}'
+check "each layer downloaded exactly once, two downloads at once, the copies intact" \
+    python3 - "$F_LOG" "$TMP/par" <<'PY'
+import hashlib, json, sys
+log, lay = sys.argv[1], sys.argv[2]
+def blob(d):
+    return open("%s/blobs/sha256/%s" % (lay, d[7:]), "rb").read()
+def images(d):                  # image manifests under descriptor list d
+    for m in d:
+        j = json.loads(blob(m["digest"]))
+        if "manifests" in j:
+            yield from images(j["manifests"])
+        elif j["config"]["mediaType"].endswith("image.config.v1+json"):
+            yield j
+digests = [l["digest"] for l in next(images(json.load(open(lay + "/index.json"))["manifests"]))["layers"]]
+assert len(digests) == 4, digests
+recs = [json.loads(l) for l in open(log)]
+gets = {}
+for r in recs:
+    if r["method"] == "GET" and "/blobs/sha256:" in r["path"]:
+        gets.setdefault(r["path"].rsplit("/", 1)[1], []).append(r)
+for d in digests:
+    assert len(gets.get(d, [])) == 1, (d, len(gets.get(d, [])))
+    assert "sha256:" + hashlib.sha256(blob(d)).hexdigest() == d, d
+spans = sorted((gets[d][0]["start"], gets[d][0]["time"]) for d in digests)
+assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+PY
+
 # ---- 5. ztoc ls / info / get-file IMAGE ------------------------------------
 check "ztoc ls IMAGE" bash -o pipefail -c "'$SN' ztoc ls '$REF:soci' > '$TMP/zls'"
 check "ztoc ls: one line per ztoc: digest, size, layer digest, in layer order" \

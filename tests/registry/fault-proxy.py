@@ -42,7 +42,7 @@ order; the first whose match fits the request applies.  A rule:
                     with a Location on the second listener
 
 Every request on both listeners is logged as one JSON line to --log:
-listener ("main"/"redirect"), method, path, request headers (the value of
+"start" and "time" (when it arrived and when it was answered), listener ("main"/"redirect"), method, path, request headers (the value of
 Authorization/Cookie/Proxy-Authorization reduced to "SCHEME sha256:PREFIX"
 so tests can compare without secrets in logs), response status, selected
 response headers, the action applied and the body bytes sent.
@@ -219,7 +219,8 @@ class Handler(BaseHTTPRequestHandler):
         sh = self.server.shared
         rec = {"listener": self.listener, "method": self.command,
                "path": self.path, "client": "%s:%d" % self.client_address,
-               "headers": self.req_headers_for_log()}
+               "headers": self.req_headers_for_log(),
+               "start": round(time.time(), 3)}
         method, path = self.command, self.path
         fwd_headers = [(k, v) for k, v in self.headers.items()
                        if k.lower() not in HOP]
