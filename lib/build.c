@@ -123,6 +123,8 @@ sn_ztoc_builder_new(enum sn_compression comp, const struct sn_build_opts *o)
   b->zb = sn_zinfo_builder_new(comp, b->span_size, on_output, b);
   if (b->z == NULL || b->tp == NULL || b->zb == NULL)
     goto fail;
+  if (o && o->no_blob_digest)
+    sn_zinfo_builder_skip_blob_digest(b->zb);
   b->z->compression = comp;
   if (sn_bytes_set(&b->z->version, SN_ZTOC_VERSION, strlen(SN_ZTOC_VERSION)) ||
       sn_bytes_set(&b->z->build_tool, tool, strlen(tool)))
@@ -162,7 +164,8 @@ sn_ztoc_builder_finish(struct sn_ztoc_builder *b,
   int64_t end;
   size_t i;
 
-  if (sn_zinfo_builder_finish(b->zb, &zi, &digests, whole) == -1 ||
+  if (sn_zinfo_builder_finish(b->zb, &zi, &digests,
+                              blob_digest ? whole : NULL) == -1 ||
       sn_tar_parser_finish(b->tp, &end) == -1)
     goto fail;
   zi->compressed_size = b->in_bytes;

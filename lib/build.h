@@ -13,6 +13,7 @@
 #ifndef SN_BUILD_H
 #define SN_BUILD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,8 @@
 struct sn_build_opts {
   int64_t span_size;          /* 0 → SN_DEFAULT_SPAN_SIZE */
   const char *build_tool;     /* NULL → SN_BUILD_TOOL_DEFAULT */
+  bool no_blob_digest;        /* the caller verifies the layer digest
+                                 itself: finish gets blob_digest NULL */
 };
 
 /* What a layer's first bytes say it is. */

@@ -554,6 +554,7 @@ struct sn_zinfo_builder {
   sn_output_fn on_output;
   void *opaque;
   bool failed, finished;
+  bool no_blob_hash;             /* sn_zinfo_builder_skip_blob_digest */
 
   int64_t totin, totout;         /* bytes consumed / produced so far */
   int64_t last;                  /* totout at the last checkpoint */
@@ -631,7 +632,8 @@ hasher_chunk(struct sn_zinfo_builder *b)
   size_t len = h->len, done = 0;
 
   pthread_mutex_unlock(&h->lock);
-  sn_sha256_update(&b->blob_hash, data, len);
+  if (!b->no_blob_hash)
+    sn_sha256_update(&b->blob_hash, data, len);
   pthread_mutex_lock(&h->lock);
   for (;;) {
     struct cut c;
@@ -1026,7 +1028,7 @@ feed_gzip(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
 
   if (threaded)
     hasher_begin(&b->h, data, len);
-  else
+  else if (!b->no_blob_hash)
     sn_sha256_update(&b->blob_hash, data, len);
   r = inflate_feed(b, data, len, threaded);
   if (threaded && hasher_end(&b->h) == -1)
@@ -1044,7 +1046,8 @@ feed_tar(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
 
   if (b->on_output && b->on_output(b->opaque, data, len) == -1)
     return -1;
-  sn_sha256_update(&b->blob_hash, data, len);
+  if (!b->no_blob_hash)
+    sn_sha256_update(&b->blob_hash, data, len);
   while (pos < len) {
     int64_t room = b->span_size - b->totin % b->span_size;
     size_t n = (uint64_t) room < len - pos ? (size_t) room : len - pos;
@@ -1150,7 +1153,16 @@ sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
     b->digests = NULL;
     b->ndigests = b->dcap = 0;
   }
-  if (blob_digest)
+  if (blob_digest) {
+    if (b->no_blob_hash)
+      return sn_set_error("zinfo builder: the blob digest was not computed");
     sn_sha256_final(&b->blob_hash, blob_digest);
+  }
   return 0;
+}
+
+void
+sn_zinfo_builder_skip_blob_digest(struct sn_zinfo_builder *b)
+{
+  b->no_blob_hash = true;
 }

@@ -123,5 +123,9 @@ int sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
                             uint8_t (**span_digests)[SN_SHA256_LEN],
                             uint8_t blob_digest[SN_SHA256_LEN]);
 void sn_zinfo_builder_free(struct sn_zinfo_builder *b);
+/* Do not hash the whole blob (the caller verifies the layer digest by
+ * other means); call before the first feed; finish then gives no
+ * blob_digest (pass NULL). */
+void sn_zinfo_builder_skip_blob_digest(struct sn_zinfo_builder *b);
 
 #endif
