@@ -7,14 +7,10 @@
 #   mkinitramfs.sh --kernel
 #       make sure the cache is filled; print the kernel's path.
 #
-# The kernel is Debian 12's own (the package that `apt-cache depends
-# linux-image-amd64` names), fetched with `apt-get download` and unpacked
-# with `dpkg-deb -x` — nothing is installed into /boot.  The cache
-# ($SOCI_NBD_QEMU_CACHE, else /var/cache/soci-nbd-qemu when writable, else
-# ~/.cache/soci-nbd-qemu) keeps, per kernel package, only vmlinuz, the few
-# modules the guest loads, and the base initramfs (busybox-static,
-# nbd-client and its libraries, the modules, /init).  Set
-# SOCI_NBD_QEMU_KPKG to pick another linux-image-* package.
+# The kernel and its modules come from scripts/debian-kernel.sh (Debian's
+# own kernel package, unpacked into a cache, shared with examples/boot-vm).
+# The base initramfs (busybox-static, nbd-client and its libraries, the
+# modules, /init) is cached next to the kernel.
 #
 # The guest's /init: mounts proc/sys/devtmpfs, loads the modules (virtio
 # pci/blk/net, nbd, squashfs, overlay, loop and their dependencies, in
@@ -27,94 +23,10 @@
 set -eu -o pipefail
 umask 022
 
-MODULES="virtio_pci virtio_blk virtio_net nbd squashfs overlay loop"
 SELF=$(readlink -f "$0")
+KERNEL_SH=$(dirname "$SELF")/../../scripts/debian-kernel.sh
 
 die() { echo "mkinitramfs.sh: $*" >&2; exit 1; }
-
-cache_dir() {
-    if [ -n "${SOCI_NBD_QEMU_CACHE:-}" ]; then
-        echo "$SOCI_NBD_QEMU_CACHE"
-    elif mkdir -p /var/cache/soci-nbd-qemu 2>/dev/null &&
-         [ -w /var/cache/soci-nbd-qemu ]; then
-        echo /var/cache/soci-nbd-qemu
-    else
-        echo "${XDG_CACHE_HOME:-$HOME/.cache}/soci-nbd-qemu"
-    fi
-}
-
-kernel_pkg() {
-    if [ -n "${SOCI_NBD_QEMU_KPKG:-}" ]; then
-        echo "$SOCI_NBD_QEMU_KPKG"
-        return
-    fi
-    p=$(apt-cache depends linux-image-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
-    if [ -z "$p" ]; then
-        # No package lists: use a kernel cached earlier, if any.
-        p=$(ls -1d "$CACHE"/linux-image-*/vmlinuz 2>/dev/null | tail -1)
-        p=${p%/vmlinuz}
-        p=${p##*/}
-    fi
-    [ -n "$p" ] || die "cannot tell which linux-image-* package to use (apt-cache depends linux-image-amd64 names none; set SOCI_NBD_QEMU_KPKG)"
-    echo "$p"
-}
-
-# fill_kernel DIR PKG: DIR/vmlinuz, DIR/modules/*.ko, DIR/modules/load.list
-fill_kernel() {
-    dir=$1 pkg=$2
-    [ -f "$dir/vmlinuz" ] && [ -f "$dir/modules/load.list" ] && return 0
-    w=$(mktemp -d "$CACHE/.work.XXXXXX")
-    ( cd "$w" && apt-get download -q "$pkg" >/dev/null 2>"$w/apt.err" ) ||
-        { cat "$w/apt.err" >&2; rm -rf "$w"; die "apt-get download $pkg failed"; }
-    dpkg-deb -x "$w"/"$pkg"_*.deb "$w/x"
-    rm -f "$w"/*.deb
-    kver=$(ls -1 "$w/x/lib/modules" | head -1)
-    [ -n "$kver" ] || die "$pkg has no /lib/modules/*"
-    depmod -b "$w/x" "$kver"
-    mkdir -p "$w/out/modules"
-    cp "$w/x/boot/vmlinuz-$kver" "$w/out/vmlinuz"
-    cp "$w/x/boot/config-$kver" "$w/out/config"
-    echo "$kver" > "$w/out/kver"
-    # modprobe --show-depends prints "insmod PATH [OPTIONS]" in load order,
-    # dependencies first; built-in modules print "builtin NAME".  -C
-    # /dev/null: no options from the host's /etc/modprobe.d.
-    : > "$w/out/modules/load.list"
-    for m in $MODULES; do
-        modprobe -C /dev/null -d "$w/x" -S "$kver" --show-depends "$m" ||
-            die "module $m not found in $pkg"
-    done | awk '$1 == "insmod" { print $2 }' | while read -r path; do
-        base=${path##*/}
-        grep -qx "$base" "$w/out/modules/load.list" && continue
-        cp "$path" "$w/out/modules/$base"
-        echo "$base" >> "$w/out/modules/load.list"
-    done
-    rm -rf "$w/x"
-    mkdir -p "$dir"
-    cp -a "$w/out/." "$dir/"
-    rm -rf "$w"
-}
-
-# fill_vmlinux DIR: DIR/vmlinux, the uncompressed ELF kernel out of the
-# xz'd bzImage.  QEMU boots it directly through its PVH entry point
-# (CONFIG_PVH=y in Debian's kernel), which spares the 4 s that the
-# kernel's own xz decompression takes under TCG.  Without it (no xz data
-# found, not an ELF), the guest boots vmlinuz.
-fill_vmlinux() {
-    dir=$1
-    [ -f "$dir/vmlinux" ] || [ -f "$dir/vmlinux.none" ] && return 0
-    off=$(LC_ALL=C grep -abo $'\xfd7zXZ\x00' "$dir/vmlinuz" | head -1 | cut -d: -f1)
-    if [ -n "$off" ] &&
-       xz -dc --single-stream < <(tail -c +$((off + 1)) "$dir/vmlinuz") \
-           > "$dir/vmlinux.tmp" 2>/dev/null &&
-       [ "$(head -c 4 "$dir/vmlinux.tmp")" = $'\x7fELF' ] &&
-       grep -q '^CONFIG_PVH=y' "$dir/config"; then
-        mv "$dir/vmlinux.tmp" "$dir/vmlinux"
-    else
-        rm -f "$dir/vmlinux.tmp"
-        : > "$dir/vmlinux.none"
-    fi
-}
 
 # The kernel to boot: vmlinux when there is one.
 kernel_path() {
@@ -242,18 +154,14 @@ fill_base() {
 }
 
 prepare() {
-    CACHE=$(cache_dir)
-    mkdir -p "$CACHE" || die "cannot create the cache $CACHE"
+    KDIR=$("$KERNEL_SH") || die "no kernel (scripts/debian-kernel.sh failed)"
+    CACHE=$(dirname "$KDIR")
     # One builder at a time.
     exec 9> "$CACHE/.lock"
     flock 9
-    PKG=$(kernel_pkg)
-    KDIR=$CACHE/$PKG
-    fill_kernel "$KDIR" "$PKG"
-    fill_vmlinux "$KDIR"
-    # The base depends on this script (/init) and the host's busybox and
-    # nbd-client: name it after them.
-    stamp=$( { sha256sum "$SELF"; sha256sum /bin/busybox;
+    # The base depends on this script (/init), the modules and the host's
+    # busybox and nbd-client: name it after them.
+    stamp=$( { sha256sum "$SELF"; cat "$KDIR/modules/load.list"; sha256sum /bin/busybox;
                sha256sum "$(command -v nbd-client || echo /usr/sbin/nbd-client)"; } |
              sha256sum | cut -c1-16)
     BASE=$KDIR/base-$stamp.cpio.gz
