@@ -53,27 +53,41 @@ struct sn_nbd_attach_opts {
 
 /* Connect to srv and attach the export to a device.  Returns the device
  * index (N of /dev/nbdN); -1 on error.  Waits until the block device has
- * its size (so it can be mounted as soon as this returns). */
+ * its size (so it can be mounted as soon as this returns).  read_only adds
+ * NBD_FLAG_READ_ONLY to the server's flags (the device becomes ro).  The
+ * device is not destroyed on disconnect: /sys/block/nbdN stays, size 0.
+ * Requests sent before the connection died are only requeued when their
+ * io_timeout expires (with io_timeout 0, after the block layer's 30 s
+ * default); set io_timeout when reconnection matters. */
 int sn_nbd_attach(const struct sn_nbd_server *srv,
                   const struct sn_nbd_attach_opts *opts);
 
 /* Give device index a freshly negotiated connection to srv
- * (NBD_CMD_RECONFIGURE).  The export must have the same size. */
+ * (NBD_CMD_RECONFIGURE).  The export must have the same size.  The kernel
+ * puts the socket in the place of the device's dead one; when none is dead
+ * (no NBD_CMD_LINK_DEAD yet) it drops the socket and still reports
+ * success, so call this after a link-dead event (as sn_nbd_supervise
+ * does). */
 int sn_nbd_reconnect(int index, const struct sn_nbd_server *srv);
 
 /* Disconnect device index (NBD_CMD_DISCONNECT); 0 also when it was not
- * connected. */
+ * connected, -1 when there is no such device.  A mounted device keeps its
+ * size until the last close. */
 int sn_nbd_detach(int index);
 
-/* 1 = device index is connected, 0 = not, -1 = error. */
+/* 1 = device index is connected (configured: also while its link is dead
+ * and, after a disconnect, until its last close), 0 = not, -1 = error. */
 int sn_nbd_connected(int index);
 
 /* Keep devices attached: listen for link-dead events of the n devices
  * (indexes[i] served by srvs[i]) and, for each dead one, retry
  * sn_nbd_reconnect every retry_ms until it succeeds.  Returns 0 when every
- * device has been disconnected (e.g. by umount) or when *stop becomes true
+ * device has been disconnected (sn_nbd_detach, and the umount if it was
+ * mounted: umount alone does not disconnect) or when *stop becomes true
  * (checked at least every second), -1 on an error that stops supervision.
- * Logs one line per event to stderr. */
+ * Logs one line per event to stderr (a failing reconnect: when its message
+ * changes).  A link that died before this call joined the multicast group
+ * goes unnoticed: start it right after attaching. */
 int sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
                      size_t n, unsigned retry_ms, volatile bool *stop);
 
