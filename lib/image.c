@@ -6,22 +6,29 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "build.h"
+#include "diskcache.h"
 #include "fdio.h"
 #include "digest.h"
+#include "index.h"
 #include "err.h"
 #include "image.h"
 #include "layer.h"
 #include "manifest.h"
 #include "ref.h"
 #include "registry.h"
+#include "spancache.h"
 #include "sqfs.h"
 #include "ztoc.h"
 
@@ -31,6 +38,11 @@
 #define ANN_LAYER_DIGEST "com.amazon.soci.image-layer-digest"
 #define ZTOC_MEDIA_TYPE "application/octet-stream"
 #define MAX_ZTOC ((size_t) 1 << 30)
+#define MAX_PREFETCH_DOC ((size_t) 16 << 20)
+/* Background fetches wait until no foreground read ran for this long. */
+#define QUIET_NS (20 * 1000 * 1000)
+
+enum verify_state { VERIFY_NONE, VERIFY_PENDING, VERIFY_OK, VERIFY_FAILED };
 #define CHUNK (1024 * 1024)
 
 struct img_layer {
@@ -46,6 +58,10 @@ struct img_layer {
   uint64_t whole_bytes;         /* downloaded whole at open */
   uint64_t local_bytes;         /* atomically: read from fd */
   char *sqfs_error;             /* why its overlayfs image is missing */
+  struct sn_prefetch_span *pf;  /* its prefetch artifacts' span ranges */
+  size_t npf;
+  int verify;                   /* enum verify_state, atomically */
+  char *verify_msg;             /* set before verify becomes FAILED */
 };
 
 struct sn_image {
@@ -61,7 +77,19 @@ struct sn_image {
   void (*trace)(void *opaque, size_t layer, size_t span,
                 const struct sn_span *s);
   void (*log)(void *opaque, const char *msg);
+  void (*progress)(void *opaque);
   void *opaque;
+
+  struct sn_diskcache *disk;
+  enum sn_prefetch_mode prefetch;
+  bool layer_check;
+  size_t npf_docs;              /* prefetch artifacts used */
+  pthread_t bg;
+  bool bg_started;
+  int bg_stop, bg_done;         /* atomically */
+  int fg_active;                /* foreground reads running, atomically */
+  int64_t fg_last;              /* when the last one ended (ns), atomically */
+  uint64_t spans_prefetched;    /* atomically */
 };
 
 static void logf_(struct sn_image *img, const char *fmt, ...)
@@ -241,6 +269,11 @@ fetch_whole(struct sn_image *img, struct img_layer *l, enum sn_compression comp,
       if (z) {
         logf_(img, "layer %zu (%s): using the cached copy %s", l->index,
               l->digest, path);
+        sn_diskcache_touch(path);
+        if (img->disk && sn_diskcache_pin(img->disk, path) == -1) {
+          sn_ztoc_free(z);
+          z = NULL;
+        }
         goto out;
       }
       logf_(img, "layer %zu (%s): cached copy %s is not valid, fetching "
@@ -295,6 +328,14 @@ fetch_whole(struct sn_image *img, struct img_layer *l, enum sn_compression comp,
       sn_ztoc_free(z);
       z = NULL;
       goto out;
+    }
+    if (img->disk) {
+      if (sn_diskcache_pin(img->disk, path) == -1) {
+        sn_ztoc_free(z);
+        z = NULL;
+        goto out;
+      }
+      sn_diskcache_add(img->disk, s.n);
     }
   }
   l->whole_bytes = s.n;
@@ -375,6 +416,110 @@ find_index(struct sn_image *img, const struct sn_manifest *m,
   return 0;
 }
 
+/* Parse a prefetch artifact: {"version":"1.0","prefetch_spans":
+ * [{"start_span":A,"end_span":B[,"priority":N]}, …]}. */
+static int
+parse_prefetch(const uint8_t *buf, size_t len, struct sn_prefetch_span **out,
+               size_t *n)
+{
+  json_error_t je;
+  json_t *root = json_loadb((const char *) buf, len, 0, &je), *spans, *v;
+  const char *ver = NULL;
+  size_t i;
+
+  *out = NULL;
+  *n = 0;
+  if (root == NULL)
+    return sn_set_error("not JSON: %s (line %d)", je.text, je.line);
+  if (!json_is_object(root) ||
+      !json_is_string(v = json_object_get(root, "version")) ||
+      strcmp(ver = json_string_value(v), "1.0") != 0 ||
+      !json_is_array(spans = json_object_get(root, "prefetch_spans"))) {
+    json_decref(root);
+    return sn_set_error("not a prefetch artifact v1.0%s%s",
+                        ver ? ": version " : "", ver ? ver : "");
+  }
+  *out = calloc(json_array_size(spans) + 1, sizeof **out);
+  if (*out == NULL) {
+    json_decref(root);
+    return sn_oom();
+  }
+  json_array_foreach(spans, i, v) {
+    json_t *a = json_object_get(v, "start_span"), *b = json_object_get(v,
+                                                                 "end_span");
+
+    if (!json_is_integer(a) || !json_is_integer(b) ||
+        json_integer_value(a) < 0 ||
+        json_integer_value(b) < json_integer_value(a) ||
+        json_integer_value(b) > INT32_MAX) {
+      json_decref(root);
+      free(*out);
+      *out = NULL;
+      return sn_set_error("prefetch_spans[%zu]: want 0 <= start_span <= "
+                          "end_span", i);
+    }
+    (*out)[*n].start = (int32_t) json_integer_value(a);
+    (*out)[*n].end = (int32_t) json_integer_value(b);
+    (*n)++;
+  }
+  json_decref(root);
+  return 0;
+}
+
+/* Fetch one prefetch artifact (by digest: verified) and attach its span
+ * ranges to its layer.  Unknown layers are ignored (as a ztoc would be);
+ * span ids are checked when the ztoc is known (setup_layers). */
+static int
+load_prefetch(struct sn_image *img, const struct sn_descriptor *d)
+{
+  const char *ld = sn_annotation_get(d->annotations, d->nannotations,
+                                     ANN_LAYER_DIGEST);
+  struct sn_prefetch_span *sp, *all;
+  uint8_t *buf;
+  size_t len, n, j;
+
+  if (ld == NULL)
+    return 0;
+  for (j = 0; j < img->nlayers; j++)
+    if (strcmp(img->layers[j].digest, ld) == 0)
+      break;
+  if (j == img->nlayers)
+    return 0;
+  if (sn_registry_get_blob_mem(img->reg, d->digest,
+                               d->size > 0 &&
+                               (uint64_t) d->size < MAX_PREFETCH_DOC
+                               ? (size_t) d->size : MAX_PREFETCH_DOC,
+                               &buf, &len) == -1)
+    return sn_prefix_error("prefetch artifact %s of layer %zu: ", d->digest,
+                           j);
+  if (parse_prefetch(buf, len, &sp, &n) == -1) {
+    free(buf);
+    return sn_prefix_error("prefetch artifact %s of layer %zu: ", d->digest,
+                           j);
+  }
+  free(buf);
+  /* Every layer with this digest gets the ranges. */
+  for (; j < img->nlayers; j++) {
+    struct img_layer *l = &img->layers[j];
+
+    if (strcmp(l->digest, ld) != 0)
+      continue;
+    all = realloc(l->pf, (l->npf + n + 1) * sizeof *all);
+    if (all == NULL) {
+      free(sp);
+      return sn_oom();
+    }
+    memcpy(all + l->npf, sp, n * sizeof *sp);
+    l->pf = all;
+    l->npf += n;
+  }
+  free(sp);
+  img->npf_docs++;
+  logf_(img, "prefetch artifact %s: %zu span ranges of layer %s", d->digest,
+        n, ld);
+  return 0;
+}
+
 /* Fetch the index and attach ztocs to the layers (ztocs[i]). */
 static int
 load_index(struct sn_image *img, const struct sn_manifest *m,
@@ -406,6 +551,12 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
     uint8_t *buf;
     size_t len;
 
+    if (d->media_type && strcmp(d->media_type, SN_MT_SOCI_PREFETCH) == 0) {
+      if (img->prefetch == SN_PREFETCH_ARTIFACT &&
+          load_prefetch(img, d) == -1)
+        goto fail;
+      continue;
+    }
     if (d->media_type == NULL || strcmp(d->media_type, ZTOC_MEDIA_TYPE) != 0)
       continue;
     ld = sn_annotation_get(d->annotations, d->nannotations, ANN_LAYER_DIGEST);
@@ -602,6 +753,7 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     struct sn_layer_opts lo = {
       .cache_bytes = o->cache_size,
       .layer_digest = l->digest,
+      .disk = img->disk,
     };
     struct sn_ztoc *z = ztocs[i];
 
@@ -640,6 +792,18 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     }
     l->spans_total = (uint64_t) sn_layer_ztoc(l->layer)->max_span_id + 1;
     sn_layer_set_trace(l->layer, layer_trace, l);
+    if (!l->lazy && l->npf) {
+      logf_(img, "layer %zu (%s): prefetch artifact ignored: the layer is "
+            "local", i, l->digest);
+      l->npf = 0;
+    }
+    for (size_t p = 0; p < l->npf; p++)
+      if ((uint64_t) l->pf[p].end >= l->spans_total) {
+        sn_set_error("layer %zu (%s): prefetch artifact names span %d, the "
+                     "ztoc has %" PRIu64, i, l->digest, (int) l->pf[p].end,
+                     l->spans_total);
+        goto out;
+      }
   }
   r = 0;
 out:
@@ -663,8 +827,21 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   }
   img->trace = o->trace;
   img->log = o->log;
+  img->progress = o->progress;
   img->opaque = o->opaque;
   img->index_source = "none";
+  img->prefetch = o->prefetch;
+  img->layer_check = !o->no_layer_check;
+  if (o->cache_dir) {
+    img->disk = sn_diskcache_open(o->cache_dir, o->cache_dir_size,
+                                  img->log, img->opaque);
+    if (img->disk == NULL)
+      goto fail;
+  }
+  else if (o->cache_dir_size) {
+    sn_set_error("a cache directory size bound needs a cache directory");
+    goto fail;
+  }
 
   if (sn_ref_parse(image, &img->ref) == -1) {
     sn_prefix_error("%s: ", image);
@@ -740,6 +917,10 @@ sn_image_free(struct sn_image *img)
 
   if (img == NULL)
     return;
+  if (img->bg_started) {
+    __atomic_store_n(&img->bg_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(img->bg, NULL);
+  }
   for (i = 0; i < img->nexports; i++) {
     if (owns_sqfs(img, i))
       sn_sqfs_free(img->exports[i].sqfs);
@@ -756,8 +937,11 @@ sn_image_free(struct sn_image *img)
     free(l->digest);
     free(l->media_type);
     free(l->sqfs_error);
+    free(l->pf);
+    free(l->verify_msg);
   }
   free(img->layers);
+  sn_diskcache_free(img->disk);
   sn_registry_close(img->reg);
   sn_ref_clear(&img->ref);
   free(img->manifest_digest);
@@ -859,13 +1043,40 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
   return 0;
 }
 
+static int64_t
+now_ns(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Foreground reads are counted so that background fetches yield to them. */
+static void
+fg_begin(struct sn_image *img)
+{
+  __atomic_fetch_add(&img->fg_active, 1, __ATOMIC_ACQ_REL);
+}
+
+static void
+fg_end(struct sn_image *img)
+{
+  __atomic_store_n(&img->fg_last, now_ns(), __ATOMIC_RELEASE);
+  __atomic_fetch_sub(&img->fg_active, 1, __ATOMIC_ACQ_REL);
+}
+
 int
 sn_image_pread(struct sn_image *img, struct sn_image_export *e, void *buf,
                size_t len, uint64_t off)
 {
   struct rd rd = { img, e->first_layer };
+  int r;
 
-  if (sn_sqfs_read(e->sqfs, buf, len, off, read_tar, &rd) == -1)
+  fg_begin(img);
+  r = sn_sqfs_read(e->sqfs, buf, len, off, read_tar, &rd);
+  fg_end(img);
+  if (r == -1)
     return -1;
   __atomic_fetch_add(&e->bytes_read, (uint64_t) len, __ATOMIC_RELAXED);
   return 0;
@@ -877,8 +1088,10 @@ sn_image_prefetch(struct sn_image *img, struct sn_image_export *e,
 {
   size_t i, n = sn_sqfs_nregions(e->sqfs);
   uint64_t end = off + len;
+  int ret = 0;
 
-  for (i = 0; i < n; i++) {
+  fg_begin(img);
+  for (i = 0; i < n && ret == 0; i++) {
     const struct sn_sqfs_region *r = sn_sqfs_region(e->sqfs, i);
     uint64_t a, b;
     struct img_layer *l;
@@ -890,8 +1103,226 @@ sn_image_prefetch(struct sn_image *img, struct sn_image_export *e,
     l = &img->layers[e->first_layer + r->layer];
     if (sn_layer_prefetch(l->layer, (int64_t) (a - r->start),
                           (int64_t) (b - a)) == -1)
-      return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
+      ret = sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
   }
+  fg_end(img);
+  return ret;
+}
+
+/* ---- the prefetch thread ---------------------------------------------- */
+
+static bool
+bg_stopping(struct sn_image *img)
+{
+  return __atomic_load_n(&img->bg_stop, __ATOMIC_ACQUIRE);
+}
+
+/* Wait until no foreground read has run for QUIET_NS.  False: stop. */
+static bool
+wait_quiet(struct sn_image *img)
+{
+  struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+  while (!bg_stopping(img)) {
+    if (__atomic_load_n(&img->fg_active, __ATOMIC_ACQUIRE) == 0 &&
+        now_ns() - __atomic_load_n(&img->fg_last, __ATOMIC_ACQUIRE)
+        >= QUIET_NS)
+      return true;
+    nanosleep(&ts, NULL);
+  }
+  return false;
+}
+
+static void
+prefetched(struct sn_image *img, uint64_t n)
+{
+  __atomic_fetch_add(&img->spans_prefetched, n, __ATOMIC_RELAXED);
+}
+
+/* The spans of the prefetch artifacts, in their order, as fast as the span
+ * cache allows (SN_SPANCACHE_MAX_GET concurrent fetches per call). */
+static void
+run_artifacts(struct sn_image *img)
+{
+  size_t i, k, s, first, n;
+
+  for (i = 0; i < img->nlayers; i++) {
+    struct img_layer *l = &img->layers[i];
+
+    for (k = 0; k < l->npf && !bg_stopping(img); k++) {
+      for (s = (size_t) l->pf[k].start; s <= (size_t) l->pf[k].end;
+           s += n) {
+        /* Skip what is cached already; count what this loads. */
+        while (s <= (size_t) l->pf[k].end &&
+               sn_layer_span_cached(l->layer, s))
+          s++;
+        if (s > (size_t) l->pf[k].end || bg_stopping(img))
+          break;
+        first = s;
+        for (n = 0; first + n <= (size_t) l->pf[k].end &&
+             n < SN_SPANCACHE_MAX_GET &&
+             !sn_layer_span_cached(l->layer, first + n); n++)
+          ;
+        if (sn_layer_prefetch_spans(l->layer, first, first + n - 1) == -1) {
+          logf_(img, "warning: prefetch of spans %zu..%zu of layer %zu: %s",
+                first, first + n - 1, i, sn_error());
+          continue;
+        }
+        prefetched(img, n);
+      }
+    }
+  }
+  logf_(img, "prefetch artifacts: %" PRIu64 " spans loaded",
+        __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED));
+}
+
+static void
+verify_failed(struct sn_image *img, struct img_layer *l, const char *msg)
+{
+  char *m = NULL;
+
+  if (asprintf(&m, "layer %zu (%s): %s", l->index, l->digest, msg) == -1)
+    m = NULL;
+  l->verify_msg = m;
+  __atomic_store_n(&l->verify, VERIFY_FAILED, __ATOMIC_RELEASE);
+  logf_(img, "error: %s; the layer is no longer served", m ? m : msg);
+  sn_layer_poison(l->layer, m ? m : msg);
+}
+
+/* Every span of layer l, in order, one at a time when the foreground is
+ * quiet, then (with layer_check) the whole-layer check.  False: stop. */
+static bool
+background_layer(struct sn_image *img, struct img_layer *l)
+{
+  size_t i, n = sn_layer_nspans(l->layer);
+  struct sn_layer_check *c = NULL;
+  bool mismatch = false;
+  char msg[1024];
+
+  if (img->layer_check) {
+    c = sn_layer_check_new(l->layer);
+    if (c == NULL) {
+      logf_(img, "warning: layer %zu: whole-layer check not possible: %s",
+            l->index, sn_error());
+      return true;
+    }
+    __atomic_store_n(&l->verify, VERIFY_PENDING, __ATOMIC_RELEASE);
+  }
+  for (i = 0; i < n; i++) {
+    uint8_t *comp;
+    size_t clen;
+    bool cached, warm;
+    int tries;
+
+    if (!wait_quiet(img))
+      goto stop;
+    cached = sn_layer_span_cached(l->layer, i);
+    if (cached && c == NULL)
+      continue;
+    /* Keep the span in memory only where nothing needs evicting: the
+     * foreground's working set wins. */
+    warm = !cached && sn_layer_cache_room(l->layer, i);
+    for (tries = 0; ; tries++) {
+      struct timespec ts = { 1, 0 };
+
+      if (sn_layer_load_span(l->layer, i, warm, &comp, &clen) == 0 &&
+          (comp || c == NULL ||
+           sn_layer_span_comp(l->layer, i, &comp, &clen) == 0))
+        break;
+      if (tries == 5) {
+        logf_(img, "warning: background fetch of layer %zu stopped: %s",
+              l->index, sn_error());
+        if (c)
+          __atomic_store_n(&l->verify, VERIFY_NONE, __ATOMIC_RELEASE);
+        sn_layer_check_free(c);
+        return true;
+      }
+      if (bg_stopping(img))
+        goto stop;
+      nanosleep(&ts, NULL);
+    }
+    prefetched(img, 1);
+    if (c && sn_layer_check_span(c, i, comp, clen, &mismatch) == -1) {
+      snprintf(msg, sizeof msg, "%s", sn_error());
+      free(comp);
+      if (mismatch)
+        verify_failed(img, l, msg);
+      else {
+        logf_(img, "warning: %s", msg);
+        __atomic_store_n(&l->verify, VERIFY_NONE, __ATOMIC_RELEASE);
+      }
+      sn_layer_check_free(c);
+      return true;
+    }
+    free(comp);
+  }
+  if (c) {
+    if (sn_layer_check_finish(c, l->digest, &mismatch) == -1) {
+      snprintf(msg, sizeof msg, "%s", sn_error());
+      if (mismatch)
+        verify_failed(img, l, msg);
+      else {
+        logf_(img, "warning: %s", msg);
+        __atomic_store_n(&l->verify, VERIFY_NONE, __ATOMIC_RELEASE);
+      }
+    }
+    else {
+      __atomic_store_n(&l->verify, VERIFY_OK, __ATOMIC_RELEASE);
+      logf_(img, "layer %zu (%s): whole-layer check passed", l->index,
+            l->digest);
+    }
+    sn_layer_check_free(c);
+  }
+  return true;
+
+stop:
+  if (c)
+    __atomic_store_n(&l->verify, VERIFY_NONE, __ATOMIC_RELEASE);
+  sn_layer_check_free(c);
+  return false;
+}
+
+static void *
+bg_main(void *arg)
+{
+  struct sn_image *img = arg;
+  size_t i;
+
+  if (img->prefetch == SN_PREFETCH_ARTIFACT)
+    run_artifacts(img);
+  else if (img->prefetch == SN_PREFETCH_BACKGROUND) {
+#ifdef SCHED_IDLE
+    struct sched_param sp = { 0 };
+
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+#endif
+    for (i = 0; i < img->nlayers; i++) {
+      if (img->layers[i].lazy && !background_layer(img, &img->layers[i]))
+        break;
+      if (img->progress)
+        img->progress(img->opaque);
+    }
+    logf_(img, "background fetch %s: %" PRIu64 " spans loaded",
+          i == img->nlayers ? "done" : "stopped",
+          __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED));
+  }
+  __atomic_store_n(&img->bg_done, 1, __ATOMIC_RELEASE);
+  if (img->progress)
+    img->progress(img->opaque);
+  return NULL;
+}
+
+int
+sn_image_start_background(struct sn_image *img)
+{
+  int e;
+
+  if (img->prefetch == SN_PREFETCH_NONE || img->bg_started)
+    return 0;
+  e = pthread_create(&img->bg, NULL, bg_main, img);
+  if (e != 0)
+    return sn_set_error("prefetch thread: %s", strerror(e));
+  img->bg_started = true;
   return 0;
 }
 
@@ -910,6 +1341,11 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
   }
   else
     st->local_bytes_read += __atomic_load_n(&l->local_bytes, __ATOMIC_RELAXED);
+  switch (__atomic_load_n(&l->verify, __ATOMIC_ACQUIRE)) {
+  case VERIFY_OK: st->layers_verified++; break;
+  case VERIFY_FAILED: st->layers_verify_failed++; break;
+  default: break;
+  }
   st->cache_hits += ls->cache_hits;
   st->cache_misses += ls->cache_misses;
   st->disk_hits += ls->disk_hits;
@@ -923,6 +1359,8 @@ sn_image_get_stats(struct sn_image *img, struct sn_image_stats *st)
   size_t i;
 
   memset(st, 0, sizeof *st);
+  st->spans_prefetched = __atomic_load_n(&img->spans_prefetched,
+                                         __ATOMIC_RELAXED);
   for (i = 0; i < img->nlayers; i++) {
     struct sn_layer_stats ls;
 
@@ -931,10 +1369,49 @@ sn_image_get_stats(struct sn_image *img, struct sn_image_stats *st)
   }
 }
 
+static void
+put_str(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char) *s;
+
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c < 0x20)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+static const char *
+verify_name(int v)
+{
+  switch (v) {
+  case VERIFY_PENDING: return "pending";
+  case VERIFY_OK: return "ok";
+  case VERIFY_FAILED: return "failed";
+  default: return "none";
+  }
+}
+
+static const char *
+prefetch_name(enum sn_prefetch_mode m)
+{
+  switch (m) {
+  case SN_PREFETCH_ARTIFACT: return "artifact";
+  case SN_PREFETCH_BACKGROUND: return "background";
+  default: return "none";
+  }
+}
+
 char *
 sn_image_stats_json(struct sn_image *img)
 {
   struct sn_image_stats st = { 0 };
+  struct sn_diskcache_stats ds;
   char *s = NULL;
   size_t len = 0, i;
   FILE *f = open_memstream(&s, &len);
@@ -953,6 +1430,7 @@ sn_image_stats_json(struct sn_image *img)
   for (i = 0; i < img->nlayers; i++) {
     const struct img_layer *l = &img->layers[i];
     struct sn_layer_stats ls;
+    int v = __atomic_load_n(&l->verify, __ATOMIC_ACQUIRE);
 
     sn_layer_get_stats(l->layer, &ls);
     add_layer_stats(&st, l, &ls);
@@ -962,13 +1440,20 @@ sn_image_stats_json(struct sn_image *img)
             ", \"bytes_fetched\": %" PRIu64 ", \"cache_hits\": %" PRIu64
             ", \"cache_misses\": %" PRIu64 ", \"disk_hits\": %" PRIu64
             ", \"headers_checked\": %" PRIu64
-            ", \"whole_layer_bytes_fetched\": %" PRIu64 "}",
+            ", \"whole_layer_bytes_fetched\": %" PRIu64
+            ", \"prefetch_ranges\": %zu, \"verify\": \"%s\"",
             i ? "," : "", i, l->digest, l->lazy ? "true" : "false",
             l->spans_total, ls.spans_fetched, ls.spans_verified,
             ls.spans_failed, ls.bytes_fetched, ls.cache_hits,
             ls.cache_misses, ls.disk_hits, ls.headers_checked,
-            l->whole_bytes);
+            l->whole_bytes, l->npf, verify_name(v));
+    if (v == VERIFY_FAILED && l->verify_msg) {
+      fputs(", \"verify_error\": ", f);
+      put_str(f, l->verify_msg);
+    }
+    fputc('}', f);
   }
+  sn_diskcache_get_stats(img->disk, &ds);
   fputs("\n  ],\n  \"exports\": {", f);
   for (i = 0; i < img->nexports; i++)
     fprintf(f, "%s\n    \"%s\": {\"bytes_read\": %" PRIu64 "}",
@@ -985,11 +1470,30 @@ sn_image_stats_json(struct sn_image *img)
           "  \"disk_hits\": %" PRIu64 ",\n"
           "  \"headers_checked\": %" PRIu64 ",\n"
           "  \"whole_layer_bytes_fetched\": %" PRIu64 ",\n"
-          "  \"local_bytes_read\": %" PRIu64 "\n}\n",
+          "  \"local_bytes_read\": %" PRIu64 ",\n"
+          "  \"prefetch\": \"%s\",\n"
+          "  \"prefetch_artifacts\": %zu,\n"
+          "  \"prefetch_done\": %s,\n"
+          "  \"spans_prefetched\": %" PRIu64 ",\n"
+          "  \"layer_check\": %s,\n"
+          "  \"layers_verified\": %" PRIu64 ",\n"
+          "  \"layers_verify_failed\": %" PRIu64 ",\n"
+          "  \"cache_dir_bytes\": %" PRIu64 ",\n"
+          "  \"cache_dir_max_bytes\": %" PRIu64 ",\n"
+          "  \"cache_dir_evicted_files\": %" PRIu64 ",\n"
+          "  \"cache_dir_evicted_bytes\": %" PRIu64 ",\n"
+          "  \"cache_dir_stale_removed\": %" PRIu64 "\n}\n",
           st.bytes_fetched, st.spans_total, st.spans_fetched,
           st.spans_verified, st.spans_failed, st.cache_hits, st.cache_misses,
           st.disk_hits, st.headers_checked, st.whole_layer_bytes_fetched,
-          st.local_bytes_read);
+          st.local_bytes_read, prefetch_name(img->prefetch), img->npf_docs,
+          __atomic_load_n(&img->bg_done, __ATOMIC_ACQUIRE) ? "true" : "false",
+          __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED),
+          img->layer_check && img->prefetch == SN_PREFETCH_BACKGROUND
+          ? "true" : "false",
+          st.layers_verified, st.layers_verify_failed, ds.bytes,
+          ds.max_bytes, ds.evicted_files, ds.evicted_bytes,
+          ds.stale_removed);
   if (fclose(f) != 0) {
     free(s);
     sn_oom();

@@ -37,6 +37,17 @@
 #include "sqfs.h"
 #include "zinfo.h"
 
+/* What runs in the background once sn_image_start_background is called. */
+enum sn_prefetch_mode {
+  SN_PREFETCH_NONE = 0,
+  SN_PREFETCH_ARTIFACT,     /* the spans of the index's prefetch artifacts,
+                             * up to SN_SPANCACHE_MAX_GET in flight */
+  SN_PREFETCH_BACKGROUND,   /* every span of every lazy layer, in order, one
+                             * at a time, only while no foreground read
+                             * runs, at SCHED_IDLE; then the whole-layer
+                             * check unless no_layer_check */
+};
+
 struct sn_image_opts {
   struct sn_registry_opts reg;  /* credentials, TLS, mirrors, debug */
   const char *platform;         /* "os/arch[/variant]"; NULL: the host's */
@@ -45,12 +56,17 @@ struct sn_image_opts {
                                  * temporary files, no disk span cache */
   uint64_t cache_size;          /* memory span cache per layer; 0: default */
   uint32_t block_size;          /* squashfs block size; 0: 128 KiB */
+  uint64_t cache_dir_size;      /* bound of cache_dir in bytes; 0: none */
+  enum sn_prefetch_mode prefetch;
+  bool no_layer_check;          /* background: skip the whole-layer check */
   /* Told about each span fetched (layer = index in the image). */
   void (*trace)(void *opaque, size_t layer, size_t span,
                 const struct sn_span *s);
   /* Progress and lossy conversions, one line each (may be NULL). */
   void (*log)(void *opaque, const char *msg);
-  void *opaque;                 /* for trace and log */
+  /* Called by the prefetch thread after each layer and when it ends. */
+  void (*progress)(void *opaque);
+  void *opaque;                 /* for trace, log and progress */
 };
 
 struct sn_image;
@@ -88,6 +104,10 @@ struct sn_image_export *sn_image_export(struct sn_image *img, size_t i);
 struct sn_image_export *sn_image_find_export(struct sn_image *img,
                                              const char *name);
 
+/* Start the prefetch thread (after nbdkit's fork); a no-op for
+ * SN_PREFETCH_NONE.  sn_image_free stops and joins it. */
+int sn_image_start_background(struct sn_image *img);
+
 /* Export bytes [off, off+len) (inside [0, sn_sqfs_size)): tar bytes come
  * from sn_layer_read_checked on the right layer.  0 or -1 (err.h). */
 int sn_image_pread(struct sn_image *img, struct sn_image_export *e,
@@ -104,6 +124,9 @@ struct sn_image_stats {
   uint64_t spans_total;        /* spans of the lazy layers */
   uint64_t whole_layer_bytes_fetched; /* layers downloaded whole */
   uint64_t local_bytes_read;   /* span bytes read from local layer files */
+  uint64_t spans_prefetched;   /* spans loaded by the prefetch thread */
+  uint64_t layers_verified;    /* whole-layer checks passed */
+  uint64_t layers_verify_failed;
 };
 void sn_image_get_stats(struct sn_image *img, struct sn_image_stats *st);
 

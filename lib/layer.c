@@ -13,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build.h"
 #include "digest.h"
+#include "diskcache.h"
 #include "err.h"
 #include "layer.h"
 #include "spancache.h"
@@ -48,7 +50,13 @@ struct sn_layer {
   struct sn_spancache *cache;
   char *name;                   /* for messages: digest or "the layer" */
   char *dir;                    /* disk cache DIR/<hex>, or NULL */
+  struct sn_diskcache *disk;    /* its size accounting, or NULL */
   int max_refetch;
+  /* Per span: a background fetcher wants a copy of the compressed bytes
+   * of the next load (capture), and the copy (captured). */
+  _Atomic(int) *capture;
+  _Atomic(uint8_t *) *captured;
+  _Atomic(char *) poison;       /* set: every read fails with this */
 
   struct data_file *df;         /* sorted by off */
   size_t ndf;
@@ -159,9 +167,17 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   }
   if (o->cache_dir && set_cache_dir(l, o->cache_dir, o->layer_digest) == -1)
     goto fail;
+  l->disk = o->disk;
   l->zi = sn_zinfo_from_ztoc(z);
   if (l->zi == NULL || index_files(l) == -1)
     goto fail;
+  l->capture = calloc(l->zi->nspans ? l->zi->nspans : 1, sizeof *l->capture);
+  l->captured = calloc(l->zi->nspans ? l->zi->nspans : 1,
+                       sizeof *l->captured);
+  if (l->capture == NULL || l->captured == NULL) {
+    sn_oom();
+    goto fail;
+  }
   l->cache = sn_spancache_new(l->zi->nspans,
                               o->cache_bytes ? o->cache_bytes
                               : DEFAULT_CACHE_BYTES, load_span, l);
@@ -192,6 +208,15 @@ sn_layer_free(struct sn_layer *l)
     free(b);
   }
   sn_spancache_free(l->cache);
+  if (l->captured && l->zi) {
+    size_t i;
+
+    for (i = 0; i < l->zi->nspans; i++)
+      free(atomic_load(&l->captured[i]));
+  }
+  free(l->captured);
+  free(l->capture);
+  free(atomic_load(&l->poison));
   free(l->df);
   free(l->fstate);
   free(l->dir);
@@ -284,24 +309,24 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
   return NULL;
 }
 
-/* The span cache's loader: disk cache or source, verified, decoded. */
-static int
-load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
+int
+sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
+                   size_t *clen_out)
 {
-  struct sn_layer *l = opaque;
-  const struct sn_bytes *d = &l->z->span_digests[i];
+  const struct sn_bytes *d;
   uint8_t want[SN_SHA256_LEN];
-  uint8_t *comp = NULL, *out;
+  uint8_t *comp;
   struct sn_span s;
-  size_t clen, ulen;
+  size_t clen;
 
+  if (i >= l->zi->nspans)
+    return sn_set_error("span %zu of %s does not exist", i, l->name);
+  d = &l->z->span_digests[i];
   sn_zinfo_span(l->zi, i, &s);
   if (s.comp_end < s.comp_start)
     return sn_set_error("span %zu of %s: invalid compressed range", i,
                         l->name);
   clen = (size_t) (s.comp_end - s.comp_start);
-  ulen = s.uncomp_end > s.uncomp_start
-    ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
   if (sn_digest_parse(d->data, d->len, want) == -1)
     return sn_prefix_error("span %zu of %s: ", i, l->name);
   if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want)) != NULL)
@@ -310,8 +335,36 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
     comp = fetch_verified(l, i, &s, clen, want);
     if (comp == NULL)
       return -1;
-    if (l->dir)
-      sn_disk_span_store(l->dir, i, comp, clen);
+    if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
+      sn_diskcache_add(l->disk, clen);
+  }
+  *comp_out = comp;
+  *clen_out = clen;
+  return 0;
+}
+
+/* The span cache's loader: disk cache or source, verified, decoded (and
+ * the compressed bytes copied for a background fetcher that asked). */
+static int
+load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
+{
+  struct sn_layer *l = opaque;
+  uint8_t *comp, *out;
+  struct sn_span s;
+  size_t clen, ulen;
+
+  sn_zinfo_span(l->zi, i, &s);
+  ulen = s.uncomp_end > s.uncomp_start
+    ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
+  if (sn_layer_span_comp(l, i, &comp, &clen) == -1)
+    return -1;
+  if (atomic_load(&l->capture[i])) {
+    uint8_t *copy = malloc(clen ? clen : 1);
+
+    if (copy) {
+      memcpy(copy, comp, clen);
+      free(atomic_exchange(&l->captured[i], copy));
+    }
   }
   out = malloc(ulen ? ulen : 1);
   if (out == NULL) {
@@ -328,6 +381,70 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   *data = out;
   *len = ulen;
   return 0;
+}
+
+int
+sn_layer_load_span(struct sn_layer *l, size_t i, bool keep, uint8_t **comp,
+                   size_t *clen)
+{
+  struct sn_span_ent *e;
+  struct sn_span s;
+  int r;
+
+  *comp = NULL;
+  *clen = 0;
+  atomic_store(&l->capture[i], 1);
+  r = sn_spancache_get(l->cache, i, 1, &e);
+  atomic_store(&l->capture[i], 0);
+  if (r == 0) {
+    sn_spancache_put(l->cache, e);
+    if (!keep)
+      sn_spancache_drop(l->cache, i);
+  }
+  *comp = atomic_exchange(&l->captured[i], NULL);
+  if (*comp) {
+    sn_zinfo_span(l->zi, i, &s);
+    *clen = (size_t) (s.comp_end - s.comp_start);
+  }
+  return r;
+}
+
+bool
+sn_layer_span_cached(struct sn_layer *l, size_t i)
+{
+  return sn_spancache_has(l->cache, i);
+}
+
+bool
+sn_layer_cache_room(struct sn_layer *l, size_t i)
+{
+  struct sn_span s;
+
+  sn_zinfo_span(l->zi, i, &s);
+  return sn_spancache_room(l->cache, (size_t) (s.uncomp_end - s.uncomp_start));
+}
+
+size_t
+sn_layer_nspans(const struct sn_layer *l)
+{
+  return l->zi->nspans;
+}
+
+void
+sn_layer_poison(struct sn_layer *l, const char *msg)
+{
+  char *m = strdup(msg), *none = NULL;
+
+  if (m && !atomic_compare_exchange_strong(&l->poison, &none, m))
+    free(m);
+}
+
+static int
+poisoned(struct sn_layer *l)
+{
+  char *m = atomic_load(&l->poison);
+
+  return m ? sn_set_error("%s", m) : 0;
 }
 
 static int
@@ -392,7 +509,7 @@ read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
 int
 sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
-  if (check_range(l, off, len) == -1)
+  if (poisoned(l) == -1 || check_range(l, off, len) == -1)
     return -1;
   return read_spans(l, buf, len, off);
 }
@@ -400,11 +517,36 @@ sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 int
 sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
 {
+  if (poisoned(l) == -1)
+    return -1;
   if (len < 0 || check_range(l, off, (uint64_t) len) == -1)
     return sn_set_error("prefetch [%lld,+%lld) outside the layer's %lld "
                         "bytes", (long long) off, (long long) len,
                         (long long) l->z->uncompressed_size);
   return read_spans(l, NULL, (size_t) len, off);
+}
+
+int
+sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last)
+{
+  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
+  size_t i, k, n;
+
+  if (poisoned(l) == -1)
+    return -1;
+  if (first > last || last >= l->zi->nspans)
+    return sn_set_error("spans %zu..%zu of %s: out of range (%zu spans)",
+                        first, last, l->name, l->zi->nspans);
+  for (i = first; i <= last; i += n) {
+    n = last - i + 1;
+    if (n > SN_SPANCACHE_MAX_GET)
+      n = SN_SPANCACHE_MAX_GET;
+    if (sn_spancache_get(l->cache, i, n, ents) == -1)
+      return -1;
+    for (k = 0; k < n; k++)
+      sn_spancache_put(l->cache, ents[k]);
+  }
+  return 0;
 }
 
 static int
@@ -618,7 +760,7 @@ int
 sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
                       int64_t off)
 {
-  if (check_range(l, off, len) == -1 ||
+  if (poisoned(l) == -1 || check_range(l, off, len) == -1 ||
       check_files(l, off, off + (int64_t) len) == -1)
     return -1;
   return read_spans(l, buf, len, off);
@@ -645,4 +787,220 @@ sn_blob_read_fd(void *opaque, void *buf, size_t len, int64_t off)
     len -= n;
   }
   return 0;
+}
+
+/* ---- whole-layer check ------------------------------------------------ */
+
+struct sn_layer_check {
+  struct sn_layer *l;
+  struct sn_ztoc_builder *b;
+  int64_t fed;                  /* blob bytes fed to the builder so far */
+  size_t next;                  /* the span expected next */
+};
+
+struct sn_layer_check *
+sn_layer_check_new(struct sn_layer *l)
+{
+  struct sn_layer_check *c = calloc(1, sizeof *c);
+  struct sn_build_opts bo = { .span_size = l->zi->span_size };
+
+  if (c == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  c->l = l;
+  c->b = sn_ztoc_builder_new(l->z->compression, &bo);
+  if (c->b == NULL) {
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
+void
+sn_layer_check_free(struct sn_layer_check *c)
+{
+  if (c == NULL)
+    return;
+  sn_ztoc_builder_free(c->b);
+  free(c);
+}
+
+/* Feed blob bytes [c->fed, end) that no span covers (the gzip header and
+ * trailer), read straight from the source: only the final digest vouches
+ * for them, and they are never served. */
+static int
+feed_gap(struct sn_layer_check *c, int64_t end, bool *mismatch)
+{
+  uint8_t buf[65536];
+
+  while (c->fed < end) {
+    size_t n = end - c->fed > (int64_t) sizeof buf ? sizeof buf
+      : (size_t) (end - c->fed);
+
+    if (c->l->read(c->l->read_opaque, buf, n, c->fed) == -1)
+      return sn_prefix_error("%s: bytes [%lld,+%zu): ", c->l->name,
+                             (long long) c->fed, n);
+    if (sn_ztoc_builder_feed(c->b, buf, n) == -1) {
+      *mismatch = true;
+      return -1;
+    }
+    c->fed += (int64_t) n;
+  }
+  return 0;
+}
+
+int
+sn_layer_check_span(struct sn_layer_check *c, size_t i, const uint8_t *comp,
+                    size_t clen, bool *mismatch)
+{
+  struct sn_span s;
+  int64_t skip;
+
+  *mismatch = false;
+  if (i != c->next)
+    return sn_set_error("whole-layer check of %s: span %zu fed, %zu "
+                        "expected", c->l->name, i, c->next);
+  sn_zinfo_span(c->l->zi, i, &s);
+  if ((int64_t) clen != s.comp_end - s.comp_start)
+    return sn_set_error("whole-layer check of %s: span %zu has %zu bytes",
+                        c->l->name, i, clen);
+  if (feed_gap(c, s.comp_start, mismatch) == -1)
+    return -1;
+  /* Adjacent spans share a byte when a checkpoint is mid-byte. */
+  skip = c->fed - s.comp_start;
+  if (skip < (int64_t) clen) {
+    if (sn_ztoc_builder_feed(c->b, comp + skip, clen - (size_t) skip) == -1) {
+      *mismatch = true;
+      return -1;
+    }
+    c->fed = s.comp_end;
+  }
+  c->next++;
+  return 0;
+}
+
+static bool
+bytes_same(const struct sn_bytes *a, const struct sn_bytes *b)
+{
+  return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
+/* Is the served ztoc (l's) what the layer's bytes imply (r)? */
+static int
+ztoc_same(struct sn_layer *l, const struct sn_ztoc *r)
+{
+  const struct sn_ztoc *z = l->z;
+  struct sn_zinfo *rz;
+  size_t i, j;
+  int ret = 0;
+
+  if (r->uncompressed_size != z->uncompressed_size)
+    return sn_set_error("the tar stream is %lld bytes, the ztoc says %lld",
+                        (long long) r->uncompressed_size,
+                        (long long) z->uncompressed_size);
+  if (r->nspan_digests != z->nspan_digests)
+    return sn_set_error("a rebuild at span size %lld has %zu spans, the "
+                        "ztoc %zu (checkpoints placed differently)",
+                        (long long) l->zi->span_size, r->nspan_digests,
+                        z->nspan_digests);
+  for (i = 0; i < r->nspan_digests; i++)
+    if (!bytes_same(&r->span_digests[i], &z->span_digests[i]))
+      return sn_set_error("span %zu: digest differs from a rebuild", i);
+  rz = sn_zinfo_from_ztoc(r);
+  if (rz == NULL)
+    return -1;
+  for (i = 0; i < rz->nspans && l->zi->compression == SN_COMP_GZIP; i++) {
+    const struct sn_checkpoint *a = &rz->cp[i], *b = &l->zi->cp[i];
+
+    if (a->in != b->in || a->out != b->out || a->bits != b->bits) {
+      ret = sn_set_error("checkpoint %zu is at (%lld, %lld, %u bits), a "
+                         "rebuild puts it at (%lld, %lld, %u bits)", i,
+                         (long long) b->in, (long long) b->out, b->bits,
+                         (long long) a->in, (long long) a->out, a->bits);
+      break;
+    }
+    /* The window of checkpoint 0 is not used. */
+    if (i > 0 && memcmp(a->window, b->window, SN_ZINFO_WINSIZE) != 0) {
+      ret = sn_set_error("checkpoint %zu: its 32 KiB window is not the "
+                         "layer's", i);
+      break;
+    }
+  }
+  sn_zinfo_free(rz);
+  if (ret == -1)
+    return -1;
+  if (r->nfiles != z->nfiles)
+    return sn_set_error("the tar has %zu entries, the ztoc %zu", r->nfiles,
+                        z->nfiles);
+  for (i = 0; i < r->nfiles; i++) {
+    const struct sn_ztoc_file *a = &r->files[i], *b = &z->files[i];
+    const char *what = NULL;
+
+    if (!bytes_same(&a->name, &b->name))
+      what = "name";
+    else if (!bytes_same(&a->type, &b->type))
+      what = "type";
+    else if (a->offset != b->offset || a->size != b->size)
+      what = "offset or size";
+    else if (a->mode != b->mode || a->uid != b->uid || a->gid != b->gid)
+      what = "mode or owner";
+    else if (!bytes_same(&a->linkname, &b->linkname))
+      what = "link target";
+    else if (a->mtime_sec != b->mtime_sec || a->mtime_nsec != b->mtime_nsec)
+      what = "mtime";
+    else if (a->devmajor != b->devmajor || a->devminor != b->devminor)
+      what = "device numbers";
+    else if (a->npax != b->npax)
+      what = "PAX records";
+    for (j = 0; what == NULL && j < a->npax; j++)
+      if (!bytes_same(&a->pax[j].key, &b->pax[j].key) ||
+          !bytes_same(&a->pax[j].value, &b->pax[j].value))
+        what = "PAX records";
+    if (what)
+      return sn_set_error("entry %zu \"%.*s\": %s differs from the tar", i,
+                          (int) b->name.len, b->name.data, what);
+  }
+  return 0;
+}
+
+int
+sn_layer_check_finish(struct sn_layer_check *c, const char *layer_digest,
+                      bool *mismatch)
+{
+  struct sn_layer *l = c->l;
+  uint8_t d[SN_SHA256_LEN];
+  char got[SN_DIGEST_STRLEN + 1];
+  struct sn_ztoc *r;
+  int ret;
+
+  *mismatch = false;
+  if (c->next != l->zi->nspans)
+    return sn_set_error("whole-layer check of %s: %zu of %zu spans fed",
+                        l->name, c->next, l->zi->nspans);
+  if (feed_gap(c, l->z->compressed_size, mismatch) == -1)
+    goto bad;
+  r = sn_ztoc_builder_finish(c->b, d);
+  if (r == NULL) {
+    *mismatch = true;
+    goto bad;
+  }
+  sn_digest_format(d, got);
+  if (strcmp(got, layer_digest) != 0) {
+    sn_ztoc_free(r);
+    *mismatch = true;
+    return sn_set_error("whole-layer check of %s: the verified spans and "
+                        "the bytes between them hash to %s", l->name, got);
+  }
+  ret = ztoc_same(l, r);
+  sn_ztoc_free(r);
+  if (ret == -1) {
+    *mismatch = true;
+    return sn_prefix_error("whole-layer check of %s: the ztoc does not "
+                           "describe the layer: ", l->name);
+  }
+  return 0;
+
+bad:
+  return sn_prefix_error("whole-layer check of %s: ", l->name);
 }

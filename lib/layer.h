@@ -15,6 +15,7 @@
 #ifndef SN_LAYER_H
 #define SN_LAYER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,7 @@ typedef void (*sn_span_trace_fn)(void *opaque, size_t span,
                                  const struct sn_span *s);
 
 struct sn_layer;
+struct sn_diskcache;
 
 struct sn_layer *sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read,
                               void *opaque);
@@ -50,6 +52,8 @@ struct sn_layer_opts {
                               * names the layer in messages) */
   int max_refetch;           /* extra fetches after a digest mismatch; 0 → 2,
                               * < 0 → none */
+  struct sn_diskcache *disk; /* counts the bytes stored in cache_dir (size
+                              * bound); may be NULL */
 };
 
 /* Counters, read with sn_layer_get_stats (atomic snapshot). */
@@ -84,6 +88,49 @@ int sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
 /* Fetch (and cache) the spans covering [off, off+len) without copying
  * anything out: for NBD_CMD_CACHE / prefetch. */
 int sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len);
+
+/* Fetch (and cache) spans first..last (inclusive), up to
+ * SN_SPANCACHE_MAX_GET at a time, concurrently: for prefetch artifacts. */
+int sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last);
+
+/* ---- for a background fetcher ----
+ * Span i's verified compressed bytes (malloc'd, caller owns): from the disk
+ * cache, else fetched (and stored in the disk cache).  Does not touch the
+ * memory cache. */
+int sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp,
+                       size_t *clen);
+/* Load span i through the memory cache (single flight with foreground
+ * reads: never a second fetch of a span being loaded).  If this call (or
+ * the load it joined) fetched the span, *comp receives a copy of its
+ * verified compressed bytes (caller frees), else NULL (it was cached).
+ * keep false: drop the span from the memory cache again if nobody uses it
+ * (so that a background pass does not evict the foreground's spans). */
+int sn_layer_load_span(struct sn_layer *l, size_t i, bool keep,
+                       uint8_t **comp, size_t *clen);
+/* Hints: span i is in the memory cache; it would fit without evicting. */
+bool sn_layer_span_cached(struct sn_layer *l, size_t i);
+bool sn_layer_cache_room(struct sn_layer *l, size_t i);
+size_t sn_layer_nspans(const struct sn_layer *l);
+/* From now on every read of the layer fails with msg (first call wins). */
+void sn_layer_poison(struct sn_layer *l, const char *msg);
+
+/* Whole-layer check: feed every span's verified compressed bytes in order
+ * (0, 1, …); the bytes no span covers (gzip header, trailer) are read
+ * from the source.  The ztoc is rebuilt from the stream at its span size
+ * and finish compares: the blob's digest with layer_digest, then the
+ * rebuilt ztoc with the served one — uncompressed size, span digests,
+ * every checkpoint (offsets, bits, 32 KiB window) and every TOC entry
+ * (name, type, offset, size, mode, owner, link, mtime, devices, PAX).
+ * Equal means every byte and every inode ever served from this layer is
+ * the layer's.  On -1, *mismatch tells a verdict (the layer or its ztoc
+ * is not what it claims) from a failure to read. */
+struct sn_layer_check;
+struct sn_layer_check *sn_layer_check_new(struct sn_layer *l);
+int sn_layer_check_span(struct sn_layer_check *c, size_t i,
+                        const uint8_t *comp, size_t clen, bool *mismatch);
+int sn_layer_check_finish(struct sn_layer_check *c, const char *layer_digest,
+                          bool *mismatch);
+void sn_layer_check_free(struct sn_layer_check *c);
 
 const struct sn_ztoc *sn_layer_ztoc(const struct sn_layer *l);
 const struct sn_zinfo *sn_layer_zinfo(const struct sn_layer *l);

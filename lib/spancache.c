@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "diskcache.h"
 #include "err.h"
 #include "spancache.h"
 
@@ -251,6 +252,44 @@ sn_spancache_get(struct sn_spancache *c, size_t first, size_t n,
   return r;
 }
 
+bool
+sn_spancache_has(struct sn_spancache *c, size_t i)
+{
+  bool r;
+
+  pthread_mutex_lock(&c->lock);
+  r = i < c->nspans && c->slot[i] != NULL && c->slot[i]->state == ENT_READY;
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
+void
+sn_spancache_drop(struct sn_spancache *c, size_t i)
+{
+  struct sn_span_ent *e;
+
+  pthread_mutex_lock(&c->lock);
+  e = i < c->nspans ? c->slot[i] : NULL;
+  if (e && e->refs == 0 && e->state == ENT_READY) {
+    lru_unlink(e);
+    c->slot[i] = NULL;
+    c->bytes -= e->len;
+    ent_free(e);
+  }
+  pthread_mutex_unlock(&c->lock);
+}
+
+bool
+sn_spancache_room(struct sn_spancache *c, size_t len)
+{
+  bool r;
+
+  pthread_mutex_lock(&c->lock);
+  r = c->bytes + len <= c->budget;
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
 const uint8_t *
 sn_spancache_data(const struct sn_span_ent *e, size_t *len)
 {
@@ -327,13 +366,14 @@ sn_disk_span_load(const char *dir, size_t i, size_t clen,
     free(buf);
     return NULL;
   }
+  sn_diskcache_touch(path);     /* used: last to be evicted */
   return buf;
 }
 
 /* Best effort: a failure only means the span is fetched again later.
  * Written to a temporary name, synced, then renamed, so a reader sees
  * either nothing or the whole file (and verifies it anyway). */
-void
+int
 sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
                    size_t len)
 {
@@ -343,7 +383,7 @@ sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
   int fd;
 
   snprintf(path, sizeof path, "%s/%zu", dir, i);
-  snprintf(tmp, sizeof tmp, "%s/.%zu.XXXXXX", dir, i);
+  snprintf(tmp, sizeof tmp, "%s/.%zu.%ld.XXXXXX", dir, i, (long) getpid());
   fd = mkostemp(tmp, O_CLOEXEC);
   if (fd == -1 && errno == ENOENT) {
     /* Make DIR, then DIR/<hex>. */
@@ -355,11 +395,11 @@ sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
     *slash = '/';
     mkdir(path, 0700);
     snprintf(path, sizeof path, "%s/%zu", dir, i);
-    snprintf(tmp, sizeof tmp, "%s/.%zu.XXXXXX", dir, i);
+    snprintf(tmp, sizeof tmp, "%s/.%zu.%ld.XXXXXX", dir, i, (long) getpid());
     fd = mkostemp(tmp, O_CLOEXEC);
   }
   if (fd == -1)
-    return;
+    return -1;
   while (done < len) {
     ssize_t n = write(fd, buf + done, len - done);
     if (n == -1 && errno == EINTR)
@@ -369,6 +409,9 @@ sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
     done += n;
   }
   ok = done == len && fsync(fd) == 0;
-  if (close(fd) == -1 || !ok || rename(tmp, path) == -1)
+  if (close(fd) == -1 || !ok || rename(tmp, path) == -1) {
     unlink(tmp);
+    return -1;
+  }
+  return 0;
 }

@@ -20,6 +20,7 @@
 #ifndef SN_SPANCACHE_H
 #define SN_SPANCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,13 @@ int sn_spancache_get(struct sn_spancache *c, size_t first, size_t n,
 const uint8_t *sn_spancache_data(const struct sn_span_ent *e, size_t *len);
 void sn_spancache_put(struct sn_spancache *c, struct sn_span_ent *e);
 
+/* Span i is cached and ready now (a hint: it may be evicted right after). */
+bool sn_spancache_has(struct sn_spancache *c, size_t i);
+/* Forget span i if it is cached and nobody holds it. */
+void sn_spancache_drop(struct sn_spancache *c, size_t i);
+/* len more bytes would fit in the budget without evicting anything. */
+bool sn_spancache_room(struct sn_spancache *c, size_t len);
+
 void sn_spancache_get_stats(struct sn_spancache *c,
                             struct sn_spancache_stats *st);
 
@@ -66,9 +74,11 @@ void sn_spancache_get_stats(struct sn_spancache *c,
  * long or mismatching file is deleted. */
 uint8_t *sn_disk_span_load(const char *dir, size_t i, size_t clen,
                            const uint8_t want[SN_SHA256_LEN]);
-/* Best effort, no error reported: write DIR/<i> via a temporary file,
- * fsync and rename.  Creates DIR and its parent if missing (0700). */
-void sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
+/* Best effort, no message: write DIR/<i> via a temporary file
+ * (DIR/.<i>.<pid>.XXXXXX, see diskcache.h), fsync and rename; 0 when stored.
+ * Creates DIR and its parent if missing (0700).  A successful load bumps
+ * the file's mtime (LRU order of the size bound). */
+int sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
                         size_t len);
 
 #endif

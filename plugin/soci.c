@@ -42,6 +42,9 @@ static size_t nmirrors;
 static const char *plain_hosts[MAX_LIST + 1];
 static size_t nplain;
 static char *stats_file;
+static uint64_t cache_dir_size;
+static enum sn_prefetch_mode prefetch_mode;
+static bool layer_check = true;
 
 static struct sn_image *img;
 
@@ -119,7 +122,19 @@ static void
 image_log(void *opaque, const char *msg)
 {
   (void) opaque;
-  nbdkit_debug("soci: %s", msg);
+  /* Errors found while serving (a failed whole-layer check) must be seen
+   * without -v. */
+  if (strncmp(msg, "error: ", 7) == 0)
+    nbdkit_error("soci: %s", msg + 7);
+  else
+    nbdkit_debug("soci: %s", msg);
+}
+
+static void
+image_progress(void *opaque)
+{
+  (void) opaque;
+  write_stats(true);
 }
 
 static void
@@ -182,6 +197,33 @@ soci_config(const char *key, const char *value)
     if (r == -1)
       return -1;
     cache_size = (uint64_t) r;
+  }
+  else if (strcmp(key, "cache-dir-size") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    cache_dir_size = (uint64_t) r;
+  }
+  else if (strcmp(key, "prefetch") == 0) {
+    if (strcmp(value, "none") == 0)
+      prefetch_mode = SN_PREFETCH_NONE;
+    else if (strcmp(value, "artifact") == 0)
+      prefetch_mode = SN_PREFETCH_ARTIFACT;
+    else if (strcmp(value, "background") == 0)
+      prefetch_mode = SN_PREFETCH_BACKGROUND;
+    else {
+      nbdkit_error("prefetch=%s: expected none, artifact or background",
+                   value);
+      return -1;
+    }
+  }
+  else if (strcmp(key, "verify") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    layer_check = r;
   }
   else if (strcmp(key, "block-size") == 0) {
     int64_t r = nbdkit_parse_size(value);
@@ -248,6 +290,10 @@ soci_config_complete(void)
     nbdkit_error("password needs username");
     return -1;
   }
+  if (cache_dir_size && cache_dir == NULL) {
+    nbdkit_error("cache-dir-size needs cache-dir");
+    return -1;
+  }
   if (username && password == NULL) {
     nbdkit_error("username needs password (password=+FILE, password=- or "
                  "password=-FD)");
@@ -264,7 +310,16 @@ soci_config_complete(void)
   "index=auto|none|sha256:…  SOCI index: discover (v2 annotation, then v1\n" \
   "                     referrers), none (fetch layers whole), or this one\n" \
   "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
+  "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
+  "                     files evicted first (default: unbounded)\n" \
   "cache-size=SIZE      memory span cache per layer (default 64M)\n" \
+  "prefetch=none|artifact|background  after start: nothing (default),\n" \
+  "                     the spans of the SOCI index's prefetch artifacts\n" \
+  "                     (in parallel), or every span of every layer in\n" \
+  "                     order at low priority, yielding to reads\n" \
+  "verify=true|false    with prefetch=background, check each completed\n" \
+  "                     layer against its digest and rebuild its ztoc\n" \
+  "                     (default true); span digests are always checked\n" \
   "block-size=SIZE      squashfs block size, 4K..1M (default 128K)\n" \
   "username=USER        registry user name (with password)\n" \
   "password=PASSWORD    registry password: +FILE, - (prompt) or -FD\n" \
@@ -282,6 +337,9 @@ soci_dump_plugin(void)
   printf("soci_version=%s\n", PACKAGE_VERSION);
   printf("soci_exports=flat,layer/N,layer-digest\n");
   printf("soci_index_discovery=v2,v1\n");
+  printf("soci_prefetch=none,artifact,background\n");
+  printf("soci_layer_check=yes\n");
+  printf("soci_cache_dir_size=yes\n");
 }
 
 static int
@@ -302,9 +360,13 @@ soci_get_ready(void)
     .index = index_opt,
     .cache_dir = cache_dir,
     .cache_size = cache_size,
+    .cache_dir_size = cache_dir_size,
+    .prefetch = prefetch_mode,
+    .no_layer_check = !layer_check,
     .block_size = block_size,
     .trace = span_trace,
     .log = image_log,
+    .progress = image_progress,
   };
 
   img = sn_image_open(image_ref, &o);
@@ -313,6 +375,16 @@ soci_get_ready(void)
     return -1;
   }
   write_stats(true);
+  return 0;
+}
+
+static int
+soci_after_fork(void)
+{
+  if (sn_image_start_background(img) == -1) {
+    nbdkit_error("%s", sn_error());
+    return -1;
+  }
   return 0;
 }
 
@@ -470,6 +542,7 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key = "image",
   .dump_plugin = soci_dump_plugin,
   .get_ready = soci_get_ready,
+  .after_fork = soci_after_fork,
   .cleanup = soci_cleanup,
   .list_exports = soci_list_exports,
   .default_export = soci_default_export,

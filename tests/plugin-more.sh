@@ -24,6 +24,7 @@ NBDSTRESS=$top_builddir/tests/nbd-stress
 TREE="python3 $top_srcdir/tests/mkfs-tree.py"
 IMGPY="python3 $top_srcdir/tests/plugin-image.py"
 HELP="python3 $TMP/help.py"
+OCIPY="python3 $top_srcdir/tests/oci-layout.py"
 
 nbdkit_asan_wrapper "$PLUGIN"
 
@@ -95,32 +96,6 @@ def swap(ztoc, out, a, b):
     buf[i:i + len(a)], buf[j:j + len(b)] = b, a
     open(out, "wb").write(buf)
 
-def strip_system_xattrs(src, dst):
-    """copy a tar without system.* xattrs (umoci cannot apply an invalid
-    ACL), everything else as is."""
-    with tarfile.open(src) as i, tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as o:
-        for m in i:
-            m.pax_headers = {k: v for k, v in m.pax_headers.items()
-                             if not k.startswith("SCHILY.xattr.system.")}
-            o.addfile(m, i.extractfile(m) if m.isreg() else None)
-
-def umoci_norm(src, dst):
-    """drop the known, documented differences between umoci and an OCI
-    apply: umoci keeps aufs' .wh..wh.plnk, drops empty xattr values;
-    squashfs clamps mtimes to 32 bits."""
-    t = json.load(open(src))
-    out = {}
-    for p, r in t.items():
-        if p == ".wh..wh.plnk" or p.startswith(".wh..wh.plnk/"):
-            continue
-        if isinstance(r, dict):
-            if "mtime" in r:
-                r["mtime"] = max(0, min(2**32 - 1, r["mtime"]))
-            if "xattrs" in r:
-                r["xattrs"] = {k: v for k, v in r["xattrs"].items() if v != ""}
-        out[p] = r
-    json.dump(out, open(dst, "w"))
-
 def gen_bad(out):
     r = random.Random(9)
     with tarfile.open(os.path.join(out, "I.tar"), "w", format=tarfile.GNU_FORMAT) as tf:
@@ -170,52 +145,6 @@ def sample(size, marker, off, n):
         h.update(bytes(z))
         h.update(marker[max(0, off - mstart):end - mstart])
     return h.hexdigest()
-
-def sha_file(p, uncompress=False):
-    h = hashlib.sha256()
-    f = gzip.open(p, "rb") if uncompress else open(p, "rb")
-    with f:
-        while True:
-            b = f.read(1 << 24)
-            if not b:
-                return "sha256:" + h.hexdigest()
-            h.update(b)
-
-def layout(out, tag, layers):
-    """an OCI layout with real diff_ids (umoci checks them); blobs are hard
-    links to the layer files."""
-    MT = {"gz": "application/vnd.oci.image.layer.v1.tar+gzip",
-          "tar": "application/vnd.oci.image.layer.v1.tar"}
-    bd = os.path.join(out, "blobs", "sha256")
-    os.makedirs(bd, exist_ok=True)
-    def put(data):
-        d = "sha256:" + H(data)
-        open(os.path.join(bd, d[7:]), "wb").write(data)
-        return d
-    descs, diffs = [], []
-    for p in layers:
-        gz = p.endswith(".gz")
-        d = sha_file(p)
-        dst = os.path.join(bd, d[7:])
-        if not os.path.exists(dst):
-            os.link(p, dst)
-        descs.append({"mediaType": MT["gz" if gz else "tar"], "digest": d,
-                      "size": os.path.getsize(p)})
-        diffs.append(sha_file(p, gz) if gz else d)
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
-    man = json.dumps({"schemaVersion": 2,
-                      "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                 "digest": put(cfg), "size": len(cfg)},
-                      "layers": descs}).encode()
-    md = put(man)
-    json.dump({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "digest": md, "size": len(man),
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]},
-        open(os.path.join(out, "index.json"), "w"))
-    open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
 
 def stat_file(img, path):
     """(blocks start, size) of PATH in a squashfs image (rdsquashfs -s)."""
@@ -281,11 +210,8 @@ if __name__ == "__main__":
     elif c == "gen-bad": gen_bad(a[0])
     elif c == "patch": patch(*a[:5])
     elif c == "swap": swap(*a[:4])
-    elif c == "strip": strip_system_xattrs(a[0], a[1])
-    elif c == "umoci-norm": umoci_norm(a[0], a[1])
     elif c == "gen-4g": gen_4g(a[0], int(a[1]), a[2].encode())
     elif c == "sample": print(sample(int(a[0]), a[1].encode(), int(a[2]), int(a[3])))
-    elif c == "layout": layout(a[0], a[1], a[2:])
     elif c == "rangelist": rangelist(a[0], a[1])
     elif c == "ranges": sys.stdout.writelines(r + "\n" for r in proxy_ranges(a[0], int(a[1]), a[2]))
     elif c == "spans-of": print(" ".join(map(str, spans_of(a[0], a[1:]))))
@@ -542,7 +468,7 @@ GSIZE=$(( (1 << 32) + 65536 + 7 )) MARK=SOCI-NBD-END-OF-4G
 G=$TMP/g/G.tar
 $HELP gen-4g "$G" "$GSIZE" "$MARK"
 t0=$(now_ms)
-check "oci-layout with the 4 GiB layer" $HELP layout "$TMP/g/layout" img "$G"
+check "oci-layout with the 4 GiB layer" $OCIPY layout "$TMP/g/layout" img "$G"
 check "server for it (local layout, no index)" start_server "$SOCK" \
     "oci-layout:$TMP/g/layout:img" index=none stats-file="$ST"
 ESIZE=$(nbdinfo --size "$URI")
@@ -566,10 +492,10 @@ rm -rf "$TMP/g"
 if [ "$(id -u)" -eq 0 ] && command -v umoci > /dev/null && command -v losetup > /dev/null; then
     mkdir -p "$TMP/u/gen"
     $TREE gen "$TMP/u/gen"
-    for l in L1 L2 L3 L4; do $HELP strip "$TMP/u/gen/$l.tar" "$TMP/u/$l.tar"; done
+    for l in L1 L2 L3 L4; do $OCIPY strip "$TMP/u/gen/$l.tar" "$TMP/u/$l.tar"; done
     gzip -n "$TMP/u/L1.tar" "$TMP/u/L3.tar"
     U="$TMP/u/L1.tar.gz $TMP/u/L2.tar $TMP/u/L3.tar.gz $TMP/u/L4.tar"
-    $HELP layout "$TMP/u/layout" img $U
+    $OCIPY layout "$TMP/u/layout" img $U
     check "umoci unpack of the layout" umoci unpack --image "$TMP/u/layout:img" "$TMP/u/bundle"
     check "the flat export of the layout" bash -c "
         nbdkit -U - -r '$PLUGIN' 'oci-layout:$TMP/u/layout:img' --run 'nbdcopy \"\$uri\" \"$TMP/u/flat.sqfs\"'"
@@ -584,8 +510,8 @@ if [ "$(id -u)" -eq 0 ] && command -v umoci > /dev/null && command -v losetup > 
         done"
     # Known differences, not plugin bugs: umoci keeps the aufs .wh..wh.plnk
     # directory and drops empty xattr values; squashfs clamps a 2^33 mtime.
-    $HELP umoci-norm "$TMP/u/umoci.json" "$TMP/u/umoci-n.json"
-    $HELP umoci-norm "$TMP/u/flat.json" "$TMP/u/flat-n.json"
+    $OCIPY umoci-norm "$TMP/u/umoci.json" "$TMP/u/umoci-n.json"
+    $OCIPY umoci-norm "$TMP/u/flat.json" "$TMP/u/flat-n.json"
     check "flat export tree = umoci rootfs (bytes, type, mode, owner, link targets, xattrs, mtimes)" \
         $TREE cmp "$TMP/u/umoci-n.json" "$TMP/u/flat-n.json"
     umount "$TMP/u/mnt"
