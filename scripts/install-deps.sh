@@ -12,7 +12,7 @@ PACKAGES="
   squashfs-tools squashfs-tools-ng
   docker-registry skopeo umoci apache2-utils
   debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod fuse3
-  perl time bc
+  perl time bc strace crun
 "
 
 missing=""
