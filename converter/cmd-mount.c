@@ -133,7 +133,8 @@ unwind(struct ms *s, const char *id, bool lazy)
     return sn_set_error("%d step(s) could not be undone; the state is kept "
                         "(run soci-nbd umount again)", failed);
   {
-    char *p = ms_path(s, "mounts/%s/journal", id), *d = ms_path(s, "mounts/%s", id);
+    char *p = ms_path(s, "mounts/%s/journal", id);
+    char *d = ms_path(s, "mounts/%s", id);
 
     if (p)
       unlink(p);
@@ -408,10 +409,10 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
     }
     else if (ms_journal_add(s, id, "upper", base) == -1)
       goto out;
-    for (const char *sub = "upper"; sub; sub = strcmp(sub, "upper") == 0 ? "work" : NULL) {
+    for (int i = 0; i < 2; i++) {
       char *p;
 
-      if (asprintf(&p, "%s/%s", base, sub) == -1) {
+      if (asprintf(&p, "%s/%s", base, i == 0 ? "upper" : "work") == -1) {
         sn_oom();
         goto out;
       }
@@ -939,7 +940,7 @@ out:
 int
 cmd_mounts(int argc, char **argv)
 {
-  struct ms s = { .lockfd = -1 };
+  struct ms s = { .lockfd = -1, .no_lock = true };
   char **ids = NULL;
   int ret = 1;
 

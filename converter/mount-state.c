@@ -312,6 +312,8 @@ ms_open(struct ms *s)
     }
     free(p);
   }
+  if (s->no_lock)
+    return 0;
   if ((p = ms_path(s, "lock")) == NULL)
     return -1;
   s->lockfd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

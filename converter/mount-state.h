@@ -35,9 +35,12 @@ struct ms {
   char *run;                    /* the run directory */
   int lockfd;
   unsigned dead_conn_timeout;   /* for new devices, seconds */
+  bool no_lock;                 /* a reader (mounts): may see a mount
+                                   being made, as "incomplete" */
 };
 
-/* The run directory (creating it) and the lock, held until ms_close. */
+/* The run directory (creating it) and the lock (unless no_lock), held
+ * until ms_close: commands that change the state run one at a time. */
 int ms_open(struct ms *s);
 void ms_close(struct ms *s);
 
