@@ -82,7 +82,8 @@ int sn_nbd_connected(int index);
 /* Keep devices attached: listen for link-dead events of the n devices
  * (indexes[i] served by srvs[i]) and, for each dead one, retry
  * sn_nbd_reconnect every retry_ms until it succeeds.  Returns 0 when every
- * device has been disconnected (e.g. by umount) or when *stop becomes true
+ * device has been disconnected (sn_nbd_detach, and the umount if it was
+ * mounted: umount alone does not disconnect) or when *stop becomes true
  * (checked at least every second), -1 on an error that stops supervision.
  * Logs one line per event to stderr (a failing reconnect: when its message
  * changes).  A link that died before this call joined the multicast group
