@@ -30,5 +30,8 @@ int cmd_mkfs(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
+int cmd_mounts(int argc, char **argv);
 
 #endif

@@ -127,7 +127,8 @@ usage(FILE *f)
   fprintf(f,
 "Usage: soci-nbd COMMAND [ARGS...]\n"
 "\n"
-"Build and inspect SOCI indexes (ztocs) for lazily loaded container images.\n"
+"Build and inspect SOCI indexes (ztocs) for lazily loaded container images,\n"
+"and mount images from registries as lazily fetched NBD block devices.\n"
 "\n"
 "Commands:\n"
 "  ztoc create LAYER [-o FILE]    build a ztoc from a local tar or tar.gz layer\n"
@@ -140,6 +141,10 @@ usage(FILE *f)
 "  convert SRC DST                SOCI-enable an image (index v2), as soci does\n"
 "  index list IMAGE               list the SOCI indexes of an image\n"
 "  index info IMAGE [DIGEST]      print a SOCI index manifest\n"
+"  mount IMAGE DIR                serve IMAGE over NBD and mount it on DIR\n"
+"                                 (--overlay, --flat, --rw; root only)\n"
+"  umount DIR                     undo soci-nbd mount\n"
+"  mounts                         list the mounts of soci-nbd mount\n"
 "\n"
 "Options:\n"
 "  -h, --help                     show this help (also after a command)\n"
@@ -178,6 +183,12 @@ main(int argc, char **argv)
     return cmd_convert(argc - 1, argv + 1);
   if (strcmp(cmd, "index") == 0)
     return cmd_index(argc - 1, argv + 1);
+  if (strcmp(cmd, "mount") == 0)
+    return cmd_mount(argc - 1, argv + 1);
+  if (strcmp(cmd, "umount") == 0)
+    return cmd_umount(argc - 1, argv + 1);
+  if (strcmp(cmd, "mounts") == 0)
+    return cmd_mounts(argc - 1, argv + 1);
   fprintf(stderr, "soci-nbd: unknown command '%s'\n", cmd);
   fprintf(stderr, "Try 'soci-nbd --help'.\n");
   return 2;

@@ -1,9 +1,12 @@
 #!/bin/bash
 # soci-nbd tests: build the kernel and initramfs of the QEMU test guest.
 #
-#   mkinitramfs.sh [-f SRC=DST]... TEST_SCRIPT INITRD
+#   mkinitramfs.sh [-f SRC=DST]... [-b SRC=DST]... TEST_SCRIPT INITRD
 #       write INITRD (gzip'd cpio) = the cached base initramfs + TEST_SCRIPT
-#       as /test.sh (+ each SRC copied to DST); print the kernel's path.
+#       as /test.sh (+ each SRC copied to DST; for -b, also every shared
+#       library that `ldd SRC` names, at its own path, the loader
+#       included: programs and plugins of the host run in the guest);
+#       print the kernel's path.
 #   mkinitramfs.sh --kernel
 #       make sure the cache is filled; print the kernel's path.
 #
@@ -179,15 +182,16 @@ if [ "${1:-}" = --kernel ]; then
     exit 0
 fi
 
-FILES=()
+FILES=() BINS=()
 while [ $# -gt 0 ]; do
     case $1 in
     -f) FILES+=("$2"); shift 2 ;;
+    -b) BINS+=("$2"); shift 2 ;;
     -*) die "unknown option $1" ;;
     *) break ;;
     esac
 done
-[ $# -eq 2 ] || die "usage: mkinitramfs.sh [-f SRC=DST]... TEST_SCRIPT INITRD | --kernel"
+[ $# -eq 2 ] || die "usage: mkinitramfs.sh [-f SRC=DST]... [-b SRC=DST]... TEST_SCRIPT INITRD | --kernel"
 TEST=$1 INITRD=$2
 [ -f "$TEST" ] || die "no test script $TEST"
 prepare
@@ -200,6 +204,19 @@ for f in ${FILES[@]+"${FILES[@]}"}; do
     src=${f%%=*} dst=${f#*=}
     mkdir -p "$w/$(dirname "$dst")"
     cp -a "$src" "$w/$dst"
+done
+for f in ${BINS[@]+"${BINS[@]}"}; do
+    src=${f%%=*} dst=${f#*=}
+    [ -f "$src" ] || die "no file $src"
+    mkdir -p "$w/$(dirname "$dst")"
+    cp -L "$src" "$w/$dst"
+    # A static program has no libraries (ldd fails on it).
+    for lib in $(ldd "$src" 2>/dev/null |
+                 awk '/=> \// { print $3 } /^\t\// { print $1 }'); do
+        [ -f "$w$lib" ] && continue
+        mkdir -p "$w$(dirname "$lib")"
+        cp -L "$lib" "$w$lib"
+    done
 done
 # Concatenated archives: the kernel unpacks one after the other.
 { cat "$BASE"

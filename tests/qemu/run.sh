@@ -1,13 +1,17 @@
 #!/bin/bash
 # soci-nbd tests: boot the QEMU test guest (TCG) on a test script.
 #
-#   run.sh [-s SOCKET] [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG]
-#          [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT
+#   run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR]
+#          [-l LOG] [-t SECONDS] [-m MEGABYTES] [-f SRC=DST]... [-b SRC=DST]...
+#          TEST_SCRIPT
 #
 #   -s SOCKET  an NBD server's Unix socket.  The guest reaches it at
 #              10.0.2.100:10809 only: QEMU user networking with restrict=on
 #              and a guestfwd rule that hands each guest connection to
 #              `socat - UNIX-CONNECT:SOCKET`; no packet leaves QEMU.
+#   -p PORT    the guest reaches 127.0.0.1:PORT on the host (a registry)
+#              at 10.0.2.100:PORT, the same way: a guestfwd rule to
+#              `socat - TCP:127.0.0.1:PORT` (nothing else is reachable).
 #   -d EXPORT  also give the guest a read-only virtio disk backed by the
 #              export (QEMU's own NBD client on SOCKET), with virtio serial
 #              EXPORT cut to 20 bytes; the first -d is /dev/vda.
@@ -18,7 +22,10 @@
 #              (carried back on a scratch virtio disk, serial "soci-out").
 #   -l LOG     keep the whole serial console there.
 #   -t SECONDS bound on the whole boot (default 120).
+#   -m MEGABYTES  guest memory (default 1024).
 #   -f SRC=DST copy SRC into the initramfs at DST.
+#   -b SRC=DST copy the program or shared library SRC to DST, and every
+#              library `ldd SRC` names at its own path (mkinitramfs.sh -b).
 #
 # Prints the guest's result lines ("SOCI-TEST-RESULT: " removed) on stdout.
 # Exits 0 when the guest ran the test to its end and the test exited 0,
@@ -29,11 +36,15 @@ set -eu -o pipefail
 die() { echo "run.sh: $*" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT=
-EXPORTS=() FILES=()
-while getopts s:d:r:O:l:t:f: opt; do
+SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT= MEM=1024
+EXPORTS=() FILES=() PORTS=()
+while getopts s:p:d:r:O:l:t:m:f:b: opt; do
     case $opt in
     s) SOCKET=$OPTARG ;;
+    p) case $OPTARG in ''|*[!0-9]*) die "-p needs a port number" ;; esac
+       PORTS+=("$OPTARG") ;;
+    m) MEM=$OPTARG ;;
+    b) FILES+=(-b "$OPTARG") ;;
     d) EXPORTS+=("$OPTARG") ;;
     r) RECONNECT=",file.reconnect-delay=$OPTARG" ;;
     O) OUTDIR=$OPTARG ;;
@@ -44,7 +55,7 @@ while getopts s:d:r:O:l:t:f: opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG] [-t SECONDS] [-f SRC=DST]... TEST_SCRIPT"
+[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG] [-t SECONDS] [-m MB] [-f SRC=DST]... [-b SRC=DST]... TEST_SCRIPT"
 TEST=$1
 if [ ${#EXPORTS[@]} -gt 0 ] && [ -z "$SOCKET" ]; then
     die "-d needs -s SOCKET"
@@ -66,12 +77,19 @@ trap 'exit 2' INT TERM HUP
 KERNEL=$("$HERE/mkinitramfs.sh" ${FILES[@]+"${FILES[@]}"} "$TEST" "$W/initrd.gz") ||
     die "mkinitramfs.sh failed"
 
-ARGS=(-accel tcg -m 1024 -smp 1 -nodefaults -nographic -no-reboot
+ARGS=(-accel tcg -m "$MEM" -smp 1 -nodefaults -nographic -no-reboot
       -serial stdio -monitor none
       -kernel "$KERNEL" -initrd "$W/initrd.gz"
       -append "console=ttyS0 quiet panic=-1")
+NETDEV=
 if [ -n "$SOCKET" ]; then
-    ARGS+=(-netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:10809-cmd:socat - UNIX-CONNECT:$SOCKET"
+    NETDEV=",guestfwd=tcp:10.0.2.100:10809-cmd:socat - UNIX-CONNECT:$SOCKET"
+fi
+for p in ${PORTS[@]+"${PORTS[@]}"}; do
+    NETDEV="$NETDEV,guestfwd=tcp:10.0.2.100:$p-cmd:socat - TCP:127.0.0.1:$p"
+done
+if [ -n "$NETDEV" ]; then
+    ARGS+=(-netdev "user,id=n0,restrict=on$NETDEV"
            -device virtio-net-pci,netdev=n0,romfile=)
 fi
 i=0

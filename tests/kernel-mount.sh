@@ -1,0 +1,290 @@
+#!/bin/bash
+# soci-nbd tests: `soci-nbd mount` / `umount` / `mounts` against a real
+# kernel's nbd driver — Debian 12's kernel in a QEMU (TCG) guest
+# (tests/qemu/), since the build machines' kernel has no nbd driver.
+#
+# On the host: the errors that need no nbd driver (not root, DIR missing
+# or not a directory, no nbd driver, umount of something else, usage).
+# Then the 4 layers of tests/mkfs-tree.py are pushed to a real
+# docker-registry with v2 SOCI indexes: test/a = L1 L2 L3, test/b = L1 L2
+# (its layers are A's bottom two), test/full = L1..L4 (L4 hard-links a
+# file of L1, so its layer cannot be served alone).  The guest runs
+# soci-nbd, nbdkit and the plugin themselves (copied in with their
+# libraries, run.sh -b) and reaches the registry at 10.0.2.100:PORT through
+# a QEMU guestfwd pipe to 127.0.0.1:PORT (run.sh -p), plain HTTP.
+#
+# In the guest: overlay mounts (A; B sharing A's layer devices), a flat
+# mount (FULL), a refused overlay of FULL, an image error, --rw with
+# --upper (writes land in the upper dir only; the lower devices keep the
+# bytes of `soci-nbd mkfs --layer`) and with a tmpfs, a busy umount, the
+# server killed (SIGKILL) under the live mounts and restarted with
+# `mount --restart-server` (reads after drop_caches return the right
+# bytes), half-made mounts (SOCI_NBD_TEST_ABORT) cleaned by umount, and
+# at the end: no devices, mounts, processes or state left.  The host
+# compares the listings of A and FULL with tests/mkfs-tree.py's reference
+# trees of the same layers.
+. "${top_srcdir:-$(dirname "$0")/..}/tests/registry/lib.sh"
+
+require_tools qemu-system-x86_64 socat cpio busybox nbdkit python3 timeout setpriv
+SN=$SOCI_NBD
+PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
+PY="python3 $top_srcdir/tests/mkfs-tree.py"
+LST="python3 $top_srcdir/tests/qemu/listing.py"
+IMGPY="python3 $top_srcdir/tests/plugin-image.py"
+RUN=$top_srcdir/tests/qemu/run.sh
+[ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
+export SOCI_NBD_RUN_DIR=$TMP/run
+
+RPID=
+cleanup() {
+    if [ -n "$RPID" ]; then
+        kill "$RPID" 2>/dev/null        # run.sh ends its QEMU
+        wait "$RPID" 2>/dev/null
+    fi
+    srv_cleanup
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+# ---- host: errors without an nbd driver ------------------------------------
+mkdir -p "$TMP/dir"
+: > "$TMP/file"
+check_fails "not root: a clear error" "must be run as root" \
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$SN" mount img "$TMP/dir"
+check_fails "umount as not root: a clear error" "must be run as root" \
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$SN" umount "$TMP/dir"
+check_fails "DIR missing" "$TMP/nope: No such file or directory" \
+    "$SN" mount img "$TMP/nope"
+check_fails "DIR not a directory" "$TMP/file: not a directory" \
+    "$SN" mount img "$TMP/file"
+if [ -e /sys/module/nbd ] || modprobe -q nbd 2>/dev/null; then
+    echo "ok $((TAP_N += 1)) # SKIP this host has an nbd driver"
+else
+    check_fails "no nbd driver: says so, points at alternatives" \
+        "no nbd driver.*nbdfuse" "$SN" mount img "$TMP/dir"
+fi
+check_fails "umount of a directory soci-nbd did not mount" \
+    "is not mounted by soci-nbd" "$SN" umount "$TMP/dir"
+check "mounts with nothing mounted: no output" \
+    bash -c "test -z \"\$('$SN' mounts)\""
+check_fails "mount without DIR: usage error" "expected IMAGE and DIR" \
+    "$SN" mount img
+check_fails "--upper without --rw: usage error" "--upper needs --rw" \
+    "$SN" mount --upper "$TMP/dir" img "$TMP/dir"
+check "mount --help" bash -c "'$SN' mount --help | grep -q -- --restart-server"
+check "--help lists mount, umount, mounts" \
+    bash -c "'$SN' --help | grep -q '^  mount IMAGE DIR' && '$SN' --help | grep -q '^  umount DIR' && '$SN' --help | grep -q '^  mounts'"
+
+# ---- images -----------------------------------------------------------------
+$PY gen "$TMP"
+gzip -n "$TMP/L1.tar"                           # L1 gzip, L2 plain, L3 gzip
+gzip -n "$TMP/L3.tar"
+L1=$TMP/L1.tar.gz L2=$TMP/L2.tar L3=$TMP/L3.tar.gz L4=$TMP/L4.tar
+for l in "$L1" "$L2" "$L3"; do
+    "$SN" ztoc create -q -s 64K -o "$l.ztoc" "$l" ||
+        { echo "Bail out! ztoc create $l"; exit 1; }
+done
+Z=(--ztoc "$L1=$L1.ztoc" --ztoc "$L2=$L2.ztoc" --ztoc "$L3=$L3.ztoc")
+reg_start R || { echo "Bail out! registry did not start"; exit 1; }
+$IMGPY push "$R_URL" test/a "$L1" "$L2" "$L3" "${Z[@]}" > /dev/null &&
+$IMGPY push "$R_URL" test/b "$L1" "$L2" "${Z[@]:0:4}" > /dev/null &&
+$IMGPY push "$R_URL" test/full "$L1" "$L2" "$L3" "$L4" "${Z[@]}" > /dev/null ||
+    { echo "Bail out! push failed"; exit 1; }
+$PY ref "$L1" "$L2" "$L3" > "$TMP/ref3.json"
+$PY ref "$L1" "$L2" "$L3" "$L4" > "$TMP/ref4.json"
+for i in 1 2 3; do
+    eval "l=\$L$i"
+    "$SN" mkfs -q --layer -o "$TMP/l$i.sqfs" "$l" ||
+        { echo "Bail out! mkfs --layer L$i"; exit 1; }
+done
+big=data/size-1048583
+bigsum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["sha"])' "$TMP/ref3.json" $big)
+
+# ---- the guest's programs -------------------------------------------------------
+NBDKIT=$(command -v nbdkit)
+BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
+      -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so")
+NBDKIT_OPT=
+if ldd "$PLUGIN" 2>/dev/null | grep -q libasan; then
+    # An ASan build: nbdkit must preload the runtime to load the plugin
+    # (as tests/lib.sh nbdkit_asan_wrapper does on the host).
+    asan=$(ldd "$PLUGIN" | awk '/libasan/ {print $3}')
+    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec /usr/bin/nbdkit "$@"\n' \
+        "$asan" > "$TMP/nbdkit-asan"
+    chmod +x "$TMP/nbdkit-asan"
+    BINS+=(-f "$TMP/nbdkit-asan=/usr/local/bin/nbdkit-asan")
+    NBDKIT_OPT="--nbdkit /usr/local/bin/nbdkit-asan"
+fi
+
+# ---- the guest script -----------------------------------------------------------
+# gcheck DESC COMMAND: a check the guest runs (COMMAND is guest shell text,
+# run in a subshell); the host then expects "ok DESC" from the guest.
+G=$TMP/guest.sh
+GN=0
+gcheck() {
+    GN=$((GN + 1))
+    printf 'c%d() (\n%s\n)\ncheck '\''%s'\'' c%d\n' "$GN" "$2" "$1" "$GN" >> "$G"
+    echo "ok $1" >> "$G.expect"
+}
+graw() { printf '%s\n' "$1" >> "$G"; }
+: > "$G.expect"
+REG=10.0.2.100:$R_PORT
+cat > "$G" <<EOF
+. /lib/soci-test.sh
+export SOCI_NBD_PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so
+SN="soci-nbd"
+O="--plain-http $REG $NBDKIT_OPT"
+REG=$REG
+RUNDIR=/run/soci-nbd
+mkdir -p /m/a /m/b /m/flat /m/rw /m/rw2 /m/bad /m/half /up
+# devs DIR: the devices column of DIR's line in soci-nbd mounts
+devs() { soci-nbd mounts | awk -F'\t' -v d="\$1" '\$1 == d { print \$4 }'; }
+# field DIR N: column N of DIR's line
+field() { soci-nbd mounts | awk -F'\t' -v d="\$1" -v n="\$2" '\$1 == d { print \$n }'; }
+EOF
+
+gcheck "mount --overlay A (3 layers)" \
+    '$SN mount $O $REG/test/a:v2 /m/a'
+graw 'listing /m/a > $OUT/a.txt'
+gcheck "mounts: /m/a, image, overlay, 3 devices, a server, ok" \
+    "soci-nbd mounts | tee /tmp/m1;
+     grep -q \"^/m/a	\$REG/test/a:v2	overlay	/dev/nbd[0-9]*,/dev/nbd[0-9]*,/dev/nbd[0-9]*	[0-9][0-9]*	ok\$\" /tmp/m1"
+gcheck "/m/a is an overlay of three squashfs devices, read-only" \
+    "grep -q ' /m/a overlay ro' /proc/mounts && test \$(grep -c '^/dev/nbd[0-9]* .* squashfs ro' /proc/mounts) = 3"
+gcheck "mount --overlay B (the bottom two layers of A) shares two devices of A" \
+    '$SN mount $O $REG/test/b:v2 /m/b &&
+     a=$(devs /m/a) && b=$(devs /m/b) && echo "a=$a b=$b" &&
+     test "$b" = "${a%,*}" &&
+     test $(grep -c "^/dev/nbd[0-9]* .* squashfs ro" /proc/mounts) = 3'
+gcheck "B has the files of layer 2, not those of layer 3" \
+    'test "$(cat /m/b/d/new)" = "new in 2" && ! test -e /m/b/d/gone && test "$(cat /m/a/d/gone)" = "back in 3"'
+gcheck "mount --flat FULL (4 layers, one device)" \
+    '$SN mount --flat $O $REG/test/full:v2 /m/flat &&
+     d=$(devs /m/flat) && echo "$d" && case $d in *,*) exit 1 ;; /dev/nbd*) ;; *) exit 1 ;; esac'
+graw 'listing /m/flat > $OUT/flat.txt'
+gcheck "mount --overlay FULL is refused: layer 3 cannot be served alone (one line)" \
+    '! $SN mount $O $REG/test/full:v2 /m/bad 2>/tmp/e; cat /tmp/e;
+     grep -q "layer 3 (sha256:.*) cannot be served alone.*use --flat" /tmp/e && test $(wc -l < /tmp/e) = 1'
+gcheck "after the refused mount nothing of it is left (mount, devices, server)" \
+    'ls $RUNDIR/servers; grep "^/dev/nbd" /proc/mounts;
+     ! soci-nbd mounts | grep -q /m/bad && ! grep -q " /m/bad " /proc/mounts &&
+     test $(ls $RUNDIR/servers | wc -l) = 2 && test $(grep -c "^/dev/nbd.* $RUNDIR/devices/" /proc/mounts) = 4'
+gcheck "image error: the message of the plugin, one line" \
+    '! $SN mount $O $REG/test/nope:v2 /m/bad 2>/tmp/e; cat /tmp/e;
+     grep -q "^soci-nbd: mount /m/bad: nbdkit: .*test/nope.*" /tmp/e && ! grep -q "status 1" /tmp/e &&
+     test $(wc -l < /tmp/e) = 1 && test $(ls $RUNDIR/servers | wc -l) = 2'
+gcheck "mount DIR twice: refused" \
+    '! $SN mount $O $REG/test/a:v2 /m/a 2>/tmp/e; cat /tmp/e; grep -q "already mounted by soci-nbd" /tmp/e'
+gcheck "mount on a busy DIR (a mount point): refused" \
+    'mkdir -p /m/busy && mount -t tmpfs tmpfs /m/busy &&
+     ! $SN mount $O $REG/test/a:v2 /m/busy 2>/tmp/e; cat /tmp/e; umount /m/busy; grep -q "busy" /tmp/e'
+
+# --rw with an upper directory: writes land there only.
+gcheck "mount --rw --upper /up A" \
+    '$SN mount --rw --upper /up $O $REG/test/a:v2 /m/rw && grep -q " /m/rw overlay rw" /proc/mounts &&
+     test "$(devs /m/rw)" = "$(devs /m/a)"'
+gcheck "rw: write, modify, delete" \
+    'echo new > /m/rw/newfile && echo changed > /m/rw/d/keep && rm /m/rw/d/gone && mkdir /m/rw/newdir && sync'
+gcheck "rw: the writes are in /up/upper (the deletion a whiteout)" \
+    'test "$(cat /up/upper/newfile)" = new && test "$(cat /up/upper/d/keep)" = changed &&
+     test "$(stat -c "%F %t:%T" /up/upper/d/gone)" = "character special file 0:0" && test -d /up/upper/newdir'
+gcheck "rw: /m/a on the same lower devices does not see them" \
+    '! test -e /m/a/newfile && test "$(cat /m/a/d/keep)" = keep && test "$(cat /m/a/d/gone)" = "back in 3"'
+i=0
+for n in 1 2 3; do
+    gcheck "rw: lower device of layer $n has the bytes of mkfs --layer L$n" \
+        "d=\$(devs /m/a | cut -d, -f$n) && echo \$d && sha256sum \$d | grep -q ^$(sha "$TMP/l$n.sqfs")"
+done
+gcheck "umount /m/rw; the upper dir stays, the shared devices too" \
+    '$SN umount /m/rw && ! grep -q " /m/rw " /proc/mounts && test -f /up/upper/newfile &&
+     test "$(cat /m/a/d/keep)" = keep'
+gcheck "mount --rw B on a tmpfs upper, write, umount: the tmpfs goes" \
+    '$SN mount --rw $O $REG/test/b:v2 /m/rw2 && echo x > /m/rw2/newx &&
+     grep -q "tmpfs $RUNDIR/mounts/.*/rw tmpfs" /proc/mounts &&
+     $SN umount /m/rw2 && ! grep -q "$RUNDIR/mounts/.*/rw" /proc/mounts'
+
+# Busy: the mount and its devices stay.
+gcheck "umount of a busy mount fails and keeps it" \
+    '(cd /m/b && ! $SN umount /m/b 2>/tmp/e); cat /tmp/e; grep -q "busy" /tmp/e &&
+     grep -q " /m/b overlay " /proc/mounts && test "$(field /m/b 6)" = ok'
+
+# Restart: kill the nbdkit behind /m/a and /m/b, start it again from the
+# state, read after dropping the caches.
+gcheck "restart: kill -9 the nbdkit serving /m/a" \
+    'pid=$(field /m/a 5) && echo $pid > /tmp/oldpid && kill -9 $pid && sleep 1 &&
+     soci-nbd mounts && test "$(field /m/a 6)" = server-down'
+gcheck "restart: soci-nbd mount --restart-server /m/a" \
+    '$SN mount --restart-server /m/a && soci-nbd mounts && test "$(field /m/a 6)" = ok &&
+     test "$(field /m/a 5)" != "$(cat /tmp/oldpid)"'
+gcheck "restart: after drop_caches, a read on /m/a returns the right bytes" \
+    "echo 3 > /proc/sys/vm/drop_caches && sha256sum /m/a/$big | grep -q ^$bigsum"
+gcheck "restart: and on /m/b (shared devices)" \
+    "sha256sum /m/b/data/size-300000 | grep -q ^$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data/size-300000"]["sha"])' "$TMP/ref3.json")"
+graw 'cat $RUNDIR/servers/*/log > $OUT/server-logs.txt 2>/dev/null'
+
+# Half-made mounts, as after a crash: umount undoes them.
+for step in devices supervisor upper mount; do
+    rw=
+    [ $step = upper ] && rw=--rw
+    gcheck "crash after $step: mount stops half-way, mounts says incomplete, umount cleans it" \
+        "SOCI_NBD_TEST_ABORT=$step \$SN mount $rw --flat \$O \$REG/test/b:v2 /m/half; test \$? = 70 &&
+         soci-nbd mounts | grep -q '^/m/half	.*	incomplete\$' &&
+         ! \$SN mount --flat \$O \$REG/test/b:v2 /m/half 2>/tmp/e && grep -q half-made /tmp/e &&
+         \$SN umount /m/half && ! soci-nbd mounts | grep -q /m/half &&
+         ! grep -q ' /m/half ' /proc/mounts && ! grep -q '/rw tmpfs' /proc/mounts &&
+         test \$(ls \$RUNDIR/servers | wc -l) = 2"
+done
+
+gcheck "umount /m/b, /m/a, /m/flat" \
+    '$SN umount /m/b && $SN umount /m/a && $SN umount /m/flat'
+gcheck "nothing left: soci-nbd mounts is empty" 'test -z "$(soci-nbd mounts)"'
+gcheck "nothing left: every nbd device is disconnected (size 0, no pid)" \
+    'for d in /sys/block/nbd*; do test "$(cat $d/size)" = 0 && ! test -e $d/pid || { echo $d; exit 1; }; done'
+gcheck "nothing left: no squashfs, overlay or state tmpfs mount" \
+    '! grep -E " (squashfs|overlay) |/run/soci-nbd" /proc/mounts'
+gcheck "nothing left: no nbdkit or supervisor process" \
+    'sleep 1; for p in /proc/[0-9]*; do
+       c=$(cat $p/comm 2>/dev/null); s=$(cut -d" " -f3 $p/stat 2>/dev/null)
+       case "$c" in nbdkit|soci-nbd-sup) [ "$s" = Z ] || { echo "${p#/proc/} $c $s"; exit 1; } ;; esac
+     done'
+gcheck "nothing left: the state directories are empty" \
+    'find $RUNDIR -mindepth 2; test -z "$(find $RUNDIR -mindepth 2)"'
+graw 'exit $SOCI_FAILED'
+
+# ---- boot ------------------------------------------------------------------------
+t0=$(date +%s)
+"$RUN" -p "$R_PORT" "${BINS[@]}" -O "$TMP/out" -l "$TMP/console.txt" -t 400 "$G" \
+    > "$TMP/res.txt" 2> "$TMP/run.err" &
+RPID=$!
+st=0
+wait $RPID || st=$?
+RPID=
+echo "# boot took $(( $(date +%s) - t0 )) s"
+sed 's/^/# /' "$TMP/run.err"
+while IFS= read -r l; do
+    case $l in
+    "ok "*) echo "ok $((TAP_N += 1)) - guest: ${l#ok }" ;;
+    "not ok "*)
+        TAP_FAILED=$((TAP_FAILED + 1))
+        echo "not ok $((TAP_N += 1)) - guest: ${l#not ok }" ;;
+    *) echo "$l" ;;
+    esac
+done < "$TMP/res.txt"
+check "guest printed all $(wc -l < "$G.expect") expected results (run.sh status $st)" \
+    bash -c "test $st -eq 0 && ! grep -vxFf '$TMP/res.txt' '$G.expect'"
+if [ $TAP_FAILED -gt 0 ] && [ -f "$TMP/out/server-logs.txt" ]; then
+    tail -30 "$TMP/out/server-logs.txt" | sed 's/^/# server log: /'
+fi
+
+# ---- the trees ----------------------------------------------------------------------
+check "overlay A: listing came back" test -s "$TMP/out/a.txt"
+$LST tree "$TMP/out/a.txt" > "$TMP/a.json" 2>/dev/null
+check "overlay A (L3:L2:L1) tree = reference of 3 layers" \
+    $PY cmp "$TMP/ref3.json" "$TMP/a.json" --no-xattrs
+check "flat FULL: listing came back" test -s "$TMP/out/flat.txt"
+$LST tree "$TMP/out/flat.txt" > "$TMP/flat.json" 2>/dev/null
+check "flat FULL tree = reference of 4 layers" \
+    $PY cmp "$TMP/ref4.json" "$TMP/flat.json" --no-xattrs
+check "flat FULL: hard links share an inode" \
+    $LST inode "$TMP/out/flat.txt" data/size-513 data/hard data/hard2
+finish
