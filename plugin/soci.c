@@ -49,7 +49,8 @@ static bool layer_check = true;
 static struct sn_image *img;
 
 /* Statistics file: rewritten when spans were fetched (at most once a
- * second from the data path), and at close and cleanup. */
+ * second from the data path, and within a second by stats_flusher), and
+ * at close and cleanup. */
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 static int stats_dirty;        /* atomic */
 static int64_t stats_last;     /* atomic, monotonic seconds */
@@ -378,12 +379,54 @@ soci_get_ready(void)
   return 0;
 }
 
+/* With a stats-file: a thread that rewrites it within a second of a
+ * change the data path left unwritten (its writes are throttled), so
+ * readers of a long-lived server (soci-nbd mounts, scripts) see current
+ * numbers without a disconnection. */
+static pthread_t stats_thread;
+static bool stats_thread_running;
+static pthread_mutex_t stats_stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stats_stop_cond = PTHREAD_COND_INITIALIZER;
+static bool stats_stop;
+
+static void *
+stats_flusher(void *arg)
+{
+  (void) arg;
+  pthread_mutex_lock(&stats_stop_lock);
+  while (!stats_stop) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&stats_stop_cond, &stats_stop_lock, &ts);
+    if (stats_stop)
+      break;
+    pthread_mutex_unlock(&stats_stop_lock);
+    if (__atomic_load_n(&stats_dirty, __ATOMIC_RELAXED))
+      write_stats(true);
+    pthread_mutex_lock(&stats_stop_lock);
+  }
+  pthread_mutex_unlock(&stats_stop_lock);
+  return NULL;
+}
+
 static int
 soci_after_fork(void)
 {
+  int e;
+
   if (sn_image_start_background(img) == -1) {
     nbdkit_error("%s", sn_error());
     return -1;
+  }
+  if (stats_file) {
+    e = pthread_create(&stats_thread, NULL, stats_flusher, NULL);
+    if (e != 0) {
+      nbdkit_error("stats-file: pthread_create: %s", strerror(e));
+      return -1;
+    }
+    stats_thread_running = true;
   }
   return 0;
 }
@@ -391,6 +434,14 @@ soci_after_fork(void)
 static void
 soci_cleanup(void)
 {
+  if (stats_thread_running) {
+    pthread_mutex_lock(&stats_stop_lock);
+    stats_stop = true;
+    pthread_cond_signal(&stats_stop_cond);
+    pthread_mutex_unlock(&stats_stop_lock);
+    pthread_join(stats_thread, NULL);
+    stats_thread_running = false;
+  }
   write_stats(true);
   sn_image_free(img);
   img = NULL;

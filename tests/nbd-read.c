@@ -4,13 +4,17 @@
  *   nbd-read URI OFFSET LENGTH     (LENGTH -1: to the end of the export)
  *   nbd-read --cache URI OFFSET LENGTH   send NBD_CMD_CACHE instead
  *
- * Exits 1 with the server's error (e.g. EIO) on stderr if the read fails. */
+ * Exits 1 with the server's error (e.g. EIO) on stderr if the read fails.
+ * NBD_READ_HOLD=SECONDS keeps the connection open that long after the
+ * read (stdout is closed first), for tests of what a server does while a
+ * client stays connected. */
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <libnbd.h>
@@ -76,6 +80,10 @@ main(int argc, char **argv)
     }
     off += (int64_t) n;
     len -= (int64_t) n;
+  }
+  if (getenv("NBD_READ_HOLD")) {
+    fclose(stdout);
+    sleep((unsigned) atoi(getenv("NBD_READ_HOLD")));
   }
   nbd_shutdown(h, 0);
   r = 0;

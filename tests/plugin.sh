@@ -218,6 +218,16 @@ stop_server "$SOCK"
 check "one small file: a few spans of one layer, far from all" stats_ok "$ST" \
     "1 <= s['spans_fetched'] <= 3 and s['spans_total'] >= 20 and \
      s['layers'][0]['spans_fetched'] == s['spans_fetched'] and s['headers_checked'] >= 1"
+check "server again" start_server "$SOCK" "$REF:v2" stats-file="$ST"
+F2=/data/size-300000
+set -- $(rdsquashfs -s "$F2" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
+check "stats-file follows a client that stays connected (within ~1 s)" bash -c "
+    n=\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"spans_fetched\"])' '$ST')
+    NBD_READ_HOLD=4 '$NBDREAD' '$URI' $2 $1 > '$TMP/held' & p=\$!
+    sleep 2.5
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s[\"spans_fetched\"] > int(sys.argv[2]) else 1)' '$ST' \$n
+    r=\$?; kill \$p 2>/dev/null; wait \$p; exit \$r"
+stop_server "$SOCK"
 
 # NBD_CMD_CACHE prefetches the spans; the read then fetches nothing more.
 check "server again, -D soci.verbose=1" start_server "$SOCK" -v -D soci.verbose=1 \
