@@ -71,7 +71,7 @@ skopeo --policy "$work/policy.json" copy -q --dest-tls-verify=false \
 echo "   pushed $R/demo:latest"
 
 echo "== 3. soci-nbd convert: ztocs + SOCI index v2, pushed as $R/demo:soci"
-"$SN" convert -s 1M "$R/demo:latest" "$R/demo:soci"
+"$SN" convert -s 1M --min-layer-size 1M "$R/demo:latest" "$R/demo:soci"
 
 # The commands of step 4-5, for the host or the guest: IMAGE_HOST is how
 # that machine names the registry; $OUT receives the stats file.
