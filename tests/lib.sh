@@ -60,7 +60,7 @@ nbdkit_asan_wrapper() {
     cat > "$TMP/asan-bin/nbdkit" <<EOF2
 #!/bin/sh
 LD_PRELOAD="$(ldd "$1" | awk '/libasan/ {print $3}')" \\
-ASAN_OPTIONS="detect_leaks=0:\${ASAN_OPTIONS:-}" exec $(command -v nbdkit) "\$@"
+ASAN_OPTIONS="\${ASAN_OPTIONS:-}:detect_leaks=0" exec $(command -v nbdkit) "\$@"
 EOF2
     chmod +x "$TMP/asan-bin/nbdkit"
     PATH=$TMP/asan-bin:$PATH
