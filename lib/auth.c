@@ -172,13 +172,15 @@ ws(const char *p)
   return p;
 }
 
-/* A quoted-string at p (which points at '"'); *end after it. */
+/* A quoted-string at p (which points at '"'); *end after it.  NULL on
+ * error, with *end NULL when unterminated (else out of memory). */
 static char *
 quoted(const char *p, const char **end)
 {
   size_t n = 0, cap = strlen(p);
   char *d = malloc(cap + 1);
 
+  *end = p;                     /* non-NULL: the caller reports OOM */
   if (d == NULL)
     return NULL;
   p++;

@@ -418,9 +418,9 @@ find_index(struct sn_image *img, const struct sn_manifest *m,
 
 /* Parse a prefetch artifact: {"version":"1.0","prefetch_spans":
  * [{"start_span":A,"end_span":B[,"priority":N]}, …]}. */
-static int
-parse_prefetch(const uint8_t *buf, size_t len, struct sn_prefetch_span **out,
-               size_t *n)
+int
+sn_image_parse_prefetch(const uint8_t *buf, size_t len,
+                        struct sn_prefetch_span **out, size_t *n)
 {
   json_error_t je;
   json_t *root = json_loadb((const char *) buf, len, 0, &je), *spans, *v;
@@ -435,9 +435,11 @@ parse_prefetch(const uint8_t *buf, size_t len, struct sn_prefetch_span **out,
       !json_is_string(v = json_object_get(root, "version")) ||
       strcmp(ver = json_string_value(v), "1.0") != 0 ||
       !json_is_array(spans = json_object_get(root, "prefetch_spans"))) {
+    /* ver points into root: format the message before freeing it. */
+    sn_set_error("not a prefetch artifact v1.0%s%.100s",
+                 ver ? ": version " : "", ver ? ver : "");
     json_decref(root);
-    return sn_set_error("not a prefetch artifact v1.0%s%s",
-                        ver ? ": version " : "", ver ? ver : "");
+    return -1;
   }
   *out = calloc(json_array_size(spans) + 1, sizeof **out);
   if (*out == NULL) {
@@ -455,6 +457,7 @@ parse_prefetch(const uint8_t *buf, size_t len, struct sn_prefetch_span **out,
       json_decref(root);
       free(*out);
       *out = NULL;
+      *n = 0;
       return sn_set_error("prefetch_spans[%zu]: want 0 <= start_span <= "
                           "end_span", i);
     }
@@ -492,7 +495,7 @@ load_prefetch(struct sn_image *img, const struct sn_descriptor *d)
                                &buf, &len) == -1)
     return sn_prefix_error("prefetch artifact %s of layer %zu: ", d->digest,
                            j);
-  if (parse_prefetch(buf, len, &sp, &n) == -1) {
+  if (sn_image_parse_prefetch(buf, len, &sp, &n) == -1) {
     free(buf);
     return sn_prefix_error("prefetch artifact %s of layer %zu: ", d->digest,
                            j);

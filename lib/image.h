@@ -116,6 +116,14 @@ int sn_image_pread(struct sn_image *img, struct sn_image_export *e,
 int sn_image_prefetch(struct sn_image *img, struct sn_image_export *e,
                       uint64_t len, uint64_t off);
 
+/* A prefetch artifact's span ranges ({"version":"1.0","prefetch_spans":
+ * [{"start_span":A,"end_span":B}, …]}; 0 <= A <= B <= INT32_MAX, not yet
+ * checked against a ztoc): *out malloc'd (n + 1 entries), 0 or -1 (err.h).
+ * Exposed for the fuzz target and tests. */
+struct sn_prefetch_span;
+int sn_image_parse_prefetch(const uint8_t *buf, size_t len,
+                            struct sn_prefetch_span **out, size_t *n);
+
 /* Counters summed over the image's layers. */
 struct sn_image_stats {
   uint64_t bytes_fetched;      /* compressed bytes of spans, registry */

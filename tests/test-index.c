@@ -9,6 +9,7 @@
 #include "build.h"
 #include "digest.h"
 #include "err.h"
+#include "image.h"
 #include "index.h"
 #include "json.h"
 #include "tap.h"
@@ -441,11 +442,45 @@ test_go_decoding(void)
   }
 }
 
+/* The plugin's prefetch artifact parser (lib/image.c). */
+static void
+test_prefetch_parse(void)
+{
+  static const char good[] =
+    "{\"version\":\"1.0\",\"prefetch_spans\":[{\"start_span\":2,"
+    "\"end_span\":5,\"priority\":1},{\"start_span\":0,\"end_span\":0}]}";
+  static const char badver[] =
+    "{\"version\":\"2.0-fuzz\",\"prefetch_spans\":[]}";
+  static const char backwards[] =
+    "{\"version\":\"1.0\",\"prefetch_spans\":[{\"start_span\":0,"
+    "\"end_span\":1},{\"start_span\":3,\"end_span\":2}]}";
+  struct sn_prefetch_span *sp;
+  size_t n;
+
+  ok(sn_image_parse_prefetch((const uint8_t *) good, strlen(good), &sp,
+                             &n) == 0 && n == 2 && sp[0].start == 2 &&
+     sp[0].end == 5 && sp[1].start == 0 && sp[1].end == 0,
+     "prefetch artifact: span ranges in order");
+  free(sp);
+  /* Found by fuzz/fuzz-manifest: the message quoted the version string
+   * after the document holding it was freed (ASan: heap-use-after-free). */
+  ok(sn_image_parse_prefetch((const uint8_t *) badver, strlen(badver), &sp,
+                             &n) == -1 && sp == NULL && n == 0 &&
+     strstr(sn_error(), "version 2.0-fuzz") != NULL,
+     "prefetch artifact of another version: %s", sn_error());
+  ok(sn_image_parse_prefetch((const uint8_t *) backwards, strlen(backwards),
+                             &sp, &n) == -1 && sp == NULL && n == 0,
+     "prefetch artifact with end_span < start_span refused");
+  ok(sn_image_parse_prefetch((const uint8_t *) "[1]", 3, &sp, &n) == -1 &&
+     sp == NULL, "prefetch artifact that is not an object refused");
+}
+
 int
 main(void)
 {
   test_writer();
   test_vectors();
   test_go_decoding();
+  test_prefetch_parse();
   return done_testing();
 }
