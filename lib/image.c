@@ -34,6 +34,8 @@
 
 #define SOCI_INDEX_V1 "application/vnd.amazon.soci.index.v1+json"
 #define SOCI_INDEX_V2 "application/vnd.amazon.soci.index.v2+json"
+/* Sequential readahead window of each layer (see sn_layer_opts). */
+#define SN_IMAGE_READAHEAD ((size_t) 8 << 20)
 #define ANN_INDEX_DIGEST "com.amazon.soci.index-digest"
 #define ANN_LAYER_DIGEST "com.amazon.soci.image-layer-digest"
 #define ZTOC_MEDIA_TYPE "application/octet-stream"
@@ -754,6 +756,7 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
       .cache_bytes = o->cache_size,
       .layer_digest = l->digest,
       .disk = img->disk,
+      .readahead_bytes = SN_IMAGE_READAHEAD,
     };
     struct sn_ztoc *z = ztocs[i];
 
