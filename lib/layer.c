@@ -76,6 +76,7 @@ struct sn_layer {
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;
   int64_t ra_trigger;           /* bytes of a forward run that trigger it */
+  int64_t ra_slack;             /* how far from the run's end a read may be */
   pthread_mutex_t ra_lock;
   pthread_cond_t ra_idle;       /* signalled when ra_threads drops to 0 */
   int64_t seq_end;              /* the furthest end of the current run */
@@ -541,10 +542,11 @@ check_range(const struct sn_layer *l, int64_t off, uint64_t len)
 /* ---- sequential readahead ------------------------------------------- */
 
 #define RA_MIN_TRIGGER ((int64_t) 1 << 20)
-/* A read continues the run if it starts at most this far past its end
- * (tar headers between files are skipped by squashfs reads) or at most a
- * trigger's worth before it (concurrent readers complete out of order). */
-#define RA_GAP ((int64_t) 256 << 10)
+/* A read continues the run if it starts within ra_slack of the run's end,
+ * before or after it: concurrent readers (nbdcopy has 16 MiB of requests
+ * in flight, nbdkit 16 threads per connection) arrive out of order, and
+ * squashfs reads skip the tar headers between files. */
+#define RA_MIN_SLACK ((int64_t) 8 << 20)
 
 static void
 set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
@@ -564,6 +566,8 @@ set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
     w--;
   l->ra_window = w;
   l->ra_trigger = span > RA_MIN_TRIGGER ? span : RA_MIN_TRIGGER;
+  l->ra_slack = 2 * l->ra_trigger > RA_MIN_SLACK ? 2 * l->ra_trigger
+    : RA_MIN_SLACK;
 }
 
 struct ra_job {
@@ -608,7 +612,7 @@ readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
   if (l->ra_window == 0)
     return;
   pthread_mutex_lock(&l->ra_lock);
-  if (off <= l->seq_end + RA_GAP && off >= l->seq_end - l->ra_trigger &&
+  if (off <= l->seq_end + l->ra_slack && off >= l->seq_end - l->ra_slack &&
       l->seq_bytes > 0) {
     l->seq_bytes += (int64_t) len;
     if (off + (int64_t) len > l->seq_end)
