@@ -572,24 +572,24 @@ set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
 
 struct ra_job {
   struct sn_layer *l;
-  size_t first, n;
+  size_t span;
 };
 
+/* One span read ahead (one thread per span: the window refills as each
+ * span completes, not when a whole batch has). */
 static void *
 ra_thread(void *arg)
 {
   struct ra_job *j = arg;
   struct sn_layer *l = j->l;
-  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
-  size_t k;
+  struct sn_span_ent *e;
 
   /* Errors are not reported here: a foreground read of a span that
    * failed loads it again and reports. */
-  if (sn_spancache_get(l->cache, j->first, j->n, ents) == 0)
-    for (k = 0; k < j->n; k++)
-      sn_spancache_put(l->cache, ents[k]);
+  if (sn_spancache_get(l->cache, j->span, 1, &e) == 0)
+    sn_spancache_put(l->cache, e);
   pthread_mutex_lock(&l->ra_lock);
-  l->ra_inflight -= j->n;
+  l->ra_inflight--;
   if (--l->ra_threads == 0)
     pthread_cond_broadcast(&l->ra_idle);
   pthread_mutex_unlock(&l->ra_lock);
@@ -599,12 +599,10 @@ ra_thread(void *arg)
 
 /* Note a read of [off, off+len) whose last span is last; if it continues
  * a forward run of at least ra_trigger bytes, start loading the spans
- * after last (up to ra_window, minus those already being read ahead) on a
- * background thread. */
+ * after last (up to ra_window of them in flight) on background threads. */
 static void
 readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
 {
-  struct ra_job *j = NULL;
   size_t first, end;
   pthread_attr_t attr;
   pthread_t tid;
@@ -633,32 +631,32 @@ readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
     goto out;
   if (end - first > l->ra_window - l->ra_inflight)
     end = first + (l->ra_window - l->ra_inflight);
-  /* Spans already cached need no thread. */
-  while (first < end && sn_spancache_has(l->cache, first))
-    first++;
-  l->ra_next = first;
-  if (first >= end)
-    goto out;
-  j = malloc(sizeof *j);
-  if (j == NULL)
-    goto out;
-  j->l = l;
-  j->first = first;
-  j->n = end - first;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&tid, &attr, ra_thread, j) == 0) {
-    l->ra_next = end;
-    l->ra_inflight += j->n;
+  for (; first < end; first++) {
+    struct ra_job *j;
+
+    /* Spans already cached need no thread. */
+    if (sn_spancache_has(l->cache, first))
+      continue;
+    j = malloc(sizeof *j);
+    if (j == NULL)
+      break;
+    j->l = l;
+    j->span = first;
+    if (pthread_create(&tid, &attr, ra_thread, j) != 0) {
+      free(j);
+      break;
+    }
+    l->ra_inflight++;
     l->ra_threads++;
-    count(&l->readahead_spans, j->n);
-    j = NULL;
+    count(&l->readahead_spans, 1);
   }
+  l->ra_next = first;
   pthread_attr_destroy(&attr);
 
 out:
   pthread_mutex_unlock(&l->ra_lock);
-  free(j);
 }
 
 /* Get the spans covering [off, off+len) through the cache, at most
