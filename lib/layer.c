@@ -79,7 +79,7 @@ struct sn_layer {
   int64_t ra_slack;             /* how far from the run's end a read may be */
   pthread_mutex_t ra_lock;
   pthread_cond_t ra_idle;       /* signalled when ra_threads drops to 0 */
-  int64_t seq_end;              /* the furthest end of the current run */
+  int64_t seq_start, seq_end;   /* the offsets the current run covers */
   int64_t seq_bytes;            /* bytes read in it */
   size_t ra_next;               /* first span readahead has not asked for */
   size_t ra_inflight;           /* spans its threads are loading */
@@ -615,13 +615,19 @@ readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
     l->seq_bytes += (int64_t) len;
     if (off + (int64_t) len > l->seq_end)
       l->seq_end = off + (int64_t) len;
+    if (off < l->seq_start)
+      l->seq_start = off;
   }
   else {                        /* a new run */
     l->seq_bytes = (int64_t) len;
+    l->seq_start = off;
     l->seq_end = off + (int64_t) len;
     l->ra_next = 0;
   }
-  if (l->seq_bytes < l->ra_trigger || l->ra_window == 0)
+  /* Sequential: a span's worth read, covering at least half of the range
+   * the run spans (scattered reads near each other are not a stream). */
+  if (l->seq_bytes < l->ra_trigger ||
+      2 * l->seq_bytes < l->seq_end - l->seq_start || l->ra_window == 0)
     goto out;
   first = last + 1 > l->ra_next ? last + 1 : l->ra_next;
   end = last + 1 + l->ra_window;
