@@ -34,6 +34,8 @@
 
 #define SOCI_INDEX_V1 "application/vnd.amazon.soci.index.v1+json"
 #define SOCI_INDEX_V2 "application/vnd.amazon.soci.index.v2+json"
+/* Sequential readahead window of each layer (see sn_layer_opts). */
+#define SN_IMAGE_READAHEAD ((size_t) 8 << 20)
 #define ANN_INDEX_DIGEST "com.amazon.soci.index-digest"
 #define ANN_LAYER_DIGEST "com.amazon.soci.image-layer-digest"
 #define ZTOC_MEDIA_TYPE "application/octet-stream"
@@ -757,6 +759,7 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
       .cache_bytes = o->cache_size,
       .layer_digest = l->digest,
       .disk = img->disk,
+      .readahead_bytes = SN_IMAGE_READAHEAD,
     };
     struct sn_ztoc *z = ztocs[i];
 
@@ -1353,6 +1356,7 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
   st->cache_misses += ls->cache_misses;
   st->disk_hits += ls->disk_hits;
   st->headers_checked += ls->headers_checked;
+  st->spans_read_ahead += ls->readahead_spans;
   st->whole_layer_bytes_fetched += l->whole_bytes;
 }
 
@@ -1443,13 +1447,14 @@ sn_image_stats_json(struct sn_image *img)
             ", \"bytes_fetched\": %" PRIu64 ", \"cache_hits\": %" PRIu64
             ", \"cache_misses\": %" PRIu64 ", \"disk_hits\": %" PRIu64
             ", \"headers_checked\": %" PRIu64
+            ", \"spans_read_ahead\": %" PRIu64
             ", \"whole_layer_bytes_fetched\": %" PRIu64
             ", \"prefetch_ranges\": %zu, \"verify\": \"%s\"",
             i ? "," : "", i, l->digest, l->lazy ? "true" : "false",
             l->spans_total, ls.spans_fetched, ls.spans_verified,
             ls.spans_failed, ls.bytes_fetched, ls.cache_hits,
             ls.cache_misses, ls.disk_hits, ls.headers_checked,
-            l->whole_bytes, l->npf, verify_name(v));
+            ls.readahead_spans, l->whole_bytes, l->npf, verify_name(v));
     if (v == VERIFY_FAILED && l->verify_msg) {
       fputs(", \"verify_error\": ", f);
       put_str(f, l->verify_msg);
@@ -1478,6 +1483,7 @@ sn_image_stats_json(struct sn_image *img)
           "  \"prefetch_artifacts\": %zu,\n"
           "  \"prefetch_done\": %s,\n"
           "  \"spans_prefetched\": %" PRIu64 ",\n"
+          "  \"spans_read_ahead\": %" PRIu64 ",\n"
           "  \"layer_check\": %s,\n"
           "  \"layers_verified\": %" PRIu64 ",\n"
           "  \"layers_verify_failed\": %" PRIu64 ",\n"
@@ -1492,7 +1498,7 @@ sn_image_stats_json(struct sn_image *img)
           st.local_bytes_read, prefetch_name(img->prefetch), img->npf_docs,
           __atomic_load_n(&img->bg_done, __ATOMIC_ACQUIRE) ? "true" : "false",
           __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED),
-          img->layer_check && img->prefetch == SN_PREFETCH_BACKGROUND
+          st.spans_read_ahead, img->layer_check && img->prefetch == SN_PREFETCH_BACKGROUND
           ? "true" : "false",
           st.layers_verified, st.layers_verify_failed, ds.bytes,
           ds.max_bytes, ds.evicted_files, ds.evicted_bytes,

@@ -133,6 +133,7 @@ struct sn_image_stats {
   uint64_t whole_layer_bytes_fetched; /* layers downloaded whole */
   uint64_t local_bytes_read;   /* span bytes read from local layer files */
   uint64_t spans_prefetched;   /* spans loaded by the prefetch thread */
+  uint64_t spans_read_ahead;   /* spans asked for by sequential readahead */
   uint64_t layers_verified;    /* whole-layer checks passed */
   uint64_t layers_verify_failed;
 };

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bufpool.h"
 #include "build.h"
 #include "digest.h"
 #include "diskcache.h"
@@ -23,6 +24,7 @@
 
 #define DEFAULT_CACHE_BYTES ((size_t) 64 << 20)
 #define DEFAULT_MAX_REFETCH 2
+#define POOL_BUFS 4
 
 enum { FILE_UNKNOWN, FILE_OK, FILE_BAD };
 
@@ -48,6 +50,9 @@ struct sn_layer {
   sn_span_trace_fn trace;
   void *trace_opaque;
   struct sn_spancache *cache;
+  /* Reused buffers: decoded spans (released by the cache) and compressed
+   * spans (released right after decoding). */
+  struct sn_bufpool *span_pool, *comp_pool;
   char *name;                   /* for messages: digest or "the layer" */
   char *dir;                    /* disk cache DIR/<hex>, or NULL */
   struct sn_diskcache *disk;    /* its size accounting, or NULL */
@@ -66,6 +71,19 @@ struct sn_layer {
 
   _Atomic uint64_t spans_fetched, spans_verified, spans_failed;
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
+  _Atomic uint64_t readahead_spans;
+
+  /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
+  size_t ra_window;
+  int64_t ra_trigger;           /* bytes of a forward run that trigger it */
+  int64_t ra_slack;             /* how far from the run's end a read may be */
+  pthread_mutex_t ra_lock;
+  pthread_cond_t ra_idle;       /* signalled when ra_threads drops to 0 */
+  int64_t seq_start, seq_end;   /* the offsets the current run covers */
+  int64_t seq_bytes;            /* bytes read in it */
+  size_t ra_next;               /* first span readahead has not asked for */
+  size_t ra_inflight;           /* spans its threads are loading */
+  unsigned ra_threads;          /* its threads still running */
 };
 
 static void
@@ -75,6 +93,15 @@ count(_Atomic uint64_t *c, uint64_t n)
 }
 
 static int load_span(void *opaque, size_t i, uint8_t **data, size_t *len);
+static void set_readahead(struct sn_layer *l, size_t bytes, size_t budget);
+
+static void
+release_span(void *opaque, uint8_t *data)
+{
+  struct sn_layer *l = opaque;
+
+  sn_bufpool_put(l->span_pool, data);
+}
 
 static int
 cmp_data_file(const void *a, const void *b)
@@ -146,6 +173,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
 {
   struct sn_layer_opts def = { 0 };
   struct sn_layer *l = calloc(1, sizeof *l);
+  size_t budget;
 
   if (l == NULL) {
     sn_oom();
@@ -155,6 +183,8 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   if (o == NULL)
     o = &def;
   pthread_mutex_init(&l->lock, NULL);
+  pthread_mutex_init(&l->ra_lock, NULL);
+  pthread_cond_init(&l->ra_idle, NULL);
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
@@ -178,11 +208,18 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     sn_oom();
     goto fail;
   }
-  l->cache = sn_spancache_new(l->zi->nspans,
-                              o->cache_bytes ? o->cache_bytes
-                              : DEFAULT_CACHE_BYTES, load_span, l);
+  budget = o->cache_bytes ? o->cache_bytes : DEFAULT_CACHE_BYTES;
+  /* Idle pooled buffers add at most a quarter of the cache budget (decoded
+   * spans) and an eighth (compressed ones). */
+  l->span_pool = sn_bufpool_new(POOL_BUFS, budget / 4);
+  l->comp_pool = sn_bufpool_new(POOL_BUFS, budget / 8);
+  if (l->span_pool == NULL || l->comp_pool == NULL)
+    goto fail;
+  l->cache = sn_spancache_new(l->zi->nspans, budget, load_span, l);
   if (l->cache == NULL)
     goto fail;
+  sn_spancache_set_release(l->cache, release_span);
+  set_readahead(l, o->readahead_bytes, budget);
   return l;
 
 fail:
@@ -201,6 +238,12 @@ sn_layer_free(struct sn_layer *l)
 {
   if (l == NULL)
     return;
+  /* Readahead threads hold the layer: wait for them. */
+  pthread_mutex_lock(&l->ra_lock);
+  l->ra_window = 0;
+  while (l->ra_threads > 0)
+    pthread_cond_wait(&l->ra_idle, &l->ra_lock);
+  pthread_mutex_unlock(&l->ra_lock);
   while (l->bad) {
     struct bad_file *b = l->bad;
     l->bad = b->next;
@@ -208,6 +251,8 @@ sn_layer_free(struct sn_layer *l)
     free(b);
   }
   sn_spancache_free(l->cache);
+  sn_bufpool_free(l->span_pool);
+  sn_bufpool_free(l->comp_pool);
   if (l->captured && l->zi) {
     size_t i;
 
@@ -224,6 +269,8 @@ sn_layer_free(struct sn_layer *l)
   sn_zinfo_free(l->zi);
   sn_ztoc_free(l->z);
   pthread_mutex_destroy(&l->lock);
+  pthread_mutex_destroy(&l->ra_lock);
+  pthread_cond_destroy(&l->ra_idle);
   free(l);
 }
 
@@ -250,8 +297,16 @@ void
 sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 {
   struct sn_spancache_stats cs;
+  struct sn_bufpool_stats ps;
 
   memset(st, 0, sizeof *st);
+  sn_bufpool_get_stats(l->span_pool, &ps);
+  st->pool_reused = ps.reused;
+  st->pool_allocated = ps.allocated;
+  sn_bufpool_get_stats(l->comp_pool, &ps);
+  st->pool_reused += ps.reused;
+  st->pool_allocated += ps.allocated;
+  st->readahead_spans = atomic_load(&l->readahead_spans);
   sn_spancache_get_stats(l->cache, &cs);
   st->spans_fetched = atomic_load(&l->spans_fetched);
   st->spans_verified = atomic_load(&l->spans_verified);
@@ -267,15 +322,26 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 
 /* ---- fetching spans --------------------------------------------------- */
 
+static void
+comp_free(uint8_t *comp, struct sn_bufpool *pool)
+{
+  if (pool)
+    sn_bufpool_put(pool, comp);
+  else
+    free(comp);
+}
+
 /* Fetch span i from the source until its digest matches (at most
  * 1 + max_refetch times).  Returns the malloc'd compressed bytes. */
 static uint8_t *
 fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
-               size_t clen, const uint8_t want[SN_SHA256_LEN])
+               size_t clen, const uint8_t want[SN_SHA256_LEN],
+               struct sn_bufpool *pool)
 {
   uint8_t got[SN_SHA256_LEN];
   char gs[SN_DIGEST_STRLEN + 1];
-  uint8_t *comp = malloc(clen ? clen : 1);
+  uint8_t *comp = pool ? sn_bufpool_get(pool, clen)
+    : malloc(clen ? clen : 1);
   int n;
 
   if (comp == NULL) {
@@ -288,7 +354,7 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
     count(&l->spans_fetched, 1);
     if (l->read(l->read_opaque, comp, clen, s->comp_start) == -1) {
       sn_prefix_error("span %zu of %s: ", i, l->name);
-      free(comp);
+      comp_free(comp, pool);
       return NULL;
     }
     count(&l->bytes_fetched, clen);
@@ -305,13 +371,16 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
                n - 1, (int) l->z->span_digests[i].len,
                l->z->span_digests[i].data, (long long) s->comp_start,
                (long long) s->comp_end, gs);
-  free(comp);
+  comp_free(comp, pool);
   return NULL;
 }
 
-int
-sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
-                   size_t *clen_out)
+/* Span i's verified compressed bytes: from the disk cache (malloc'd), else
+ * fetched into a buffer of pool (if not NULL; else malloc'd).  *pooled
+ * tells which. */
+static int
+span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
+          struct sn_bufpool *pool, bool *pooled)
 {
   const struct sn_bytes *d;
   uint8_t want[SN_SHA256_LEN];
@@ -329,18 +398,29 @@ sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
   clen = (size_t) (s.comp_end - s.comp_start);
   if (sn_digest_parse(d->data, d->len, want) == -1)
     return sn_prefix_error("span %zu of %s: ", i, l->name);
+  *pooled = false;
   if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want)) != NULL)
     count(&l->disk_hits, 1);
   else {
-    comp = fetch_verified(l, i, &s, clen, want);
+    comp = fetch_verified(l, i, &s, clen, want, pool);
     if (comp == NULL)
       return -1;
+    *pooled = pool != NULL;
     if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
       sn_diskcache_add(l->disk, clen);
   }
   *comp_out = comp;
   *clen_out = clen;
   return 0;
+}
+
+int
+sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
+                   size_t *clen_out)
+{
+  bool pooled;
+
+  return span_comp(l, i, comp_out, clen_out, NULL, &pooled);
 }
 
 /* The span cache's loader: disk cache or source, verified, decoded (and
@@ -352,11 +432,12 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   uint8_t *comp, *out;
   struct sn_span s;
   size_t clen, ulen;
+  bool pooled;
 
   sn_zinfo_span(l->zi, i, &s);
   ulen = s.uncomp_end > s.uncomp_start
     ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
-  if (sn_layer_span_comp(l, i, &comp, &clen) == -1)
+  if (span_comp(l, i, &comp, &clen, l->comp_pool, &pooled) == -1)
     return -1;
   if (atomic_load(&l->capture[i])) {
     uint8_t *copy = malloc(clen ? clen : 1);
@@ -366,18 +447,18 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
       free(atomic_exchange(&l->captured[i], copy));
     }
   }
-  out = malloc(ulen ? ulen : 1);
+  out = sn_bufpool_get(l->span_pool, ulen);
   if (out == NULL) {
-    free(comp);
-    return sn_oom();
+    comp_free(comp, pooled ? l->comp_pool : NULL);
+    return -1;
   }
   if (sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen) == -1) {
     sn_prefix_error("span %zu of %s: ", i, l->name);
-    free(comp);
-    free(out);
+    comp_free(comp, pooled ? l->comp_pool : NULL);
+    sn_bufpool_put(l->span_pool, out);
     return -1;
   }
-  free(comp);
+  comp_free(comp, pooled ? l->comp_pool : NULL);
   *data = out;
   *len = ulen;
   return 0;
@@ -458,6 +539,132 @@ check_range(const struct sn_layer *l, int64_t off, uint64_t len)
   return 0;
 }
 
+/* ---- sequential readahead ------------------------------------------- */
+
+#define RA_MIN_TRIGGER ((int64_t) 1 << 20)
+/* A read continues the run if it starts within ra_slack of the run's end,
+ * before or after it: concurrent readers (nbdcopy has 16 MiB of requests
+ * in flight, nbdkit 16 threads per connection) arrive out of order, and
+ * squashfs reads skip the tar headers between files. */
+#define RA_MIN_SLACK ((int64_t) 8 << 20)
+
+static void
+set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
+{
+  int64_t span = l->zi->span_size > 0 ? l->zi->span_size : RA_MIN_TRIGGER;
+  size_t w;
+
+  if (bytes == 0 || l->zi->nspans < 2)
+    return;
+  w = bytes / (size_t) span;
+  if (w < 2)
+    w = 2;
+  if (w > SN_SPANCACHE_MAX_GET)
+    w = SN_SPANCACHE_MAX_GET;
+  /* The spans read ahead must not push the ones being read out. */
+  while (w > 0 && w * (size_t) span > budget / 2)
+    w--;
+  l->ra_window = w;
+  l->ra_trigger = span > RA_MIN_TRIGGER ? span : RA_MIN_TRIGGER;
+  l->ra_slack = 2 * l->ra_trigger > RA_MIN_SLACK ? 2 * l->ra_trigger
+    : RA_MIN_SLACK;
+}
+
+struct ra_job {
+  struct sn_layer *l;
+  size_t span;
+};
+
+/* One span read ahead (one thread per span: the window refills as each
+ * span completes, not when a whole batch has). */
+static void *
+ra_thread(void *arg)
+{
+  struct ra_job *j = arg;
+  struct sn_layer *l = j->l;
+  struct sn_span_ent *e;
+
+  /* Errors are not reported here: a foreground read of a span that
+   * failed loads it again and reports. */
+  if (sn_spancache_get(l->cache, j->span, 1, &e) == 0)
+    sn_spancache_put(l->cache, e);
+  pthread_mutex_lock(&l->ra_lock);
+  l->ra_inflight--;
+  if (--l->ra_threads == 0)
+    pthread_cond_broadcast(&l->ra_idle);
+  pthread_mutex_unlock(&l->ra_lock);
+  free(j);
+  return NULL;
+}
+
+/* Note a read of [off, off+len) whose last span is last; if it continues
+ * a forward run of at least ra_trigger bytes, start loading the spans
+ * after last (up to ra_window of them in flight) on background threads. */
+static void
+readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
+{
+  size_t first, end;
+  pthread_attr_t attr;
+  pthread_t tid;
+
+  if (l->ra_window == 0)
+    return;
+  pthread_mutex_lock(&l->ra_lock);
+  if (off <= l->seq_end + l->ra_slack && off >= l->seq_end - l->ra_slack &&
+      l->seq_bytes > 0) {
+    l->seq_bytes += (int64_t) len;
+    if (off + (int64_t) len > l->seq_end)
+      l->seq_end = off + (int64_t) len;
+    if (off < l->seq_start)
+      l->seq_start = off;
+  }
+  else {                        /* a new run */
+    l->seq_bytes = (int64_t) len;
+    l->seq_start = off;
+    l->seq_end = off + (int64_t) len;
+    l->ra_next = 0;
+  }
+  /* Sequential: a span's worth read, covering at least half of the range
+   * the run spans (scattered reads near each other are not a stream). */
+  if (l->seq_bytes < l->ra_trigger ||
+      2 * l->seq_bytes < l->seq_end - l->seq_start || l->ra_window == 0)
+    goto out;
+  first = last + 1 > l->ra_next ? last + 1 : l->ra_next;
+  end = last + 1 + l->ra_window;
+  if (end > l->zi->nspans)
+    end = l->zi->nspans;
+  if (first >= end || l->ra_inflight >= l->ra_window)
+    goto out;
+  if (end - first > l->ra_window - l->ra_inflight)
+    end = first + (l->ra_window - l->ra_inflight);
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (; first < end; first++) {
+    struct ra_job *j;
+
+    /* Spans already cached need no thread. */
+    if (sn_spancache_has(l->cache, first))
+      continue;
+    j = malloc(sizeof *j);
+    if (j == NULL)
+      break;
+    j->l = l;
+    j->span = first;
+    if (pthread_create(&tid, &attr, ra_thread, j) != 0) {
+      free(j);
+      break;
+    }
+    l->ra_inflight++;
+    l->ra_threads++;
+    count(&l->readahead_spans, 1);
+  }
+  l->ra_next = first;
+  pthread_attr_destroy(&attr);
+
+out:
+  pthread_mutex_unlock(&l->ra_lock);
+}
+
 /* Get the spans covering [off, off+len) through the cache, at most
  * SN_SPANCACHE_MAX_GET at a time (fetched concurrently), copying into buf
  * unless it is NULL.  A window's bytes are copied only once all of its
@@ -474,6 +681,8 @@ read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
     return 0;
   first = sn_zinfo_span_of(l->zi, off);
   last = sn_zinfo_span_of(l->zi, end - 1);
+  if (buf)
+    readahead_note(l, off, len, last);
   for (i = first; i <= last && !hole; i += n) {
     n = last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)

@@ -54,6 +54,14 @@ struct sn_layer_opts {
                               * < 0 → none */
   struct sn_diskcache *disk; /* counts the bytes stored in cache_dir (size
                               * bound); may be NULL */
+  size_t readahead_bytes;    /* sequential readahead window; 0 = off.  Once
+                              * reads have gone forward through at least one
+                              * span's worth of bytes (max(span size, 1 MiB))
+                              * without a jump, the spans after the one being
+                              * read are loaded in the background, up to this
+                              * many bytes of spans (at least 2 spans, at most
+                              * SN_SPANCACHE_MAX_GET and half the cache
+                              * budget), through the cache (single flight) */
 };
 
 /* Counters, read with sn_layer_get_stats (atomic snapshot). */
@@ -68,6 +76,9 @@ struct sn_layer_stats {
   uint64_t headers_checked;  /* files whose tar header was verified */
   uint64_t mem_bytes;        /* bytes in the memory cache now (incl. in use) */
   uint64_t mem_peak;         /* the most it ever held */
+  uint64_t readahead_spans;  /* spans asked for by sequential readahead */
+  uint64_t pool_reused;      /* span buffers reused from the pools */
+  uint64_t pool_allocated;   /* span buffers that had to be allocated */
 };
 
 /* Like sn_layer_new, with options.  The returned layer is thread-safe:

@@ -36,6 +36,7 @@ struct sn_spancache {
   size_t nspans, budget;
   sn_span_load_fn load;
   void *opaque;
+  sn_span_release_fn release;   /* frees an entry's data; NULL: free() */
   /* slot[i]: span i's entry (loading, ready, in use or idle), or NULL. */
   struct sn_span_ent **slot;
   /* Idle ready entries, most recently used first (circular, sentinel). */
@@ -65,11 +66,20 @@ sn_spancache_new(size_t nspans, size_t budget, sn_span_load_fn load,
   return c;
 }
 
+void
+sn_spancache_set_release(struct sn_spancache *c, sn_span_release_fn release)
+{
+  c->release = release;
+}
+
 static void
-ent_free(struct sn_span_ent *e)
+ent_free(struct sn_spancache *c, struct sn_span_ent *e)
 {
   pthread_cond_destroy(&e->done);
-  free(e->data);
+  if (c->release)
+    c->release(c->opaque, e->data);
+  else
+    free(e->data);
   free(e->err);
   free(e);
 }
@@ -83,7 +93,7 @@ sn_spancache_free(struct sn_spancache *c)
     return;
   for (i = 0; i < c->nspans; i++)
     if (c->slot[i])
-      ent_free(c->slot[i]);
+      ent_free(c, c->slot[i]);
   free(c->slot);
   pthread_mutex_destroy(&c->lock);
   free(c);
@@ -107,7 +117,7 @@ evict(struct sn_spancache *c)
     lru_unlink(e);
     c->slot[e->idx] = NULL;
     c->bytes -= e->len;
-    ent_free(e);
+    ent_free(c, e);
   }
 }
 
@@ -160,7 +170,7 @@ put_locked(struct sn_spancache *c, struct sn_span_ent *e)
   if (--e->refs > 0)
     return;
   if (e->state != ENT_READY) {
-    ent_free(e);                /* failed: already out of slot[] */
+    ent_free(c, e);                /* failed: already out of slot[] */
     return;
   }
   e->next = c->lru.next;
@@ -274,7 +284,7 @@ sn_spancache_drop(struct sn_spancache *c, size_t i)
     lru_unlink(e);
     c->slot[i] = NULL;
     c->bytes -= e->len;
-    ent_free(e);
+    ent_free(c, e);
   }
   pthread_mutex_unlock(&c->lock);
 }

@@ -29,10 +29,14 @@
 #define SN_SPANCACHE_MAX_GET 8
 
 /* Load span i: on success store a malloc'd buffer (ownership passes to
- * the cache) and its length.  Called from any thread, concurrently for
+ * the cache; released with free() or the sn_spancache_set_release fn)
+ * and its length.  Called from any thread, concurrently for
  * different spans, never concurrently for the same span. */
 typedef int (*sn_span_load_fn)(void *opaque, size_t i, uint8_t **data,
                                size_t *len);
+
+/* Release a buffer a load stored (opaque as given to sn_spancache_new). */
+typedef void (*sn_span_release_fn)(void *opaque, uint8_t *data);
 
 struct sn_spancache;
 struct sn_span_ent;
@@ -47,6 +51,9 @@ struct sn_spancache_stats {
 /* budget == 0 keeps nothing once unreferenced. */
 struct sn_spancache *sn_spancache_new(size_t nspans, size_t budget,
                                       sn_span_load_fn load, void *opaque);
+/* Entries' data is released with fn instead of free() (call before the
+ * first get). */
+void sn_spancache_set_release(struct sn_spancache *c, sn_span_release_fn fn);
 /* No get may be running and every entry must have been put. */
 void sn_spancache_free(struct sn_spancache *c);
 

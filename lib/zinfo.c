@@ -11,11 +11,15 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <zlib.h>
+#ifdef HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
 
 #include "err.h"
 #include "zinfo.h"
@@ -476,10 +480,76 @@ out:
   return ret;
 }
 
+/* Spans the fast inflater filled (sn_zinfo_fast_decodes). */
+static _Atomic uint64_t fast_decodes;
+
+uint64_t
+sn_zinfo_fast_decodes(void)
+{
+  return atomic_load_explicit(&fast_decodes, memory_order_relaxed);
+}
+
+#ifdef HAVE_ISAL
+/* The same decode with ISA-L's inflate (2-3x faster than zlib's): the
+ * leftover bits go into its bit buffer (LSB first, as inflatePrime puts
+ * them), the window is its dictionary.  0: out is filled; 1: not handled
+ * here (a gzip member ends inside the span, or ISA-L stopped early or
+ * reports an error) — the caller decodes the span with zlib instead, which
+ * handles member boundaries and words the errors. */
+static int
+inflate_span_isal(const struct sn_checkpoint *c, const uint8_t *in,
+                  size_t in_len, uint8_t *out, size_t out_len)
+{
+  struct inflate_state st;
+  int r;
+
+  if (in_len > UINT32_MAX || out_len > UINT32_MAX || c->window == NULL ||
+      (c->bits && in_len == 0))
+    return 1;
+  isal_inflate_init(&st);
+  st.crc_flag = ISAL_DEFLATE;
+  if (isal_inflate_set_dict(&st, c->window, SN_ZINFO_WINSIZE) !=
+      COMP_OK)
+    return 1;
+  if (c->bits) {
+    st.read_in = in[0] >> (8 - c->bits);
+    st.read_in_length = c->bits;
+    in++, in_len--;
+  }
+  st.next_in = (uint8_t *) in;
+  st.avail_in = (uint32_t) in_len;
+  st.next_out = out;
+  st.avail_out = (uint32_t) out_len;
+  r = isal_inflate(&st);
+  if ((r == ISAL_DECOMP_OK || r == ISAL_OUT_OVERFLOW) && st.avail_out == 0)
+    return 0;
+  return 1;
+}
+#endif
+
+const char *
+sn_zinfo_inflater(void)
+{
+#ifdef HAVE_ISAL
+  return "isa-l";
+#else
+  return "zlib";
+#endif
+}
+
 int
 sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
                      const uint8_t *comp, size_t comp_len,
                      uint8_t *out, size_t out_len)
+{
+  return sn_zinfo_decode_span_with(zi, i, comp, comp_len, out, out_len,
+                                   true);
+}
+
+int
+sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
+                          const uint8_t *comp, size_t comp_len,
+                          uint8_t *out, size_t out_len, bool fast)
 {
   struct sn_span s;
   uint64_t want_in, want_out;
@@ -498,8 +568,18 @@ sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
                         " expected", i, out_len, want_out);
   if (out_len == 0)
     return 0;
-  if (zi->compression == SN_COMP_GZIP)
+  if (zi->compression == SN_COMP_GZIP) {
+#ifdef HAVE_ISAL
+    if (fast && inflate_span_isal(&zi->cp[i], comp, comp_len, out,
+                                  out_len) == 0) {
+      atomic_fetch_add_explicit(&fast_decodes, 1, memory_order_relaxed);
+      return 0;
+    }
+#else
+    (void) fast;
+#endif
     return inflate_span(&zi->cp[i], i, comp, comp_len, out, out_len);
+  }
   if (out_len > comp_len)
     return sn_set_error("span %zu: tar end is past the layer end", i);
   memcpy(out, comp, out_len);

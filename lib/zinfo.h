@@ -13,6 +13,7 @@
 #ifndef SN_ZINFO_H
 #define SN_ZINFO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -84,6 +85,17 @@ size_t sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off);
 int sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
                          const uint8_t *comp, size_t comp_len,
                          uint8_t *out, size_t out_len);
+/* The same; fast false: zlib only (for tests comparing the two).  With
+ * ISA-L (HAVE_ISAL) the span is inflated by ISA-L first and by zlib when
+ * ISA-L does not fill it (gzip member boundary inside the span, bad data:
+ * zlib's verdict and message are the ones returned). */
+int sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
+                              const uint8_t *comp, size_t comp_len,
+                              uint8_t *out, size_t out_len, bool fast);
+/* "isa-l" or "zlib": what decodes spans first in this build. */
+const char *sn_zinfo_inflater(void);
+/* How many spans ISA-L decoded so far (process-wide; 0 without it). */
+uint64_t sn_zinfo_fast_decodes(void);
 
 /* ---- one streaming pass over a layer ---------------------------------
  * Feed the layer blob in chunks of any size.  The builder inflates it

@@ -1,8 +1,9 @@
 /* soci-nbd tests: the thread-safe layer read path (lib/layer.c,
  * lib/spancache.c) — concurrent readers, single flight, bounded memory,
  * refetch on digest mismatch, the disk cache, header checks before file
- * bytes are served, and prefetch — over a multi-span gzip layer made here,
- * read through a counting, faulting blob source. */
+ * bytes are served, prefetch, sequential readahead and the span buffer
+ * pool (lib/bufpool.c) — over a multi-span gzip layer made here, read
+ * through a counting, faulting blob source. */
 #include <config.h>
 
 #include <dirent.h>
@@ -18,6 +19,7 @@
 
 #include <zlib.h>
 
+#include "bufpool.h"
 #include "build.h"
 #include "err.h"
 #include "layer.h"
@@ -35,6 +37,7 @@ static uint8_t *ztocbuf;            /* its ztoc, encoded */
 static size_t ztoclen;
 static int64_t usize;               /* uncompressed_size of the ztoc */
 static size_t nspans;
+static size_t test_readahead;       /* readahead_bytes of the layers opened */
 
 /* ---- making the layer ------------------------------------------------- */
 
@@ -231,6 +234,7 @@ open_layer_z(struct src *s, size_t cache, const char *dir, int sleep_us,
     .cache_dir = dir,
     .layer_digest = "sha256:0123456789abcdef0123456789abcdef"
                     "0123456789abcdef0123456789abcdef",
+    .readahead_bytes = test_readahead,
   };
   struct sn_layer *l;
   size_t i;
@@ -289,6 +293,185 @@ max_span_ulen(struct src *s)
       m = sp.uncomp_end - sp.uncomp_start;
   }
   return m;
+}
+
+/* ---- the buffer pool ---------------------------------------------------- */
+
+static void
+bufpool(void)
+{
+  struct sn_bufpool *p = sn_bufpool_new(2, (size_t) 1 << 20);
+  struct sn_bufpool_stats st;
+  uint8_t *a, *b, *c, *d;
+
+  a = sn_bufpool_get(p, 100000);
+  ok(a && sn_bufpool_cap(a) >= 100000, "pool: new buffer, capacity %zu",
+     a ? sn_bufpool_cap(a) : 0);
+  memset(a, 1, sn_bufpool_cap(a));
+  sn_bufpool_put(p, a);
+  b = sn_bufpool_get(p, 90000);
+  sn_bufpool_get_stats(p, &st);
+  ok(b == a && st.reused == 1 && st.allocated == 1 && st.held == 0,
+     "pool: a smaller get reuses the idle buffer");
+  c = sn_bufpool_get(p, sn_bufpool_cap(b) + 1);
+  ok(c != b && sn_bufpool_cap(c) > sn_bufpool_cap(b),
+     "pool: a bigger get allocates");
+  d = sn_bufpool_get(p, 10);
+  sn_bufpool_put(p, b);
+  sn_bufpool_put(p, c);
+  sn_bufpool_put(p, d);         /* a third idle buffer: freed */
+  sn_bufpool_get_stats(p, &st);
+  ok(st.held == 2 && st.held_bytes == sn_bufpool_cap(b) + sn_bufpool_cap(c),
+     "pool: at most max_bufs idle (%llu held)", (unsigned long long) st.held);
+  a = sn_bufpool_get(p, 50000);
+  ok(a == b, "pool: the smallest idle buffer that fits is handed out");
+  sn_bufpool_put(p, a);
+  sn_bufpool_put(p, NULL);
+  sn_bufpool_free(p);
+
+  /* The byte bound: two buffers of ~100 KB do not both fit in 150000. */
+  p = sn_bufpool_new(8, 150000);
+  a = sn_bufpool_get(p, 100000);
+  b = sn_bufpool_get(p, 100000);
+  sn_bufpool_put(p, a);
+  sn_bufpool_put(p, b);
+  sn_bufpool_get_stats(p, &st);
+  ok(st.held == 1 && st.held_bytes <= 150000,
+     "pool: at most max_bytes idle (%llu bytes)",
+     (unsigned long long) st.held_bytes);
+  sn_bufpool_free(p);
+  p = sn_bufpool_new(0, 0);
+  a = sn_bufpool_get(p, 1000);
+  sn_bufpool_put(p, a);
+  sn_bufpool_get_stats(p, &st);
+  ok(st.held == 0, "pool: bounds 0 keep nothing");
+  sn_bufpool_free(p);
+}
+
+/* ---- sequential readahead ---------------------------------------------- */
+
+static size_t
+spans_fetched(struct src *s)
+{
+  int max;
+
+  return (size_t) total_fetches(s, &max);
+}
+
+struct seqjob {
+  struct sn_layer *l;
+  atomic_size_t *next;            /* the next chunk to read */
+  size_t chunk;
+  int bad;
+};
+
+/* Readers taking the next chunk in turn, like nbdcopy's requests. */
+static void *
+seq_reader(void *arg)
+{
+  struct seqjob *j = arg;
+  uint8_t *buf = malloc(j->chunk);
+
+  for (;;) {
+    size_t k = atomic_fetch_add(j->next, 1);
+    int64_t off = (int64_t) (k * j->chunk);
+    size_t n;
+
+    if (off >= usize)
+      break;
+    n = usize - off < (int64_t) j->chunk ? (size_t) (usize - off) : j->chunk;
+    if (sn_layer_read(j->l, buf, n, off) == -1 ||
+        memcmp(buf, tarbuf + off, n) != 0)
+      j->bad++;
+  }
+  free(buf);
+  return NULL;
+}
+
+static void
+seq_readahead(void)
+{
+  const size_t chunk = 65536, window = 4;
+  struct sn_layer_stats st;
+  struct src s;
+  struct sn_layer *l;
+  uint8_t *buf = malloc(usize);
+  size_t i, want, got;
+  int max, bad = 0;
+  int64_t off;
+
+  test_readahead = window * 65536;    /* 4 spans of the test layer */
+
+  /* A small read and scattered reads (more than a span's worth in total,
+   * but covering under half of the range they span) read nothing ahead. */
+  l = open_layer(&s, 64 << 20, NULL, 0);
+  off = usize / 2;
+  ok(sn_layer_read(l, buf, 4096, off) == 0 &&
+     memcmp(buf, tarbuf + off, 4096) == 0, "readahead on: a small read");
+  want = sn_zinfo_span_of(s.zi, off + 4095) - sn_zinfo_span_of(s.zi, off) + 1;
+  sn_layer_get_stats(l, &st);
+  ok(spans_fetched(&s) == want && st.readahead_spans == 0,
+     "... fetches only its span(s) (%zu), nothing ahead", spans_fetched(&s));
+  close_layer(l, &s);
+  l = open_layer(&s, 64 << 20, NULL, 0);
+  for (i = 0; i < 60; i++) {
+    off = (int64_t) (i * (usize / 60));
+    if (sn_layer_read(l, buf, 24576, off) == -1 ||
+        memcmp(buf, tarbuf + off, 24576) != 0)
+      bad++;
+  }
+  sn_layer_get_stats(l, &st);
+  ok(bad == 0 && st.readahead_spans == 0,
+     "60 scattered 24 KiB reads (1.4 MiB over %lld bytes): nothing read "
+     "ahead", (long long) usize);
+  close_layer(l, &s);
+
+  /* A sequential start: once a span's worth (1 MiB here) has been read,
+   * the next spans are fetched, at most the window beyond the read. */
+  l = open_layer(&s, 64 << 20, NULL, 2000);
+  for (off = 0; off < (3 << 19); off += (int64_t) chunk)
+    if (sn_layer_read(l, buf, chunk, off) == -1 ||
+        memcmp(buf, tarbuf + off, chunk) != 0)
+      bad++;
+  want = sn_zinfo_span_of(s.zi, off - 1) + 1;
+  sn_layer_get_stats(l, &st);
+  close_layer(l, &s);             /* waits for the readahead threads */
+  got = spans_fetched(&s);
+  total_fetches(&s, &max);
+  ok(bad == 0 && st.readahead_spans > 0 && got > want &&
+     got <= want + window && max == 1,
+     "sequential 1.5 MiB: %zu spans read, %zu fetched (%llu ahead, window "
+     "%zu), none twice", want, got, (unsigned long long) st.readahead_spans,
+     window);
+
+  /* 16 readers taking 64 KiB chunks in turn (out of order, as nbdcopy's):
+   * right bytes, every span fetched exactly once. */
+  {
+    struct seqjob jobs[NTHREADS];
+    pthread_t tid[NTHREADS];
+    atomic_size_t next;
+
+    atomic_init(&next, 0);
+    l = open_layer(&s, 64 << 20, NULL, 300);
+    for (i = 0; i < NTHREADS; i++) {
+      jobs[i] = (struct seqjob) { .l = l, .next = &next, .chunk = chunk };
+      pthread_create(&tid[i], NULL, seq_reader, &jobs[i]);
+    }
+    for (i = 0; i < NTHREADS; i++) {
+      pthread_join(tid[i], NULL);
+      bad += jobs[i].bad;
+    }
+    sn_layer_get_stats(l, &st);
+    close_layer(l, &s);
+    total_fetches(&s, &max);
+    ok(bad == 0 && max == 1 && spans_fetched(&s) == nspans &&
+       st.readahead_spans > 0,
+       "%d sequential readers: right bytes, %zu spans fetched once each, "
+       "%llu of them read ahead", NTHREADS, spans_fetched(&s),
+       (unsigned long long) st.readahead_spans);
+  }
+  test_readahead = 0;
+  free(buf);
 }
 
 /* ---- concurrent random readers ---------------------------------------- */
@@ -392,6 +575,17 @@ parallel_tiny_cache(void)
      (unsigned long long) st.mem_peak);
   close_layer(l, &s);
 
+  /* A budget of 8 spans: evicted buffers come back from the pool. */
+  l = open_layer(&s, 8 * mx, NULL, 0);
+  ok(sn_layer_read(l, buf, usize, 0) == 0 &&
+     memcmp(buf, tarbuf, usize) == 0, "budget of 8 spans: layer reads back");
+  sn_layer_get_stats(l, &st);
+  ok(st.pool_reused >= nspans && st.pool_allocated <= nspans + 16,
+     "... span buffers reused from the pool (%llu reused, %llu allocated)",
+     (unsigned long long) st.pool_reused,
+     (unsigned long long) st.pool_allocated);
+  close_layer(l, &s);
+
   /* One reader: the peak is the budget plus one window of spans. */
   l = open_layer(&s, 200000, NULL, 0);
   ok(sn_layer_read(l, buf, usize, 0) == 0 &&
@@ -402,6 +596,10 @@ parallel_tiny_cache(void)
      (unsigned long long) st.mem_peak, (unsigned long long) st.mem_bytes);
   total_fetches(&s, &max);
   ok(max == 1, "one sequential pass fetches each span once");
+  sn_layer_get_stats(l, &st);
+  ok(st.pool_allocated == 2 * nspans && st.readahead_spans == 0,
+     "a 200000-byte budget pools no buffer (a quarter of it holds none); no "
+     "readahead unless asked");
   close_layer(l, &s);
 
   /* A zero-ish budget (1 byte): nothing kept, still correct. */
@@ -798,6 +996,8 @@ main(void)
   disk_cache();
   checked();
   prefetch();
+  bufpool();
+  seq_readahead();
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0)
     diag("could not remove %s", tmpdir);

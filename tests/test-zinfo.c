@@ -906,6 +906,91 @@ test_multi_member(void)
   free(gz);
 }
 
+/* Every span decoded by the fast inflater (ISA-L when built with it) and
+ * by zlib alone gives the plain bytes; *nfast: spans the fast one filled
+ * itself (the rest fell back to zlib). */
+static bool
+inflaters_agree(const struct sn_zinfo *zi, const uint8_t *comp,
+                const uint8_t *plain, size_t *nfast)
+{
+  uint64_t f0 = sn_zinfo_fast_decodes();
+  bool good = true;
+  size_t i;
+
+  for (i = 0; i < zi->nspans; i++) {
+    struct sn_span s;
+    size_t olen, clen;
+    uint8_t *a, *b;
+
+    sn_zinfo_span(zi, i, &s);
+    olen = (size_t) (s.uncomp_end - s.uncomp_start);
+    clen = (size_t) (s.comp_end - s.comp_start);
+    a = malloc(olen + 1);
+    b = malloc(olen + 1);
+    if (sn_zinfo_decode_span_with(zi, i, comp + s.comp_start, clen, a, olen,
+                                  true) == -1 ||
+        sn_zinfo_decode_span_with(zi, i, comp + s.comp_start, clen, b, olen,
+                                  false) == -1 ||
+        memcmp(a, plain + s.uncomp_start, olen) != 0 ||
+        memcmp(b, plain + s.uncomp_start, olen) != 0) {
+      diag("span %zu: inflaters disagree or fail", i);
+      good = false;
+    }
+    free(a);
+    free(b);
+  }
+  *nfast = (size_t) (sn_zinfo_fast_decodes() - f0);
+  return good;
+}
+
+/* The fast inflater must take the spans (not fall back to zlib every
+ * time) and agree with zlib byte for byte: big spans, and a checkpoint at
+ * every block (every leftover-bits value 0..7 shows up). */
+static void
+test_inflaters(void)
+{
+  const size_t n = 3 << 20;
+  uint8_t *plain = malloc(n), *gz = malloc(n + 65536);
+  size_t len, nfast = 0;
+  bool isal = strcmp(sn_zinfo_inflater(), "isa-l") == 0, agree;
+  struct run r;
+  unsigned bits = 0;
+  size_t i;
+
+  rng_state = 4242;
+  make_text(plain, n);
+  len = gz_member(gz, n + 65536, plain, n, 6, Z_NO_FLUSH, 0);
+  build(&r, SN_COMP_GZIP, 500000, gz, len, WHOLE);
+  if (r.rc == 0) {
+    r.zi->uncompressed_size = (int64_t) n;
+    agree = inflaters_agree(r.zi, gz, plain, &nfast);
+    ok(agree && (isal ? nfast == r.zi->nspans : nfast == 0),
+       "%s: %zu spans of 500000, %zu decoded by the fast path, all equal "
+       "to zlib's", sn_zinfo_inflater(), r.zi->nspans, nfast);
+  }
+  else
+    ok(0, "build for the inflater test: %s", sn_error());
+  run_clear(&r);
+
+  len = gz_member(gz, n + 65536, plain, 700000, 6, Z_PARTIAL_FLUSH, 1000);
+  build(&r, SN_COMP_GZIP, 0, gz, len, WHOLE);
+  if (r.rc == 0) {
+    r.zi->uncompressed_size = 700000;
+    for (i = 0; i < r.zi->nspans; i++)
+      bits |= 1u << r.zi->cp[i].bits;
+    agree = inflaters_agree(r.zi, gz, plain, &nfast);
+    ok(agree && (isal ? nfast == r.zi->nspans : nfast == 0) && bits == 0xff,
+       "%s: %zu checkpoints, every bits value (%#x), %zu by the fast path, "
+       "all equal to zlib's", sn_zinfo_inflater(), r.zi->nspans, bits,
+       nfast);
+  }
+  else
+    ok(0, "build for the inflater test: %s", sn_error());
+  run_clear(&r);
+  free(plain);
+  free(gz);
+}
+
 /* More output than the builder's ring holds: windows that wrap around it,
  * and output still pending in zlib when a feed's input runs out. */
 static void
@@ -1120,6 +1205,7 @@ main(void)
   test_build_tar(atar, atar_len);
   test_multi_member();
   test_big();
+  test_inflaters();
   test_build_hostile(bgz, bgz_len);
 
   free(agz);
