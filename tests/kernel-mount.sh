@@ -104,17 +104,7 @@ bigsum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 NBDKIT=$(command -v nbdkit)
 BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
       -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so")
-NBDKIT_OPT=
-if ldd "$PLUGIN" 2>/dev/null | grep -q libasan; then
-    # An ASan build: nbdkit must preload the runtime to load the plugin
-    # (as tests/lib.sh nbdkit_asan_wrapper does on the host).
-    asan=$(ldd "$PLUGIN" | awk '/libasan/ {print $3}')
-    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec /usr/bin/nbdkit "$@"\n' \
-        "$asan" > "$TMP/nbdkit-asan"
-    chmod +x "$TMP/nbdkit-asan"
-    BINS+=(-f "$TMP/nbdkit-asan=/usr/local/bin/nbdkit-asan")
-    NBDKIT_OPT="--nbdkit /usr/local/bin/nbdkit-asan"
-fi
+guest_nbdkit_asan "$PLUGIN"
 
 # ---- the guest script -----------------------------------------------------------
 # gcheck DESC COMMAND: a check the guest runs (COMMAND is guest shell text,
@@ -261,15 +251,7 @@ wait $RPID || st=$?
 RPID=
 echo "# boot took $(( $(date +%s) - t0 )) s"
 sed 's/^/# /' "$TMP/run.err"
-while IFS= read -r l; do
-    case $l in
-    "ok "*) echo "ok $((TAP_N += 1)) - guest: ${l#ok }" ;;
-    "not ok "*)
-        TAP_FAILED=$((TAP_FAILED + 1))
-        echo "not ok $((TAP_N += 1)) - guest: ${l#not ok }" ;;
-    *) echo "$l" ;;
-    esac
-done < "$TMP/res.txt"
+guest_results "$TMP/res.txt"
 check "guest printed all $(wc -l < "$G.expect") expected results (run.sh status $st)" \
     bash -c "test $st -eq 0 && ! grep -vxFf '$TMP/res.txt' '$G.expect'"
 if [ $TAP_FAILED -gt 0 ] && [ -f "$TMP/out/server-logs.txt" ]; then

@@ -148,18 +148,7 @@ gcheck() {
 # is there (so a guest that stops early fails).
 guest_tap() {
     out=$1 expect=$2 st=$3
-    while IFS= read -r l; do
-        case $l in
-        "ok "*)
-            TAP_N=$((TAP_N + 1))
-            echo "ok $TAP_N - guest: ${l#ok }" ;;
-        "not ok "*)
-            TAP_N=$((TAP_N + 1))
-            TAP_FAILED=$((TAP_FAILED + 1))
-            echo "not ok $TAP_N - guest: ${l#not ok }" ;;
-        *) echo "$l" ;;
-        esac
-    done < "$out"
+    guest_results "$out"
     check "guest printed all $(wc -l < "$expect") expected results (run.sh status $st)" \
         bash -c "test $st -eq 0 && ! grep -vxFf '$out' '$expect'"
 }

@@ -239,22 +239,10 @@ RPID=
 echo "# boot took $(( $(date +%s) - t0 )) s"
 sed 's/^/# /' "$TMP/run.err"
 
-nguest=0
-while IFS= read -r l; do
-    case $l in
-    "ok "*)
-        TAP_N=$((TAP_N + 1)) nguest=$((nguest + 1))
-        echo "ok $TAP_N - guest: ${l#ok }" ;;
-    "not ok "*)
-        TAP_N=$((TAP_N + 1)) nguest=$((nguest + 1))
-        TAP_FAILED=$((TAP_FAILED + 1))
-        echo "not ok $TAP_N - guest: ${l#not ok }" ;;
-    *) echo "$l" ;;
-    esac
-done < "$TMP/res.txt"
+guest_results "$TMP/res.txt"
 expected=$(grep -c '^check ' "$G")
 check "the guest ran all its $expected checks (run.sh status $st)" \
-    test "$nguest" = "$expected" -a "$st" = 0
+    test "$GUEST_N" = "$expected" -a "$st" = 0
 check "the host killed and restarted the server, killed it for good, restarted it under a read in flight" \
     test "$killed$restarted$stayed$delayed$inflight" = 11111
 finish

@@ -66,6 +66,42 @@ EOF2
     PATH=$TMP/asan-bin:$PATH
 }
 
+# guest_results FILE: the QEMU guest's "ok DESC" / "not ok DESC" lines
+# (tests/qemu/run.sh's output) as TAP results "guest: DESC"; other lines
+# pass through.  Sets GUEST_N to the number of results.
+guest_results() {
+    local l
+    GUEST_N=0
+    while IFS= read -r l; do
+        case $l in
+        "ok "*)
+            TAP_N=$((TAP_N + 1)) GUEST_N=$((GUEST_N + 1))
+            echo "ok $TAP_N - guest: ${l#ok }" ;;
+        "not ok "*)
+            TAP_N=$((TAP_N + 1)) GUEST_N=$((GUEST_N + 1))
+            TAP_FAILED=$((TAP_FAILED + 1))
+            echo "not ok $TAP_N - guest: ${l#not ok }" ;;
+        *) echo "$l" ;;
+        esac
+    done < "$1"
+}
+
+# guest_nbdkit_asan PLUGIN.so: when the plugin is an ASan build, a wrapper
+# for the guest that preloads the ASan runtime into nbdkit (as
+# nbdkit_asan_wrapper does on the host): appends it to BINS (run.sh -f) and
+# sets NBDKIT_OPT="--nbdkit /usr/local/bin/nbdkit-asan" for soci-nbd mount.
+guest_nbdkit_asan() {
+    local asan
+    NBDKIT_OPT=
+    ldd "$1" 2>/dev/null | grep -q libasan || return 0
+    asan=$(ldd "$1" | awk '/libasan/ {print $3}')
+    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec /usr/bin/nbdkit "$@"\n' \
+        "$asan" > "$TMP/nbdkit-asan"
+    chmod +x "$TMP/nbdkit-asan"
+    BINS+=(-f "$TMP/nbdkit-asan=/usr/local/bin/nbdkit-asan")
+    NBDKIT_OPT="--nbdkit /usr/local/bin/nbdkit-asan"
+}
+
 # require_tools TOOL...: bail out (a failure, not a skip) if one is missing;
 # scripts/install-deps.sh installs them all.
 require_tools() {

@@ -60,15 +60,7 @@ BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
       -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so"
       -b "$(command -v crun)=/usr/bin/crun" -b "$(command -v bash)=/bin/bash"
       -f "$top_srcdir/examples/run-container=/usr/bin/run-container")
-NBDKIT_OPT=
-if ldd "$PLUGIN" 2>/dev/null | grep -q libasan; then
-    asan=$(ldd "$PLUGIN" | awk '/libasan/ {print $3}')
-    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec /usr/bin/nbdkit "$@"\n' \
-        "$asan" > "$TMP/nbdkit-asan"
-    chmod +x "$TMP/nbdkit-asan"
-    BINS+=(-f "$TMP/nbdkit-asan=/usr/local/bin/nbdkit-asan")
-    NBDKIT_OPT="--nbdkit /usr/local/bin/nbdkit-asan"
-fi
+guest_nbdkit_asan "$PLUGIN"
 REG=10.0.2.100:$R_PORT
 cat > "$TMP/guest.sh" <<EOF
 . /lib/soci-test.sh
@@ -114,15 +106,7 @@ wait $RPID || st=$?
 RPID=
 echo "# boot took $(( $(date +%s) - t0 )) s"
 sed 's/^/# /' "$TMP/run.err"
-while IFS= read -r l; do
-    case $l in
-    "ok "*) echo "ok $((TAP_N += 1)) - guest: ${l#ok }" ;;
-    "not ok "*)
-        TAP_FAILED=$((TAP_FAILED + 1))
-        echo "not ok $((TAP_N += 1)) - guest: ${l#not ok }" ;;
-    *) echo "$l" ;;
-    esac
-done < "$TMP/res.txt"
+guest_results "$TMP/res.txt"
 check "the guest ran to its end" test "$st" -le 1
 [ "$st" -gt 1 ] && tail -30 "$TMP/console.txt" | sed 's/^/# console: /'
 check "the container printed the expected line" \
