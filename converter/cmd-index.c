@@ -923,48 +923,35 @@ same_repo(const struct sn_ref *a, const struct sn_ref *b)
     strcmp(a->repository, b->repository) == 0;
 }
 
-struct fd_sink {
-  FILE *f;
-};
-
 static int
-fd_sink(void *opaque, const uint8_t *data, size_t len)
+writer_sink(void *opaque, const uint8_t *data, size_t len)
 {
-  struct fd_sink *s = opaque;
-
-  if (fwrite(data, 1, len, s->f) != len)
-    return sn_set_error("temporary file: %s", strerror(errno));
-  return 0;
+  return sn_blob_writer_write(opaque, data, len);
 }
 
-/* Copy a blob SRC → DST through a temporary file unless DST has it. */
+/* Copy a blob SRC → DST unless DST has it (streamed through a
+ * sn_blob_writer, committed once get_blob has verified the digest). */
 static int
 copy_blob(struct sn_registry *src, struct sn_registry *dst,
           const struct sn_descriptor *d)
 {
-  struct fd_sink s;
+  struct sn_blob_writer *w;
   int r;
 
   r = sn_registry_blob_exists(dst, d->digest, NULL);
   if (r != 0)
     return r == 1 ? 0 : -1;
-  s.f = tmpfile();
-  if (s.f == NULL)
-    return sn_set_error("temporary file: %s", strerror(errno));
-  r = sn_registry_get_blob(src, d->digest, fd_sink, &s);
-  if (r == 0 && fflush(s.f) == EOF)
-    r = sn_set_error("temporary file: %s", strerror(errno));
-  if (r == 0 && (fseeko(s.f, 0, SEEK_END) == -1 || ftello(s.f) != d->size))
-    r = sn_set_error("blob %s: size differs from its descriptor",
-                     d->digest);
-  if (r == 0 && lseek(fileno(s.f), 0, SEEK_SET) == -1)
-    r = sn_set_error("temporary file: %s", strerror(errno));
-  if (r == 0)
-    r = sn_registry_push_blob_fd(dst, d->digest, fileno(s.f), d->size);
-  fclose(s.f);
-  if (r == 0)
-    progress("copied blob %s (%" PRId64 " bytes)", d->digest, d->size);
-  return r;
+  w = sn_blob_writer_new(dst, d->digest, d->size);
+  if (w == NULL)
+    return -1;
+  if (sn_registry_get_blob(src, d->digest, writer_sink, w) == -1) {
+    sn_blob_writer_abort(w);
+    return -1;
+  }
+  if (sn_blob_writer_commit(w) == -1)
+    return -1;
+  progress("copied blob %s (%" PRId64 " bytes)", d->digest, d->size);
+  return 0;
 }
 
 /* Copy the blobs of an image manifest, or a whole index tree (children
