@@ -595,6 +595,7 @@ check_range(const struct sn_layer *l, int64_t off, uint64_t len)
  * in flight, nbdkit 16 threads per connection) arrive out of order, and
  * squashfs reads skip the tar headers between files. */
 #define RA_MIN_SLACK ((int64_t) 8 << 20)
+#define RA_BATCH_MIN 4
 
 static void
 set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
@@ -614,8 +615,12 @@ set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
     w--;
   if (w == 0)
     return;
-  /* With a disk cache, spans may be on disk: fetch them one by one. */
-  if (l->dir == NULL) {
+  /* Runs of spans are fetched with one range request when the window is
+   * RA_BATCH_MIN spans or more (small spans: the registry's cost per
+   * request dominates; with 2 big spans it saved nothing measurable and
+   * held more memory).  With a disk cache, spans may be on disk: fetch
+   * them one by one. */
+  if (l->dir == NULL && w >= RA_BATCH_MIN) {
     l->staging = calloc(l->zi->nspans, sizeof *l->staging);
     l->staged = calloc(l->zi->nspans, sizeof *l->staged);
     if (l->staging == NULL || l->staged == NULL) {
@@ -689,7 +694,9 @@ ra_batch_thread(void *arg)
   sn_zinfo_span(l->zi, b->first, &s0);
   sn_zinfo_span(l->zi, b->first + b->n - 1, &s1);
   len = (size_t) (s1.comp_end - s0.comp_start);
-  all = malloc(len ? len : 1);
+  /* From the pool too: big short-lived mallocs on ever new threads would
+   * each leave their pages in another malloc arena. */
+  all = sn_bufpool_get(l->comp_pool, len);
   for (k = 0; k < b->n && l->trace; k++) {
     struct sn_span s;
 
@@ -719,7 +726,7 @@ ra_batch_thread(void *arg)
     if (bufs[k])
       memcpy(bufs[k], all + (s.comp_start - s0.comp_start), clen);
   }
-  free(all);
+  sn_bufpool_put(l->comp_pool, all);
   pthread_mutex_lock(&l->ra_lock);
   for (k = 0; k < b->n; k++) {
     l->staged[b->first + k] = bufs[k];
