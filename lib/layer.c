@@ -84,6 +84,13 @@ struct sn_layer {
   size_t ra_next;               /* first span readahead has not asked for */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its threads still running */
+  /* Readahead fetches runs of spans with one range request (when there is
+   * no disk cache): per span, a fetch covering it is under way (staging,
+   * under ra_lock; loads of the span wait for it: ra_staged), and its
+   * verified compressed bytes, a comp_pool buffer, once there (staged). */
+  unsigned char *staging;
+  uint8_t **staged;
+  pthread_cond_t ra_staged;
 };
 
 static void
@@ -185,6 +192,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   pthread_mutex_init(&l->lock, NULL);
   pthread_mutex_init(&l->ra_lock, NULL);
   pthread_cond_init(&l->ra_idle, NULL);
+  pthread_cond_init(&l->ra_staged, NULL);
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
@@ -251,6 +259,14 @@ sn_layer_free(struct sn_layer *l)
     free(b);
   }
   sn_spancache_free(l->cache);
+  if (l->staged) {
+    size_t i;
+
+    for (i = 0; i < l->zi->nspans; i++)
+      sn_bufpool_put(l->comp_pool, l->staged[i]);
+  }
+  free(l->staged);
+  free(l->staging);
   sn_bufpool_free(l->span_pool);
   sn_bufpool_free(l->comp_pool);
   if (l->captured && l->zi) {
@@ -271,6 +287,7 @@ sn_layer_free(struct sn_layer *l)
   pthread_mutex_destroy(&l->lock);
   pthread_mutex_destroy(&l->ra_lock);
   pthread_cond_destroy(&l->ra_idle);
+  pthread_cond_destroy(&l->ra_staged);
   free(l);
 }
 
@@ -375,6 +392,23 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
   return NULL;
 }
 
+/* Span i's compressed bytes fetched and verified by a readahead range
+ * request (a comp_pool buffer), waiting for one under way; NULL if none
+ * (or it failed: the caller fetches the span itself). */
+static uint8_t *
+take_staged(struct sn_layer *l, size_t i)
+{
+  uint8_t *comp;
+
+  pthread_mutex_lock(&l->ra_lock);
+  while (l->staging[i])
+    pthread_cond_wait(&l->ra_staged, &l->ra_lock);
+  comp = l->staged[i];
+  l->staged[i] = NULL;
+  pthread_mutex_unlock(&l->ra_lock);
+  return comp;
+}
+
 /* Span i's verified compressed bytes: from the disk cache (malloc'd), else
  * fetched into a buffer of pool (if not NULL; else malloc'd).  *pooled
  * tells which. */
@@ -399,7 +433,21 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
   if (sn_digest_parse(d->data, d->len, want) == -1)
     return sn_prefix_error("span %zu of %s: ", i, l->name);
   *pooled = false;
-  if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want)) != NULL)
+  if (l->staged && (comp = take_staged(l, i)) != NULL) {
+    if (pool == NULL) {         /* the caller wants malloc'd bytes */
+      uint8_t *copy = malloc(clen ? clen : 1);
+
+      if (copy)
+        memcpy(copy, comp, clen);
+      sn_bufpool_put(l->comp_pool, comp);
+      if (copy == NULL)
+        return sn_oom();
+      comp = copy;
+    }
+    *pooled = pool != NULL;
+  }
+  else if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want))
+           != NULL)
     count(&l->disk_hits, 1);
   else {
     comp = fetch_verified(l, i, &s, clen, want, pool);
@@ -547,6 +595,7 @@ check_range(const struct sn_layer *l, int64_t off, uint64_t len)
  * in flight, nbdkit 16 threads per connection) arrive out of order, and
  * squashfs reads skip the tar headers between files. */
 #define RA_MIN_SLACK ((int64_t) 8 << 20)
+#define RA_BATCH_MIN 4
 
 static void
 set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
@@ -564,6 +613,23 @@ set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
   /* The spans read ahead must not push the ones being read out. */
   while (w > 0 && w * (size_t) span > budget / 2)
     w--;
+  if (w == 0)
+    return;
+  /* Runs of spans are fetched with one range request when the window is
+   * RA_BATCH_MIN spans or more (small spans: the registry's cost per
+   * request dominates; with 2 big spans it saved nothing measurable and
+   * held more memory).  With a disk cache, spans may be on disk: fetch
+   * them one by one. */
+  if (l->dir == NULL && w >= RA_BATCH_MIN) {
+    l->staging = calloc(l->zi->nspans, sizeof *l->staging);
+    l->staged = calloc(l->zi->nspans, sizeof *l->staged);
+    if (l->staging == NULL || l->staged == NULL) {
+      free(l->staging);
+      free(l->staged);
+      l->staging = NULL;
+      l->staged = NULL;
+    }
+  }
   l->ra_window = w;
   l->ra_trigger = span > RA_MIN_TRIGGER ? span : RA_MIN_TRIGGER;
   l->ra_slack = 2 * l->ra_trigger > RA_MIN_SLACK ? 2 * l->ra_trigger
@@ -583,10 +649,17 @@ ra_thread(void *arg)
   struct ra_job *j = arg;
   struct sn_layer *l = j->l;
   struct sn_span_ent *e;
+  bool skip = false;
 
+  /* Staged bytes already taken: a read has loaded the span. */
+  if (l->staged) {
+    pthread_mutex_lock(&l->ra_lock);
+    skip = l->staged[j->span] == NULL;
+    pthread_mutex_unlock(&l->ra_lock);
+  }
   /* Errors are not reported here: a foreground read of a span that
    * failed loads it again and reports. */
-  if (sn_spancache_get(l->cache, j->span, 1, &e) == 0)
+  if (!skip && sn_spancache_get(l->cache, j->span, 1, &e) == 0)
     sn_spancache_put(l->cache, e);
   pthread_mutex_lock(&l->ra_lock);
   l->ra_inflight--;
@@ -597,6 +670,176 @@ ra_thread(void *arg)
   return NULL;
 }
 
+struct ra_batch {
+  struct sn_layer *l;
+  size_t first, n;              /* spans marked staging by readahead_note */
+};
+
+static void start_span_threads(struct sn_layer *l, size_t first, size_t n);
+
+/* Fetch spans [first, first+n) with one range request, verify each span's
+ * slice against its digest and stage it (a slice that does not match is
+ * dropped: its load fetches the span itself, with the usual refetches),
+ * then load the spans (decode into the cache) on a thread each. */
+static void *
+ra_batch_thread(void *arg)
+{
+  struct ra_batch *b = arg;
+  struct sn_layer *l = b->l;
+  struct sn_span s0, s1;
+  uint8_t *all, *bufs[SN_SPANCACHE_MAX_GET] = { NULL };
+  size_t len, k;
+  bool ok;
+
+  sn_zinfo_span(l->zi, b->first, &s0);
+  sn_zinfo_span(l->zi, b->first + b->n - 1, &s1);
+  len = (size_t) (s1.comp_end - s0.comp_start);
+  /* From the pool too: big short-lived mallocs on ever new threads would
+   * each leave their pages in another malloc arena. */
+  all = sn_bufpool_get(l->comp_pool, len);
+  for (k = 0; k < b->n && l->trace; k++) {
+    struct sn_span s;
+
+    sn_zinfo_span(l->zi, b->first + k, &s);
+    l->trace(l->trace_opaque, b->first + k, &s);
+  }
+  ok = all && l->read(l->read_opaque, all, len, s0.comp_start) == 0;
+  for (k = 0; k < b->n && ok; k++) {
+    size_t i = b->first + k;
+    const struct sn_bytes *d = &l->z->span_digests[i];
+    uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
+    struct sn_span s;
+    size_t clen;
+
+    sn_zinfo_span(l->zi, i, &s);
+    clen = (size_t) (s.comp_end - s.comp_start);
+    count(&l->spans_fetched, 1);
+    count(&l->bytes_fetched, clen);
+    sn_sha256(all + (s.comp_start - s0.comp_start), clen, got);
+    if (sn_digest_parse(d->data, d->len, want) == -1 ||
+        memcmp(want, got, SN_SHA256_LEN) != 0) {
+      count(&l->spans_failed, 1);
+      continue;
+    }
+    count(&l->spans_verified, 1);
+    bufs[k] = sn_bufpool_get(l->comp_pool, clen);
+    if (bufs[k])
+      memcpy(bufs[k], all + (s.comp_start - s0.comp_start), clen);
+  }
+  sn_bufpool_put(l->comp_pool, all);
+  pthread_mutex_lock(&l->ra_lock);
+  for (k = 0; k < b->n; k++) {
+    l->staged[b->first + k] = bufs[k];
+    l->staging[b->first + k] = 0;
+  }
+  pthread_cond_broadcast(&l->ra_staged);
+  /* Decode the staged spans (those that failed are left to the reads). */
+  for (k = 0; k < b->n; k++)
+    if (bufs[k])
+      start_span_threads(l, b->first + k, 1);
+  l->ra_inflight -= b->n;       /* now counted by the span threads */
+  if (--l->ra_threads == 0)
+    pthread_cond_broadcast(&l->ra_idle);
+  pthread_mutex_unlock(&l->ra_lock);
+  free(b);
+  return NULL;
+}
+
+/* Load spans [first, first+n) on a thread each (with ra_lock held). */
+static void
+start_span_threads(struct sn_layer *l, size_t first, size_t n)
+{
+  pthread_attr_t attr;
+  pthread_t tid;
+  size_t i;
+
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (i = first; i < first + n; i++) {
+    struct ra_job *j = malloc(sizeof *j);
+
+    if (j == NULL)
+      break;
+    j->l = l;
+    j->span = i;
+    if (pthread_create(&tid, &attr, ra_thread, j) != 0) {
+      free(j);
+      break;
+    }
+    l->ra_inflight++;
+    l->ra_threads++;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/* Readahead of spans [first, end) (with ra_lock held): runs of spans
+ * nobody is loading yet are fetched with one range request each (marked
+ * staging before the cache is asked, so that a load starting meanwhile
+ * waits for the fetch instead of fetching the span again); without
+ * staging, a thread per span.  Returns the first span not handled. */
+static size_t
+start_readahead(struct sn_layer *l, size_t first, size_t end)
+{
+  pthread_attr_t attr;
+  pthread_t tid;
+
+  if (l->staging == NULL) {
+    size_t i;
+
+    for (i = first; i < end; i++)
+      if (!sn_spancache_has(l->cache, i)) {
+        start_span_threads(l, i, 1);
+        count(&l->readahead_spans, 1);
+      }
+    return end;
+  }
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  while (first < end) {
+    struct ra_batch *b;
+    size_t n = 0;
+
+    while (first + n < end) {
+      size_t i = first + n;
+
+      /* Being fetched or staged by an earlier batch: not again. */
+      if (l->staging[i] || l->staged[i])
+        break;
+      l->staging[i] = 1;
+      if (sn_spancache_present(l->cache, i)) {
+        l->staging[i] = 0;
+        break;
+      }
+      n++;
+    }
+    if (n == 0) {
+      first++;
+      continue;
+    }
+    b = malloc(sizeof *b);
+    if (b) {
+      b->l = l;
+      b->first = first;
+      b->n = n;
+    }
+    if (b == NULL || pthread_create(&tid, &attr, ra_batch_thread, b) != 0) {
+      size_t k;
+
+      for (k = 0; k < n; k++)
+        l->staging[first + k] = 0;
+      pthread_cond_broadcast(&l->ra_staged);
+      free(b);
+      break;
+    }
+    l->ra_inflight += n;
+    l->ra_threads++;
+    count(&l->readahead_spans, n);
+    first += n;
+  }
+  pthread_attr_destroy(&attr);
+  return first;
+}
+
 /* Note a read of [off, off+len) whose last span is last; if it continues
  * a forward run of at least ra_trigger bytes, start loading the spans
  * after last (up to ra_window of them in flight) on background threads. */
@@ -604,8 +847,6 @@ static void
 readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
 {
   size_t first, end;
-  pthread_attr_t attr;
-  pthread_t tid;
 
   if (l->ra_window == 0)
     return;
@@ -633,33 +874,13 @@ readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
   end = last + 1 + l->ra_window;
   if (end > l->zi->nspans)
     end = l->zi->nspans;
-  if (first >= end || l->ra_inflight >= l->ra_window)
+  /* Wait until half the window is free: fewer, larger range requests. */
+  if (first >= end ||
+      l->ra_window - l->ra_inflight < (l->ra_window + 1) / 2)
     goto out;
   if (end - first > l->ra_window - l->ra_inflight)
     end = first + (l->ra_window - l->ra_inflight);
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  for (; first < end; first++) {
-    struct ra_job *j;
-
-    /* Spans already cached need no thread. */
-    if (sn_spancache_has(l->cache, first))
-      continue;
-    j = malloc(sizeof *j);
-    if (j == NULL)
-      break;
-    j->l = l;
-    j->span = first;
-    if (pthread_create(&tid, &attr, ra_thread, j) != 0) {
-      free(j);
-      break;
-    }
-    l->ra_inflight++;
-    l->ra_threads++;
-    count(&l->readahead_spans, 1);
-  }
-  l->ra_next = first;
-  pthread_attr_destroy(&attr);
+  l->ra_next = start_readahead(l, first, end);
 
 out:
   pthread_mutex_unlock(&l->ra_lock);

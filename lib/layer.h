@@ -61,7 +61,11 @@ struct sn_layer_opts {
                               * read are loaded in the background, up to this
                               * many bytes of spans (at least 2 spans, at most
                               * SN_SPANCACHE_MAX_GET and half the cache
-                              * budget), through the cache (single flight) */
+                              * budget), through the cache (single flight);
+                              * with a window of 4 spans or more and no
+                              * cache_dir, each run of spans nobody is
+                              * loading is fetched with one range request
+                              * (each span still verified on its own) */
 };
 
 /* Counters, read with sn_layer_get_stats (atomic snapshot). */

@@ -273,6 +273,17 @@ sn_spancache_has(struct sn_spancache *c, size_t i)
   return r;
 }
 
+bool
+sn_spancache_present(struct sn_spancache *c, size_t i)
+{
+  bool r;
+
+  pthread_mutex_lock(&c->lock);
+  r = i < c->nspans && c->slot[i] != NULL;
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
 void
 sn_spancache_drop(struct sn_spancache *c, size_t i)
 {

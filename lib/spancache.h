@@ -68,6 +68,8 @@ void sn_spancache_put(struct sn_spancache *c, struct sn_span_ent *e);
 
 /* Span i is cached and ready now (a hint: it may be evicted right after). */
 bool sn_spancache_has(struct sn_spancache *c, size_t i);
+/* Span i is cached or being loaded now. */
+bool sn_spancache_present(struct sn_spancache *c, size_t i);
 /* Forget span i if it is cached and nobody holds it. */
 void sn_spancache_drop(struct sn_spancache *c, size_t i);
 /* len more bytes would fit in the budget without evicting anything. */

@@ -164,6 +164,7 @@ struct src {
   const struct sn_zinfo *zi;
   atomic_int count[MAXSPANS];       /* fetches per span */
   atomic_int inflight, max_inflight;
+  atomic_int calls;                 /* reads of the source */
   int sleep_us;                     /* before each fetch */
   int corrupt_span;                 /* -1: none */
   atomic_int corrupt_left;          /* fetches still to corrupt; -1: all */
@@ -190,7 +191,21 @@ src_read(void *opaque, void *buf, size_t len, int64_t off)
   size_t i = span_at(s->zi, off);
   int n, m, r;
 
-  atomic_fetch_add(&s->count[i], 1);
+  atomic_fetch_add(&s->calls, 1);
+  if (i == MAXSPANS - 1)
+    atomic_fetch_add(&s->count[i], 1);
+  else {
+    /* A read may cover a run of spans (readahead's range requests). */
+    struct sn_span sp;
+    size_t k;
+
+    for (k = i; k < s->zi->nspans; k++) {
+      sn_zinfo_span(s->zi, k, &sp);
+      if (sp.comp_end > off + (int64_t) len)
+        break;
+      atomic_fetch_add(&s->count[k], 1);
+    }
+  }
   n = atomic_fetch_add(&s->inflight, 1) + 1;
   m = atomic_load(&s->max_inflight);
   while (n > m && !atomic_compare_exchange_weak(&s->max_inflight, &m, n))
@@ -246,6 +261,7 @@ open_layer_z(struct src *s, size_t cache, const char *dir, int sleep_us,
     atomic_init(&s->count[i], 0);
   atomic_init(&s->inflight, 0);
   atomic_init(&s->max_inflight, 0);
+  atomic_init(&s->calls, 0);
   atomic_init(&s->corrupt_left, 0);
   s->sleep_us = sleep_us;
   s->corrupt_span = -1;
@@ -443,6 +459,31 @@ seq_readahead(void)
      "sequential 1.5 MiB: %zu spans read, %zu fetched (%llu ahead, window "
      "%zu), none twice", want, got, (unsigned long long) st.readahead_spans,
      window);
+  ok(atomic_load(&s.calls) < (int) got && st.spans_failed == 0,
+     "... readahead fetched runs of spans with one range request each "
+     "(%d requests for %zu spans), no span failed its digest",
+     atomic_load(&s.calls), got);
+
+  /* With a disk cache, readahead fetches span by span (spans may be on
+   * disk already), still never one twice. */
+  {
+    char dir[300];
+
+    snprintf(dir, sizeof dir, "%s/ra-cache", tmpdir);
+    l = open_layer(&s, 64 << 20, dir, 0);
+    for (off = 0; off < (3 << 19); off += (int64_t) chunk)
+      if (sn_layer_read(l, buf, chunk, off) == -1 ||
+          memcmp(buf, tarbuf + off, chunk) != 0)
+        bad++;
+    sn_layer_get_stats(l, &st);
+    close_layer(l, &s);
+    got = spans_fetched(&s);
+    total_fetches(&s, &max);
+    ok(bad == 0 && st.readahead_spans > 0 && max == 1 &&
+       atomic_load(&s.calls) == (int) got && got <= want + window,
+       "disk cache: readahead span by span (%d requests, %zu spans)",
+       atomic_load(&s.calls), got);
+  }
 
   /* 16 readers taking 64 KiB chunks in turn (out of order, as nbdcopy's):
    * right bytes, every span fetched exactly once. */
