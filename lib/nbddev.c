@@ -1121,6 +1121,7 @@ now_ms(void)
 struct watched {
   bool active;                  /* still connected: supervised */
   bool dead;                    /* link dead: reconnecting */
+  bool probe;                   /* the first, silent reconnect (below) */
   int64_t dead_since, next_try;
   unsigned tries;
   char last_error[256];
@@ -1145,12 +1146,13 @@ on_link_dead(const struct nlmsghdr *h, uint16_t family, const int *indexes,
   for (size_t i = 0; i < n; i++) {
     char where[300];
 
-    if (indexes[i] != idx || !w[i].active || w[i].dead)
+    if (indexes[i] != idx || !w[i].active || (w[i].dead && !w[i].probe))
       continue;
     describe(&srvs[i], where, sizeof where);
     fprintf(stderr, "nbd%d: connection to %s lost; reconnecting\n", idx,
             where);
     w[i].dead = true;
+    w[i].probe = false;
     w[i].dead_since = w[i].next_try = now_ms();
     w[i].tries = 0;
     w[i].last_error[0] = '\0';
@@ -1191,8 +1193,13 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
     sn_oom();
     goto out;
   }
-  for (size_t i = 0; i < n; i++)
-    w[i].active = true;
+  /* A link that died before we joined the multicast group sent its
+   * LINK_DEAD to nobody.  So begin with one reconnect of every device: it
+   * revives a dead link, and the kernel drops the socket of a live one. */
+  for (size_t i = 0; i < n; i++) {
+    w[i].active = w[i].dead = w[i].probe = true;
+    w[i].dead_since = w[i].next_try = now_ms();
+  }
 
   for (;;) {
     int64_t t = now_ms(), wake;
@@ -1237,6 +1244,10 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
       describe(&srvs[i], where, sizeof where);
       w[i].tries++;
       if (sn_nbd_reconnect(indexes[i], &srvs[i]) == 0) {
+        if (w[i].probe) {
+          w[i].probe = w[i].dead = false;
+          continue;
+        }
         fprintf(stderr, "nbd%d: reconnected to %s after %.1f s (%u %s)\n",
                 indexes[i], where,
                 (double) (now_ms() - w[i].dead_since) / 1000.0, w[i].tries,

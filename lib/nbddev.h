@@ -86,8 +86,10 @@ int sn_nbd_connected(int index);
  * mounted: umount alone does not disconnect) or when *stop becomes true
  * (checked at least every second), -1 on an error that stops supervision.
  * Logs one line per event to stderr (a failing reconnect: when its message
- * changes).  A link that died before this call joined the multicast group
- * goes unnoticed: start it right after attaching. */
+ * changes).  It begins with one silent reconnect of every device, so that
+ * a link that died before it joined the multicast group (whose LINK_DEAD
+ * nobody heard) is revived too; for a live link the kernel drops the new
+ * socket, and the server sees one short connection. */
 int sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
                      size_t n, unsigned retry_ms, volatile bool *stop);
 

@@ -14,10 +14,13 @@
 #     link-dead event, drops its caches and hashes the file again: the read
 #     waits for the reconnect and returns the right bytes;
 #  3. umount and detach: the device's size goes to 0, the supervisor ends;
-#  4. negative: a device with dead_conn_timeout 3 s, the server killed
+#  4. a link that dies before its supervisor starts ("reconnect-kill-early":
+#     killed, restarted 3 s later, then the supervisor starts): its first,
+#     silent reconnect revives the device, a read returns the right bytes;
+#  5. negative: a device with dead_conn_timeout 3 s, the server killed
 #     for good ("reconnect-kill-stay"): a read fails with EIO after about
 #     3 s instead of hanging;
-#  5. a request in flight when the server dies: a server that delays
+#  6. a request in flight when the server dies: a server that delays
 #     reads by 3 s comes back; the guest attaches with io_timeout 5 s,
 #     starts a read, and asks for a kill and an immediate restart
 #     ("reconnect-kill-inflight"): the read completes with the right bytes
@@ -143,6 +146,29 @@ wait $SUP
 check "the supervisor exited 0" test $? = 0
 sed 's/^/supervisor: /' /tmp/sup.log | while read -r l; do note "$l"; done
 
+# A link that dies before its supervisor starts (no one hears the
+# LINK_DEAD): the supervisor's first reconnect revives it.
+check "attach, dead_conn_timeout 60, no supervisor yet" \
+    sh -c "$A attach -r -d 60 $S img.sqfs > /tmp/n4"
+N4=$(cat /tmp/n4)
+check "mount it" mount -t squashfs -o ro /dev/nbd$N4 /m
+$A connect $S reconnect-kill-early > /dev/null 2>&1
+check "the server is back (killed and restarted, the link stays dead)" \
+    wait_for 30 sh -c "$A connect $S img.sqfs > /dev/null 2>&1"
+$A supervise -R 300 $N4 $S img.sqfs 2> /tmp/sup4.log &
+SUP4=$!
+echo 3 > /proc/sys/vm/drop_caches
+t4=$(date +%s)
+check "a supervisor started after the link died: the file reads back right" \
+    timeout 50 sh -c "sha256sum /m/big | grep -q ^$SUM"
+note "the read took $(elapsed $t4) s (60 s dead_conn_timeout)"
+check "umount" umount /m
+check "detach" $A detach $N4
+check "its supervisor ended by itself" \
+    wait_for 10 sh -c "! kill -0 $SUP4 2>/dev/null"
+check "... and said nothing about a reconnect it did not need to report" \
+    sh -c "! grep -q 'reconnected to' /tmp/sup4.log"
+
 # Negative: no restart within a 3 s dead_conn_timeout.
 check "attach again, dead_conn_timeout 3" \
     sh -c "$A attach -r -d 3 $S img.sqfs > /tmp/n2"
@@ -196,10 +222,10 @@ EOF
 
 # ---- boot ----------------------------------------------------------------------------
 t0=$(date +%s)
-"$RUN" -s "$SOCK" -t 200 -l "$TMP/console.txt" -f "$HELPER=/bin/nbd-attach" "$G" \
+"$RUN" -s "$SOCK" -t 260 -l "$TMP/console.txt" -f "$HELPER=/bin/nbd-attach" "$G" \
     > "$TMP/res.txt" 2> "$TMP/run.err" &
 RPID=$!
-killed=0 restarted=0 stayed=0 delayed=0 inflight=0
+killed=0 restarted=0 early=0 early_back=0 stayed=0 delayed=0 inflight=0
 while kill -0 $RPID 2>/dev/null; do
     if [ $killed = 0 ] && grep -q reconnect-kill-restart "$LOG"; then
         kill_server
@@ -213,7 +239,19 @@ while kill -0 $RPID 2>/dev/null; do
         restarted=1
         echo "# server restarted 3 s later"
     fi
-    if [ $restarted = 1 ] && [ $stayed = 0 ] && grep -q reconnect-kill-stay "$LOG"; then
+    if [ $restarted = 1 ] && [ $early = 0 ] && grep -q reconnect-kill-early "$LOG"; then
+        kill_server
+        early=1
+        t1=$(date +%s%N)
+        echo "# server killed (no supervisor yet)"
+    fi
+    if [ $early = 1 ] && [ $early_back = 0 ] &&
+       [ $(( ($(date +%s%N) - t1) / 1000000 )) -ge 3000 ]; then
+        start_server
+        early_back=1
+        echo "# server restarted 3 s later"
+    fi
+    if [ $early_back = 1 ] && [ $stayed = 0 ] && grep -q reconnect-kill-stay "$LOG"; then
         kill_server
         stayed=1
         echo "# server killed for good"
@@ -243,6 +281,6 @@ guest_results "$TMP/res.txt"
 expected=$(grep -c '^check ' "$G")
 check "the guest ran all its $expected checks (run.sh status $st)" \
     test "$GUEST_N" = "$expected" -a "$st" = 0
-check "the host killed and restarted the server, killed it for good, restarted it under a read in flight" \
-    test "$killed$restarted$stayed$delayed$inflight" = 11111
+check "the host killed and restarted the server (twice), killed it for good, restarted it under a read in flight" \
+    test "$killed$restarted$early$early_back$stayed$delayed$inflight" = 1111111
 finish
