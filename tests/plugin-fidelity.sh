@@ -35,12 +35,12 @@ nbdkit_asan_wrapper "$PLUGIN"
 require_tools nbdkit nbdcopy nbdfuse skopeo umoci unsquashfs rdsquashfs sqfs2tar losetup
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
 
-MOUNTS="" PIDS=""
+MOUNTS="" PIDS="" NBDKIT_PIDS="" START_WAIT=60
 fid_cleanup() {
     local m p
     for m in $MOUNTS; do umount "$m" 2>/dev/null; done
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do _reg_wait_for 10 bash -c "! kill -0 $p" 2>/dev/null; done
+    for p in $PIDS $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done
+    for p in $PIDS $NBDKIT_PIDS; do _reg_wait_for 10 bash -c "! kill -0 $p" 2>/dev/null; done
 }
 trap 'fid_cleanup; srv_cleanup' EXIT
 now_ms() { date +%s%3N; }
@@ -57,13 +57,6 @@ fuse_export() {
     MOUNTS="$2 $MOUNTS"
     for i in $(seq 100); do [ -s "$2/img" ] && return 0; sleep 0.1; done
     return 1
-}
-start_server() {
-    local sock=$1; shift
-    rm -f "$sock" "$sock.pid"
-    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
-        2> "$sock.log" & PIDS="$PIDS $!"
-    _reg_wait_for 60 test -s "$sock.pid"
 }
 # umoci_tree LAYOUT OUT.json: umoci unpack, scanned and normalized.
 umoci_tree() {
@@ -97,7 +90,7 @@ check "umoci unpack of the 4-layer image" umoci_tree "$TMP/lay4" "$TMP/u4.json"
 check "umoci unpack of its first 3 layers" umoci_tree "$TMP/lay3" "$TMP/u3.json"
 check "push and SOCI-convert (64K spans)" push_convert "$TMP/lay4" test/gen 64K
 SOCK=$TMP/s.sock
-check "server (lazy, through the SOCI index)" start_server "$SOCK" \
+check "server (lazy, through the SOCI index)" plugin_start "$SOCK" \
     "$R_HOST/test/gen:soci" stats-file="$TMP/st.json"
 uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
@@ -140,7 +133,7 @@ check "kernel: overlay lowerdir=layer/2:layer/1:layer/0" \
 tree_of scan "$TMP/merged" "$TMP/merged.json"
 check "overlay of the live layer exports = umoci of those 3 layers" \
     $TREE cmp "$TMP/u3.json" "$TMP/merged.json"
-fid_cleanup; MOUNTS="" PIDS=""
+fid_cleanup; MOUNTS="" PIDS="" NBDKIT_PIDS=""
 check "stats: lazy, every fetched span verified, none failed" python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -163,7 +156,7 @@ check "the reference is a real rootfs (> 5000 entries, /usr/bin/dpkg)" python3 -
 import json, sys
 t = json.load(open(sys.argv[1])); assert len(t) > 5000 and "usr/bin/dpkg" in t, len(t)' "$TMP/umb.json"
 check "push and SOCI-convert (1M spans)" push_convert "$TMP/laymb" test/minbase 1M
-check "server for it" start_server "$SOCK" "$R_HOST/test/minbase:soci" stats-file="$TMP/st.json"
+check "server for it" plugin_start "$SOCK" "$R_HOST/test/minbase:soci" stats-file="$TMP/st.json"
 check "nbdfuse + loop mount of the flat export" bash -c "
     $(declare -f fuse_export mnt); PIDS=; MOUNTS=
     fuse_export '$(uri "")' '$TMP/fmb' && mnt squashfs '$TMP/fmb/img' '$TMP/mmb' loop,ro"
@@ -180,7 +173,7 @@ check "unsquashfs tree = umoci (xattrs and symlink mtimes aside)" bash -c "
     unsquashfs -q -n -no-xattrs -d '$TMP/mbu' '$TMP/mb.sqfs' > /dev/null &&
     $TREE scan '$TMP/mbu' > '$TMP/mbu.raw' && $OCIPY umoci-norm '$TMP/mbu.raw' '$TMP/mbu.json' &&
     $TREE cmp '$TMP/umb.json' '$TMP/mbu.json' --no-xattrs --no-link-mtime"
-fid_cleanup; MOUNTS="" PIDS=""
+fid_cleanup; MOUNTS="" PIDS="" NBDKIT_PIDS=""
 rm -rf "$TMP/mbu" "$TMP/mb.sqfs"
 echo "# minbase part: $(( $(now_ms) - t0 )) ms"
 

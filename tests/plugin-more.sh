@@ -235,14 +235,6 @@ stats_ok() {
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
         { sed 's/^/# /' "$1" | grep -v '"layers"\|{"index"' >&2; return 1; }
 }
-start_server() {
-    local sock=$1; shift
-    rm -f "$sock" "$sock.pid"
-    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
-        2> "$sock.log" &
-    NBDKIT_PIDS="$NBDKIT_PIDS $!"
-    _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
-}
 stop_server() {
     local p
     p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 10 bash -c "! kill -0 $p"
@@ -295,7 +287,7 @@ URI="nbd+unix:///?socket=$SOCK"
 ST=$TMP/st.json
 NREAD=$($HELP read-spans "$C1.ztoc.json" "$C2.ztoc.json")
 P0=$(logpos)
-check "server through the pass-through proxy" start_server "$SOCK" \
+check "server through the pass-through proxy" plugin_start "$SOCK" \
     "$F_HOST/test/conc:v2" stats-file="$ST"
 check "the export offers multi-conn" bash -c "
     nbdinfo --json '$URI' | python3 -c 'import json,sys; assert json.load(sys.stdin)[\"exports\"][0][\"can_multi_conn\"]'"
@@ -320,7 +312,7 @@ check "stress: proxy log: the range GETs cover $NREAD spans, each exactly and on
     [ \$(echo \"\$a\" | wc -l) -eq $NREAD ] && [ \$(echo \"\$a\" | sort -u | wc -l) -eq $NREAD ]"
 
 P0=$(logpos)
-check "server again" start_server "$SOCK" "$F_HOST/test/conc:v2" stats-file="$ST"
+check "server again" plugin_start "$SOCK" "$F_HOST/test/conc:v2" stats-file="$ST"
 t0=$(now_ms)
 check "nbdcopy --connections=4 of the flat export = mkfs reference" bash -c "
     nbdcopy --connections=4 --requests=16 '$URI' '$TMP/c/flat.sqfs' &&
@@ -355,7 +347,7 @@ reg_restart() {
 }
 set -- $(frange "$TMP/c/ref.sqfs" /c1/d1/f001); X_OFF=$1 X_LEN=$2
 set -- $(frange "$TMP/c/ref.sqfs" /c2/d3/f048); Y_OFF=$1 Y_LEN=$2
-check "server straight from the registry" start_server "$SOCK" "$R_HOST/test/conc:v2" \
+check "server straight from the registry" plugin_start "$SOCK" "$R_HOST/test/conc:v2" \
     stats-file="$ST"
 check "a file reads fine" bash -c "
     '$NBDREAD' '$URI' $X_OFF $X_LEN | cmp - '$TMP/c/tree/c1/d1/f001'"
@@ -395,7 +387,7 @@ BSPANS=$(( $(json_get "$B1.ztoc.json" num_spans) + $(json_get "$B2.ztoc.json" nu
 echo "# big image: layers $BSIZE bytes compressed, $BSPANS spans of 1M"
 check "the image's layers total >= 100 MB compressed" test $BSIZE -ge 100000000
 P0=$(logpos)
-check "server for the big image (through the proxy)" start_server "$SOCK" \
+check "server for the big image (through the proxy)" plugin_start "$SOCK" \
     "$F_HOST/test/big:v2" stats-file="$ST"
 ESIZE=$(nbdinfo --size "$URI")
 check "read the superblock and all metadata" meta_copy "$URI" "$ESIZE" "$TMP/b/meta.sqfs"
@@ -410,7 +402,7 @@ check "metadata: no layer range GET (proxy log)" bash -c "
 set -- $(frange "$TMP/b/meta.sqfs" /big/needle11.txt); N_OFF=$1 N_LEN=$2
 WANT=$($HELP file-spans "$B1.ztoc.json" big/needle11.txt)
 P0=$(logpos)
-check "server again" start_server "$SOCK" "$F_HOST/test/big:v2" stats-file="$ST"
+check "server again" plugin_start "$SOCK" "$F_HOST/test/big:v2" stats-file="$ST"
 check "read one small file ($N_LEN bytes) in the middle of the 1st layer" bash -c "
     '$NBDREAD' '$URI' $N_OFF $N_LEN | cmp - '$TMP/b/tree/big/needle11.txt'"
 stop_server "$SOCK"
@@ -447,7 +439,7 @@ check_fails "overlapping entries (offset edit): refused at startup" "entries ove
     nbdkit -U - -r "$PLUGIN" "$R_HOST/test/ovl:v1" --run true
 eval "$($IMGPY push "$R_URL" test/bad "$I1" --ztoc "$I1=$I1.ztoc")" ||
     { echo "Bail out! push failed"; exit 1; }
-check "server with the v1 index holding the bad ztoc" start_server "$SOCK" \
+check "server with the v1 index holding the bad ztoc" plugin_start "$SOCK" \
     "$R_HOST/test/bad:v1" stats-file="$ST"
 check "the bad ztoc's image is what the server serves" stats_ok "$ST" \
     "s['index_source'] == 'v1' and s['index'] == '$IDX1' and s['layers'][0]['lazy']"
@@ -479,7 +471,7 @@ t0=$(now_ms)
 check "oci-layout with the 4 GiB layer" $OCIPY layout "$TMP/g/layout" img "$G"
 # Indexing the 4 GiB layer before serving takes ~40 s on a busy 2-core
 # machine (more under ASan): wait for it longer than for the others.
-START_WAIT=300 check "server for it (local layout, no index)" start_server "$SOCK" \
+START_WAIT=300 check "server for it (local layout, no index)" plugin_start "$SOCK" \
     "oci-layout:$TMP/g/layout:img" index=none stats-file="$ST"
 ESIZE=$(nbdinfo --size "$URI")
 check "the export is larger than the layer ($ESIZE > $(stat -c %s "$G"))" test "$ESIZE" -gt "$(stat -c %s "$G")"

@@ -46,14 +46,6 @@ wait_stats() {
     done
     stats_ok "$1" "$2"
 }
-start_server() {
-    local sock=$1; shift
-    rm -f "$sock" "$sock.pid"
-    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
-        2> "$sock.log" &
-    NBDKIT_PIDS="$NBDKIT_PIDS $!"
-    _reg_wait_for 30 test -s "$sock.pid"
-}
 stop_server() {
     local p
     p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 20 bash -c "! kill -0 $p"
@@ -104,7 +96,7 @@ check "the prefetch files span several spans" test "${PFSPANS:-0}" -ge 3
 SOCK=$TMP/s.sock URI="nbd+unix:///?socket=$TMP/s.sock" ST=$TMP/st.json
 
 # ---- 1. prefetch=artifact -----------------------------------------------------
-check "server with prefetch=artifact" start_server "$SOCK" \
+check "server with prefetch=artifact" plugin_start "$SOCK" \
     "$R_HOST/test/img:soci" prefetch=artifact stats-file="$ST"
 check "artifact: done without any read: its $PFSPANS spans, nothing else" \
     wait_stats "$ST" "s['prefetch'] == 'artifact' and s['prefetch_done'] and \
@@ -121,7 +113,7 @@ check "artifact: the read fetched no span beyond the header's (still $PFSPANS or
 
 # ---- 2. prefetch=background -----------------------------------------------------
 CD=$TMP/cache
-check "server with prefetch=background cache-dir=" start_server "$SOCK" \
+check "server with prefetch=background cache-dir=" plugin_start "$SOCK" \
     "$R_HOST/test/img:soci" prefetch=background cache-dir="$CD" stats-file="$ST"
 check "nbdcopy while the background fetch runs = mkfs reference" bash -c "
     nbdcopy '$URI' '$TMP/flat.sqfs' && cmp '$TMP/flat.sqfs' '$TMP/ref.sqfs'"
@@ -135,7 +127,7 @@ NTOTAL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["spans_
 check "cache-dir holds every span ($NTOTAL)" bash -c "
     [ \$(find '$CD' -type f ! -name '.*' | wc -l) -eq $NTOTAL ]"
 check "restart, prefetch=background again: all from cache-dir, nothing from the registry" \
-    start_server "$SOCK" "$R_HOST/test/img:soci" prefetch=background cache-dir="$CD" \
+    plugin_start "$SOCK" "$R_HOST/test/img:soci" prefetch=background cache-dir="$CD" \
         stats-file="$ST"
 check "second run: every span a disk hit, layers verified again" \
     wait_stats "$ST" "s['prefetch_done'] and s['spans_fetched'] == 0 and \
@@ -169,7 +161,7 @@ eval "$($IMGPY push "$R_URL" test/lie "$I1" --ztoc "$I1=$TMP/i/bad.ztoc")" ||
 check "without the check: the lie is served (the documented gap)" bash -c "
     nbdkit -U - -r '$PLUGIN' '$R_HOST/test/lie:v2' --run 'nbdcopy \"\$uri\" \"$TMP/i/lie.sqfs\"' &&
     rdsquashfs -s /i/link '$TMP/i/lie.sqfs' | grep -q 'target-evil'"
-check "server with prefetch=background on the lying ztoc" start_server "$SOCK" \
+check "server with prefetch=background on the lying ztoc" plugin_start "$SOCK" \
     "$R_HOST/test/lie:v2" prefetch=background stats-file="$ST"
 check "the whole-layer check fails, naming the entry and the field" \
     wait_stats "$ST" "s['prefetch_done'] and s['layers_verify_failed'] == 1 and \
@@ -181,7 +173,7 @@ check_fails "the layer is refused from then on (EIO)" \
     "Input/output error\|errno 5" "$NBDREAD" "$URI" "$1" "$2"
 stop_server "$SOCK"
 check "the error was logged without -v" grep -q "whole-layer check.*i/link.*link target" "$SOCK.log"
-check "verify=false: no check, data served" start_server "$SOCK" \
+check "verify=false: no check, data served" plugin_start "$SOCK" \
     "$R_HOST/test/lie:v2" prefetch=background verify=false stats-file="$ST"
 check "verify=false: all spans fetched, nothing verified or failed" \
     wait_stats "$ST" "s['prefetch_done'] and not s['layer_check'] and \

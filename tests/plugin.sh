@@ -180,21 +180,13 @@ check "every layer export over the registry = mkfs --layer" bash -c "
 
 # Laziness, through a long-running server: metadata costs no span; one
 # small file costs a few spans of its layer.
-start_server() {
-    local sock=$1; shift
-    rm -f "$sock" "$sock.pid"
-    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
-        2> "$sock.log" &
-    NBDKIT_PIDS="$NBDKIT_PIDS $!"
-    _reg_wait_for 30 test -s "$sock.pid"
-}
 stop_server() {
     local p
     p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 10 bash -c "! kill -0 $p"
 }
 SOCK=$TMP/lazy.sock
 ST=$TMP/st-lazy.json
-check "server with the v2 image" start_server "$SOCK" "$REF:v2" stats-file="$ST"
+check "server with the v2 image" plugin_start "$SOCK" "$REF:v2" stats-file="$ST"
 URI="nbd+unix:///?socket=$SOCK"
 # Superblock: bytes_used at 40, inode_table_start at 64 (little endian).
 "$NBDREAD" "$URI" 0 96 > "$TMP/sb"
@@ -209,7 +201,7 @@ check "listing the tree from metadata alone (unsquashfs -lls) matches" bash -c "
 stop_server "$SOCK"
 check "metadata read fetched zero spans" stats_ok "$ST" \
     "s['spans_fetched'] == 0 and s['bytes_fetched'] == 0"
-check "server again" start_server "$SOCK" "$REF:v2" stats-file="$ST"
+check "server again" plugin_start "$SOCK" "$REF:v2" stats-file="$ST"
 F=/data/size-4097
 set -- $(rdsquashfs -s "$F" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
 check "read one small file ($F) through the export" bash -c "
@@ -218,7 +210,7 @@ stop_server "$SOCK"
 check "one small file: a few spans of one layer, far from all" stats_ok "$ST" \
     "1 <= s['spans_fetched'] <= 3 and s['spans_total'] >= 20 and \
      s['layers'][0]['spans_fetched'] == s['spans_fetched'] and s['headers_checked'] >= 1"
-check "server again" start_server "$SOCK" "$REF:v2" stats-file="$ST"
+check "server again" plugin_start "$SOCK" "$REF:v2" stats-file="$ST"
 F2=/data/size-300000
 set -- $(rdsquashfs -s "$F2" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
 check "stats-file follows a client that stays connected (within ~1 s)" bash -c "
@@ -230,7 +222,7 @@ check "stats-file follows a client that stays connected (within ~1 s)" bash -c "
 stop_server "$SOCK"
 
 # NBD_CMD_CACHE prefetches the spans; the read then fetches nothing more.
-check "server again, -D soci.verbose=1" start_server "$SOCK" -v -D soci.verbose=1 \
+check "server again, -D soci.verbose=1" plugin_start "$SOCK" -v -D soci.verbose=1 \
     "$REF:v2" stats-file="$ST"
 F=/data/size-131073
 set -- $(rdsquashfs -s "$F" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
@@ -266,7 +258,7 @@ fault_start F "$R_URL" || { echo "Bail out! fault proxy did not start"; exit 1; 
 D3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][2]["digest"])' \
      "$LAY/blobs/sha256/$(cut -d: -f2 "$TMP/layout.digest")")
 fault_set F "{\"rules\":[{\"match\":{\"method\":\"GET\",\"path\":\"$D3\",\"range\":true},\"action\":\"corrupt\"}]}"
-check "server through the fault proxy" start_server "$SOCK" "$F_HOST/test/img:v2" \
+check "server through the fault proxy" plugin_start "$SOCK" "$F_HOST/test/img:v2" \
     stats-file="$ST"
 set -- $(rdsquashfs -s /d/gone "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
 check_fails "a file of the corrupted layer (3): EIO" "Input/output error\|errno 5" \

@@ -401,6 +401,19 @@ tap_run() {
     fi
 }
 
+# plugin_start SOCK ARGS...: nbdkit with the soci plugin ($PLUGIN) in the
+# foreground on the Unix socket SOCK (log SOCK.log, pidfile SOCK.pid), read
+# only; its pid is added to NBDKIT_PIDS.  Waits START_WAIT seconds (default
+# 30) for the pidfile, which nbdkit writes once the plugin is ready.
+plugin_start() {
+    local sock=$1; shift
+    rm -f "$sock" "$sock.pid"
+    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
+        2> "$sock.log" &
+    NBDKIT_PIDS="${NBDKIT_PIDS:-} $!"
+    _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
+}
+
 srv_cleanup() {
     local st=$? n d
     for n in $REG_NAMES; do
