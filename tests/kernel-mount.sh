@@ -90,6 +90,11 @@ $IMGPY push "$R_URL" test/a "$L1" "$L2" "$L3" "${Z[@]}" > /dev/null &&
 $IMGPY push "$R_URL" test/b "$L1" "$L2" "${Z[@]:0:4}" > /dev/null &&
 $IMGPY push "$R_URL" test/full "$L1" "$L2" "$L3" "$L4" "${Z[@]}" > /dev/null ||
     { echo "Bail out! push failed"; exit 1; }
+# A second registry with basic auth (plain HTTP, as the guest reaches it).
+PW=s0ci-Nbd-pw-7c1e
+reg_start RA --htpasswd alice "$PW" || { echo "Bail out! registry RA did not start"; exit 1; }
+SN_PUSH_AUTH="alice:$PW" $IMGPY push "$RA_URL" test/a "$L1" "$L2" "$L3" "${Z[@]}" > /dev/null ||
+    { echo "Bail out! push to RA failed"; exit 1; }
 $PY ref "$L1" "$L2" "$L3" > "$TMP/ref3.json"
 $PY ref "$L1" "$L2" "$L3" "$L4" > "$TMP/ref4.json"
 for i in 1 2 3; do
@@ -119,14 +124,17 @@ gcheck() {
 graw() { printf '%s\n' "$1" >> "$G"; }
 : > "$G.expect"
 REG=10.0.2.100:$R_PORT
+REGA=10.0.2.100:$RA_PORT
 cat > "$G" <<EOF
 . /lib/soci-test.sh
 export SOCI_NBD_PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so
 SN="soci-nbd"
 O="--plain-http $REG $NBDKIT_OPT"
 REG=$REG
+REGA=$REGA PW=$PW
+OA="--plain-http $REGA $NBDKIT_OPT"
 RUNDIR=/run/soci-nbd
-mkdir -p /m/a /m/b /m/flat /m/rw /m/rw2 /m/bad /m/half /up
+mkdir -p /m/a /m/b /m/flat /m/rw /m/rw2 /m/bad /m/half /m/auth /up
 # devs DIR: the devices column of DIR's line in soci-nbd mounts
 devs() { soci-nbd mounts | awk -F'\t' -v d="\$1" '\$1 == d { print \$4 }'; }
 # field DIR N: column N of DIR's line
@@ -225,6 +233,36 @@ for step in devices supervisor upper mount; do
          test \$(ls \$RUNDIR/servers | wc -l) = 2"
 done
 
+# A registry with basic auth: the password goes from stdin to a 0600 file
+# of the server's state (nbdkit's password=+FILE), nowhere else.
+gcheck "auth: a wrong password: one clear line, nothing left" \
+    '! echo wrong | $SN mount --flat --username alice --password-stdin $OA $REGA/test/a:v2 /m/auth 2>/tmp/e;
+     cat /tmp/e; test $(wc -l < /tmp/e) = 1 && grep -qi "auth\|401\|denied" /tmp/e &&
+     ! soci-nbd mounts | grep -q /m/auth && test $(ls $RUNDIR/servers | wc -l) = 2'
+gcheck "auth: without credentials: refused" \
+    '! $SN mount --flat $OA $REGA/test/a:v2 /m/auth 2>/tmp/e; cat /tmp/e; test $(wc -l < /tmp/e) = 1'
+gcheck "auth: mount --flat --username --password-stdin" \
+    'echo "$PW" | $SN mount --flat --username alice --password-stdin $OA $REGA/test/a:v2 /m/auth &&
+     test "$(cat /m/auth/d/gone)" = "back in 3"'
+gcheck "auth: the password file is 0600 and holds the password" \
+    'f=$(ls $RUNDIR/servers/*/password) && echo "$f" && test $(echo "$f" | wc -l) = 1 &&
+     test "$(stat -c %a "$f")" = 600 && test "$(cat "$f")" = "$PW"'
+gcheck "auth: the password is in no other state file, log, command line or environment" \
+    'echo "$PW" > /tmp/pw && find $RUNDIR -xdev -type f ! -name password > /tmp/files &&
+     test -s /tmp/files && ! xargs grep -lF -f /tmp/pw < /tmp/files &&
+     for p in /proc/[0-9]*; do
+       case ${p#/proc/} in $$) continue ;; esac
+       for x in cmdline environ; do
+         tr "\0" "\n" < $p/$x 2>/dev/null | grep -qF -f /tmp/pw && { echo "${p#/proc/} $x: $(cat $p/comm)"; exit 1; }
+       done
+     done; true'
+gcheck "auth: kill -9 the server, mount --restart-server reads the password file again" \
+    'kill -9 $(field /m/auth 5) && sleep 1 && $SN mount --restart-server /m/auth &&
+     test "$(field /m/auth 6)" = ok && echo 3 > /proc/sys/vm/drop_caches &&
+     sha256sum /m/auth/'"$big"' | grep -q ^'"$bigsum"
+gcheck "auth: umount removes the server and its password file" \
+    '$SN umount /m/auth && ! ls $RUNDIR/servers/*/password 2>/dev/null && test $(ls $RUNDIR/servers | wc -l) = 2'
+
 gcheck "umount /m/b, /m/a, /m/flat" \
     '$SN umount /m/b && $SN umount /m/a && $SN umount /m/flat'
 gcheck "nothing left: soci-nbd mounts is empty" 'test -z "$(soci-nbd mounts)"'
@@ -243,7 +281,7 @@ graw 'exit $SOCI_FAILED'
 
 # ---- boot ------------------------------------------------------------------------
 t0=$(date +%s)
-"$RUN" -p "$R_PORT" "${BINS[@]}" -O "$TMP/out" -l "$TMP/console.txt" -t 400 "$G" \
+"$RUN" -p "$R_PORT" -p "$RA_PORT" "${BINS[@]}" -O "$TMP/out" -l "$TMP/console.txt" -t 400 "$G" \
     > "$TMP/res.txt" 2> "$TMP/run.err" &
 RPID=$!
 st=0

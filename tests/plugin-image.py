@@ -13,7 +13,7 @@
 #                      tag sha256-<hex>
 #         a v2 SOCI index, and REPO:v2 = the manifest annotated with it
 #       prints shell assignments: MAN, MAN_V2, IDX1, IDX2
-import hashlib, json, os, sys, urllib.request
+import base64, hashlib, json, os, sys, urllib.request
 
 MT = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
       "tar": "application/vnd.oci.image.layer.v1.tar",
@@ -82,6 +82,9 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def req(method, url, data=None, ctype=None):
     r = urllib.request.Request(url, data=data, method=method)
+    if os.environ.get("SN_PUSH_AUTH"):    # USER:PASSWORD for basic auth
+        r.add_header("Authorization", "Basic " + base64.b64encode(
+            os.environ["SN_PUSH_AUTH"].encode()).decode())
     if ctype:
         r.add_header("Content-Type", ctype)
     with OPENER.open(r, timeout=30) as resp:
