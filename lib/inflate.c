@@ -41,7 +41,7 @@
 #define AREA ((size_t) 512 * 1024)
 #define LIMIT (WIN + AREA)      /* end of the output area */
 /* Room the fast loop needs per iteration: three literals and a match,
- * whose word copies may write 7 bytes past its end. */
+ * whose word copies may write 15 bytes past its end. */
 #define OUT_MARGIN ((size_t) 320)
 /* Input the fast loop needs per iteration: two 8-byte refills. */
 #define IN_MARGIN ((size_t) 16)
@@ -331,11 +331,19 @@ fast_block(struct sn_inflate *z, const uint8_t **pin, const uint8_t *in_end)
     src = out - dist;
     end = out + len;
     if (dist >= 8) {
-      do {
-        copy64(out, src);
-        out += 8;
-        src += 8;
-      } while (out < end);
+      /* Most matches are short: two words, then a loop if need be. */
+      copy64(out, src);
+      copy64(out + 8, src + 8);
+      if (len > 16) {
+        out += 16;
+        src += 16;
+        do {
+          copy64(out, src);
+          copy64(out + 8, src + 8);
+          out += 16;
+          src += 16;
+        } while (out < end);
+      }
     }
     else {
       /* Overlapping: write one period of at least 8 bytes bytewise,
