@@ -22,11 +22,12 @@
 #endif
 
 #include "err.h"
+#include "inflate.h"
 #include "zinfo.h"
 
-/* The builder inflates into a ring this large and copies a window out of it
- * only when it takes a checkpoint.  Must be >= SN_ZINFO_WINSIZE. */
-#define RING_SIZE ((size_t) 512 * 1024)
+#if SN_INFLATE_WINSIZE != SN_ZINFO_WINSIZE
+#error "checkpoint windows are the decoder's history"
+#endif
 
 /* zlib takes uInt lengths: feed it at most this much at a time. */
 #define ZCHUNK ((size_t) 1 << 30)
@@ -588,7 +589,8 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
 
 /* ---- the streaming builder ---------------------------------------------- *
  *
- * The main thread inflates; it records a checkpoint at each qualifying
+ * The main thread inflates (lib/inflate.c: zlib's block boundaries, at a
+ * higher speed); it records a checkpoint at each qualifying
  * block boundary and, for span hashing, a "cut": the span ending at pos
  * (an index into the current feed) closes, and the next one opens, starting
  * with the byte before pos when bits != 0.
@@ -640,12 +642,8 @@ struct sn_zinfo_builder {
   int64_t last;                  /* totout at the last checkpoint */
 
   /* gzip */
-  z_stream strm;
-  bool strm_ready;
-  bool member_done;              /* inflate reported Z_STREAM_END */
-  bool out_full;                 /* last inflate call filled the ring */
-  uint8_t *ring;
-  size_t rpos;                   /* next write position in ring */
+  struct sn_inflate *inf;
+  bool out_full;                 /* the last call filled its output area */
   struct sn_checkpoint *cp;
   size_t ncp, cpcap;
   uint8_t prev_byte;             /* last byte of the previous feed */
@@ -907,16 +905,9 @@ sn_zinfo_builder_new(enum sn_compression comp, int64_t span_size,
       sn_sha256_init(&b->span_hash) == -1)
     goto fail;
   if (comp == SN_COMP_GZIP) {
-    b->ring = malloc(RING_SIZE);
-    if (b->ring == NULL) {
-      sn_oom();
+    b->inf = sn_inflate_new(SN_INFLATE_GZIP);
+    if (b->inf == NULL)
       goto fail;
-    }
-    if (inflateInit2(&b->strm, 47) != Z_OK) {
-      sn_oom();
-      goto fail;
-    }
-    b->strm_ready = true;
   }
   return b;
 
@@ -933,9 +924,7 @@ sn_zinfo_builder_free(struct sn_zinfo_builder *b)
   if (b == NULL)
     return;
   hasher_stop(&b->h);
-  if (b->strm_ready)
-    inflateEnd(&b->strm);
-  free(b->ring);
+  sn_inflate_free(b->inf);
   for (i = 0; i < b->ncp; i++)
     free(b->cp[i].window);
   free(b->cp);
@@ -943,27 +932,6 @@ sn_zinfo_builder_free(struct sn_zinfo_builder *b)
   sn_sha256_free(&b->blob_hash);
   sn_sha256_free(&b->span_hash);
   free(b);
-}
-
-/* The SN_ZINFO_WINSIZE bytes of output before the current position, with
- * zeros in front if there were fewer. */
-static void
-copy_window(const struct sn_zinfo_builder *b, uint8_t *win)
-{
-  size_t n = b->totout < SN_ZINFO_WINSIZE ? (size_t) b->totout
-                                           : SN_ZINFO_WINSIZE;
-  uint8_t *dst = win + SN_ZINFO_WINSIZE - n;
-
-  memset(win, 0, SN_ZINFO_WINSIZE - n);
-  if (n <= b->rpos)
-    memcpy(dst, b->ring + b->rpos - n, n);
-  else {
-    /* The window wraps: its head is at the end of the ring. */
-    size_t head = n - b->rpos;
-
-    memcpy(dst, b->ring + RING_SIZE - head, head);
-    memcpy(dst + head, b->ring, b->rpos);
-  }
 }
 
 /* Record a checkpoint at the current position, data[pos] of this feed,
@@ -989,8 +957,8 @@ add_checkpoint(struct sn_zinfo_builder *b, const uint8_t *data, size_t pos,
     return sn_oom();
   c->in = b->totin;
   c->out = b->totout;
-  c->bits = (uint8_t) (b->strm.data_type & 7);
-  copy_window(b, c->window);
+  c->bits = (uint8_t) sn_inflate_bits(b->inf);
+  sn_inflate_window(b->inf, c->window);
   b->ncp++;
 
   cut->pos = pos;
@@ -999,67 +967,26 @@ add_checkpoint(struct sn_zinfo_builder *b, const uint8_t *data, size_t pos,
   return 0;
 }
 
-/* One inflate(Z_BLOCK) call on data[*pos..len) into the ring, handing the
- * output on.  Returns -1 on error, else zlib's code. */
+/* One decoder call on data[*pos..len), handing the output on.  Returns
+ * -1 on error, else the decoder's event. */
 static int
 inflate_step(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
              size_t *pos)
 {
-  z_stream *strm = &b->strm;
-  size_t ain, aout, used, got;
-  int ret;
+  const uint8_t *out;
+  size_t used, got;
+  int ev;
 
-  if (b->member_done) {
-    /* More input after a member: another gzip member follows. */
-    if (inflateReset2(strm, 47) != Z_OK)
-      return sn_set_error("gzip: cannot reset inflate");
-    b->member_done = false;
-  }
-  if (b->rpos == RING_SIZE)
-    b->rpos = 0;
-  ain = len - *pos < ZCHUNK ? len - *pos : ZCHUNK;
-  aout = RING_SIZE - b->rpos;
-  strm->next_in = (Bytef *) data + *pos;
-  strm->avail_in = (uInt) ain;
-  strm->next_out = b->ring + b->rpos;
-  strm->avail_out = (uInt) aout;
-  ret = inflate(strm, Z_BLOCK);
-  used = ain - strm->avail_in;
-  got = aout - strm->avail_out;
+  ev = sn_inflate_run(b->inf, data + *pos, len - *pos, &used, &out, &got);
+  if (ev == -1)
+    return -1;
   *pos += used;
   b->totin += (int64_t) used;
-  b->out_full = strm->avail_out == 0;
-  if (got) {
-    const uint8_t *piece = b->ring + b->rpos;
-
-    b->rpos += got;
-    b->totout += (int64_t) got;
-    if (b->on_output && b->on_output(b->opaque, piece, got) == -1)
-      return -1;
-  }
-
-  switch (ret) {
-  case Z_OK:
-    return ret;
-  case Z_STREAM_END:
-    b->member_done = true;
-    b->out_full = false;
-    return ret;
-  case Z_BUF_ERROR:             /* no progress possible: needs input */
-    if (*pos < len)
-      return sn_set_error("gzip: inflate stalled at offset %" PRId64,
-                          b->totin);
-    b->out_full = false;
-    return ret;
-  case Z_NEED_DICT:
-    return sn_set_error("gzip: zlib stream with a preset dictionary at "
-                        "offset %" PRId64, b->totin);
-  case Z_MEM_ERROR:
-    return sn_oom();
-  default:
-    return sn_set_error("gzip: corrupt data at offset %" PRId64 ": %s",
-                        b->totin, strm->msg ? strm->msg : "inflate error");
-  }
+  b->totout += (int64_t) got;
+  b->out_full = ev == SN_INFLATE_OUT_FULL;
+  if (got && b->on_output && b->on_output(b->opaque, out, got) == -1)
+    return -1;
+  return ev;
 }
 
 /* Inflate data[0..len) (len may be 0: drain output inflate still holds),
@@ -1076,12 +1003,11 @@ inflate_feed(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
   while (pos < len || b->out_full) {
     struct cut cut;
     bool have_cut = false;
-    int dt;
+    int ev = inflate_step(b, data, len, &pos);
 
-    if (inflate_step(b, data, len, &pos) == -1)
+    if (ev == -1)
       return -1;
-    dt = b->strm.data_type;
-    if ((dt & 128) && !(dt & 64) &&
+    if (ev == SN_INFLATE_BLOCK &&
         (b->totout == 0 || b->totout - b->last > b->span_size)) {
       if (add_checkpoint(b, data, pos, &cut) == -1)
         return -1;
@@ -1193,7 +1119,7 @@ finish_input(struct sn_zinfo_builder *b)
     /* Drain output inflate still holds; then the stream must be done. */
     if (inflate_feed(b, none, 0, false) == -1)
       return -1;
-    if (!b->member_done || b->ncp == 0)
+    if (sn_inflate_finish(b->inf) == -1 || b->ncp == 0)
       return sn_set_error("truncated gzip stream (%" PRId64 " bytes)",
                           b->totin);
     return close_span(b);
