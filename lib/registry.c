@@ -1189,9 +1189,15 @@ struct sn_blob_writer {
   struct sn_registry *r;
   char digest[SN_DIGEST_STRLEN + 1];
   int64_t size;
-  FILE *f;                      /* buffered writes */
+  FILE *f;                      /* buffered writes, into buf */
+  char *buf;                    /* WRITER_BUF bytes */
   char *tmp;                    /* layout: the temporary file's path */
 };
+
+/* The writer's stdio buffer.  It must be ours: glibc's setvbuf ignores the
+ * size when it is to allocate the buffer, and then uses st_blksize (4 KiB),
+ * which turned curl's 16 KiB pieces into two write(2)s each. */
+#define WRITER_BUF ((size_t) 1 << 20)
 
 struct sn_blob_writer *
 sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
@@ -1208,6 +1214,11 @@ sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
   w->r = r;
   w->size = size;
   snprintf(w->digest, sizeof w->digest, "%s", digest);
+  if ((w->buf = malloc(WRITER_BUF)) == NULL) {
+    sn_oom();
+    free(w);
+    return NULL;
+  }
   if (r->layout) {
     fd = sn_layout_blob_tmp(r->layout, digest, &w->tmp);
     if (fd == -1 || (w->f = fdopen(fd, "w")) == NULL) {
@@ -1217,16 +1228,18 @@ sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
         unlink(w->tmp);
       }
       free(w->tmp);
+      free(w->buf);
       free(w);
       return NULL;
     }
   }
   else if ((w->f = tmpfile()) == NULL) {
     sn_set_error("temporary file: %s", strerror(errno));
+    free(w->buf);
     free(w);
     return NULL;
   }
-  setvbuf(w->f, NULL, _IOFBF, 1 << 20);
+  setvbuf(w->f, w->buf, _IOFBF, WRITER_BUF);
   return w;
 }
 
@@ -1275,7 +1288,8 @@ sn_blob_writer_abort(struct sn_blob_writer *w)
   if (w == NULL)
     return;
   if (w->f)
-    fclose(w->f);
+    fclose(w->f);               /* before its buffer goes */
+  free(w->buf);
   if (w->tmp) {
     unlink(w->tmp);
     free(w->tmp);
