@@ -123,6 +123,12 @@ sn_http_new(const struct sn_http_opts *o)
     sn_oom();
     goto fail;
   }
+  /* A CA file we cannot read is the user's configuration error: say so
+   * now, whatever the registry turns out to speak. */
+  if (h->cacert && access(h->cacert, R_OK) == -1) {
+    sn_set_error("CA certificate file %s: %s", h->cacert, strerror(errno));
+    goto fail;
+  }
   h->share = curl_share_init();
   if (h->share == NULL) {
     sn_set_error("curl_share_init failed");
@@ -602,8 +608,12 @@ perform(struct sn_http *h, const char *method, const char *url,
   /* Larger receive buffer: fewer, bigger write callbacks for blobs and
    * spans (16 KiB by default). */
   curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->insecure ? 0L : 1L);
-  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, h->insecure ? 0L : 2L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER,
+                   h->insecure || q->tls_probe ? 0L : 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST,
+                   h->insecure || q->tls_probe ? 0L : 2L);
+  curl_easy_setopt(c, CURLOPT_FORBID_REUSE, q->tls_probe ? 1L : 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_SESSIONID_CACHE, q->tls_probe ? 0L : 1L);
   if (h->cacert)
     curl_easy_setopt(c, CURLOPT_CAINFO, h->cacert);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,

@@ -82,6 +82,11 @@ struct sn_http_req {
                                     * 0, data NULL, len 0 ("start over") */
   bool no_redirect;                /* return 3xx responses as they are */
   bool no_retry;                   /* a single attempt */
+  bool tls_probe;                  /* only to learn whether the server
+                                    * speaks TLS: no certificate check (so
+                                    * no CA bundle to load; send no secrets
+                                    * and trust nothing of the response),
+                                    * connection and TLS session not kept */
 };
 
 struct sn_http_resp {

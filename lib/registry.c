@@ -162,8 +162,10 @@ sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
 
 /* A loopback registry named without a scheme speaks HTTPS or plain HTTP:
  * Docker tries HTTPS first and falls back to HTTP, and so do we, once,
- * at the first request.  HTTPS stays when it answered, or when it failed
- * on the certificate (an error the user must see, not a downgrade). */
+ * at the first request.  HTTPS stays when the TLS handshake works; the
+ * probe does not check the certificate (loading the CA bundle cost ~25 ms
+ * of every plain-HTTP run), the real requests that follow do, so a
+ * certificate problem is still an error the user sees, not a downgrade. */
 /* Did an HTTPS probe fail because nothing speaks TLS on that port?  Only
  * then fall back to plain HTTP; certificate problems and our own TLS
  * configuration errors (a missing cacert file) must surface instead. */
@@ -189,6 +191,7 @@ ep_ready(struct sn_registry *r, struct endpoint *ep)
     if (asprintf(&url, "%s/", ep->base) >= 0) {
       q.url = url;
       q.no_retry = true;
+      q.tls_probe = true;
       q.max_body = 65536;
       if (sn_http_request(r->http, &q, &resp) == -1
           && no_tls_here(resp.curl_code)) {

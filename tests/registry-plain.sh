@@ -23,6 +23,12 @@ expect_lines() {
 }
 
 check "inspect over plain HTTP" bash -o pipefail -c "'$SN' inspect '$R_HOST/test/multi:v1' > '$TMP/multi.out'"
+check "the HTTPS probe of a loopback registry loads no CA bundle (no certificate check for it)" \
+    bash -c "strace -f -e trace=openat -o '$TMP/probe.strace' '$SN' inspect '$R_HOST/test/multi:v1' > /dev/null &&
+             grep -q 'openat' '$TMP/probe.strace' && ! grep -q 'ca-certificates\|/etc/ssl/certs' '$TMP/probe.strace'"
+check_fails "a missing --cacert file is an error even when the registry speaks plain HTTP" \
+    "CA certificate file $TMP/nope.pem: No such file or directory" \
+    "$SN" inspect --cacert "$TMP/nope.pem" "$R_HOST/test/multi:v1"
 check "manifest, config and layers as pushed" expect_lines "$TMP/multi.out" \
     "manifest $IMG_MULTI_MANIFEST $OCI_M $IMG_MULTI_MANIFEST_SIZE" \
     "config $IMG_MULTI_CONFIG application/vnd.oci.image.config.v1+json $(stat -c %s "$IMG_LAYOUT/blobs/sha256/${IMG_MULTI_CONFIG#sha256:}")" \
