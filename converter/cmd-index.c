@@ -97,7 +97,8 @@ will_index(const struct sn_descriptor *d, const struct build_cfg *cfg,
  * hashes it and builds its checkpoints and TOC (sn_registry_get_blob into
  * sn_ztoc_builder, curl's small chunks gathered into FEED_CHUNK feeds),
  * then the ztoc is encoded and pushed.  Up to nproc jobs run at once, one
- * thread each; the first failure cancels the others. */
+ * thread each, the largest waiting layer first (so that a big layer does
+ * not start last and finish alone); the first failure cancels the others. */
 
 struct job {
   const struct sn_descriptor *d;
@@ -119,7 +120,7 @@ enum { JOB_WAITING, JOB_RUNNING, JOB_DONE, JOB_FAILED };
 
 struct pool {
   struct job *jobs;
-  size_t njobs, next, exited;
+  size_t njobs, started, exited;
   int failed;                    /* atomic */
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -351,14 +352,19 @@ worker(void *arg)
     int r;
 
     pthread_mutex_lock(&p->lock);
-    if (p->next < p->njobs &&
-        !__atomic_load_n(&p->failed, __ATOMIC_RELAXED))
-      j = &p->jobs[p->next++];
+    if (p->started < p->njobs &&
+        !__atomic_load_n(&p->failed, __ATOMIC_RELAXED)) {
+      for (size_t i = 0; i < p->njobs; i++)
+        if (p->jobs[i].state == JOB_WAITING &&
+            (j == NULL || p->jobs[i].d->size > j->d->size))
+          j = &p->jobs[i];
+      p->started++;
+      j->t0 = now_sec();
+      __atomic_store_n(&j->state, JOB_RUNNING, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&p->lock);
     if (j == NULL)
       break;
-    j->t0 = now_sec();
-    __atomic_store_n(&j->state, JOB_RUNNING, __ATOMIC_RELEASE);
     if (!live && !cli_quiet) {
       char sz[32];
 
