@@ -235,6 +235,15 @@ struct feed {
   size_t len;
 };
 
+/* Hand a gathered piece to the layer's copy and to the builder. */
+static int
+feed_on(struct feed *f, const uint8_t *data, size_t len)
+{
+  if (f->copy && sn_blob_writer_write(f->copy, data, len) == -1)
+    return -1;
+  return sn_ztoc_builder_feed(f->b, data, len);
+}
+
 static int
 feed_sink(void *opaque, const uint8_t *data, size_t len)
 {
@@ -245,20 +254,18 @@ feed_sink(void *opaque, const uint8_t *data, size_t len)
     return sn_set_error("cancelled");
   }
   __atomic_add_fetch(&f->j->done, len, __ATOMIC_RELAXED);
-  if (f->copy && sn_blob_writer_write(f->copy, data, len) == -1)
-    return -1;
   while (len > 0) {
     size_t n;
 
     if (f->len == 0 && len >= FEED_CHUNK)
-      return sn_ztoc_builder_feed(f->b, data, len);
+      return feed_on(f, data, len);
     n = FEED_CHUNK - f->len < len ? FEED_CHUNK - f->len : len;
     memcpy(f->buf + f->len, data, n);
     f->len += n;
     data += n;
     len -= n;
     if (f->len == FEED_CHUNK) {
-      if (sn_ztoc_builder_feed(f->b, f->buf, f->len) == -1)
+      if (feed_on(f, f->buf, f->len) == -1)
         return -1;
       f->len = 0;
     }
@@ -296,7 +303,7 @@ build_ztoc(struct sn_registry *reg, struct job *j,
   }
   if (sn_registry_get_blob(reg, d->digest, feed_sink, &f) == -1)
     goto out;
-  if (f.len && sn_ztoc_builder_feed(f.b, f.buf, f.len) == -1)
+  if (f.len && feed_on(&f, f.buf, f.len) == -1)
     goto out;
   z = sn_ztoc_builder_finish(f.b, NULL);
   if (z && f.copy) {            /* verified by get_blob */

@@ -1192,57 +1192,72 @@ struct sn_blob_writer {
   struct sn_registry *r;
   char digest[SN_DIGEST_STRLEN + 1];
   int64_t size;
-  FILE *f;                      /* buffered writes, into buf */
-  char *buf;                    /* WRITER_BUF bytes */
+  int fd;                       /* the temporary file */
+  FILE *tmpf;                   /* registry: the tmpfile() owning fd */
   char *tmp;                    /* layout: the temporary file's path */
+  uint8_t *buf;                 /* WRITER_BUF bytes gathered for write(2) */
+  size_t used;
 };
 
-/* The writer's stdio buffer.  It must be ours: glibc's setvbuf ignores the
- * size when it is to allocate the buffer, and then uses st_blksize (4 KiB),
- * which turned curl's 16 KiB pieces into two write(2)s each. */
+/* Small pieces (curl's 16 KiB) are gathered into a buffer of this size;
+ * a piece at least half as large goes straight to write(2), uncopied. */
 #define WRITER_BUF ((size_t) 1 << 20)
+
+static int
+writer_put(struct sn_blob_writer *w, const uint8_t *data, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = write(w->fd, data, len);
+
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return sn_set_error("blob %s: writing a temporary file: %s", w->digest,
+                          n == -1 ? strerror(errno) : "short write");
+    data += n;
+    len -= (size_t) n;
+  }
+  return 0;
+}
+
+static int
+writer_flush(struct sn_blob_writer *w)
+{
+  int r = writer_put(w, w->buf, w->used);
+
+  w->used = 0;
+  return r;
+}
 
 struct sn_blob_writer *
 sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
 {
   struct sn_blob_writer *w;
-  int fd;
 
   if (check_digest(digest) == -1)
     return NULL;
-  if ((w = calloc(1, sizeof *w)) == NULL) {
+  if ((w = calloc(1, sizeof *w)) == NULL || (w->buf = malloc(WRITER_BUF))
+      == NULL) {
+    free(w);
     sn_oom();
     return NULL;
   }
   w->r = r;
   w->size = size;
   snprintf(w->digest, sizeof w->digest, "%s", digest);
-  if ((w->buf = malloc(WRITER_BUF)) == NULL) {
-    sn_oom();
-    free(w);
-    return NULL;
-  }
-  if (r->layout) {
-    fd = sn_layout_blob_tmp(r->layout, digest, &w->tmp);
-    if (fd == -1 || (w->f = fdopen(fd, "w")) == NULL) {
-      if (fd != -1) {
-        sn_set_error("fdopen: %s", strerror(errno));
-        close(fd);
-        unlink(w->tmp);
-      }
-      free(w->tmp);
-      free(w->buf);
-      free(w);
-      return NULL;
-    }
-  }
-  else if ((w->f = tmpfile()) == NULL) {
+  if (r->layout)
+    w->fd = sn_layout_blob_tmp(r->layout, digest, &w->tmp);
+  else if ((w->tmpf = tmpfile()) != NULL)
+    w->fd = fileno(w->tmpf);
+  else {
     sn_set_error("temporary file: %s", strerror(errno));
+    w->fd = -1;
+  }
+  if (w->fd == -1) {
     free(w->buf);
     free(w);
     return NULL;
   }
-  setvbuf(w->f, w->buf, _IOFBF, WRITER_BUF);
   return w;
 }
 
@@ -1250,9 +1265,12 @@ int
 sn_blob_writer_write(struct sn_blob_writer *w, const uint8_t *data,
                      size_t len)
 {
-  if (fwrite(data, 1, len, w->f) != len)
-    return sn_set_error("blob %s: writing a temporary file: %s", w->digest,
-                        strerror(errno));
+  if (len >= WRITER_BUF / 2)    /* in order: what is gathered goes first */
+    return writer_flush(w) == -1 ? -1 : writer_put(w, data, len);
+  if (w->used + len > WRITER_BUF && writer_flush(w) == -1)
+    return -1;
+  memcpy(w->buf + w->used, data, len);
+  w->used += len;
   return 0;
 }
 
@@ -1261,12 +1279,10 @@ sn_blob_writer_commit(struct sn_blob_writer *w)
 {
   int rc = -1;
 
-  if (fflush(w->f) == EOF) {
-    sn_set_error("blob %s: temporary file: %s", w->digest, strerror(errno));
+  if (writer_flush(w) == -1)
     goto out;
-  }
   if (w->tmp) {
-    if (fsync(fileno(w->f)) == -1) {
+    if (fsync(w->fd) == -1) {
       sn_set_error("%s: fsync: %s", w->tmp, strerror(errno));
       goto out;
     }
@@ -1274,12 +1290,12 @@ sn_blob_writer_commit(struct sn_blob_writer *w)
     free(w->tmp);               /* adopted or removed */
     w->tmp = NULL;
   }
-  else if (lseek(fileno(w->f), 0, SEEK_END) != w->size)
+  else if (lseek(w->fd, 0, SEEK_END) != w->size)
     sn_set_error("blob %s: size differs from its descriptor", w->digest);
-  else if (lseek(fileno(w->f), 0, SEEK_SET) == -1)
+  else if (lseek(w->fd, 0, SEEK_SET) == -1)
     sn_set_error("temporary file: %s", strerror(errno));
   else
-    rc = sn_registry_push_blob_fd(w->r, w->digest, fileno(w->f), w->size);
+    rc = sn_registry_push_blob_fd(w->r, w->digest, w->fd, w->size);
 out:
   sn_blob_writer_abort(w);
   return rc;
@@ -1290,8 +1306,10 @@ sn_blob_writer_abort(struct sn_blob_writer *w)
 {
   if (w == NULL)
     return;
-  if (w->f)
-    fclose(w->f);               /* before its buffer goes */
+  if (w->tmpf)
+    fclose(w->tmpf);
+  else if (w->fd != -1)
+    close(w->fd);
   free(w->buf);
   if (w->tmp) {
     unlink(w->tmp);
