@@ -5,6 +5,7 @@
 #define SN_TAP_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -70,6 +71,17 @@ slurp(const char *path, size_t *len)
   fclose(f);
   *len = n;
   return buf;
+}
+
+/* xorshift64: the tests' reproducible pseudo-random numbers (*state must
+ * not be 0). */
+static inline uint64_t
+tap_xorshift(uint64_t *state)
+{
+  *state ^= *state << 13;
+  *state ^= *state >> 7;
+  *state ^= *state << 17;
+  return *state;
 }
 
 #endif

@@ -83,10 +83,7 @@ static uint64_t rng_state;
 static uint64_t
 rng(void)
 {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
+  return tap_xorshift(&rng_state);
 }
 
 /* Collects on_output into a growing buffer. */
