@@ -152,7 +152,11 @@ check "attach, dead_conn_timeout 60, no supervisor yet" \
     sh -c "$A attach -r -d 60 $S img.sqfs > /tmp/n4"
 N4=$(cat /tmp/n4)
 check "mount it" mount -t squashfs -o ro /dev/nbd$N4 /m
+dead0=$(dmesg | grep -c "nbd$N4: Receive control failed")
 $A connect $S reconnect-kill-early > /dev/null 2>&1
+check "the kernel saw the link die (its LINK_DEAD went to nobody)" \
+    wait_for 30 sh -c "test \$(dmesg | grep -c 'nbd$N4: Receive control failed') -gt $dead0"
+sleep 1
 check "the server is back (killed and restarted, the link stays dead)" \
     wait_for 30 sh -c "$A connect $S img.sqfs > /dev/null 2>&1"
 $A supervise -R 300 $N4 $S img.sqfs 2> /tmp/sup4.log &
