@@ -53,17 +53,15 @@ sym_entry(enum sn_table_kind kind, unsigned sym)
 }
 
 /* The low len bits of code, reversed: deflate sends codes MSB first into
- * an LSB-first bit stream. */
+ * an LSB-first bit stream.  (Swap bits, pairs, nibbles, bytes of 16.) */
 static unsigned
 reverse(unsigned code, unsigned len)
 {
-  unsigned r = 0;
-
-  while (len--) {
-    r = (r << 1) | (code & 1);
-    code >>= 1;
-  }
-  return r;
+  code = (code & 0x5555) << 1 | (code >> 1 & 0x5555);
+  code = (code & 0x3333) << 2 | (code >> 2 & 0x3333);
+  code = (code & 0x0f0f) << 4 | (code >> 4 & 0x0f0f);
+  code = (code & 0x00ff) << 8 | (code >> 8 & 0x00ff);
+  return code >> (16 - len);
 }
 
 int
@@ -129,11 +127,8 @@ sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
       unsigned sym = sorted[i], rev = reverse(code, len), j;
       uint32_t e = sym_entry(kind, sym);
 
-      if (len <= root) {
-        e += len | len << 8;
-        for (j = rev; j < 1u << root; j += 1u << len)
-          table[j] = e;
-      }
+      if (len <= root)
+        table[rev] = e + (len | len << 8);
       else {
         unsigned sublen = len - root;
 
@@ -164,7 +159,14 @@ sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
       }
       count[len]--;
     }
+    /* The first 2^len entries are final for codes up to len bits: repeat
+     * them for the next bit (writes the root table in order, which is
+     * faster than a strided fill per code). */
+    if (len < root)
+      memcpy(table + (1u << len), table, sizeof *table << len);
     code <<= 1;
   }
+  for (; len < root; len++)     /* all codes shorter than the root */
+    memcpy(table + (1u << len), table, sizeof *table << len);
   return 0;
 }

@@ -40,10 +40,12 @@
 #define WIN SN_INFLATE_WINSIZE
 #define AREA ((size_t) 512 * 1024)
 #define LIMIT (WIN + AREA)      /* end of the output area */
-/* Room the fast loop needs per iteration: three literals and a match,
- * whose word copies may write 15 bytes past its end. */
+/* Room the fast loop needs per iteration: three literals, or a match
+ * (<= 258 bytes) whose word copies may write up to 29 bytes past its end
+ * (32 bytes for a 3-byte match; a longer one ends within 16). */
 #define OUT_MARGIN ((size_t) 320)
-/* Input the fast loop needs per iteration: two 8-byte refills. */
+/* Input the fast loop needs per iteration: one 8-byte refill (and
+ * slack). */
 #define IN_MARGIN ((size_t) 16)
 
 enum state {
@@ -227,29 +229,20 @@ sn_inflate_window(const struct sn_inflate *z, uint8_t win[WIN])
 
 /* ---- the fast loop ------------------------------------------------------ */
 
-/* Look up the next code in table t (root bits r), dropping the root bits
- * first if it continues in a subtable. */
-#define LOOKUP(e, t, r)                                                 \
-  do {                                                                  \
-    (e) = (t)[bb & mask(r)];                                            \
-    if (__builtin_expect(((e) & SN_TE_SUB) != 0, 0)) {                  \
-      bb >>= (r);                                                       \
-      bc -= (r);                                                        \
-      (e) = (t)[SN_TE_VAL(e) + (bb & mask(SN_TE_CODE(e)))];             \
-    }                                                                   \
-  } while (0)
-
+/* Refill the bit buffer to 56-63 bits without a branch: load 8 bytes
+ * above the bits held and advance by the whole bytes that fit. */
 #define REFILL()                                                        \
   do {                                                                  \
-    bb |= load64(in) << bc;                                             \
-    in += (63 - bc) >> 3;                                               \
+    bb |= load64(in) << (bc & 63);                                      \
+    in += (~bc >> 3) & 7;                                               \
     bc |= 56;                                                           \
   } while (0)
 
-#define DROP(n)                                                         \
+/* Drop the bits of table entry e (its bits 0-5; 6-7 are zero). */
+#define CONSUME(e)                                                      \
   do {                                                                  \
-    bb >>= (n);                                                         \
-    bc -= (n);                                                          \
+    bb >>= (e) & 63;                                                    \
+    bc -= (e);                                                          \
   } while (0)
 
 /* Smallest multiple of d (1..7) that is at least 8. */
@@ -265,7 +258,24 @@ corrupt(struct sn_inflate *z, const char *why)
 
 /* Decode symbols of the current block while at least IN_MARGIN input
  * bytes and OUT_MARGIN bytes of room remain.  Returns 1 after the end of
- * block code, 0 when short of input or room, or R_ERROR. */
+ * block code, 0 when short of input or room, or R_ERROR.
+ *
+ * Tricks, as in libdeflate:
+ * - The next literal/length entry is looked up ("preloaded") as soon as
+ *   the bits of the current one are dropped, before its literal is stored
+ *   or its match copied, so table loads overlap other work.  The lookup
+ *   may use bits above bc: after a refill all 64 bits of bb are input
+ *   bits, and at most 48 are dropped before the next refill, so the 11
+ *   index bits are always real input.
+ * - One branchless refill per iteration leaves 56-63 bits: enough for up
+ *   to three literals (11 bits each in the root table) or one length
+ *   (<= 20 bits with a subtable) and one distance (<= 28).
+ * - An entry's bits are dropped before its kind is tested, by a shift
+ *   and a subtraction of the entry itself: bits 5-7 of an entry are zero,
+ *   so the low byte of bc stays right and bc & 63 is the bit count (the
+ *   shift count is taken mod 64 by the hardware, and by the & 63).
+ * - The extra bits of a length or distance are taken from the bit
+ *   buffer as it was before the drop ("saved"). */
 static int
 fast_block(struct sn_inflate *z, const uint8_t **pin, const uint8_t *in_end)
 {
@@ -276,67 +286,101 @@ fast_block(struct sn_inflate *z, const uint8_t **pin, const uint8_t *in_end)
   int64_t low = z->mbase - z->obase;
   const uint8_t *const lowest = z->buf + (low > 0 ? (size_t) low : 0);
   const uint32_t *const lt = z->lt, *const dt = z->dt;
-  uint64_t bb = z->bb;
-  unsigned bc = z->bc;
+  uint64_t bb = z->bb, saved;
+  uint32_t bc = z->bc, e;
   int r = 0;
 
+  REFILL();                     /* the caller gave 2 * IN_MARGIN bytes */
+  e = lt[bb & mask(SN_LITLEN_ROOT)];
   while (in <= in_stop && out <= out_stop) {
-    uint32_t e;
     size_t len, dist;
     const uint8_t *src;
     uint8_t *end;
 
     REFILL();
-    LOOKUP(e, lt, SN_LITLEN_ROOT);
+    saved = bb;
+    CONSUME(e);
     if (e & SN_TE_LIT) {
-      DROP(SN_TE_TOTAL(e));
-      *out++ = (uint8_t) SN_TE_VAL(e);
-      LOOKUP(e, lt, SN_LITLEN_ROOT);
+      /* Up to two more literals from the same refill. */
+      uint8_t lit = (uint8_t) SN_TE_VAL(e);
+
+      e = lt[bb & mask(SN_LITLEN_ROOT)];
+      *out++ = lit;
       if (e & SN_TE_LIT) {
-        DROP(SN_TE_TOTAL(e));
-        *out++ = (uint8_t) SN_TE_VAL(e);
-        LOOKUP(e, lt, SN_LITLEN_ROOT);
+        CONSUME(e);
+        lit = (uint8_t) SN_TE_VAL(e);
+        e = lt[bb & mask(SN_LITLEN_ROOT)];
+        *out++ = lit;
         if (e & SN_TE_LIT) {
-          DROP(SN_TE_TOTAL(e));
-          *out++ = (uint8_t) SN_TE_VAL(e);
+          CONSUME(e);
+          lit = (uint8_t) SN_TE_VAL(e);
+          e = lt[bb & mask(SN_LITLEN_ROOT)];
+          *out++ = lit;
+        }
+      }
+      continue;
+    }
+    if (__builtin_expect((e & (SN_TE_SUB | SN_TE_EOB | SN_TE_BAD)) != 0, 0)) {
+      if (e & SN_TE_SUB) {
+        /* The root bits are dropped: index the subtable. */
+        e = lt[SN_TE_VAL(e) + (bb & mask(SN_TE_CODE(e)))];
+        saved = bb;
+        CONSUME(e);
+        if (e & SN_TE_LIT) {
+          uint8_t lit = (uint8_t) SN_TE_VAL(e);
+
+          e = lt[bb & mask(SN_LITLEN_ROOT)];
+          *out++ = lit;
           continue;
         }
       }
-    }
-    if (__builtin_expect((e & (SN_TE_EOB | SN_TE_BAD)) != 0, 0)) {
-      if (e & SN_TE_BAD) {
-        r = corrupt(z, "invalid literal/length code");
+      if (e & (SN_TE_EOB | SN_TE_BAD)) {
+        if (e & SN_TE_BAD) {
+          bb = saved;           /* report the offset before the code */
+          bc += e;
+          r = corrupt(z, "invalid literal/length code");
+          break;
+        }
+        r = 1;
         break;
       }
-      DROP(SN_TE_TOTAL(e));
-      r = 1;
-      break;
     }
-    len = SN_TE_VAL(e) + ((bb & mask(SN_TE_TOTAL(e))) >> SN_TE_CODE(e));
-    DROP(SN_TE_TOTAL(e));
-    if (bc < 28)
-      REFILL();
-    LOOKUP(e, dt, SN_DIST_ROOT);
-    if (__builtin_expect((e & SN_TE_BAD) != 0, 0)) {
-      r = corrupt(z, "invalid distance code");
-      break;
+    /* A length: bits 8-11 of e are its code bits (no flags above). */
+    len = SN_TE_VAL(e) + ((saved & mask(e & 63)) >> ((e >> 8) & 63));
+
+    e = dt[bb & mask(SN_DIST_ROOT)];
+    if (__builtin_expect((e & (SN_TE_SUB | SN_TE_BAD)) != 0, 0)) {
+      if (e & SN_TE_SUB) {
+        CONSUME(e);
+        e = dt[SN_TE_VAL(e) + (bb & mask(SN_TE_CODE(e)))];
+      }
+      if (e & SN_TE_BAD) {
+        r = corrupt(z, "invalid distance code");
+        break;
+      }
     }
-    dist = SN_TE_VAL(e) + ((bb & mask(SN_TE_TOTAL(e))) >> SN_TE_CODE(e));
-    DROP(SN_TE_TOTAL(e));
+    saved = bb;
+    CONSUME(e);
+    dist = SN_TE_VAL(e) + ((saved & mask(e & 63)) >> ((e >> 8) & 63));
     if (__builtin_expect(dist > (size_t) (out - lowest), 0)) {
       r = corrupt(z, "invalid distance too far back");
       break;
     }
+    /* Preload the next entry before the copy. */
+    e = lt[bb & mask(SN_LITLEN_ROOT)];
 
     src = out - dist;
     end = out + len;
     if (dist >= 8) {
-      /* Most matches are short: two words, then a loop if need be. */
+      /* Most matches are short (98% <= 32 bytes): four words without
+       * a test, then a loop if need be. */
       copy64(out, src);
       copy64(out + 8, src + 8);
-      if (len > 16) {
-        out += 16;
-        src += 16;
+      copy64(out + 16, src + 16);
+      copy64(out + 24, src + 24);
+      if (len > 32) {
+        out += 32;
+        src += 32;
         do {
           copy64(out, src);
           copy64(out + 8, src + 8);
@@ -363,6 +407,7 @@ fast_block(struct sn_inflate *z, const uint8_t **pin, const uint8_t *in_end)
 
   /* Hand back whole bytes taken here but not used (bits held on entry
    * may remain: the slow path takes them from there). */
+  bc &= 63;
   if ((size_t) (in - *pin) >= bc >> 3) {
     in -= bc >> 3;
     bc &= 7;
