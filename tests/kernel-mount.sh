@@ -284,11 +284,7 @@ t0=$(date +%s)
 "$RUN" -p "$R_PORT" -p "$RA_PORT" "${BINS[@]}" -O "$TMP/out" -l "$TMP/console.txt" -t 400 "$G" \
     > "$TMP/res.txt" 2> "$TMP/run.err" &
 RPID=$!
-st=0
-wait $RPID || st=$?
-RPID=
-echo "# boot took $(( $(date +%s) - t0 )) s"
-sed 's/^/# /' "$TMP/run.err"
+guest_wait "$t0"
 guest_results "$TMP/res.txt"
 check "guest printed all $(wc -l < "$G.expect") expected results (run.sh status $st)" \
     bash -c "test $st -eq 0 && ! grep -vxFf '$TMP/res.txt' '$G.expect'"

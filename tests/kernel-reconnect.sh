@@ -275,11 +275,7 @@ while kill -0 $RPID 2>/dev/null; do
     fi
     sleep 0.1
 done
-st=0
-wait $RPID || st=$?
-RPID=
-echo "# boot took $(( $(date +%s) - t0 )) s"
-sed 's/^/# /' "$TMP/run.err"
+guest_wait "$t0"
 
 guest_results "$TMP/res.txt"
 expected=$(grep -c '^check ' "$G")

@@ -66,6 +66,17 @@ EOF2
     PATH=$TMP/asan-bin:$PATH
 }
 
+# guest_wait T0: wait for the tests/qemu/run.sh started in the background
+# as $RPID (stderr in $TMP/run.err); sets st to its exit status, clears
+# RPID, prints the time since T0 (date +%s) and run.sh's messages.
+guest_wait() {
+    st=0
+    wait "$RPID" || st=$?
+    RPID=
+    echo "# boot took $(( $(date +%s) - $1 )) s"
+    sed 's/^/# /' "$TMP/run.err"
+}
+
 # guest_results FILE: the QEMU guest's "ok DESC" / "not ok DESC" lines
 # (tests/qemu/run.sh's output) as TAP results "guest: DESC"; other lines
 # pass through.  Sets GUEST_N to the number of results.

@@ -101,11 +101,7 @@ t0=$(date +%s)
 "$RUN" -p "$R_PORT" -m 1536 "${BINS[@]}" -O "$TMP/out" -l "$TMP/console.txt" -t 400 \
     "$TMP/guest.sh" > "$TMP/res.txt" 2> "$TMP/run.err" &
 RPID=$!
-st=0
-wait $RPID || st=$?
-RPID=
-echo "# boot took $(( $(date +%s) - t0 )) s"
-sed 's/^/# /' "$TMP/run.err"
+guest_wait "$t0"
 guest_results "$TMP/res.txt"
 check "the guest ran to its end" test "$st" -le 1
 [ "$st" -gt 1 ] && tail -30 "$TMP/console.txt" | sed 's/^/# console: /'
