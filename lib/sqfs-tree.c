@@ -24,6 +24,11 @@
 #include "sqfs-tree.h"
 
 #define SN_NAME_MAX 256
+/* Limits on a cleaned entry path (documented in sqfs.h): Linux's PATH_MAX,
+ * beyond which no absolute path can name the file, and a depth no real
+ * image comes near.  They bound the work and memory one entry can cost. */
+#define SN_PATH_MAX 4096
+#define SN_DEPTH_MAX 1024
 
 struct sn_tree {
   enum sn_sqfs_mode mode;
@@ -215,34 +220,62 @@ new_dir(struct sn_tree *t, struct sn_node *parent, const char *name,
 }
 
 /* FLAT: hide everything under dir last seen below layer L. */
-static void
+struct hide_ctx {
+  struct sn_tree *t;
+  size_t layer;
+};
+
+static int
+hide_visit(struct sn_node *k, void *opaque)
+{
+  struct hide_ctx *c = opaque;
+
+  if (k->removed)
+    return 0;
+  if (k->layer < c->layer) {
+    remove_node(c->t, k);
+    return 0;
+  }
+  return k->inode->kind == SN_K_DIR;
+}
+
+static int
 hide_lower(struct sn_tree *t, struct sn_node *dir, size_t layer)
 {
-  size_t i;
+  struct hide_ctx c = { t, layer };
 
-  for (i = 0; i < dir->nkids; i++) {
-    struct sn_node *k = dir->kids[i];
-
-    if (k->removed)
-      continue;
-    if (k->layer < layer)
-      remove_node(t, k);
-    else if (k->inode->kind == SN_K_DIR)
-      hide_lower(t, k, layer);
-  }
+  return sn_tree_walk(dir, hide_visit, NULL, &c);
 }
 
 /* Mark dir opaque in the current layer. */
-static void
+static int
 make_opaque(struct sn_tree *t, struct sn_node *dir, size_t layer)
 {
-  if (t->mode == SN_SQFS_LAYER)
+  if (t->mode == SN_SQFS_LAYER) {
     dir->inode->opaque = true;
-  else
-    hide_lower(t, dir, layer);
+    return 0;
+  }
+  return hide_lower(t, dir, layer);
 }
 
 /* ---- applying one entry ------------------------------------------------ */
+
+/* Refuse a cleaned path over SN_PATH_MAX bytes or SN_DEPTH_MAX levels. */
+static int
+check_path(struct sn_tree *t, const char *path)
+{
+  size_t len = strlen(path), depth = 1;
+  const char *p;
+
+  if (len > SN_PATH_MAX)
+    return sn_set_error("entry '%.40s...': path is %zu bytes long (the "
+                        "limit is %d)", t->entry, len, SN_PATH_MAX);
+  for (p = path; (p = strchr(p, '/')) != NULL; p++)
+    if (++depth > SN_DEPTH_MAX)
+      return sn_set_error("entry '%.40s...': path is more than %d "
+                          "directories deep", t->entry, SN_DEPTH_MAX);
+  return 0;
+}
 
 static int
 check_name(struct sn_tree *t, const char *name, size_t len)
@@ -326,7 +359,7 @@ whiteout(struct sn_tree *t, struct sn_node *dir, const char *name,
     if (n->layer < layer)
       remove_node(t, n);
     else if (n->inode->kind == SN_K_DIR)
-      hide_lower(t, n, layer);   /* same layer: keep the dir, opaque */
+      return hide_lower(t, n, layer);   /* same layer: keep the dir, opaque */
     return 0;
   }
   if (n != NULL) {
@@ -451,7 +484,8 @@ apply_entry(struct sn_tree *t, const struct sn_ztoc_file *f, size_t layer)
   path = malloc(f->name.len + 1);
   if (path == NULL)
     return sn_oom();
-  if (sn_path_clean(f->name.data, f->name.len, path, f->name.len + 1) < 0)
+  if (sn_path_clean(f->name.data, f->name.len, path, f->name.len + 1) < 0 ||
+      check_path(t, path) == -1)
     goto out;
 
   if (*path == '\0') {                          /* the root itself */
@@ -478,10 +512,8 @@ apply_entry(struct sn_tree *t, const struct sn_ztoc_file *f, size_t layer)
     const char *rest = base + 4;
     size_t rlen = blen - 4;
 
-    if (strcmp(rest, ".wh..opq") == 0) {
-      make_opaque(t, dir, layer);
-      r = 0;
-    }
+    if (strcmp(rest, ".wh..opq") == 0)
+      r = make_opaque(t, dir, layer);
     else if (rlen == 0)
       r = 0;
     else
@@ -583,6 +615,8 @@ cmp_node(const void *a, const void *b)
   return x->namelen < y->namelen ? -1 : x->namelen > y->namelen;
 }
 
+/* Drop dir's removed children, sort the rest bytewise and count its
+ * links (2 + subdirectories). */
 static void
 finish_dir(struct sn_node *dir)
 {
@@ -594,17 +628,22 @@ finish_dir(struct sn_node *dir)
   dir->nkids = w;
   if (dir->nkids > 1)
     qsort(dir->kids, dir->nkids, sizeof *dir->kids, cmp_node);
-  for (i = 0; i < dir->nkids; i++) {
-    struct sn_node *k = dir->kids[i];
-
-    if (k->inode->kind == SN_K_DIR) {
-      subdirs++;
-      finish_dir(k);
-    }
-    else
-      k->inode->nlink++;
-  }
+  for (i = 0; i < dir->nkids; i++)
+    subdirs += dir->kids[i]->inode->kind == SN_K_DIR;
   dir->inode->nlink = 2 + subdirs;
+}
+
+/* A non-directory's link count is the number of names it has. */
+static int
+finish_visit(struct sn_node *k, void *opaque)
+{
+  (void) opaque;
+  if (k->inode->kind != SN_K_DIR) {
+    k->inode->nlink++;
+    return 0;
+  }
+  finish_dir(k);
+  return 1;
 }
 
 int
@@ -615,7 +654,58 @@ sn_tree_finish(struct sn_tree *t)
   for (i = t->inodes; i; i = i->next)
     i->nlink = 0;
   finish_dir(t->root);
-  return 0;
+  return sn_tree_walk(t->root, finish_visit, NULL, NULL);
+}
+
+/* One directory being walked and the index of its next child. */
+struct walk_frame {
+  struct sn_node *dir;
+  size_t next;
+};
+
+int
+sn_tree_walk(struct sn_node *dir, sn_tree_visit_fn visit,
+             sn_tree_visit_fn leave, void *opaque)
+{
+  struct walk_frame *stack, *grown;
+  size_t depth = 1, cap = 64;
+  int r = 0;
+
+  stack = malloc(cap * sizeof *stack);
+  if (stack == NULL)
+    return sn_oom();
+  stack[0].dir = dir;
+  stack[0].next = 0;
+  while (depth > 0) {
+    struct walk_frame *top = &stack[depth - 1];
+    struct sn_node *k;
+
+    if (top->next == top->dir->nkids) {         /* all children done */
+      if (leave && (r = leave(top->dir, opaque)) == -1)
+        break;
+      depth--;
+      continue;
+    }
+    k = top->dir->kids[top->next++];
+    if ((r = visit(k, opaque)) == -1)
+      break;
+    if (r == 0 || k->inode->kind != SN_K_DIR)
+      continue;
+    if (depth == cap) {
+      grown = realloc(stack, 2 * cap * sizeof *stack);
+      if (grown == NULL) {
+        r = sn_oom();
+        break;
+      }
+      stack = grown;
+      cap *= 2;
+    }
+    stack[depth].dir = k;
+    stack[depth].next = 0;
+    depth++;
+  }
+  free(stack);
+  return r == -1 ? -1 : 0;
 }
 
 struct sn_node *

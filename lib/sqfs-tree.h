@@ -65,6 +65,16 @@ int sn_tree_add_layer(struct sn_tree *t, const struct sn_ztoc *z,
 int sn_tree_finish(struct sn_tree *t);
 
 struct sn_node *sn_tree_root(const struct sn_tree *t);
+
+/* Walk the tree below dir depth first, children in array order, without
+ * recursion (so depth costs heap, not stack): visit(k) is called for every
+ * child k and returns 1 to descend into a directory child, 0 not to, or -1
+ * to stop; leave(d) (may be NULL) is called after all of d's children,
+ * last of all for dir itself, and returns 0 or -1 to stop.  Returns 0, or
+ * -1 when a callback returned -1 (its error message stands) or on OOM. */
+typedef int (*sn_tree_visit_fn)(struct sn_node *n, void *opaque);
+int sn_tree_walk(struct sn_node *dir, sn_tree_visit_fn visit,
+                 sn_tree_visit_fn leave, void *opaque);
 void sn_tree_warn(const struct sn_tree *t, const char *fmt, ...)
   __attribute__((format(printf, 2, 3)));
 

@@ -225,34 +225,27 @@ push(struct writer *w, struct sn_node *n)
   return 0;
 }
 
+/* Write order, part 1: every non-directory inode once, in tree order. */
 static int
-collect_nondirs(struct writer *w, struct sn_node *dir)
+collect_nondir(struct sn_node *k, void *opaque)
 {
-  size_t i;
+  if (k->inode->kind == SN_K_DIR)
+    return 1;
+  return k->inode->listed ? 0 : push(opaque, k);
+}
 
-  for (i = 0; i < dir->nkids; i++) {
-    struct sn_node *k = dir->kids[i];
-
-    if (k->inode->kind == SN_K_DIR) {
-      if (collect_nondirs(w, k) == -1)
-        return -1;
-    }
-    else if (!k->inode->listed && push(w, k) == -1)
-      return -1;
-  }
-  return 0;
+/* Write order, part 2: directories post-order (the root last). */
+static int
+descend_dirs(struct sn_node *k, void *opaque)
+{
+  (void) opaque;
+  return k->inode->kind == SN_K_DIR;
 }
 
 static int
-collect_dirs(struct writer *w, struct sn_node *dir)
+collect_dir(struct sn_node *d, void *opaque)
 {
-  size_t i;
-
-  for (i = 0; i < dir->nkids; i++)
-    if (dir->kids[i]->inode->kind == SN_K_DIR &&
-        collect_dirs(w, dir->kids[i]) == -1)
-      return -1;
-  return push(w, dir);
+  return push(opaque, d);
 }
 
 static bool
@@ -598,9 +591,8 @@ write_tables(struct writer *w)
   size_t k;
   int err;
 
-  if (collect_nondirs(w, root) == -1)
-    return -1;
-  if (collect_dirs(w, root) == -1)
+  if (sn_tree_walk(root, collect_nondir, NULL, w) == -1 ||
+      sn_tree_walk(root, descend_dirs, collect_dir, w) == -1)
     return -1;
 
   w->super.inode_table_start = img->meta_start;

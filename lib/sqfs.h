@@ -30,7 +30,8 @@
  * In both modes, trusted.overlay.* and user.overlay.* xattrs coming from
  * the tar are stripped, xattrs outside user./trusted./security. are dropped
  * (reported through the warning callback), mtimes are clamped to u32
- * seconds, and names longer than 256 bytes, more than 65536 distinct
+ * seconds, and paths longer than 4096 bytes (after cleaning) or deeper
+ * than 1024 directories, names longer than 256 bytes, more than 65536 distinct
  * uid/gid values, symlink targets longer than 4096 bytes and device
  * numbers the squashfs encoding cannot hold are refused with a message
  * naming the entry.

@@ -93,4 +93,37 @@ check_fails "GNU sparse member refused" "sparse" \
     "$SN" ztoc create -o "$TMP/x.ztoc" "$TMP/sparse.tar"
 check_fails "empty file" "empty.tar" \
     bash -c ": > '$TMP/empty.tar'; exec '$SN' ztoc create -o '$TMP/x.ztoc' '$TMP/empty.tar'"
+# Hostile tree shapes (squashfs synthesis): a 400,000-level PAX path used
+# to exhaust the stack of the recursive directory walks (SIGSEGV in mkfs and
+# in the plugin); now paths over 4096 bytes or 1024 levels are refused in
+# one line, and the walks are iterative.
+python3 - "$TMP" <<'PY'
+import io, os, sys, tarfile
+d = sys.argv[1]
+def tar(name, paths):
+    with tarfile.open(os.path.join(d, name), "w", format=tarfile.PAX_FORMAT) as t:
+        for p in paths:
+            ti = tarfile.TarInfo(p); ti.size = 3; t.addfile(ti, io.BytesIO(b"hi\n"))
+tar("deep.tar", ["a/" * 399999 + "f"])
+tar("deep1024.tar", ["a/" * 1023 + "f"])
+tar("deep1025.tar", ["b/" * 1024 + "f"])
+PY
+gzip -kn "$TMP/deep.tar"
+for mode in "" --layer; do
+    check_fails "400,000-level path: mkfs${mode:+ $mode} refuses it in one line" \
+        "path is 799999 bytes long (the limit is 4096)" \
+        "$SN" mkfs -o "$TMP/deep.sqfs" $mode "$TMP/deep.tar.gz"
+done
+check_fails "1025-level path refused" "more than 1024 directories deep" \
+    "$SN" mkfs -o "$TMP/deep.sqfs" "$TMP/deep1025.tar"
+check "1024-level path accepted, read back by unsquashfs" bash -c "
+    '$SN' mkfs -o '$TMP/d1024.sqfs' '$TMP/deep1024.tar' &&
+    unsquashfs -no-progress -d '$TMP/d1024' '$TMP/d1024.sqfs' > /dev/null &&
+    cmp <(printf 'hi\n') '$TMP/d1024/$(printf 'a/%.0s' $(seq 1023))f'"
+PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
+nbdkit_asan_wrapper "$PLUGIN"
+python3 "$top_srcdir/tests/plugin-image.py" layout "$TMP/deeplay" img "$TMP/deep.tar.gz" > /dev/null
+check_fails "400,000-level path: the plugin refuses the image in one line" \
+    "path is 799999 bytes long" \
+    nbdkit -U - -r "$PLUGIN" "oci-layout:$TMP/deeplay:img" --run true
 finish

@@ -585,6 +585,107 @@ test_limits(void)
   sn_ztoc_free(z);
 }
 
+/* A path of `levels` components "a/a/.../f" (levels - 1 directories). */
+static char *
+deep_path(size_t levels)
+{
+  char *p = malloc(2 * levels + 1), *q = p;
+  size_t i;
+
+  if (p == NULL)
+    abort();
+  for (i = 0; i + 1 < levels; i++) {
+    *q++ = 'a';
+    *q++ = '/';
+  }
+  strcpy(q, "f");
+  return p;
+}
+
+/* One layer with one deep entry: NULL and the error, or the image. */
+static struct sn_sqfs *
+deep_image(size_t levels, enum sn_sqfs_mode mode)
+{
+  struct sn_ztoc *z = zt_new();
+  struct sn_sqfs_opts o = { .mode = mode };
+  struct sn_sqfs *img;
+  char *p = deep_path(levels);
+
+  zt_add(z, p, SN_FT_REG, 3, NULL);
+  img = sn_sqfs_new((const struct sn_ztoc *const *) &z, 1, &o);
+  free(p);
+  sn_ztoc_free(z);
+  return img;
+}
+
+/* Hostile shapes: paths deep enough to exhaust a recursive walk, huge
+ * directories, long hard-link chains, a deep tree hidden by an opaque
+ * marker.  None may crash; the limits give one-line errors. */
+static void
+test_hostile_shapes(void)
+{
+  struct sn_ztoc *z[2];
+  struct sn_sqfs *img;
+  char *p;
+  size_t i;
+
+  img = deep_image(400000, SN_SQFS_FLAT);
+  ok(img == NULL && strstr(sn_error(), "path is 799999 bytes long"),
+     "400,000-level path refused: %s", img ? "built" : sn_error());
+  sn_sqfs_free(img);
+  img = deep_image(400000, SN_SQFS_LAYER);
+  ok(img == NULL && strstr(sn_error(), "(the limit is 4096)"),
+     "400,000-level path refused in a layer image: %s",
+     img ? "built" : sn_error());
+  sn_sqfs_free(img);
+  img = deep_image(1024, SN_SQFS_FLAT);
+  ok(img != NULL && sn_sqfs_inode_count(img) == 1025,
+     "1024-level path accepted (1023 dirs, a file, the root): %s",
+     img ? "built" : sn_error());
+  sn_sqfs_free(img);
+  img = deep_image(1025, SN_SQFS_FLAT);
+  ok(img == NULL && strstr(sn_error(), "more than 1024 directories deep"),
+     "1025-level path refused: %s", img ? "built" : sn_error());
+  sn_sqfs_free(img);
+
+  /* A 1000-level tree in layer 0, an opaque root in layer 1: all hidden. */
+  z[0] = zt_new();
+  z[1] = zt_new();
+  p = deep_path(1000);
+  zt_add(z[0], p, SN_FT_REG, 3, NULL);
+  zt_add(z[1], ".wh..wh..opq", SN_FT_REG, 0, NULL);
+  img = sn_sqfs_new((const struct sn_ztoc *const *) z, 2, NULL);
+  ok(img != NULL && sn_sqfs_inode_count(img) == 1,
+     "opaque root hides a 1000-level tree below it: %s",
+     img ? "built" : sn_error());
+  sn_sqfs_free(img);
+  free(p);
+  free_all(z, 2);
+
+  /* 200,000 names in one directory; a hard-link chain of 5,000. */
+  z[0] = zt_new();
+  for (i = 0; i < 200000; i++) {
+    char name[32];
+
+    snprintf(name, sizeof name, "big/f%06zu", i);
+    zt_add(z[0], name, SN_FT_REG, 0, NULL);
+  }
+  zt_add(z[0], "l0", SN_FT_REG, 1, NULL);
+  for (i = 1; i <= 5000; i++) {
+    char name[32], target[32];
+
+    snprintf(name, sizeof name, "l%zu", i);
+    snprintf(target, sizeof target, "l%zu", i - 1);
+    zt_add(z[0], name, SN_FT_HARDLINK, 0, target);
+  }
+  img = sn_sqfs_new((const struct sn_ztoc *const *) z, 1, NULL);
+  ok(img != NULL && sn_sqfs_inode_count(img) == 200000 + 1 + 2,
+     "200,000-entry directory and a 5,000-link chain (one inode): %s",
+     img ? "built" : sn_error());
+  sn_sqfs_free(img);
+  free_all(z, 1);
+}
+
 int
 main(void)
 {
@@ -593,5 +694,6 @@ main(void)
   test_errors();
   test_image();
   test_limits();
+  test_hostile_shapes();
   return done_testing();
 }
