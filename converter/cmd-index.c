@@ -18,6 +18,7 @@
 #include "build.h"
 #include "cli.h"
 #include "digest.h"
+#include "index-find.h"
 #include "index.h"
 #include "manifest.h"
 #include "ref.h"
@@ -1314,21 +1315,21 @@ add_found(struct found **f, size_t *n, const char *digest, int version,
   return 0;
 }
 
-/* The SOCI indexes of one image manifest. */
+/* The SOCI indexes of one image manifest: its v2 index and the v1
+ * referrers that pass the checks of lib/index-find.h (others are named on
+ * stderr and skipped). */
 static int
 find_for_manifest(struct sn_registry *reg, const struct sn_manifest *m,
                   const struct sn_platform *p, struct found **f, size_t *n)
 {
   const char *v2 = sn_annotation_get(m->annotations, m->nannotations,
                                      SN_ANN_INDEX_DIGEST);
-  struct sn_manifest *refs;
+  struct sn_manifest *refs, *idx;
   size_t i;
+  int r;
 
   if (v2) {
-    struct sn_manifest *idx = sn_registry_get_manifest(reg, v2);
-    int r;
-
-    if (idx == NULL)
+    if ((idx = sn_index_fetch(reg, v2, m)) == NULL)
       return -1;
     r = add_found(f, n, v2, 2, (int64_t) idx->raw_len, m->digest, p);
     sn_manifest_free(idx);
@@ -1341,9 +1342,15 @@ find_for_manifest(struct sn_registry *reg, const struct sn_manifest *m,
   for (i = 0; i < refs->nmanifests; i++) {
     const struct sn_descriptor *d = &refs->manifests[i];
 
-    if (d->artifact_type && strcmp(d->artifact_type, SN_MT_SOCI_INDEX_V1))
+    if (!sn_index_v1_candidate(d))
       continue;
-    if (add_found(f, n, d->digest, 1, d->size, m->digest, p) == -1) {
+    if ((idx = sn_index_fetch(reg, d->digest, m)) == NULL) {
+      fprintf(stderr, "soci-nbd: index: referrer skipped: %s\n", sn_error());
+      continue;
+    }
+    r = add_found(f, n, d->digest, 1, (int64_t) idx->raw_len, m->digest, p);
+    sn_manifest_free(idx);
+    if (r == -1) {
       sn_manifest_free(refs);
       return -1;
     }

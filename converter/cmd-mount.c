@@ -768,6 +768,8 @@ cmd_mount(int argc, char **argv)
     goto oom;
   if (ro.ro.cacert && arg_add_path(pa, "cacert", ro.ro.cacert) == -1)
     goto oom;
+  if (ro.soci_v1 && arg_add(pa, "soci-v1", "true") == -1)
+    goto oom;
   if (ro.ro.insecure && arg_add(pa, "tls-verify", "false") == -1)
     goto oom;
   for (size_t i = 0; i < ro.nplain; i++)

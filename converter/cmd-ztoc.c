@@ -19,6 +19,7 @@
 #include "build.h"
 #include "cli.h"
 #include "digest.h"
+#include "index-find.h"
 #include "index.h"
 #include "layer.h"
 #include "manifest.h"
@@ -49,8 +50,8 @@ image_index_clear(struct image_index *ii)
   memset(ii, 0, sizeof *ii);
 }
 
-/* Open IMAGE (for platform, NULL = the host's) and find its SOCI index:
- * the v2 annotation of the image manifest, else the first v1 referrer.
+/* Open IMAGE (for platform, NULL = the host's) and find its SOCI index
+ * (lib/index-find.h: the v2 annotation, a v1 referrer with --soci-v1).
  * 0, or an exit status after printing the message. */
 static int
 image_index_open(const char *image, const struct regopts *ro,
@@ -58,7 +59,8 @@ image_index_open(const char *image, const struct regopts *ro,
                  struct image_index *ii)
 {
   struct sn_platform want = { 0 };
-  const char *v2;
+  enum sn_index_source src;
+  const char *why;
   char *dig = NULL;
 
   memset(ii, 0, sizeof *ii);
@@ -76,44 +78,17 @@ image_index_open(const char *image, const struct regopts *ro,
                               : ii->ref.tag, platform ? &want : NULL, NULL);
   if (ii->m == NULL)
     goto fail;
-  v2 = sn_annotation_get(ii->m->annotations, ii->m->nannotations,
-                         SN_ANN_INDEX_DIGEST);
-  if (v2)
-    dig = strdup(v2);
-  else {
-    struct sn_manifest *refs = sn_registry_referrers(ii->reg, ii->m->digest,
-                                                     SN_MT_SOCI_INDEX_V1);
-    size_t i;
-
-    if (refs == NULL)
-      goto fail;
-    for (i = 0; i < refs->nmanifests && dig == NULL; i++) {
-      const struct sn_descriptor *d = &refs->manifests[i];
-
-      if (d->artifact_type == NULL ||
-          strcmp(d->artifact_type, SN_MT_SOCI_INDEX_V1) == 0)
-        dig = strdup(d->digest);
-    }
-    sn_manifest_free(refs);
-    if (dig == NULL) {
-      cli_fail("%s: image manifest %s has no SOCI index", image,
-               ii->m->digest);
-      goto out;
-    }
-  }
+  if (sn_index_find(ii->reg, ii->m, NULL, ro->soci_v1, &dig, &src,
+                    &why) == -1)
+    goto fail;
   if (dig == NULL) {
-    sn_oom();
-    goto fail;
-  }
-  ii->idx = sn_registry_get_manifest(ii->reg, dig);
-  if (ii->idx == NULL)
-    goto fail;
-  if (ii->idx->is_index || ii->idx->config.media_type == NULL ||
-      (strcmp(ii->idx->config.media_type, SN_MT_SOCI_INDEX_V1) != 0 &&
-       strcmp(ii->idx->config.media_type, SN_MT_SOCI_INDEX_V2) != 0)) {
-    cli_fail("%s: %s is not a SOCI index", image, dig);
+    cli_fail("%s: image manifest %s has no SOCI index (%s)", image,
+             ii->m->digest, why);
     goto out;
   }
+  ii->idx = sn_index_fetch(ii->reg, dig, ii->m);
+  if (ii->idx == NULL)
+    goto fail;
   free(dig);
   sn_platform_clear(&want);
   return 0;

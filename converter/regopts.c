@@ -42,6 +42,7 @@ regopts_handle(struct regopts *o, int c, const char *arg, const char *cmd)
     o->mirrors[o->nmirrors++] = arg;
     o->ro.mirrors = o->mirrors;
     return 1;
+  case REGOPT_SOCI_V1: o->soci_v1 = true; return 1;
   case 'v': o->ro.debug = debug_log; return 1;
   default: return 0;
   }

@@ -1,6 +1,6 @@
 /* soci-nbd command line: the registry options shared by every command
  * that talks to a registry (credentials, TLS, plain HTTP, mirrors,
- * verbose logging), parsed with getopt_long. */
+ * verbose logging, v1 index discovery), parsed with getopt_long. */
 #ifndef SN_REGOPTS_H
 #define SN_REGOPTS_H
 
@@ -16,7 +16,7 @@
 enum {
   REGOPT_USERNAME = 0x1000, REGOPT_PASSWORD_STDIN, REGOPT_AUTH_FILE,
   REGOPT_CACERT, REGOPT_INSECURE, REGOPT_PLAIN_HTTP, REGOPT_MIRROR,
-  REGOPT_VERBOSE,
+  REGOPT_VERBOSE, REGOPT_SOCI_V1,
 };
 
 /* Entries for a command's struct option array (before its terminator).
@@ -30,6 +30,7 @@ enum {
   { "insecure", no_argument, NULL, REGOPT_INSECURE }, \
   { "plain-http", required_argument, NULL, REGOPT_PLAIN_HTTP }, \
   { "mirror", required_argument, NULL, REGOPT_MIRROR }, \
+  { "soci-v1", no_argument, NULL, REGOPT_SOCI_V1 }, \
   { "verbose", no_argument, NULL, 'v' }
 
 /* Help text lines for these options. */
@@ -44,6 +45,8 @@ enum {
 "                           loopback hosts: HTTPS if offered, else plain)\n" \
 "      --mirror URL         try this mirror (http[s]://host[:port]) before\n" \
 "                           the registry (repeatable, in order)\n" \
+"      --soci-v1            when an image names no v2 SOCI index, look for a\n" \
+"                           v1 index among its referrers (off by default)\n" \
 "  -v, --verbose            log requests to stderr (no secrets)\n"
 
 struct regopts {
@@ -52,6 +55,7 @@ struct regopts {
   const char *mirrors[REGOPTS_MAX_LIST + 1];
   size_t nplain, nmirrors;
   bool password_stdin;
+  bool soci_v1;                 /* --soci-v1: v1 index discovery */
   char *password;
 };
 

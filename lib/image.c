@@ -24,6 +24,7 @@
 #include "index.h"
 #include "err.h"
 #include "image.h"
+#include "index-find.h"
 #include "layer.h"
 #include "manifest.h"
 #include "ref.h"
@@ -32,13 +33,8 @@
 #include "sqfs.h"
 #include "ztoc.h"
 
-#define SOCI_INDEX_V1 "application/vnd.amazon.soci.index.v1+json"
-#define SOCI_INDEX_V2 "application/vnd.amazon.soci.index.v2+json"
 /* Sequential readahead window of each layer (see sn_layer_opts). */
 #define SN_IMAGE_READAHEAD ((size_t) 8 << 20)
-#define ANN_INDEX_DIGEST "com.amazon.soci.index-digest"
-#define ANN_LAYER_DIGEST "com.amazon.soci.image-layer-digest"
-#define ZTOC_MEDIA_TYPE "application/octet-stream"
 #define MAX_ZTOC ((size_t) 1 << 30)
 #define MAX_PREFETCH_DOC ((size_t) 16 << 20)
 /* Background fetches wait until no foreground read ran for this long. */
@@ -72,6 +68,7 @@ struct sn_image {
   char *manifest_digest;
   char *index_digest;
   const char *index_source;
+  const char *index_why;        /* static phrase: why that index (or none) */
   struct img_layer *layers;
   size_t nlayers;
   struct sn_image_export *exports;
@@ -359,65 +356,6 @@ out:
 
 /* ---- SOCI index ------------------------------------------------------- */
 
-/* The digest of the SOCI index to use, or NULL (no error) for none. */
-static int
-find_index(struct sn_image *img, const struct sn_manifest *m,
-           const char *want, char **digest)
-{
-  const char *v2;
-  struct sn_manifest *refs;
-  size_t i;
-
-  *digest = NULL;
-  if (want && strcmp(want, "none") == 0) {
-    img->index_source = "none";
-    return 0;
-  }
-  if (want && strcmp(want, "auto") != 0) {
-    uint8_t d[SN_SHA256_LEN];
-
-    if (sn_digest_parse(want, strlen(want), d) == -1)
-      return sn_set_error("index=%s: expected auto, none or sha256:<hex>",
-                          want);
-    img->index_source = "explicit";
-    *digest = strdup(want);
-    return *digest ? 0 : sn_oom();
-  }
-
-  v2 = sn_annotation_get(m->annotations, m->nannotations, ANN_INDEX_DIGEST);
-  if (v2) {
-    img->index_source = "v2";
-    *digest = strdup(v2);
-    return *digest ? 0 : sn_oom();
-  }
-
-  refs = sn_registry_referrers(img->reg, m->digest, SOCI_INDEX_V1);
-  if (refs == NULL) {
-    logf_(img, "no SOCI index: looking up referrers of %s failed: %s",
-          m->digest, sn_error());
-    img->index_source = "none";
-    return 0;
-  }
-  for (i = 0; i < refs->nmanifests; i++) {
-    const struct sn_descriptor *d = &refs->manifests[i];
-
-    if (d->artifact_type == NULL ||
-        strcmp(d->artifact_type, SOCI_INDEX_V1) == 0) {
-      *digest = strdup(d->digest);
-      if (*digest == NULL) {
-        sn_manifest_free(refs);
-        return sn_oom();
-      }
-      img->index_source = "v1";
-      break;
-    }
-  }
-  sn_manifest_free(refs);
-  if (*digest == NULL)
-    img->index_source = "none";
-  return 0;
-}
-
 /* Parse a prefetch artifact: {"version":"1.0","prefetch_spans":
  * [{"start_span":A,"end_span":B[,"priority":N]}, …]}. */
 int
@@ -478,7 +416,7 @@ static int
 load_prefetch(struct sn_image *img, const struct sn_descriptor *d)
 {
   const char *ld = sn_annotation_get(d->annotations, d->nannotations,
-                                     ANN_LAYER_DIGEST);
+                                     SN_ANN_LAYER_DIGEST);
   struct sn_prefetch_span *sp, *all;
   uint8_t *buf;
   size_t len, n, j;
@@ -531,24 +469,11 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
            struct sn_ztoc **ztocs)
 {
   struct sn_manifest *idx;
-  const char *type;
   size_t i, j, found = 0;
 
-  idx = sn_registry_get_manifest(img->reg, img->index_digest);
+  idx = sn_index_fetch(img->reg, img->index_digest, m);
   if (idx == NULL)
-    return sn_prefix_error("SOCI index %s: ", img->index_digest);
-  type = idx->config.media_type;
-  if (idx->is_index || type == NULL ||
-      (strcmp(type, SOCI_INDEX_V1) != 0 && strcmp(type, SOCI_INDEX_V2) != 0)) {
-    sn_set_error("%s is not a SOCI index (config media type %s)",
-                 img->index_digest, type ? type : "none");
-    goto fail;
-  }
-  if (idx->subject && strcmp(idx->subject->digest, m->digest) != 0) {
-    sn_set_error("SOCI index %s belongs to manifest %s, not %s",
-                 img->index_digest, idx->subject->digest, m->digest);
-    goto fail;
-  }
+    return -1;
 
   for (i = 0; i < idx->nlayers; i++) {
     const struct sn_descriptor *d = &idx->layers[i];
@@ -562,9 +487,9 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
         goto fail;
       continue;
     }
-    if (d->media_type == NULL || strcmp(d->media_type, ZTOC_MEDIA_TYPE) != 0)
+    if (d->media_type == NULL || strcmp(d->media_type, SN_MT_SOCI_ZTOC) != 0)
       continue;
-    ld = sn_annotation_get(d->annotations, d->nannotations, ANN_LAYER_DIGEST);
+    ld = sn_annotation_get(d->annotations, d->nannotations, SN_ANN_LAYER_DIGEST);
     if (ld == NULL)
       continue;
     for (j = 0; j < img->nlayers; j++) {
@@ -825,6 +750,8 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   struct sn_image *img = calloc(1, sizeof *img);
   struct sn_platform want = { 0 }, *wantp = NULL;
   struct sn_manifest *m = NULL, *top = NULL;
+  enum sn_index_source src;
+  const char *why;
   char *rs = NULL;
 
   if (img == NULL) {
@@ -881,12 +808,16 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   logf_(img, "image %s: manifest %s, %zu layers", rs ? rs : image,
         m->digest, m->nlayers);
 
-  if (find_index(img, m, o->index, &img->index_digest) == -1)
+  if (sn_index_find(img->reg, m, o->index, o->allow_v1, &img->index_digest,
+                    &src, &why) == -1)
     goto fail;
+  img->index_source = sn_index_source_name(src);
+  img->index_why = why;
   if (img->index_digest == NULL)
-    logf_(img, "no SOCI index%s: every layer is fetched whole",
-          strcmp(img->index_source, "none") == 0 && o->index &&
-          strcmp(o->index, "none") == 0 ? " (index=none)" : "");
+    logf_(img, "no SOCI index (%s): every layer is fetched whole", why);
+  else
+    logf_(img, "SOCI index %s (%s): %s", img->index_digest,
+          img->index_source, why);
   if (setup_layers(img, m, o) == -1)
     goto fail;
   if (build_exports(img, o->block_size) == -1)
@@ -1432,8 +1363,9 @@ sn_image_stats_json(struct sn_image *img)
     fprintf(f, "\"%s\"", img->index_digest);
   else
     fputs("null", f);
-  fprintf(f, ",\n  \"index_source\": \"%s\",\n  \"layers\": [",
-          img->index_source);
+  fprintf(f, ",\n  \"index_source\": \"%s\",\n  \"index_reason\": \"%s\",\n"
+          "  \"layers\": [", img->index_source,
+          img->index_why ? img->index_why : "");
   for (i = 0; i < img->nlayers; i++) {
     const struct img_layer *l = &img->layers[i];
     struct sn_layer_stats ls;

@@ -52,6 +52,8 @@ struct sn_image_opts {
   struct sn_registry_opts reg;  /* credentials, TLS, mirrors, debug */
   const char *platform;         /* "os/arch[/variant]"; NULL: the host's */
   const char *index;            /* NULL/"auto", "none" or "sha256:…" */
+  bool allow_v1;                /* auto: look for v1 indexes (referrers)
+                                 * when the manifest names no v2 index */
   const char *cache_dir;        /* whole layers and verified spans; NULL:
                                  * temporary files, no disk span cache */
   uint64_t cache_size;          /* memory span cache per layer; 0: default */
@@ -86,7 +88,7 @@ void sn_image_free(struct sn_image *img);
 /* What was opened. */
 const char *sn_image_manifest_digest(const struct sn_image *img);
 /* The SOCI index used ("sha256:…") or NULL, and how it was found: "v1",
- * "v2", "explicit" or "none". */
+ * "v2", "explicit" or "none" (the rule: lib/index-find.h). */
 const char *sn_image_index_digest(const struct sn_image *img);
 const char *sn_image_index_source(const struct sn_image *img);
 size_t sn_image_nlayers(const struct sn_image *img);

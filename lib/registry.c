@@ -1564,23 +1564,19 @@ sn_registry_referrers(struct sn_registry *r, const char *digest,
     return NULL;
   if (r->layout)
     return sn_layout_referrers(r->layout, digest, artifact_type);
+  /* Only the image's own registry: a referrer chooses which index
+   * describes the image, and a mirror is trusted with content-addressed
+   * bytes only (everything it serves is checked against a digest). */
   for (i = 0; i < r->neps; i++) {
     struct endpoint *ep = &r->eps[i];
     bool nf;
-    struct sn_manifest *m = referrers_on(r, ep, digest, artifact_type, &nf);
+    struct sn_manifest *m;
 
-    /* A mirror that knows nothing: ask the next endpoint. */
-    if (m && ep->mirror && nf) {
-      sn_manifest_free(m);
-      debugf(r, "mirror %s: no referrers of %s; trying the next endpoint",
-             ep->name, digest);
+    if (ep->mirror)
       continue;
-    }
+    m = referrers_on(r, ep, digest, artifact_type, &nf);
     if (m)
       return m;
-    if (ep->mirror)
-      debugf(r, "mirror %s: %s; trying the next endpoint", ep->name,
-             sn_error());
   }
   return NULL;
 }

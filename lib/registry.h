@@ -135,7 +135,9 @@ int sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
 
 /* Referrers of a manifest digest, filtered by artifact type (NULL = all):
  * the referrers API, or the fallback tag "sha256-<hex>" when the registry
- * has no such API.  Returns an index (possibly with no entries).
+ * has no such API.  Returns an index (possibly with no entries).  Asked
+ * of the image's own registry only, never of a mirror: a referrer points
+ * at unpinned content, so it must come from where the image lives.
  * sn_registry_put_manifest of a manifest with a subject keeps that
  * fallback tag up to date when the registry does not answer with an
  * OCI-Subject header (no referrers API). */

@@ -45,6 +45,7 @@ static char *stats_file;
 static uint64_t cache_dir_size;
 static enum sn_prefetch_mode prefetch_mode;
 static bool layer_check = true;
+static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
 
 static struct sn_image *img;
 
@@ -219,6 +220,13 @@ soci_config(const char *key, const char *value)
       return -1;
     }
   }
+  else if (strcmp(key, "soci-v1") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    soci_v1 = r;
+  }
   else if (strcmp(key, "verify") == 0) {
     int r = nbdkit_parse_bool(value);
 
@@ -308,8 +316,11 @@ soci_config_complete(void)
   "                     oci-layout:DIR[:TAG]\n" \
   "platform=OS/ARCH[/VARIANT]  platform to pick from an index (default:\n" \
   "                     this host's)\n" \
-  "index=auto|none|sha256:…  SOCI index: discover (v2 annotation, then v1\n" \
-  "                     referrers), none (fetch layers whole), or this one\n" \
+  "index=auto|none|sha256:…  SOCI index: discover (the v2 annotation;\n" \
+  "                     v1 referrers too with soci-v1=true), none (fetch\n" \
+  "                     layers whole), or this one\n" \
+  "soci-v1=true|false   with index=auto and no v2 index, use a v1 index\n" \
+  "                     found through the referrers API (default false)\n" \
   "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
   "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
   "                     files evicted first (default: unbounded)\n" \
@@ -359,6 +370,7 @@ soci_get_ready(void)
     },
     .platform = platform,
     .index = index_opt,
+    .allow_v1 = soci_v1,
     .cache_dir = cache_dir,
     .cache_size = cache_size,
     .cache_dir_size = cache_dir_size,

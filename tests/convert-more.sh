@@ -70,8 +70,9 @@ stats_ok() {
         { sed 's/^/# /' "$1" >&2; return 1; }
 }
 # serve IMAGE OUT STATS: the flat export of IMAGE copied to OUT.
-serve() {
-    nbdkit -U - -r "$PLUGIN" "$1" stats-file="$3" --run "nbdcopy \"\$uri\" '$2'"
+serve() { # IMAGE OUT STATS [KEY=VALUE...]
+    local img=$1 out=$2 st=$3; shift 3
+    nbdkit -U - -r "$PLUGIN" "$img" stats-file="$st" "$@" --run "nbdcopy \"\$uri\" '$out'"
 }
 
 check "mkfs reference image of the layer files" \
@@ -93,8 +94,8 @@ check "converted: v2 index found, every layer lazy, nothing fetched whole" \
 
 check "create (v1)" bash -o pipefail -c \
     "'$SN' create -q ${BUILD[*]@Q} '$REF:v1' > '$TMP/create.digest'"
-check "plugin serves the image through the v1 index" \
-    serve "$REF:v1" "$TMP/v1.sqfs" "$TMP/st-v1.json"
+check "plugin serves the image through the v1 index (soci-v1=true)" \
+    serve "$REF:v1" "$TMP/v1.sqfs" "$TMP/st-v1.json" soci-v1=true
 check "v1: = soci-nbd mkfs of the layer files" cmp "$TMP/v1.sqfs" "$TMP/ref.sqfs"
 check "v1: the created index is used, every layer lazy" \
     stats_ok "$TMP/st-v1.json" "s['index_source'] == 'v1' and \
@@ -242,14 +243,17 @@ assert lines == [[z["digest"], str(z["size"]),
                   z["annotations"]["com.amazon.soci.image-layer-digest"]] for z in zt], lines
 assert [l[2] for l in lines] == [l["digest"] for l in man["layers"]]
 PY
-check "ztoc ls IMAGE finds a v1 index too" bash -o pipefail -c \
-    "'$SN' ztoc ls '$REF:v1' | wc -l | grep -qx 4"
+check "ztoc ls IMAGE --soci-v1 finds a v1 index too" bash -o pipefail -c \
+    "'$SN' ztoc ls --soci-v1 '$REF:v1' | wc -l | grep -qx 4"
+check_fails "ztoc ls IMAGE without --soci-v1 says why there is no index" \
+    "has no SOCI index (no com.amazon.soci.index-digest annotation, and v1 indexes (referrers) are not enabled)" \
+    "$SN" ztoc ls "$REF:v1"
 check "ztoc get-file IMAGE --layer 0 PATH = tar -xO of that layer" bash -c "
     '$SN' ztoc get-file '$REF:soci' --layer 0 data/size-131073 -o '$TMP/gf' &&
     tar -xzOf '$L1' data/size-131073 | cmp - '$TMP/gf'"
 check "ztoc get-file IMAGE --layer DIGEST, from an uncompressed layer" bash -o pipefail -c "
     d=\$(sed -n 2p '$TMP/zls' | cut -d' ' -f3) &&
-    '$SN' ztoc get-file '$REF:v1' --layer \$d d/new | cmp - <(tar -xOf '$L2' d/new)"
+    '$SN' ztoc get-file --soci-v1 '$REF:v1' --layer \$d d/new | cmp - <(tar -xOf '$L2' d/new)"
 check "ztoc info IMAGE --layer N: the layer's ztoc as JSON" bash -o pipefail -c "
     '$SN' ztoc info '$REF:soci' --layer 2 | python3 -c '
 import json, sys; z = json.load(sys.stdin)

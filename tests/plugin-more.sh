@@ -436,13 +436,13 @@ assert b[\"i/a\"] == g[\"i/b\"] and b[\"i/b\"] == g[\"i/a\"] and b[\"i/c\"] == g
 eval "$($IMGPY push "$R_URL" test/ovl "$I1" --ztoc "$I1=$I1.ovl")" ||
     { echo "Bail out! push failed"; exit 1; }
 check_fails "overlapping entries (offset edit): refused at startup" "entries overlap" \
-    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/ovl:v1" --run true
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/ovl:v2" --run true
 eval "$($IMGPY push "$R_URL" test/bad "$I1" --ztoc "$I1=$I1.ztoc")" ||
     { echo "Bail out! push failed"; exit 1; }
-check "server with the v1 index holding the bad ztoc" plugin_start "$SOCK" \
-    "$R_HOST/test/bad:v1" stats-file="$ST"
+check "server with the v2 index holding the bad ztoc" plugin_start "$SOCK" \
+    "$R_HOST/test/bad:v2" stats-file="$ST"
 check "the bad ztoc's image is what the server serves" stats_ok "$ST" \
-    "s['index_source'] == 'v1' and s['index'] == '$IDX1' and s['layers'][0]['lazy']"
+    "s['index_source'] == 'v2' and s['index'] == '$IDX2' and s['layers'][0]['lazy']"
 ESIZE=$(nbdinfo --size "$URI")
 meta_copy "$URI" "$ESIZE" "$TMP/i/meta.sqfs"
 set -- $(frange "$TMP/i/meta.sqfs" /i/a); A_OFF=$1 A_LEN=$2

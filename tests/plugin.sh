@@ -155,6 +155,7 @@ for v in "v1 $REF:v1 v1 $IDX1" "v2 $REF:v2 v2 $IDX2" \
     set -- $v
     extra=""
     [ "$1" = explicit ] && extra="index=$4"
+    [ "$3" = v1 ] && extra="soci-v1=true"
     check "$1: flat export over the registry" \
         export_copy "$TMP/r-$1.sqfs" "" "$2" $extra stats-file="$TMP/st-$1.json"
     check "$1: same bytes as from the layout" cmp "$TMP/r-$1.sqfs" "$TMP/flat.sqfs"
@@ -164,6 +165,70 @@ for v in "v1 $REF:v1 v1 $IDX1" "v2 $REF:v2 v2 $IDX2" \
             s['whole_layer_bytes_fetched'] == $(stat -c %s "$L4") and \
             s['spans_fetched'] == s['spans_total'] == s['spans_verified'] and s['spans_failed'] == 0"
 done
+# Index trust (lib/index-find.h): v1 discovery is opt-in; a v1 index must
+# name the manifest as its subject; referrers never come from a mirror.
+check "v1 index not used without soci-v1=true, and the stats say why" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$REF:v1' stats-file='$TMP/st-nov1.json' --run true &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"index\"] is None and s[\"index_source\"] == \"none\" and \"not enabled\" in s[\"index_reason\"]))' '$TMP/st-nov1.json'"
+check "v2: the stats say the annotation chose the index" stats_ok "$TMP/st-v2.json" \
+    "'annotation' in s['index_reason']"
+# forge REPO TAG-OF-MANIFEST KIND: push a v1 index for the manifest that
+# has no subject (nosubject) or another manifest's (othersubject), and
+# point the referrers fallback tag at it alone.
+forge() {
+    python3 - "$R_URL" "$1" "$2" "$3" "$top_srcdir/tests" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[5])
+pi = __import__("plugin-image")
+url, repo, tag, kind = sys.argv[1:5]
+import urllib.request
+r = urllib.request.Request("%s/v2/%s/manifests/%s" % (url, repo, tag),
+                           headers={"Accept": pi.OCI_M})
+mdig = pi.digest(urllib.request.urlopen(r, timeout=30).read())
+subject = None if kind == "nosubject" else {
+    "mediaType": pi.OCI_M, "digest": "sha256:" + "0" * 64, "size": 1}
+idx = pi.soci_index(pi.V1, [], subject)
+d = pi.push_manifest(url, repo, pi.digest(idx), idx, pi.OCI_M)
+refs = {"schemaVersion": 2, "mediaType": pi.OCI_I, "manifests": [
+    {"mediaType": pi.OCI_M, "digest": d, "size": len(idx), "artifactType": pi.V1}]}
+pi.push_manifest(url, repo, "sha256-" + mdig[7:], pi.jdump(refs), pi.OCI_I)
+PY
+}
+for kind in nosubject othersubject; do
+    $IMGPY push "$R_URL" test/$kind "$L1" "$L2" "$L3" "$L4" \
+        --ztoc "$L1=$L1.ztoc" > /dev/null && forge test/$kind v1 $kind ||
+        { echo "Bail out! forged index push failed"; exit 1; }
+done
+check_fails "a v1 referrer without a subject is refused" \
+    "(v1) has no subject: it is not bound to image manifest" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/nosubject:v1" soci-v1=true --run true
+check_fails "a v1 referrer whose subject is another manifest is refused" \
+    "belongs to manifest sha256:0000" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/othersubject:v1" soci-v1=true --run true
+# A mirror that offers a referrer the registry does not have: not used.
+reg_start MI || { echo "Bail out! mirror registry did not start"; exit 1; }
+$IMGPY push "$MI_URL" test/mirrored "$L1" "$L2" "$L3" "$L4" --ztoc "$L1=$L1.ztoc" > /dev/null &&
+$IMGPY push "$R_URL" test/mirrored "$L1" "$L2" "$L3" "$L4" --ztoc "$L1=$L1.ztoc" > /dev/null &&
+python3 - "$R_URL" "$top_srcdir/tests" <<'PY' || { echo "Bail out! mirror setup failed"; exit 1; }
+import sys
+sys.path.insert(0, sys.argv[2])
+pi = __import__("plugin-image")
+url = sys.argv[1]
+import urllib.request
+r = urllib.request.Request("%s/v2/test/mirrored/manifests/v1" % url,
+                           headers={"Accept": pi.OCI_M})
+mdig = pi.digest(urllib.request.urlopen(r, timeout=30).read())
+empty = {"schemaVersion": 2, "mediaType": pi.OCI_I, "manifests": []}
+pi.push_manifest(url, "test/mirrored", "sha256-" + mdig[7:], pi.jdump(empty), pi.OCI_I)
+PY
+check "referrers are never taken from a mirror" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$R_HOST/test/mirrored:v1' soci-v1=true mirror='$MI_URL' \
+        stats-file='$TMP/st-mir.json' --run true &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"index\"] is None and \"no v1 index\" in s[\"index_reason\"]))' '$TMP/st-mir.json'"
+check "the mirror did serve the image's blobs (it was used)" \
+    grep -q "GET /v2/test/mirrored/blobs/" "$MI_LOG"
+never_asked_referrers() { ! grep -E '"(GET|HEAD) [^"]*(manifests/sha256-|/referrers/)' "$1"; }
+check "and was never asked for referrers" never_asked_referrers "$MI_LOG"
 check "index=none: no index, every layer whole" bash -c "
     nbdkit -U - -r '$PLUGIN' '$REF:v2' index=none stats-file='$TMP/st-none.json' \
         --run 'nbdcopy \"\$uri\" -' | cmp - '$TMP/flat.sqfs'"
