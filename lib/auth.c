@@ -26,6 +26,7 @@
 #include "auth.h"
 #include "err.h"
 #include "ref.h"
+#include "site.h"
 
 extern char **environ;
 
@@ -428,6 +429,101 @@ write_all_nosigpipe(int fd, const char *s, size_t n)
   return ret;
 }
 
+/* Wipe the string values of members of j (secrets inside jansson's
+ * copies). */
+static void
+wipe_members(json_t *j, const char *const *names, size_t n)
+{
+  size_t i;
+
+  for (i = 0; j && i < n; i++) {
+    json_t *s = json_object_get(j, names[i]);
+
+    if (json_is_string(s)) {
+      char *v = (char *) json_string_value(s);
+
+      explicit_bzero(v, strlen(v));
+    }
+  }
+}
+
+int
+sn_auth_parse_helper_output(const char *buf, size_t len,
+                            struct sn_auth_creds *c)
+{
+  static const char *const secrets[] = { "Secret" };
+  json_t *j = buf ? json_loadb(buf, len, 0, NULL) : NULL;
+  const char *user, *secret;
+  int ret = -1;
+
+  memset(c, 0, sizeof *c);
+  if (j == NULL || !json_is_object(j)) {
+    sn_set_error("output is not a JSON object");
+    goto out;
+  }
+  user = json_string_value(json_object_get(j, "Username"));
+  secret = json_string_value(json_object_get(j, "Secret"));
+  if (secret == NULL || *secret == '\0') {
+    ret = 0;
+    goto out;
+  }
+  if (user && strcmp(user, "<token>") == 0) {
+    c->identity_token = strdup(secret);
+    if (c->identity_token == NULL)
+      goto oom;
+  }
+  else {
+    c->username = strdup(user ? user : "");
+    c->password = strdup(secret);
+    if (c->username == NULL || c->password == NULL)
+      goto oom;
+  }
+  ret = 1;
+  goto out;
+
+oom:
+  sn_auth_creds_clear(c);
+  sn_oom();
+out:
+  wipe_members(j, secrets, 1);
+  json_decref(j);
+  return ret;
+}
+
+char *
+sn_auth_parse_token_response(const uint8_t *buf, size_t len,
+                             int64_t *expires_in)
+{
+  static const char *const secrets[] = {
+    "token", "access_token", "refresh_token" };
+  json_t *j = json_loadb((const char *) buf, len, 0, NULL);
+  const char *tok;
+  json_int_t expires = DEFAULT_EXPIRES;
+  char *copy = NULL;
+
+  tok = j ? json_string_value(json_object_get(j, "token")) : NULL;
+  if (tok == NULL || *tok == '\0')
+    tok = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
+  if (tok == NULL || *tok == '\0') {
+    sn_set_error("no token in the response");
+    goto out;
+  }
+  if (json_is_integer(json_object_get(j, "expires_in")))
+    expires = json_integer_value(json_object_get(j, "expires_in"));
+  if (expires < 1)
+    expires = DEFAULT_EXPIRES;
+  if (expires > 86400 * 365)
+    expires = 86400 * 365;
+  *expires_in = expires;
+  copy = strdup(tok);
+  if (copy == NULL)
+    sn_oom();
+out:
+  wipe_members(j, secrets, 3);
+  json_decref(j);
+  return copy;
+}
+
 /* Run docker-credential-NAME get.  1 found, 0 not found, -1 error. */
 static int
 run_helper(const char *name, const char *server, struct sn_auth_creds *c)
@@ -439,8 +535,6 @@ run_helper(const char *name, const char *server, struct sn_auth_creds *c)
   size_t len = 0, cap = 0;
   pid_t pid;
   struct timespec start = now_mono();
-  json_t *j = NULL;
-  const char *user, *secret;
   bool timed_out = false;
 
   if (!valid_helper_name(name))
@@ -537,46 +631,11 @@ run_helper(const char *name, const char *server, struct sn_auth_creds *c)
                    : WTERMSIG(status));
     goto out;
   }
-  j = out ? json_loadb(out, len, 0, NULL) : NULL;
-  if (j == NULL || !json_is_object(j)) {
-    sn_set_error("credential helper %s: output is not a JSON object", prog);
-    goto out;
-  }
-  user = json_string_value(json_object_get(j, "Username"));
-  secret = json_string_value(json_object_get(j, "Secret"));
-  if (secret == NULL || *secret == '\0') {
-    ret = 0;
-    goto out;
-  }
-  if (user && strcmp(user, "<token>") == 0) {
-    c->identity_token = strdup(secret);
-    if (c->identity_token == NULL)
-      goto oom;
-  }
-  else {
-    c->username = strdup(user ? user : "");
-    c->password = strdup(secret);
-    if (c->username == NULL || c->password == NULL)
-      goto oom;
-  }
-  ret = 1;
-  goto out;
+  ret = sn_auth_parse_helper_output(out, len, c);
+  if (ret == -1)
+    sn_prefix_error("credential helper %s: ", prog);
 
-oom:
-  sn_auth_creds_clear(c);
-  sn_oom();
 out:
-  if (j) {
-    /* Wipe the secret inside jansson's copy as well as we can. */
-    json_t *s = json_object_get(j, "Secret");
-
-    if (json_is_string(s)) {
-      char *v = (char *) json_string_value(s);
-
-      explicit_bzero(v, strlen(v));
-    }
-    json_decref(j);
-  }
   if (out) {
     explicit_bzero(out, len);
     free(out);
@@ -877,12 +936,17 @@ expired(const struct token *t)
     || (n.tv_sec == t->expiry.tv_sec && n.tv_nsec >= t->expiry.tv_nsec);
 }
 
+/* May the token realm receive this registry's credentials?  Only on the
+ * registry's own site (site.h), and over HTTPS unless it is the registry's
+ * own origin or a loopback host. */
 static bool
 realm_may_get_creds(const struct sn_auth *a, const char *realm)
 {
   char *h;
   bool ok;
 
+  if (!sn_site_same(realm, a->origin))
+    return false;
   if (strncasecmp(realm, "https://", 8) == 0)
     return true;
   if (sn_http_same_origin(realm, a->origin))
@@ -919,10 +983,10 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
   struct sn_http_req q = { 0 };
   struct sn_http_resp r = { 0 };
   char *params = NULL, *url = NULL, *auth = NULL, *safe, *hdr = NULL;
-  const char *tok, *form_hdrs[] = {
+  char *tok = NULL;
+  const char *form_hdrs[] = {
     "Content-Type: application/x-www-form-urlencoded", NULL };
-  json_t *j = NULL;
-  json_int_t expires = DEFAULT_EXPIRES;
+  int64_t expires = DEFAULT_EXPIRES;
   bool use_oauth = a->creds.identity_token != NULL;
   bool with_creds = use_oauth || a->creds.username != NULL;
   struct token *t;
@@ -932,8 +996,11 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
   if (safe == NULL)
     return sn_oom();
   if (with_creds && !realm_may_get_creds(a, a->realm)) {
-    sn_set_error("%s: refusing to send credentials to the plain-HTTP token "
-                 "realm %s", a->host, safe);
+    sn_set_error("%s: refusing to send credentials to the token realm %s "
+                 "(%s)", a->host, safe,
+                 sn_site_same(a->realm, a->origin)
+                 ? "plain HTTP to another host"
+                 : "not on the registry's site");
     goto out;
   }
   if ((a->service && append_param(&params, "service", a->service) == -1)
@@ -988,21 +1055,11 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
                  r.status);
     goto out;
   }
-  j = json_loadb((const char *) r.body, r.body_len, 0, NULL);
-  tok = j ? json_string_value(json_object_get(j, "token")) : NULL;
-  if (tok == NULL || *tok == '\0')
-    tok = j ? json_string_value(json_object_get(j, "access_token")) : NULL;
-  if (tok == NULL || *tok == '\0') {
-    sn_set_error("%s: token server %s: no token in the response", a->host,
-                 safe);
+  tok = sn_auth_parse_token_response(r.body, r.body_len, &expires);
+  if (tok == NULL) {
+    sn_prefix_error("%s: token server %s: ", a->host, safe);
     goto out;
   }
-  if (json_is_integer(json_object_get(j, "expires_in")))
-    expires = json_integer_value(json_object_get(j, "expires_in"));
-  if (expires < 1)
-    expires = DEFAULT_EXPIRES;
-  if (expires > 86400 * 365)
-    expires = 86400 * 365;
   if (asprintf(&hdr, "Bearer %s", tok) < 0) {
     hdr = NULL;
     sn_oom();
@@ -1033,19 +1090,7 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
   ret = 0;
 
 out:
-  if (j) {
-    json_t *s;
-    const char *fields[] = { "token", "access_token", "refresh_token" };
-    size_t i;
-
-    for (i = 0; i < 3; i++)
-      if (json_is_string(s = json_object_get(j, fields[i]))) {
-        char *v = (char *) json_string_value(s);
-
-        explicit_bzero(v, strlen(v));
-      }
-    json_decref(j);
-  }
+  wipe_free(tok);
   if (r.body)
     explicit_bzero(r.body, r.body_len);
   sn_http_resp_clear(&r);

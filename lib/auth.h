@@ -69,6 +69,20 @@ void sn_auth_creds_clear(struct sn_auth_creds *c);
 int sn_auth_creds_lookup(const char *auth_file, const char *host,
                          struct sn_auth_creds *c);
 
+/* A credential helper's "get" output, {"Username": U, "Secret": S}
+ * (U "<token>": S is an identity token).  1 with *c filled, 0 when there
+ * is no secret, -1 when it is not a JSON object (error set, without the
+ * secret).  The secret's copies inside the parser are wiped. */
+int sn_auth_parse_helper_output(const char *buf, size_t len,
+                                struct sn_auth_creds *c);
+
+/* A token server's answer: the token ("token", else "access_token"),
+ * malloc'd (the caller wipes it), and *expires_in its lifetime in seconds
+ * ("expires_in" clamped to 1 s .. 1 year; 60 when absent or invalid).
+ * NULL with an error (never the token) when there is none. */
+char *sn_auth_parse_token_response(const uint8_t *buf, size_t len,
+                                   int64_t *expires_in);
+
 /* ---- per-endpoint authenticator --------------------------------------- */
 
 struct sn_auth;

@@ -1,6 +1,7 @@
 /* soci-nbd: HTTP transport over libcurl (see http.h): a share handle for
  * connections, DNS and TLS sessions, a pool of easy handles, manual
- * redirects that drop the Authorization header when leaving the origin,
+ * redirects that drop the Authorization header and refuse to carry a
+ * request body when leaving the origin,
  * bounded retries with backoff and jitter, capped response bodies, and the
  * small parsers (Content-Range, Retry-After, URLs) the registry needs.
  */
@@ -839,14 +840,9 @@ sn_http_request(struct sn_http *h, const struct sn_http_req *q,
       free(url);
       return -1;
     }
-    free(safe);
     free(url);
     url = next;
     r->redirected = true;
-    if (!sn_http_same_origin(q->url, url)) {
-      r->cross_origin = true;
-      auth = NULL;               /* and never again for this request */
-    }
     if (r->status == 303
         || ((r->status == 301 || r->status == 302)
             && strcmp(method, "POST") == 0)) {
@@ -854,6 +850,21 @@ sn_http_request(struct sn_http *h, const struct sn_http_req *q,
         method = "GET";
       send_body = false;
     }
+    if (!sn_http_same_origin(q->url, url)) {
+      r->cross_origin = true;
+      auth = NULL;               /* and never again for this request */
+      /* A 307/308 keeps the body, which may hold a secret (a refresh
+       * token): it never leaves the origin it was meant for. */
+      if (send_body) {
+        sn_set_error("%s %s: refusing to re-send the request body to "
+                     "another origin (a %ld redirect)", method,
+                     safe ? safe : "<URL>", r->status);
+        free(safe);
+        free(url);
+        return -1;
+      }
+    }
+    free(safe);
   }
   r->url = url;
   return 0;

@@ -47,6 +47,18 @@ check_fails "token: no credentials: authentication error" 'authentication failed
     "$SN" inspect "$K_HOST/test/multi:v1"
 check "token: no password in the registry's or token server's logs" no_secret "$K_LOG" "$T_LOG"
 
+# A realm on another site (the same token server, advertised as
+# "localhost" to a registry at 127.0.0.1): the credentials never go there.
+reg_start KX --token T --realm-host localhost ||
+    { echo "Bail out! registry did not start"; exit 1; }
+n0=$(grep -c . "$T_LOG")
+check_fails "token: realm on another site: credentials refused in one line" \
+    "refusing to send credentials to the token realm http://localhost:$T_PORT/token (not on the registry's site)" \
+    bash -c "echo '$PW' | '$SN' inspect -u alice --password-stdin '$KX_HOST/test/multi:v1'"
+check "token: the other site's token server got no request with credentials" \
+    bash -c "! tail -n +$((n0 + 1)) '$T_LOG' | grep -q alice"
+check "token: the password is not in the message" no_secret "$TMP/.out" "$TMP/.err"
+
 # Refresh: 12 s of range reads with 5 s tokens (the registry really
 # rejects them after 5 s: see token-server.py).
 n1=$(grep -c '"status": 200' "$T_LOG")

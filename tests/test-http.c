@@ -21,6 +21,7 @@
 #include "auth.h"
 #include "err.h"
 #include "http.h"
+#include "site.h"
 #include "tap.h"
 
 #define PASSWORD "pa55-SECRET-word"
@@ -257,6 +258,34 @@ test_urls(void)
 }
 
 /* ---- docker config.json and helpers ----------------------------------------- */
+
+/* Which token realms may receive a registry's credentials (site.h). */
+static void
+test_site(void)
+{
+  static const struct { const char *a, *b; bool same; } t[] = {
+    { "https://registry-1.docker.io/v2/", "https://auth.docker.io/token", true },
+    { "https://registry.gitlab.com", "https://gitlab.com/jwt/auth", true },
+    { "https://ghcr.io/v2/", "https://ghcr.io/token", true },
+    { "https://Ghcr.IO:443/v2/", "https://ghcr.io/token", true },
+    { "https://a.herokuapp.com/v2/", "https://b.herokuapp.com/t", false },
+    { "https://registry.example.com", "https://evil.example.net/t", false },
+    { "https://registry.example.com", "https://example.com.evil.net/", false },
+    { "http://127.0.0.1:5000/v2/", "http://127.0.0.1:6000/token", true },
+    { "http://127.0.0.1:5000/v2/", "http://localhost:6000/token", false },
+    { "http://127.0.0.1:5000/v2/", "http://127.0.0.2:5000/token", false },
+    { "https://[::1]:5000/v2/", "https://[::1]:7000/t", true },
+    { "https://[::1]:5000/v2/", "https://localhost/t", false },
+    { "https://reg.example.com", "not a url", false },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof t / sizeof t[0]; i++)
+    ok(sn_site_same(t[i].a, t[i].b) == t[i].same &&
+       sn_site_same(t[i].b, t[i].a) == t[i].same,
+       "%s and %s: %s site", t[i].a, t[i].b,
+       t[i].same ? "same" : "not the same");
+}
 
 static char dir[] = "/tmp/test-http-XXXXXX";
 
@@ -542,6 +571,42 @@ test_server(void)
   sn_http_resp_clear(&r);
   ra[1] = NULL;
 
+  /* A POST with a body (a refresh token) redirected 307/308 to another
+   * origin: refused, and the other origin never sees the request. */
+  {
+    static const char body[] = "grant_type=refresh_token&refresh_token="
+                               TOKEN;
+    int code;
+
+    for (code = 307; code <= 308; code++) {
+      if (server_start(&b, rb) == -1)
+        break;
+      snprintf(loc, sizeof loc, "HTTP/1.1 %d Moved\r\nLocation: "
+               "http://localhost:%d/token\r\nContent-Length: 0\r\n"
+               "Connection: close\r\n\r\n", code, b.port);
+      server_start(&a, ra);
+      snprintf(url, sizeof url, "http://127.0.0.1:%d/token", a.port);
+      q.method = "POST";
+      q.body = (const uint8_t *) body;
+      q.body_size = (int64_t) strlen(body);
+      ok(sn_http_request(h, &q, &r) == -1
+         && strstr(sn_error(), "refusing to re-send the request body to "
+                               "another origin"),
+         "POST body not re-sent across origins on a %d: %s", code,
+         sn_error());
+      server_stop(&a);
+      server_stop(&b);
+      ok(b.nreq == 0 && strstr(a.requests[0], TOKEN) != NULL,
+         "%d: the other origin got no request", code);
+      ok(strstr(sn_error(), TOKEN) == NULL, "%d: no secret in the message",
+         code);
+      sn_http_resp_clear(&r);
+    }
+    q.method = NULL;
+    q.body = NULL;
+    q.body_size = 0;
+  }
+
   /* Body cap: a 200 larger than max_body fails before reading it. */
   snprintf(loc, sizeof loc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n"
            "Connection: close\r\n\r\n%0100d", 0);
@@ -614,13 +679,20 @@ test_server(void)
      && strstr(a.requests[0], "service=reg"), "OAuth2 refresh_token POST");
   sn_auth_free(au);
 
-  /* Credentials are not sent to a plain-HTTP realm on another host. */
-  au = sn_auth_new(h, "r.example", "https://r.example/v2", "alice", PASSWORD,
-                   NULL);
-  ok(sn_auth_challenge(au, "Bearer realm=\"http://auth.example/token\"",
+  /* Credentials are not sent to a plain-HTTP realm on another host, even
+   * of the registry's site, nor to an HTTPS realm of another site. */
+  au = sn_auth_new(h, "r.example.com", "https://r.example.com/v2", "alice",
+                   PASSWORD, NULL);
+  ok(sn_auth_challenge(au, "Bearer realm=\"http://auth.example.com/token\"",
                        "repository:x:pull", NULL) == -1
-     && strstr(sn_error(), "plain-HTTP") && no_secret(sn_error()),
+     && strstr(sn_error(), "plain HTTP to another host")
+     && no_secret(sn_error()),
      "plain-HTTP realm refused: %s", sn_error());
+  ok(sn_auth_challenge(au, "Bearer realm=\"https://auth.example.net/token\"",
+                       "repository:x:pull", NULL) == -1
+     && strstr(sn_error(), "not on the registry's site")
+     && no_secret(sn_error()),
+     "HTTPS realm of another site refused: %s", sn_error());
   /* Basic: header built, and a refused one is reported cleanly. */
   ok(sn_auth_challenge(au, "Basic realm=\"r\"", "repository:x:pull", NULL)
      == 0 && sn_auth_header(au, "repository:x:pull", &authz) == 0 && authz
@@ -656,6 +728,7 @@ main(void)
   test_challenges();
   test_ranges();
   test_urls();
+  test_site();
   test_config();
   test_server();
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -94,17 +94,18 @@ reg_pki() {
     ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; return 1; }
 }
 
-# reg_start NAME [--tls] [--htpasswd USER PASS] [--token TOKNAME]
+# reg_start NAME [--tls] [--htpasswd USER PASS] [--token TOKNAME [--realm-host H]]
 #                [--proxy URL [--proxy-creds USER PASS]]
 reg_start() {
     local name=$1; shift
     _reg_name_ok "$name" || return 1
-    local tls=0 htuser="" htpass="" tok="" proxy="" pxuser="" pxpass=""
+    local tls=0 htuser="" htpass="" tok="" proxy="" pxuser="" pxpass="" realm_host=""
     while [ $# -gt 0 ]; do
         case $1 in
             --tls) tls=1 ;;
             --htpasswd) htuser=$2; htpass=$3; shift 2 ;;
             --token) tok=$2; shift ;;
+            --realm-host) realm_host=$2; shift ;;
             --proxy) proxy=$2; shift ;;
             --proxy-creds) pxuser=$2; pxpass=$3; shift 2 ;;
             *) echo "reg_start: unknown option $1" >&2; return 1 ;;
@@ -159,6 +160,9 @@ reg_start() {
             elif [ -n "$tok" ]; then
                 local turl tcert
                 turl=$(eval "echo \"\${${tok}_URL}\"") || return 1
+                # --realm-host: advertise the token server under another
+                # host name (same server): a realm on another site.
+                [ -n "$realm_host" ] && turl=${turl/127.0.0.1/$realm_host}
                 tcert=$(eval "echo \"\${${tok}_CERT}\"") || return 1
                 echo "auth:"
                 echo "  token:"
