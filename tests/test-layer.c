@@ -404,6 +404,56 @@ seq_reader(void *arg)
   return NULL;
 }
 
+/* The threads of this process that can still run user code: those in
+ * /proc/self/task that still have their memory map (a thread that has
+ * been joined may stay listed for a moment while the kernel finishes its
+ * exit, without one: its vsize in stat is 0). */
+static int
+count_threads(void)
+{
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], buf[1024], *p;
+    unsigned long vsize = 0;
+    FILE *f;
+    int k;
+
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    f = fopen(path, "r");
+    if (f == NULL)
+      continue;                 /* gone meanwhile */
+    p = fgets(buf, sizeof buf, f) ? strrchr(buf, ')') : NULL;
+    fclose(f);
+    /* After "(comm)": state is field 3, vsize field 23. */
+    for (k = 3; p && k <= 23; k++) {
+      p = strchr(p + 1, ' ');
+      if (p && k == 23)
+        vsize = strtoul(p + 1, NULL, 10);
+    }
+    if (vsize != 0)
+      n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A disk cache directory for run i (fresh, so readahead has work). */
+static const char *
+dir_or_null(int i)
+{
+  static char dir[300];
+
+  snprintf(dir, sizeof dir, "%s/ra-free-%d", tmpdir, i);
+  return dir;
+}
+
 static void
 seq_readahead(void)
 {
@@ -510,6 +560,24 @@ seq_readahead(void)
        "%d sequential readers: right bytes, %zu spans fetched once each, "
        "%llu of them read ahead", NTHREADS, spans_fetched(&s),
        (unsigned long long) st.readahead_spans);
+  }
+
+  /* Freeing a layer while its readahead is in flight leaves no thread of
+   * it behind: not one still exiting once sn_layer_free has returned. */
+  {
+    int base = count_threads(), extra = 0, runs;
+
+    for (runs = 0; runs < 40 && extra == 0; runs++) {
+      l = open_layer(&s, 64 << 20, runs % 2 ? dir_or_null(runs) : NULL, 500);
+      for (off = 0; off < (3 << 19); off += (int64_t) chunk)
+        if (sn_layer_read(l, buf, chunk, off) == -1)
+          bad++;
+      close_layer(l, &s);
+      extra = count_threads() - base;
+    }
+    ok(bad == 0 && extra == 0,
+       "freeing a layer with readahead in flight: %d runs, %d of its "
+       "threads left after sn_layer_free", runs, extra);
   }
   test_readahead = 0;
   free(buf);
