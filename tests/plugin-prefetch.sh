@@ -46,10 +46,6 @@ wait_stats() {
     done
     stats_ok "$1" "$2"
 }
-stop_server() {
-    local p
-    p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 20 bash -c "! kill -0 $p"
-}
 frange() {
     rdsquashfs -s "$2" "$1" | sed -n 's/^Blocks start: //p;s/^File size: //p' |
         tr '\n' ' ' | awk '{print $2, $1}'
@@ -107,7 +103,7 @@ check "artifact: done without any read: its $PFSPANS spans, nothing else" \
 set -- $(frange "$TMP/ref.sqfs" "$PF2")
 check "reading $PF2 gives the right bytes" bash -c "
     '$NBDREAD' '$URI' $1 $2 | cmp - <(tail -c +\$(( $1 + 1 )) '$TMP/ref.sqfs' | head -c $2)"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "artifact: the read fetched no span beyond the header's (still $PFSPANS or one more)" \
     stats_ok "$ST" "s['spans_fetched'] <= $PFSPANS + 1 and s['spans_failed'] == 0"
 
@@ -122,7 +118,7 @@ check "background: done, every span fetched once, 4 layers verified whole" \
         s['spans_failed'] == 0 and s['layer_check'] and s['layers_verified'] == 4 and \
         s['layers_verify_failed'] == 0 and \
         all(l['verify'] == 'ok' for l in s['layers'])"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 NTOTAL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["spans_total"])' "$ST")
 check "cache-dir holds every span ($NTOTAL)" bash -c "
     [ \$(find '$CD' -type f ! -name '.*' | wc -l) -eq $NTOTAL ]"
@@ -132,7 +128,7 @@ check "restart, prefetch=background again: all from cache-dir, nothing from the 
 check "second run: every span a disk hit, layers verified again" \
     wait_stats "$ST" "s['prefetch_done'] and s['spans_fetched'] == 0 and \
         s['disk_hits'] == $NTOTAL and s['layers_verified'] == 4"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 
 # ---- 3. a ztoc lying about a symlink ----------------------------------------------
 mkdir -p "$TMP/i"
@@ -171,7 +167,7 @@ check "the whole-layer check fails, naming the entry and the field" \
 set -- $(frange "$TMP/i/lie.sqfs" /i/b)
 check_fails "the layer is refused from then on (EIO)" \
     "Input/output error\|errno 5" "$NBDREAD" "$URI" "$1" "$2"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the error was logged without -v" grep -q "whole-layer check.*i/link.*link target" "$SOCK.log"
 check "verify=false: no check, data served" plugin_start "$SOCK" \
     "$R_HOST/test/lie:v2" prefetch=background verify=false stats-file="$ST"
@@ -181,7 +177,7 @@ check "verify=false: all spans fetched, nothing verified or failed" \
         s['layers_verify_failed'] == 0 and s['layers'][0]['verify'] == 'none'"
 check "verify=false: i/b reads" bash -c "
     [ \"\$('$NBDREAD' '$URI' $1 $2)\" = \"\$(printf 'b%.0s' \$(seq 5000))\" ]"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the good ztoc passes the check" bash -c "
     eval \"\$($IMGPY push '$R_URL' test/good '$I1' --ztoc '$I1=$TMP/i/good.ztoc')\" &&
     nbdkit -U - -r '$PLUGIN' '$R_HOST/test/good:v2' prefetch=background stats-file='$ST' \
