@@ -169,6 +169,21 @@ check "index=none: no index, every layer whole" bash -c "
         --run 'nbdcopy \"\$uri\" -' | cmp - '$TMP/flat.sqfs'"
 check "index=none: stats" stats_ok "$TMP/st-none.json" \
     "s['index'] is None and s['spans_total'] == 0 and s['whole_layer_bytes_fetched'] > 0"
+# stats-file never writes through a symlink: not at its path (replaced by
+# a new file), not at a temporary name next to it (the old FILE.tmp).
+echo victim > "$TMP/victim"
+echo victim2 > "$TMP/victim2"
+ln -s "$TMP/victim" "$TMP/st-link.json"
+ln -s "$TMP/victim2" "$TMP/st-link.json.tmp"
+check "stats-file at a symlink: the server runs" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$REF:v2' stats-file='$TMP/st-link.json' \
+        --run 'nbdinfo \"\$uri\" > /dev/null'"
+check "... the files the symlinks point at are untouched" bash -c "
+    [ \"\$(cat '$TMP/victim')\" = victim ] && [ \"\$(cat '$TMP/victim2')\" = victim2 ]"
+check "... stats-file is now a regular file with the stats, no temporary left" bash -c "
+    [ -f '$TMP/st-link.json' ] && [ ! -L '$TMP/st-link.json' ] &&
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' '$TMP/st-link.json' &&
+    [ -z \"\$(ls '$TMP' | grep '^st-link.json.' | grep -v '^st-link.json.tmp\$')\" ]"
 check "platform=linux/arm64 from an index" bash -c "
     nbdkit -U - -r '$PLUGIN' '$REF:multi' platform=linux/arm64 \
         --run 'nbdcopy \"\$uri\" -' | cmp - '$TMP/flat.sqfs'"
