@@ -11,7 +11,8 @@
 #     symlink has no data: the layer is refused from then on (EIO), the
 #     error is logged and counted; verify=false skips the check (and the
 #     lie is served, as it is without prefetch=background);
-#  4. cache-dir-size bounds the directory (LRU eviction, counted), the data
+#  4. cache-dir-size bounds the directory (LRU eviction, counted; no
+#     symlink followed; a cache-dir others can write is refused), the data
 #     stays right; stale temporary files of dead processes are removed at
 #     startup, those of live processes kept;
 #  5. bad values are refused with one line.
@@ -219,6 +220,39 @@ check "the live process's, the fresh one and an unrelated file are kept" bash -c
     [ -e '$CD/$HEX/.5.$$.LiVeIt' ] && [ -e '$CD/$HEX/.6.NeWfIl' ] && [ -e '$CD/unrelated-file' ]"
 check "stats: 3 stale files removed, the spans counted" stats_ok "$ST" \
     "s['cache_dir_stale_removed'] == 3 and s['cache_dir_bytes'] > 0"
+
+# Eviction follows no symlink: a symlinked layer directory and symlinked
+# files in a real one point at victims, older than every cached span;
+# with a 1-byte bound everything evictable goes, the victims stay.
+mkdir -p "$TMP/victims"
+for f in 0 1 2 blob; do echo victim > "$TMP/victims/$f"; done
+touch -d '1 day ago' "$TMP/victims"/*
+FAKE=$(printf 'f%.0s' $(seq 64))
+HEX2=$(ls "$CD2" | grep -E '^[0-9a-f]{64}$' | head -1)
+ln -s "$TMP/victims" "$CD2/$FAKE"
+ln -s "$TMP/victims/blob" "$CD2/$HEX2/99"
+check "startup over a cache-dir with symlinks to victims, cache-dir-size=1" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$R_HOST/test/img:soci' cache-dir='$CD2' cache-dir-size=1 \
+        stats-file='$ST' --run true"
+check "... the cached spans were evicted" stats_ok "$ST" "s['cache_dir_evicted_files'] > 0"
+check "... the victims are all there, the symlinks too" bash -c "
+    for f in 0 1 2 blob; do [ \"\$(cat '$TMP/victims/'\$f)\" = victim ] || exit 1; done
+    [ -L '$CD2/$FAKE' ] && [ -L '$CD2/$HEX2/99' ]"
+# A cache directory others can write is refused.
+mkdir -p "$TMP/cache-ww" "$TMP/cache-other"
+chmod 0777 "$TMP/cache-ww"
+check_fails "a world-writable cache-dir is refused" \
+    "cache-dir $TMP/cache-ww: writable by others (mode 0777): refused" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-ww" --run true
+chmod 0775 "$TMP/cache-ww"
+check_fails "a group-writable cache-dir is refused" "writable by its group (mode 0775): refused" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-ww" --run true
+if [ "$(id -u)" = 0 ]; then
+    chown 65534 "$TMP/cache-other"
+    check_fails "as root, a cache-dir owned by another user is refused" \
+        "cache-dir $TMP/cache-other: owned by uid 65534, not by this user (uid 0) or root: refused" \
+        nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-other" --run true
+fi
 
 # ---- 5. bad values ------------------------------------------------------------------
 check_fails "prefetch=sometimes is refused" "prefetch=sometimes: expected none, artifact or background" \
