@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bufpool.h"
@@ -179,6 +180,14 @@ set_cache_dir(struct sn_layer *l, const char *dir, const char *digest)
   if (l->dir == NULL)
     return sn_oom();
   snprintf(l->dir, n, "%s/%s", dir, digest + 7);
+  /* Spans are written there: never through a symlink. */
+  {
+    struct stat st;
+
+    if (lstat(l->dir, &st) == 0 && !S_ISDIR(st.st_mode))
+      return sn_set_error("cache directory %s: not a directory%s: refused",
+                          l->dir, S_ISLNK(st.st_mode) ? " (a symlink)" : "");
+  }
   return 0;
 }
 

@@ -951,6 +951,40 @@ disk_cache(void)
        strstr(sn_error(), "digest"), "cache_dir without a digest: %s",
        sn_error());
   }
+
+  /* The layer's directory is a symlink (to a directory spans would be
+   * written into): refused. */
+  {
+    char cdir[600], victim[600], lnk[800];
+    struct sn_layer_opts o = {
+      .cache_dir = cdir,
+      .layer_digest = "sha256:0123456789abcdef0123456789abcdef"
+                      "0123456789abcdef0123456789abcdef",
+    };
+    struct sn_ztoc *z = sn_ztoc_decode(ztocbuf, ztoclen);
+    struct sn_layer *bad;
+
+    snprintf(cdir, sizeof cdir, "%s/cache-link", tmpdir);
+    snprintf(victim, sizeof victim, "%s/victim-dir", tmpdir);
+    snprintf(lnk, sizeof lnk, "%s/%s", cdir, o.layer_digest + 7);
+    mkdir(cdir, 0700);
+    mkdir(victim, 0700);
+    ok(symlink(victim, lnk) == 0, "symlink %s -> %s", lnk, victim);
+    bad = sn_layer_new_opts(z, src_read, &s, &o);
+    ok(bad == NULL && strstr(sn_error(), "not a directory (a symlink)"),
+       "a symlinked layer cache directory is refused: %s",
+       bad ? "(opened)" : sn_error());
+    if (bad) {
+      snprintf(path, sizeof path, "%s/layer.tar.gz", tmpdir);
+      s.fd = open(path, O_RDONLY);
+      s.zi = sn_layer_zinfo(bad);
+      sn_layer_read(bad, buf, 100000, 0);
+      sn_layer_free(bad);
+      close(s.fd);
+    }
+    ok(stray_temps(victim) == 0 && rmdir(victim) == 0,
+       "... nothing written where it points");
+  }
   free(buf);
 }
 
