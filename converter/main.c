@@ -96,28 +96,13 @@ cli_parse_size(const char *s, int64_t *out)
 int
 cli_write_file(const char *path, const void *buf, size_t len)
 {
-  char *tmp;
-  int fd;
-
   if (strcmp(path, "-") == 0) {
     if (sn_write_all(STDOUT_FILENO, buf, len) == -1)
       return sn_set_error("stdout: %s", strerror(errno));
     return 0;
   }
-  if (asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) == -1)
-    return sn_oom();
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1 || sn_write_all(fd, buf, len) == -1 || fsync(fd) == -1 ||
-      close(fd) == -1 || rename(tmp, path) == -1) {
-    int e = errno;
-    sn_set_error("%s: %s", path, strerror(e));
-    if (fd != -1)
-      close(fd);
-    unlink(tmp);
-    free(tmp);
-    return -1;
-  }
-  free(tmp);
+  if (sn_write_file_atomic(path, buf, len, 0644, 1) == -1)
+    return sn_set_error("%s: %s", path, strerror(errno));
   return 0;
 }
 

@@ -117,18 +117,60 @@ pinned(const struct sn_diskcache *dc, const char *path)
   return false;
 }
 
-/* Scan one subdirectory: remove stale temporaries (when clean), collect
+/* Open the directory rel (one or more components) under the directory
+ * fd at, following no symlink on the way.  -1 with errno set. */
+static int
+open_sub(int at, const char *rel)
+{
+  char name[256];
+  int fd = at;
+
+  while (*rel) {
+    size_t n = strcspn(rel, "/");
+    int next;
+
+    if (n == 0 || n >= sizeof name) {
+      if (fd != at)
+        close(fd);
+      errno = ENOENT;
+      return -1;
+    }
+    memcpy(name, rel, n);
+    name[n] = '\0';
+    next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd != at)
+      close(fd);
+    if (next == -1)
+      return -1;
+    fd = next;
+    rel += n;
+    if (*rel == '/')
+      rel++;
+  }
+  return fd == at ? dup(at) : fd;
+}
+
+/* Scan the subdirectory rel of the cache directory (open as root; no
+ * symlink followed: a symlinked rel is skipped, and so are entries that
+ * are not regular files): remove stale temporaries (when clean), collect
  * the finished files into *ents. */
 static int
-scan_dir(struct sn_diskcache *dc, const char *sub, bool blob, bool clean,
-         struct entry **ents, size_t *n, size_t *cap)
+scan_dir(struct sn_diskcache *dc, int root, const char *rel, bool blob,
+         bool clean, struct entry **ents, size_t *n, size_t *cap)
 {
-  DIR *d = opendir(sub);
+  int fd = open_sub(root, rel);
+  DIR *d;
   struct dirent *de;
   time_t now = time(NULL);
 
-  if (d == NULL)
-    return errno == ENOENT ? 0 : -1;
+  if (fd == -1)
+    return errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0
+      : sn_set_error("%s/%s: %s", dc->dir, rel, strerror(errno));
+  d = fdopendir(fd);
+  if (d == NULL) {
+    close(fd);
+    return sn_set_error("%s/%s: %s", dc->dir, rel, strerror(errno));
+  }
   while ((de = readdir(d)) != NULL) {
     char *path;
     struct stat st;
@@ -137,19 +179,18 @@ scan_dir(struct sn_diskcache *dc, const char *sub, bool blob, bool clean,
 
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
       continue;
-    if (asprintf(&path, "%s/%s", sub, de->d_name) == -1) {
+    if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+        !S_ISREG(st.st_mode))
+      continue;
+    if (asprintf(&path, "%s/%s/%s", dc->dir, rel, de->d_name) == -1) {
       closedir(d);
       return sn_oom();
-    }
-    if (lstat(path, &st) == -1 || !S_ISREG(st.st_mode)) {
-      free(path);
-      continue;
     }
     tmp = temp_name(de->d_name, blob, &pid);
     if (tmp) {
       if (clean && (pid ? !pid_alive(pid)
                     : now - st.st_mtime > STALE_UNKNOWN_SEC) &&
-          unlink(path) == 0) {
+          unlinkat(fd, de->d_name, 0) == 0) {
         dc->stale_removed++;
         dc_log(dc, "cache-dir: removed stale temporary file %s", path);
       }
@@ -177,6 +218,51 @@ scan_dir(struct sn_diskcache *dc, const char *sub, bool blob, bool clean,
   return 0;
 }
 
+/* Remove the cached file path (dc->dir/<rel>/<name>, as scan_dir made
+ * it) relative to the cache directory's fd, following no symlink. */
+static int
+evict(struct sn_diskcache *dc, int root, const char *path)
+{
+  size_t dl = strlen(dc->dir);
+  const char *name = strrchr(path, '/');
+  char rel[512];
+  int fd, r;
+
+  if (name == NULL || (size_t) (name - path) <= dl + 1 ||
+      (size_t) (name - path) - dl - 1 >= sizeof rel)
+    return -1;
+  memcpy(rel, path + dl + 1, (size_t) (name - path) - dl - 1);
+  rel[(name - path) - dl - 1] = '\0';
+  fd = open_sub(root, rel);
+  if (fd == -1)
+    return -1;
+  r = unlinkat(fd, name + 1, 0);
+  close(fd);
+  return r;
+}
+
+/* The cache directory (open as fd) must be writable only by this user:
+ * owned by the effective uid or root, and not writable by group or
+ * others (anyone else who can write it could plant files or symlinks
+ * that eviction would act on). */
+static int
+check_owner(int fd)
+{
+  struct stat st;
+
+  if (fstat(fd, &st) == -1)
+    return sn_set_error("%s", strerror(errno));
+  if (st.st_uid != geteuid() && st.st_uid != 0)
+    return sn_set_error("owned by uid %ld, not by this user (uid %ld) or "
+                        "root: refused", (long) st.st_uid,
+                        (long) geteuid());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return sn_set_error("writable by %s (mode %04o): refused",
+                        st.st_mode & S_IWOTH ? "others" : "its group",
+                        (unsigned) (st.st_mode & 07777));
+  return 0;
+}
+
 static int
 cmp_mtime(const void *a, const void *b)
 {
@@ -199,38 +285,35 @@ rescan(struct sn_diskcache *dc, bool clean, uint64_t target)
   uint64_t total = 0;
   DIR *d;
   struct dirent *de;
-  char *sub;
-  int r = 0;
+  int root, r = 0;
 
-  d = opendir(dc->dir);
-  if (d == NULL)
+  root = open(dc->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root == -1)
     return errno == ENOENT ? 0 : sn_set_error("%s: %s", dc->dir,
                                               strerror(errno));
+  if (check_owner(root) == -1) {
+    close(root);
+    return -1;
+  }
+  d = fdopendir(dup(root));
+  if (d == NULL) {
+    close(root);
+    return sn_set_error("%s: %s", dc->dir, strerror(errno));
+  }
   while ((de = readdir(d)) != NULL && r == 0) {
     if (!is_hex64(de->d_name))
       continue;
-    if (asprintf(&sub, "%s/%s", dc->dir, de->d_name) == -1) {
-      r = sn_oom();
-      break;
-    }
-    r = scan_dir(dc, sub, false, clean, &ents, &n, &cap);
-    free(sub);
+    r = scan_dir(dc, root, de->d_name, false, clean, &ents, &n, &cap);
   }
   closedir(d);
-  if (r == 0) {
-    if (asprintf(&sub, "%s/blobs/sha256", dc->dir) == -1)
-      r = sn_oom();
-    else {
-      r = scan_dir(dc, sub, true, clean, &ents, &n, &cap);
-      free(sub);
-    }
-  }
+  if (r == 0)
+    r = scan_dir(dc, root, "blobs/sha256", true, clean, &ents, &n, &cap);
   for (i = 0; i < n; i++)
     total += ents[i].size;
   if (r == 0 && dc->max_bytes && total > dc->max_bytes) {
     qsort(ents, n, sizeof *ents, cmp_mtime);
     for (i = 0; i < n && total > target; i++) {
-      if (pinned(dc, ents[i].path) || unlink(ents[i].path) == -1)
+      if (pinned(dc, ents[i].path) || evict(dc, root, ents[i].path) == -1)
         continue;
       total -= ents[i].size;
       dc->evicted_files++;
@@ -240,6 +323,7 @@ rescan(struct sn_diskcache *dc, bool clean, uint64_t target)
   for (i = 0; i < n; i++)
     free(ents[i].path);
   free(ents);
+  close(root);
   dc->bytes = total;
   return r;
 }

@@ -16,6 +16,11 @@
  * of the bound.  Files listed with sn_diskcache_pin (whole layers this
  * process has open) are never deleted.  Unknown files in DIR are left alone.
  *
+ * No symlink inside DIR is followed (subdirectories are opened with
+ * O_NOFOLLOW, entries checked with fstatat(AT_SYMLINK_NOFOLLOW), removed
+ * with unlinkat), and DIR itself must be owned by the effective uid or
+ * root and not writable by group or others, else sn_diskcache_open fails.
+ *
  * Thread-safe.  Errors follow err.h; eviction itself is best effort.
  */
 #ifndef SN_DISKCACHE_H

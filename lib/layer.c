@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bufpool.h"
@@ -84,6 +85,13 @@ struct sn_layer {
   size_t ra_next;               /* first span readahead has not asked for */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its threads still running */
+  /* Readahead threads are joinable: each one, done with the layer, adds
+   * itself here (room is made before it starts) and is joined by the next
+   * start of a readahead thread or by sn_layer_free, so that no thread
+   * of the layer outlives it (a thread still exiting while the process
+   * exits can hang in the libraries' destructors). */
+  pthread_t *ra_done;
+  size_t nra_done, ra_done_cap;
   /* Readahead fetches runs of spans with one range request (when there is
    * no disk cache): per span, a fetch covering it is under way (staging,
    * under ra_lock; loads of the span wait for it: ra_staged), and its
@@ -100,6 +108,7 @@ count(_Atomic uint64_t *c, uint64_t n)
 }
 
 static int load_span(void *opaque, size_t i, uint8_t **data, size_t *len);
+static void ra_reap(struct sn_layer *l);
 static void set_readahead(struct sn_layer *l, size_t bytes, size_t budget);
 
 static void
@@ -171,6 +180,14 @@ set_cache_dir(struct sn_layer *l, const char *dir, const char *digest)
   if (l->dir == NULL)
     return sn_oom();
   snprintf(l->dir, n, "%s/%s", dir, digest + 7);
+  /* Spans are written there: never through a symlink. */
+  {
+    struct stat st;
+
+    if (lstat(l->dir, &st) == 0 && !S_ISDIR(st.st_mode))
+      return sn_set_error("cache directory %s: not a directory%s: refused",
+                          l->dir, S_ISLNK(st.st_mode) ? " (a symlink)" : "");
+  }
   return 0;
 }
 
@@ -251,7 +268,9 @@ sn_layer_free(struct sn_layer *l)
   l->ra_window = 0;
   while (l->ra_threads > 0)
     pthread_cond_wait(&l->ra_idle, &l->ra_lock);
+  ra_reap(l);
   pthread_mutex_unlock(&l->ra_lock);
+  free(l->ra_done);
   while (l->bad) {
     struct bad_file *b = l->bad;
     l->bad = b->next;
@@ -641,6 +660,50 @@ struct ra_job {
   size_t span;
 };
 
+/* Join the readahead threads that are done (with ra_lock held: they
+ * released it for the last time before it was taken). */
+static void
+ra_reap(struct sn_layer *l)
+{
+  while (l->nra_done > 0)
+    pthread_join(l->ra_done[--l->nra_done], NULL);
+}
+
+/* Start a readahead thread running fn(arg) (with ra_lock held; it ends
+ * with ra_thread_done).  -1 if it could not be started. */
+static int
+ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
+{
+  pthread_t tid;
+  size_t need;
+
+  ra_reap(l);
+  need = (size_t) l->ra_threads + 1;
+  if (need > l->ra_done_cap) {
+    size_t cap = need < 16 ? 16 : 2 * need;
+    pthread_t *p = realloc(l->ra_done, cap * sizeof *p);
+
+    if (p == NULL)
+      return -1;
+    l->ra_done = p;
+    l->ra_done_cap = cap;
+  }
+  if (pthread_create(&tid, NULL, fn, arg) != 0)
+    return -1;
+  l->ra_threads++;
+  return 0;
+}
+
+/* The end of a readahead thread's use of the layer (with ra_lock held):
+ * after this it only unlocks ra_lock and returns. */
+static void
+ra_thread_done(struct sn_layer *l)
+{
+  l->ra_done[l->nra_done++] = pthread_self();
+  if (--l->ra_threads == 0)
+    pthread_cond_broadcast(&l->ra_idle);
+}
+
 /* One span read ahead (one thread per span: the window refills as each
  * span completes, not when a whole batch has). */
 static void *
@@ -661,12 +724,11 @@ ra_thread(void *arg)
    * failed loads it again and reports. */
   if (!skip && sn_spancache_get(l->cache, j->span, 1, &e) == 0)
     sn_spancache_put(l->cache, e);
+  free(j);
   pthread_mutex_lock(&l->ra_lock);
   l->ra_inflight--;
-  if (--l->ra_threads == 0)
-    pthread_cond_broadcast(&l->ra_idle);
+  ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
-  free(j);
   return NULL;
 }
 
@@ -738,10 +800,9 @@ ra_batch_thread(void *arg)
     if (bufs[k])
       start_span_threads(l, b->first + k, 1);
   l->ra_inflight -= b->n;       /* now counted by the span threads */
-  if (--l->ra_threads == 0)
-    pthread_cond_broadcast(&l->ra_idle);
-  pthread_mutex_unlock(&l->ra_lock);
   free(b);
+  ra_thread_done(l);
+  pthread_mutex_unlock(&l->ra_lock);
   return NULL;
 }
 
@@ -749,12 +810,8 @@ ra_batch_thread(void *arg)
 static void
 start_span_threads(struct sn_layer *l, size_t first, size_t n)
 {
-  pthread_attr_t attr;
-  pthread_t tid;
   size_t i;
 
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   for (i = first; i < first + n; i++) {
     struct ra_job *j = malloc(sizeof *j);
 
@@ -762,14 +819,12 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
       break;
     j->l = l;
     j->span = i;
-    if (pthread_create(&tid, &attr, ra_thread, j) != 0) {
+    if (ra_thread_start(l, ra_thread, j) == -1) {
       free(j);
       break;
     }
     l->ra_inflight++;
-    l->ra_threads++;
   }
-  pthread_attr_destroy(&attr);
 }
 
 /* Readahead of spans [first, end) (with ra_lock held): runs of spans
@@ -780,9 +835,6 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
 static size_t
 start_readahead(struct sn_layer *l, size_t first, size_t end)
 {
-  pthread_attr_t attr;
-  pthread_t tid;
-
   if (l->staging == NULL) {
     size_t i;
 
@@ -793,8 +845,6 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       }
     return end;
   }
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   while (first < end) {
     struct ra_batch *b;
     size_t n = 0;
@@ -822,7 +872,7 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       b->first = first;
       b->n = n;
     }
-    if (b == NULL || pthread_create(&tid, &attr, ra_batch_thread, b) != 0) {
+    if (b == NULL || ra_thread_start(l, ra_batch_thread, b) == -1) {
       size_t k;
 
       for (k = 0; k < n; k++)
@@ -832,11 +882,9 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       break;
     }
     l->ra_inflight += n;
-    l->ra_threads++;
     count(&l->readahead_spans, n);
     first += n;
   }
-  pthread_attr_destroy(&attr);
   return first;
 }
 

@@ -17,6 +17,7 @@
 #include <nbdkit-plugin.h>
 
 #include "err.h"
+#include "fdio.h"
 #include "image.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -68,8 +69,7 @@ now_sec(void)
 static void
 write_stats(bool force)
 {
-  char *json, *tmp;
-  FILE *f;
+  char *json;
   int64_t now = now_sec();
 
   if (stats_file == NULL || img == NULL)
@@ -86,16 +86,11 @@ write_stats(bool force)
   __atomic_store_n(&stats_dirty, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&stats_last, now, __ATOMIC_RELAXED);
   json = sn_image_stats_json(img);
-  if (json == NULL || asprintf(&tmp, "%s.tmp", stats_file) == -1) {
-    free(json);
-    pthread_mutex_unlock(&stats_lock);
-    return;
-  }
-  f = fopen(tmp, "we");
-  if (f == NULL || fputs(json, f) == EOF || fclose(f) != 0 ||
-      rename(tmp, stats_file) == -1)
+  /* Never through a symlink: a new file in the same directory, renamed
+   * over the old one. */
+  if (json && sn_write_file_atomic(stats_file, json, strlen(json), 0644,
+                                   0) == -1)
     nbdkit_debug("stats-file %s: %m", stats_file);
-  free(tmp);
   free(json);
   pthread_mutex_unlock(&stats_lock);
 }

@@ -43,6 +43,14 @@ fid_cleanup() {
     for p in $PIDS $NBDKIT_PIDS; do _reg_wait_for 10 bash -c "! kill -0 $p" 2>/dev/null; done
 }
 trap 'fid_cleanup; srv_cleanup' EXIT
+# fid_stop: unmount, check that the server on $SOCK stops, clean up.
+fid_stop() {
+    local m
+    for m in $MOUNTS; do umount "$m" 2>/dev/null; done
+    MOUNTS=""
+    plugin_stop "$SOCK"
+    fid_cleanup; PIDS="" NBDKIT_PIDS=""
+}
 now_ms() { date +%s%3N; }
 
 # mnt TYPE SOURCE DIR OPTIONS: mount and remember it (innermost first).
@@ -133,7 +141,7 @@ check "kernel: overlay lowerdir=layer/2:layer/1:layer/0" \
 tree_of scan "$TMP/merged" "$TMP/merged.json"
 check "overlay of the live layer exports = umoci of those 3 layers" \
     $TREE cmp "$TMP/u3.json" "$TMP/merged.json"
-fid_cleanup; MOUNTS="" PIDS="" NBDKIT_PIDS=""
+fid_stop
 check "stats: lazy, every fetched span verified, none failed" python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -173,7 +181,7 @@ check "unsquashfs tree = umoci (xattrs and symlink mtimes aside)" bash -c "
     unsquashfs -q -n -no-xattrs -d '$TMP/mbu' '$TMP/mb.sqfs' > /dev/null &&
     $TREE scan '$TMP/mbu' > '$TMP/mbu.raw' && $OCIPY umoci-norm '$TMP/mbu.raw' '$TMP/mbu.json' &&
     $TREE cmp '$TMP/umb.json' '$TMP/mbu.json' --no-xattrs --no-link-mtime"
-fid_cleanup; MOUNTS="" PIDS="" NBDKIT_PIDS=""
+fid_stop
 rm -rf "$TMP/mbu" "$TMP/mb.sqfs"
 echo "# minbase part: $(( $(now_ms) - t0 )) ms"
 

@@ -5,6 +5,8 @@
 #     nbdcopy --connections=4 copies the flat export: every byte right,
 #     every span fetched exactly once (stats-file and the fault proxy's
 #     request log);
+#     then SIGTERM while reads, readahead and background prefetch wait on
+#     a slow registry: the server exits within a bound, each of 5 times;
 #  2. the registry goes down mid-run: a read fails with EIO within a
 #     bounded time; after the registry is back on the same port the read
 #     succeeds;
@@ -235,10 +237,6 @@ stats_ok() {
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
         { sed 's/^/# /' "$1" | grep -v '"layers"\|{"index"' >&2; return 1; }
 }
-stop_server() {
-    local p
-    p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 10 bash -c "! kill -0 $p"
-}
 # meta_copy URI SIZE OUT: a sparse copy of the export holding only the
 # superblock and the metadata (inode table start .. bytes_used).
 meta_copy() {
@@ -295,7 +293,7 @@ t0=$(now_ms)
 check "nbd-stress: 16 threads x 16 connections read every file, every byte right" \
     "$NBDSTRESS" "$URI" "$TMP/c/list" 16 1
 echo "# $(cat "$TMP/.out") ($(( $(now_ms) - t0 )) ms)"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 nranges() { cat "$@" | wc -l; }
 ndistinct() { local f n=0; for f; do n=$(( n + $(sort -u "$f" | wc -l) )); done; echo $n; }
 export -f nranges ndistinct
@@ -318,7 +316,7 @@ check "nbdcopy --connections=4 of the flat export = mkfs reference" bash -c "
     nbdcopy --connections=4 --requests=16 '$URI' '$TMP/c/flat.sqfs' &&
     cmp '$TMP/c/flat.sqfs' '$TMP/c/ref.sqfs'"
 echo "# nbdcopy: $(( $(now_ms) - t0 )) ms"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 rm -f "$TMP/c/flat.sqfs"
 for l in C1 C2; do
     $HELP ranges "$F_LOG" "$P0" "$(layer_digest "$TMP/c/$l.tar.gz")" > "$TMP/c/$l.ranges"
@@ -332,6 +330,23 @@ check "nbdcopy: proxy log: each range is exactly a span or a run of spans of the
         b=\$(seq 0 \$(( \$(json_get \"$TMP/c/\$l.tar.gz.ztoc.json\" num_spans) - 1 )) | tr '\\n' ' ')
         echo \"\$l fetched: \$a\"; echo \"\$l spans:   \$b\"; [ \"\$a\" = \"\$b\" ] || exit 1
     done"
+
+# Shutdown under load: SIGTERM while nbdcopy's reads, their readahead and
+# the background prefetch wait on a slow registry (each range GET delayed
+# 0.3 s); each time the server must exit, status 0, within 15 s.
+fault_set F '{"rules": [{"match": {"range": true}, "action": "delay", "seconds": 0.3}]}'
+for i in 1 2 3 4 5; do
+    rm -rf "$TMP/c/sd-cache"
+    check "shutdown $i: server with prefetch=background behind a slow proxy" \
+        plugin_start "$SOCK" "$F_HOST/test/conc:v2" prefetch=background \
+        cache-dir="$TMP/c/sd-cache"
+    nbdcopy --connections=4 --requests=16 "$URI" null: 2>/dev/null &
+    cp_pid=$!
+    sleep "0.$(( i * 2 - 1 ))"
+    plugin_stop "$SOCK" 15
+    wait "$cp_pid" 2>/dev/null
+done
+fault_set F '{"rules": []}'
 
 # ---- 2. the registry goes down mid-run ----------------------------------------
 # reg_restart NAME: start a stopped registry again with its config (same
@@ -363,7 +378,7 @@ check "the same read now succeeds" bash -c "
     '$NBDREAD' '$URI' $Y_OFF $Y_LEN | cmp - '$TMP/c/tree/c2/d3/f048'"
 check "and the first file still reads" bash -c "
     '$NBDREAD' '$URI' $X_OFF $X_LEN | cmp - '$TMP/c/tree/c1/d1/f001'"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 NXY=$(( $($HELP file-spans "$C1.ztoc.json" c1/d1/f001 | wc -w) + $($HELP file-spans "$C2.ztoc.json" c2/d3/f048 | wc -w) ))
 check "stats: the $NXY spans of both files verified, no integrity failure" stats_ok "$ST" \
     "s['spans_verified'] == $NXY and s['spans_failed'] == 0"
@@ -394,7 +409,7 @@ check "read the superblock and all metadata" meta_copy "$URI" "$ESIZE" "$TMP/b/m
 check "unsquashfs -lls lists the whole tree from metadata alone" bash -c "
     unsquashfs -lls '$TMP/b/meta.sqfs' > '$TMP/b/ls' &&
     [ \$(grep -c 'big/blob' '$TMP/b/ls') -eq 24 ] && [ \$(grep -c 'doc/t' '$TMP/b/ls') -eq 40 ]"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "metadata: zero spans fetched (stats)" stats_ok "$ST" \
     "s['spans_fetched'] == 0 and s['bytes_fetched'] == 0 and s['spans_total'] == $BSPANS"
 check "metadata: no layer range GET (proxy log)" bash -c "
@@ -405,7 +420,7 @@ P0=$(logpos)
 check "server again" plugin_start "$SOCK" "$F_HOST/test/big:v2" stats-file="$ST"
 check "read one small file ($N_LEN bytes) in the middle of the 1st layer" bash -c "
     '$NBDREAD' '$URI' $N_OFF $N_LEN | cmp - '$TMP/b/tree/big/needle11.txt'"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 $HELP ranges "$F_LOG" "$P0" "$(layer_digest "$B1")" > "$TMP/b/B1.ranges"
 $HELP ranges "$F_LOG" "$P0" "$(layer_digest "$B2")" > "$TMP/b/B2.ranges"
 echo "# needle: spans of header+data: $WANT; fetched: $(tr '\n' ' ' < "$TMP/b/B1.ranges")"
@@ -455,7 +470,7 @@ for f in pad c; do
     set -- $(frange "$TMP/i/meta.sqfs" /i/$f)
     check "i/$f reads fine" bash -c "'$NBDREAD' '$URI' $1 $2 | cmp - '$TMP/i/tree/i/$f'"
 done
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the server logged the header mismatch" grep -q 'tar header of "i/a" does not match' "$SOCK.log"
 check "stats: headers checked, no span failed (the spans are fine)" stats_ok "$ST" \
     "s['headers_checked'] >= 2 and s['spans_failed'] == 0"
@@ -486,7 +501,7 @@ done
 set -- $(frange "$TMP/g/meta.sqfs" /huge/after)
 check "huge/after (behind the 4 GiB file) reads fine" bash -c "
     [ \"\$('$NBDREAD' '$URI' $1 $2)\" = \"\$(python3 -c 'import sys; sys.stdout.write(\"after the 4 GiB file\\n\" * 100)')\" ]"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 echo "# 4 GiB layer: $(( $(now_ms) - t0 )) ms from layout to last read; local_bytes_read $(json_get "$ST" local_bytes_read)"
 rm -rf "$TMP/g"
 

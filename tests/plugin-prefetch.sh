@@ -11,7 +11,8 @@
 #     symlink has no data: the layer is refused from then on (EIO), the
 #     error is logged and counted; verify=false skips the check (and the
 #     lie is served, as it is without prefetch=background);
-#  4. cache-dir-size bounds the directory (LRU eviction, counted), the data
+#  4. cache-dir-size bounds the directory (LRU eviction, counted; no
+#     symlink followed; a cache-dir others can write is refused), the data
 #     stays right; stale temporary files of dead processes are removed at
 #     startup, those of live processes kept;
 #  5. bad values are refused with one line.
@@ -45,10 +46,6 @@ wait_stats() {
         sleep 0.1
     done
     stats_ok "$1" "$2"
-}
-stop_server() {
-    local p
-    p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 20 bash -c "! kill -0 $p"
 }
 frange() {
     rdsquashfs -s "$2" "$1" | sed -n 's/^Blocks start: //p;s/^File size: //p' |
@@ -107,7 +104,7 @@ check "artifact: done without any read: its $PFSPANS spans, nothing else" \
 set -- $(frange "$TMP/ref.sqfs" "$PF2")
 check "reading $PF2 gives the right bytes" bash -c "
     '$NBDREAD' '$URI' $1 $2 | cmp - <(tail -c +\$(( $1 + 1 )) '$TMP/ref.sqfs' | head -c $2)"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "artifact: the read fetched no span beyond the header's (still $PFSPANS or one more)" \
     stats_ok "$ST" "s['spans_fetched'] <= $PFSPANS + 1 and s['spans_failed'] == 0"
 
@@ -122,7 +119,7 @@ check "background: done, every span fetched once, 4 layers verified whole" \
         s['spans_failed'] == 0 and s['layer_check'] and s['layers_verified'] == 4 and \
         s['layers_verify_failed'] == 0 and \
         all(l['verify'] == 'ok' for l in s['layers'])"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 NTOTAL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["spans_total"])' "$ST")
 check "cache-dir holds every span ($NTOTAL)" bash -c "
     [ \$(find '$CD' -type f ! -name '.*' | wc -l) -eq $NTOTAL ]"
@@ -132,7 +129,7 @@ check "restart, prefetch=background again: all from cache-dir, nothing from the 
 check "second run: every span a disk hit, layers verified again" \
     wait_stats "$ST" "s['prefetch_done'] and s['spans_fetched'] == 0 and \
         s['disk_hits'] == $NTOTAL and s['layers_verified'] == 4"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 
 # ---- 3. a ztoc lying about a symlink ----------------------------------------------
 mkdir -p "$TMP/i"
@@ -171,7 +168,7 @@ check "the whole-layer check fails, naming the entry and the field" \
 set -- $(frange "$TMP/i/lie.sqfs" /i/b)
 check_fails "the layer is refused from then on (EIO)" \
     "Input/output error\|errno 5" "$NBDREAD" "$URI" "$1" "$2"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the error was logged without -v" grep -q "whole-layer check.*i/link.*link target" "$SOCK.log"
 check "verify=false: no check, data served" plugin_start "$SOCK" \
     "$R_HOST/test/lie:v2" prefetch=background verify=false stats-file="$ST"
@@ -181,7 +178,7 @@ check "verify=false: all spans fetched, nothing verified or failed" \
         s['layers_verify_failed'] == 0 and s['layers'][0]['verify'] == 'none'"
 check "verify=false: i/b reads" bash -c "
     [ \"\$('$NBDREAD' '$URI' $1 $2)\" = \"\$(printf 'b%.0s' \$(seq 5000))\" ]"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the good ztoc passes the check" bash -c "
     eval \"\$($IMGPY push '$R_URL' test/good '$I1' --ztoc '$I1=$TMP/i/good.ztoc')\" &&
     nbdkit -U - -r '$PLUGIN' '$R_HOST/test/good:v2' prefetch=background stats-file='$ST' \
@@ -223,6 +220,39 @@ check "the live process's, the fresh one and an unrelated file are kept" bash -c
     [ -e '$CD/$HEX/.5.$$.LiVeIt' ] && [ -e '$CD/$HEX/.6.NeWfIl' ] && [ -e '$CD/unrelated-file' ]"
 check "stats: 3 stale files removed, the spans counted" stats_ok "$ST" \
     "s['cache_dir_stale_removed'] == 3 and s['cache_dir_bytes'] > 0"
+
+# Eviction follows no symlink: a symlinked layer directory and symlinked
+# files in a real one point at victims, older than every cached span;
+# with a 1-byte bound everything evictable goes, the victims stay.
+mkdir -p "$TMP/victims"
+for f in 0 1 2 blob; do echo victim > "$TMP/victims/$f"; done
+touch -d '1 day ago' "$TMP/victims"/*
+FAKE=$(printf 'f%.0s' $(seq 64))
+HEX2=$(ls "$CD2" | grep -E '^[0-9a-f]{64}$' | head -1)
+ln -s "$TMP/victims" "$CD2/$FAKE"
+ln -s "$TMP/victims/blob" "$CD2/$HEX2/99"
+check "startup over a cache-dir with symlinks to victims, cache-dir-size=1" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$R_HOST/test/img:soci' cache-dir='$CD2' cache-dir-size=1 \
+        stats-file='$ST' --run true"
+check "... the cached spans were evicted" stats_ok "$ST" "s['cache_dir_evicted_files'] > 0"
+check "... the victims are all there, the symlinks too" bash -c "
+    for f in 0 1 2 blob; do [ \"\$(cat '$TMP/victims/'\$f)\" = victim ] || exit 1; done
+    [ -L '$CD2/$FAKE' ] && [ -L '$CD2/$HEX2/99' ]"
+# A cache directory others can write is refused.
+mkdir -p "$TMP/cache-ww" "$TMP/cache-other"
+chmod 0777 "$TMP/cache-ww"
+check_fails "a world-writable cache-dir is refused" \
+    "cache-dir $TMP/cache-ww: writable by others (mode 0777): refused" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-ww" --run true
+chmod 0775 "$TMP/cache-ww"
+check_fails "a group-writable cache-dir is refused" "writable by its group (mode 0775): refused" \
+    nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-ww" --run true
+if [ "$(id -u)" = 0 ]; then
+    chown 65534 "$TMP/cache-other"
+    check_fails "as root, a cache-dir owned by another user is refused" \
+        "cache-dir $TMP/cache-other: owned by uid 65534, not by this user (uid 0) or root: refused" \
+        nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir="$TMP/cache-other" --run true
+fi
 
 # ---- 5. bad values ------------------------------------------------------------------
 check_fails "prefetch=sometimes is refused" "prefetch=sometimes: expected none, artifact or background" \

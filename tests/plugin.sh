@@ -234,6 +234,21 @@ check "index=none: no index, every layer whole" bash -c "
         --run 'nbdcopy \"\$uri\" -' | cmp - '$TMP/flat.sqfs'"
 check "index=none: stats" stats_ok "$TMP/st-none.json" \
     "s['index'] is None and s['spans_total'] == 0 and s['whole_layer_bytes_fetched'] > 0"
+# stats-file never writes through a symlink: not at its path (replaced by
+# a new file), not at a temporary name next to it (the old FILE.tmp).
+echo victim > "$TMP/victim"
+echo victim2 > "$TMP/victim2"
+ln -s "$TMP/victim" "$TMP/st-link.json"
+ln -s "$TMP/victim2" "$TMP/st-link.json.tmp"
+check "stats-file at a symlink: the server runs" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$REF:v2' stats-file='$TMP/st-link.json' \
+        --run 'nbdinfo \"\$uri\" > /dev/null'"
+check "... the files the symlinks point at are untouched" bash -c "
+    [ \"\$(cat '$TMP/victim')\" = victim ] && [ \"\$(cat '$TMP/victim2')\" = victim2 ]"
+check "... stats-file is now a regular file with the stats, no temporary left" bash -c "
+    [ -f '$TMP/st-link.json' ] && [ ! -L '$TMP/st-link.json' ] &&
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' '$TMP/st-link.json' &&
+    [ -z \"\$(ls '$TMP' | grep '^st-link.json.' | grep -v '^st-link.json.tmp\$')\" ]"
 check "platform=linux/arm64 from an index" bash -c "
     nbdkit -U - -r '$PLUGIN' '$REF:multi' platform=linux/arm64 \
         --run 'nbdcopy \"\$uri\" -' | cmp - '$TMP/flat.sqfs'"
@@ -245,10 +260,6 @@ check "every layer export over the registry = mkfs --layer" bash -c "
 
 # Laziness, through a long-running server: metadata costs no span; one
 # small file costs a few spans of its layer.
-stop_server() {
-    local p
-    p=$(cat "$1.pid") && kill "$p" && _reg_wait_for 10 bash -c "! kill -0 $p"
-}
 SOCK=$TMP/lazy.sock
 ST=$TMP/st-lazy.json
 check "server with the v2 image" plugin_start "$SOCK" "$REF:v2" stats-file="$ST"
@@ -263,7 +274,7 @@ check "read superblock and all metadata ($(( $2 - $1 )) bytes)" bash -c "
         dd of='$TMP/meta.sqfs' bs=1M seek=$1 oflag=seek_bytes conv=notrunc status=none"
 check "listing the tree from metadata alone (unsquashfs -lls) matches" bash -c "
     diff <(unsquashfs -lls '$TMP/meta.sqfs') <(unsquashfs -lls '$TMP/flat.sqfs')"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "metadata read fetched zero spans" stats_ok "$ST" \
     "s['spans_fetched'] == 0 and s['bytes_fetched'] == 0"
 check "server again" plugin_start "$SOCK" "$REF:v2" stats-file="$ST"
@@ -271,7 +282,7 @@ F=/data/size-4097
 set -- $(rdsquashfs -s "$F" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
 check "read one small file ($F) through the export" bash -c "
     '$NBDREAD' '$URI' $2 $1 | cmp - <(rdsquashfs -c '$F' '$TMP/flat.sqfs')"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "one small file: a few spans of one layer, far from all" stats_ok "$ST" \
     "1 <= s['spans_fetched'] <= 3 and s['spans_total'] >= 20 and \
      s['layers'][0]['spans_fetched'] == s['spans_fetched'] and s['headers_checked'] >= 1"
@@ -284,7 +295,7 @@ check "stats-file follows a client that stays connected (within ~1 s)" bash -c "
     sleep 2.5
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s[\"spans_fetched\"] > int(sys.argv[2]) else 1)' '$ST' \$n
     r=\$?; kill \$p 2>/dev/null; wait \$p; exit \$r"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 
 # NBD_CMD_CACHE prefetches the spans; the read then fetches nothing more.
 check "server again, -D soci.verbose=1" plugin_start "$SOCK" -v -D soci.verbose=1 \
@@ -296,7 +307,7 @@ check "cache: its spans were fetched" stats_ok "$ST" "s['spans_fetched'] >= 2"
 cp "$ST" "$TMP/st-cached.json"
 check "then reading it matches" bash -c "
     '$NBDREAD' '$URI' $2 $1 | cmp - <(rdsquashfs -c '$F' '$TMP/flat.sqfs')"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 N=$(json_get "$TMP/st-cached.json" spans_fetched)
 check "the read after the cache fetched no span" stats_ok "$ST" "s['spans_fetched'] == $N"
 check "soci.verbose logs span fetches" grep -q 'soci: layer 0: span [0-9]* fetched' "$SOCK.log"
@@ -331,7 +342,7 @@ check_fails "a file of the corrupted layer (3): EIO" "Input/output error\|errno 
 set -- $(rdsquashfs -s "$F" "$TMP/meta.sqfs" | sed -n 's/^Blocks start: //p;s/^File size: //p')
 check "a file of another layer reads fine" bash -c "
     '$NBDREAD' '$URI' $2 $1 | cmp - <(rdsquashfs -c '$F' '$TMP/flat.sqfs')"
-stop_server "$SOCK"
+plugin_stop "$SOCK"
 check "the server logged the span digest mismatch" grep -qi 'digest\|mismatch\|verif' "$SOCK.log"
 check "stats: failed spans counted" stats_ok "$ST" "s['spans_failed'] >= 1"
 check "the proxy corrupted range responses" grep -q '"action": "corrupt"' "$F_LOG"

@@ -404,6 +404,56 @@ seq_reader(void *arg)
   return NULL;
 }
 
+/* The threads of this process that can still run user code: those in
+ * /proc/self/task that still have their memory map (a thread that has
+ * been joined may stay listed for a moment while the kernel finishes its
+ * exit, without one: its vsize in stat is 0). */
+static int
+count_threads(void)
+{
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], buf[1024], *p;
+    unsigned long vsize = 0;
+    FILE *f;
+    int k;
+
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    f = fopen(path, "r");
+    if (f == NULL)
+      continue;                 /* gone meanwhile */
+    p = fgets(buf, sizeof buf, f) ? strrchr(buf, ')') : NULL;
+    fclose(f);
+    /* After "(comm)": state is field 3, vsize field 23. */
+    for (k = 3; p && k <= 23; k++) {
+      p = strchr(p + 1, ' ');
+      if (p && k == 23)
+        vsize = strtoul(p + 1, NULL, 10);
+    }
+    if (vsize != 0)
+      n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A disk cache directory for run i (fresh, so readahead has work). */
+static const char *
+dir_or_null(int i)
+{
+  static char dir[300];
+
+  snprintf(dir, sizeof dir, "%s/ra-free-%d", tmpdir, i);
+  return dir;
+}
+
 static void
 seq_readahead(void)
 {
@@ -510,6 +560,24 @@ seq_readahead(void)
        "%d sequential readers: right bytes, %zu spans fetched once each, "
        "%llu of them read ahead", NTHREADS, spans_fetched(&s),
        (unsigned long long) st.readahead_spans);
+  }
+
+  /* Freeing a layer while its readahead is in flight leaves no thread of
+   * it behind: not one still exiting once sn_layer_free has returned. */
+  {
+    int base = count_threads(), extra = 0, runs;
+
+    for (runs = 0; runs < 40 && extra == 0; runs++) {
+      l = open_layer(&s, 64 << 20, runs % 2 ? dir_or_null(runs) : NULL, 500);
+      for (off = 0; off < (3 << 19); off += (int64_t) chunk)
+        if (sn_layer_read(l, buf, chunk, off) == -1)
+          bad++;
+      close_layer(l, &s);
+      extra = count_threads() - base;
+    }
+    ok(bad == 0 && extra == 0,
+       "freeing a layer with readahead in flight: %d runs, %d of its "
+       "threads left after sn_layer_free", runs, extra);
   }
   test_readahead = 0;
   free(buf);
@@ -882,6 +950,40 @@ disk_cache(void)
     ok(sn_layer_new_opts(z, src_read, &s, &o) == NULL &&
        strstr(sn_error(), "digest"), "cache_dir without a digest: %s",
        sn_error());
+  }
+
+  /* The layer's directory is a symlink (to a directory spans would be
+   * written into): refused. */
+  {
+    char cdir[600], victim[600], lnk[800];
+    struct sn_layer_opts o = {
+      .cache_dir = cdir,
+      .layer_digest = "sha256:0123456789abcdef0123456789abcdef"
+                      "0123456789abcdef0123456789abcdef",
+    };
+    struct sn_ztoc *z = sn_ztoc_decode(ztocbuf, ztoclen);
+    struct sn_layer *bad;
+
+    snprintf(cdir, sizeof cdir, "%s/cache-link", tmpdir);
+    snprintf(victim, sizeof victim, "%s/victim-dir", tmpdir);
+    snprintf(lnk, sizeof lnk, "%s/%s", cdir, o.layer_digest + 7);
+    mkdir(cdir, 0700);
+    mkdir(victim, 0700);
+    ok(symlink(victim, lnk) == 0, "symlink %s -> %s", lnk, victim);
+    bad = sn_layer_new_opts(z, src_read, &s, &o);
+    ok(bad == NULL && strstr(sn_error(), "not a directory (a symlink)"),
+       "a symlinked layer cache directory is refused: %s",
+       bad ? "(opened)" : sn_error());
+    if (bad) {
+      snprintf(path, sizeof path, "%s/layer.tar.gz", tmpdir);
+      s.fd = open(path, O_RDONLY);
+      s.zi = sn_layer_zinfo(bad);
+      sn_layer_read(bad, buf, 100000, 0);
+      sn_layer_free(bad);
+      close(s.fd);
+    }
+    ok(stray_temps(victim) == 0 && rmdir(victim) == 0,
+       "... nothing written where it points");
   }
   free(buf);
 }

@@ -418,6 +418,58 @@ plugin_start() {
     _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
 }
 
+# plugin_stop SOCK [SECONDS]: a TAP check that the nbdkit plugin_start
+# started on SOCK stops: SIGTERM, then at most SECONDS (default STOP_WAIT,
+# or 20) for it to exit with status 0.  A server still alive is "not ok",
+# with the state, wait channel and kernel stack of each of its threads
+# and their user stacks from gdb, and is then killed.
+plugin_stop() {
+    local sock=$1 limit=${2:-${STOP_WAIT:-20}} pid st=0 t
+    TAP_N=$((TAP_N + 1))
+    pid=$(cat "$sock.pid" 2>/dev/null)
+    if [ -z "$pid" ] || ! _reg_running "$pid"; then
+        echo "not ok $TAP_N - server on ${sock##*/} stops: it was not running"
+        TAP_FAILED=$((TAP_FAILED + 1))
+        return 1
+    fi
+    kill -TERM "$pid"
+    if ! _reg_wait_for "$limit" _reg_stopped "$pid"; then
+        echo "not ok $TAP_N - server on ${sock##*/} stops: pid $pid still alive ${limit}s after SIGTERM"
+        for t in /proc/"$pid"/task/*; do
+            echo "# thread ${t##*/} ($(cat "$t/comm" 2>/dev/null)):" \
+                "state $(awk '{print $3}' "$t/stat" 2>/dev/null)," \
+                "wchan $(cat "$t/wchan" 2>/dev/null)"
+            sed 's/^/#     /' "$t/stack" 2>/dev/null
+        done
+        if command -v gdb >/dev/null; then
+            timeout 60 gdb -p "$pid" -batch -ex 'thread apply all bt' 2>&1 |
+                grep -E '^(Thread|#)' | head -200 | sed 's/^/# /'
+        fi
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        TAP_FAILED=$((TAP_FAILED + 1))
+        return 1
+    fi
+    # Its exit status, when it is a child of this shell (plugin_start).
+    case " ${NBDKIT_PIDS:-} " in
+        *" $pid "*) wait "$pid" 2>/dev/null; st=$? ;;
+    esac
+    if [ "$st" -ne 0 ]; then
+        echo "not ok $TAP_N - server on ${sock##*/} stops: exit status $st"
+        tail -5 "$sock.log" 2>/dev/null | sed 's/^/# /'
+        TAP_FAILED=$((TAP_FAILED + 1))
+        return 1
+    fi
+    echo "ok $TAP_N - server on ${sock##*/} stops on SIGTERM"
+}
+
+# A process that exists and is not a zombie (kill -0 succeeds on zombies).
+_reg_running() {
+    local s
+    s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ -n "$s" ] && [ "$s" != Z ]
+}
+_reg_stopped() { ! _reg_running "$1"; }
+
 srv_cleanup() {
     local st=$? n d
     for n in $REG_NAMES; do
