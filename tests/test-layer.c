@@ -504,7 +504,9 @@ seq_readahead(void)
   close_layer(l, &s);             /* waits for the readahead threads */
   got = spans_fetched(&s);
   total_fetches(&s, &max);
-  ok(bad == 0 && st.readahead_spans > 0 && got > want &&
+  /* (got may equal want: under load the reads can catch up with spans
+   * that were fetched ahead; readahead_spans counts those.) */
+  ok(bad == 0 && st.readahead_spans > 0 && got >= want &&
      got <= want + window && max == 1,
      "sequential 1.5 MiB: %zu spans read, %zu fetched (%llu ahead, window "
      "%zu), none twice", want, got, (unsigned long long) st.readahead_spans,
