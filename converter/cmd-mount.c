@@ -50,6 +50,10 @@ mount_usage(FILE *f)
 "      --rw                 writable: an overlayfs upper layer on a tmpfs\n"
 "      --upper DIR          with --rw: keep the upper layer in DIR/upper\n"
 "                           (and DIR/work) instead\n"
+"      --suid               honour the image's setuid and setgid bits in DIR\n"
+"                           (default: mounted nosuid)\n"
+"      --dev                honour the image's device nodes in DIR\n"
+"                           (default: mounted nodev)\n"
 "  -p, --platform P         os/arch[/variant] to select from an index\n"
 "      --index X            SOCI index: auto, none or sha256:...\n"
 "      --cache-dir DIR      keep fetched layers and spans in DIR\n"
@@ -289,13 +293,24 @@ struct mount_req {
   struct args plugin_args;
   const char *nbdkit, *plugin, *password;
   bool verbose, quiet;
+  bool suid, dev;                /* --suid, --dev: honour them in DIR */
 };
+
+/* Mount flags of what DIR shows: nosuid,nodev unless opted out.  The
+ * devices' own squashfs mounts (in the state directory) are always
+ * nosuid,nodev. */
+static unsigned long
+dir_flags(const struct mount_req *m)
+{
+  return (m->suid ? 0 : MS_NOSUID) | (m->dev ? 0 : MS_NODEV);
+}
 
 /* The mount proper; the journal of id records every step. */
 static int
 do_mount(struct ms *s, const char *id, const struct mount_req *m)
 {
-  char *sid = NULL, **digests = NULL, **keys = NULL, *opts = NULL;
+  char *sid = NULL, **digests = NULL, **ztocs = NULL, **keys = NULL;
+  char *opts = NULL;
   char *rwdir = NULL, *devlist = NULL;
   bool *exported = NULL;
   size_t nlayers = 0, nkeys = 0;
@@ -317,7 +332,7 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
     sn_prefix_error("nbdkit: ");
     goto out;
   }
-  if (ms_server_layers(s, sid, &digests, &exported, &nlayers) == -1)
+  if (ms_server_layers(s, sid, &digests, &ztocs, &exported, &nlayers) == -1)
     goto out;
   if (nlayers == 0) {
     sn_set_error("%s has no layers", m->image);
@@ -345,8 +360,11 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
 
     if (m->flat)
       r = asprintf(&keys[i], "flat-%s", id);
-    else
-      r = asprintf(&keys[i], "%.32s%s%s", digests[i] + 7,
+    else                        /* what the device serves: the layer as
+                                 * its ztoc describes it, at a block size */
+      r = asprintf(&keys[i], "%.32s-%.16s%s%s", digests[i] + 7,
+                   strncmp(ztocs[i], "sha256:", 7) == 0 ? ztocs[i] + 7
+                                                       : ztocs[i],
                    m->block_size ? "-bs" : "",
                    m->block_size ? m->block_size : "");
     if (r == -1) {
@@ -401,7 +419,7 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
       }
       if (ms_journal_add(s, id, "tmpfs", rwdir) == -1)
         goto out;
-      if (mount("tmpfs", rwdir, "tmpfs", 0, "mode=0755") == -1) {
+      if (mount("tmpfs", rwdir, "tmpfs", dir_flags(m), "mode=0755") == -1) {
         sn_set_error("mount -t tmpfs %s: %s", rwdir, strerror(errno));
         goto out;
       }
@@ -436,8 +454,8 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
     if (src == NULL)
       goto out;
     if (mount(src, m->dir, NULL, MS_BIND, NULL) == -1 ||
-        mount(NULL, m->dir, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY,
-              NULL) == -1) {
+        mount(NULL, m->dir, NULL,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | dir_flags(m), NULL) == -1) {
       sn_set_error("bind mount %s on %s: %s", src, m->dir, strerror(errno));
       free(src);
       goto out;
@@ -486,8 +504,8 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
       if (getcwd(cwd, sizeof cwd) == NULL)
         strcpy(cwd, "/");
       if (chdir(devdir) == -1 ||
-          mount("overlay", m->dir, "overlay", m->rw ? 0 : MS_RDONLY,
-                opts) == -1)
+          mount("overlay", m->dir, "overlay",
+                (m->rw ? 0 : MS_RDONLY) | dir_flags(m), opts) == -1)
         e = errno;
       if (chdir(cwd) == -1)
         e = e ? e : errno;
@@ -509,6 +527,7 @@ do_mount(struct ms *s, const char *id, const struct mount_req *m)
 out:
   free(sid);
   ms_free_list(digests);
+  ms_free_list(ztocs);
   free(exported);
   ms_free_list(keys);
   free(opts);
@@ -594,7 +613,7 @@ cmd_mount(int argc, char **argv)
 {
   enum { OPT_OVERLAY = 256, OPT_FLAT, OPT_RW, OPT_UPPER, OPT_INDEX,
          OPT_CACHE_DIR, OPT_CACHE_SIZE, OPT_BLOCK_SIZE, OPT_RECONNECT,
-         OPT_PLUGIN, OPT_NBDKIT, OPT_RESTART };
+         OPT_PLUGIN, OPT_NBDKIT, OPT_RESTART, OPT_SUID, OPT_DEV };
   static const struct option opts[] = {
     { "overlay", no_argument, NULL, OPT_OVERLAY },
     { "flat", no_argument, NULL, OPT_FLAT },
@@ -609,6 +628,8 @@ cmd_mount(int argc, char **argv)
     { "plugin", required_argument, NULL, OPT_PLUGIN },
     { "nbdkit", required_argument, NULL, OPT_NBDKIT },
     { "restart-server", no_argument, NULL, OPT_RESTART },
+    { "suid", no_argument, NULL, OPT_SUID },
+    { "dev", no_argument, NULL, OPT_DEV },
     { "quiet", no_argument, NULL, 'q' },
     { "help", no_argument, NULL, 'h' },
     REGOPTS_LONG_OPTIONS,
@@ -635,6 +656,8 @@ cmd_mount(int argc, char **argv)
     case OPT_OVERLAY: m.flat = false; break;
     case OPT_FLAT: m.flat = true; break;
     case OPT_RW: m.rw = true; break;
+    case OPT_SUID: m.suid = true; break;
+    case OPT_DEV: m.dev = true; break;
     case OPT_UPPER: upper = optarg; break;
     case OPT_RESTART: restart = true; break;
     case OPT_PLUGIN: plugin_opt = optarg; break;

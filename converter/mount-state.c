@@ -56,10 +56,25 @@ ms_path(const struct ms *s, const char *fmt, ...)
   return p;
 }
 
+/* fopen(path, "re") that never follows a symlink at path. */
+static FILE *
+fopen_nofollow(const char *path)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  FILE *f;
+
+  if (fd == -1)
+    return NULL;
+  f = fdopen(fd, "re");
+  if (f == NULL)
+    close(fd);
+  return f;
+}
+
 char *
 ms_read_file(const char *path)
 {
-  FILE *f = fopen(path, "re");
+  FILE *f = fopen_nofollow(path);
   char *buf = NULL;
   size_t len = 0, cap = 0;
   int c;
@@ -91,23 +106,8 @@ ms_read_file(const char *path)
 int
 ms_write_file(const char *path, const char *text, mode_t mode)
 {
-  char *tmp;
-  int fd;
-
-  if (asprintf(&tmp, "%s.tmp", path) == -1)
-    return sn_oom();
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd == -1 || sn_write_all(fd, text, strlen(text)) == -1 ||
-      close(fd) == -1 || rename(tmp, path) == -1) {
-    int e = errno;
-
-    if (fd != -1)
-      close(fd);
-    unlink(tmp);
-    free(tmp);
-    return sn_set_error("%s: %s", path, strerror(e));
-  }
-  free(tmp);
+  if (sn_write_file_atomic(path, text, strlen(text), mode, 0) == -1)
+    return sn_set_error("%s: %s", path, strerror(errno));
   return 0;
 }
 
@@ -289,6 +289,33 @@ msleep(int ms)
 
 /* ---- run directory and lock -------------------------------------------- */
 
+/* The state directory p (just made, or found) must be a real directory,
+ * not a symlink, owned by us and writable by nobody else: everything under
+ * it is trusted (pids to signal, devices to detach, directories to
+ * unmount).  0, or -1 with an error naming p. */
+static int
+check_state_dir(const char *p)
+{
+  struct stat st;
+
+  if (lstat(p, &st) == -1)
+    return sn_set_error("%s: %s", p, strerror(errno));
+  if (S_ISLNK(st.st_mode))
+    return sn_set_error("%s: is a symlink: refusing to keep mount state "
+                        "there", p);
+  if (!S_ISDIR(st.st_mode))
+    return sn_set_error("%s: not a directory", p);
+  if (st.st_uid != geteuid())
+    return sn_set_error("%s: owned by uid %u, not %u: refusing to keep "
+                        "mount state there", p, (unsigned) st.st_uid,
+                        (unsigned) geteuid());
+  if ((st.st_mode & 022) != 0)
+    return sn_set_error("%s: writable by group or others (mode %04o): "
+                        "refusing to keep mount state there", p,
+                        (unsigned) (st.st_mode & 07777));
+  return 0;
+}
+
 int
 ms_open(struct ms *s)
 {
@@ -302,11 +329,17 @@ ms_open(struct ms *s)
     return sn_oom();
   if (mkdir(s->run, 0700) == -1 && errno != EEXIST)
     return sn_set_error("%s: %s", s->run, strerror(errno));
+  if (check_state_dir(s->run) == -1)
+    return -1;
   for (size_t i = 0; i < sizeof subdirs / sizeof *subdirs; i++) {
     if ((p = ms_path(s, "%s", subdirs[i])) == NULL)
       return -1;
     if (mkdir(p, 0700) == -1 && errno != EEXIST) {
       sn_set_error("%s: %s", p, strerror(errno));
+      free(p);
+      return -1;
+    }
+    if (check_state_dir(p) == -1) {
       free(p);
       return -1;
     }
@@ -316,7 +349,7 @@ ms_open(struct ms *s)
     return 0;
   if ((p = ms_path(s, "lock")) == NULL)
     return -1;
-  s->lockfd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  s->lockfd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (s->lockfd == -1 || flock(s->lockfd, LOCK_EX) == -1) {
     sn_set_error("%s: %s", p, strerror(errno));
     free(p);
@@ -365,7 +398,7 @@ ms_journal_add(struct ms *s, const char *id, const char *key, const char *val)
     sn_oom();
     goto out;
   }
-  fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd == -1 || sn_write_all(fd, line, strlen(line)) == -1 ||
       fdatasync(fd) == -1) {
     sn_set_error("%s: %s", path, strerror(errno));
@@ -480,7 +513,7 @@ server_argv(struct ms *s, const char *sid)
 
   if (path == NULL)
     return NULL;
-  f = fopen(path, "re");
+  f = fopen_nofollow(path);
   if (f == NULL) {
     sn_set_error("%s: %s", path, strerror(errno));
     free(path);
@@ -637,7 +670,7 @@ ms_server_create(struct ms *s, const char *nbdkit, bool verbose,
     sn_oom();
     goto out;
   }
-  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd == -1) {
     sn_set_error("%s: %s", path, strerror(errno));
     goto out;
@@ -711,7 +744,7 @@ start_argv(char **argv, const char *log, const char *pidfile,
 
   unlink(pidfile);
   unlink(sock);
-  lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lfd == -1)
     return sn_set_error("%s: %s", log, strerror(errno));
   pid = fork();
@@ -838,7 +871,7 @@ ms_server_restart(struct ms *s, const char *sid)
 
 int
 ms_server_layers(struct ms *s, const char *sid, char ***digests,
-                 bool **exported, size_t *n)
+                 char ***ztocs, bool **exported, size_t *n)
 {
   char *path = ms_path(s, "servers/%s/stats.json", sid);
   json_t *root = NULL, *layers, *exports;
@@ -846,6 +879,7 @@ ms_server_layers(struct ms *s, const char *sid, char ***digests,
   int r = -1;
 
   *digests = NULL;
+  *ztocs = NULL;
   *exported = NULL;
   *n = 0;
   if (path == NULL)
@@ -863,20 +897,23 @@ ms_server_layers(struct ms *s, const char *sid, char ***digests,
   }
   *n = json_array_size(layers);
   *digests = calloc(*n + 1, sizeof **digests);
+  *ztocs = calloc(*n + 1, sizeof **ztocs);
   *exported = calloc(*n + 1, sizeof **exported);
-  if (*digests == NULL || *exported == NULL) {
+  if (*digests == NULL || *ztocs == NULL || *exported == NULL) {
     sn_oom();
     goto out;
   }
   for (size_t i = 0; i < *n; i++) {
-    const char *d = json_string_value(json_object_get(
-      json_array_get(layers, i), "digest"));
+    json_t *l = json_array_get(layers, i);
+    const char *d = json_string_value(json_object_get(l, "digest"));
+    const char *z = json_string_value(json_object_get(l, "ztoc"));
 
     if (d == NULL) {
       sn_set_error("%s: layer %zu has no digest", path, i);
       goto out;
     }
-    if (((*digests)[i] = strdup(d)) == NULL) {
+    if (((*digests)[i] = strdup(d)) == NULL ||
+        ((*ztocs)[i] = strdup(z ? z : "whole")) == NULL) {
       sn_oom();
       goto out;
     }
@@ -886,8 +923,10 @@ ms_server_layers(struct ms *s, const char *sid, char ***digests,
 out:
   if (r == -1) {
     ms_free_list(*digests);
+    ms_free_list(*ztocs);
     free(*exported);
     *digests = NULL;
+    *ztocs = NULL;
     *exported = NULL;
     *n = 0;
   }
@@ -1034,7 +1073,7 @@ ms_supervisor_update(struct ms *s, const char *sid)
     r = 0;
     goto out;
   }
-  lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lfd == -1) {
     sn_set_error("%s: %s", log, strerror(errno));
     goto out;
@@ -1322,7 +1361,8 @@ ms_device_acquire(struct ms *s, const char *key, const char *export_name,
   if ((p = ms_path(s, "devices/%s/mnt", key)) == NULL)
     goto out;
   snprintf(buf, sizeof buf, "/dev/nbd%d", *dev);
-  if (mount(buf, p, "squashfs", MS_RDONLY, NULL) == -1) {
+  if (mount(buf, p, "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
+            NULL) == -1) {
     sn_set_error("mount -t squashfs %s (export %s): %s", buf, export_name,
                  strerror(errno));
     goto out;

@@ -49,6 +49,7 @@ struct img_layer {
   char *digest;
   char *media_type;
   int64_t size;
+  char *ztoc_digest;            /* the ztoc it is served with, or NULL */
   bool lazy;
   int fd;                       /* local copy, or -1 */
   struct sn_layer *layer;
@@ -523,6 +524,10 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
         goto fail;
       }
       ztocs[j] = z;
+      if ((l->ztoc_digest = strdup(d->digest)) == NULL) {
+        sn_oom();
+        goto fail;
+      }
       found++;
     }
   }
@@ -873,6 +878,7 @@ sn_image_free(struct sn_image *img)
       close(l->fd);
     free(l->digest);
     free(l->media_type);
+    free(l->ztoc_digest);
     free(l->sqfs_error);
     free(l->pf);
     free(l->verify_msg);
@@ -1387,6 +1393,11 @@ sn_image_stats_json(struct sn_image *img)
             ls.spans_failed, ls.bytes_fetched, ls.cache_hits,
             ls.cache_misses, ls.disk_hits, ls.headers_checked,
             ls.readahead_spans, l->whole_bytes, l->npf, verify_name(v));
+    fputs(", \"ztoc\": ", f);
+    if (l->ztoc_digest)
+      put_str(f, l->ztoc_digest);
+    else
+      fputs("null", f);
     if (v == VERIFY_FAILED && l->verify_msg) {
       fputs(", \"verify_error\": ", f);
       put_str(f, l->verify_msg);

@@ -67,6 +67,23 @@ check_fails "umount of a directory soci-nbd did not mount" \
     "is not mounted by soci-nbd" "$SN" umount "$TMP/dir"
 check "mounts with nothing mounted: no output" \
     bash -c "test -z \"\$('$SN' mounts)\""
+# The state directory is trusted: a symlink, another owner or a directory
+# others can write is refused before anything is read from it.
+mkdir -p "$TMP/realrun" "$TMP/wwrun" "$TMP/otherrun" "$TMP/subrun/mounts"
+ln -s "$TMP/realrun" "$TMP/linkrun"
+ln -s "$TMP/realrun" "$TMP/subrun/servers"
+chmod 0777 "$TMP/wwrun"
+chown 65534:65534 "$TMP/otherrun"
+check_fails "state dir that is a symlink: refused" "linkrun: is a symlink" \
+    env SOCI_NBD_RUN_DIR="$TMP/linkrun" "$SN" mounts
+check_fails "state dir writable by others: refused" "wwrun: writable by group or others (mode 0777)" \
+    env SOCI_NBD_RUN_DIR="$TMP/wwrun" "$SN" mounts
+check_fails "state dir of another user: refused" "otherrun: owned by uid 65534, not 0" \
+    env SOCI_NBD_RUN_DIR="$TMP/otherrun" "$SN" umount "$TMP/dir"
+check_fails "a symlinked state subdirectory: refused" "subrun/servers: is a symlink" \
+    env SOCI_NBD_RUN_DIR="$TMP/subrun" "$SN" mounts
+check "and nothing was created through the symlinks" \
+    bash -c "test -z \"\$(ls -A '$TMP/realrun')\""
 check_fails "mount without DIR: usage error" "expected IMAGE and DIR" \
     "$SN" mount img
 check_fails "--upper without --rw: usage error" "--upper needs --rw" \
@@ -85,10 +102,16 @@ for l in "$L1" "$L2" "$L3"; do
         { echo "Bail out! ztoc create $l"; exit 1; }
 done
 Z=(--ztoc "$L1=$L1.ztoc" --ztoc "$L2=$L2.ztoc" --ztoc "$L3=$L3.ztoc")
+# test/c: A's bottom two layers with other ztocs (128K spans).
+for l in "$L1" "$L2"; do
+    "$SN" ztoc create -q -s 128K -o "$l.ztoc128" "$l" ||
+        { echo "Bail out! ztoc create $l"; exit 1; }
+done
 reg_start R || { echo "Bail out! registry did not start"; exit 1; }
 $IMGPY push "$R_URL" test/a "$L1" "$L2" "$L3" "${Z[@]}" > /dev/null &&
 $IMGPY push "$R_URL" test/b "$L1" "$L2" "${Z[@]:0:4}" > /dev/null &&
-$IMGPY push "$R_URL" test/full "$L1" "$L2" "$L3" "$L4" "${Z[@]}" > /dev/null ||
+$IMGPY push "$R_URL" test/full "$L1" "$L2" "$L3" "$L4" "${Z[@]}" > /dev/null &&
+$IMGPY push "$R_URL" test/c "$L1" "$L2" --ztoc "$L1=$L1.ztoc128" --ztoc "$L2=$L2.ztoc128" > /dev/null ||
     { echo "Bail out! push failed"; exit 1; }
 # A second registry with basic auth (plain HTTP, as the guest reaches it).
 PW=s0ci-Nbd-pw-7c1e
@@ -134,7 +157,7 @@ REG=$REG
 REGA=$REGA PW=$PW
 OA="--plain-http $REGA $NBDKIT_OPT"
 RUNDIR=/run/soci-nbd
-mkdir -p /m/a /m/b /m/flat /m/rw /m/rw2 /m/bad /m/half /m/auth /up
+mkdir -p /m/a /m/b /m/c /m/sd /m/flat /m/rw /m/rw2 /m/bad /m/half /m/auth /up
 # devs DIR: the devices column of DIR's line in soci-nbd mounts
 devs() { soci-nbd mounts | awk -F'\t' -v d="\$1" '\$1 == d { print \$4 }'; }
 # field DIR N: column N of DIR's line
@@ -154,12 +177,28 @@ gcheck "mount --overlay B (the bottom two layers of A) shares two devices of A" 
      a=$(devs /m/a) && b=$(devs /m/b) && echo "a=$a b=$b" &&
      test "$b" = "${a%,*}" &&
      test $(grep -c "^/dev/nbd[0-9]* .* squashfs ro" /proc/mounts) = 3'
+gcheck "nosuid,nodev: the overlay on DIR and the squashfs mount of every device" \
+    'grep " /m/a overlay " /proc/mounts; grep " /m/a overlay ro,nosuid,nodev" /proc/mounts &&
+     grep "^/dev/nbd" /proc/mounts > /tmp/sq && test -s /tmp/sq && ! grep -v " squashfs ro,nosuid,nodev" /tmp/sq'
+gcheck "nodev: /dev/null of the image (char 1:3, mode 0666) cannot be opened" \
+    'test -c /m/a/dev/null && ! sh -c "echo x > /m/a/dev/null" 2>/tmp/e; cat /tmp/e; grep -qi "permission denied" /tmp/e'
+gcheck "--suid --dev: honoured in DIR, on the same shared devices" \
+    '$SN mount --suid --dev $O $REG/test/b:v2 /m/sd && l=$(grep " /m/sd overlay " /proc/mounts) && echo "$l" &&
+     case "$l" in *nosuid*|*nodev*) exit 1 ;; esac && echo x > /m/sd/dev/null &&
+     test "$(devs /m/sd)" = "$(devs /m/b)" && $SN umount /m/sd'
+gcheck "the same layers with other ztocs (index of test/c) get devices of their own" \
+    '$SN mount $O $REG/test/c:v2 /m/c && c=$(devs /m/c) && a=$(devs /m/a) && echo "c=$c a=$a" &&
+     for d in $(echo $c | tr , " "); do case ",$a," in *",$d,"*) exit 1 ;; esac; done &&
+     test "$(cat /m/c/d/new)" = "new in 2" && $SN umount /m/c &&
+     test $(ls $RUNDIR/servers | wc -l) = 1'
 gcheck "B has the files of layer 2, not those of layer 3" \
     'test "$(cat /m/b/d/new)" = "new in 2" && ! test -e /m/b/d/gone && test "$(cat /m/a/d/gone)" = "back in 3"'
 gcheck "mount --flat FULL (4 layers, one device)" \
     '$SN mount --flat $O $REG/test/full:v2 /m/flat &&
      d=$(devs /m/flat) && echo "$d" && case $d in *,*) exit 1 ;; /dev/nbd*) ;; *) exit 1 ;; esac'
 graw 'listing /m/flat > $OUT/flat.txt'
+gcheck "flat: DIR is a read-only nosuid,nodev bind of the device" \
+    'grep " /m/flat squashfs ro,nosuid,nodev" /proc/mounts'
 gcheck "mount --overlay FULL is refused: layer 3 cannot be served alone (one line)" \
     '! $SN mount $O $REG/test/full:v2 /m/bad 2>/tmp/e; cat /tmp/e;
      grep -q "layer 3 (sha256:.*) cannot be served alone.*use --flat" /tmp/e && test $(wc -l < /tmp/e) = 1'
