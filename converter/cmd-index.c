@@ -302,7 +302,7 @@ build_ztoc(struct sn_registry *reg, struct job *j,
                                                 d->size)) == NULL))
       goto out;
   }
-  if (sn_registry_get_blob(reg, d->digest, feed_sink, &f) == -1)
+  if (sn_registry_get_blob(reg, d->digest, d->size, feed_sink, &f) == -1)
     goto out;
   if (f.len && feed_on(&f, f.buf, f.len) == -1)
     goto out;
@@ -958,7 +958,7 @@ copy_blob(struct sn_registry *src, struct sn_registry *dst,
   w = sn_blob_writer_new(dst, d->digest, d->size);
   if (w == NULL)
     return -1;
-  if (sn_registry_get_blob(src, d->digest, writer_sink, w) == -1) {
+  if (sn_registry_get_blob(src, d->digest, d->size, writer_sink, w) == -1) {
     sn_blob_writer_abort(w);
     return -1;
   }

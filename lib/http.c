@@ -622,8 +622,14 @@ perform(struct sn_http *h, const char *method, const char *url,
   if (streaming) {
     long secs = (h->timeout_ms + 999) / 1000;
 
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long) SN_HTTP_STALL_RATE);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, secs);
+    /* A known size also bounds the whole transfer: a server dripping
+     * just above the stall rate cannot hold it forever. */
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->expect_size > 0
+                     ? (long) (h->timeout_ms
+                               + q->expect_size / SN_HTTP_MIN_RATE * 1000)
+                     : 0L);
   }
   else
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);

@@ -58,6 +58,12 @@ void sn_http_free(struct sn_http *h);
 typedef int (*sn_http_sink_fn)(void *opaque, long status,
                                const uint8_t *data, size_t len);
 
+/* The slowest transfer rate a sized streaming download is given time for
+ * (bytes/s), on top of the timeout; and the rate under which any streaming
+ * transfer is a stall, over the timeout. */
+#define SN_HTTP_MIN_RATE (64 * 1024)
+#define SN_HTTP_STALL_RATE 1024
+
 struct sn_http_req {
   const char *method;              /* "GET" (NULL), "HEAD", "POST", "PUT",
                                     * "DELETE" */
@@ -74,6 +80,11 @@ struct sn_http_req {
                                     * 0 → 4 MiB */
   sn_http_sink_fn sink;            /* stream 2xx bodies here instead of
                                     * buffering them */
+  int64_t expect_size;             /* with sink: the body's expected size
+                                    * when known (0 = unknown): the whole
+                                    * transfer then has a deadline of the
+                                    * timeout plus the time to move it at
+                                    * SN_HTTP_MIN_RATE */
   void *sink_opaque;
   bool sink_restartable;           /* the sink can take the body again
                                     * from its start: then a failure after

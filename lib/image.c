@@ -310,7 +310,7 @@ fetch_whole(struct sn_image *img, struct img_layer *l, enum sn_compression comp,
   s.b = sn_ztoc_builder_new(comp, &bo);
   if (s.b == NULL)
     goto out;
-  if (sn_registry_get_blob(img->reg, l->digest, whole_sink, &s) == -1)
+  if (sn_registry_get_blob(img->reg, l->digest, l->size, whole_sink, &s) == -1)
     goto out;
   /* get_blob has verified the digest: only now is the copy usable. */
   z = sn_ztoc_builder_finish(s.b, d);

@@ -382,10 +382,11 @@ sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
 }
 
 int
-sn_layout_get_blob(struct sn_layout *l, const char *digest,
+sn_layout_get_blob(struct sn_layout *l, const char *digest, int64_t size,
                    int (*sink)(void *opaque, const uint8_t *data, size_t len),
                    void *opaque)
 {
+  int64_t total = 0;
   char *p = blob_path(l, digest);
   char got[SN_DIGEST_STRLEN + 1];
   uint8_t d[SN_SHA256_LEN], *buf = NULL;
@@ -419,13 +420,22 @@ sn_layout_get_blob(struct sn_layout *l, const char *digest,
     }
     if (n == 0)
       break;
+    total += n;
+    if (size >= 0 && total > size) {
+      sn_set_error("%s: blob %s: more than the %" PRId64 " bytes of its "
+                   "descriptor", l->dir, digest, size);
+      goto out;
+    }
     sn_sha256_update(&h, buf, (size_t) n);
     if (sink(opaque, buf, (size_t) n) == -1)
       goto out;
   }
   sn_sha256_final(&h, d);
   sn_digest_format(d, got);
-  if (strcmp(got, digest) != 0)
+  if (size >= 0 && total != size)
+    sn_set_error("%s: blob %s: %" PRId64 " bytes, its descriptor says %"
+                 PRId64, l->dir, digest, total, size);
+  else if (strcmp(got, digest) != 0)
     sn_set_error("%s: blob %s: content has digest %s", l->dir, digest, got);
   else
     rc = 0;

@@ -36,6 +36,7 @@ struct sn_manifest *sn_layout_get_manifest(struct sn_layout *l,
 int sn_layout_get_blob_mem(struct sn_layout *l, const char *digest,
                            size_t max, uint8_t **buf, size_t *len);
 int sn_layout_get_blob(struct sn_layout *l, const char *digest,
+                       int64_t size,
                        int (*sink)(void *opaque, const uint8_t *data,
                                    size_t len),
                        void *opaque);

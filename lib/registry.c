@@ -643,7 +643,8 @@ struct stream {
   struct sn_http_resp *resp;
   int64_t delivered;          /* bytes given to the caller so far */
   int64_t pos;                /* offset of the next byte of this response */
-  bool started, sink_failed;
+  int64_t size;               /* the descriptor's size, or -1 */
+  bool started, sink_failed, too_long;
 };
 
 static int
@@ -676,6 +677,12 @@ stream_sink(void *opaque, long status, const uint8_t *data, size_t n)
     n -= skip;
     s->pos += (int64_t) skip;
   }
+  if (s->size >= 0 && (int64_t) n > s->size - s->delivered) {
+    s->too_long = true;       /* not a transport fault: never retried */
+    s->sink_failed = true;
+    return sn_set_error("more than the %" PRId64 " bytes of its descriptor",
+                        s->size);
+  }
   sn_sha256_update(&s->h, data, n);
   if (s->sink(s->opaque, data, n) == -1) {
     s->sink_failed = true;
@@ -688,7 +695,7 @@ stream_sink(void *opaque, long status, const uint8_t *data, size_t n)
 
 int
 sn_registry_get_blob(struct sn_registry *r, const char *digest,
-                     sn_sink_fn sink, void *opaque)
+                     int64_t size, sn_sink_fn sink, void *opaque)
 {
   struct stream s = { 0 };
   char what[120];
@@ -698,9 +705,10 @@ sn_registry_get_blob(struct sn_registry *r, const char *digest,
   if (check_digest(digest) == -1)
     return -1;
   if (r->layout)
-    return sn_layout_get_blob(r->layout, digest, sink, opaque);
+    return sn_layout_get_blob(r->layout, digest, size, sink, opaque);
   if (sn_sha256_init(&s.h) == -1)
     return -1;
+  s.size = size;
   s.sink = sink;
   s.opaque = opaque;
   snprintf(what, sizeof what, "blob %s", digest);
@@ -723,6 +731,7 @@ sn_registry_get_blob(struct sn_registry *r, const char *digest,
       q.headers = s.delivered > 0 ? hdrs : NULL;
       q.sink = stream_sink;
       q.sink_opaque = &s;
+      q.expect_size = size >= 0 ? size - s.delivered : -1;
       s.resp = &resp;
       s.started = false;
       if (ep_request(r, ep, false, true, &q, &resp) == 0) {
@@ -732,7 +741,10 @@ sn_registry_get_blob(struct sn_registry *r, const char *digest,
 
           sn_sha256_final(&s.h, d);
           sn_digest_format(d, got);
-          if (strcmp(got, digest) != 0)
+          if (size >= 0 && s.delivered != size)
+            sn_set_error("%s: %s: %" PRId64 " bytes, its descriptor says %"
+                         PRId64, r->what, what, s.delivered, size);
+          else if (strcmp(got, digest) != 0)
             sn_set_error("%s: %s: content has digest %s", r->what, what, got);
           else
             rc = 0;
@@ -760,6 +772,8 @@ done:
     break;
   }
   sn_sha256_free(&s.h);
+  if (rc == -1 && s.too_long)
+    sn_prefix_error("%s: %s: ", r->what, what);
   return rc;
 }
 

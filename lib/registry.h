@@ -92,10 +92,13 @@ int sn_registry_get_blob_mem(struct sn_registry *r, const char *digest,
                              size_t max, uint8_t **buf, size_t *len);
 
 /* A whole blob streamed to sink, verified against digest at the end: the
- * data is trustworthy only once this returns 0. */
+ * data is trustworthy only once this returns 0.  size is the descriptor's
+ * size: the transfer stops with an error as soon as more bytes arrive, a
+ * shorter blob is an error too, and the transfer's deadline grows with it
+ * (sn_http_req.expect_size).  -1: unknown (no bound; avoid). */
 typedef int (*sn_sink_fn)(void *opaque, const uint8_t *data, size_t len);
 int sn_registry_get_blob(struct sn_registry *r, const char *digest,
-                         sn_sink_fn sink, void *opaque);
+                         int64_t size, sn_sink_fn sink, void *opaque);
 
 /* Bytes [off, off+len) of a blob (Range request; 206 + Content-Range
  * checked; a 200 is accepted only for small blobs, by slicing). */

@@ -206,7 +206,7 @@ static int
 get_blob_discard(struct sn_registry *r, const char *digest)
 {
   struct sink s = { 0 };
-  int rc = sn_registry_get_blob(r, digest, sink_fn, &s);
+  int rc = sn_registry_get_blob(r, digest, -1, sink_fn, &s);
 
   free(s.buf);
   return rc;
@@ -269,7 +269,8 @@ static bool
 whole_ok(struct sn_registry *r, const struct blob *b)
 {
   struct sink s = { 0 };
-  bool good = sn_registry_get_blob(r, b->digest, sink_fn, &s) == 0 &&
+  bool good = sn_registry_get_blob(r, b->digest, (int64_t) b->len, sink_fn,
+                                  &s) == 0 &&
               s.len == b->len && memcmp(s.buf, b->data, b->len) == 0;
 
   if (!good)
@@ -708,7 +709,8 @@ mode_faults(void)
   set_rules("{\"action\": \"reset\", \"after\": 1000, \"times\": 1}");
   {
     struct sink sk = { 0 };
-    rc = sn_registry_get_blob(r, big->digest, sink_fn, &sk);
+    rc = sn_registry_get_blob(r, big->digest, (int64_t) big->len, sink_fn,
+                              &sk);
     OK(rc == -1 || (sk.len == big->len &&
                     memcmp(sk.buf, big->data, big->len) == 0),
        "reset mid-body of a whole blob: an error, or exactly the blob's "
@@ -716,6 +718,30 @@ mode_faults(void)
     free(sk.buf);
   }
   OK(whole_ok(r, small), "after the reset: get_blob works");
+
+  /* A blob longer than its descriptor (16 MiB more): the download stops
+   * at the descriptor's size, the sink never sees a byte past it. */
+  set_rules("{\"action\": \"pad\", \"bytes\": 16777216, "
+            "\"match\": {\"range\": false}}");
+  {
+    struct sink sk = { 0 };
+    rc = sn_registry_get_blob(r, big->digest, (int64_t) big->len, sink_fn,
+                              &sk);
+    OK(rc == -1 && strstr(sn_error(), "more than the") &&
+       sk.len <= big->len,
+       "a blob 16 MiB longer than its descriptor: stopped at its size "
+       "(%zu of %zu bytes taken): %s", sk.len, big->len, sn_error());
+    free(sk.buf);
+  }
+  set_rules("");
+  {
+    struct sink sk = { 0 };
+    rc = sn_registry_get_blob(r, small->digest, (int64_t) small->len + 1,
+                              sink_fn, &sk);
+    OK(rc == -1 && strstr(sn_error(), "its descriptor says"),
+       "a blob shorter than its descriptor: refused: %s", sn_error());
+    free(sk.buf);
+  }
 
   /* 200 with the whole blob instead of 206. */
   set_rules("{\"action\": \"full200\"}");

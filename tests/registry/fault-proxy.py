@@ -36,6 +36,9 @@ order; the first whose match fits the request applies.  A rule:
                     "xor" (default 0x01): flips one byte
   "truncate"        "keep" (body bytes sent, default half): the headers
                     promise the full length, then the connection closes
+  "pad"             "bytes" (default 16 MiB): the body goes on with that
+                    many zero bytes after the real one (Content-Length
+                    says so): a blob longer than its descriptor
   "full200"         removes the Range header: the upstream answers 200
                     with the whole blob
   "redirect"        "code" (307), "host" (default --redirect-host): answer
@@ -327,6 +330,11 @@ class Handler(BaseHTTPRequestHandler):
             hdrs = [(k, v) for k, v in hdrs if k.lower() != "content-length"]
             hdrs.append(("Content-Length", length))
         total = int(length) if length is not None else 0
+        pad = 0
+        if action == "pad" and 200 <= status < 300 and not no_body:
+            pad = int(rule.get("bytes", 16 << 20))
+            hdrs = [(k, v) for k, v in hdrs if k.lower() != "content-length"]
+            hdrs.append(("Content-Length", str(total + pad)))
         rec.update(status=status, resp_headers={
             k: v for k, v in hdrs if k in LOG_RESP_HEADERS})
 
@@ -375,6 +383,11 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                     sent += len(chunk)
                     pos += len(chunk)
+                while pad > 0:
+                    n = min(CHUNK, pad)
+                    self.wfile.write(bytes(n))
+                    sent += n
+                    pad -= n
             self.wfile.flush()
         except OSError as e:
             rec["error"] = str(e)
