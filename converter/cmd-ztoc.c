@@ -29,7 +29,6 @@
 #include "zinfo.h"
 #include "ztoc.h"
 
-#define MAX_ZTOC_BLOB ((size_t) 1 << 30)
 
 /* ---- IMAGE forms: an image's SOCI index and its ztocs --------------- */
 
@@ -151,7 +150,7 @@ image_ztoc(struct image_index *ii, const char *image, const char *sel,
              ii->idx->digest);
     return NULL;
   }
-  if (sn_registry_get_blob_mem(ii->reg, zd->digest, MAX_ZTOC_BLOB, &buf,
+  if (sn_registry_get_blob_mem(ii->reg, zd->digest, SN_ZTOC_MAX_BLOB, &buf,
                                &len) == -1) {
     cli_fail_lib("%s", image);
     return NULL;

@@ -35,7 +35,6 @@
 
 /* Sequential readahead window of each layer (see sn_layer_opts). */
 #define SN_IMAGE_READAHEAD ((size_t) 8 << 20)
-#define MAX_ZTOC ((size_t) 1 << 30)
 #define MAX_PREFETCH_DOC ((size_t) 16 << 20)
 /* Background fetches wait until no foreground read ran for this long. */
 #define QUIET_NS (20 * 1000 * 1000)
@@ -464,6 +463,30 @@ load_prefetch(struct sn_image *img, const struct sn_descriptor *d)
   return 0;
 }
 
+/* Does a span of z inflate past SN_SPAN_MAX_OUT?  Then layer j is served
+ * whole (downloaded, verified, read from disk) instead of lazily, which
+ * bounds the memory any span can take.  (A ztoc that does not parse is
+ * refused later, when the layer opens.) */
+static bool
+span_too_large(struct sn_image *img, const struct sn_ztoc *z, size_t j,
+               const char *ztoc_digest)
+{
+  struct sn_zinfo *zi = sn_zinfo_from_ztoc(z);
+  size_t span;
+  int64_t out;
+
+  if (zi == NULL)
+    return false;
+  out = sn_zinfo_max_span_out(zi, &span);
+  sn_zinfo_free(zi);
+  if (out <= SN_SPAN_MAX_OUT)
+    return false;
+  logf_(img, "layer %zu: span %zu of ztoc %s inflates to %" PRId64
+        " bytes (the limit is %" PRId64 " MiB): the layer is fetched whole",
+        j, span, ztoc_digest, out, SN_SPAN_MAX_OUT >> 20);
+  return true;
+}
+
 /* Fetch the index and attach ztocs to the layers (ztocs[i]). */
 static int
 load_index(struct sn_image *img, const struct sn_manifest *m,
@@ -502,9 +525,15 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
         continue;
       if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR)
         continue;         /* refused later with the layer's message */
+      if (d->size > (int64_t) SN_ZTOC_MAX_BLOB) {
+        sn_set_error("ztoc %s of layer %zu: %" PRId64 " bytes (the limit is "
+                     "%zu MiB)", d->digest, j, d->size,
+                     SN_ZTOC_MAX_BLOB >> 20);
+        goto fail;
+      }
       if (sn_registry_get_blob_mem(img->reg, d->digest,
-                                   d->size > 0 && (uint64_t) d->size < MAX_ZTOC
-                                   ? (size_t) d->size : MAX_ZTOC,
+                                   d->size > 0 ? (size_t) d->size
+                                               : SN_ZTOC_MAX_BLOB,
                                    &buf, &len) == -1) {
         sn_prefix_error("ztoc %s of layer %zu: ", d->digest, j);
         goto fail;
@@ -522,6 +551,10 @@ load_index(struct sn_image *img, const struct sn_manifest *m,
                      "compression differs", d->digest, j, l->digest);
         sn_ztoc_free(z);
         goto fail;
+      }
+      if (span_too_large(img, z, j, d->digest)) {
+        sn_ztoc_free(z);
+        continue;               /* served whole: see SN_SPAN_MAX_OUT */
       }
       ztocs[j] = z;
       if ((l->ztoc_digest = strdup(d->digest)) == NULL) {

@@ -335,6 +335,29 @@ fail:
 
 /* ---- span geometry ------------------------------------------------------ */
 
+int64_t
+sn_zinfo_max_span_out(const struct sn_zinfo *zi, size_t *span)
+{
+  int64_t max = 0;
+  size_t i;
+
+  *span = 0;
+  for (i = 0; i < zi->nspans; i++) {
+    struct sn_span s;
+
+    sn_zinfo_span(zi, i, &s);
+    if (s.uncomp_end - s.uncomp_start > max) {
+      max = s.uncomp_end - s.uncomp_start;
+      *span = i;
+    }
+    if (s.comp_end - s.comp_start > max) {    /* its fetch buffer */
+      max = s.comp_end - s.comp_start;
+      *span = i;
+    }
+  }
+  return max;
+}
+
 void
 sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s)
 {

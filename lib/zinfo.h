@@ -74,6 +74,17 @@ int sn_tarzinfo_decode(const uint8_t *buf, size_t len, int64_t *span_size,
  * span's start (§2.4), uncomp_end is clamped to uncomp_start: ends are
  * never below starts. */
 void sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s);
+
+/* The most a span may take, compressed or inflated: a span is fetched and
+ * decoded whole into memory, so a ztoc whose checkpoints make one span
+ * larger (a gzip bomb under checkpoints placed far apart, or a huge span
+ * size) is not used for lazy reads (sn_layer_open refuses it; the plugin
+ * serves such a layer whole instead). */
+#define SN_SPAN_MAX_OUT ((int64_t) 64 << 20)
+
+/* The most memory one span of zi needs: the larger of its compressed and
+ * uncompressed sizes, over all spans; *span gets that span's index. */
+int64_t sn_zinfo_max_span_out(const struct sn_zinfo *zi, size_t *span);
 /* The span holding uncompressed offset off (largest i with start <= off). */
 size_t sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off);
 

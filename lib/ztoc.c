@@ -609,7 +609,7 @@ struct dec {
   uint64_t budget;
 };
 
-#define BUDGET_FACTOR 32
+#define BUDGET_FACTOR SN_ZTOC_DECODE_FACTOR
 #define BUDGET_EXTRA (UINT64_C(1) << 20)
 #define ALLOC_OVERHEAD 16
 
@@ -895,6 +895,12 @@ sn_ztoc_decode(const uint8_t *buf, size_t len)
 
   if (z == NULL)
     return NULL;
+  if (len > SN_ZTOC_MAX_BLOB) {
+    sn_set_error("ztoc: %zu bytes (the limit is %zu MiB)", len,
+                 SN_ZTOC_MAX_BLOB >> 20);
+    sn_ztoc_free(z);
+    return NULL;
+  }
   if (decode(buf, len, z) == -1) {
     sn_prefix_error("ztoc: ");
     sn_ztoc_free(z);

@@ -83,10 +83,17 @@ void sn_ztoc_file_clear(struct sn_ztoc_file *f);
  * *out is malloc'd and owned by the caller. */
 int sn_ztoc_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len);
 
+/* The largest ztoc accepted (and fetched): a 16 GiB layer at soci's 4 MiB
+ * spans, or some 700,000 entries, stay below it.  Decoding one allocates
+ * at most SN_ZTOC_DECODE_FACTOR times its size, plus 1 MiB. */
+#define SN_ZTOC_MAX_BLOB ((size_t) 128 << 20)
+#define SN_ZTOC_DECODE_FACTOR 8
+
 /* Parse and validate any well-formed FlatBuffer of the ztoc schema.  Every
  * offset, length and count is bounds-checked; semantic checks too (span
  * count vs max_span_id, overlapping entries, bad digests, bad times).
- * NULL and a one-line error on bad input. */
+ * Buffers over SN_ZTOC_MAX_BLOB are refused.  NULL and a one-line error on
+ * bad input. */
 struct sn_ztoc *sn_ztoc_decode(const uint8_t *buf, size_t len);
 
 /* Read/write a ztoc file (decode/encode + I/O). */

@@ -126,4 +126,35 @@ python3 "$top_srcdir/tests/plugin-image.py" layout "$TMP/deeplay" img "$TMP/deep
 check_fails "400,000-level path: the plugin refuses the image in one line" \
     "path is 799999 bytes long" \
     nbdkit -U - -r "$PLUGIN" "oci-layout:$TMP/deeplay:img" --run true
+# A gzip bomb: 300 MiB of zeros compress to 1.3 MB; with checkpoints
+# 128 MiB of output apart (as any index may place them) one span inflates
+# to 128 MiB from a few hundred KB.  The CLI refuses to decode such a span
+# (it would be one buffer); the plugin serves the layer whole instead, and
+# the bytes are right.
+python3 - "$TMP" <<'PY'
+import io, os, sys, tarfile
+d = sys.argv[1]
+class Zeros(io.RawIOBase):
+    def __init__(self, n): self.n = n
+    def readable(self): return True
+    def readinto(self, b):
+        k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k
+with tarfile.open(os.path.join(d, "bomb.tar"), "w", format=tarfile.PAX_FORMAT) as t:
+    ti = tarfile.TarInfo("small"); ti.size = 6; t.addfile(ti, io.BytesIO(b"small\n"))
+    ti = tarfile.TarInfo("zeros"); ti.size = 300 << 20; t.addfile(ti, io.BufferedReader(Zeros(ti.size)))
+PY
+gzip -1n "$TMP/bomb.tar"
+"$SN" ztoc create -q -s 128M -o "$TMP/bomb.ztoc" "$TMP/bomb.tar.gz" ||
+    { echo "Bail out! ztoc create of the bomb"; exit 1; }
+check_fails "gzip bomb: get-file refuses the span in one line" \
+    "span [0-9]* inflates to [0-9]* bytes (the limit is 64 MiB)" \
+    "$SN" ztoc get-file "$TMP/bomb.tar.gz" "$TMP/bomb.ztoc" small
+python3 "$top_srcdir/tests/plugin-image.py" layout "$TMP/bomblay" img "$TMP/bomb.tar.gz" > /dev/null
+check "gzip bomb: convert indexes it (an OCI layout)" \
+    "$SN" convert -q --min-layer-size 0 -s 128M "oci-layout:$TMP/bomblay:img" "oci-layout:$TMP/bombsoci:img"
+check "gzip bomb: the plugin serves that layer whole, the right bytes" bash -c "
+    nbdkit -U - -r '$PLUGIN' 'oci-layout:$TMP/bombsoci:img' stats-file='$TMP/bomb.json' \
+        --run 'nbdcopy \"\$uri\" \"$TMP/bomb.sqfs\"' &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); l=s[\"layers\"][0]; sys.exit(not (s[\"index\"] and not l[\"lazy\"] and l[\"ztoc\"] is None))' '$TMP/bomb.json' &&
+    '$SN' mkfs -q -o '$TMP/bomb-ref.sqfs' '$TMP/bomb.tar.gz' && cmp '$TMP/bomb.sqfs' '$TMP/bomb-ref.sqfs'"
 finish

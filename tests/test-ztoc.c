@@ -1038,6 +1038,16 @@ test_amplification(void)
   free(buf);
   free(refs);
   free(name);
+
+  /* A buffer over the size limit is refused before it is parsed. */
+  buf = calloc(1, SN_ZTOC_MAX_BLOB + 1);
+  if (buf == NULL)
+    abort();
+  z = sn_ztoc_decode(buf, SN_ZTOC_MAX_BLOB + 1);
+  ok(z == NULL && good_error() && strstr(sn_error(), "the limit is 128 MiB"),
+     "a ztoc over 128 MiB refused: %s", sn_error());
+  sn_ztoc_free(z);
+  free(buf);
 }
 
 int
