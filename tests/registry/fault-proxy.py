@@ -39,6 +39,13 @@ order; the first whose match fits the request applies.  A rule:
   "pad"             "bytes" (default 16 MiB): the body goes on with that
                     many zero bytes after the real one (Content-Length
                     says so): a blob longer than its descriptor
+  "chaos"           "seed" (0), "p" (0.3): a random fault for each request
+                    with probability p, else pass: corrupt (a random
+                    byte), truncate, reset (before the response or mid-
+                    body), full200, or status 500/502/503/429 (Retry-After
+                    0 or none), each with random parameters from one
+                    seeded generator; the log names the fault applied
+                    and sets "chaos": true
   "full200"         removes the Range header: the upstream answers 200
                     with the whole blob
   "redirect"        "code" (307), "host" (default --redirect-host): answer
@@ -57,6 +64,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import ssl
@@ -143,6 +151,9 @@ class Shared:
         self.tickets = {}   # redirect ticket -> (method, path, headers)
         self.tickets_lock = threading.Lock()
         self.redirect_port = None
+        self.chaos_lock = threading.Lock()
+        self.chaos_rng = None
+        self.chaos_seed = None
         u = urllib.parse.urlsplit(args.upstream)
         self.up_scheme = u.scheme
         self.up_host = u.hostname
@@ -161,6 +172,36 @@ class Shared:
             return http.client.HTTPSConnection(
                 self.up_host, self.up_port, timeout=60, context=self.ssl_ctx)
         return http.client.HTTPConnection(self.up_host, self.up_port, timeout=60)
+
+
+def chaos_rule(sh, rule):
+    """A concrete rule for one request under a "chaos" rule."""
+    with sh.chaos_lock:
+        seed = rule.get("seed", 0)
+        if sh.chaos_rng is None or sh.chaos_seed != seed:
+            sh.chaos_rng, sh.chaos_seed = random.Random(seed), seed
+        r = sh.chaos_rng
+        if r.random() >= float(rule.get("p", 0.3)):
+            return None
+        kind = r.choice(["corrupt", "truncate", "reset", "reset-mid",
+                         "full200", "status"])
+        c = {"rule_index": rule["rule_index"], "chaos": True}
+        if kind == "corrupt":
+            c.update(action="corrupt", offset_frac=r.random(),
+                     xor=r.randrange(1, 256))
+        elif kind == "truncate":
+            c.update(action="truncate", keep_frac=r.random())
+        elif kind == "reset":
+            c.update(action="reset", after=-1)
+        elif kind == "reset-mid":
+            c.update(action="reset", after_frac=r.random())
+        elif kind == "full200":
+            c.update(action="full200")
+        else:
+            c.update(action="status", code=r.choice([500, 502, 503, 429]))
+            if r.random() < 0.5:
+                c["retry_after"] = 0
+        return c
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -250,12 +291,16 @@ class Handler(BaseHTTPRequestHandler):
             rec["ticket_path"] = path
         else:
             rule = sh.config.pick(method, path, "Range" in self.headers)
+            if rule and rule["action"] == "chaos":
+                rule = chaos_rule(sh, rule)
 
         body = self.read_request_body()
         action = rule["action"] if rule else "pass"
         rec["action"] = action
         if rule:
             rec["rule"] = rule["rule_index"]
+            if rule.get("chaos"):
+                rec["chaos"] = True
 
         if action == "status":
             code = int(rule.get("code", 500))
@@ -266,7 +311,8 @@ class Handler(BaseHTTPRequestHandler):
             rec.update(status=code, sent=n, resp_headers=hdrs)
             sh.write_log(rec)
             return
-        if action == "reset" and int(rule.get("after", -1)) < 0:
+        if action == "reset" and "after_frac" not in rule and \
+                int(rule.get("after", -1)) < 0:
             rec.update(status=0)
             sh.write_log(rec)
             self.reset_connection()
@@ -344,12 +390,16 @@ class Handler(BaseHTTPRequestHandler):
         cut = total
         flip = None
         if body_fault and action == "truncate":
-            cut = int(rule.get("keep", total // 2))
+            cut = int(rule["keep_frac"] * total) if "keep_frac" in rule \
+                else int(rule.get("keep", total // 2))
             cut = max(0, min(cut, total - 1))
         if body_fault and action == "reset":
-            cut = max(0, min(int(rule.get("after", 0)), total - 1))
+            cut = int(rule["after_frac"] * total) if "after_frac" in rule \
+                else int(rule.get("after", 0))
+            cut = max(0, min(cut, total - 1))
         if body_fault and action == "corrupt":
-            flip = int(rule.get("offset", total // 2))
+            flip = int(rule["offset_frac"] * total) if "offset_frac" in rule \
+                else int(rule.get("offset", total // 2))
             flip = max(0, min(flip, total - 1))
         if not body_fault and action in ("corrupt", "truncate", "reset"):
             rec["action"] = "pass(%s: not applicable)" % action
