@@ -5,7 +5,7 @@
  * from the superblock buffer, zeros, the layers' tar bytes and the
  * metadata buffer.
  *
- * Write order (research/nbdkit-squashfs.md §3.2): every non-directory
+ * Write order (docs/squashfs-layout.md §4): every non-directory
  * inode first, in tree order, then directories post-order, numbered 1..N
  * in write order (the root is N); then the directory table, the export
  * table, the id table, the xattr tables; bytes_used ends there.

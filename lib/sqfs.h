@@ -1,4 +1,4 @@
-/* soci-nbd: the "tar-identity" squashfs image of DESIGN.md §2, synthesized
+/* soci-nbd: the "tar-identity" squashfs image (docs/squashfs-layout.md), synthesized
  * from ztocs.
  *
  * Layout of an image built from layers 0..N-1 (bottom first):
