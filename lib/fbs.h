@@ -2,7 +2,7 @@
  *
  * The builder (sn_fbb_*) emulates the Go flatbuffers Builder (v25.12.19)
  * step for step, so that a caller repeating a Go program's calls gets the
- * same bytes (research/soci-format.md §2.5): the buffer grows backwards
+ * same bytes (docs/soci-format.md §2.3): the buffer grows backwards
  * from its end, every write is preceded by prep(size, extra) padding,
  * minalign only grows, and a table's vtable is trimmed of trailing absent
  * slots and shared with an identical earlier one (searched newest first).

@@ -1,6 +1,6 @@
 /* soci-nbd: SOCI index manifests, prefetch artifacts, and the documents
  * of "soci convert", emitted exactly as soci's Go code marshals them
- * (research/soci-format.md §4). */
+ * (docs/soci-format.md §5). */
 #include <config.h>
 
 #include <ctype.h>

@@ -6,7 +6,7 @@
  * Every document is emitted exactly as soci's Go code marshals it
  * (encoding/json of the image-spec v1.1 structs: field order, omitempty,
  * sorted annotation keys, Go escaping), so digests match the reference
- * tool's for the same inputs (research/soci-format.md §4, vectors §8.3).
+ * tool's for the same inputs (docs/soci-format.md §5, vectors §6).
  * Documents read back (source manifests and indexes) are decoded the way
  * Go's json.Unmarshal fills those structs: unknown members dropped, names
  * matched case-insensitively (the last match wins), null = zero value.
@@ -52,7 +52,7 @@ struct sn_doc {
 };
 void sn_doc_free(struct sn_doc *d);
 
-/* ---- SOCI index manifest (§4.1) --------------------------------------- */
+/* ---- SOCI index manifest (§5.1) --------------------------------------- */
 
 struct sn_index_ztoc {          /* one ztoc descriptor, in layer order */
   const char *digest;           /* the ztoc blob */
@@ -102,7 +102,7 @@ int sn_prefetch_encode(const struct sn_prefetch_span *s, size_t n,
 int sn_prefetch_file_span(const struct sn_ztoc *z, const char *path,
                           struct sn_prefetch_span *out);
 
-/* ---- soci convert (§4.3) ----------------------------------------------- */
+/* ---- soci convert (§5.3) ----------------------------------------------- */
 
 /* Re-marshal an image manifest (OCI or Docker schema 2) as
  * ocispec.Manifest: mediaType and config.mediaType set to OCI's, other

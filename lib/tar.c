@@ -3,7 +3,7 @@
  * which headers become entries, their fields after PAX / GNU long-name
  * merging, where their data starts, and where the archive ends.  The
  * reference's rules are restated at each function; see also
- * research/soci-format.md §2.3 and §7.
+ * docs/soci-format.md §3.
  *
  * The parser is a small state machine fed with chunks of any size: header
  * blocks are assembled in a 512-byte buffer, PAX and long-name data

@@ -1,6 +1,6 @@
 /* soci-nbd: TarZinfo, the checkpoints of an uncompressed layer: a tiny
- * nested FlatBuffer {version = 2, span_size, size} (research/soci-format.md
- * §2.1, §2.4), written byte-identically to soci's Go code. */
+ * nested FlatBuffer {version = 2, span_size, size} (docs/soci-format.md
+ * §4.3), written byte-identically to soci's Go code. */
 #include <config.h>
 
 #include <inttypes.h>

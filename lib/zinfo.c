@@ -4,7 +4,7 @@
  * of a decoded ztoc (checking it against the ztoc), computes span geometry,
  * decodes one span, and builds checkpoints plus span digests in a single
  * streaming pass over a layer (a zran.c-style inflate loop).  The
- * specification is research/soci-format.md §2.4 and §3.
+ * specification is docs/soci-format.md §4.
  */
 #include <config.h>
 
@@ -379,7 +379,7 @@ sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s)
     s->comp_end = last ? zi->compressed_size : s->comp_start + zi->span_size;
     s->uncomp_end = last ? zi->uncompressed_size : s->comp_end;
   }
-  /* The tar end can precede the last span's start (§2.4): empty span. */
+  /* The tar end can precede the last span's start (§4.2): empty span. */
   if (s->uncomp_end < s->uncomp_start)
     s->uncomp_end = s->uncomp_start;
   if (s->comp_end < s->comp_start)
@@ -421,7 +421,7 @@ inflate_error(size_t i, const z_stream *strm, int ret)
                       strm->msg ? strm->msg : "inflate error");
 }
 
-/* §3.4: raw inflate from the checkpoint, primed with its leftover bits and
+/* docs/soci-format.md §4.2: raw inflate from the checkpoint, primed with its leftover bits and
  * its window; a gzip member ending inside the span is followed into the
  * next member. */
 static int
@@ -1014,7 +1014,7 @@ inflate_step(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
 
 /* Inflate data[0..len) (len may be 0: drain output inflate still holds),
  * stopping at every deflate block boundary to apply zran's checkpoint
- * rule (§3.2): a block boundary, or the end of a header, that is not the
+ * rule (docs/soci-format.md §4.5): a block boundary, or the end of a header, that is not the
  * end of the stream, once more than span_size bytes of output have passed
  * since the last checkpoint (always for the first). */
 static int

@@ -5,7 +5,7 @@
  * every gzip member, serialized as soci's v2 blob (v1 read too), and a
  * decoder for one span.  For uncompressed tar layers: fixed-size spans
  * described by a nested TarZinfo FlatBuffer.  Span geometry follows
- * research/soci-format.md §3.3 exactly, including the one-byte overlap.
+ * docs/soci-format.md §4.2 exactly, including the one-byte overlap.
  *
  * Ownership: a struct sn_zinfo owns its checkpoint array and windows.
  * Errors follow err.h.
@@ -70,8 +70,8 @@ int sn_tarzinfo_encode(int64_t span_size, int64_t size, uint8_t **out,
 int sn_tarzinfo_decode(const uint8_t *buf, size_t len, int64_t *span_size,
                        int64_t *size);
 
-/* Span geometry (§3.3).  i < nspans.  Where the tar end precedes the last
- * span's start (§2.4), uncomp_end is clamped to uncomp_start: ends are
+/* Span geometry (docs/soci-format.md §4.2).  i < nspans.  Where the tar end precedes the last
+ * span's start (§4.2), uncomp_end is clamped to uncomp_start: ends are
  * never below starts. */
 void sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s);
 

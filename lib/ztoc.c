@@ -1,6 +1,6 @@
 /* soci-nbd: the ztoc data model, its FlatBuffers writer (byte-identical to
- * soci's Go code, research/soci-format.md §2.5) and a validating reader
- * (§2.6, plus the checks soci's Unmarshal and the snapshotter make), and
+ * soci's Go code, docs/soci-format.md §2.3-§2.4) and a validating reader
+ * (§2.5, plus the checks soci's Unmarshal and the snapshotter make), and
  * the small helpers around it: paths, type names, RFC 3339 times. */
 #include <config.h>
 
@@ -18,7 +18,7 @@
 #include "fbs.h"
 #include "ztoc.h"
 
-/* Field slots (research/soci-format.md §2.1). */
+/* Field slots (docs/soci-format.md §2.1). */
 enum { ZT_VERSION, ZT_BUILD_TOOL, ZT_COMPRESSED, ZT_UNCOMPRESSED, ZT_TOC,
        ZT_COMPRESSION_INFO, ZT_NFIELDS };
 enum { TOC_METADATA, TOC_NFIELDS };

@@ -1,7 +1,7 @@
 /* soci-nbd: the SOCI ztoc — a layer's file table plus its decompression
  * info — as a C data model, with a FlatBuffers reader and a writer whose
  * output is byte-identical to the reference (Go flatbuffers builder, soci's
- * call order; research/soci-format.md §2).
+ * call order; docs/soci-format.md §2).
  *
  * Ownership: a struct sn_ztoc owns every string, array and blob it points
  * to; sn_ztoc_free() releases all of it.  Errors follow err.h.

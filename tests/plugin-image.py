@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # soci-nbd tests: helper of tests/plugin.sh — makes an image from local
 # layer files (.tar.gz gzip, .tar plain, .tar.zst "zstd") and, for the
-# registry tests, SOCI indexes for it (research/soci-format.md §4).
+# registry tests, SOCI indexes for it (docs/soci-format.md §5).
 #
 #   plugin-image.py layout DIR TAG LAYER...
 #       an OCI image layout; prints the manifest digest

@@ -1,6 +1,6 @@
 /* soci-nbd tests: the Go-compatible JSON writer (lib/json.c) and the SOCI
  * index / convert documents (lib/index.c) against the reference vectors
- * of tests/data (research/soci-format.md §8.3). */
+ * of tests/data (docs/soci-format.md §6). */
 #include <config.h>
 
 #include <stdint.h>
@@ -203,7 +203,7 @@ test_vectors(void)
   file_digest("image-manifest.json", md, &mlen);
   file_digest("config.json", cd, &clen);
   ok(strcmp(md, "sha256:9f49fea4609e2feb5fcc56e4dc5f02a2a89e06102b16aa8007b0c4cf595f2d4c") == 0
-     && mlen == 555, "image manifest digest and size as in §8.3");
+     && mlen == 555, "image manifest digest and size of the reference");
 
   z[0] = (struct sn_index_ztoc) { da.digest, (int64_t) da.len, la,
     "application/vnd.oci.image.layer.v1.tar+gzip", 4096, false };

@@ -133,7 +133,7 @@ test_round_trip(void)
   }
 }
 
-/* ---- TestWriteZtoc (§8.1), built from a model ------------------------- */
+/* ---- TestWriteZtoc (docs/soci-format.md §6), built from a model ------------------------- */
 
 static struct sn_ztoc *
 testwrite_model(bool set_strings)
@@ -188,7 +188,7 @@ test_testwrite(void)
   }
 }
 
-/* ---- decoded values of A.ztoc (§8.2) ----------------------------------- */
+/* ---- decoded values of A.ztoc (vectors: docs/soci-format.md §6) ----------------------------------- */
 
 static const struct {
   const char *name, *type, *linkname;
@@ -310,7 +310,7 @@ test_b_and_atar(void)
            z->files[i].offset == bf[i].off &&
            z->files[i].size == bf[i].size &&
            z->files[i].header_offset == bf[i].hdr;
-  ok(good, "B.ztoc: 7 spans, 4 files with the §8.2 offsets");
+  ok(good, "B.ztoc: 7 spans, 4 files with the reference offsets");
   ok(good && bytes_is(&z->span_digests[6], "sha256:3ddcb205126c9cbf7b52ea8"
                       "5ed021640cf2598f3f445ba9e7e74857d31733f4b"),
      "B.ztoc: span digest 6");

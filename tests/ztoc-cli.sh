@@ -7,7 +7,7 @@ SN=$SOCI_NBD
 "$SN" ztoc create -q -b "AWS SOCI CLI v0.2" -s 4096 -o "$TMP/B.ztoc" "$DATA/B.tar.gz"
 "$SN" ztoc create -q -s 4096 -o "$TMP/A.ztoc" "$DATA/A.tar.gz"
 
-# info: JSON with the span table of research §8.2 (checked independently
+# info: JSON with the span table of the reference vector (checked independently
 # with python's json module against the SHA256SUMS-pinned blob geometry).
 check "ztoc info B" bash -c "'$SN' ztoc info '$TMP/B.ztoc' > '$TMP/B.json'"
 check "info is JSON with 7 spans and 4 files" python3 - "$TMP/B.json" <<'PY'
