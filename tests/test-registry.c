@@ -757,6 +757,24 @@ mode_faults(void)
   OK(!range_ok(r1, big, 0, 10) && now() - t0 < 2.9,
      "3 s delay with a 1 s timeout: error in %.2f s", now() - t0);
 
+  /* A server dripping the body (4 bytes/s): the stall floor (1 KiB/s over
+   * the timeout) and the size-based deadline end the transfer; before,
+   * anything above 1 byte/s held it for as long as the server liked. */
+  set_rules("{\"action\": \"drip\", \"rate\": 4}");
+  t0 = now();
+  {
+    struct sink sk = { 0 };
+    rc = sn_registry_get_blob(r1, small->digest, (int64_t) small->len,
+                              sink_fn, &sk);
+    double took = now() - t0;
+
+    OK(rc == -1 && took < 10,
+       "a %zu-byte blob dripped at 4 bytes/s with a 1 s timeout: cut off "
+       "after %.1f s, resumes included (%s)", small->len, took, sn_error());
+    free(sk.buf);
+  }
+  set_rules("");
+
   /* Cross-host redirect of blob GETs (the script checks the proxy log for
    * the Authorization header at the redirect target). */
   set_rules("{\"action\": \"redirect\", \"match\": {\"method\": \"GET\"}}");

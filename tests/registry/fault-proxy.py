@@ -36,6 +36,8 @@ order; the first whose match fits the request applies.  A rule:
                     "xor" (default 0x01): flips one byte
   "truncate"        "keep" (body bytes sent, default half): the headers
                     promise the full length, then the connection closes
+  "drip"            "rate" (bytes/s, default 4): the body is sent that
+                    slowly (a server holding a transfer open)
   "pad"             "bytes" (default 16 MiB): the body goes on with that
                     many zero bytes after the real one (Content-Length
                     says so): a blob longer than its descriptor
@@ -419,6 +421,15 @@ class Handler(BaseHTTPRequestHandler):
                         chunk = resp.read(min(CHUNK, total - pos))
                     if not chunk:
                         break
+                    if action == "drip" and 200 <= status < 300:
+                        rate = max(1, int(rule.get("rate", 4)))
+                        for k in range(len(chunk)):
+                            self.wfile.write(chunk[k:k + 1])
+                            self.wfile.flush()
+                            sent += 1
+                            time.sleep(1.0 / rate)
+                        pos += len(chunk)
+                        continue
                     if flip is not None and pos <= flip < pos + len(chunk):
                         b = bytearray(chunk)
                         b[flip - pos] ^= int(rule.get("xor", 1)) or 1
