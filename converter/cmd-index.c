@@ -1388,14 +1388,6 @@ find_indexes(struct sn_registry *reg, const struct sn_manifest *top,
   return 0;
 }
 
-static bool
-is_soci_index(const struct sn_manifest *m)
-{
-  return !m->is_index && m->config.media_type &&
-    (strcmp(m->config.media_type, SN_MT_SOCI_INDEX_V1) == 0 ||
-     strcmp(m->config.media_type, SN_MT_SOCI_INDEX_V2) == 0);
-}
-
 int
 cmd_index(int argc, char **argv)
 {
@@ -1464,7 +1456,7 @@ cmd_index(int argc, char **argv)
     m = sn_registry_get_manifest(reg, argv[optind + 1]);
     if (m == NULL)
       goto fail;
-    if (!is_soci_index(m)) {
+    if (!sn_index_is_soci(m)) {
       cli_fail("%s is not a SOCI index", argv[optind + 1]);
       goto out;
     }
@@ -1472,7 +1464,7 @@ cmd_index(int argc, char **argv)
     top = sn_registry_get_manifest(reg, ref.digest ? ref.digest : ref.tag);
     if (top == NULL)
       goto fail;
-    if (!list && is_soci_index(top)) {
+    if (!list && sn_index_is_soci(top)) {
       m = top;
       top = NULL;
     } else if (list) {

@@ -223,17 +223,15 @@ scan_dir(struct sn_diskcache *dc, int root, const char *rel, bool blob,
 static int
 evict(struct sn_diskcache *dc, int root, const char *path)
 {
-  size_t dl = strlen(dc->dir);
-  const char *name = strrchr(path, '/');
-  char rel[512];
+  const char *rel = path + strlen(dc->dir) + 1;   /* "<sub>/<name>" */
+  const char *name = strrchr(rel, '/');
+  char *sub;
   int fd, r;
 
-  if (name == NULL || (size_t) (name - path) <= dl + 1 ||
-      (size_t) (name - path) - dl - 1 >= sizeof rel)
+  if (name == NULL || (sub = strndup(rel, (size_t) (name - rel))) == NULL)
     return -1;
-  memcpy(rel, path + dl + 1, (size_t) (name - path) - dl - 1);
-  rel[(name - path) - dl - 1] = '\0';
-  fd = open_sub(root, rel);
+  fd = open_sub(root, sub);
+  free(sub);
   if (fd == -1)
     return -1;
   r = unlinkat(fd, name + 1, 0);

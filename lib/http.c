@@ -1100,8 +1100,9 @@ sn_http_escape(const char *s)
   return d;
 }
 
-char *
-sn_http_url_host(const char *url)
+/* The host of url, with ":port" when the URL has one and with_port. */
+static char *
+url_host(const char *url, bool with_port)
 {
   CURLU *u = parse_url(url);
   char *host = NULL, *port = NULL, *out = NULL;
@@ -1109,7 +1110,8 @@ sn_http_url_host(const char *url)
   if (u == NULL)
     return NULL;
   if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-    if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK) {
+    if (with_port &&
+        curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK) {
       if (asprintf(&out, "%s:%s", host, port) < 0)
         out = NULL;
     }
@@ -1120,6 +1122,18 @@ sn_http_url_host(const char *url)
   curl_free(port);
   curl_url_cleanup(u);
   return out;
+}
+
+char *
+sn_http_url_host(const char *url)
+{
+  return url_host(url, true);
+}
+
+char *
+sn_http_url_hostname(const char *url)
+{
+  return url_host(url, false);
 }
 
 char *

@@ -162,5 +162,7 @@ char *sn_http_api_base(const char *spec, bool plain_http);
 
 /* The "host[:port]" of an absolute URL, malloc'd (NULL if none). */
 char *sn_http_url_host(const char *url);
+/* The same without the port ("[::1]" for IPv6 literals). */
+char *sn_http_url_hostname(const char *url);
 
 #endif

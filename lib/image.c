@@ -472,19 +472,13 @@ span_too_large(struct sn_image *img, const struct sn_ztoc *z, size_t j,
                const char *ztoc_digest)
 {
   struct sn_zinfo *zi = sn_zinfo_from_ztoc(z);
-  size_t span;
-  int64_t out;
+  bool big = zi && sn_zinfo_check_spans(zi) == -1;
 
-  if (zi == NULL)
-    return false;
-  out = sn_zinfo_max_span_out(zi, &span);
+  if (big)
+    logf_(img, "layer %zu: ztoc %s: %s: the layer is fetched whole", j,
+          ztoc_digest, sn_error());
   sn_zinfo_free(zi);
-  if (out <= SN_SPAN_MAX_OUT)
-    return false;
-  logf_(img, "layer %zu: span %zu of ztoc %s inflates to %" PRId64
-        " bytes (the limit is %" PRId64 " MiB): the layer is fetched whole",
-        j, span, ztoc_digest, out, SN_SPAN_MAX_OUT >> 20);
-  return true;
+  return big;
 }
 
 /* Fetch the index and attach ztocs to the layers (ztocs[i]). */

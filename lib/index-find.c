@@ -95,6 +95,16 @@ sn_index_find(struct sn_registry *reg, const struct sn_manifest *m,
   return 0;
 }
 
+bool
+sn_index_is_soci(const struct sn_manifest *m)
+{
+  const char *type = m->config.media_type;
+
+  return !m->is_index && type &&
+    (strcmp(type, SN_MT_SOCI_INDEX_V1) == 0 ||
+     strcmp(type, SN_MT_SOCI_INDEX_V2) == 0);
+}
+
 int
 sn_index_check(const struct sn_manifest *idx, const char *digest,
                const struct sn_manifest *m)
@@ -102,9 +112,7 @@ sn_index_check(const struct sn_manifest *idx, const char *digest,
   const char *type = idx->config.media_type;
   bool v1;
 
-  if (idx->is_index || type == NULL ||
-      (strcmp(type, SN_MT_SOCI_INDEX_V1) != 0 &&
-       strcmp(type, SN_MT_SOCI_INDEX_V2) != 0))
+  if (!sn_index_is_soci(idx))
     return sn_set_error("%s is not a SOCI index (config media type %s)",
                         digest, type ? type : "none");
   v1 = strcmp(type, SN_MT_SOCI_INDEX_V1) == 0;

@@ -59,6 +59,9 @@ struct sn_manifest *sn_index_fetch(struct sn_registry *reg,
                                    const char *digest,
                                    const struct sn_manifest *m);
 
+/* Is m a SOCI index manifest (config media type v1 or v2)? */
+bool sn_index_is_soci(const struct sn_manifest *m);
+
 /* The checks of sn_index_fetch on a document already fetched. */
 int sn_index_check(const struct sn_manifest *idx, const char *digest,
                    const struct sn_manifest *m);

@@ -5,7 +5,6 @@
 #include <config.h>
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -227,16 +226,9 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   l->zi = sn_zinfo_from_ztoc(z);
   if (l->zi == NULL)
     goto fail;
-  {
-    size_t big;
-    int64_t out = sn_zinfo_max_span_out(l->zi, &big);
-
-    if (out > SN_SPAN_MAX_OUT) {
-      sn_set_error("%s: span %zu inflates to %" PRId64 " bytes (the limit "
-                   "is %" PRId64 " MiB)", l->name, big, out,
-                   SN_SPAN_MAX_OUT >> 20);
-      goto fail;
-    }
+  if (sn_zinfo_check_spans(l->zi) == -1) {
+    sn_prefix_error("%s: ", l->name);
+    goto fail;
   }
   if (index_files(l) == -1)
     goto fail;

@@ -1502,7 +1502,7 @@ sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
 
 static struct sn_manifest *
 referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
-             const char *artifact_type, bool *not_found)
+             const char *artifact_type)
 {
   static const char *const hdrs[] = { "Accept: " SN_MT_OCI_INDEX, NULL };
   struct sn_http_req q = { 0 };
@@ -1511,7 +1511,6 @@ referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
   char tag[SN_DIGEST_STRLEN + 1], what[120];
   char *url = NULL, *query = NULL, *esc = NULL;
 
-  *not_found = false;
   snprintf(what, sizeof what, "referrers of %s", digest);
   if (artifact_type) {
     esc = sn_http_escape(artifact_type);
@@ -1543,10 +1542,8 @@ referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
     /* No referrers API: the fallback tag. */
     fallback_tag(digest, tag);
     m = manifest_on(r, ep, tag);
-    if (m == NULL && strstr(sn_error(), "HTTP 404")) {
-      *not_found = true;
+    if (m == NULL && strstr(sn_error(), "HTTP 404"))
       m = sn_empty_index();
-    }
     else if (m && !m->is_index) {
       sn_set_error("%s: tag %s is not an index", r->what, tag);
       sn_manifest_free(m);
@@ -1572,8 +1569,6 @@ struct sn_manifest *
 sn_registry_referrers(struct sn_registry *r, const char *digest,
                       const char *artifact_type)
 {
-  size_t i;
-
   if (check_digest(digest) == -1)
     return NULL;
   if (r->layout)
@@ -1581,16 +1576,5 @@ sn_registry_referrers(struct sn_registry *r, const char *digest,
   /* Only the image's own registry: a referrer chooses which index
    * describes the image, and a mirror is trusted with content-addressed
    * bytes only (everything it serves is checked against a digest). */
-  for (i = 0; i < r->neps; i++) {
-    struct endpoint *ep = &r->eps[i];
-    bool nf;
-    struct sn_manifest *m;
-
-    if (ep->mirror)
-      continue;
-    m = referrers_on(r, ep, digest, artifact_type, &nf);
-    if (m)
-      return m;
-  }
-  return NULL;
+  return referrers_on(r, upstream(r), digest, artifact_type);
 }

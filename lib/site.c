@@ -25,25 +25,20 @@ psl_init(void)
     psl = psl_builtin();
 }
 
-/* The lowercased host of url, without port or IPv6 brackets; malloc'd. */
+/* The lowercased host of url, without IPv6 brackets; malloc'd. */
 static char *
 bare_host(const char *url)
 {
-  char *h = sn_http_url_host(url), *p;
+  char *h = sn_http_url_hostname(url), *p;
+  size_t n;
 
   if (h == NULL)
     return NULL;
-  if (h[0] == '[') {
-    p = strchr(h, ']');
-    if (p == NULL) {
-      free(h);
-      return NULL;
-    }
-    *p = '\0';
-    memmove(h, h + 1, strlen(h + 1) + 1);
+  n = strlen(h);
+  if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+    memmove(h, h + 1, n - 2);
+    h[n - 2] = '\0';
   }
-  else if ((p = strrchr(h, ':')) != NULL)
-    *p = '\0';
   for (p = h; *p; p++)
     *p = (char) tolower((unsigned char) *p);
   return h;

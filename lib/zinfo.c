@@ -335,27 +335,30 @@ fail:
 
 /* ---- span geometry ------------------------------------------------------ */
 
-int64_t
-sn_zinfo_max_span_out(const struct sn_zinfo *zi, size_t *span)
+int
+sn_zinfo_check_spans(const struct sn_zinfo *zi)
 {
   int64_t max = 0;
-  size_t i;
+  size_t i, big = 0;
 
-  *span = 0;
   for (i = 0; i < zi->nspans; i++) {
     struct sn_span s;
+    int64_t need;
 
     sn_zinfo_span(zi, i, &s);
-    if (s.uncomp_end - s.uncomp_start > max) {
-      max = s.uncomp_end - s.uncomp_start;
-      *span = i;
-    }
-    if (s.comp_end - s.comp_start > max) {    /* its fetch buffer */
-      max = s.comp_end - s.comp_start;
-      *span = i;
+    need = s.uncomp_end - s.uncomp_start;
+    if (s.comp_end - s.comp_start > need)     /* its fetch buffer */
+      need = s.comp_end - s.comp_start;
+    if (need > max) {
+      max = need;
+      big = i;
     }
   }
-  return max;
+  if (max > SN_SPAN_MAX_OUT)
+    return sn_set_error("span %zu inflates to %" PRId64 " bytes (the limit "
+                        "is %" PRId64 " MiB)", big, max,
+                        SN_SPAN_MAX_OUT >> 20);
+  return 0;
 }
 
 void

@@ -82,9 +82,9 @@ void sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s);
  * serves such a layer whole instead). */
 #define SN_SPAN_MAX_OUT ((int64_t) 64 << 20)
 
-/* The most memory one span of zi needs: the larger of its compressed and
- * uncompressed sizes, over all spans; *span gets that span's index. */
-int64_t sn_zinfo_max_span_out(const struct sn_zinfo *zi, size_t *span);
+/* 0 if every span of zi fits SN_SPAN_MAX_OUT, compressed and inflated;
+ * else -1 with an error naming the largest span. */
+int sn_zinfo_check_spans(const struct sn_zinfo *zi);
 /* The span holding uncompressed offset off (largest i with start <= off). */
 size_t sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off);
 

@@ -27,6 +27,8 @@
 
 #include <libnbd.h>
 
+#include "tap.h"
+
 #define MAX_LEN (64 * 1024)
 #define MAX_THREADS 64
 
@@ -35,15 +37,6 @@ static const uint8_t *ref;
 static uint64_t ref_size;
 static uint64_t seed;
 static atomic_uint_fast64_t next_read, nreads, nok, nerrors, nwrong;
-
-static uint64_t
-next_rand(uint64_t *s)
-{
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
-}
 
 static void *
 work(void *arg)
@@ -61,8 +54,8 @@ work(void *arg)
     goto out;
   }
   while (atomic_fetch_add(&next_read, 1) < nreads) {
-    uint64_t len = 1 + next_rand(&rs) % MAX_LEN;
-    uint64_t off = next_rand(&rs) % size;
+    uint64_t len = 1 + tap_xorshift(&rs) % MAX_LEN;
+    uint64_t off = tap_xorshift(&rs) % size;
 
     if (len > size - off)
       len = size - off;

@@ -21,6 +21,7 @@
 #include <libnbd.h>
 
 #include "digest.h"
+#include "tap.h"
 
 #define MAX_PIECE (1024 * 1024)
 #define MAX_THREADS 256
@@ -41,15 +42,6 @@ struct worker {
   uint64_t bytes, reads;
   unsigned errors;
 };
-
-static uint64_t
-next_rand(uint64_t *s)
-{
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
-}
 
 static void *
 work(void *arg)
@@ -74,7 +66,7 @@ work(void *arg)
   for (i = 0; i < nranges; i++)
     order[i] = i;
   for (i = nranges; i > 1; i--) {
-    size_t j = (size_t) (next_rand(&rs) % i), t = order[i - 1];
+    size_t j = (size_t) (tap_xorshift(&rs) % i), t = order[i - 1];
 
     order[i - 1] = order[j];
     order[j] = t;
@@ -92,7 +84,7 @@ work(void *arg)
       break;
     }
     while (done < r->len) {
-      uint64_t n = 1 + next_rand(&rs) % MAX_PIECE;
+      uint64_t n = 1 + tap_xorshift(&rs) % MAX_PIECE;
 
       if (n > r->len - done)
         n = r->len - done;

@@ -102,6 +102,14 @@ def push_blob(url, repo, data):
     return d
 
 
+def get_manifest(url, repo, ref):
+    """the bytes of an OCI image manifest, as stored"""
+    r = urllib.request.Request("%s/v2/%s/manifests/%s" % (url, repo, ref),
+                               headers={"Accept": OCI_M})
+    with OPENER.open(r, timeout=30) as resp:
+        return resp.read()
+
+
 def push_manifest(url, repo, ref, data, ctype):
     req("PUT", "%s/v2/%s/manifests/%s" % (url, repo, ref), data, ctype)
     return digest(data)

@@ -181,10 +181,7 @@ import json, sys
 sys.path.insert(0, sys.argv[5])
 pi = __import__("plugin-image")
 url, repo, tag, kind = sys.argv[1:5]
-import urllib.request
-r = urllib.request.Request("%s/v2/%s/manifests/%s" % (url, repo, tag),
-                           headers={"Accept": pi.OCI_M})
-mdig = pi.digest(urllib.request.urlopen(r, timeout=30).read())
+mdig = pi.digest(pi.get_manifest(url, repo, tag))
 subject = None if kind == "nosubject" else {
     "mediaType": pi.OCI_M, "digest": "sha256:" + "0" * 64, "size": 1}
 idx = pi.soci_index(pi.V1, [], subject)
@@ -214,10 +211,7 @@ import sys
 sys.path.insert(0, sys.argv[2])
 pi = __import__("plugin-image")
 url = sys.argv[1]
-import urllib.request
-r = urllib.request.Request("%s/v2/test/mirrored/manifests/v1" % url,
-                           headers={"Accept": pi.OCI_M})
-mdig = pi.digest(urllib.request.urlopen(r, timeout=30).read())
+mdig = pi.digest(pi.get_manifest(url, "test/mirrored", "v1"))
 empty = {"schemaVersion": 2, "mediaType": pi.OCI_I, "manifests": []}
 pi.push_manifest(url, "test/mirrored", "sha256-" + mdig[7:], pi.jdump(empty), pi.OCI_I)
 PY
