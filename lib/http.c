@@ -1,5 +1,7 @@
 /* soci-nbd: HTTP transport over libcurl (see http.h): a share handle for
- * connections, DNS and TLS sessions, a pool of easy handles, manual
+ * DNS and TLS sessions, a pool of easy handles (each keeps its own idle
+ * connections: libcurl's shared connection cache is not thread-safe, see
+ * curl's KNOWN_BUGS), manual
  * redirects that drop the Authorization header and refuse to carry a
  * request body when leaving the origin,
  * bounded retries with backoff and jitter, capped response bodies, and the
@@ -140,9 +142,7 @@ sn_http_new(const struct sn_http_opts *o)
       || curl_share_setopt(h->share, CURLSHOPT_USERDATA, h)
       || curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS)
       || curl_share_setopt(h->share, CURLSHOPT_SHARE,
-                           CURL_LOCK_DATA_SSL_SESSION)
-      || curl_share_setopt(h->share, CURLSHOPT_SHARE,
-                           CURL_LOCK_DATA_CONNECT)) {
+                           CURL_LOCK_DATA_SSL_SESSION)) {
     sn_set_error("curl_share_setopt failed");
     goto fail;
   }

@@ -1,10 +1,12 @@
 /* soci-nbd: HTTP transport over libcurl, for the registry client.
  *
  * One struct sn_http is shared by every thread of a registry client.  It
- * owns a curl share handle (connection cache, DNS cache, TLS sessions) and
- * a pool of easy handles: a request takes a handle from the pool (or makes
- * one), so each thread has its own handle for the time of its request and
- * connections are reused across threads.  sn_http_request() may be called
+ * owns a curl share handle (DNS cache, TLS sessions) and a pool of easy
+ * handles: a request takes a handle from the pool (or makes one), so each
+ * thread has its own handle for the time of its request, and the handle's
+ * idle connections are reused by whichever request takes it next.  The
+ * connection cache itself is not shared: libcurl's shared connection cache
+ * is not thread-safe (curl KNOWN_BUGS; it aborted under 8 threads here).  sn_http_request() may be called
  * from many threads at once.
  *
  * Policy:

@@ -7,10 +7,10 @@
  * Thread safety: after sn_registry_open() returns, every function may be
  * called from many threads at once on the same struct sn_registry (the
  * plugin's threads call sn_registry_read_range concurrently).
- * Connections are reused through a curl share handle (DNS, TLS sessions,
- * connection cache, each under its own mutex); a request borrows an easy
- * handle from a pool, so each thread uses its own handle while its request
- * runs.  The token cache (per endpoint, per scope) and the per-blob
+ * DNS answers and TLS sessions are shared through a curl share handle
+ * (each under its own mutex); a request borrows an easy handle, with its
+ * idle connections, from a pool, so each thread uses its own handle while
+ * its request runs.  The token cache (per endpoint, per scope) and the per-blob
  * location cache are behind mutexes; a token request is made by one
  * thread at a time.  Only sn_registry_close() must not race with others.
  *
