@@ -1,4 +1,4 @@
-/* soci-nbd benchmark: raw decode speed of a gzip file with lib/inflate.c
+/* soci-nbd benchmark: raw decode speed of a gzip file with lib/inflate/inflate.c
  * (stopping at every block boundary, as the ztoc builder does), zlib's
  * inflate (Z_BLOCK, as the builder used to, and Z_NO_FLUSH) and, when
  * built with it, ISA-L's igzip.  Output MB/s, best and median of N runs;
@@ -16,7 +16,7 @@
 #include <isa-l/igzip_lib.h>
 #endif
 
-#include "inflate.h"
+#include "inflate/inflate.h"
 
 #define FEED ((size_t) 256 * 1024)     /* input per call, like a network read */
 

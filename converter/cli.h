@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "err.h"
+#include "util/err.h"
 
 /* Print "soci-nbd: <msg>" to stderr; returns the exit status 1. */
 int cli_fail(const char *fmt, ...) SN_PRINTF(1, 2);

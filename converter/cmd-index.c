@@ -15,16 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "build.h"
+#include "soci/build.h"
 #include "cli.h"
-#include "digest.h"
-#include "index-find.h"
-#include "index.h"
-#include "manifest.h"
-#include "ref.h"
-#include "registry.h"
+#include "util/digest.h"
+#include "soci/index-find.h"
+#include "soci/index.h"
+#include "registry/manifest.h"
+#include "registry/ref.h"
+#include "registry/registry.h"
 #include "regopts.h"
-#include "zinfo.h"
+#include "soci/zinfo.h"
 
 #define DEFAULT_MIN_LAYER_SIZE ((int64_t) 10 << 20)
 #define FEED_CHUNK (1 << 20)
@@ -1316,7 +1316,7 @@ add_found(struct found **f, size_t *n, const char *digest, int version,
 }
 
 /* The SOCI indexes of one image manifest: its v2 index and the v1
- * referrers that pass the checks of lib/index-find.h (others are named on
+ * referrers that pass the checks of lib/soci/index-find.h (others are named on
  * stderr and skipped). */
 static int
 find_for_manifest(struct sn_registry *reg, const struct sn_manifest *m,

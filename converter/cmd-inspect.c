@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "manifest.h"
-#include "ref.h"
-#include "registry.h"
+#include "registry/manifest.h"
+#include "registry/ref.h"
+#include "registry/registry.h"
 #include "regopts.h"
 
 static void

@@ -2,7 +2,7 @@
  * local layer files (tar or tar.gz, bottom first) to a file: the flattened
  * image, or with --layer the overlayfs image of one layer.  The ztocs are
  * built in memory; the tar bytes are read through verified spans
- * (lib/layer.h), exactly as the nbdkit plugin will serve them. */
+ * (lib/span/layer.h), exactly as the nbdkit plugin will serve them. */
 #include <config.h>
 
 #include <errno.h>
@@ -14,12 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "build.h"
-#include "fdio.h"
+#include "soci/build.h"
+#include "util/fdio.h"
 #include "cli.h"
-#include "layer.h"
-#include "sqfs.h"
-#include "ztoc.h"
+#include "span/layer.h"
+#include "squashfs/sqfs.h"
+#include "soci/ztoc.h"
 
 #define CHUNK (1024 * 1024)
 

@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "mount-state.h"
-#include "nbddev.h"
+#include "mount/mount-state.h"
+#include "nbd/nbddev.h"
 #include "regopts.h"
 
 #define PLUGIN_FILE "nbdkit-soci-plugin.so"

@@ -16,18 +16,18 @@
 
 #include <jansson.h>
 
-#include "build.h"
+#include "soci/build.h"
 #include "cli.h"
-#include "digest.h"
-#include "index-find.h"
-#include "index.h"
-#include "layer.h"
-#include "manifest.h"
-#include "ref.h"
-#include "registry.h"
+#include "util/digest.h"
+#include "soci/index-find.h"
+#include "soci/index.h"
+#include "span/layer.h"
+#include "registry/manifest.h"
+#include "registry/ref.h"
+#include "registry/registry.h"
 #include "regopts.h"
-#include "zinfo.h"
-#include "ztoc.h"
+#include "soci/zinfo.h"
+#include "soci/ztoc.h"
 
 
 /* ---- IMAGE forms: an image's SOCI index and its ztocs --------------- */
@@ -50,7 +50,7 @@ image_index_clear(struct image_index *ii)
 }
 
 /* Open IMAGE (for platform, NULL = the host's) and find its SOCI index
- * (lib/index-find.h: the v2 annotation, a v1 referrer with --soci-v1).
+ * (lib/soci/index-find.h: the v2 annotation, a v1 referrer with --soci-v1).
  * 0, or an exit status after printing the message. */
 static int
 image_index_open(const char *image, const struct regopts *ro,

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "fdio.h"
+#include "util/fdio.h"
 
 bool cli_quiet;
 

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "registry.h"
+#include "registry/registry.h"
 
 #define REGOPTS_MAX_LIST 32 /* --plain-http / --mirror values */
 

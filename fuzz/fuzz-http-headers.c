@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "http.h"
-#include "site.h"
+#include "registry/http.h"
+#include "registry/site.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-/* soci-nbd fuzzing: lib/inflate.c against zlib on hostile bytes.  The
+/* soci-nbd fuzzing: lib/inflate/inflate.c against zlib on hostile bytes.  The
  * first input byte picks gzip (even) or raw deflate (odd) and, with the
  * next two, the chunk sizes the input is fed in; the rest is the stream.
  * Output, block-boundary events and verdict must match zlib's. */
@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../tests/inflate-diff.h"
+#include "../tests/helpers/inflate-diff.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,7 +32,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   diff_sn(data, size, chunks, 4, raw, &b);
   why = diff_compare(&a, &b, raw);
   if (why) {
-    fprintf(stderr, "lib/inflate.c and zlib disagree (%s): %s; zlib ok=%d "
+    fprintf(stderr, "lib/inflate/inflate.c and zlib disagree (%s): %s; zlib ok=%d "
             "out=%zu ev=%zu, sn ok=%d out=%zu ev=%zu\n",
             raw ? "raw" : "gzip", why, a.ok, a.outlen, a.nev, b.ok,
             b.outlen, b.nev);

@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest.h"
-#include "err.h"
-#include "image.h"
-#include "index.h"
-#include "manifest.h"
+#include "util/digest.h"
+#include "util/err.h"
+#include "image/image.h"
+#include "soci/index.h"
+#include "registry/manifest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -89,7 +89,7 @@ check_descriptor(const struct sn_descriptor *d)
   }
 }
 
-/* What lib/image.c's find_index() and load_index() look at. */
+/* What lib/image/image.c's find_index() and load_index() look at. */
 static void
 walk_soci_index(const struct sn_manifest *m)
 {

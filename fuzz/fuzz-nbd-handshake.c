@@ -1,4 +1,4 @@
-/* soci-nbd fuzzing: the NBD handshake client of lib/nbddev.c
+/* soci-nbd fuzzing: the NBD handshake client of lib/nbd/nbddev.c
  * (sn_nbd_connect) against a hostile server.  The input is everything the
  * server sends: greeting, option replies, NBD_OPT_EXPORT_NAME reply.  A
  * thread plays the server on a Unix socket: it accepts, writes the input,
@@ -16,8 +16,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "nbddev.h"
+#include "util/err.h"
+#include "nbd/nbddev.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "manifest.h"
-#include "ref.h"
+#include "util/err.h"
+#include "registry/manifest.h"
+#include "registry/ref.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

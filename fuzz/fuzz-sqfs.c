@@ -23,9 +23,9 @@
 #include <sqfs/io.h>
 #include <sqfs/super.h>
 
-#include "build.h"
-#include "sqfs.h"
-#include "ztoc.h"
+#include "soci/build.h"
+#include "squashfs/sqfs.h"
+#include "soci/ztoc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "zinfo.h"
-#include "ztoc.h"
+#include "soci/zinfo.h"
+#include "soci/ztoc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

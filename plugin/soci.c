@@ -1,7 +1,7 @@
 /* nbdkit-soci-plugin: serve a container image from an OCI registry as
  * read-only squashfs block devices (the flattened image, and one image per
  * layer for overlayfs), fetching compressed spans lazily through its SOCI
- * index.  nbdkit glue only: all the work is in lib/image.c. */
+ * index.  nbdkit glue only: all the work is in lib/image/image.c. */
 #include <config.h>
 
 #include <errno.h>
@@ -16,9 +16,9 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include "err.h"
-#include "fdio.h"
-#include "image.h"
+#include "util/err.h"
+#include "util/fdio.h"
+#include "image/image.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 #define MAX_LIST 32

@@ -1,6 +1,6 @@
 #!/bin/bash
 # soci-nbd: a Debian kernel and a few of its modules for QEMU guests, cached.
-# Used by examples/boot-vm and by the test guest of tests/qemu/.
+# Used by examples/boot-vm and by the test guest of tests/kernel/qemu/.
 #
 #   debian-kernel.sh
 #       fill the cache if needed; print the kernel's directory KDIR:

@@ -48,7 +48,7 @@ import json, sys
 print(json.dumps({"hello": "from a lazily mounted image", "python": sys.version.split()[0]}))
 EOF
 tar -C "$work/app" --owner=0 --group=0 -czf "$work/app.tar.gz" opt
-python3 tests/plugin-image.py layout "$work/oci" demo "$base" "$py" "$work/app.tar.gz" > /dev/null
+python3 tests/helpers/plugin-image.py layout "$work/oci" demo "$base" "$py" "$work/app.tar.gz" > /dev/null
 du -b "$base" "$py" "$work/app.tar.gz" | awk '{printf "   layer %-45s %10d bytes\n", $2, $1}'
 
 echo "== 2. a local registry on 127.0.0.1, and the image pushed with skopeo"
@@ -110,7 +110,7 @@ else
         use_script "10.0.2.100:$port"
     } > "$work/guest.sh"
     st=0
-    tests/qemu/run.sh -p "$port" -m 1536 -t 300 -O "$work/out" -l "$work/console.log" \
+    tests/kernel/qemu/run.sh -p "$port" -m 1536 -t 300 -O "$work/out" -l "$work/console.log" \
         -b "$SN=/usr/bin/soci-nbd" -b "$(command -v nbdkit)=/usr/bin/nbdkit" \
         -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so" \
         "$work/guest.sh" > /dev/null || st=$?

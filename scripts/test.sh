@@ -20,8 +20,8 @@ passed=0 failed=0 status=0
 
 count() { # BUILDDIR: add up the TAP results of one make check
     local p f
-    p=$(cat "$1"/tests/*.trs 2>/dev/null | grep -c '^:test-result: PASS')
-    f=$(cat "$1"/tests/*.trs 2>/dev/null | grep -Ec '^:test-result: (FAIL|ERROR|XPASS)')
+    p=$(find "$1/tests" -name '*.trs' -exec cat {} + 2>/dev/null | grep -c '^:test-result: PASS')
+    f=$(find "$1/tests" -name '*.trs' -exec cat {} + 2>/dev/null | grep -Ec '^:test-result: (FAIL|ERROR|XPASS)')
     passed=$((passed + p)); failed=$((failed + f))
 }
 
@@ -39,7 +39,7 @@ run_pass() { # NAME CONFIGURE-ARGS...
     echo "=== $name: make check"
     if ! make -C "$dir" -j"$jobs" check; then
         status=1
-        for log in "$dir"/tests/*.log; do
+        find "$dir/tests" -name '*.log' ! -name test-suite.log | while read -r log; do
             grep -qE '^(FAIL|ERROR)' "$log" && { echo "--- $log"; cat "$log"; }
         done
     fi

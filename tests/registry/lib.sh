@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # soci-nbd tests: real registries for integration tests.  Source it from a
-# bash TAP test (it sources tests/lib.sh itself when needed):
+# bash TAP test (it sources tests/helpers/lib.sh itself when needed):
 #
 #   . "$top_srcdir/tests/registry/lib.sh"
 #   reg_start R1                          # plain HTTP     → R1_HOST R1_URL ...
@@ -31,7 +31,7 @@
 : "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 if [ -z "${TAP_N+x}" ]; then
     # shellcheck source=../lib.sh
-    . "$top_srcdir/tests/lib.sh"
+    . "$top_srcdir/tests/helpers/lib.sh"
 fi
 
 REG_SRC="$top_srcdir/tests/registry"

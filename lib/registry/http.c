@@ -1,0 +1,1193 @@
+/* soci-nbd: HTTP transport over libcurl (see http.h): a share handle for
+ * DNS and TLS sessions, a pool of easy handles (each keeps its own idle
+ * connections: libcurl's shared connection cache is not thread-safe, see
+ * curl's KNOWN_BUGS), manual
+ * redirects that drop the Authorization header and refuse to carry a
+ * request body when leaving the origin,
+ * bounded retries with backoff and jitter, capped response bodies, and the
+ * small parsers (Content-Range, Retry-After, URLs) the registry needs.
+ */
+#include <config.h>
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/err.h"
+#include "registry/http.h"
+#include "registry/ref.h"
+
+#define DEFAULT_TIMEOUT_MS 60000L
+#define DEFAULT_RETRIES 5
+#define DEFAULT_MAX_BODY ((size_t) 4 << 20)
+#define ERROR_BODY_MAX ((size_t) 64 << 10)
+#define MAX_REDIRECTS 10
+#define BACKOFF_BASE_MS 250
+#define BACKOFF_MAX_MS 8000
+#define RETRY_AFTER_MAX_MS 60000
+
+struct handle {
+  CURL *c;
+  struct handle *next;
+};
+
+struct sn_http {
+  CURLSH *share;
+  pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+  pthread_mutex_t pool_lock;
+  struct handle *pool;
+  char *cacert;
+  bool insecure;
+  long timeout_ms;
+  int max_retries;
+  char *user_agent;
+  void (*debug)(void *opaque, const char *msg);
+  void *debug_opaque;
+};
+
+/* ---- global init and the share handle -------------------------------- */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void
+global_init(void)
+{
+  global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void
+share_lock_cb(CURL *c, curl_lock_data data, curl_lock_access access,
+              void *opaque)
+{
+  struct sn_http *h = opaque;
+
+  (void) c;
+  (void) access;
+  if ((int) data >= 0 && data < CURL_LOCK_DATA_LAST)
+    pthread_mutex_lock(&h->share_lock[data]);
+}
+
+static void
+share_unlock_cb(CURL *c, curl_lock_data data, void *opaque)
+{
+  struct sn_http *h = opaque;
+
+  (void) c;
+  if ((int) data >= 0 && data < CURL_LOCK_DATA_LAST)
+    pthread_mutex_unlock(&h->share_lock[data]);
+}
+
+static char *
+dup_or_null(const char *s)
+{
+  return s ? strdup(s) : NULL;
+}
+
+struct sn_http *
+sn_http_new(const struct sn_http_opts *o)
+{
+  struct sn_http *h;
+  int i;
+
+  pthread_once(&global_once, global_init);
+  if (global_rc != CURLE_OK) {
+    sn_set_error("curl_global_init: %s", curl_easy_strerror(global_rc));
+    return NULL;
+  }
+  h = calloc(1, sizeof *h);
+  if (h == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+    pthread_mutex_init(&h->share_lock[i], NULL);
+  pthread_mutex_init(&h->pool_lock, NULL);
+  h->insecure = o && o->insecure;
+  h->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+  h->max_retries = !o || o->max_retries == 0 ? DEFAULT_RETRIES
+    : o->max_retries < 0 ? 0 : o->max_retries;
+  h->cacert = dup_or_null(o ? o->cacert : NULL);
+  h->user_agent = o && o->user_agent ? strdup(o->user_agent)
+    : strdup(PACKAGE_NAME "/" PACKAGE_VERSION);
+  if (o) {
+    h->debug = o->debug;
+    h->debug_opaque = o->debug_opaque;
+  }
+  if ((o && o->cacert && h->cacert == NULL) || h->user_agent == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  /* A CA file we cannot read is the user's configuration error: say so
+   * now, whatever the registry turns out to speak. */
+  if (h->cacert && access(h->cacert, R_OK) == -1) {
+    sn_set_error("CA certificate file %s: %s", h->cacert, strerror(errno));
+    goto fail;
+  }
+  h->share = curl_share_init();
+  if (h->share == NULL) {
+    sn_set_error("curl_share_init failed");
+    goto fail;
+  }
+  if (curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock_cb)
+      || curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock_cb)
+      || curl_share_setopt(h->share, CURLSHOPT_USERDATA, h)
+      || curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS)
+      || curl_share_setopt(h->share, CURLSHOPT_SHARE,
+                           CURL_LOCK_DATA_SSL_SESSION)) {
+    sn_set_error("curl_share_setopt failed");
+    goto fail;
+  }
+  return h;
+
+fail:
+  sn_http_free(h);
+  return NULL;
+}
+
+void
+sn_http_free(struct sn_http *h)
+{
+  struct handle *p, *next;
+  int i;
+
+  if (h == NULL)
+    return;
+  for (p = h->pool; p; p = next) {
+    next = p->next;
+    curl_easy_cleanup(p->c);
+    free(p);
+  }
+  if (h->share)
+    curl_share_cleanup(h->share);
+  for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+    pthread_mutex_destroy(&h->share_lock[i]);
+  pthread_mutex_destroy(&h->pool_lock);
+  free(h->cacert);
+  free(h->user_agent);
+  free(h);
+}
+
+static struct handle *
+pool_take(struct sn_http *h)
+{
+  struct handle *p;
+
+  pthread_mutex_lock(&h->pool_lock);
+  p = h->pool;
+  if (p)
+    h->pool = p->next;
+  pthread_mutex_unlock(&h->pool_lock);
+  if (p) {
+    curl_easy_reset(p->c);
+    return p;
+  }
+  p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  p->c = curl_easy_init();
+  if (p->c == NULL) {
+    free(p);
+    sn_set_error("curl_easy_init failed");
+    return NULL;
+  }
+  return p;
+}
+
+static void
+pool_give(struct sn_http *h, struct handle *p)
+{
+  pthread_mutex_lock(&h->pool_lock);
+  p->next = h->pool;
+  h->pool = p;
+  pthread_mutex_unlock(&h->pool_lock);
+}
+
+/* ---- responses --------------------------------------------------------- */
+
+static void
+clear_headers(struct sn_http_resp *r)
+{
+  free(r->content_type);
+  free(r->content_range);
+  free(r->location);
+  free(r->docker_content_digest);
+  free(r->www_authenticate);
+  free(r->retry_after);
+  free(r->oci_subject);
+  free(r->oci_filters_applied);
+  r->content_type = r->content_range = r->location = NULL;
+  r->docker_content_digest = r->www_authenticate = r->retry_after = NULL;
+  r->oci_subject = r->oci_filters_applied = NULL;
+  r->content_length = -1;
+}
+
+static void
+clear_body(struct sn_http_resp *r)
+{
+  free(r->body);
+  r->body = NULL;
+  r->body_len = 0;
+}
+
+void
+sn_http_resp_clear(struct sn_http_resp *r)
+{
+  if (r == NULL)
+    return;
+  clear_headers(r);
+  clear_body(r);
+  free(r->url);
+  memset(r, 0, sizeof *r);
+  r->content_length = -1;
+}
+
+/* ---- one transfer ------------------------------------------------------ */
+
+struct xfer {
+  const struct sn_http_req *q;
+  struct sn_http_resp *r;
+  bool is_head;
+  size_t cap;            /* buffered 2xx body cap */
+  size_t buf_alloc;
+  bool too_large;
+  bool sink_failed;
+  bool oom;
+  int64_t delivered;     /* bytes given to the sink */
+  int64_t upload_pos;
+};
+
+static bool
+is_2xx(long s)
+{
+  return s >= 200 && s < 300;
+}
+
+static bool
+is_redirect(long s)
+{
+  return s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
+}
+
+/* Trimmed copy of [s, s+n). */
+static char *
+trim_dup(const char *s, size_t n)
+{
+  char *d;
+
+  while (n && (*s == ' ' || *s == '\t')) {
+    s++;
+    n--;
+  }
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'
+               || s[n - 1] == '\n'))
+    n--;
+  d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static bool
+set_header(char **slot, const char *v, size_t n, bool append)
+{
+  char *t = trim_dup(v, n), *j;
+
+  if (t == NULL)
+    return false;
+  if (append && *slot) {
+    if (asprintf(&j, "%s, %s", *slot, t) < 0) {
+      free(t);
+      return false;
+    }
+    free(t);
+    t = j;
+  }
+  free(*slot);
+  *slot = t;
+  return true;
+}
+
+static size_t
+header_cb(char *data, size_t size, size_t nmemb, void *opaque)
+{
+  struct xfer *x = opaque;
+  struct sn_http_resp *r = x->r;
+  size_t n = size * nmemb, name_len;
+  const char *colon, *v;
+  size_t vn;
+  bool ok = true;
+
+  if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+    /* A new response (after 1xx): forget the headers seen so far. */
+    const char *sp = memchr(data, ' ', n);
+
+    clear_headers(r);
+    r->status = 0;
+    if (sp) {
+      char tmp[4] = { 0 };
+      size_t left = n - (size_t) (sp + 1 - data);
+
+      if (left >= 3) {
+        memcpy(tmp, sp + 1, 3);
+        r->status = strtol(tmp, NULL, 10);
+      }
+    }
+    return n;
+  }
+  colon = memchr(data, ':', n);
+  if (colon == NULL)
+    return n;
+  name_len = (size_t) (colon - data);
+  v = colon + 1;
+  vn = n - name_len - 1;
+
+#define IS(lit) (name_len == sizeof lit - 1 && strncasecmp(data, lit, name_len) == 0)
+  if (IS("content-type"))
+    ok = set_header(&r->content_type, v, vn, false);
+  else if (IS("content-range"))
+    ok = set_header(&r->content_range, v, vn, false);
+  else if (IS("location"))
+    ok = set_header(&r->location, v, vn, false);
+  else if (IS("docker-content-digest"))
+    ok = set_header(&r->docker_content_digest, v, vn, false);
+  else if (IS("www-authenticate"))
+    ok = set_header(&r->www_authenticate, v, vn, true);
+  else if (IS("retry-after"))
+    ok = set_header(&r->retry_after, v, vn, false);
+  else if (IS("oci-subject"))
+    ok = set_header(&r->oci_subject, v, vn, false);
+  else if (IS("oci-filters-applied"))
+    ok = set_header(&r->oci_filters_applied, v, vn, false);
+  else if (IS("content-length")) {
+    char *t = trim_dup(v, vn), *end;
+    long long cl;
+
+    if (t == NULL)
+      ok = false;
+    else {
+      errno = 0;
+      cl = strtoll(t, &end, 10);
+      if (errno == 0 && end != t && *end == '\0' && cl >= 0)
+        r->content_length = cl;
+      free(t);
+      /* A buffered success body that cannot fit: stop before reading. */
+      if (!x->is_head && is_2xx(r->status) && x->q->sink == NULL
+          && r->content_length > (int64_t) x->cap) {
+        x->too_large = true;
+        return 0;
+      }
+    }
+  }
+#undef IS
+  if (!ok) {
+    x->oom = true;
+    return 0;
+  }
+  return n;
+}
+
+static bool
+buffer_append(struct xfer *x, const char *data, size_t n)
+{
+  struct sn_http_resp *r = x->r;
+
+  if (r->body_len + n + 1 > x->buf_alloc) {
+    size_t na = x->buf_alloc ? x->buf_alloc : 4096;
+    uint8_t *nb;
+
+    while (na < r->body_len + n + 1)
+      na *= 2;
+    nb = realloc(r->body, na);
+    if (nb == NULL)
+      return false;
+    r->body = nb;
+    x->buf_alloc = na;
+  }
+  memcpy(r->body + r->body_len, data, n);
+  r->body_len += n;
+  r->body[r->body_len] = 0;
+  return true;
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *opaque)
+{
+  struct xfer *x = opaque;
+  struct sn_http_resp *r = x->r;
+  size_t n = size * nmemb;
+
+  if (is_2xx(r->status)) {
+    if (x->q->sink) {
+      if (x->q->sink(x->q->sink_opaque, r->status, (const uint8_t *) data,
+                     n) == -1) {
+        x->sink_failed = true;
+        return 0;
+      }
+      x->delivered += (int64_t) n;
+      return n;
+    }
+    if (r->body_len + n > x->cap) {
+      x->too_large = true;
+      return 0;
+    }
+  }
+  else if (r->body_len + n > ERROR_BODY_MAX) {
+    /* Keep the beginning of an error body; drop the rest. */
+    n = ERROR_BODY_MAX - r->body_len;
+    if (n == 0)
+      return size * nmemb;
+    if (!buffer_append(x, data, n)) {
+      x->oom = true;
+      return 0;
+    }
+    return size * nmemb;
+  }
+  if (!buffer_append(x, data, n)) {
+    x->oom = true;
+    return 0;
+  }
+  return n;
+}
+
+static size_t
+read_cb(char *buf, size_t size, size_t nmemb, void *opaque)
+{
+  struct xfer *x = opaque;
+  const struct sn_http_req *q = x->q;
+  size_t n = size * nmemb;
+  int64_t left = q->body_size - x->upload_pos;
+  ssize_t got;
+
+  if (left <= 0)
+    return 0;
+  if ((int64_t) n > left)
+    n = (size_t) left;
+  if (q->body) {
+    memcpy(buf, q->body + x->upload_pos, n);
+    x->upload_pos += (int64_t) n;
+    return n;
+  }
+  do
+    got = pread(q->body_fd, buf, n, (off_t) x->upload_pos);
+  while (got == -1 && errno == EINTR);
+  if (got <= 0) {
+    sn_set_error("reading the request body: %s",
+                 got == 0 ? "unexpected end of file" : strerror(errno));
+    x->sink_failed = true;
+    return CURL_READFUNC_ABORT;
+  }
+  x->upload_pos += got;
+  return (size_t) got;
+}
+
+static int
+seek_cb(void *opaque, curl_off_t off, int origin)
+{
+  struct xfer *x = opaque;
+
+  if (origin != SEEK_SET || off < 0 || off > x->q->body_size)
+    return CURL_SEEKFUNC_CANTSEEK;
+  x->upload_pos = off;
+  return CURL_SEEKFUNC_OK;
+}
+
+static void
+debug_line(struct sn_http *h, const char *method, const char *url,
+           const char *what)
+{
+  char *safe, *line;
+
+  if (h->debug == NULL)
+    return;
+  safe = sn_http_redact(url);
+  if (asprintf(&line, "%s %s %s", method, safe ? safe : "<URL>", what) >= 0) {
+    h->debug(h->debug_opaque, line);
+    free(line);
+  }
+  free(safe);
+}
+
+static void
+free_slist_secure(struct curl_slist *l)
+{
+  struct curl_slist *p;
+
+  for (p = l; p; p = p->next)
+    if (p->data)
+      explicit_bzero(p->data, strlen(p->data));
+  curl_slist_free_all(l);
+}
+
+static bool
+url_is_loopback(const char *url)
+{
+  char *host = sn_http_url_host(url);
+  bool lo = host && sn_ref_is_loopback(host);
+
+  free(host);
+  return lo;
+}
+
+/* One attempt.  0 with r->status set, or -1; *retryable tells whether a
+ * failure may be retried (transport errors before any byte reached a
+ * sink). */
+static int
+perform(struct sn_http *h, const char *method, const char *url,
+        const char *auth, bool send_body, const struct sn_http_req *q,
+        struct sn_http_resp *r, int64_t *delivered, bool *retryable)
+{
+  struct handle *p;
+  struct curl_slist *hdrs = NULL, *t;
+  struct xfer x = { 0 };
+  char errbuf[CURL_ERROR_SIZE] = "";
+  const char *const *hp;
+  char *authline = NULL;
+  CURLcode rc;
+  CURL *c;
+  bool streaming = q->sink != NULL || (send_body && q->body == NULL);
+  int ret = -1;
+
+  *retryable = false;
+  clear_headers(r);
+  clear_body(r);
+  r->status = 0;
+  x.q = q;
+  x.r = r;
+  x.is_head = strcmp(method, "HEAD") == 0;
+  x.cap = q->max_body ? q->max_body : DEFAULT_MAX_BODY;
+
+  p = pool_take(h);
+  if (p == NULL)
+    return -1;
+  c = p->c;
+
+  for (hp = q->headers; hp && *hp; hp++) {
+    t = curl_slist_append(hdrs, *hp);
+    if (t == NULL)
+      goto oom;
+    hdrs = t;
+  }
+  if (auth) {
+    if (asprintf(&authline, "Authorization: %s", auth) < 0) {
+      authline = NULL;
+      goto oom;
+    }
+    t = curl_slist_append(hdrs, authline);
+    explicit_bzero(authline, strlen(authline));
+    free(authline);
+    if (t == NULL)
+      goto oom;
+    hdrs = t;
+  }
+  t = curl_slist_append(hdrs, "Expect:");
+  if (t == NULL)
+    goto oom;
+  hdrs = t;
+
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_SHARE, h->share);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, h->user_agent);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  /* Larger receive buffer: fewer, bigger write callbacks for blobs and
+   * spans (16 KiB by default). */
+  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER,
+                   h->insecure || q->tls_probe ? 0L : 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST,
+                   h->insecure || q->tls_probe ? 0L : 2L);
+  curl_easy_setopt(c, CURLOPT_FORBID_REUSE, q->tls_probe ? 1L : 0L);
+  curl_easy_setopt(c, CURLOPT_SSL_SESSIONID_CACHE, q->tls_probe ? 0L : 1L);
+  if (h->cacert)
+    curl_easy_setopt(c, CURLOPT_CAINFO, h->cacert);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                   h->timeout_ms < 30000 ? h->timeout_ms : 30000L);
+  if (streaming) {
+    long secs = (h->timeout_ms + 999) / 1000;
+
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long) SN_HTTP_STALL_RATE);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, secs);
+    /* A known size also bounds the whole transfer: a server dripping
+     * just above the stall rate cannot hold it forever. */
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->expect_size > 0
+                     ? (long) (h->timeout_ms
+                               + q->expect_size / SN_HTTP_MIN_RATE * 1000)
+                     : 0L);
+  }
+  else
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+  if (url_is_loopback(url))
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+
+  if (strcmp(method, "GET") == 0)
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  else if (x.is_head)
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  else if (strcmp(method, "POST") == 0) {
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (send_body && q->body_size > 0) {
+      curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
+      curl_easy_setopt(c, CURLOPT_READDATA, &x);
+      curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_cb);
+      curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                       (curl_off_t) q->body_size);
+    }
+    else {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) 0);
+    }
+  }
+  else if (strcmp(method, "PUT") == 0) {
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt(c, CURLOPT_READDATA, &x);
+    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_cb);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
+                     (curl_off_t) (send_body ? q->body_size : 0));
+  }
+  else
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+
+  rc = curl_easy_perform(c);
+  r->curl_code = (int) rc;
+  *delivered += x.delivered;
+  if (rc == CURLE_OK) {
+    long code = 0;
+
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    r->status = code;
+    ret = 0;
+  }
+  else if (x.oom)
+    sn_oom();
+  else if (x.sink_failed)
+    ;                           /* the sink or read_cb set the message */
+  else if (x.too_large) {
+    char *safe = sn_http_redact(url);
+
+    sn_set_error("%s %s: response larger than %zu bytes", method,
+                 safe ? safe : "<URL>", x.cap);
+    free(safe);
+  }
+  else {
+    char *safe = sn_http_redact(url);
+
+    sn_set_error("%s %s: %s", method, safe ? safe : "<URL>",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    free(safe);
+    *retryable = (x.delivered == 0 || q->sink_restartable)
+      && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
+          || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_RECV_ERROR
+          || rc == CURLE_SEND_ERROR || rc == CURLE_OPERATION_TIMEDOUT
+          || rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE
+          || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_HTTP2
+          || rc == CURLE_HTTP2_STREAM);
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+  free_slist_secure(hdrs);
+  pool_give(h, p);
+  return ret;
+
+oom:
+  free_slist_secure(hdrs);
+  pool_give(h, p);
+  return sn_oom();
+}
+
+/* ---- retries ----------------------------------------------------------- */
+
+static uint64_t
+jitter_rand(void)
+{
+  static _Thread_local uint64_t s;
+
+  if (s == 0) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s = ((uint64_t) ts.tv_nsec << 20) ^ (uint64_t) ts.tv_sec
+      ^ (uint64_t) (uintptr_t) &s;
+    if (s == 0)
+      s = 0x9e3779b97f4a7c15ULL;
+  }
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+static void
+sleep_ms(int64_t ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000,
+                         .tv_nsec = (long) (ms % 1000) * 1000000L };
+
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
+}
+
+static bool
+status_retryable(long s)
+{
+  return s == 429 || (s >= 500 && s < 600 && s != 501 && s != 505);
+}
+
+static int
+attempt(struct sn_http *h, const char *method, const char *url,
+        const char *auth, bool send_body, const struct sn_http_req *q,
+        struct sn_http_resp *r)
+{
+  int64_t delivered = 0;
+  int n;
+
+  for (n = 0;; n++) {
+    bool retryable;
+    int rc = perform(h, method, url, auth, send_body, q, r, &delivered,
+                     &retryable);
+    int64_t delay;
+    char what[64];
+
+    if (rc == 0) {
+      snprintf(what, sizeof what, "%ld", r->status);
+      debug_line(h, method, url, what);
+      retryable = status_retryable(r->status)
+        && (delivered == 0 || q->sink_restartable);
+    }
+    else
+      debug_line(h, method, url, "failed");
+    if (!retryable || q->no_retry || n >= h->max_retries)
+      return rc;
+    delay = (int64_t) BACKOFF_BASE_MS << (n < 10 ? n : 10);
+    if (delay > BACKOFF_MAX_MS)
+      delay = BACKOFF_MAX_MS;
+    delay = delay / 2 + (int64_t) (jitter_rand() % (uint64_t) (delay / 2 + 1));
+    if (rc == 0 && r->retry_after) {
+      int64_t ra = sn_http_parse_retry_after(r->retry_after, time(NULL));
+
+      if (ra > RETRY_AFTER_MAX_MS)
+        return rc;            /* the server wants us away for too long */
+      if (ra > delay)
+        delay = ra;
+    }
+    if (h->debug) {
+      snprintf(what, sizeof what, "retry in %" PRId64 " ms", delay);
+      debug_line(h, method, url, what);
+    }
+    sleep_ms(delay);
+    if (delivered > 0 && q->sink
+        && q->sink(q->sink_opaque, 0, NULL, 0) == -1)
+      return -1;
+    delivered = 0;
+  }
+}
+
+int
+sn_http_request(struct sn_http *h, const struct sn_http_req *q,
+                struct sn_http_resp *r)
+{
+  const char *method = q->method ? q->method : "GET";
+  const char *auth = q->authorization;
+  bool send_body = q->body_size > 0;
+  char *url;
+  int redirects = 0;
+
+  free(r->url);
+  r->url = NULL;
+  r->redirected = r->cross_origin = false;
+  url = strdup(q->url);
+  if (url == NULL)
+    return sn_oom();
+  for (;;) {
+    char *next, *safe;
+
+    if (attempt(h, method, url, auth, send_body, q, r) == -1) {
+      free(url);
+      return -1;
+    }
+    if (q->no_redirect || !is_redirect(r->status) || r->location == NULL)
+      break;
+    safe = sn_http_redact(q->url);
+    if (++redirects > MAX_REDIRECTS) {
+      sn_set_error("%s %s: more than %d redirects", method,
+                   safe ? safe : "<URL>", MAX_REDIRECTS);
+      free(safe);
+      free(url);
+      return -1;
+    }
+    next = sn_http_resolve(url, r->location);
+    if (next == NULL) {
+      sn_set_error("%s %s: invalid redirect location", method,
+                   safe ? safe : "<URL>");
+      free(safe);
+      free(url);
+      return -1;
+    }
+    free(url);
+    url = next;
+    r->redirected = true;
+    if (r->status == 303
+        || ((r->status == 301 || r->status == 302)
+            && strcmp(method, "POST") == 0)) {
+      if (strcmp(method, "HEAD") != 0)
+        method = "GET";
+      send_body = false;
+    }
+    if (!sn_http_same_origin(q->url, url)) {
+      r->cross_origin = true;
+      auth = NULL;               /* and never again for this request */
+      /* A 307/308 keeps the body, which may hold a secret (a refresh
+       * token): it never leaves the origin it was meant for. */
+      if (send_body) {
+        sn_set_error("%s %s: refusing to re-send the request body to "
+                     "another origin (a %ld redirect)", method,
+                     safe ? safe : "<URL>", r->status);
+        free(safe);
+        free(url);
+        return -1;
+      }
+    }
+    free(safe);
+  }
+  r->url = url;
+  return 0;
+}
+
+/* ---- pure helpers ------------------------------------------------------ */
+
+static const char *
+skip_ws(const char *s)
+{
+  while (*s == ' ' || *s == '\t')
+    s++;
+  return s;
+}
+
+static int
+parse_u63(const char **sp, int64_t *out)
+{
+  const char *s = *sp;
+  int64_t v = 0;
+
+  if (!isdigit((unsigned char) *s))
+    return -1;
+  while (isdigit((unsigned char) *s)) {
+    int d = *s - '0';
+
+    if (v > (INT64_MAX - d) / 10)
+      return -1;
+    v = v * 10 + d;
+    s++;
+  }
+  *sp = s;
+  *out = v;
+  return 0;
+}
+
+int
+sn_http_parse_content_range(const char *v, int64_t *start, int64_t *end,
+                            int64_t *total)
+{
+  const char *s;
+  int64_t a, b, t = -1;
+
+  if (v == NULL)
+    return -1;
+  s = skip_ws(v);
+  if (strncasecmp(s, "bytes", 5) != 0)
+    return -1;
+  s += 5;
+  if (*s != ' ' && *s != '\t')
+    return -1;
+  s = skip_ws(s);
+  if (parse_u63(&s, &a) == -1 || *s++ != '-' || parse_u63(&s, &b) == -1)
+    return -1;
+  if (*s++ != '/')
+    return -1;
+  if (*s == '*')
+    s++;
+  else if (parse_u63(&s, &t) == -1)
+    return -1;
+  s = skip_ws(s);
+  if (*s != '\0' || b < a || (t >= 0 && b >= t))
+    return -1;
+  *start = a;
+  *end = b;
+  *total = t;
+  return 0;
+}
+
+int64_t
+sn_http_parse_retry_after(const char *v, time_t now)
+{
+  const char *s;
+  struct tm tm;
+  int64_t secs;
+  time_t when;
+  char *end;
+
+  if (v == NULL)
+    return -1;
+  s = skip_ws(v);
+  if (isdigit((unsigned char) *s)) {
+    if (parse_u63(&s, &secs) == -1)
+      return -1;
+    s = skip_ws(s);
+    if (*s != '\0')
+      return -1;
+    if (secs > INT64_MAX / 1000)
+      secs = INT64_MAX / 1000;
+    return secs * 1000;
+  }
+  memset(&tm, 0, sizeof tm);
+  end = strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == NULL || *skip_ws(end) != '\0')
+    return -1;
+  when = timegm(&tm);
+  if (when == (time_t) -1)
+    return -1;
+  if (when <= now)
+    return 0;
+  return ((int64_t) when - (int64_t) now) * 1000;
+}
+
+static CURLU *
+parse_url(const char *s)
+{
+  CURLU *u = curl_url();
+  char *scheme = NULL;
+  bool ok;
+
+  if (u == NULL)
+    return NULL;
+  if (curl_url_set(u, CURLUPART_URL, s, 0) != CURLUE_OK
+      || curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+    curl_url_cleanup(u);
+    return NULL;
+  }
+  ok = strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0;
+  curl_free(scheme);
+  if (!ok) {
+    curl_url_cleanup(u);
+    return NULL;
+  }
+  return u;
+}
+
+bool
+sn_http_same_origin(const char *a, const char *b)
+{
+  CURLU *ua = parse_url(a), *ub = parse_url(b);
+  char *sa = NULL, *sb = NULL, *ha = NULL, *hb = NULL, *pa = NULL, *pb = NULL;
+  bool same = false;
+
+  if (ua && ub
+      && curl_url_get(ua, CURLUPART_SCHEME, &sa, 0) == CURLUE_OK
+      && curl_url_get(ub, CURLUPART_SCHEME, &sb, 0) == CURLUE_OK
+      && curl_url_get(ua, CURLUPART_HOST, &ha, 0) == CURLUE_OK
+      && curl_url_get(ub, CURLUPART_HOST, &hb, 0) == CURLUE_OK
+      && curl_url_get(ua, CURLUPART_PORT, &pa, CURLU_DEFAULT_PORT) == CURLUE_OK
+      && curl_url_get(ub, CURLUPART_PORT, &pb, CURLU_DEFAULT_PORT) == CURLUE_OK)
+    same = strcasecmp(sa, sb) == 0 && strcasecmp(ha, hb) == 0
+      && strcmp(pa, pb) == 0;
+  curl_free(sa);
+  curl_free(sb);
+  curl_free(ha);
+  curl_free(hb);
+  curl_free(pa);
+  curl_free(pb);
+  curl_url_cleanup(ua);
+  curl_url_cleanup(ub);
+  return same;
+}
+
+static char *
+curl_to_malloc(char *s)
+{
+  char *d;
+
+  if (s == NULL)
+    return NULL;
+  d = strdup(s);
+  curl_free(s);
+  return d;
+}
+
+char *
+sn_http_resolve(const char *base, const char *location)
+{
+  CURLU *u = parse_url(base);
+  char *out = NULL, *scheme = NULL;
+
+  if (u == NULL || location == NULL || *location == '\0')
+    goto done;
+  if (curl_url_set(u, CURLUPART_URL, location, 0) != CURLUE_OK)
+    goto done;
+  if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+      || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0))
+    goto done;
+  if (curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+    out = NULL;
+done:
+  curl_free(scheme);
+  curl_url_cleanup(u);
+  return curl_to_malloc(out);
+}
+
+char *
+sn_http_redact(const char *url)
+{
+  CURLU *u = url ? parse_url(url) : NULL;
+  char *out = NULL;
+
+  if (u == NULL)
+    return strdup("<invalid URL>");
+  curl_url_set(u, CURLUPART_USER, NULL, 0);
+  curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+  curl_url_set(u, CURLUPART_OPTIONS, NULL, 0);
+  curl_url_set(u, CURLUPART_QUERY, NULL, 0);
+  curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
+  if (curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+    out = NULL;
+  curl_url_cleanup(u);
+  return out ? curl_to_malloc(out) : strdup("<invalid URL>");
+}
+
+char *
+sn_http_escape(const char *s)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = strlen(s), i, j = 0;
+  char *d = malloc(3 * n + 1);
+
+  if (d == NULL)
+    return NULL;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char) s[i];
+
+    if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+      d[j++] = (char) c;
+    else {
+      d[j++] = '%';
+      d[j++] = hex[c >> 4];
+      d[j++] = hex[c & 15];
+    }
+  }
+  d[j] = '\0';
+  return d;
+}
+
+/* The host of url, with ":port" when the URL has one and with_port. */
+static char *
+url_host(const char *url, bool with_port)
+{
+  CURLU *u = parse_url(url);
+  char *host = NULL, *port = NULL, *out = NULL;
+
+  if (u == NULL)
+    return NULL;
+  if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    if (with_port &&
+        curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK) {
+      if (asprintf(&out, "%s:%s", host, port) < 0)
+        out = NULL;
+    }
+    else
+      out = strdup(host);
+  }
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return out;
+}
+
+char *
+sn_http_url_host(const char *url)
+{
+  return url_host(url, true);
+}
+
+char *
+sn_http_url_hostname(const char *url)
+{
+  return url_host(url, false);
+}
+
+char *
+sn_http_api_base(const char *spec, bool plain_http)
+{
+  char *full = NULL, *path = NULL, *scheme = NULL, *host = NULL, *port = NULL;
+  char *out = NULL;
+  CURLU *u = NULL;
+  size_t n;
+
+  if (spec == NULL || *spec == '\0')
+    return NULL;
+  if (strstr(spec, "://") == NULL) {
+    if (asprintf(&full, "%s://%s", plain_http ? "http" : "https", spec) < 0)
+      return NULL;
+  }
+  else if ((full = strdup(spec)) == NULL)
+    return NULL;
+  u = parse_url(full);
+  if (u == NULL)
+    goto done;
+  if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+      || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK
+      || curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+    goto done;
+  {
+    char *q = NULL;
+
+    /* No user info, query or fragment in an endpoint. */
+    if (curl_url_get(u, CURLUPART_QUERY, &q, 0) == CURLUE_OK
+        || curl_url_get(u, CURLUPART_USER, &q, 0) == CURLUE_OK
+        || curl_url_get(u, CURLUPART_FRAGMENT, &q, 0) == CURLUE_OK) {
+      curl_free(q);
+      goto done;
+    }
+  }
+  if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+    port = NULL;
+  n = strlen(path);
+  while (n > 0 && path[n - 1] == '/')
+    n--;
+  {
+    bool has_v2 = n >= 3 && memcmp(path + n - 3, "/v2", 3) == 0;
+
+    if (asprintf(&out, "%s://%s%s%s%.*s%s", scheme, host, port ? ":" : "",
+                 port ? port : "", (int) n, path, has_v2 ? "" : "/v2") < 0)
+      out = NULL;
+  }
+done:
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_free(path);
+  curl_url_cleanup(u);
+  free(full);
+  return out;
+}

@@ -1,0 +1,987 @@
+/* soci-nbd: the registry API over an OCI image layout directory (see
+ * ocilayout.h): oci-layout check, index.json tags, verified blob reads,
+ * atomic blob and index.json writes, referrers by scanning subjects.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/digest.h"
+#include "util/err.h"
+#include "registry/ocilayout.h"
+
+#define REF_NAME "org.opencontainers.image.ref.name"
+#define CHUNK ((size_t) 1 << 20)
+
+struct sn_layout {
+  char *dir;
+  char *default_tag;
+  pthread_mutex_t lock;       /* serializes writers */
+};
+
+/* ---- shared helpers ---------------------------------------------------- */
+
+struct sn_manifest *
+sn_empty_index(void)
+{
+  static const char empty[] =
+    "{\"schemaVersion\":2,\"mediaType\":\"" SN_MT_OCI_INDEX "\","
+    "\"manifests\":[]}";
+
+  return sn_manifest_parse((const uint8_t *) empty, sizeof empty - 1,
+                           SN_MT_OCI_INDEX);
+}
+
+struct sn_manifest *
+sn_index_filter(const struct sn_manifest *m, const char *artifact_type)
+{
+  json_t *root, *arr, *keep;
+  struct sn_manifest *out = NULL;
+  size_t i;
+  char *s;
+
+  root = json_loadb((const char *) m->raw, m->raw_len, 0, NULL);
+  arr = root ? json_object_get(root, "manifests") : NULL;
+  if (!json_is_array(arr)) {
+    json_decref(root);
+    sn_set_error("index without a manifests array");
+    return NULL;
+  }
+  if (artifact_type == NULL) {
+    json_decref(root);
+    return sn_manifest_parse(m->raw, m->raw_len, m->media_type);
+  }
+  keep = json_array();
+  if (keep == NULL)
+    goto oom;
+  for (i = 0; i < json_array_size(arr); i++) {
+    json_t *d = json_array_get(arr, i);
+    const char *at = json_string_value(json_object_get(d, "artifactType"));
+
+    if (at && strcmp(at, artifact_type) == 0
+        && json_array_append(keep, d) == -1) {
+      json_decref(keep);
+      goto oom;
+    }
+  }
+  if (json_object_set_new(root, "manifests", keep) == -1)
+    goto oom;
+  s = json_dumps(root, JSON_COMPACT);
+  if (s == NULL)
+    goto oom;
+  out = sn_manifest_parse((const uint8_t *) s, strlen(s), m->media_type);
+  free(s);
+  json_decref(root);
+  return out;
+oom:
+  json_decref(root);
+  sn_oom();
+  return NULL;
+}
+
+static char *
+path_of(const struct sn_layout *l, const char *rel)
+{
+  char *p;
+
+  if (asprintf(&p, "%s/%s", l->dir, rel) < 0) {
+    sn_oom();
+    return NULL;
+  }
+  return p;
+}
+
+static char *
+blob_path(const struct sn_layout *l, const char *digest)
+{
+  uint8_t d[SN_SHA256_LEN];
+  char *p;
+
+  if (sn_digest_parse(digest, strlen(digest), d) == -1) {
+    sn_set_error("invalid digest \"%.80s\"", digest);
+    return NULL;
+  }
+  if (asprintf(&p, "%s/blobs/sha256/%s", l->dir, digest + 7) < 0) {
+    sn_oom();
+    return NULL;
+  }
+  return p;
+}
+
+static void
+sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
+{
+  uint8_t d[SN_SHA256_LEN];
+
+  sn_sha256(data, len, d);
+  sn_digest_format(d, out);
+}
+
+/* Whole file into memory, at most max bytes. */
+static int
+read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
+{
+  struct stat st;
+  uint8_t *b;
+  size_t n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+  *buf = NULL;
+  *len = 0;
+  if (fd == -1)
+    return sn_set_error("%s: %s", path, strerror(errno));
+  if (fstat(fd, &st) == -1) {
+    sn_set_error("%s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode) || (uint64_t) st.st_size > max) {
+    close(fd);
+    if (!S_ISREG(st.st_mode))
+      return sn_set_error("%s: not a regular file", path);
+    return sn_set_error("%s: larger than %zu bytes", path, max);
+  }
+  b = malloc((size_t) st.st_size + 1);
+  if (b == NULL) {
+    close(fd);
+    return sn_oom();
+  }
+  while (n < (size_t) st.st_size) {
+    ssize_t r = read(fd, b + n, (size_t) st.st_size - n);
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      sn_set_error("%s: %s", path, r == 0 ? "file shrank while reading"
+                   : strerror(errno));
+      free(b);
+      close(fd);
+      return -1;
+    }
+    n += (size_t) r;
+  }
+  close(fd);
+  b[n] = 0;
+  *buf = b;
+  *len = n;
+  return 0;
+}
+
+static int
+check_layout(const struct sn_layout *l)
+{
+  char *p = path_of(l, "oci-layout");
+  uint8_t *buf;
+  size_t len;
+  json_t *j;
+  const char *v;
+  int rc = -1;
+
+  if (p == NULL)
+    return -1;
+  if (access(p, F_OK) == -1) {
+    sn_set_error("%s: not an OCI image layout (no oci-layout file)", l->dir);
+    free(p);
+    return -1;
+  }
+  if (read_file(p, 4096, &buf, &len) == -1) {
+    free(p);
+    return -1;
+  }
+  j = json_loadb((const char *) buf, len, 0, NULL);
+  v = j ? json_string_value(json_object_get(j, "imageLayoutVersion")) : NULL;
+  if (v == NULL || strncmp(v, "1.", 2) != 0)
+    sn_set_error("%s: unsupported imageLayoutVersion", p);
+  else
+    rc = 0;
+  json_decref(j);
+  free(buf);
+  free(p);
+  return rc;
+}
+
+static json_t *
+load_index(const struct sn_layout *l)
+{
+  char *p = path_of(l, "index.json");
+  uint8_t *buf;
+  size_t len;
+  json_t *j;
+
+  if (p == NULL)
+    return NULL;
+  if (read_file(p, SN_MAX_DOCUMENT, &buf, &len) == -1) {
+    free(p);
+    return NULL;
+  }
+  j = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, NULL);
+  free(buf);
+  if (j == NULL || !json_is_array(json_object_get(j, "manifests"))) {
+    sn_set_error("%s: not a valid OCI index", p);
+    json_decref(j);
+    j = NULL;
+  }
+  free(p);
+  return j;
+}
+
+static const char *
+entry_tag(json_t *e)
+{
+  return json_string_value(json_object_get(json_object_get(e, "annotations"),
+                                           REF_NAME));
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+struct sn_layout *
+sn_layout_open(const char *dir, const char *default_tag)
+{
+  struct sn_layout *l = calloc(1, sizeof *l);
+
+  if (l == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  pthread_mutex_init(&l->lock, NULL);
+  l->dir = strdup(dir);
+  l->default_tag = default_tag ? strdup(default_tag) : NULL;
+  if (l->dir == NULL || (default_tag && l->default_tag == NULL)) {
+    sn_layout_close(l);
+    sn_oom();
+    return NULL;
+  }
+  return l;
+}
+
+void
+sn_layout_close(struct sn_layout *l)
+{
+  if (l == NULL)
+    return;
+  free(l->dir);
+  free(l->default_tag);
+  pthread_mutex_destroy(&l->lock);
+  free(l);
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+/* The blob of digest, verified (and its size checked when size >= 0). */
+static struct sn_manifest *
+manifest_blob(struct sn_layout *l, const char *digest, int64_t size,
+              const char *media_type)
+{
+  char *p = blob_path(l, digest);
+  char got[SN_DIGEST_STRLEN + 1];
+  struct sn_manifest *m = NULL;
+  uint8_t *buf = NULL;
+  size_t len;
+
+  if (p == NULL)
+    return NULL;
+  if (read_file(p, SN_MAX_DOCUMENT, &buf, &len) == -1)
+    goto out;
+  sha256_string(buf, len, got);
+  if (strcmp(got, digest) != 0)
+    sn_set_error("%s: manifest %s: content has digest %s", l->dir, digest,
+                 got);
+  else if (size >= 0 && (int64_t) len != size)
+    sn_set_error("%s: manifest %s: %zu bytes, but index.json says %" PRId64,
+                 l->dir, digest, len, size);
+  else if ((m = sn_manifest_parse(buf, len, media_type)) == NULL)
+    sn_prefix_error("%s: manifest %s: ", l->dir, digest);
+out:
+  free(buf);
+  free(p);
+  return m;
+}
+
+struct sn_manifest *
+sn_layout_get_manifest(struct sn_layout *l, const char *tag_or_digest)
+{
+  json_t *idx, *arr, *e, *found = NULL;
+  struct sn_manifest *m = NULL;
+  uint8_t d[SN_SHA256_LEN];
+  bool by_digest;
+  size_t i;
+
+  if (check_layout(l) == -1 || (idx = load_index(l)) == NULL)
+    return NULL;
+  arr = json_object_get(idx, "manifests");
+  by_digest = sn_digest_parse(tag_or_digest, strlen(tag_or_digest), d) == 0;
+  json_array_foreach(arr, i, e) {
+    const char *dg = json_string_value(json_object_get(e, "digest"));
+    const char *t = entry_tag(e);
+
+    if (by_digest ? (dg && strcmp(dg, tag_or_digest) == 0)
+        : (t && strcmp(t, tag_or_digest) == 0)) {
+      found = e;
+      break;
+    }
+  }
+  if (found == NULL && !by_digest && l->default_tag
+      && strcmp(l->default_tag, tag_or_digest) == 0
+      && json_array_size(arr) == 1)
+    found = json_array_get(arr, 0);
+  if (found == NULL && !by_digest) {
+    sn_set_error("%s: no manifest tagged \"%s\" in index.json", l->dir,
+                 tag_or_digest);
+    goto out;
+  }
+  if (found) {
+    const char *dg = json_string_value(json_object_get(found, "digest"));
+    json_t *js = json_object_get(found, "size");
+
+    if (dg == NULL || !json_is_integer(js)) {
+      sn_set_error("%s: index.json: entry without digest or size", l->dir);
+      goto out;
+    }
+    m = manifest_blob(l, dg, json_integer_value(js),
+                      json_string_value(json_object_get(found, "mediaType")));
+  }
+  else
+    m = manifest_blob(l, tag_or_digest, -1, NULL);
+out:
+  json_decref(idx);
+  return m;
+}
+
+int
+sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
+                       uint8_t **buf, size_t *len)
+{
+  char *p = blob_path(l, digest);
+  char got[SN_DIGEST_STRLEN + 1];
+
+  if (p == NULL)
+    return -1;
+  if (read_file(p, max, buf, len) == -1) {
+    free(p);
+    return -1;
+  }
+  free(p);
+  sha256_string(*buf, *len, got);
+  if (strcmp(got, digest) != 0) {
+    free(*buf);
+    *buf = NULL;
+    *len = 0;
+    return sn_set_error("%s: blob %s: content has digest %s", l->dir, digest,
+                        got);
+  }
+  return 0;
+}
+
+int
+sn_layout_get_blob(struct sn_layout *l, const char *digest, int64_t size,
+                   int (*sink)(void *opaque, const uint8_t *data, size_t len),
+                   void *opaque)
+{
+  int64_t total = 0;
+  char *p = blob_path(l, digest);
+  char got[SN_DIGEST_STRLEN + 1];
+  uint8_t d[SN_SHA256_LEN], *buf = NULL;
+  struct sn_sha256 h;
+  int fd = -1, rc = -1;
+  bool hashing = false;
+
+  if (p == NULL)
+    return -1;
+  fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    sn_set_error("%s: %s", p, strerror(errno));
+    goto out;
+  }
+  buf = malloc(CHUNK);
+  if (buf == NULL) {
+    sn_oom();
+    goto out;
+  }
+  if (sn_sha256_init(&h) == -1)
+    goto out;
+  hashing = true;
+  for (;;) {
+    ssize_t n = read(fd, buf, CHUNK);
+
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1) {
+      sn_set_error("%s: %s", p, strerror(errno));
+      goto out;
+    }
+    if (n == 0)
+      break;
+    total += n;
+    if (size >= 0 && total > size) {
+      sn_set_error("%s: blob %s: more than the %" PRId64 " bytes of its "
+                   "descriptor", l->dir, digest, size);
+      goto out;
+    }
+    sn_sha256_update(&h, buf, (size_t) n);
+    if (sink(opaque, buf, (size_t) n) == -1)
+      goto out;
+  }
+  sn_sha256_final(&h, d);
+  sn_digest_format(d, got);
+  if (size >= 0 && total != size)
+    sn_set_error("%s: blob %s: %" PRId64 " bytes, its descriptor says %"
+                 PRId64, l->dir, digest, total, size);
+  else if (strcmp(got, digest) != 0)
+    sn_set_error("%s: blob %s: content has digest %s", l->dir, digest, got);
+  else
+    rc = 0;
+out:
+  if (hashing)
+    sn_sha256_free(&h);
+  if (fd >= 0)
+    close(fd);
+  free(buf);
+  free(p);
+  return rc;
+}
+
+int
+sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
+                     size_t len, int64_t off)
+{
+  char *p = blob_path(l, digest);
+  size_t n = 0;
+  int fd;
+
+  if (p == NULL)
+    return -1;
+  fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    sn_set_error("%s: %s", p, strerror(errno));
+    free(p);
+    return -1;
+  }
+  while (n < len) {
+    ssize_t r = pread(fd, (uint8_t *) buf + n, len - n, (off_t) off + n);
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      sn_set_error("%s: bytes %" PRId64 "-%" PRId64 ": %s", p, off,
+                   off + (int64_t) len - 1,
+                   r == 0 ? "beyond the end of the blob" : strerror(errno));
+      close(fd);
+      free(p);
+      return -1;
+    }
+    n += (size_t) r;
+  }
+  close(fd);
+  free(p);
+  return 0;
+}
+
+int
+sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
+{
+  char *p = blob_path(l, digest);
+  struct stat st;
+  int rc;
+
+  if (p == NULL)
+    return -1;
+  if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (size)
+      *size = st.st_size;
+    rc = 1;
+  }
+  else if (errno == ENOENT || errno == ENOTDIR)
+    rc = 0;
+  else
+    rc = sn_set_error("%s: %s", p, strerror(errno));
+  free(p);
+  return rc;
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+static int
+mkdir_p(const char *path)
+{
+  char *p = strdup(path), *s;
+
+  if (p == NULL)
+    return sn_oom();
+  for (s = p + 1; *s; s++)
+    if (*s == '/') {
+      *s = '\0';
+      if (mkdir(p, 0755) == -1 && errno != EEXIST) {
+        sn_set_error("mkdir %s: %s", p, strerror(errno));
+        free(p);
+        return -1;
+      }
+      *s = '/';
+    }
+  if (mkdir(p, 0755) == -1 && errno != EEXIST) {
+    sn_set_error("mkdir %s: %s", p, strerror(errno));
+    free(p);
+    return -1;
+  }
+  free(p);
+  return 0;
+}
+
+/* Write a file atomically: a temporary in the same directory, fsync,
+ * rename to final.  Data from memory, or (data NULL) size bytes of fd from offset
+ * 0, hashed into got when got is not NULL. */
+static int
+write_atomic(const char *final, const uint8_t *data, int fd, int64_t size,
+             char got[SN_DIGEST_STRLEN + 1])
+{
+  char *tmp;
+  int out, rc = -1;
+  int64_t done = 0;
+  uint8_t *buf = NULL, d[SN_SHA256_LEN];
+  struct sn_sha256 h;
+  bool hashing = false;
+
+  if (asprintf(&tmp, "%s.tmp-XXXXXX", final) < 0)
+    return sn_oom();
+  out = mkostemp(tmp, O_CLOEXEC);
+  if (out == -1) {
+    sn_set_error("%s: %s", tmp, strerror(errno));
+    free(tmp);
+    return -1;
+  }
+  if (got) {
+    if (sn_sha256_init(&h) == -1)
+      goto out;
+    hashing = true;
+  }
+  if (data == NULL && (buf = malloc(CHUNK)) == NULL) {
+    sn_oom();
+    goto out;
+  }
+  while (done < size) {
+    size_t want = (size_t) (size - done < (int64_t) CHUNK ? size - done
+                            : (int64_t) CHUNK);
+    const uint8_t *src = data ? data + done : buf;
+    ssize_t w;
+
+    if (data == NULL) {
+      ssize_t r = pread(fd, buf, want, (off_t) done);
+
+      if (r == -1 && errno == EINTR)
+        continue;
+      if (r <= 0) {
+        sn_set_error("reading the blob: %s", r == 0 ? "unexpected end of file"
+                     : strerror(errno));
+        goto out;
+      }
+      want = (size_t) r;
+    }
+    if (hashing)
+      sn_sha256_update(&h, src, want);
+    w = write(out, src, want);
+    if (w == -1 && errno == EINTR)
+      continue;
+    if (w != (ssize_t) want) {
+      sn_set_error("%s: %s", tmp, w == -1 ? strerror(errno) : "short write");
+      goto out;
+    }
+    done += w;
+  }
+  if (hashing) {
+    sn_sha256_final(&h, d);
+    sn_digest_format(d, got);
+  }
+  if (fsync(out) == -1) {
+    sn_set_error("%s: fsync: %s", tmp, strerror(errno));
+    goto out;
+  }
+  if (close(out) == -1) {
+    out = -1;
+    sn_set_error("%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  out = -1;
+  rc = 0;
+out:
+  if (hashing)
+    sn_sha256_free(&h);
+  if (out >= 0)
+    close(out);
+  if (rc == -1)
+    unlink(tmp);
+  free(buf);
+  if (rc == 0 && rename(tmp, final) == -1) {
+    sn_set_error("rename %s: %s", final, strerror(errno));
+    unlink(tmp);
+    rc = -1;
+  }
+  free(tmp);
+  return rc;
+}
+
+static int
+ensure_layout(struct sn_layout *l)
+{
+  static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+  static const char index[] =
+    "{\"schemaVersion\":2,\"mediaType\":\"" SN_MT_OCI_INDEX "\","
+    "\"manifests\":[]}";
+  char *p = NULL;
+  int rc = -1;
+
+  if ((p = path_of(l, "blobs/sha256")) == NULL || mkdir_p(p) == -1)
+    goto out;
+  free(p);
+  if ((p = path_of(l, "oci-layout")) == NULL)
+    goto out;
+  if (access(p, F_OK) == -1
+      && write_atomic(p, (const uint8_t *) layout, -1, sizeof layout - 1,
+                      NULL) == -1)
+    goto out;
+  free(p);
+  if ((p = path_of(l, "index.json")) == NULL)
+    goto out;
+  if (access(p, F_OK) == -1
+      && write_atomic(p, (const uint8_t *) index, -1, sizeof index - 1,
+                      NULL) == -1)
+    goto out;
+  rc = check_layout(l);
+out:
+  free(p);
+  return rc;
+}
+
+static int
+push(struct sn_layout *l, const char *digest, const uint8_t *data, int fd,
+     int64_t size)
+{
+  char got[SN_DIGEST_STRLEN + 1], *p = NULL, *tmpname = NULL;
+  int64_t have;
+  int rc = -1, e;
+
+  pthread_mutex_lock(&l->lock);
+  if (ensure_layout(l) == -1)
+    goto out;
+  e = sn_layout_blob_exists(l, digest, &have);
+  if (e == -1)
+    goto out;
+  if (e == 1 && have == size) {
+    rc = 0;
+    goto out;
+  }
+  p = blob_path(l, digest);
+  if (p == NULL)
+    goto out;
+  if (data) {
+    rc = write_atomic(p, data, -1, size, NULL);
+    goto out;
+  }
+  /* From a file descriptor: verify while copying, under a temporary name,
+   * then rename. */
+  if (asprintf(&tmpname, "%s.unverified", p) < 0) {
+    tmpname = NULL;
+    sn_oom();
+    goto out;
+  }
+  if (write_atomic(tmpname, NULL, fd, size, got) == -1)
+    goto out;
+  if (strcmp(got, digest) != 0) {
+    unlink(tmpname);
+    sn_set_error("push blob %s: the data has digest %s", digest, got);
+    goto out;
+  }
+  if (rename(tmpname, p) == -1) {
+    sn_set_error("rename %s: %s", p, strerror(errno));
+    unlink(tmpname);
+    goto out;
+  }
+  rc = 0;
+out:
+  pthread_mutex_unlock(&l->lock);
+  free(tmpname);
+  free(p);
+  if (rc == -1)
+    sn_prefix_error("%s: ", l->dir);
+  return rc;
+}
+
+int
+sn_layout_push_blob(struct sn_layout *l, const char *digest,
+                    const uint8_t *data, size_t len)
+{
+  static const uint8_t empty[1];
+
+  return push(l, digest, len ? data : empty, -1, (int64_t) len);
+}
+
+int
+sn_layout_push_blob_fd(struct sn_layout *l, const char *digest, int fd,
+                       int64_t size)
+{
+  return push(l, digest, NULL, fd, size);
+}
+
+int
+sn_layout_blob_tmp(struct sn_layout *l, const char *digest, char **tmp)
+{
+  char *p;
+  int fd = -1;
+
+  *tmp = NULL;
+  pthread_mutex_lock(&l->lock);
+  if (ensure_layout(l) == -1 || (p = blob_path(l, digest)) == NULL) {
+    pthread_mutex_unlock(&l->lock);
+    return sn_prefix_error("%s: ", l->dir);
+  }
+  pthread_mutex_unlock(&l->lock);
+  if (asprintf(tmp, "%s.tmp-XXXXXX", p) < 0) {
+    *tmp = NULL;
+    free(p);
+    return sn_oom();
+  }
+  free(p);
+  fd = mkostemp(*tmp, O_CLOEXEC);
+  if (fd == -1) {
+    sn_set_error("%s: %s", *tmp, strerror(errno));
+    free(*tmp);
+    *tmp = NULL;
+  }
+  return fd;
+}
+
+int
+sn_layout_blob_adopt(struct sn_layout *l, const char *digest,
+                     const char *tmp, int64_t size)
+{
+  struct stat st;
+  char *p = blob_path(l, digest);
+  int rc = -1;
+
+  if (p == NULL)
+    goto out;
+  if (stat(tmp, &st) == -1) {
+    sn_set_error("%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  if (st.st_size != size) {
+    sn_set_error("blob %s: %jd bytes written, %jd expected", digest,
+                 (intmax_t) st.st_size, (intmax_t) size);
+    goto out;
+  }
+  pthread_mutex_lock(&l->lock);
+  if (rename(tmp, p) == -1)
+    sn_set_error("rename %s: %s", p, strerror(errno));
+  else
+    rc = 0;
+  pthread_mutex_unlock(&l->lock);
+out:
+  if (rc == -1) {
+    unlink(tmp);
+    sn_prefix_error("%s: ", l->dir);
+  }
+  free(p);
+  return rc;
+}
+
+int
+sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
+                       const char *media_type, const uint8_t *data,
+                       size_t len)
+{
+  char dg[SN_DIGEST_STRLEN + 1], *p = NULL, *s = NULL;
+  uint8_t d[SN_SHA256_LEN];
+  struct sn_manifest *m = NULL;
+  json_t *idx = NULL, *arr, *e, *nd = NULL;
+  bool by_digest;
+  size_t i;
+  int rc = -1;
+
+  sha256_string(data, len, dg);
+  if (sn_layout_push_blob(l, dg, data, len) == -1)
+    return -1;
+  by_digest = sn_digest_parse(tag_or_digest, strlen(tag_or_digest), d) == 0;
+  m = sn_manifest_parse(data, len, media_type);
+  if (m == NULL)
+    return sn_prefix_error("%s: manifest %s: ", l->dir, dg);
+
+  pthread_mutex_lock(&l->lock);
+  if ((idx = load_index(l)) == NULL)
+    goto out;
+  arr = json_object_get(idx, "manifests");
+  if (by_digest) {
+    json_array_foreach(arr, i, e) {
+      const char *x = json_string_value(json_object_get(e, "digest"));
+
+      if (x && strcmp(x, dg) == 0) {
+        rc = 0;                 /* already listed */
+        goto out;
+      }
+    }
+  }
+  else
+    for (i = json_array_size(arr); i-- > 0;) {
+      const char *t = entry_tag(json_array_get(arr, i));
+
+      if (t && strcmp(t, tag_or_digest) == 0)
+        json_array_remove(arr, i);
+    }
+  nd = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest", dg,
+                 "size", (json_int_t) len);
+  if (nd == NULL)
+    goto oom;
+  if (m->artifact_type
+      && json_object_set_new(nd, "artifactType",
+                             json_string(m->artifact_type)) == -1)
+    goto oom;
+  if (!by_digest
+      && json_object_set_new(nd, "annotations",
+                             json_pack("{s:s}", REF_NAME,
+                                       tag_or_digest)) == -1)
+    goto oom;
+  if (json_array_append(arr, nd) == -1)
+    goto oom;
+  s = json_dumps(idx, JSON_COMPACT);
+  p = path_of(l, "index.json");
+  if (s == NULL || p == NULL)
+    goto oom;
+  rc = write_atomic(p, (const uint8_t *) s, -1, (int64_t) strlen(s), NULL);
+  if (rc == -1)
+    sn_prefix_error("%s: ", l->dir);
+  goto out;
+oom:
+  sn_oom();
+out:
+  pthread_mutex_unlock(&l->lock);
+  json_decref(nd);
+  json_decref(idx);
+  sn_manifest_free(m);
+  free(s);
+  free(p);
+  return rc;
+}
+
+/* ---- referrers --------------------------------------------------------- */
+
+static int
+add_referrer(json_t *out, const struct sn_manifest *m,
+             const char *artifact_type)
+{
+  const char *at = m->artifact_type ? m->artifact_type
+    : (!m->is_index ? m->config.media_type : NULL);
+  json_t *d, *an;
+  size_t i;
+
+  if (artifact_type && (at == NULL || strcmp(at, artifact_type) != 0))
+    return 0;
+  for (i = 0; i < json_array_size(out); i++) {
+    const char *x =
+      json_string_value(json_object_get(json_array_get(out, i), "digest"));
+
+    if (x && strcmp(x, m->digest) == 0)
+      return 0;
+  }
+  d = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest",
+                m->digest, "size", (json_int_t) m->raw_len);
+  if (d == NULL)
+    return sn_oom();
+  if (at && json_object_set_new(d, "artifactType", json_string(at)) == -1)
+    goto oom;
+  if (m->nannotations) {
+    an = json_object();
+    if (an == NULL || json_object_set_new(d, "annotations", an) == -1)
+      goto oom;
+    for (i = 0; i < m->nannotations; i++)
+      if (json_object_set_new(an, m->annotations[i].key,
+                              json_string(m->annotations[i].value)) == -1)
+        goto oom;
+  }
+  if (json_array_append_new(out, d) == -1)
+    return sn_oom();
+  return 0;
+oom:
+  json_decref(d);
+  return sn_oom();
+}
+
+struct sn_manifest *
+sn_layout_referrers(struct sn_layout *l, const char *digest,
+                    const char *artifact_type)
+{
+  char tag[SN_DIGEST_STRLEN + 1];
+  json_t *idx, *arr, *e, *out = NULL, *root = NULL;
+  struct sn_manifest *res = NULL;
+  char *s = NULL;
+  size_t i, k;
+
+  if (check_layout(l) == -1 || (idx = load_index(l)) == NULL)
+    return NULL;
+  snprintf(tag, sizeof tag, "sha256-%s", digest + 7);
+  out = json_array();
+  if (out == NULL)
+    goto oom;
+  arr = json_object_get(idx, "manifests");
+  json_array_foreach(arr, i, e) {
+    const char *dg = json_string_value(json_object_get(e, "digest"));
+    const char *mt = json_string_value(json_object_get(e, "mediaType"));
+    const char *t = entry_tag(e);
+    json_t *js = json_object_get(e, "size");
+    struct sn_manifest *m;
+
+    if (dg == NULL || !json_is_integer(js) || json_integer_value(js) < 0
+        || json_integer_value(js) > SN_MAX_DOCUMENT)
+      continue;
+    if (mt && strcmp(mt, SN_MT_OCI_MANIFEST) != 0
+        && strcmp(mt, SN_MT_OCI_INDEX) != 0
+        && strcmp(mt, SN_MT_DOCKER_MANIFEST) != 0
+        && strcmp(mt, SN_MT_DOCKER_LIST) != 0)
+      continue;
+    m = manifest_blob(l, dg, json_integer_value(js), mt);
+    if (m == NULL)
+      goto fail;                /* a broken layout: say so */
+    if (t && strcmp(t, tag) == 0 && m->is_index) {
+      /* The fallback tag index: its entries are referrers. */
+      for (k = 0; k < m->nmanifests; k++) {
+        struct sn_manifest *r = manifest_blob(l, m->manifests[k].digest,
+                                              m->manifests[k].size,
+                                              m->manifests[k].media_type);
+
+        if (r == NULL || add_referrer(out, r, artifact_type) == -1) {
+          sn_manifest_free(r);
+          sn_manifest_free(m);
+          goto fail;
+        }
+        sn_manifest_free(r);
+      }
+    }
+    else if (m->subject && strcmp(m->subject->digest, digest) == 0
+             && add_referrer(out, m, artifact_type) == -1) {
+      sn_manifest_free(m);
+      goto fail;
+    }
+    sn_manifest_free(m);
+  }
+  root = json_pack("{s:i, s:s, s:O}", "schemaVersion", 2, "mediaType",
+                   SN_MT_OCI_INDEX, "manifests", out);
+  if (root == NULL || (s = json_dumps(root, JSON_COMPACT)) == NULL)
+    goto oom;
+  res = sn_manifest_parse((const uint8_t *) s, strlen(s), SN_MT_OCI_INDEX);
+  goto done;
+oom:
+  sn_oom();
+fail:
+  sn_prefix_error("%s: referrers of %s: ", l->dir, digest);
+done:
+  free(s);
+  json_decref(root);
+  json_decref(out);
+  json_decref(idx);
+  return res;
+}

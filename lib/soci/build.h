@@ -1,0 +1,55 @@
+/* soci-nbd: build a ztoc from a layer in one streaming pass.
+ *
+ * The layer bytes (gzip or uncompressed tar) are fed in chunks; a single
+ * pass inflates them, records checkpoints, hashes every span and the whole
+ * blob, and parses the tar stream into the TOC.  Nothing of the layer is
+ * kept in memory beyond a few windows.  The result is the same ztoc soci
+ * builds for the same layer (given the same build tool id).
+ *
+ * Ownership: the builder owns its state until sn_ztoc_builder_free();
+ * sn_ztoc_builder_finish() hands a new struct sn_ztoc to the caller.
+ * Errors follow err.h.
+ */
+#ifndef SN_BUILD_H
+#define SN_BUILD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/digest.h"
+#include "soci/ztoc.h"
+
+#define SN_BUILD_TOOL_DEFAULT PACKAGE_NAME " " PACKAGE_VERSION
+
+struct sn_build_opts {
+  int64_t span_size;          /* 0 → SN_DEFAULT_SPAN_SIZE */
+  const char *build_tool;     /* NULL → SN_BUILD_TOOL_DEFAULT */
+  bool no_blob_digest;        /* the caller verifies the layer digest
+                                 itself: finish gets blob_digest NULL */
+};
+
+/* What a layer's first bytes say it is. */
+enum sn_layer_format {
+  SN_LAYER_GZIP, SN_LAYER_TAR, SN_LAYER_ZSTD, SN_LAYER_UNKNOWN,
+};
+enum sn_layer_format sn_layer_sniff(const uint8_t *head, size_t len);
+
+struct sn_ztoc_builder;
+
+struct sn_ztoc_builder *sn_ztoc_builder_new(enum sn_compression comp,
+                                            const struct sn_build_opts *o);
+int sn_ztoc_builder_feed(struct sn_ztoc_builder *b, const uint8_t *data,
+                         size_t len);
+/* The finished ztoc; blob_digest (may be NULL) receives the layer digest. */
+struct sn_ztoc *sn_ztoc_builder_finish(struct sn_ztoc_builder *b,
+                                       uint8_t blob_digest[SN_SHA256_LEN]);
+void sn_ztoc_builder_free(struct sn_ztoc_builder *b);
+
+/* Build from a local file: detects gzip vs tar, refuses zstd/unknown
+ * with a message naming the file. */
+struct sn_ztoc *sn_ztoc_build_file(const char *path,
+                                   const struct sn_build_opts *o,
+                                   uint8_t blob_digest[SN_SHA256_LEN]);
+
+#endif

@@ -1,0 +1,134 @@
+/* soci-nbd: a bounded pool of large reusable buffers, so that span
+ * buffers are not page-faulted and zeroed afresh for every span (see
+ * bufpool.h). */
+#include <config.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "util/bufpool.h"
+#include "util/err.h"
+
+/* Each buffer is preceded by this header (64 bytes keeps the data
+ * cache-line aligned). */
+struct hdr {
+  size_t cap;
+  struct hdr *next;             /* in the idle list */
+  unsigned char pad[64 - sizeof(size_t) - sizeof(void *)];
+};
+
+/* New buffers get 1/16 more than asked, rounded up to 64 KiB: decoded
+ * spans of one layer differ in size by a deflate block or so. */
+#define ROUND ((size_t) 64 << 10)
+
+struct sn_bufpool {
+  pthread_mutex_t lock;
+  size_t max_bufs, max_bytes;
+  struct hdr *idle;             /* idle buffers, any order */
+  size_t nidle, idle_bytes;
+  uint64_t reused, allocated;
+};
+
+struct sn_bufpool *
+sn_bufpool_new(size_t max_bufs, size_t max_bytes)
+{
+  struct sn_bufpool *p = calloc(1, sizeof *p);
+
+  if (p == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  pthread_mutex_init(&p->lock, NULL);
+  p->max_bufs = max_bufs;
+  p->max_bytes = max_bytes;
+  return p;
+}
+
+void
+sn_bufpool_free(struct sn_bufpool *p)
+{
+  if (p == NULL)
+    return;
+  while (p->idle) {
+    struct hdr *h = p->idle;
+    p->idle = h->next;
+    free(h);
+  }
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+uint8_t *
+sn_bufpool_get(struct sn_bufpool *p, size_t len)
+{
+  struct hdr **pp, **best = NULL, *h;
+  size_t cap;
+
+  pthread_mutex_lock(&p->lock);
+  for (pp = &p->idle; *pp; pp = &(*pp)->next)
+    if ((*pp)->cap >= len && (best == NULL || (*pp)->cap < (*best)->cap))
+      best = pp;
+  if (best) {
+    h = *best;
+    *best = h->next;
+    p->nidle--;
+    p->idle_bytes -= h->cap;
+    p->reused++;
+    pthread_mutex_unlock(&p->lock);
+    h->next = NULL;
+    return (uint8_t *) (h + 1);
+  }
+  p->allocated++;
+  pthread_mutex_unlock(&p->lock);
+
+  cap = len + len / 16;
+  if (cap < len || cap > SIZE_MAX - ROUND - sizeof *h)
+    cap = len;
+  else
+    cap = (cap + ROUND - 1) / ROUND * ROUND;
+  if (cap > SIZE_MAX - sizeof *h || (h = malloc(sizeof *h + cap)) == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  h->cap = cap;
+  h->next = NULL;
+  return (uint8_t *) (h + 1);
+}
+
+size_t
+sn_bufpool_cap(const uint8_t *buf)
+{
+  return ((const struct hdr *) buf - 1)->cap;
+}
+
+void
+sn_bufpool_put(struct sn_bufpool *p, uint8_t *buf)
+{
+  struct hdr *h;
+
+  if (buf == NULL)
+    return;
+  h = (struct hdr *) buf - 1;
+  pthread_mutex_lock(&p->lock);
+  if (p->nidle < p->max_bufs && p->idle_bytes <= p->max_bytes &&
+      h->cap <= p->max_bytes - p->idle_bytes) {
+    h->next = p->idle;
+    p->idle = h;
+    p->nidle++;
+    p->idle_bytes += h->cap;
+    h = NULL;
+  }
+  pthread_mutex_unlock(&p->lock);
+  free(h);
+}
+
+void
+sn_bufpool_get_stats(struct sn_bufpool *p, struct sn_bufpool_stats *st)
+{
+  pthread_mutex_lock(&p->lock);
+  st->reused = p->reused;
+  st->allocated = p->allocated;
+  st->held = p->nidle;
+  st->held_bytes = p->idle_bytes;
+  pthread_mutex_unlock(&p->lock);
+}
