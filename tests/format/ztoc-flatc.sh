@@ -14,7 +14,7 @@ fi
 
 flatc_json() { # SCHEMA BINARY: writes $TMP/<basename of BINARY>.json
     flatc --json --raw-binary --strict-json --defaults-json -o "$TMP" \
-        "$top_srcdir/tests/$1" -- "$2"
+        "$top_srcdir/tests/helpers/$1" -- "$2"
 }
 
 # same_json A B: equal as JSON values; otherwise print the first difference.

@@ -176,7 +176,7 @@ check "v2: the stats say the annotation chose the index" stats_ok "$TMP/st-v2.js
 # has no subject (nosubject) or another manifest's (othersubject), and
 # point the referrers fallback tag at it alone.
 forge() {
-    python3 - "$R_URL" "$1" "$2" "$3" "$top_srcdir/tests" <<'PY'
+    python3 - "$R_URL" "$1" "$2" "$3" "$top_srcdir/tests/helpers" <<'PY'
 import json, sys
 sys.path.insert(0, sys.argv[5])
 pi = __import__("plugin-image")
@@ -206,7 +206,7 @@ check_fails "a v1 referrer whose subject is another manifest is refused" \
 reg_start MI || { echo "Bail out! mirror registry did not start"; exit 1; }
 $IMGPY push "$MI_URL" test/mirrored "$L1" "$L2" "$L3" "$L4" --ztoc "$L1=$L1.ztoc" > /dev/null &&
 $IMGPY push "$R_URL" test/mirrored "$L1" "$L2" "$L3" "$L4" --ztoc "$L1=$L1.ztoc" > /dev/null &&
-python3 - "$R_URL" "$top_srcdir/tests" <<'PY' || { echo "Bail out! mirror setup failed"; exit 1; }
+python3 - "$R_URL" "$top_srcdir/tests/helpers" <<'PY' || { echo "Bail out! mirror setup failed"; exit 1; }
 import sys
 sys.path.insert(0, sys.argv[2])
 pi = __import__("plugin-image")
