@@ -1,0 +1,121 @@
+/* soci-nbd: internal to lib/span/layer*.c — struct sn_layer and the
+ * helpers its files share (setup, fetching and reads in layer.c, sequential
+ * readahead in layer-readahead.c, file header checks in layer-check.c, the
+ * whole-layer check in layer-verify.c).  Not for use outside lib/span/.
+ */
+#ifndef SN_LAYER_INT_H
+#define SN_LAYER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "span/layer.h"
+
+struct sn_bufpool;
+struct sn_spancache;
+
+enum { FILE_UNKNOWN, FILE_OK, FILE_BAD };
+
+/* A file with data, for finding the files a read overlaps. */
+struct data_file {
+  int64_t off, end;             /* [off, end) of its data in the tar */
+  int64_t max_end;              /* max end of this and all earlier ones */
+  size_t idx;                   /* into z->files */
+};
+
+/* A file whose header check failed, and why. */
+struct bad_file {
+  size_t idx;
+  char *msg;
+  struct bad_file *next;
+};
+
+struct sn_layer {
+  struct sn_ztoc *z;
+  struct sn_zinfo *zi;
+  sn_blob_read_fn read;
+  void *read_opaque;
+  sn_span_trace_fn trace;
+  void *trace_opaque;
+  struct sn_spancache *cache;
+  /* Reused buffers: decoded spans (released by the cache) and compressed
+   * spans (released right after decoding). */
+  struct sn_bufpool *span_pool, *comp_pool;
+  char *name;                   /* for messages: digest or "the layer" */
+  char *dir;                    /* disk cache DIR/<hex>, or NULL */
+  struct sn_diskcache *disk;    /* its size accounting, or NULL */
+  int max_refetch;
+  /* Per span: a background fetcher wants a copy of the compressed bytes
+   * of the next load (capture), and the copy (captured). */
+  _Atomic(int) *capture;
+  _Atomic(uint8_t *) *captured;
+  _Atomic(char *) poison;       /* set: every read fails with this */
+
+  struct data_file *df;         /* sorted by off */
+  size_t ndf;
+  _Atomic unsigned char *fstate;  /* per z->files entry: FILE_* */
+  pthread_mutex_t lock;         /* protects bad */
+  struct bad_file *bad;
+
+  _Atomic uint64_t spans_fetched, spans_verified, spans_failed;
+  _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
+  _Atomic uint64_t readahead_spans;
+
+  /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
+  size_t ra_window;
+  int64_t ra_trigger;           /* bytes of a forward run that trigger it */
+  int64_t ra_slack;             /* how far from the run's end a read may be */
+  pthread_mutex_t ra_lock;
+  pthread_cond_t ra_idle;       /* signalled when ra_threads drops to 0 */
+  int64_t seq_start, seq_end;   /* the offsets the current run covers */
+  int64_t seq_bytes;            /* bytes read in it */
+  size_t ra_next;               /* first span readahead has not asked for */
+  size_t ra_inflight;           /* spans its threads are loading */
+  unsigned ra_threads;          /* its threads still running */
+  /* Readahead threads are joinable: each one, done with the layer, adds
+   * itself here (room is made before it starts) and is joined by the next
+   * start of a readahead thread or by sn_layer_free, so that no thread
+   * of the layer outlives it (a thread still exiting while the process
+   * exits can hang in the libraries' destructors). */
+  pthread_t *ra_done;
+  size_t nra_done, ra_done_cap;
+  /* Readahead fetches runs of spans with one range request (when there is
+   * no disk cache): per span, a fetch covering it is under way (staging,
+   * under ra_lock; loads of the span wait for it: ra_staged), and its
+   * verified compressed bytes, a comp_pool buffer, once there (staged). */
+  unsigned char *staging;
+  uint8_t **staged;
+  pthread_cond_t ra_staged;
+};
+
+/* Add n to a statistics counter. */
+static inline void
+layer_count(_Atomic uint64_t *c, uint64_t n)
+{
+  atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* layer.c: -1 with the poison message if the layer is poisoned, else 0. */
+int layer_poisoned(struct sn_layer *l);
+/* layer.c: -1 with a message if [off, off+len) is not inside the layer. */
+int layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len);
+/* layer.c: the spans covering [off, off+len) through the cache, copied
+ * into buf unless it is NULL. */
+int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
+                     int64_t off);
+
+/* layer-readahead.c: set up readahead of about bytes (0 = off) within a
+ * memory cache of budget bytes. */
+void layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget);
+/* layer-readahead.c: join the readahead threads that are done (ra_lock
+ * held). */
+void layer_ra_reap(struct sn_layer *l);
+/* layer-readahead.c: note a read of [off, off+len) ending in span last;
+ * may start readahead. */
+void layer_readahead_note(struct sn_layer *l, int64_t off, size_t len,
+                          size_t last);
+
+#endif

@@ -1,0 +1,349 @@
+/* soci-nbd: sequential readahead of a layer's spans — once reads go
+ * forward through a span's worth of bytes, the spans after them are loaded
+ * on background threads (runs of them fetched with one range request when
+ * there is no disk cache).  The layer is lib/span/layer.c; shared state is
+ * in layer-int.h. */
+#include <config.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/bufpool.h"
+#include "util/digest.h"
+#include "span/layer.h"
+#include "span/layer-int.h"
+#include "span/spancache.h"
+
+/* ---- sequential readahead ------------------------------------------- */
+
+#define RA_MIN_TRIGGER ((int64_t) 1 << 20)
+/* A read continues the run if it starts within ra_slack of the run's end,
+ * before or after it: concurrent readers (nbdcopy has 16 MiB of requests
+ * in flight, nbdkit 16 threads per connection) arrive out of order, and
+ * squashfs reads skip the tar headers between files. */
+#define RA_MIN_SLACK ((int64_t) 8 << 20)
+#define RA_BATCH_MIN 4
+
+/* Size the readahead window from bytes (0 = off) so that it fits in half
+ * the cache budget; with RA_BATCH_MIN spans or more and no disk cache,
+ * set up staging for range requests. */
+void
+layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
+{
+  int64_t span = l->zi->span_size > 0 ? l->zi->span_size : RA_MIN_TRIGGER;
+  size_t w;
+
+  if (bytes == 0 || l->zi->nspans < 2)
+    return;
+  w = bytes / (size_t) span;
+  if (w < 2)
+    w = 2;
+  if (w > SN_SPANCACHE_MAX_GET)
+    w = SN_SPANCACHE_MAX_GET;
+  /* The spans read ahead must not push the ones being read out. */
+  while (w > 0 && w * (size_t) span > budget / 2)
+    w--;
+  if (w == 0)
+    return;
+  /* Runs of spans are fetched with one range request when the window is
+   * RA_BATCH_MIN spans or more (small spans: the registry's cost per
+   * request dominates; with 2 big spans it saved nothing measurable and
+   * held more memory).  With a disk cache, spans may be on disk: fetch
+   * them one by one. */
+  if (l->dir == NULL && w >= RA_BATCH_MIN) {
+    l->staging = calloc(l->zi->nspans, sizeof *l->staging);
+    l->staged = calloc(l->zi->nspans, sizeof *l->staged);
+    if (l->staging == NULL || l->staged == NULL) {
+      free(l->staging);
+      free(l->staged);
+      l->staging = NULL;
+      l->staged = NULL;
+    }
+  }
+  l->ra_window = w;
+  l->ra_trigger = span > RA_MIN_TRIGGER ? span : RA_MIN_TRIGGER;
+  l->ra_slack = 2 * l->ra_trigger > RA_MIN_SLACK ? 2 * l->ra_trigger
+    : RA_MIN_SLACK;
+}
+
+struct ra_job {
+  struct sn_layer *l;
+  size_t span;
+};
+
+/* Join the readahead threads that are done (with ra_lock held: they
+ * released it for the last time before it was taken). */
+void
+layer_ra_reap(struct sn_layer *l)
+{
+  while (l->nra_done > 0)
+    pthread_join(l->ra_done[--l->nra_done], NULL);
+}
+
+/* Start a readahead thread running fn(arg) (with ra_lock held; it ends
+ * with ra_thread_done).  -1 if it could not be started. */
+static int
+ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
+{
+  pthread_t tid;
+  size_t need;
+
+  layer_ra_reap(l);
+  need = (size_t) l->ra_threads + 1;
+  if (need > l->ra_done_cap) {
+    size_t cap = need < 16 ? 16 : 2 * need;
+    pthread_t *p = realloc(l->ra_done, cap * sizeof *p);
+
+    if (p == NULL)
+      return -1;
+    l->ra_done = p;
+    l->ra_done_cap = cap;
+  }
+  if (pthread_create(&tid, NULL, fn, arg) != 0)
+    return -1;
+  l->ra_threads++;
+  return 0;
+}
+
+/* The end of a readahead thread's use of the layer (with ra_lock held):
+ * after this it only unlocks ra_lock and returns. */
+static void
+ra_thread_done(struct sn_layer *l)
+{
+  l->ra_done[l->nra_done++] = pthread_self();
+  if (--l->ra_threads == 0)
+    pthread_cond_broadcast(&l->ra_idle);
+}
+
+/* One span read ahead (one thread per span: the window refills as each
+ * span completes, not when a whole batch has). */
+static void *
+ra_thread(void *arg)
+{
+  struct ra_job *j = arg;
+  struct sn_layer *l = j->l;
+  struct sn_span_ent *e;
+  bool skip = false;
+
+  /* Staged bytes already taken: a read has loaded the span. */
+  if (l->staged) {
+    pthread_mutex_lock(&l->ra_lock);
+    skip = l->staged[j->span] == NULL;
+    pthread_mutex_unlock(&l->ra_lock);
+  }
+  /* Errors are not reported here: a foreground read of a span that
+   * failed loads it again and reports. */
+  if (!skip && sn_spancache_get(l->cache, j->span, 1, &e) == 0)
+    sn_spancache_put(l->cache, e);
+  free(j);
+  pthread_mutex_lock(&l->ra_lock);
+  l->ra_inflight--;
+  ra_thread_done(l);
+  pthread_mutex_unlock(&l->ra_lock);
+  return NULL;
+}
+
+struct ra_batch {
+  struct sn_layer *l;
+  size_t first, n;              /* spans marked staging by readahead_note */
+};
+
+static void start_span_threads(struct sn_layer *l, size_t first, size_t n);
+
+/* Fetch spans [first, first+n) with one range request, verify each span's
+ * slice against its digest and stage it (a slice that does not match is
+ * dropped: its load fetches the span itself, with the usual refetches),
+ * then load the spans (decode into the cache) on a thread each. */
+static void *
+ra_batch_thread(void *arg)
+{
+  struct ra_batch *b = arg;
+  struct sn_layer *l = b->l;
+  struct sn_span s0, s1;
+  uint8_t *all, *bufs[SN_SPANCACHE_MAX_GET] = { NULL };
+  size_t len, k;
+  bool ok;
+
+  sn_zinfo_span(l->zi, b->first, &s0);
+  sn_zinfo_span(l->zi, b->first + b->n - 1, &s1);
+  len = (size_t) (s1.comp_end - s0.comp_start);
+  /* From the pool too: big short-lived mallocs on ever new threads would
+   * each leave their pages in another malloc arena. */
+  all = sn_bufpool_get(l->comp_pool, len);
+  for (k = 0; k < b->n && l->trace; k++) {
+    struct sn_span s;
+
+    sn_zinfo_span(l->zi, b->first + k, &s);
+    l->trace(l->trace_opaque, b->first + k, &s);
+  }
+  ok = all && l->read(l->read_opaque, all, len, s0.comp_start) == 0;
+  for (k = 0; k < b->n && ok; k++) {
+    size_t i = b->first + k;
+    const struct sn_bytes *d = &l->z->span_digests[i];
+    uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
+    struct sn_span s;
+    size_t clen;
+
+    sn_zinfo_span(l->zi, i, &s);
+    clen = (size_t) (s.comp_end - s.comp_start);
+    layer_count(&l->spans_fetched, 1);
+    layer_count(&l->bytes_fetched, clen);
+    sn_sha256(all + (s.comp_start - s0.comp_start), clen, got);
+    if (sn_digest_parse(d->data, d->len, want) == -1 ||
+        memcmp(want, got, SN_SHA256_LEN) != 0) {
+      layer_count(&l->spans_failed, 1);
+      continue;
+    }
+    layer_count(&l->spans_verified, 1);
+    bufs[k] = sn_bufpool_get(l->comp_pool, clen);
+    if (bufs[k])
+      memcpy(bufs[k], all + (s.comp_start - s0.comp_start), clen);
+  }
+  sn_bufpool_put(l->comp_pool, all);
+  pthread_mutex_lock(&l->ra_lock);
+  for (k = 0; k < b->n; k++) {
+    l->staged[b->first + k] = bufs[k];
+    l->staging[b->first + k] = 0;
+  }
+  pthread_cond_broadcast(&l->ra_staged);
+  /* Decode the staged spans (those that failed are left to the reads). */
+  for (k = 0; k < b->n; k++)
+    if (bufs[k])
+      start_span_threads(l, b->first + k, 1);
+  l->ra_inflight -= b->n;       /* now counted by the span threads */
+  free(b);
+  ra_thread_done(l);
+  pthread_mutex_unlock(&l->ra_lock);
+  return NULL;
+}
+
+/* Load spans [first, first+n) on a thread each (with ra_lock held). */
+static void
+start_span_threads(struct sn_layer *l, size_t first, size_t n)
+{
+  size_t i;
+
+  for (i = first; i < first + n; i++) {
+    struct ra_job *j = malloc(sizeof *j);
+
+    if (j == NULL)
+      break;
+    j->l = l;
+    j->span = i;
+    if (ra_thread_start(l, ra_thread, j) == -1) {
+      free(j);
+      break;
+    }
+    l->ra_inflight++;
+  }
+}
+
+/* Readahead of spans [first, end) (with ra_lock held): runs of spans
+ * nobody is loading yet are fetched with one range request each (marked
+ * staging before the cache is asked, so that a load starting meanwhile
+ * waits for the fetch instead of fetching the span again); without
+ * staging, a thread per span.  Returns the first span not handled. */
+static size_t
+start_readahead(struct sn_layer *l, size_t first, size_t end)
+{
+  if (l->staging == NULL) {
+    size_t i;
+
+    for (i = first; i < end; i++)
+      if (!sn_spancache_has(l->cache, i)) {
+        start_span_threads(l, i, 1);
+        layer_count(&l->readahead_spans, 1);
+      }
+    return end;
+  }
+  while (first < end) {
+    struct ra_batch *b;
+    size_t n = 0;
+
+    while (first + n < end) {
+      size_t i = first + n;
+
+      /* Being fetched or staged by an earlier batch: not again. */
+      if (l->staging[i] || l->staged[i])
+        break;
+      l->staging[i] = 1;
+      if (sn_spancache_present(l->cache, i)) {
+        l->staging[i] = 0;
+        break;
+      }
+      n++;
+    }
+    if (n == 0) {
+      first++;
+      continue;
+    }
+    b = malloc(sizeof *b);
+    if (b) {
+      b->l = l;
+      b->first = first;
+      b->n = n;
+    }
+    if (b == NULL || ra_thread_start(l, ra_batch_thread, b) == -1) {
+      size_t k;
+
+      for (k = 0; k < n; k++)
+        l->staging[first + k] = 0;
+      pthread_cond_broadcast(&l->ra_staged);
+      free(b);
+      break;
+    }
+    l->ra_inflight += n;
+    layer_count(&l->readahead_spans, n);
+    first += n;
+  }
+  return first;
+}
+
+/* Note a read of [off, off+len) whose last span is last; if it continues
+ * a forward run of at least ra_trigger bytes, start loading the spans
+ * after last (up to ra_window of them in flight) on background threads. */
+void
+layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
+{
+  size_t first, end;
+
+  if (l->ra_window == 0)
+    return;
+  pthread_mutex_lock(&l->ra_lock);
+  if (off <= l->seq_end + l->ra_slack && off >= l->seq_end - l->ra_slack &&
+      l->seq_bytes > 0) {
+    l->seq_bytes += (int64_t) len;
+    if (off + (int64_t) len > l->seq_end)
+      l->seq_end = off + (int64_t) len;
+    if (off < l->seq_start)
+      l->seq_start = off;
+  }
+  else {                        /* a new run */
+    l->seq_bytes = (int64_t) len;
+    l->seq_start = off;
+    l->seq_end = off + (int64_t) len;
+    l->ra_next = 0;
+  }
+  /* Sequential: a span's worth read, covering at least half of the range
+   * the run spans (scattered reads near each other are not a stream). */
+  if (l->seq_bytes < l->ra_trigger ||
+      2 * l->seq_bytes < l->seq_end - l->seq_start || l->ra_window == 0)
+    goto out;
+  first = last + 1 > l->ra_next ? last + 1 : l->ra_next;
+  end = last + 1 + l->ra_window;
+  if (end > l->zi->nspans)
+    end = l->zi->nspans;
+  /* Wait until half the window is free: fewer, larger range requests. */
+  if (first >= end ||
+      l->ra_window - l->ra_inflight < (l->ra_window + 1) / 2)
+    goto out;
+  if (end - first > l->ra_window - l->ra_inflight)
+    end = first + (l->ra_window - l->ra_inflight);
+  l->ra_next = start_readahead(l, first, end);
+
+out:
+  pthread_mutex_unlock(&l->ra_lock);
+}
