@@ -1,5 +1,5 @@
-/* soci-nbd tests: the HTTP and authentication helpers (lib/registry/http.c,
- * lib/registry/auth.c) — WWW-Authenticate, Content-Range, Retry-After, URLs,
+/* soci-nbd tests: the HTTP and authentication helpers (lib/registry/http*.c,
+ * lib/registry/auth*.c) — WWW-Authenticate, Content-Range, Retry-After, URLs,
  * docker config.json and credential helpers, and that no secret reaches
  * an error message or the debug output.  A tiny scripted HTTP server on
  * 127.0.0.1 checks the token flow and that a cross-origin redirect does
