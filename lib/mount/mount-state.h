@@ -1,6 +1,7 @@
-/* soci-nbd command line: the state of `soci-nbd mount` under the run
- * directory, and the objects it records — nbdkit servers with their
- * reconnect supervisors, and NBD devices shared by layer digest.
+/* soci-nbd: the state of `soci-nbd mount` under the run directory, and
+ * the objects it records — nbdkit servers with their reconnect
+ * supervisors (mount-server.c), and NBD devices shared by layer digest
+ * (mount-device.c); the run directory and journals are mount-state.c.
  *
  * Layout ($SOCI_NBD_RUN_DIR, default /run/soci-nbd, mode 0700):
  *
