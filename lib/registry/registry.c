@@ -1,13 +1,13 @@
 /* soci-nbd: OCI distribution client (registry.h) — endpoints (mirrors then
- * upstream), authentication retries, manifests with digest checks and
- * platform selection, whole and ranged blob reads with redirect caching,
- * pushes, and referrers with the fallback tag schema.  oci-layout:
+ * upstream), endpoint probing, authentication retries, manifests with
+ * digest checks and platform selection, and referrers with the fallback
+ * tag schema.  Whole and ranged blob reads are in registry-blob.c, pushes
+ * in registry-push.c; what they share is in registry-int.h.  oci-layout:
  * references are delegated to ocilayout.c.
  */
 #include <config.h>
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "registry/auth.h"
 #include "util/digest.h"
@@ -23,51 +22,14 @@
 #include "registry/http.h"
 #include "registry/ocilayout.h"
 #include "registry/registry.h"
+#include "registry/registry-int.h"
 
-#define SMALL_BLOB ((size_t) 1 << 20)  /* a 200 to a Range may be sliced */
-#define REDIRECT_CACHE 64
-#define MAX_RESUMES 3
 #define ACCEPT_MANIFESTS "Accept: " SN_MT_OCI_MANIFEST ", " SN_MT_OCI_INDEX \
   ", " SN_MT_DOCKER_MANIFEST ", " SN_MT_DOCKER_LIST
 
-struct endpoint {
-  char *base;                 /* API root, ".../v2" */
-  char *plain_base;           /* while probing: the http:// root */
-  bool probe;                 /* loopback without a scheme: HTTPS or HTTP? */
-  char *name;                 /* for messages and credentials */
-  bool mirror;
-  struct sn_auth *auth;
-};
-
-/* Where a blob's range reads go: the endpoint that served it, and the URL
- * it redirected to (NULL: the endpoint's own URL). */
-struct blob_loc {
-  char *digest;
-  size_t ep;
-  char *url;
-  bool send_auth;
-  uint64_t used;
-};
-
-struct sn_registry {
-  struct sn_layout *layout;   /* oci-layout: references */
-  struct sn_http *http;
-  char *what;                 /* "registry/repository" for messages */
-  char *repo;
-  char *ns;                   /* "ns=<registry>" for mirror requests */
-  char *scope_pull, *scope_push;
-  struct endpoint *eps;       /* mirrors in order, then the upstream */
-  size_t neps;
-  void (*debug)(void *opaque, const char *msg);
-  void *debug_opaque;
-  pthread_mutex_t probe_lock; /* guards endpoint probing */
-  pthread_mutex_t lock;       /* guards locs and tick */
-  struct blob_loc locs[REDIRECT_CACHE];
-  uint64_t tick;
-};
-
 /* ---- small helpers ----------------------------------------------------- */
 
+/* Free a secret (a password, an Authorization header), zeroed first. */
 static void
 wipe_free(char *s)
 {
@@ -77,11 +39,9 @@ wipe_free(char *s)
   }
 }
 
-static void
-debugf(struct sn_registry *r, const char *fmt, ...) SN_PRINTF(2, 3);
-
-static void
-debugf(struct sn_registry *r, const char *fmt, ...)
+/* A message for the caller's debug callback, if it set one. */
+void
+reg_debugf(struct sn_registry *r, const char *fmt, ...)
 {
   va_list ap;
   char *s;
@@ -96,12 +56,13 @@ debugf(struct sn_registry *r, const char *fmt, ...)
   va_end(ap);
 }
 
-static struct endpoint *
-upstream(struct sn_registry *r)
+struct endpoint *
+reg_upstream(struct sn_registry *r)
 {
   return &r->eps[r->neps - 1];
 }
 
+/* Is s in the NULL-terminated list (ignoring case)? */
 static bool
 in_list(const char *const *list, const char *s)
 {
@@ -111,8 +72,9 @@ in_list(const char *const *list, const char *s)
   return false;
 }
 
-static int
-check_digest(const char *digest)
+/* 0 for "sha256:<64 hex>", else -1 with the error set. */
+int
+reg_check_digest(const char *digest)
 {
   uint8_t d[SN_SHA256_LEN];
 
@@ -122,8 +84,8 @@ check_digest(const char *digest)
   return 0;
 }
 
-static bool
-is_digest(const char *s)
+bool
+reg_is_digest(const char *s)
 {
   uint8_t d[SN_SHA256_LEN];
 
@@ -131,14 +93,14 @@ is_digest(const char *s)
 }
 
 /* A tag or digest that is safe in a URL path. */
-static int
-check_reference(const char *s)
+int
+reg_check_reference(const char *s)
 {
   size_t i, n;
 
   if (s == NULL || *s == '\0')
     return sn_set_error("empty tag");
-  if (is_digest(s))
+  if (reg_is_digest(s))
     return 0;
   n = strlen(s);
   if (n > 128)
@@ -151,8 +113,9 @@ check_reference(const char *s)
   return 0;
 }
 
-static void
-sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
+void
+reg_sha256_string(const uint8_t *data, size_t len,
+                  char out[SN_DIGEST_STRLEN + 1])
 {
   uint8_t d[SN_SHA256_LEN];
 
@@ -177,8 +140,10 @@ no_tls_here(CURLcode c)
          c == CURLE_COULDNT_CONNECT;
 }
 
-static void
-ep_ready(struct sn_registry *r, struct endpoint *ep)
+/* Probe ep once, at its first request, as described above; a thread that
+ * comes while another probes waits for the answer (probe_lock). */
+void
+reg_ep_ready(struct sn_registry *r, struct endpoint *ep)
 {
   struct sn_http_req q = { 0 };
   struct sn_http_resp resp = { 0 };
@@ -195,8 +160,8 @@ ep_ready(struct sn_registry *r, struct endpoint *ep)
       q.max_body = 65536;
       if (sn_http_request(r->http, &q, &resp) == -1
           && no_tls_here(resp.curl_code)) {
-        debugf(r, "%s: no HTTPS (%s); using plain HTTP", ep->name,
-               sn_error());
+        reg_debugf(r, "%s: no HTTPS (%s); using plain HTTP", ep->name,
+                   sn_error());
         free(ep->base);
         ep->base = ep->plain_base;
         ep->plain_base = NULL;
@@ -210,15 +175,15 @@ ep_ready(struct sn_registry *r, struct endpoint *ep)
 }
 
 /* "base/repo/kind/ref[?query]" for endpoint ep. */
-static char *
-api_url(struct sn_registry *r, struct endpoint *ep, const char *kind,
-        const char *ref, const char *query)
+char *
+reg_api_url(struct sn_registry *r, struct endpoint *ep, const char *kind,
+            const char *ref, const char *query)
 {
   char *u;
   const char *ns = ep->mirror ? r->ns : NULL;
   bool q = (query && *query) || ns;
 
-  ep_ready(r, ep);
+  reg_ep_ready(r, ep);
   if (asprintf(&u, "%s/%s/%s/%s%s%s%s%s", ep->base, r->repo, kind, ref,
                q ? "?" : "", query && *query ? query : "",
                query && *query && ns ? "&" : "", ns ? ns : "") < 0) {
@@ -230,9 +195,9 @@ api_url(struct sn_registry *r, struct endpoint *ep, const char *kind,
 
 /* Describe a failed response: "HTTP 404 (MANIFEST_UNKNOWN: manifest
  * unknown)".  The registry's error body is reduced to printable ASCII. */
-static int
-status_error(struct sn_registry *r, const struct endpoint *ep,
-             const char *what, const struct sn_http_resp *resp)
+int
+reg_status_error(struct sn_registry *r, const struct endpoint *ep,
+                 const char *what, const struct sn_http_resp *resp)
 {
   char detail[256] = "";
   json_t *j = NULL, *e;
@@ -262,9 +227,9 @@ status_error(struct sn_registry *r, const struct endpoint *ep,
 
 /* One request to an endpoint: with its authorization for the scope, and
  * one more try after a 401 that produced new authorization. */
-static int
-ep_request(struct sn_registry *r, struct endpoint *ep, bool push,
-           bool use_auth, struct sn_http_req *q, struct sn_http_resp *resp)
+int
+reg_ep_request(struct sn_registry *r, struct endpoint *ep, bool push,
+               bool use_auth, struct sn_http_req *q, struct sn_http_resp *resp)
 {
   const char *scope = push ? r->scope_push : r->scope_pull;
   int tries;
@@ -293,6 +258,9 @@ ep_request(struct sn_registry *r, struct endpoint *ep, bool push,
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* Append an endpoint for spec (a mirror, or the upstream called name)
+ * to r->eps: its API root, whether to probe HTTPS, and its auth state.
+ * On failure the half-made endpoint is left for sn_registry_close. */
 static int
 add_endpoint(struct sn_registry *r, const struct sn_registry_opts *o,
              const char *spec, const char *name, bool mirror,
@@ -334,6 +302,8 @@ add_endpoint(struct sn_registry *r, const struct sn_registry_opts *o,
   return ep->auth ? 0 : -1;
 }
 
+/* A handle on an oci-layout directory, or on a repository with its
+ * mirrors then the upstream as endpoints; NULL with the error set. */
 struct sn_registry *
 sn_registry_open(const struct sn_ref *ref, const struct sn_registry_opts *o)
 {
@@ -422,6 +392,7 @@ fail:
   return NULL;
 }
 
+/* Free everything open made, half-made handles included. */
 void
 sn_registry_close(struct sn_registry *r)
 {
@@ -454,8 +425,10 @@ sn_registry_close(struct sn_registry *r)
 
 /* ---- manifests --------------------------------------------------------- */
 
-static struct sn_manifest *
-manifest_on(struct sn_registry *r, struct endpoint *ep, const char *ref)
+/* The manifest ref from one endpoint, checked against the digest asked
+ * for and the Docker-Content-Digest header; the caller frees it. */
+struct sn_manifest *
+reg_manifest_on(struct sn_registry *r, struct endpoint *ep, const char *ref)
 {
   static const char *const hdrs[] = { ACCEPT_MANIFESTS, NULL };
   struct sn_http_req q = { 0 };
@@ -465,24 +438,24 @@ manifest_on(struct sn_registry *r, struct endpoint *ep, const char *ref)
   char *url;
 
   snprintf(what, sizeof what, "manifest %s", ref);
-  url = api_url(r, ep, "manifests", ref, NULL);
+  url = reg_api_url(r, ep, "manifests", ref, NULL);
   if (url == NULL)
     return NULL;
   q.url = url;
   q.headers = hdrs;
   q.max_body = SN_MAX_DOCUMENT;
-  if (ep_request(r, ep, false, true, &q, &resp) == -1) {
+  if (reg_ep_request(r, ep, false, true, &q, &resp) == -1) {
     if (strstr(sn_error(), "response larger than"))
       sn_set_error("%s: %s is larger than %d bytes (4 MiB)", r->what, what,
                    SN_MAX_DOCUMENT);
     goto out;
   }
   if (resp.status != 200) {
-    status_error(r, ep, what, &resp);
+    reg_status_error(r, ep, what, &resp);
     goto out;
   }
-  sha256_string(resp.body, resp.body_len, computed);
-  if (is_digest(ref) && strcmp(computed, ref) != 0) {
+  reg_sha256_string(resp.body, resp.body_len, computed);
+  if (reg_is_digest(ref) && strcmp(computed, ref) != 0) {
     sn_set_error("%s: %s: content has digest %s", r->what, what, computed);
     goto out;
   }
@@ -503,27 +476,30 @@ out:
   return m;
 }
 
+/* Each endpoint in turn (mirrors, then the upstream) until one answers. */
 struct sn_manifest *
 sn_registry_get_manifest(struct sn_registry *r, const char *tag_or_digest)
 {
   size_t i;
 
-  if (check_reference(tag_or_digest) == -1)
+  if (reg_check_reference(tag_or_digest) == -1)
     return NULL;
   if (r->layout)
     return sn_layout_get_manifest(r->layout, tag_or_digest);
   for (i = 0; i < r->neps; i++) {
-    struct sn_manifest *m = manifest_on(r, &r->eps[i], tag_or_digest);
+    struct sn_manifest *m = reg_manifest_on(r, &r->eps[i], tag_or_digest);
 
     if (m)
       return m;
     if (r->eps[i].mirror)
-      debugf(r, "mirror %s: %s; trying the next endpoint", r->eps[i].name,
-             sn_error());
+      reg_debugf(r, "mirror %s: %s; trying the next endpoint", r->eps[i].name,
+                 sn_error());
   }
   return NULL;
 }
 
+/* The top-level manifest, then, for an index, the platform's entry,
+ * checked against the index's size; the caller frees both. */
 struct sn_manifest *
 sn_registry_resolve(struct sn_registry *r, const char *tag_or_digest,
                     const struct sn_platform *want,
@@ -580,926 +556,10 @@ fail:
   return NULL;
 }
 
-/* ---- whole blobs ------------------------------------------------------- */
-
-int
-sn_registry_get_blob_mem(struct sn_registry *r, const char *digest,
-                         size_t max, uint8_t **buf, size_t *len)
-{
-  char computed[SN_DIGEST_STRLEN + 1], what[120];
-  size_t i;
-
-  *buf = NULL;
-  *len = 0;
-  if (check_digest(digest) == -1)
-    return -1;
-  if (r->layout)
-    return sn_layout_get_blob_mem(r->layout, digest, max, buf, len);
-  snprintf(what, sizeof what, "blob %s", digest);
-  for (i = 0; i < r->neps; i++) {
-    struct endpoint *ep = &r->eps[i];
-    struct sn_http_req q = { 0 };
-    struct sn_http_resp resp = { 0 };
-    char *url = api_url(r, ep, "blobs", digest, NULL);
-    int rc = -1;
-
-    if (url == NULL)
-      return -1;
-    q.url = url;
-    q.max_body = max ? max : 1;
-    if (ep_request(r, ep, false, true, &q, &resp) == -1) {
-      if (strstr(sn_error(), "response larger than"))
-        sn_set_error("%s: %s is larger than %zu bytes", r->what, what, max);
-    }
-    else if (resp.status != 200)
-      status_error(r, ep, what, &resp);
-    else {
-      sha256_string(resp.body, resp.body_len, computed);
-      if (strcmp(computed, digest) != 0)
-        sn_set_error("%s: %s: content has digest %s", r->what, what,
-                     computed);
-      else {
-        *buf = resp.body;
-        *len = resp.body_len;
-        resp.body = NULL;
-        rc = 0;
-      }
-    }
-    sn_http_resp_clear(&resp);
-    free(url);
-    if (rc == 0)
-      return 0;
-    if (ep->mirror)
-      debugf(r, "mirror %s: %s; trying the next endpoint", ep->name,
-             sn_error());
-  }
-  return -1;
-}
-
-struct stream {
-  struct sn_sha256 h;
-  sn_sink_fn sink;
-  void *opaque;
-  struct sn_http_resp *resp;
-  int64_t delivered;          /* bytes given to the caller so far */
-  int64_t pos;                /* offset of the next byte of this response */
-  int64_t size;               /* the descriptor's size, or -1 */
-  bool started, sink_failed, too_long;
-};
-
-static int
-stream_sink(void *opaque, long status, const uint8_t *data, size_t n)
-{
-  struct stream *s = opaque;
-
-  if (!s->started) {
-    s->started = true;
-    s->pos = 0;
-    if (status == 206) {
-      int64_t a, b, t;
-
-      if (sn_http_parse_content_range(s->resp->content_range, &a, &b, &t)
-          == -1 || a > s->delivered)
-        return sn_set_error("resumed download: bad Content-Range");
-      s->pos = a;
-    }
-    else if (status != 200)
-      return sn_set_error("unexpected HTTP %ld", status);
-  }
-  if (s->pos + (int64_t) n <= s->delivered) {
-    s->pos += (int64_t) n;
-    return 0;
-  }
-  if (s->pos < s->delivered) {
-    size_t skip = (size_t) (s->delivered - s->pos);
-
-    data += skip;
-    n -= skip;
-    s->pos += (int64_t) skip;
-  }
-  if (s->size >= 0 && (int64_t) n > s->size - s->delivered) {
-    s->too_long = true;       /* not a transport fault: never retried */
-    s->sink_failed = true;
-    return sn_set_error("more than the %" PRId64 " bytes of its descriptor",
-                        s->size);
-  }
-  sn_sha256_update(&s->h, data, n);
-  if (s->sink(s->opaque, data, n) == -1) {
-    s->sink_failed = true;
-    return -1;
-  }
-  s->delivered += (int64_t) n;
-  s->pos += (int64_t) n;
-  return 0;
-}
-
-int
-sn_registry_get_blob(struct sn_registry *r, const char *digest,
-                     int64_t size, sn_sink_fn sink, void *opaque)
-{
-  struct stream s = { 0 };
-  char what[120];
-  size_t i;
-  int rc = -1;
-
-  if (check_digest(digest) == -1)
-    return -1;
-  if (r->layout)
-    return sn_layout_get_blob(r->layout, digest, size, sink, opaque);
-  if (sn_sha256_init(&s.h) == -1)
-    return -1;
-  s.size = size;
-  s.sink = sink;
-  s.opaque = opaque;
-  snprintf(what, sizeof what, "blob %s", digest);
-  for (i = 0; i < r->neps && rc == -1; i++) {
-    struct endpoint *ep = &r->eps[i];
-    char *url = api_url(r, ep, "blobs", digest, NULL);
-    int resumes;
-
-    if (url == NULL)
-      break;
-    for (resumes = 0; resumes <= MAX_RESUMES; resumes++) {
-      struct sn_http_req q = { 0 };
-      struct sn_http_resp resp = { 0 };
-      char range[64];
-      const char *hdrs[] = { range, NULL };
-      int64_t before = s.delivered;
-
-      snprintf(range, sizeof range, "Range: bytes=%" PRId64 "-", s.delivered);
-      q.url = url;
-      q.headers = s.delivered > 0 ? hdrs : NULL;
-      q.sink = stream_sink;
-      q.sink_opaque = &s;
-      q.expect_size = size >= 0 ? size - s.delivered : -1;
-      s.resp = &resp;
-      s.started = false;
-      if (ep_request(r, ep, false, true, &q, &resp) == 0) {
-        if (resp.status == 200 || resp.status == 206) {
-          uint8_t d[SN_SHA256_LEN];
-          char got[SN_DIGEST_STRLEN + 1];
-
-          sn_sha256_final(&s.h, d);
-          sn_digest_format(d, got);
-          if (size >= 0 && s.delivered != size)
-            sn_set_error("%s: %s: %" PRId64 " bytes, its descriptor says %"
-                         PRId64, r->what, what, s.delivered, size);
-          else if (strcmp(got, digest) != 0)
-            sn_set_error("%s: %s: content has digest %s", r->what, what, got);
-          else
-            rc = 0;
-          sn_http_resp_clear(&resp);
-          goto done;           /* the hash is final: no more tries */
-        }
-        status_error(r, ep, what, &resp);
-      }
-      sn_http_resp_clear(&resp);
-      if (s.sink_failed || s.delivered == before)
-        break;                  /* no progress: next endpoint */
-      debugf(r, "%s: %s; resuming at byte %" PRId64, what, sn_error(),
-             s.delivered);
-    }
-    free(url);
-    url = NULL;
-    if (s.sink_failed)
-      break;
-    if (ep->mirror)
-      debugf(r, "mirror %s: %s; trying the next endpoint", ep->name,
-             sn_error());
-    continue;
-done:
-    free(url);
-    break;
-  }
-  sn_sha256_free(&s.h);
-  if (rc == -1 && s.too_long)
-    sn_prefix_error("%s: %s: ", r->what, what);
-  return rc;
-}
-
-/* ---- ranges ------------------------------------------------------------ */
-
-struct range {
-  uint8_t *buf;
-  size_t len;
-  int64_t off;
-  size_t got;                 /* 206: bytes stored; 200: bytes seen */
-  struct sn_sha256 h;         /* 200: the whole body, verified */
-  bool hashing;
-};
-
-static int
-range_sink(void *opaque, long status, const uint8_t *data, size_t n)
-{
-  struct range *g = opaque;
-
-  if (status == 0) {          /* a retry: start over */
-    g->got = 0;
-    if (g->hashing)
-      sn_sha256_free(&g->h);
-    g->hashing = false;
-    return 0;
-  }
-  if (status == 206) {
-    if (n > g->len - g->got)
-      return sn_set_error("more bytes than the range asked for");
-    memcpy(g->buf + g->got, data, n);
-    g->got += n;
-    return 0;
-  }
-  if (status != 200)
-    return sn_set_error("unexpected HTTP %ld", status);
-  /* The registry ignored Range: slice a small blob, refuse a big one. */
-  if (n > SMALL_BLOB - g->got)
-    return sn_set_error("the server ignored the Range header and sent the "
-                        "whole blob, which is larger than %zu bytes",
-                        SMALL_BLOB);
-  if (!g->hashing) {
-    if (sn_sha256_init(&g->h) == -1)
-      return -1;
-    g->hashing = true;
-  }
-  sn_sha256_update(&g->h, data, n);
-  {
-    int64_t a = (int64_t) g->got, b = a + (int64_t) n;
-    int64_t lo = a > g->off ? a : g->off;
-    int64_t hi = b < g->off + (int64_t) g->len ? b : g->off + (int64_t) g->len;
-
-    if (lo < hi)
-      memcpy(g->buf + (lo - g->off), data + (lo - a), (size_t) (hi - lo));
-  }
-  g->got += n;
-  return 0;
-}
-
-/* One range request to url; 0 on success, else -1 and *status (0 for a
- * transport error). */
-static int
-range_on(struct sn_registry *r, struct endpoint *ep, const char *url,
-         bool use_auth, const char *digest, void *buf, size_t len,
-         int64_t off, struct sn_http_resp *resp)
-{
-  struct sn_http_req q = { 0 };
-  struct range g = { .buf = buf, .len = len, .off = off };
-  char hdr[80], what[160];
-  const char *hdrs[] = { hdr, NULL };
-  int64_t a, b, t;
-  int rc = -1;
-
-  snprintf(hdr, sizeof hdr, "Range: bytes=%" PRId64 "-%" PRId64, off,
-           off + (int64_t) len - 1);
-  snprintf(what, sizeof what, "blob %s bytes %" PRId64 "-%" PRId64, digest,
-           off, off + (int64_t) len - 1);
-  q.url = url;
-  q.headers = hdrs;
-  q.sink = range_sink;
-  q.sink_opaque = &g;
-  q.sink_restartable = true;
-  if (use_auth) {
-    if (ep_request(r, ep, false, true, &q, resp) == -1)
-      goto out;
-  }
-  else {
-    sn_http_resp_clear(resp);
-    if (sn_http_request(r->http, &q, resp) == -1)
-      goto out;
-  }
-  if (resp->status == 206) {
-    if (sn_http_parse_content_range(resp->content_range, &a, &b, &t) == -1)
-      sn_set_error("%s: %s: 206 without a valid Content-Range", r->what,
-                   what);
-    else if (a == off && b < off + (int64_t) len - 1 && t == b + 1)
-      sn_set_error("%s: %s: beyond the end of the blob (%" PRId64 " bytes)",
-                   r->what, what, t);
-    else if (a != off || b != off + (int64_t) len - 1)
-      sn_set_error("%s: %s: the server sent bytes %" PRId64 "-%" PRId64,
-                   r->what, what, a, b);
-    else if (g.got != len)
-      sn_set_error("%s: %s: got %zu bytes", r->what, what, g.got);
-    else
-      rc = 0;
-  }
-  else if (resp->status == 200) {
-    uint8_t d[SN_SHA256_LEN];
-    char gotd[SN_DIGEST_STRLEN + 1];
-
-    if (!g.hashing && sn_sha256_init(&g.h) == 0)
-      g.hashing = true;
-    if (g.hashing) {
-      sn_sha256_final(&g.h, d);
-      sn_digest_format(d, gotd);
-    }
-    if (g.got < (size_t) off + len)
-      sn_set_error("%s: %s: the blob is only %zu bytes", r->what, what,
-                   g.got);
-    else if (!g.hashing || strcmp(gotd, digest) != 0)
-      sn_set_error("%s: %s: the whole blob sent instead of the range does "
-                   "not match its digest", r->what, what);
-    else
-      rc = 0;
-  }
-  else if (resp->status == 416)
-    sn_set_error("%s: %s: range not satisfiable (beyond the end of the "
-                 "blob)", r->what, what);
-  else
-    status_error(r, ep, what, resp);
-out:
-  if (rc == -1 && strstr(sn_error(), what) == NULL)
-    sn_prefix_error("%s: %s: ", r->what, what);
-  if (g.hashing)
-    sn_sha256_free(&g.h);
-  return rc;
-}
-
-/* Copy of the cached location of digest, or -1 if none. */
-static int
-loc_get(struct sn_registry *r, const char *digest, size_t *ep, char **url,
-        bool *send_auth)
-{
-  size_t i;
-  int found = -1;
-
-  pthread_mutex_lock(&r->lock);
-  for (i = 0; i < REDIRECT_CACHE; i++)
-    if (r->locs[i].digest && strcmp(r->locs[i].digest, digest) == 0) {
-      *ep = r->locs[i].ep;
-      *url = r->locs[i].url ? strdup(r->locs[i].url) : NULL;
-      *send_auth = r->locs[i].send_auth;
-      r->locs[i].used = ++r->tick;
-      found = (r->locs[i].url && *url == NULL) ? -1 : 0;
-      break;
-    }
-  pthread_mutex_unlock(&r->lock);
-  return found;
-}
-
-static void
-loc_put(struct sn_registry *r, const char *digest, size_t ep, const char *url,
-        bool send_auth)
-{
-  struct blob_loc *slot = NULL;
-  size_t i;
-
-  pthread_mutex_lock(&r->lock);
-  for (i = 0; i < REDIRECT_CACHE; i++) {
-    struct blob_loc *l = &r->locs[i];
-
-    if (l->digest && strcmp(l->digest, digest) == 0) {
-      slot = l;
-      break;
-    }
-    if (slot == NULL || (slot->digest && (!l->digest || l->used < slot->used)))
-      slot = l;
-  }
-  free(slot->digest);
-  free(slot->url);
-  slot->digest = strdup(digest);
-  slot->url = url ? strdup(url) : NULL;
-  if (slot->digest == NULL || (url && slot->url == NULL)) {
-    free(slot->digest);
-    free(slot->url);
-    slot->digest = slot->url = NULL;
-  }
-  slot->ep = ep;
-  slot->send_auth = send_auth;
-  slot->used = ++r->tick;
-  pthread_mutex_unlock(&r->lock);
-}
-
-static void
-loc_drop(struct sn_registry *r, const char *digest)
-{
-  size_t i;
-
-  pthread_mutex_lock(&r->lock);
-  for (i = 0; i < REDIRECT_CACHE; i++)
-    if (r->locs[i].digest && strcmp(r->locs[i].digest, digest) == 0) {
-      free(r->locs[i].digest);
-      free(r->locs[i].url);
-      r->locs[i].digest = r->locs[i].url = NULL;
-    }
-  pthread_mutex_unlock(&r->lock);
-}
-
-int
-sn_registry_read_range(struct sn_registry *r, const char *digest, void *buf,
-                       size_t len, int64_t off)
-{
-  struct sn_http_resp resp = { 0 };
-  size_t ep, i, first = 0;
-  char *url = NULL;
-  bool send_auth;
-  int rc;
-
-  if (check_digest(digest) == -1)
-    return -1;
-  if (off < 0 || (len > 0 && (int64_t) len - 1 > INT64_MAX - off))
-    return sn_set_error("%s: blob %s: invalid range", r->what, digest);
-  if (len == 0)
-    return 0;
-  if (r->layout)
-    return sn_layout_read_range(r->layout, digest, buf, len, off);
-
-  /* Where the last read of this blob went (a redirect target, e.g. a
-   * presigned S3 URL, or the endpoint that served it). */
-  if (loc_get(r, digest, &ep, &url, &send_auth) == 0 && ep < r->neps) {
-    if (url) {
-      rc = range_on(r, &r->eps[ep], url, send_auth, digest, buf, len, off,
-                    &resp);
-      if (rc == 0) {
-        sn_http_resp_clear(&resp);
-        free(url);
-        return 0;
-      }
-      /* Expired or refused: re-resolve through the registry, once. */
-      debugf(r, "blob %s: cached redirect failed (%s); asking the registry "
-             "again", digest, sn_error());
-      loc_drop(r, digest);
-      free(url);
-      url = NULL;
-    }
-    first = ep;
-  }
-  for (i = first; i < r->neps; i++) {
-    struct endpoint *e = &r->eps[i];
-
-    url = api_url(r, e, "blobs", digest, NULL);
-    if (url == NULL)
-      break;
-    rc = range_on(r, e, url, true, digest, buf, len, off, &resp);
-    if (rc == 0) {
-      if (resp.redirected)
-        loc_put(r, digest, i, resp.url, !resp.cross_origin);
-      else if (i != 0)
-        loc_put(r, digest, i, NULL, true);
-      sn_http_resp_clear(&resp);
-      free(url);
-      return 0;
-    }
-    free(url);
-    url = NULL;
-    if (e->mirror)
-      debugf(r, "mirror %s: %s; trying the next endpoint", e->name,
-             sn_error());
-  }
-  sn_http_resp_clear(&resp);
-  return -1;
-}
-
-int
-sn_registry_blob_exists(struct sn_registry *r, const char *digest,
-                        int64_t *size)
-{
-  struct endpoint *ep;
-  struct sn_http_req q = { 0 };
-  struct sn_http_resp resp = { 0 };
-  char what[120];
-  char *url;
-  int rc = -1;
-
-  if (check_digest(digest) == -1)
-    return -1;
-  if (r->layout)
-    return sn_layout_blob_exists(r->layout, digest, size);
-  ep = upstream(r);
-  url = api_url(r, ep, "blobs", digest, NULL);
-  if (url == NULL)
-    return -1;
-  snprintf(what, sizeof what, "blob %s", digest);
-  q.method = "HEAD";
-  q.url = url;
-  if (ep_request(r, ep, false, true, &q, &resp) == -1)
-    goto out;
-  if (resp.status == 200) {
-    if (size)
-      *size = resp.content_length;
-    rc = 1;
-  }
-  else if (resp.status == 404)
-    rc = 0;
-  else
-    status_error(r, ep, what, &resp);
-out:
-  sn_http_resp_clear(&resp);
-  free(url);
-  return rc;
-}
-
-/* ---- push -------------------------------------------------------------- */
-
-static int
-push_blob(struct sn_registry *r, const char *digest, const uint8_t *data,
-          int fd, int64_t size)
-{
-  static const char *const put_hdrs[] = {
-    "Content-Type: application/octet-stream", NULL };
-  struct endpoint *ep = upstream(r);
-  struct sn_http_req q = { 0 };
-  struct sn_http_resp resp = { 0 };
-  char what[120], *url = NULL, *loc = NULL, *put = NULL, *esc = NULL;
-  int64_t have = -1;
-  int rc = -1, e;
-
-  snprintf(what, sizeof what, "blob %s", digest);
-  e = sn_registry_blob_exists(r, digest, &have);
-  if (e == -1)
-    return -1;
-  if (e == 1 && (have < 0 || have == size)) {
-    debugf(r, "%s: already in %s", what, r->what);
-    return 0;
-  }
-  ep_ready(r, ep);
-  if (asprintf(&url, "%s/%s/blobs/uploads/", ep->base, r->repo) < 0) {
-    url = NULL;
-    sn_oom();
-    goto out;
-  }
-  q.method = "POST";
-  q.url = url;
-  q.no_redirect = true;
-  if (ep_request(r, ep, true, true, &q, &resp) == -1)
-    goto out;
-  if (resp.status != 202 || resp.location == NULL) {
-    if (resp.status == 202)
-      sn_set_error("%s: %s: upload without a Location", r->what, what);
-    else
-      status_error(r, ep, what, &resp);
-    goto out;
-  }
-  loc = sn_http_resolve(url, resp.location);
-  esc = sn_http_escape(digest);
-  if (loc == NULL || esc == NULL
-      || asprintf(&put, "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?",
-                  esc) < 0) {
-    put = NULL;
-    sn_set_error("%s: %s: invalid upload Location", r->what, what);
-    goto out;
-  }
-  memset(&q, 0, sizeof q);
-  q.method = "PUT";
-  q.url = put;
-  q.headers = put_hdrs;
-  q.body = data;
-  q.body_fd = fd;
-  q.body_size = size;
-  /* The upload location may be on another host: no credentials there. */
-  if (ep_request(r, ep, true, sn_http_same_origin(put, ep->base), &q,
-                 &resp) == -1)
-    goto out;
-  if (resp.status != 201) {
-    status_error(r, ep, what, &resp);
-    goto out;
-  }
-  if (resp.docker_content_digest
-      && strcmp(resp.docker_content_digest, digest) != 0) {
-    sn_set_error("%s: %s: the registry stored it as %.80s", r->what, what,
-                 resp.docker_content_digest);
-    goto out;
-  }
-  rc = 0;
-out:
-  sn_http_resp_clear(&resp);
-  free(url);
-  free(loc);
-  free(put);
-  free(esc);
-  return rc;
-}
-
-int
-sn_registry_push_blob(struct sn_registry *r, const char *digest,
-                      const uint8_t *data, size_t len)
-{
-  char computed[SN_DIGEST_STRLEN + 1];
-
-  if (check_digest(digest) == -1)
-    return -1;
-  sha256_string(data, len, computed);
-  if (strcmp(computed, digest) != 0)
-    return sn_set_error("push blob %s: the data has digest %s", digest,
-                        computed);
-  if (r->layout)
-    return sn_layout_push_blob(r->layout, digest, data, len);
-  if (len == 0) {
-    /* An empty body: the memory path with a non-NULL pointer. */
-    static const uint8_t empty[1];
-
-    return push_blob(r, digest, empty, -1, 0);
-  }
-  return push_blob(r, digest, data, -1, (int64_t) len);
-}
-
-int
-sn_registry_push_blob_fd(struct sn_registry *r, const char *digest, int fd,
-                         int64_t size)
-{
-  if (check_digest(digest) == -1)
-    return -1;
-  if (size < 0)
-    return sn_set_error("push blob %s: invalid size", digest);
-  if (r->layout)
-    return sn_layout_push_blob_fd(r->layout, digest, fd, size);
-  return push_blob(r, digest, NULL, fd, size);
-}
-
-struct sn_blob_writer {
-  struct sn_registry *r;
-  char digest[SN_DIGEST_STRLEN + 1];
-  int64_t size;
-  int fd;                       /* the temporary file */
-  FILE *tmpf;                   /* registry: the tmpfile() owning fd */
-  char *tmp;                    /* layout: the temporary file's path */
-  uint8_t *buf;                 /* WRITER_BUF bytes gathered for write(2) */
-  size_t used;
-};
-
-/* Small pieces (curl's 16 KiB) are gathered into a buffer of this size;
- * a piece at least half as large goes straight to write(2), uncopied. */
-#define WRITER_BUF ((size_t) 1 << 20)
-
-static int
-writer_put(struct sn_blob_writer *w, const uint8_t *data, size_t len)
-{
-  while (len > 0) {
-    ssize_t n = write(w->fd, data, len);
-
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return sn_set_error("blob %s: writing a temporary file: %s", w->digest,
-                          n == -1 ? strerror(errno) : "short write");
-    data += n;
-    len -= (size_t) n;
-  }
-  return 0;
-}
-
-static int
-writer_flush(struct sn_blob_writer *w)
-{
-  int r = writer_put(w, w->buf, w->used);
-
-  w->used = 0;
-  return r;
-}
-
-struct sn_blob_writer *
-sn_blob_writer_new(struct sn_registry *r, const char *digest, int64_t size)
-{
-  struct sn_blob_writer *w;
-
-  if (check_digest(digest) == -1)
-    return NULL;
-  if ((w = calloc(1, sizeof *w)) == NULL || (w->buf = malloc(WRITER_BUF))
-      == NULL) {
-    free(w);
-    sn_oom();
-    return NULL;
-  }
-  w->r = r;
-  w->size = size;
-  snprintf(w->digest, sizeof w->digest, "%s", digest);
-  if (r->layout)
-    w->fd = sn_layout_blob_tmp(r->layout, digest, &w->tmp);
-  else if ((w->tmpf = tmpfile()) != NULL)
-    w->fd = fileno(w->tmpf);
-  else {
-    sn_set_error("temporary file: %s", strerror(errno));
-    w->fd = -1;
-  }
-  if (w->fd == -1) {
-    free(w->buf);
-    free(w);
-    return NULL;
-  }
-  return w;
-}
-
-int
-sn_blob_writer_write(struct sn_blob_writer *w, const uint8_t *data,
-                     size_t len)
-{
-  if (len >= WRITER_BUF / 2)    /* in order: what is gathered goes first */
-    return writer_flush(w) == -1 ? -1 : writer_put(w, data, len);
-  if (w->used + len > WRITER_BUF && writer_flush(w) == -1)
-    return -1;
-  memcpy(w->buf + w->used, data, len);
-  w->used += len;
-  return 0;
-}
-
-int
-sn_blob_writer_commit(struct sn_blob_writer *w)
-{
-  int rc = -1;
-
-  if (writer_flush(w) == -1)
-    goto out;
-  if (w->tmp) {
-    if (fsync(w->fd) == -1) {
-      sn_set_error("%s: fsync: %s", w->tmp, strerror(errno));
-      goto out;
-    }
-    rc = sn_layout_blob_adopt(w->r->layout, w->digest, w->tmp, w->size);
-    free(w->tmp);               /* adopted or removed */
-    w->tmp = NULL;
-  }
-  else if (lseek(w->fd, 0, SEEK_END) != w->size)
-    sn_set_error("blob %s: size differs from its descriptor", w->digest);
-  else if (lseek(w->fd, 0, SEEK_SET) == -1)
-    sn_set_error("temporary file: %s", strerror(errno));
-  else
-    rc = sn_registry_push_blob_fd(w->r, w->digest, w->fd, w->size);
-out:
-  sn_blob_writer_abort(w);
-  return rc;
-}
-
-void
-sn_blob_writer_abort(struct sn_blob_writer *w)
-{
-  if (w == NULL)
-    return;
-  if (w->tmpf)
-    fclose(w->tmpf);
-  else if (w->fd != -1)
-    close(w->fd);
-  free(w->buf);
-  if (w->tmp) {
-    unlink(w->tmp);
-    free(w->tmp);
-  }
-  free(w);
-}
-
-static int
-put_manifest_on(struct sn_registry *r, const char *ref, const char *mt,
-                const uint8_t *data, size_t len, const char *computed,
-                bool *has_subject_api)
-{
-  struct endpoint *ep = upstream(r);
-  struct sn_http_req q = { 0 };
-  struct sn_http_resp resp = { 0 };
-  char ct[300], what[200];
-  const char *hdrs[] = { ct, NULL };
-  char *url = api_url(r, ep, "manifests", ref, NULL);
-  int rc = -1;
-
-  if (url == NULL)
-    return -1;
-  snprintf(ct, sizeof ct, "Content-Type: %s", mt);
-  snprintf(what, sizeof what, "put manifest %s", ref);
-  q.method = "PUT";
-  q.url = url;
-  q.headers = hdrs;
-  q.body = data;
-  q.body_size = (int64_t) len;
-  if (ep_request(r, ep, true, true, &q, &resp) == -1)
-    goto out;
-  if (resp.status != 201 && resp.status != 200) {
-    status_error(r, ep, what, &resp);
-    goto out;
-  }
-  if (resp.docker_content_digest
-      && strncmp(resp.docker_content_digest, "sha256:", 7) == 0
-      && strcmp(resp.docker_content_digest, computed) != 0) {
-    sn_set_error("%s: %s: the registry stored %.80s, not %s", r->what, what,
-                 resp.docker_content_digest, computed);
-    goto out;
-  }
-  if (has_subject_api)
-    *has_subject_api = resp.oci_subject != NULL;
-  rc = 0;
-out:
-  sn_http_resp_clear(&resp);
-  free(url);
-  return rc;
-}
-
-/* The fallback tag of a digest: "sha256-<hex>". */
-static void
-fallback_tag(const char *digest, char out[SN_DIGEST_STRLEN + 1])
-{
-  snprintf(out, SN_DIGEST_STRLEN + 1, "sha256-%s", digest + 7);
-}
-
-/* Add the manifest m (digest, raw) to the fallback tag index of its
- * subject, for registries without the referrers API. */
-static int
-update_fallback_tag(struct sn_registry *r, const struct sn_manifest *m)
-{
-  char tag[SN_DIGEST_STRLEN + 1], computed[SN_DIGEST_STRLEN + 1];
-  struct sn_manifest *old = NULL;
-  json_t *root = NULL, *arr, *d = NULL;
-  char *out = NULL;
-  const char *at;
-  size_t i;
-  int rc = -1;
-
-  fallback_tag(m->subject->digest, tag);
-  old = manifest_on(r, upstream(r), tag);
-  if (old == NULL && strstr(sn_error(), "HTTP 404") == NULL)
-    return sn_prefix_error("referrers tag %s: ", tag);
-  if (old && !old->is_index) {
-    sn_manifest_free(old);
-    return sn_set_error("%s: tag %s is not an index", r->what, tag);
-  }
-  if (old) {
-    for (i = 0; i < old->nmanifests; i++)
-      if (strcmp(old->manifests[i].digest, m->digest) == 0) {
-        sn_manifest_free(old);
-        return 0;
-      }
-    root = json_loadb((const char *) old->raw, old->raw_len, 0, NULL);
-  }
-  else
-    root = json_pack("{s:i, s:s, s:[]}", "schemaVersion", 2, "mediaType",
-                     SN_MT_OCI_INDEX, "manifests");
-  arr = root ? json_object_get(root, "manifests") : NULL;
-  if (!json_is_array(arr)) {
-    sn_set_error("%s: tag %s: cannot update the index", r->what, tag);
-    goto out;
-  }
-  at = m->artifact_type ? m->artifact_type
-    : (!m->is_index ? m->config.media_type : NULL);
-  d = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest",
-                m->digest, "size", (json_int_t) m->raw_len);
-  if (d == NULL || (at && json_object_set_new(d, "artifactType",
-                                              json_string(at)) == -1))
-    goto oom;
-  if (m->nannotations) {
-    json_t *an = json_object();
-
-    if (an == NULL || json_object_set_new(d, "annotations", an) == -1)
-      goto oom;
-    for (i = 0; i < m->nannotations; i++)
-      if (json_object_set_new(an, m->annotations[i].key,
-                              json_string(m->annotations[i].value)) == -1)
-        goto oom;
-  }
-  if (json_array_append_new(arr, d) == -1) {
-    d = NULL;
-    goto oom;
-  }
-  d = NULL;
-  out = json_dumps(root, JSON_COMPACT);
-  if (out == NULL)
-    goto oom;
-  sha256_string((const uint8_t *) out, strlen(out), computed);
-  rc = put_manifest_on(r, tag, SN_MT_OCI_INDEX, (const uint8_t *) out,
-                       strlen(out), computed, NULL);
-  goto out;
-oom:
-  sn_oom();
-out:
-  json_decref(d);
-  json_decref(root);
-  free(out);
-  sn_manifest_free(old);
-  return rc;
-}
-
-int
-sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
-                         const char *media_type, const uint8_t *data,
-                         size_t len)
-{
-  char computed[SN_DIGEST_STRLEN + 1];
-  struct sn_manifest *m;
-  bool api = false;
-  int rc;
-
-  if (check_reference(tag_or_digest) == -1)
-    return -1;
-  if (media_type == NULL || *media_type == '\0' || strchr(media_type, '\n')
-      || strchr(media_type, '\r') || strlen(media_type) > 255)
-    return sn_set_error("put manifest: invalid media type");
-  if (len > SN_MAX_DOCUMENT)
-    return sn_set_error("put manifest: %zu bytes is over the %d byte limit",
-                        len, SN_MAX_DOCUMENT);
-  sha256_string(data, len, computed);
-  if (is_digest(tag_or_digest) && strcmp(tag_or_digest, computed) != 0)
-    return sn_set_error("put manifest %s: the data has digest %s",
-                        tag_or_digest, computed);
-  if (r->layout)
-    return sn_layout_put_manifest(r->layout, tag_or_digest, media_type, data,
-                                  len);
-  if (put_manifest_on(r, tag_or_digest, media_type, data, len, computed,
-                      &api) == -1)
-    return -1;
-  if (api)
-    return 0;
-  /* No OCI-Subject in the answer: keep the fallback tag up to date. */
-  m = sn_manifest_parse(data, len, media_type);
-  if (m == NULL)
-    return 0;                   /* not ours to judge; it was accepted */
-  rc = m->subject ? update_fallback_tag(r, m) : 0;
-  sn_manifest_free(m);
-  return rc;
-}
-
 /* ---- referrers --------------------------------------------------------- */
 
+/* The referrers of digest from endpoint ep: the referrers API, or the
+ * fallback tag on a 404; filtered by artifact_type, the caller frees it. */
 static struct sn_manifest *
 referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
              const char *artifact_type)
@@ -1520,13 +580,13 @@ referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
       goto out;
     }
   }
-  url = api_url(r, ep, "referrers", digest, query);
+  url = reg_api_url(r, ep, "referrers", digest, query);
   if (url == NULL)
     goto out;
   q.url = url;
   q.headers = hdrs;
   q.max_body = SN_MAX_DOCUMENT;
-  if (ep_request(r, ep, false, true, &q, &resp) == -1)
+  if (reg_ep_request(r, ep, false, true, &q, &resp) == -1)
     goto out;
   if (resp.status == 200) {
     m = sn_manifest_parse(resp.body, resp.body_len, resp.content_type);
@@ -1540,8 +600,8 @@ referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
   }
   else if (resp.status == 404) {
     /* No referrers API: the fallback tag. */
-    fallback_tag(digest, tag);
-    m = manifest_on(r, ep, tag);
+    reg_fallback_tag(digest, tag);
+    m = reg_manifest_on(r, ep, tag);
     if (m == NULL && strstr(sn_error(), "HTTP 404"))
       m = sn_empty_index();
     else if (m && !m->is_index) {
@@ -1551,7 +611,7 @@ referrers_on(struct sn_registry *r, struct endpoint *ep, const char *digest,
     }
   }
   else
-    status_error(r, ep, what, &resp);
+    reg_status_error(r, ep, what, &resp);
   if (m) {
     f = sn_index_filter(m, artifact_type);
     sn_manifest_free(m);
@@ -1569,12 +629,12 @@ struct sn_manifest *
 sn_registry_referrers(struct sn_registry *r, const char *digest,
                       const char *artifact_type)
 {
-  if (check_digest(digest) == -1)
+  if (reg_check_digest(digest) == -1)
     return NULL;
   if (r->layout)
     return sn_layout_referrers(r->layout, digest, artifact_type);
   /* Only the image's own registry: a referrer chooses which index
    * describes the image, and a mirror is trusted with content-addressed
    * bytes only (everything it serves is checked against a digest). */
-  return referrers_on(r, upstream(r), digest, artifact_type);
+  return referrers_on(r, reg_upstream(r), digest, artifact_type);
 }
