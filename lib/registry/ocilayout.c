@@ -17,6 +17,7 @@
 
 #include "util/digest.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "registry/ocilayout.h"
 
 #define REF_NAME "org.opencontainers.image.ref.name"
@@ -126,56 +127,6 @@ sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
   sn_digest_format(d, out);
 }
 
-/* Whole file into memory, at most max bytes. */
-static int
-read_file(const char *path, size_t max, uint8_t **buf, size_t *len)
-{
-  struct stat st;
-  uint8_t *b;
-  size_t n = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-  *buf = NULL;
-  *len = 0;
-  if (fd == -1)
-    return sn_set_error("%s: %s", path, strerror(errno));
-  if (fstat(fd, &st) == -1) {
-    sn_set_error("%s: %s", path, strerror(errno));
-    close(fd);
-    return -1;
-  }
-  if (!S_ISREG(st.st_mode) || (uint64_t) st.st_size > max) {
-    close(fd);
-    if (!S_ISREG(st.st_mode))
-      return sn_set_error("%s: not a regular file", path);
-    return sn_set_error("%s: larger than %zu bytes", path, max);
-  }
-  b = malloc((size_t) st.st_size + 1);
-  if (b == NULL) {
-    close(fd);
-    return sn_oom();
-  }
-  while (n < (size_t) st.st_size) {
-    ssize_t r = read(fd, b + n, (size_t) st.st_size - n);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      sn_set_error("%s: %s", path, r == 0 ? "file shrank while reading"
-                   : strerror(errno));
-      free(b);
-      close(fd);
-      return -1;
-    }
-    n += (size_t) r;
-  }
-  close(fd);
-  b[n] = 0;
-  *buf = b;
-  *len = n;
-  return 0;
-}
-
 static int
 check_layout(const struct sn_layout *l)
 {
@@ -193,7 +144,7 @@ check_layout(const struct sn_layout *l)
     free(p);
     return -1;
   }
-  if (read_file(p, 4096, &buf, &len) == -1) {
+  if (sn_read_file(p, 4096, true, &buf, &len) == -1) {
     free(p);
     return -1;
   }
@@ -219,7 +170,7 @@ load_index(const struct sn_layout *l)
 
   if (p == NULL)
     return NULL;
-  if (read_file(p, SN_MAX_DOCUMENT, &buf, &len) == -1) {
+  if (sn_read_file(p, SN_MAX_DOCUMENT, true, &buf, &len) == -1) {
     free(p);
     return NULL;
   }
@@ -289,7 +240,7 @@ manifest_blob(struct sn_layout *l, const char *digest, int64_t size,
 
   if (p == NULL)
     return NULL;
-  if (read_file(p, SN_MAX_DOCUMENT, &buf, &len) == -1)
+  if (sn_read_file(p, SN_MAX_DOCUMENT, true, &buf, &len) == -1)
     goto out;
   sha256_string(buf, len, got);
   if (strcmp(got, digest) != 0)
@@ -365,7 +316,7 @@ sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
 
   if (p == NULL)
     return -1;
-  if (read_file(p, max, buf, len) == -1) {
+  if (sn_read_file(p, max, true, buf, len) == -1) {
     free(p);
     return -1;
   }
@@ -509,32 +460,6 @@ sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
 
 /* ---- writes ------------------------------------------------------------ */
 
-static int
-mkdir_p(const char *path)
-{
-  char *p = strdup(path), *s;
-
-  if (p == NULL)
-    return sn_oom();
-  for (s = p + 1; *s; s++)
-    if (*s == '/') {
-      *s = '\0';
-      if (mkdir(p, 0755) == -1 && errno != EEXIST) {
-        sn_set_error("mkdir %s: %s", p, strerror(errno));
-        free(p);
-        return -1;
-      }
-      *s = '/';
-    }
-  if (mkdir(p, 0755) == -1 && errno != EEXIST) {
-    sn_set_error("mkdir %s: %s", p, strerror(errno));
-    free(p);
-    return -1;
-  }
-  free(p);
-  return 0;
-}
-
 /* Write a file atomically: a temporary in the same directory, fsync,
  * rename to final.  Data from memory, or (data NULL) size bytes of fd from offset
  * 0, hashed into got when got is not NULL. */
@@ -637,7 +562,7 @@ ensure_layout(struct sn_layout *l)
   char *p = NULL;
   int rc = -1;
 
-  if ((p = path_of(l, "blobs/sha256")) == NULL || mkdir_p(p) == -1)
+  if ((p = path_of(l, "blobs/sha256")) == NULL || sn_mkdir_p(p, 0755) == -1)
     goto out;
   free(p);
   if ((p = path_of(l, "oci-layout")) == NULL)

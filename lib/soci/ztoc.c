@@ -15,6 +15,7 @@
 
 #include "util/digest.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "util/fbs.h"
 #include "soci/ztoc.h"
 
@@ -909,68 +910,6 @@ sn_ztoc_decode(const uint8_t *buf, size_t len)
   return z;
 }
 
-/* Read a whole file (regular or not) of at most SN_FBB_MAX_SIZE bytes. */
-static int
-read_file(const char *path, uint8_t **bufp, size_t *lenp)
-{
-  struct stat st;
-  uint8_t *buf = NULL;
-  size_t len = 0, cap = 0;
-  ssize_t r;
-  int fd;
-
-  fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1)
-    return sn_set_error("%s", strerror(errno));
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
-      (uint64_t) st.st_size <= SN_FBB_MAX_SIZE)
-    cap = (size_t) st.st_size + 1;   /* +1: see EOF without a realloc */
-  for (;;) {
-    if (len == cap) {
-      uint8_t *nb;
-      if (cap > SN_FBB_MAX_SIZE) {
-        sn_set_error("larger than 2 GiB");
-        goto fail;
-      }
-      cap = cap < 65536 ? 65536
-            : cap > SN_FBB_MAX_SIZE / 2 ? SN_FBB_MAX_SIZE + 1 : cap * 2;
-      nb = realloc(buf, cap);
-      if (nb == NULL) {
-        sn_oom();
-        goto fail;
-      }
-      buf = nb;
-    }
-    else if (buf == NULL && (buf = malloc(cap)) == NULL) {
-      sn_oom();
-      goto fail;
-    }
-    r = read(fd, buf + len, cap - len);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1) {
-      sn_set_error("%s", strerror(errno));
-      goto fail;
-    }
-    if (r == 0)
-      break;
-    len += (size_t) r;
-  }
-  if (len > SN_FBB_MAX_SIZE) {
-    sn_set_error("larger than 2 GiB");
-    goto fail;
-  }
-  close(fd);
-  *bufp = buf;
-  *lenp = len;
-  return 0;
-
-fail:
-  close(fd);
-  free(buf);
-  return -1;
-}
-
 struct sn_ztoc *
 sn_ztoc_load(const char *path)
 {
@@ -978,8 +917,8 @@ sn_ztoc_load(const char *path)
   uint8_t *buf = NULL;
   size_t len = 0;
 
-  if (read_file(path, &buf, &len) == -1) {
-    sn_prefix_error("ztoc: %s: ", path);
+  if (sn_read_file(path, SN_FBB_MAX_SIZE, false, &buf, &len) == -1) {
+    sn_prefix_error("ztoc: ");
     return NULL;
   }
   z = sn_ztoc_new();

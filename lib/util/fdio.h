@@ -1,10 +1,16 @@
-/* soci-nbd: whole writes on file descriptors, retrying short transfers
- * and EINTR, and files replaced atomically.  Both return 0, or -1 with
- * errno set (no error message: callers name the file). */
+/* soci-nbd: whole reads and writes of files: writes retrying short
+ * transfers and EINTR, files replaced atomically, whole files read into
+ * memory, directory trees made.
+ *
+ * Errors: sn_write_all and sn_write_file_atomic return -1 with errno set
+ * and no message (callers name the file); sn_read_file and sn_mkdir_p
+ * return -1 with a message naming the path (sn_error()). */
 #ifndef SN_FDIO_H
 #define SN_FDIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 int sn_write_all(int fd, const void *buf, size_t len);
 
@@ -16,5 +22,16 @@ int sn_write_all(int fd, const void *buf, size_t len);
  * it was. */
 int sn_write_file_atomic(const char *path, const void *buf, size_t len,
                          unsigned mode, int sync);
+
+/* Read the whole file at path, at most max bytes, into *buf (malloc'd,
+ * owned by the caller, with a NUL after the *len bytes, not counted).
+ * regular_only refuses anything but a regular file (a FIFO or device in
+ * a directory we were given could block or never end); otherwise pipes
+ * and /dev/stdin are read to their end. */
+int sn_read_file(const char *path, size_t max, bool regular_only,
+                 uint8_t **buf, size_t *len);
+
+/* mkdir -p with mode (for each directory made); existing ones are fine. */
+int sn_mkdir_p(const char *path, unsigned mode);
 
 #endif
