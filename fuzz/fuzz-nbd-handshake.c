@@ -1,10 +1,10 @@
-/* soci-nbd fuzzing: the NBD handshake client of lib/nbd/nbddev.c
+/* soci-nbd fuzzing: the NBD handshake client of lib/nbd/nbd-handshake.c
  * (sn_nbd_connect) against a hostile server.  The input is everything the
  * server sends: greeting, option replies, NBD_OPT_EXPORT_NAME reply.  A
  * thread plays the server on a Unix socket: it accepts, writes the input,
  * shuts down its write side (so the client sees EOF instead of waiting for
  * its timeout) and reads whatever the client sends until the client
- * closes.  nbddev.c is used unchanged. */
+ * closes.  nbd-handshake.c is used unchanged. */
 #include <config.h>
 
 #include <errno.h>
