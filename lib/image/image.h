@@ -85,16 +85,9 @@ struct sn_image *sn_image_open(const char *image,
                                const struct sn_image_opts *o);
 void sn_image_free(struct sn_image *img);
 
-/* What was opened. */
-const char *sn_image_manifest_digest(const struct sn_image *img);
-/* The SOCI index used ("sha256:…") or NULL, and how it was found: "v1",
- * "v2", "explicit" or "none" (the rule: lib/soci/index-find.h). */
-const char *sn_image_index_digest(const struct sn_image *img);
-const char *sn_image_index_source(const struct sn_image *img);
+/* The image's layers, in manifest order. */
 size_t sn_image_nlayers(const struct sn_image *img);
 const char *sn_image_layer_digest(const struct sn_image *img, size_t i);
-/* True if layer i is read lazily from the registry (it had a ztoc). */
-bool sn_image_layer_lazy(const struct sn_image *img, size_t i);
 
 /* Exports, in listing order: "", "flat" (the same image as ""), then
  * "layer/0", "layer/1", …, then each distinct layer digest.  A layer whose
@@ -125,21 +118,6 @@ int sn_image_prefetch(struct sn_image *img, struct sn_image_export *e,
 struct sn_prefetch_span;
 int sn_image_parse_prefetch(const uint8_t *buf, size_t len,
                             struct sn_prefetch_span **out, size_t *n);
-
-/* Counters summed over the image's layers. */
-struct sn_image_stats {
-  uint64_t bytes_fetched;      /* compressed bytes of spans, registry */
-  uint64_t spans_fetched, spans_verified, spans_failed;
-  uint64_t cache_hits, cache_misses, disk_hits, headers_checked;
-  uint64_t spans_total;        /* spans of the lazy layers */
-  uint64_t whole_layer_bytes_fetched; /* layers downloaded whole */
-  uint64_t local_bytes_read;   /* span bytes read from local layer files */
-  uint64_t spans_prefetched;   /* spans loaded by the prefetch thread */
-  uint64_t spans_read_ahead;   /* spans asked for by sequential readahead */
-  uint64_t layers_verified;    /* whole-layer checks passed */
-  uint64_t layers_verify_failed;
-};
-void sn_image_get_stats(struct sn_image *img, struct sn_image_stats *st);
 
 /* The statistics as one JSON object (with per-layer and per-export
  * details), malloc'd. */

@@ -1,0 +1,233 @@
+/* soci-nbd: layers without a ztoc — download one whole into the cache
+ * directory (or an unlinked temporary file), building its ztoc in the same
+ * pass, or reuse a cached copy after re-hashing it.  A copy is used only
+ * after its digest has been verified. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image/image-int.h"
+#include "registry/registry.h"
+#include "soci/build.h"
+#include "span/diskcache.h"
+#include "util/digest.h"
+#include "util/err.h"
+#include "util/fdio.h"
+
+#define CHUNK (1024 * 1024)
+
+/* ---- whole-layer download -------------------------------------------- */
+
+struct sink {
+  int fd;
+  struct sn_ztoc_builder *b;
+  uint64_t n;
+  bool write_error;
+};
+
+/* sn_registry_get_blob's sink: write the bytes to the local copy and feed
+ * them to the ztoc builder. */
+static int
+whole_sink(void *opaque, const uint8_t *data, size_t len)
+{
+  struct sink *s = opaque;
+
+  if (sn_write_all(s->fd, data, len) == -1) {
+    s->write_error = true;
+    return sn_set_error("writing the local copy: %s", strerror(errno));
+  }
+  if (sn_ztoc_builder_feed(s->b, data, len) == -1)
+    return -1;
+  s->n += len;
+  return 0;
+}
+
+/* mkdir -p dir (mode 0755).  0 or -1 (err.h). */
+static int
+mkdir_p(const char *dir)
+{
+  char *p = strdup(dir), *q;
+
+  if (p == NULL)
+    return sn_oom();
+  for (q = p + 1; ; q++) {
+    if (*q == '/' || *q == '\0') {
+      char c = *q;
+
+      *q = '\0';
+      if (mkdir(p, 0755) == -1 && errno != EEXIST) {
+        sn_set_error("%s: %s", p, strerror(errno));
+        free(p);
+        return -1;
+      }
+      *q = c;
+      if (c == '\0')
+        break;
+    }
+  }
+  free(p);
+  return 0;
+}
+
+/* Check a finished ztoc's blob digest against the layer's. */
+static int
+digest_matches(const struct img_layer *l, const uint8_t d[SN_SHA256_LEN])
+{
+  char s[SN_DIGEST_STRLEN + 1];
+
+  sn_digest_format(d, s);
+  return strcmp(s, l->digest) == 0;
+}
+
+/* Re-hash a cached copy while building its ztoc; NULL (no error set) if
+ * it is not usable. */
+static struct sn_ztoc *
+reuse_cached(struct img_layer *l, enum sn_compression comp,
+             const struct sn_build_opts *bo)
+{
+  struct sn_ztoc_builder *b = sn_ztoc_builder_new(comp, bo);
+  uint8_t *buf = malloc(CHUNK), d[SN_SHA256_LEN];
+  struct sn_ztoc *z = NULL;
+  ssize_t n;
+
+  if (b == NULL || buf == NULL)
+    goto out;
+  for (;;) {
+    do
+      n = read(l->fd, buf, CHUNK);
+    while (n == -1 && errno == EINTR);
+    if (n <= 0)
+      break;
+    if (sn_ztoc_builder_feed(b, buf, (size_t) n) == -1)
+      goto out;
+  }
+  if (n == 0) {
+    z = sn_ztoc_builder_finish(b, d);
+    if (z && !digest_matches(l, d)) {
+      sn_ztoc_free(z);
+      z = NULL;
+    }
+  }
+out:
+  sn_ztoc_builder_free(b);
+  free(buf);
+  return z;
+}
+
+/* Download layer l whole into a local file, building its ztoc. */
+struct sn_ztoc *
+img_fetch_whole(struct sn_image *img, struct img_layer *l,
+                enum sn_compression comp, const char *cache_dir)
+{
+  struct sn_build_opts bo = { 0 };
+  struct sink s = { .fd = -1 };
+  struct sn_ztoc *z = NULL;
+  uint8_t d[SN_SHA256_LEN];
+  char *dir = NULL, *path = NULL, *tmp = NULL;
+  const char *hex = l->digest + strlen("sha256:");
+
+  if (cache_dir) {
+    if (asprintf(&dir, "%s/blobs/sha256", cache_dir) == -1 ||
+        asprintf(&path, "%s/%s", dir, hex) == -1 ||
+        asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) == -1) {
+      sn_oom();
+      goto out;
+    }
+    l->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (l->fd != -1) {
+      z = reuse_cached(l, comp, &bo);
+      if (z) {
+        img_logf(img, "layer %zu (%s): using the cached copy %s", l->index,
+              l->digest, path);
+        sn_diskcache_touch(path);
+        if (img->disk && sn_diskcache_pin(img->disk, path) == -1) {
+          sn_ztoc_free(z);
+          z = NULL;
+        }
+        goto out;
+      }
+      img_logf(img, "layer %zu (%s): cached copy %s is not valid, fetching "
+            "again", l->index, l->digest, path);
+      close(l->fd);
+      l->fd = -1;
+    }
+    if (mkdir_p(dir) == -1)
+      goto out;
+    s.fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (s.fd == -1) {
+      sn_set_error("%s: %s", tmp, strerror(errno));
+      goto out;
+    }
+  }
+  else {
+    const char *t = getenv("TMPDIR");
+
+    if (asprintf(&tmp, "%s/soci-nbd-layer.XXXXXX",
+                 t && *t ? t : "/tmp") == -1) {
+      sn_oom();
+      goto out;
+    }
+    s.fd = mkostemp(tmp, O_CLOEXEC);
+    if (s.fd == -1) {
+      sn_set_error("%s: %s", tmp, strerror(errno));
+      goto out;
+    }
+    unlink(tmp);
+  }
+
+  img_logf(img, "layer %zu (%s): no ztoc, fetching it whole (%" PRId64
+        " bytes)", l->index, l->digest, l->size);
+  s.b = sn_ztoc_builder_new(comp, &bo);
+  if (s.b == NULL)
+    goto out;
+  if (sn_registry_get_blob(img->reg, l->digest, l->size, whole_sink, &s) == -1)
+    goto out;
+  /* get_blob has verified the digest: only now is the copy usable. */
+  z = sn_ztoc_builder_finish(s.b, d);
+  if (z == NULL)
+    goto out;
+  if (!digest_matches(l, d)) {
+    sn_set_error("digest mismatch after download");
+    sn_ztoc_free(z);
+    z = NULL;
+    goto out;
+  }
+  if (cache_dir) {
+    if (fsync(s.fd) == -1 || rename(tmp, path) == -1) {
+      sn_set_error("%s: %s", path, strerror(errno));
+      sn_ztoc_free(z);
+      z = NULL;
+      goto out;
+    }
+    if (img->disk) {
+      if (sn_diskcache_pin(img->disk, path) == -1) {
+        sn_ztoc_free(z);
+        z = NULL;
+        goto out;
+      }
+      sn_diskcache_add(img->disk, s.n);
+    }
+  }
+  l->whole_bytes = s.n;
+  l->fd = s.fd;
+  s.fd = -1;
+
+out:
+  if (s.fd != -1) {
+    close(s.fd);
+    if (cache_dir && tmp)
+      unlink(tmp);
+  }
+  sn_ztoc_builder_free(s.b);
+  free(dir);
+  free(path);
+  free(tmp);
+  return z;
+}

@@ -1,0 +1,100 @@
+/* soci-nbd: internal to lib/image/image*.c — struct sn_image and its
+ * layers, and the helpers the image's files share.  Not a public API.
+ *
+ * image.c opens and frees the image and serves reads; image-fetch.c
+ * downloads layers without a ztoc whole; image-index.c loads the SOCI
+ * index and its prefetch artifacts; image-background.c runs the prefetch
+ * thread and the whole-layer check; image-stats.c reports statistics.
+ * See docs/architecture.md.
+ */
+#ifndef SN_IMAGE_INT_H
+#define SN_IMAGE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image/image.h"
+#include "registry/manifest.h"
+#include "registry/ref.h"
+#include "soci/index.h"
+#include "soci/ztoc.h"
+#include "span/diskcache.h"
+#include "span/layer.h"
+#include "util/err.h"
+
+/* Whole-layer check of a lazy layer (img_layer.verify). */
+enum verify_state { VERIFY_NONE, VERIFY_PENDING, VERIFY_OK, VERIFY_FAILED };
+
+struct img_layer {
+  struct sn_image *img;
+  size_t index;
+  char *digest;
+  char *media_type;
+  int64_t size;
+  char *ztoc_digest;            /* the ztoc it is served with, or NULL */
+  bool lazy;
+  int fd;                       /* local copy, or -1 */
+  struct sn_layer *layer;
+  uint64_t spans_total;
+  uint64_t whole_bytes;         /* downloaded whole at open */
+  uint64_t local_bytes;         /* atomically: read from fd */
+  char *sqfs_error;             /* why its overlayfs image is missing */
+  struct sn_prefetch_span *pf;  /* its prefetch artifacts' span ranges */
+  size_t npf;
+  int verify;                   /* enum verify_state, atomically */
+  char *verify_msg;             /* set before verify becomes FAILED */
+};
+
+struct sn_image {
+  struct sn_ref ref;
+  struct sn_registry *reg;
+  char *manifest_digest;
+  char *index_digest;
+  const char *index_source;     /* how it was found: "v1", "v2",
+                                 * "explicit" or "none" (the rule:
+                                 * lib/soci/index-find.h) */
+  const char *index_why;        /* static phrase: why that index (or none) */
+  struct img_layer *layers;
+  size_t nlayers;
+  struct sn_image_export *exports;
+  size_t nexports;
+  void (*trace)(void *opaque, size_t layer, size_t span,
+                const struct sn_span *s);
+  void (*log)(void *opaque, const char *msg);
+  void (*progress)(void *opaque);
+  void *opaque;
+
+  struct sn_diskcache *disk;
+  enum sn_prefetch_mode prefetch;
+  bool layer_check;
+  size_t npf_docs;              /* prefetch artifacts used */
+  pthread_t bg;
+  bool bg_started;
+  int bg_stop, bg_done;         /* atomically */
+  int fg_active;                /* foreground reads running, atomically */
+  int64_t fg_last;              /* when the last one ended (ns), atomically */
+  uint64_t spans_prefetched;    /* atomically */
+};
+
+/* Log one formatted line through img->log (nothing if it is NULL). */
+void img_logf(struct sn_image *img, const char *fmt, ...) SN_PRINTF(2, 3);
+
+/* The monotonic clock in nanoseconds (foreground/background timing). */
+int64_t img_now_ns(void);
+
+/* image-fetch.c: download layer l whole into cache_dir (or an unlinked
+ * temporary file), or reuse a valid cached copy, building its ztoc; sets
+ * l->fd.  The ztoc (caller frees) or NULL (err.h). */
+struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
+                                enum sn_compression comp,
+                                const char *cache_dir);
+
+/* image-index.c: fetch the SOCI index img->index_digest of manifest m and
+ * put the ztoc of layer i (caller frees) in ztocs[i]; loads prefetch
+ * artifacts too.  0 or -1 (err.h). */
+int img_load_index(struct sn_image *img, const struct sn_manifest *m,
+                   struct sn_ztoc **ztocs);
+
+#endif
