@@ -14,11 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 
 #include "soci/build.h"
 #include "cli.h"
 #include "util/digest.h"
+#include "util/json.h"
 #include "soci/index-find.h"
 #include "soci/index.h"
 #include "span/layer.h"
@@ -302,105 +302,104 @@ ztoc_create(int argc, char **argv)
 
 /* ---- ztoc info ----------------------------------------------------- */
 
-/* A JSON string from bytes; invalid UTF-8 bytes become U+FFFD. */
-static json_t *
-jstr(const struct sn_bytes *b)
+/* A member whose value is bytes as a JSON string (invalid UTF-8 bytes
+ * become U+FFFD, as util/json.h does for every string). */
+static void
+put_bytes(struct sn_json *w, const char *key, const struct sn_bytes *b)
 {
-  json_t *j = json_stringn(b->data, b->len);
-  char *clean, *q;
-  size_t i;
-
-  if (j)
-    return j;
-  clean = malloc(b->len * 3 + 1);
-  if (clean == NULL)
-    return NULL;
-  for (i = 0, q = clean; i < b->len; i++) {
-    unsigned char ch = b->data[i];
-    if (ch < 0x80)
-      *q++ = ch;
-    else {
-      memcpy(q, "\xef\xbf\xbd", 3);
-      q += 3;
-    }
-  }
-  j = json_stringn(clean, q - clean);
-  free(clean);
-  return j;
+  sn_json_key(w, key);
+  sn_json_string_len(w, b->data, b->len);
 }
 
-static json_t *
-file_json(const struct sn_ztoc_file *f)
+static void
+put_int(struct sn_json *w, const char *key, int64_t v)
 {
-  json_t *o = json_object(), *x = json_object();
+  sn_json_key(w, key);
+  sn_json_int(w, v);
+}
+
+/* One file of the ztoc's table, its PAX records in the archive's order. */
+static void
+put_file(struct sn_json *w, const struct sn_ztoc_file *f)
+{
   size_t i;
 
-  json_object_set_new(o, "name", jstr(&f->name));
-  json_object_set_new(o, "type", jstr(&f->type));
-  json_object_set_new(o, "header_offset", json_integer(f->header_offset));
-  json_object_set_new(o, "offset", json_integer(f->offset));
-  json_object_set_new(o, "size", json_integer(f->size));
-  json_object_set_new(o, "mode", json_integer(f->mode));
-  json_object_set_new(o, "uid", json_integer(f->uid));
-  json_object_set_new(o, "gid", json_integer(f->gid));
-  json_object_set_new(o, "uname", jstr(&f->uname));
-  json_object_set_new(o, "gname", jstr(&f->gname));
-  json_object_set_new(o, "mod_time", jstr(&f->mod_time));
-  json_object_set_new(o, "linkname", jstr(&f->linkname));
-  json_object_set_new(o, "devmajor", json_integer(f->devmajor));
-  json_object_set_new(o, "devminor", json_integer(f->devminor));
+  sn_json_begin_object(w);
+  put_bytes(w, "name", &f->name);
+  put_bytes(w, "type", &f->type);
+  put_int(w, "header_offset", f->header_offset);
+  put_int(w, "offset", f->offset);
+  put_int(w, "size", f->size);
+  put_int(w, "mode", f->mode);
+  put_int(w, "uid", f->uid);
+  put_int(w, "gid", f->gid);
+  put_bytes(w, "uname", &f->uname);
+  put_bytes(w, "gname", &f->gname);
+  put_bytes(w, "mod_time", &f->mod_time);
+  put_bytes(w, "linkname", &f->linkname);
+  put_int(w, "devmajor", f->devmajor);
+  put_int(w, "devminor", f->devminor);
+  sn_json_key(w, "pax_records");
+  sn_json_begin_object(w);
   for (i = 0; i < f->npax; i++) {
     char *k = strndup(f->pax[i].key.data, f->pax[i].key.len);
-    if (k)
-      json_object_set_new(x, k, jstr(&f->pax[i].value));
+
+    if (k == NULL)
+      continue;
+    put_bytes(w, k, &f->pax[i].value);
     free(k);
   }
-  json_object_set_new(o, "pax_records", x);
-  return o;
+  sn_json_end_object(w);
+  sn_json_end_object(w);
 }
 
-static json_t *
-ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi)
+/* The whole ztoc (header, spans, files) as an indented JSON document in
+ * *out (malloc'd).  0, or -1 (err.h). */
+static int
+ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
 {
-  json_t *o = json_object(), *spans = json_array(), *files = json_array();
-  size_t i;
+  struct sn_json w;
+  size_t i, len;
 
-  json_object_set_new(o, "version", jstr(&z->version));
-  json_object_set_new(o, "build_tool_identifier", jstr(&z->build_tool));
-  json_object_set_new(o, "compression",
-                      json_string(z->compression == SN_COMP_GZIP
-                                  ? "gzip" : "uncompressed"));
-  json_object_set_new(o, "compressed_archive_size",
-                      json_integer(z->compressed_size));
-  json_object_set_new(o, "uncompressed_archive_size",
-                      json_integer(z->uncompressed_size));
-  json_object_set_new(o, "span_size", json_integer(zi->span_size));
-  json_object_set_new(o, "max_span_id", json_integer(z->max_span_id));
-  json_object_set_new(o, "num_spans", json_integer(zi->nspans));
-  json_object_set_new(o, "num_files", json_integer(z->nfiles));
-  json_object_set_new(o, "checkpoints_size",
-                      json_integer(z->checkpoints_len));
+  sn_json_init(&w);
+  sn_json_set_indent(&w, 2);
+  sn_json_begin_object(&w);
+  put_bytes(&w, "version", &z->version);
+  put_bytes(&w, "build_tool_identifier", &z->build_tool);
+  sn_json_key(&w, "compression");
+  sn_json_string(&w, z->compression == SN_COMP_GZIP ? "gzip" : "uncompressed");
+  put_int(&w, "compressed_archive_size", z->compressed_size);
+  put_int(&w, "uncompressed_archive_size", z->uncompressed_size);
+  put_int(&w, "span_size", zi->span_size);
+  put_int(&w, "max_span_id", z->max_span_id);
+  put_int(&w, "num_spans", zi->nspans);
+  put_int(&w, "num_files", z->nfiles);
+  put_int(&w, "checkpoints_size", z->checkpoints_len);
+  sn_json_key(&w, "spans");
+  sn_json_begin_array(&w);
   for (i = 0; i < zi->nspans; i++) {
-    json_t *s = json_object();
     struct sn_span sp;
 
     sn_zinfo_span(zi, i, &sp);
-    json_object_set_new(s, "id", json_integer(i));
-    json_object_set_new(s, "compressed_start", json_integer(sp.comp_start));
-    json_object_set_new(s, "compressed_end", json_integer(sp.comp_end));
-    json_object_set_new(s, "uncompressed_start",
-                        json_integer(sp.uncomp_start));
-    json_object_set_new(s, "uncompressed_end", json_integer(sp.uncomp_end));
+    sn_json_begin_object(&w);
+    put_int(&w, "id", i);
+    put_int(&w, "compressed_start", sp.comp_start);
+    put_int(&w, "compressed_end", sp.comp_end);
+    put_int(&w, "uncompressed_start", sp.uncomp_start);
+    put_int(&w, "uncompressed_end", sp.uncomp_end);
     if (zi->compression == SN_COMP_GZIP)
-      json_object_set_new(s, "bits", json_integer(zi->cp[i].bits));
-    json_object_set_new(s, "digest", jstr(&z->span_digests[i]));
-    json_array_append_new(spans, s);
+      put_int(&w, "bits", zi->cp[i].bits);
+    put_bytes(&w, "digest", &z->span_digests[i]);
+    sn_json_end_object(&w);
   }
-  json_object_set_new(o, "spans", spans);
+  sn_json_end_array(&w);
+  sn_json_key(&w, "files");
+  sn_json_begin_array(&w);
   for (i = 0; i < z->nfiles; i++)
-    json_array_append_new(files, file_json(&z->files[i]));
-  json_object_set_new(o, "files", files);
-  return o;
+    put_file(&w, &z->files[i]);
+  sn_json_end_array(&w);
+  sn_json_end_object(&w);
+  return sn_json_finish(&w, out, &len);
 }
 
 static void
@@ -439,7 +438,7 @@ ztoc_info(int argc, char **argv)
   const struct sn_descriptor *ld;
   struct sn_ztoc *z;
   struct sn_zinfo *zi;
-  json_t *j;
+  char *json;
   int c, h, r;
 
   regopts_init(&ro);
@@ -485,13 +484,14 @@ ztoc_info(int argc, char **argv)
     sn_ztoc_free(z);
     return cli_fail_lib("%s", argv[optind]);
   }
-  j = ztoc_json(z, zi);
-  r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-  putchar('\n');
-  json_decref(j);
+  r = ztoc_json(z, zi, &json);
   sn_zinfo_free(zi);
   sn_ztoc_free(z);
-  return r == 0 ? 0 : cli_fail("cannot write JSON");
+  if (r == -1)
+    return cli_fail_lib(NULL);
+  r = puts(json);
+  free(json);
+  return r >= 0 ? 0 : cli_fail("cannot write JSON");
 }
 
 /* ---- ztoc ls ------------------------------------------------------- */

@@ -49,33 +49,6 @@ whole_sink(void *opaque, const uint8_t *data, size_t len)
   return 0;
 }
 
-/* mkdir -p dir (mode 0755).  0 or -1 (err.h). */
-static int
-mkdir_p(const char *dir)
-{
-  char *p = strdup(dir), *q;
-
-  if (p == NULL)
-    return sn_oom();
-  for (q = p + 1; ; q++) {
-    if (*q == '/' || *q == '\0') {
-      char c = *q;
-
-      *q = '\0';
-      if (mkdir(p, 0755) == -1 && errno != EEXIST) {
-        sn_set_error("%s: %s", p, strerror(errno));
-        free(p);
-        return -1;
-      }
-      *q = c;
-      if (c == '\0')
-        break;
-    }
-  }
-  free(p);
-  return 0;
-}
-
 /* Check a finished ztoc's blob digest against the layer's. */
 static int
 digest_matches(const struct img_layer *l, const uint8_t d[SN_SHA256_LEN])
@@ -158,7 +131,7 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
       close(l->fd);
       l->fd = -1;
     }
-    if (mkdir_p(dir) == -1)
+    if (sn_mkdir_p(dir, 0755) == -1)
       goto out;
     s.fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (s.fd == -1) {

@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "span/diskcache.h"
 #include "span/layer.h"
 #include "util/err.h"
+#include "util/json.h"
 
 /* ---- statistics ------------------------------------------------------- */
 
@@ -54,22 +56,30 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
   st->whole_layer_bytes_fetched += l->whole_bytes;
 }
 
-/* Write s as a JSON string. */
+/* One member of the object being written: an integer, a string (null
+ * when s is NULL) or a boolean. */
 static void
-put_str(FILE *f, const char *s)
+put_int(struct sn_json *w, const char *key, uint64_t v)
 {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char) *s;
+  sn_json_key(w, key);
+  sn_json_int(w, (int64_t) v);
+}
 
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20)
-      fprintf(f, "\\u%04x", c);
-    else
-      fputc(c, f);
-  }
-  fputc('"', f);
+static void
+put_str(struct sn_json *w, const char *key, const char *s)
+{
+  sn_json_key(w, key);
+  if (s)
+    sn_json_string(w, s);
+  else
+    sn_json_null(w);
+}
+
+static void
+put_bool(struct sn_json *w, const char *key, bool v)
+{
+  sn_json_key(w, key);
+  sn_json_bool(w, v);
 }
 
 static const char *
@@ -93,105 +103,111 @@ prefetch_name(enum sn_prefetch_mode m)
   }
 }
 
+/* Layer i's object in the "layers" array; its counters are added to st. */
+static void
+put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
+          const struct img_layer *l)
+{
+  struct sn_layer_stats ls;
+  int v = __atomic_load_n(&l->verify, __ATOMIC_ACQUIRE);
+
+  sn_layer_get_stats(l->layer, &ls);
+  add_layer_stats(st, l, &ls);
+  sn_json_begin_object(w);
+  put_int(w, "index", i);
+  put_str(w, "digest", l->digest);
+  put_bool(w, "lazy", l->lazy);
+  put_int(w, "spans_total", l->spans_total);
+  put_int(w, "spans_fetched", ls.spans_fetched);
+  put_int(w, "spans_verified", ls.spans_verified);
+  put_int(w, "spans_failed", ls.spans_failed);
+  put_int(w, "bytes_fetched", ls.bytes_fetched);
+  put_int(w, "cache_hits", ls.cache_hits);
+  put_int(w, "cache_misses", ls.cache_misses);
+  put_int(w, "disk_hits", ls.disk_hits);
+  put_int(w, "headers_checked", ls.headers_checked);
+  put_int(w, "spans_read_ahead", ls.readahead_spans);
+  put_int(w, "whole_layer_bytes_fetched", l->whole_bytes);
+  put_int(w, "prefetch_ranges", l->npf);
+  put_str(w, "verify", verify_name(v));
+  put_str(w, "ztoc", l->ztoc_digest);
+  if (v == VERIFY_FAILED && l->verify_msg)
+    put_str(w, "verify_error", l->verify_msg);
+  sn_json_end_object(w);
+}
+
+/* The stats file's document (plugin man page, "stats-file"), through the
+ * one JSON writer (util/json.h), indented for people. */
 char *
 sn_image_stats_json(struct sn_image *img)
 {
   struct sn_image_stats st = { 0 };
   struct sn_diskcache_stats ds;
-  char *s = NULL;
-  size_t len = 0, i;
-  FILE *f = open_memstream(&s, &len);
+  struct sn_json w;
+  char *out, *s;
+  size_t len, i;
 
-  if (f == NULL) {
-    sn_oom();
-    return NULL;
+  sn_json_init(&w);
+  sn_json_set_indent(&w, 2);
+  sn_json_begin_object(&w);
+  put_str(&w, "manifest", img->manifest_digest);
+  put_str(&w, "index", img->index_digest);
+  put_str(&w, "index_source", img->index_source);
+  put_str(&w, "index_reason", img->index_why ? img->index_why : "");
+  sn_json_key(&w, "layers");
+  sn_json_begin_array(&w);
+  for (i = 0; i < img->nlayers; i++)
+    put_layer(&w, &st, i, &img->layers[i]);
+  sn_json_end_array(&w);
+  sn_json_key(&w, "exports");
+  sn_json_begin_object(&w);
+  for (i = 0; i < img->nexports; i++) {
+    sn_json_key(&w, img->exports[i].name);
+    sn_json_begin_object(&w);
+    put_int(&w, "bytes_read", __atomic_load_n(&img->exports[i].bytes_read,
+                                               __ATOMIC_RELAXED));
+    sn_json_end_object(&w);
   }
-  fprintf(f, "{\n  \"manifest\": \"%s\",\n  \"index\": ", img->manifest_digest);
-  if (img->index_digest)
-    fprintf(f, "\"%s\"", img->index_digest);
-  else
-    fputs("null", f);
-  fprintf(f, ",\n  \"index_source\": \"%s\",\n  \"index_reason\": \"%s\",\n"
-          "  \"layers\": [", img->index_source,
-          img->index_why ? img->index_why : "");
-  for (i = 0; i < img->nlayers; i++) {
-    const struct img_layer *l = &img->layers[i];
-    struct sn_layer_stats ls;
-    int v = __atomic_load_n(&l->verify, __ATOMIC_ACQUIRE);
-
-    sn_layer_get_stats(l->layer, &ls);
-    add_layer_stats(&st, l, &ls);
-    fprintf(f, "%s\n    {\"index\": %zu, \"digest\": \"%s\", \"lazy\": %s, "
-            "\"spans_total\": %" PRIu64 ", \"spans_fetched\": %" PRIu64
-            ", \"spans_verified\": %" PRIu64 ", \"spans_failed\": %" PRIu64
-            ", \"bytes_fetched\": %" PRIu64 ", \"cache_hits\": %" PRIu64
-            ", \"cache_misses\": %" PRIu64 ", \"disk_hits\": %" PRIu64
-            ", \"headers_checked\": %" PRIu64
-            ", \"spans_read_ahead\": %" PRIu64
-            ", \"whole_layer_bytes_fetched\": %" PRIu64
-            ", \"prefetch_ranges\": %zu, \"verify\": \"%s\"",
-            i ? "," : "", i, l->digest, l->lazy ? "true" : "false",
-            l->spans_total, ls.spans_fetched, ls.spans_verified,
-            ls.spans_failed, ls.bytes_fetched, ls.cache_hits,
-            ls.cache_misses, ls.disk_hits, ls.headers_checked,
-            ls.readahead_spans, l->whole_bytes, l->npf, verify_name(v));
-    fputs(", \"ztoc\": ", f);
-    if (l->ztoc_digest)
-      put_str(f, l->ztoc_digest);
-    else
-      fputs("null", f);
-    if (v == VERIFY_FAILED && l->verify_msg) {
-      fputs(", \"verify_error\": ", f);
-      put_str(f, l->verify_msg);
-    }
-    fputc('}', f);
-  }
+  sn_json_end_object(&w);
   sn_diskcache_get_stats(img->disk, &ds);
-  fputs("\n  ],\n  \"exports\": {", f);
-  for (i = 0; i < img->nexports; i++)
-    fprintf(f, "%s\n    \"%s\": {\"bytes_read\": %" PRIu64 "}",
-            i ? "," : "", img->exports[i].name,
-            __atomic_load_n(&img->exports[i].bytes_read, __ATOMIC_RELAXED));
-  fprintf(f, "\n  },\n"
-          "  \"bytes_fetched\": %" PRIu64 ",\n"
-          "  \"spans_total\": %" PRIu64 ",\n"
-          "  \"spans_fetched\": %" PRIu64 ",\n"
-          "  \"spans_verified\": %" PRIu64 ",\n"
-          "  \"spans_failed\": %" PRIu64 ",\n"
-          "  \"cache_hits\": %" PRIu64 ",\n"
-          "  \"cache_misses\": %" PRIu64 ",\n"
-          "  \"disk_hits\": %" PRIu64 ",\n"
-          "  \"headers_checked\": %" PRIu64 ",\n"
-          "  \"whole_layer_bytes_fetched\": %" PRIu64 ",\n"
-          "  \"local_bytes_read\": %" PRIu64 ",\n"
-          "  \"prefetch\": \"%s\",\n"
-          "  \"prefetch_artifacts\": %zu,\n"
-          "  \"prefetch_done\": %s,\n"
-          "  \"spans_prefetched\": %" PRIu64 ",\n"
-          "  \"spans_read_ahead\": %" PRIu64 ",\n"
-          "  \"layer_check\": %s,\n"
-          "  \"layers_verified\": %" PRIu64 ",\n"
-          "  \"layers_verify_failed\": %" PRIu64 ",\n"
-          "  \"cache_dir_bytes\": %" PRIu64 ",\n"
-          "  \"cache_dir_max_bytes\": %" PRIu64 ",\n"
-          "  \"cache_dir_evicted_files\": %" PRIu64 ",\n"
-          "  \"cache_dir_evicted_bytes\": %" PRIu64 ",\n"
-          "  \"cache_dir_stale_removed\": %" PRIu64 "\n}\n",
-          st.bytes_fetched, st.spans_total, st.spans_fetched,
-          st.spans_verified, st.spans_failed, st.cache_hits, st.cache_misses,
-          st.disk_hits, st.headers_checked, st.whole_layer_bytes_fetched,
-          st.local_bytes_read, prefetch_name(img->prefetch), img->npf_docs,
-          __atomic_load_n(&img->bg_done, __ATOMIC_ACQUIRE) ? "true" : "false",
-          __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED),
-          st.spans_read_ahead, img->layer_check && img->prefetch == SN_PREFETCH_BACKGROUND
-          ? "true" : "false",
-          st.layers_verified, st.layers_verify_failed, ds.bytes,
-          ds.max_bytes, ds.evicted_files, ds.evicted_bytes,
-          ds.stale_removed);
-  if (fclose(f) != 0) {
-    free(s);
+  put_int(&w, "bytes_fetched", st.bytes_fetched);
+  put_int(&w, "spans_total", st.spans_total);
+  put_int(&w, "spans_fetched", st.spans_fetched);
+  put_int(&w, "spans_verified", st.spans_verified);
+  put_int(&w, "spans_failed", st.spans_failed);
+  put_int(&w, "cache_hits", st.cache_hits);
+  put_int(&w, "cache_misses", st.cache_misses);
+  put_int(&w, "disk_hits", st.disk_hits);
+  put_int(&w, "headers_checked", st.headers_checked);
+  put_int(&w, "whole_layer_bytes_fetched", st.whole_layer_bytes_fetched);
+  put_int(&w, "local_bytes_read", st.local_bytes_read);
+  put_str(&w, "prefetch", prefetch_name(img->prefetch));
+  put_int(&w, "prefetch_artifacts", img->npf_docs);
+  put_bool(&w, "prefetch_done", __atomic_load_n(&img->bg_done,
+                                                __ATOMIC_ACQUIRE));
+  put_int(&w, "spans_prefetched", __atomic_load_n(&img->spans_prefetched,
+                                                  __ATOMIC_RELAXED));
+  put_int(&w, "spans_read_ahead", st.spans_read_ahead);
+  put_bool(&w, "layer_check", img->layer_check
+           && img->prefetch == SN_PREFETCH_BACKGROUND);
+  put_int(&w, "layers_verified", st.layers_verified);
+  put_int(&w, "layers_verify_failed", st.layers_verify_failed);
+  put_int(&w, "cache_dir_bytes", ds.bytes);
+  put_int(&w, "cache_dir_max_bytes", ds.max_bytes);
+  put_int(&w, "cache_dir_evicted_files", ds.evicted_files);
+  put_int(&w, "cache_dir_evicted_bytes", ds.evicted_bytes);
+  put_int(&w, "cache_dir_stale_removed", ds.stale_removed);
+  sn_json_end_object(&w);
+  if (sn_json_finish(&w, &out, &len) == -1)
+    return NULL;
+  /* A text file: it ends with a line break. */
+  s = realloc(out, len + 2);
+  if (s == NULL) {
+    free(out);
     sn_oom();
     return NULL;
   }
+  s[len] = '\n';
+  s[len + 1] = '\0';
   return s;
 }

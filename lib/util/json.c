@@ -17,6 +17,12 @@ sn_json_init(struct sn_json *w)
 }
 
 void
+sn_json_set_indent(struct sn_json *w, int spaces)
+{
+  w->indent = spaces > 0 && spaces <= 8 ? spaces : 0;
+}
+
+void
 sn_json_free(struct sn_json *w)
 {
   free(w->buf);
@@ -67,6 +73,19 @@ putc1(struct sn_json *w, char c)
   put(w, &c, 1);
 }
 
+/* With indentation: a line break and depth levels of spaces. */
+static void
+newline(struct sn_json *w, int depth)
+{
+  int i;
+
+  if (w->indent == 0)
+    return;
+  putc1(w, '\n');
+  for (i = 0; i < depth * w->indent; i++)
+    putc1(w, ' ');
+}
+
 /* Before any value: the separating comma, unless it follows a key. */
 static void
 value_prefix(struct sn_json *w)
@@ -84,6 +103,8 @@ value_prefix(struct sn_json *w)
   if (w->need_comma[w->depth])
     putc1(w, ',');
   w->need_comma[w->depth] = true;
+  if (w->depth > 0)
+    newline(w, w->depth);
 }
 
 static void
@@ -111,6 +132,8 @@ end(struct sn_json *w, char c, bool object)
     fail(w, "unbalanced end of object or array");
     return;
   }
+  if (w->need_comma[w->depth])   /* not empty */
+    newline(w, w->depth - 1);
   putc1(w, c);
   w->depth--;
 }
@@ -255,8 +278,11 @@ sn_json_key(struct sn_json *w, const char *key)
   if (w->need_comma[w->depth])
     putc1(w, ',');
   w->need_comma[w->depth] = true;
+  newline(w, w->depth);
   put_escaped(w, key, strlen(key));
   putc1(w, ':');
+  if (w->indent)
+    putc1(w, ' ');
   w->after_key = true;
 }
 

@@ -6,6 +6,9 @@
  * (Go struct field order), and string maps with keys sorted bytewise (Go
  * sorts map keys).
  *
+ * sn_json_set_indent makes the same document readable for people (Go's
+ * json.MarshalIndent with prefix "" and the given number of spaces).
+ *
  * Usage: sn_json_init, then begin/end object/array, key, values;
  * sn_json_finish hands the buffer over.  Errors are sticky: after the
  * first one (out of memory, nesting too deep, a key outside an object)
@@ -26,12 +29,16 @@ struct sn_json {
   int err;                  /* 0, or -1 once anything failed */
   char errmsg[96];
   int depth;
+  int indent;               /* spaces per level; 0: compact */
   bool after_key;           /* a key was written; its value comes next */
   bool need_comma[SN_JSON_MAX_DEPTH + 1];
   bool in_object[SN_JSON_MAX_DEPTH + 1];
 };
 
 void sn_json_init(struct sn_json *w);
+/* Indent nested members and elements by spaces per level (before any
+ * value is written; 0, the default, is compact). */
+void sn_json_set_indent(struct sn_json *w, int spaces);
 /* Free the buffer (unless handed over by sn_json_finish). */
 void sn_json_free(struct sn_json *w);
 

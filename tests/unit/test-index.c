@@ -131,6 +131,34 @@ test_writer(void)
     diag("%s", out);
   free(out);
 
+  /* Indented like Go's json.MarshalIndent(v, "", "  "): empty
+   * containers stay {} and [], a space after each colon. */
+  sn_json_init(&w);
+  sn_json_set_indent(&w, 2);
+  sn_json_begin_object(&w);
+  sn_json_key(&w, "a");
+  sn_json_begin_array(&w);
+  sn_json_int(&w, 1);
+  sn_json_begin_object(&w);
+  sn_json_end_object(&w);
+  sn_json_end_array(&w);
+  sn_json_key(&w, "b");
+  sn_json_begin_object(&w);
+  sn_json_key(&w, "c");
+  sn_json_string(&w, "x\"");
+  sn_json_end_object(&w);
+  sn_json_key(&w, "d");
+  sn_json_begin_array(&w);
+  sn_json_end_array(&w);
+  sn_json_end_object(&w);
+  ok(sn_json_finish(&w, &out, &len) == 0 &&
+     strcmp(out, "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": {\n"
+            "    \"c\": \"x\\\"\"\n  },\n  \"d\": []\n}") == 0,
+     "indented: one member or element per line, nested by two spaces");
+  if (out)
+    diag("%s", out);
+  free(out);
+
   /* Sticky errors. */
   sn_json_init(&w);
   sn_json_begin_array(&w);
