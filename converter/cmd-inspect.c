@@ -16,6 +16,7 @@
 #include "registry/registry.h"
 #include "regopts.h"
 
+/* The inspect help text (it documents the output lines too). */
 static void
 inspect_usage(FILE *f)
 {
@@ -37,6 +38,7 @@ REGOPTS_HELP
 "  -h, --help               show this help\n");
 }
 
+/* "os/arch[/variant]", malloc'd; NULL on OOM (no message set). */
 static char *
 platform_string(const struct sn_platform *p)
 {
@@ -49,6 +51,7 @@ platform_string(const struct sn_platform *p)
   return s;
 }
 
+/* One "WHAT DIGEST MEDIA-TYPE SIZE" output line. */
 static void
 print_descriptor(const char *what, const struct sn_descriptor *d)
 {
@@ -56,6 +59,9 @@ print_descriptor(const char *what, const struct sn_descriptor *d)
          d->media_type ? d->media_type : "-", d->size);
 }
 
+/* Resolve IMAGE (through the index for the platform), then print the
+ * lines of inspect_usage, or the manifest bytes with --raw.  Returns the
+ * exit status. */
 int
 cmd_inspect(int argc, char **argv)
 {

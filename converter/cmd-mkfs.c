@@ -23,6 +23,7 @@
 
 #define CHUNK (1024 * 1024)
 
+/* The mkfs help text. */
 static void
 mkfs_usage(FILE *f)
 {
@@ -50,6 +51,7 @@ struct source {
   size_t n;
 };
 
+/* sqfs read callback: tar bytes through the layer's verified spans. */
 static int
 read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 {
@@ -58,6 +60,7 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
   return sn_layer_read(s->layers[layer], buf, len, (int64_t) off);
 }
 
+/* sqfs warnings (dropped xattrs...) on stderr unless --quiet. */
 static void
 warn(void *opaque, const char *msg)
 {
@@ -114,6 +117,9 @@ fail:
   return 1;
 }
 
+/* Build each layer's ztoc in memory, open it as a layer over its file,
+ * build the squashfs description and stream the image out.  Returns the
+ * exit status. */
 int
 cmd_mkfs(int argc, char **argv)
 {

@@ -39,6 +39,7 @@ struct image_index {
   struct sn_manifest *idx;      /* its SOCI index */
 };
 
+/* Free what image_index_open filled (safe on a zeroed or partial one). */
 static void
 image_index_clear(struct image_index *ii)
 {
@@ -101,6 +102,7 @@ out:
   return 1;
 }
 
+/* A ztoc entry of a SOCI index: ztoc media type, and names its layer. */
 static bool
 is_ztoc_desc(const struct sn_descriptor *d)
 {
@@ -198,6 +200,7 @@ struct range_src {
   const char *digest;
 };
 
+/* sn_layer blob reader: ranges of the layer blob by HTTP Range request. */
 static int
 read_range(void *opaque, void *buf, size_t len, int64_t off)
 {
@@ -208,6 +211,7 @@ read_range(void *opaque, void *buf, size_t len, int64_t off)
 
 /* ---- ztoc create --------------------------------------------------- */
 
+/* The "ztoc create" help text. */
 static void
 create_usage(FILE *f)
 {
@@ -229,6 +233,8 @@ create_usage(FILE *f)
           SN_BUILD_TOOL_DEFAULT, SN_REFERENCE_BUILD_TOOL);
 }
 
+/* Build the ztoc of a local layer, encode it, write it (default name:
+ * the layer's base name + ".ztoc") and print "DIGEST SIZE FILE". */
 static int
 ztoc_create(int argc, char **argv)
 {
@@ -402,6 +408,7 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
   return sn_json_finish(&w, out, &len);
 }
 
+/* The "ztoc info" help text. */
 static void
 info_usage(FILE *f)
 {
@@ -429,6 +436,9 @@ static const struct option image_opts[] = {
   { NULL, 0, NULL, 0 },
 };
 
+/* "ztoc info": a local ztoc file, or with --layer a layer's ztoc fetched
+ * through IMAGE's SOCI index; checked by sn_zinfo_from_ztoc, then
+ * printed as JSON.  Returns the exit status. */
 static int
 ztoc_info(int argc, char **argv)
 {
@@ -496,6 +506,7 @@ ztoc_info(int argc, char **argv)
 
 /* ---- ztoc ls ------------------------------------------------------- */
 
+/* "drwxr-xr-x"-style mode of a TOC entry (setuid, setgid, sticky too). */
 static void
 mode_string(const struct sn_ztoc_file *f, char out[11])
 {
@@ -527,6 +538,8 @@ is_local(const char *arg)
     (n > 5 && strcmp(arg + n - 5, ".ztoc") == 0);
 }
 
+/* "ztoc ls": the files of a local ztoc, or the ztocs of an image's SOCI
+ * index (image_ztoc_ls).  Returns the exit status. */
 static int
 ztoc_ls(int argc, char **argv)
 {
@@ -603,6 +616,7 @@ ztoc_ls(int argc, char **argv)
 
 /* ---- ztoc get-file ------------------------------------------------- */
 
+/* The "ztoc get-file" help text. */
 static void
 get_file_usage(FILE *f)
 {
@@ -624,6 +638,7 @@ REGOPTS_HELP
 "  -h, --help               show this help\n");
 }
 
+/* --verbose: each span read, as the layer reports it. */
 static void
 trace_span(void *opaque, size_t i, const struct sn_span *s)
 {
@@ -633,6 +648,8 @@ trace_span(void *opaque, size_t i, const struct sn_span *s)
           s->comp_end, s->uncomp_start, s->uncomp_end);
 }
 
+/* Check f's tar header against its entry, then copy its data in 1 MiB
+ * reads through verified spans.  -1 with the error set. */
 static int
 extract(struct sn_layer *l, const struct sn_ztoc_file *f, FILE *out)
 {
@@ -661,6 +678,9 @@ extract(struct sn_layer *l, const struct sn_ztoc_file *f, FILE *out)
   return 0;
 }
 
+/* "ztoc get-file": open the layer over a local blob or (with --layer)
+ * range requests, find PATH (one hard link is followed), and extract it;
+ * a partial output file is removed.  Returns the exit status. */
 static int
 ztoc_get_file(int argc, char **argv)
 {
@@ -793,6 +813,7 @@ out:
 
 /* ---- dispatch ------------------------------------------------------ */
 
+/* The "ztoc" help text: a summary of the subcommands. */
 static void
 ztoc_usage(FILE *f)
 {
@@ -810,6 +831,7 @@ ztoc_usage(FILE *f)
 "Run 'soci-nbd ztoc COMMAND --help' for a command's options.\n");
 }
 
+/* Dispatch to the subcommand, argv starting at its name. */
 int
 cmd_ztoc(int argc, char **argv)
 {

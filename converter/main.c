@@ -16,6 +16,8 @@
 
 bool cli_quiet;
 
+/* "soci-nbd: " + the formatted message, then ": " + lib when both are
+ * given (either may be NULL), on one stderr line. */
 static void
 vfail(const char *fmt, va_list ap, const char *lib)
 {
@@ -64,6 +66,8 @@ cli_usage_error(const char *cmd, const char *fmt, ...)
   return 2;
 }
 
+/* Decimal digits with an optional K/M/G/T (then "B" or "iB"), all powers
+ * of 1024; -1 on anything else, a sign or an overflow of int64_t. */
 int
 cli_parse_size(const char *s, int64_t *out)
 {
@@ -93,6 +97,8 @@ cli_parse_size(const char *s, int64_t *out)
   return 0;
 }
 
+/* Files are synced before the rename; errors are set with the path, for
+ * cli_fail_lib. */
 int
 cli_write_file(const char *path, const void *buf, size_t len)
 {
@@ -106,6 +112,7 @@ cli_write_file(const char *path, const void *buf, size_t len)
   return 0;
 }
 
+/* The top-level help: one line per command (each has its own --help). */
 static void
 usage(FILE *f)
 {
@@ -138,6 +145,8 @@ usage(FILE *f)
 "See soci-nbd(1) for details.\n");
 }
 
+/* Dispatch on argv[1]; each command gets argv from its own name on, as
+ * getopt expects. */
 int
 main(int argc, char **argv)
 {

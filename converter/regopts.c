@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "regopts.h"
 
+/* --verbose: the registry's request log, to stderr. */
 static void
 debug_log(void *opaque, const char *msg)
 {
@@ -21,6 +22,8 @@ regopts_init(struct regopts *o)
   memset(o, 0, sizeof *o);
 }
 
+/* The host and mirror lists stay NULL-terminated for sn_registry_opts:
+ * zeroed by regopts_init, one slot more than REGOPTS_MAX_LIST. */
 int
 regopts_handle(struct regopts *o, int c, const char *arg, const char *cmd)
 {
@@ -81,6 +84,7 @@ regopts_finish(struct regopts *o, const char *cmd)
   return 0;
 }
 
+/* Wipe the password read from stdin before freeing it. */
 void
 regopts_clear(struct regopts *o)
 {

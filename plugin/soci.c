@@ -57,6 +57,7 @@ static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 static int stats_dirty;        /* atomic */
 static int64_t stats_last;     /* atomic, monotonic seconds */
 
+/* Monotonic seconds, for throttling stats writes. */
 static int64_t
 now_sec(void)
 {
@@ -66,6 +67,9 @@ now_sec(void)
   return ts.tv_sec;
 }
 
+/* Rewrite the stats file.  Unforced (the data path): only when dirty, at
+ * most once a second, and never waiting for the lock.  Failures are only
+ * logged with -v. */
 static void
 write_stats(bool force)
 {
@@ -95,6 +99,7 @@ write_stats(bool force)
   pthread_mutex_unlock(&stats_lock);
 }
 
+/* The image's span callback: mark the stats dirty; log with -D verbose. */
 static void
 span_trace(void *opaque, size_t layer, size_t span, const struct sn_span *s)
 {
@@ -107,6 +112,7 @@ span_trace(void *opaque, size_t layer, size_t span, const struct sn_span *s)
                  s->uncomp_end);
 }
 
+/* The registry's debug callback, shown with -D soci.verbose=1. */
 static void
 reg_debug(void *opaque, const char *msg)
 {
@@ -115,6 +121,7 @@ reg_debug(void *opaque, const char *msg)
     nbdkit_debug("soci: %s", msg);
 }
 
+/* The image's log: "error: " lines as nbdkit errors, the rest as debug. */
 static void
 image_log(void *opaque, const char *msg)
 {
@@ -127,6 +134,7 @@ image_log(void *opaque, const char *msg)
     nbdkit_debug("soci: %s", msg);
 }
 
+/* Start-up progress from the image: keep the stats file current. */
 static void
 image_progress(void *opaque)
 {
@@ -134,6 +142,7 @@ image_progress(void *opaque)
   write_stats(true);
 }
 
+/* Free what soci_config copied (the other values are nbdkit's). */
 static void
 soci_unload(void)
 {
@@ -145,6 +154,7 @@ soci_unload(void)
   free(stats_file);
 }
 
+/* *out = value made absolute (before nbdkit changes directory). */
 static int
 abs_path(const char *key, const char *value, char **out)
 {
@@ -157,6 +167,8 @@ abs_path(const char *key, const char *value, char **out)
   return 0;
 }
 
+/* One key=value: validated and stored; opening waits for get_ready.  See
+ * soci_config_help for the keys. */
 static int
 soci_config(const char *key, const char *value)
 {
@@ -282,6 +294,8 @@ soci_config(const char *key, const char *value)
   return 0;
 }
 
+/* Cross-key checks: image given, credentials paired, cache-dir-size only
+ * with cache-dir. */
 static int
 soci_config_complete(void)
 {
@@ -338,6 +352,7 @@ soci_config_complete(void)
   "plain-http=HOST[:PORT]  talk plain HTTP to HOST (repeatable)\n" \
   "stats-file=FILE      write fetch statistics (JSON) to FILE"
 
+/* Features for `nbdkit soci --dump-plugin` (tests probe them). */
 static void
 soci_dump_plugin(void)
 {
@@ -349,6 +364,8 @@ soci_dump_plugin(void)
   printf("soci_cache_dir_size=yes\n");
 }
 
+/* Open the image (resolve, fetch the ztocs, build the exports) before
+ * nbdkit forks, so a bad image fails the start. */
 static int
 soci_get_ready(void)
 {
@@ -396,6 +413,8 @@ static pthread_mutex_t stats_stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_stop_cond = PTHREAD_COND_INITIALIZER;
 static bool stats_stop;
 
+/* Once a second until stopped, write the stats if the data path left
+ * them dirty. */
 static void *
 stats_flusher(void *arg)
 {
@@ -418,6 +437,8 @@ stats_flusher(void *arg)
   return NULL;
 }
 
+/* Start the work that needs threads: background prefetch and the stats
+ * flusher. */
 static int
 soci_after_fork(void)
 {
@@ -438,6 +459,7 @@ soci_after_fork(void)
   return 0;
 }
 
+/* Stop the flusher, write the stats a last time, free the image. */
 static void
 soci_cleanup(void)
 {
@@ -454,6 +476,7 @@ soci_cleanup(void)
   img = NULL;
 }
 
+/* Every export of the image with a description for nbdinfo --list. */
 static int
 soci_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
 {
@@ -480,6 +503,7 @@ soci_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
   return 0;
 }
 
+/* "" is the flattened image. */
 static const char *
 soci_default_export(int readonly, int is_tls)
 {
@@ -488,6 +512,7 @@ soci_default_export(int readonly, int is_tls)
   return "";
 }
 
+/* The handle is the export named by the client (NULL: unknown name). */
 static void *
 soci_open(int readonly)
 {
@@ -518,6 +543,8 @@ soci_get_size(void *handle)
   return (int64_t) sn_sqfs_size(e->sqfs);
 }
 
+/* Any byte range can be read; 4 KiB is the preferred size, 32 MiB the
+ * largest request accepted. */
 static int
 soci_block_size(void *handle, uint32_t *minimum, uint32_t *preferred,
                 uint32_t *maximum)
@@ -550,6 +577,8 @@ soci_can_cache(void *handle)
   return NBDKIT_CACHE_NATIVE;
 }
 
+/* The read path starts here (docs/architecture.md, "The read path"); a
+ * failure is EIO with the library's one-line message in the log. */
 static int
 soci_pread(void *handle, void *buf, uint32_t count, uint64_t offset,
            uint32_t flags)
@@ -568,6 +597,7 @@ soci_pread(void *handle, void *buf, uint32_t count, uint64_t offset,
   return r;
 }
 
+/* NBD_CMD_CACHE: fetch and cache the spans under the range, no data back. */
 static int
 soci_cache(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {

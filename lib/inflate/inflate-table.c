@@ -64,6 +64,15 @@ reverse(unsigned code, unsigned len)
   return code >> (16 - len);
 }
 
+/* Canonical Huffman decoding, zlib style: count the codes of each length,
+ * check the set is complete (or one of zlib's allowed incomplete ones),
+ * sort the symbols into code order, then hand out codes in increasing
+ * order.  A code of at most `root` bits fills its reversed slot of the
+ * root table, and the table is doubled in place as len grows, so the
+ * entry repeats for every value of the bits above it.  A longer code
+ * goes into the subtable of its root prefix; a subtable is made when a
+ * new prefix first appears, just big enough for the codes still to come
+ * under it, and its root slot becomes a SUB entry pointing at it. */
 int
 sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
                        const uint8_t *lens, unsigned n)

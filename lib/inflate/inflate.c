@@ -98,6 +98,7 @@ struct sn_inflate {
 /* Internal return codes of the state machine, beside the events. */
 #define R_ERROR (-1)
 
+/* Eight input bytes as a little-endian word (bits enter LSB first). */
 static inline uint64_t
 load64(const uint8_t *p)
 {
@@ -110,6 +111,7 @@ load64(const uint8_t *p)
   return v;
 }
 
+/* Copy one unaligned word; match copies may overrun into OUT_MARGIN. */
 static inline void
 copy64(uint8_t *dst, const uint8_t *src)
 {
@@ -125,6 +127,7 @@ mask(unsigned n)
   return ((uint64_t) 1 << n) - 1;
 }
 
+/* CRC-32 of gzip members: ISA-L's when built with it, else zlib's. */
 static uint32_t
 crc_update(uint32_t crc, const uint8_t *p, size_t n)
 {
@@ -142,6 +145,7 @@ crc_update(uint32_t crc, const uint8_t *p, size_t n)
 #endif
 }
 
+/* The member's data check: CRC-32 (gzip) or Adler-32 (zlib framing). */
 static uint32_t
 check_update(const struct sn_inflate *z, uint32_t check, const uint8_t *p,
              size_t n)
@@ -158,6 +162,8 @@ check_update(const struct sn_inflate *z, uint32_t check, const uint8_t *p,
   return check;
 }
 
+/* The decoder, its WIN + AREA output buffer and the fixed-code tables,
+ * built once per decoder (they cannot fail: abort if they do). */
 struct sn_inflate *
 sn_inflate_new(enum sn_inflate_format format)
 {
@@ -217,6 +223,7 @@ sn_inflate_bits(const struct sn_inflate *z)
   return z->bc & 7;
 }
 
+/* The WIN bytes before pos are always in buf: slide() keeps them. */
 void
 sn_inflate_window(const struct sn_inflate *z, uint8_t win[WIN])
 {
@@ -499,6 +506,7 @@ hdr_skip(struct sn_inflate *z, const uint8_t **p, const uint8_t *end)
   return z->left == 0;
 }
 
+/* A member's data starts here: reset its check and output base. */
 static void
 begin_member(struct sn_inflate *z)
 {
@@ -908,6 +916,10 @@ slide(struct sn_inflate *z)
   z->checked = z->checked > from ? z->checked - from : 0;
 }
 
+/* One call of the state machine over in, after sliding the window when
+ * the area is nearly full.  Unused whole bytes are handed back (see the
+ * top of this file), the check covers the new output, and an error is
+ * reported with its input offset and makes the decoder stay failed. */
 int
 sn_inflate_run(struct sn_inflate *z, const uint8_t *in, size_t len,
                size_t *used, const uint8_t **out, size_t *outlen)
@@ -954,6 +966,8 @@ sn_inflate_run(struct sn_inflate *z, const uint8_t *in, size_t len,
   return r;
 }
 
+/* Clean only at a state where a stream may end: raw after the final
+ * block; gzip between members, no bits held, after at least one. */
 int
 sn_inflate_finish(struct sn_inflate *z)
 {

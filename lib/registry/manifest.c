@@ -27,6 +27,7 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
+/* strdup that sets the error on OOM. */
 static char *
 dup_str(const char *s)
 {
@@ -104,6 +105,7 @@ opt_string(json_t *obj, const char *key, char **out)
   return *out ? 0 : -1;
 }
 
+/* Required non-empty string member; -1 naming the key otherwise. */
 static int
 req_string(json_t *obj, const char *key, char **out)
 {
@@ -138,6 +140,9 @@ cmp_annotation(const void *x, const void *y)
   return strcmp(a->key, b->key);
 }
 
+/* The "annotations" object as an array sorted by key (for
+ * sn_annotation_get); absent or empty gives n = 0, values must be
+ * strings. */
 static int
 parse_annotations(json_t *obj, struct sn_annotation **out, size_t *nout)
 {
@@ -177,6 +182,7 @@ parse_annotations(json_t *obj, struct sn_annotation **out, size_t *nout)
   return 0;
 }
 
+/* Binary search of a key-sorted array (as parse_annotations leaves it). */
 const char *
 sn_annotation_get(const struct sn_annotation *a, size_t n, const char *key)
 {
@@ -209,6 +215,8 @@ sn_platform_clear(struct sn_platform *p)
   p->os = p->architecture = p->variant = NULL;
 }
 
+/* A descriptor's optional "platform" (os and architecture required; an
+ * empty variant is none); *out is malloc'd, NULL when absent. */
 static int
 parse_platform(json_t *obj, struct sn_platform **out)
 {
@@ -239,6 +247,8 @@ parse_platform(json_t *obj, struct sn_platform **out)
   return 0;
 }
 
+/* One os/arch/variant part of a command-line platform: 1..64 of
+ * [A-Za-z0-9_.-]. */
 static bool
 valid_platform_part(const char *s, size_t n)
 {
@@ -312,6 +322,8 @@ bad:
   return -1;
 }
 
+/* uname(2)'s machine mapped to OCI architecture and variant names; an
+ * unknown machine is passed through as the architecture. */
 int
 sn_platform_host(struct sn_platform *p)
 {
@@ -481,6 +493,9 @@ descriptor_clear(struct sn_descriptor *d)
   memset(d, 0, sizeof *d);
 }
 
+/* Validate one descriptor and copy it into d: mediaType, sha256 digest
+ * and size are required; urls are checked but not kept.  On error d is
+ * cleared. */
 static int
 parse_descriptor(json_t *j, struct sn_descriptor *d)
 {
@@ -540,6 +555,8 @@ err:
   return -1;
 }
 
+/* The required array member key as malloc'd descriptors; on error the
+ * message names the element and nothing is kept. */
 static int
 parse_descriptor_array(json_t *root, const char *key,
                        struct sn_descriptor **out, size_t *nout)
@@ -707,6 +724,8 @@ resolve_media_type(json_t *root, const char *content_type,
   return m->media_type ? 0 : -1;
 }
 
+/* Fill m from the JSON root: media type, subject, annotations, then the
+ * manifests of an index or the config and layers of a manifest. */
 static int
 parse_document(json_t *root, const char *content_type, struct sn_manifest *m)
 {
@@ -741,6 +760,8 @@ parse_document(json_t *root, const char *content_type, struct sn_manifest *m)
   return parse_descriptor_array(root, "layers", &m->layers, &m->nlayers);
 }
 
+/* Keep a copy of the bytes and their digest, then parse them with
+ * duplicate keys refused; m->raw is what the digest covers. */
 struct sn_manifest *
 sn_manifest_parse(const uint8_t *raw, size_t len, const char *content_type)
 {
@@ -847,6 +868,8 @@ list_has(const char *list, const char *item)
   return false;
 }
 
+/* Lowest platform_score wins, earlier entries on ties; the error lists the
+ * platforms on offer (at most about 600 bytes of them). */
 const struct sn_descriptor *
 sn_manifest_select(const struct sn_manifest *index,
                    const struct sn_platform *want)

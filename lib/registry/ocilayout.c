@@ -257,6 +257,8 @@ out:
   return m;
 }
 
+/* By digest, or by tag through index.json (the default tag may name a lone
+ * entry); the blob is verified against digest and the entry's size. */
 struct sn_manifest *
 sn_layout_get_manifest(struct sn_layout *l, const char *tag_or_digest)
 {
@@ -332,6 +334,8 @@ sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
   return 0;
 }
 
+/* Stream the blob to sink in 1 MiB chunks, then check size (when >= 0)
+ * and digest: the sink has seen the bytes before any mismatch is known. */
 int
 sn_layout_get_blob(struct sn_layout *l, const char *digest, int64_t size,
                    int (*sink)(void *opaque, const uint8_t *data, size_t len),
@@ -400,6 +404,7 @@ out:
   return rc;
 }
 
+/* len bytes at off of the blob, unverified (the caller checks spans). */
 int
 sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
                      size_t len, int64_t off)
@@ -436,6 +441,7 @@ sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
   return 0;
 }
 
+/* 1 (and *size) when the blob file exists, 0 when not, -1 on error. */
 int
 sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
 {
@@ -584,6 +590,8 @@ out:
   return rc;
 }
 
+/* Store a blob unless one of that size exists: from memory as given, from
+ * fd verified while copied and renamed into place only if it matches. */
 static int
 push(struct sn_layout *l, const char *digest, const uint8_t *data, int fd,
      int64_t size)
@@ -716,6 +724,8 @@ out:
   return rc;
 }
 
+/* Push the manifest as a blob, then list it in index.json: by tag, entries
+ * with that tag are replaced; by digest, it is listed once. */
 int
 sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
                        const char *media_type, const uint8_t *data,
@@ -836,6 +846,8 @@ oom:
   return sn_oom();
 }
 
+/* An OCI index of the manifests whose subject is digest, plus the entries
+ * of the fallback tag index, filtered by artifact_type, deduplicated. */
 struct sn_manifest *
 sn_layout_referrers(struct sn_layout *l, const char *digest,
                     const char *artifact_type)

@@ -103,6 +103,7 @@ valid_component(const char *s, size_t n)
   }
 }
 
+/* path := component ( "/" component )*, each checked by valid_component. */
 static bool
 valid_path(const char *s, size_t n)
 {
@@ -248,6 +249,7 @@ parse_digest(const char *s, size_t n, char **out)
   return *out ? 0 : sn_oom();
 }
 
+/* *out = a malloc'd copy of s[0, n); -1 on OOM. */
 static int
 dup_span(const char *s, size_t n, char **out)
 {
@@ -292,6 +294,9 @@ parse_layout(const char *s, struct sn_ref *r)
   return 0;
 }
 
+/* A registry reference (the grammar at the top): digest after '@', the
+ * domain split off as Docker's splitDockerDomain does (docker.io gets
+ * "library/" for one-component paths), then path and tag.  Fills r. */
 static int
 parse_registry(const char *s, struct sn_ref *r)
 {
@@ -384,6 +389,8 @@ parse_registry(const char *s, struct sn_ref *r)
   return 0;
 }
 
+/* Either form; no tag and no digest defaults the tag to "latest" (noted
+ * in tag_defaulted).  On error r is cleared. */
 int
 sn_ref_parse(const char *s, struct sn_ref *r)
 {
@@ -457,6 +464,8 @@ layout_needs_slash(const char *text, const struct sn_ref *r, const char *tag)
   return !same;
 }
 
+/* The canonical text; a defaulted tag is omitted for layouts, and DIR gets
+ * a trailing '/' when it would otherwise parse back differently. */
 char *
 sn_ref_string(const struct sn_ref *r)
 {
@@ -508,6 +517,8 @@ sn_ref_api_host(const struct sn_ref *r)
   return r->registry;
 }
 
+/* "localhost", 127/8, ::1 or ::ffff:127.x, with or without a port
+ * ("[v6]:port" for IPv6).  Anything unparsable is not loopback. */
 bool
 sn_ref_is_loopback(const char *host)
 {

@@ -52,6 +52,8 @@ is_ip_literal(const char *h)
   return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
 }
 
+/* Same host, or (neither an IP literal) the same registrable domain by
+ * the public suffix list.  Unparsable URLs or no list: not the same. */
 bool
 sn_site_same(const char *url_a, const char *url_b)
 {

@@ -23,6 +23,8 @@ struct sn_ztoc_builder {
   int64_t in_bytes;
 };
 
+/* Copy the entry's PAX records into f (the ztoc's "xattrs", all of them,
+ * docs/soci-format.md §3); f->npax counts those copied, for freeing. */
 static int
 copy_pax(struct sn_ztoc_file *f, const struct sn_tar_entry *e)
 {
@@ -91,6 +93,8 @@ on_entry(void *opaque, const struct sn_tar_entry *e)
   return 0;
 }
 
+/* zinfo builder callback: uncompressed bytes go to the tar parser until it
+ * has seen the end-of-archive marker (the padding after it is ignored). */
 static int
 on_output(void *opaque, const uint8_t *data, size_t len)
 {
@@ -101,6 +105,8 @@ on_output(void *opaque, const uint8_t *data, size_t len)
   return sn_tar_parser_feed(b->tp, data, len);
 }
 
+/* A builder whose ztoc already has its version and build tool strings; the
+ * zinfo builder drives the tar parser through on_output. */
 struct sn_ztoc_builder *
 sn_ztoc_builder_new(enum sn_compression comp, const struct sn_build_opts *o)
 {
@@ -136,6 +142,7 @@ fail:
   return NULL;
 }
 
+/* Feed compressed (or tar) bytes; in_bytes becomes the blob size. */
 int
 sn_ztoc_builder_feed(struct sn_ztoc_builder *b, const uint8_t *data,
                      size_t len)
@@ -144,6 +151,8 @@ sn_ztoc_builder_feed(struct sn_ztoc_builder *b, const uint8_t *data,
   return sn_zinfo_builder_feed(b->zb, data, len);
 }
 
+/* The checkpoint blob: a TarZinfo for tar (§4.3), else the gzip
+ * checkpoints serialized as v2 (§4.1). */
 static int
 set_checkpoints(struct sn_ztoc *z, const struct sn_zinfo *zi)
 {
@@ -153,6 +162,9 @@ set_checkpoints(struct sn_ztoc *z, const struct sn_zinfo *zi)
   return sn_zinfo_serialize_gzip(zi, &z->checkpoints, &z->checkpoints_len);
 }
 
+/* Close the stream, then fill sizes, span digests ("sha256:<hex>") and the
+ * checkpoint blob.  The ztoc moves to the caller; the builder must still be
+ * freed.  uncompressed_size is the tar end, not the stream's (§2.2). */
 struct sn_ztoc *
 sn_ztoc_builder_finish(struct sn_ztoc_builder *b,
                        uint8_t blob_digest[SN_SHA256_LEN])
@@ -215,6 +227,8 @@ sn_ztoc_builder_free(struct sn_ztoc_builder *b)
   free(b);
 }
 
+/* gzip and zstd by their magic; anything else long enough is taken for a
+ * tar, whose parser then checks the header checksum. */
 enum sn_layer_format
 sn_layer_sniff(const uint8_t *head, size_t len)
 {
@@ -230,6 +244,8 @@ sn_layer_sniff(const uint8_t *head, size_t len)
   return SN_LAYER_UNKNOWN;
 }
 
+/* Read the file in 1 MiB chunks, sniffing the first full chunk, and feed
+ * the builder; errors are prefixed with the path. */
 struct sn_ztoc *
 sn_ztoc_build_file(const char *path, const struct sn_build_opts *o,
                    uint8_t blob_digest[SN_SHA256_LEN])

@@ -28,6 +28,9 @@ sn_index_v1_candidate(const struct sn_descriptor *d)
          strcmp(d->artifact_type, SN_MT_SOCI_INDEX_V1) == 0;
 }
 
+/* The order of index-find.h: "none", an explicit digest, the v2
+ * annotation, then (opted in) the first v1 candidate among the referrers.
+ * Nothing found is not an error; *why says why. */
 int
 sn_index_find(struct sn_registry *reg, const struct sn_manifest *m,
               const char *want, bool allow_v1, char **digest,
@@ -105,6 +108,8 @@ sn_index_is_soci(const struct sn_manifest *m)
      strcmp(type, SN_MT_SOCI_INDEX_V2) == 0);
 }
 
+/* The subject rule of index-find.h: a v1 index must name m as subject, a
+ * v2 one may omit it but not name another manifest. */
 int
 sn_index_check(const struct sn_manifest *idx, const char *digest,
                const struct sn_manifest *m)
@@ -125,6 +130,7 @@ sn_index_check(const struct sn_manifest *idx, const char *digest,
   return 0;
 }
 
+/* Fetch by digest (so the bytes are digest-checked), then check. */
 struct sn_manifest *
 sn_index_fetch(struct sn_registry *reg, const char *digest,
                const struct sn_manifest *m)

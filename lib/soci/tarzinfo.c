@@ -13,6 +13,8 @@ enum { TZ_VERSION, TZ_SPAN_SIZE, TZ_SIZE, TZ_NFIELDS };
 
 #define TARZINFO_VERSION 2
 
+/* Write the TarZinfo table with the builder of docs/soci-format.md §2.3;
+ * *out is malloc'd and the caller's. */
 int
 sn_tarzinfo_encode(int64_t span_size, int64_t size, uint8_t **out,
                    size_t *len)
@@ -38,6 +40,8 @@ sn_tarzinfo_encode(int64_t span_size, int64_t size, uint8_t **out,
   return r == -1 ? sn_prefix_error("tarzinfo: ") : 0;
 }
 
+/* Read a TarZinfo and check it: version 2, positive span size, size >= 0
+ * (size against the ztoc is the caller's check, §4.3). */
 int
 sn_tarzinfo_decode(const uint8_t *buf, size_t len, int64_t *span_size,
                    int64_t *size)

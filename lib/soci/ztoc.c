@@ -263,6 +263,7 @@ days_from_civil(int64_t y, unsigned m, unsigned d)
   return era * 146097 + doe - 719468;
 }
 
+/* The inverse: the date of day z since 1970-01-01 (Hinnant's algorithm). */
 static void
 civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
@@ -514,6 +515,7 @@ encode_toc(struct sn_fbb *b, const struct sn_ztoc *z)
   return sn_fbb_end_table(b);
 }
 
+/* CompressionInfo in soci's call order (docs/soci-format.md §2.4, step 4). */
 static sn_fbb_ref
 encode_compression_info(struct sn_fbb *b, const struct sn_ztoc *z)
 {
@@ -719,6 +721,8 @@ decode_toc(struct dec *d, const struct sn_fbr_table *root, struct sn_ztoc *z)
   return 0;
 }
 
+/* CompressionInfo into z: algorithm, span digests (each parsed) and the
+ * checkpoint blob (copied); sn_zinfo_from_ztoc checks the rest (§4). */
 static int
 decode_compression_info(struct dec *d, const struct sn_fbr_table *root,
                         struct sn_ztoc *z)
@@ -867,6 +871,8 @@ derive_files(struct sn_ztoc *z)
   return 0;
 }
 
+/* Decode buf into z within a budget of BUDGET_FACTOR times its size, then
+ * order and check the files (docs/soci-format.md §2.5); z keeps partials. */
 static int
 decode(const uint8_t *buf, size_t len, struct sn_ztoc *z)
 {

@@ -41,6 +41,7 @@ struct entry {
 static void
 dc_log(struct sn_diskcache *dc, const char *fmt, ...) SN_PRINTF(2, 3);
 
+/* Format one line (truncated to the buffer) for the log callback, if any. */
 static void
 dc_log(struct sn_diskcache *dc, const char *fmt, ...)
 {
@@ -55,6 +56,7 @@ dc_log(struct sn_diskcache *dc, const char *fmt, ...)
   dc->log(dc->opaque, buf);
 }
 
+/* Is s exactly 64 lowercase hex digits (a layer's span directory)? */
 static bool
 is_hex64(const char *s)
 {
@@ -66,6 +68,8 @@ is_hex64(const char *s)
   return s[64] == '\0';
 }
 
+/* Does process pid still run (EPERM: it exists, someone else's)?  This
+ * process counts as alive; pid <= 0 (unknown) does not. */
 static bool
 pid_alive(long pid)
 {
@@ -106,6 +110,7 @@ temp_name(const char *name, bool blob, long *pid)
   return 1;
 }
 
+/* Is path pinned (linear: only whole layers in use are pinned)? */
 static bool
 pinned(const struct sn_diskcache *dc, const char *path)
 {
@@ -261,6 +266,7 @@ check_owner(int fd)
   return 0;
 }
 
+/* Oldest mtime first, paths breaking ties (a stable eviction order). */
 static int
 cmp_mtime(const void *a, const void *b)
 {
@@ -326,6 +332,8 @@ rescan(struct sn_diskcache *dc, bool clean, uint64_t target)
   return r;
 }
 
+/* The first rescan cleans stale temporaries and evicts down to the bound
+ * itself; its message is prefixed with the directory. */
 struct sn_diskcache *
 sn_diskcache_open(const char *dir, uint64_t max_bytes,
                   void (*log)(void *opaque, const char *msg), void *opaque)
@@ -395,6 +403,7 @@ sn_diskcache_pin(struct sn_diskcache *dc, const char *path)
   return r;
 }
 
+/* Over the bound, evict to 90% of it so that rescans stay rare. */
 void
 sn_diskcache_add(struct sn_diskcache *dc, uint64_t bytes)
 {

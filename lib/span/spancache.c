@@ -72,6 +72,7 @@ sn_spancache_set_release(struct sn_spancache *c, sn_span_release_fn release)
   c->release = release;
 }
 
+/* Free an entry and its data (through the release function, if set). */
 static void
 ent_free(struct sn_spancache *c, struct sn_span_ent *e)
 {
@@ -84,6 +85,7 @@ ent_free(struct sn_spancache *c, struct sn_span_ent *e)
   free(e);
 }
 
+/* Every entry still in slot[] is idle (see spancache.h), so free them. */
 void
 sn_spancache_free(struct sn_spancache *c)
 {
@@ -99,6 +101,7 @@ sn_spancache_free(struct sn_spancache *c)
   free(c);
 }
 
+/* Take e off the idle list (it is about to be used or freed). */
 static void
 lru_unlink(struct sn_span_ent *e)
 {
@@ -154,6 +157,7 @@ struct load_job {
   struct sn_span_ent *e;
 };
 
+/* Thread body for the extra spans of one get. */
 static void *
 load_thread(void *arg)
 {
@@ -180,6 +184,10 @@ put_locked(struct sn_spancache *c, struct sn_span_ent *e)
   evict(c);
 }
 
+/* Three phases: under the lock, take a reference on each span, creating
+ * LOADING entries for the missing ones; without it, load those (the first
+ * here, the rest on threads); under it again, wait for loads by others,
+ * then keep all the references or, on any failure, put them all back. */
 int
 sn_spancache_get(struct sn_spancache *c, size_t first, size_t n,
                  struct sn_span_ent **ents)
@@ -284,6 +292,7 @@ sn_spancache_present(struct sn_spancache *c, size_t i)
   return r;
 }
 
+/* Frees at once, unlike eviction; held or loading entries are kept. */
 void
 sn_spancache_drop(struct sn_spancache *c, size_t i)
 {
@@ -339,6 +348,7 @@ sn_spancache_get_stats(struct sn_spancache *c, struct sn_spancache_stats *st)
 
 /* ---- the disk cache -------------------------------------------------- */
 
+/* Read len bytes from offset 0; -1 on error or a short file. */
 static int
 read_full(int fd, uint8_t *p, size_t len)
 {

@@ -47,6 +47,7 @@ static struct sn_node tomb_node;
 
 /* ---- hash table of (parent, name) -------------------------------------- */
 
+/* FNV-1a over the name, seeded with the parent's address. */
 static uint64_t
 key_hash(const struct sn_node *parent, const char *name, size_t len)
 {
@@ -69,6 +70,9 @@ key_eq(const struct sn_node *n, const struct sn_node *parent,
          memcmp(n->name, name, len) == 0;
 }
 
+/* Rebuild the table with nslots (a power of two) slots, dropping the
+ * tombstones.  On allocation failure the old table stays and -1 is
+ * returned. */
 static int
 rehash(struct sn_tree *t, size_t nslots)
 {
@@ -99,6 +103,7 @@ rehash(struct sn_tree *t, size_t nslots)
   return 0;
 }
 
+/* The live node named name under parent, or NULL (linear probing). */
 static struct sn_node *
 lookup(const struct sn_tree *t, const struct sn_node *parent,
        const char *name, size_t len)
@@ -134,6 +139,7 @@ hash_put(struct sn_tree *t, struct sn_node *n)
   return 0;
 }
 
+/* Replace n's slot with a tombstone, so probe chains through it hold. */
 static void
 hash_del(struct sn_tree *t, const struct sn_node *n)
 {
@@ -149,6 +155,7 @@ hash_del(struct sn_tree *t, const struct sn_node *n)
 
 /* ---- nodes and inodes -------------------------------------------------- */
 
+/* A new inode, owned by the tree (freed with it); NULL on OOM. */
 static struct sn_inode *
 new_inode(struct sn_tree *t, enum sn_kind kind,
           const struct sn_ztoc_file *f, size_t layer)
@@ -167,6 +174,8 @@ new_inode(struct sn_tree *t, enum sn_kind kind,
   return i;
 }
 
+/* A new name for inode under parent, appended to parent's children and
+ * hashed; the tree owns it.  NULL on OOM. */
 static struct sn_node *
 new_node(struct sn_tree *t, struct sn_node *parent, const char *name,
          size_t len, struct sn_inode *inode, size_t layer)
@@ -203,6 +212,8 @@ new_node(struct sn_tree *t, struct sn_node *parent, const char *name,
   return n;
 }
 
+/* Unlink n from lookups; it stays in parent's kids until sn_tree_finish
+ * and in memory until the tree is freed (see the top of this file). */
 static void
 remove_node(struct sn_tree *t, struct sn_node *n)
 {
@@ -210,6 +221,7 @@ remove_node(struct sn_tree *t, struct sn_node *n)
   hash_del(t, n);
 }
 
+/* A new directory (f NULL: an implicit one) named name under parent. */
 static struct sn_node *
 new_dir(struct sn_tree *t, struct sn_node *parent, const char *name,
         size_t len, const struct sn_ztoc_file *f, size_t layer)
@@ -225,6 +237,9 @@ struct hide_ctx {
   size_t layer;
 };
 
+/* Remove k when last seen below the marker's layer; descend into
+ * directories the current layer touched, as their lower children may
+ * still need hiding. */
 static int
 hide_visit(struct sn_node *k, void *opaque)
 {
@@ -239,6 +254,7 @@ hide_visit(struct sn_node *k, void *opaque)
   return k->inode->kind == SN_K_DIR;
 }
 
+/* FLAT: apply an opaque marker or whiteout of layer `layer` to dir. */
 static int
 hide_lower(struct sn_tree *t, struct sn_node *dir, size_t layer)
 {
@@ -277,6 +293,7 @@ check_path(struct sn_tree *t, const char *path)
   return 0;
 }
 
+/* Refuse a component over SN_NAME_MAX bytes, squashfs's limit. */
 static int
 check_name(struct sn_tree *t, const char *name, size_t len)
 {
@@ -346,6 +363,10 @@ find_path(const struct sn_tree *t, const char *path)
   }
 }
 
+/* DIR/.wh.NAME (docs/squashfs-layout.md §6).  FLAT: delete NAME if it came
+ * from a lower layer (a same-layer directory keeps only its own entries).
+ * LAYER: a char 0/0 node NAME with the marker's owner and time, unless the
+ * layer itself has NAME. */
 static int
 whiteout(struct sn_tree *t, struct sn_node *dir, const char *name,
          size_t len, const struct sn_ztoc_file *f, size_t layer)
@@ -377,6 +398,9 @@ whiteout(struct sn_tree *t, struct sn_node *dir, const char *name,
   return new_node(t, dir, name, len, i, layer) ? 0 : -1;
 }
 
+/* Put a directory entry: over a directory it merges (newer metadata wins),
+ * otherwise it replaces the old node.  In LAYER mode a directory over a
+ * whiteout of the same layer becomes opaque. */
 static int
 put_dir(struct sn_tree *t, struct sn_node *dir, const char *name,
         size_t len, const struct sn_ztoc_file *f, size_t layer)
@@ -402,6 +426,7 @@ put_dir(struct sn_tree *t, struct sn_node *dir, const char *name,
   return 0;
 }
 
+/* Put a non-directory name for inode, replacing whatever had the name. */
 static int
 put_nondir(struct sn_tree *t, struct sn_node *dir, const char *name,
            size_t len, struct sn_inode *inode, size_t layer)
@@ -413,6 +438,9 @@ put_nondir(struct sn_tree *t, struct sn_node *dir, const char *name,
   return new_node(t, dir, name, len, inode, layer) ? 0 : -1;
 }
 
+/* Add a name for the inode of the hard link's target, resolved against the
+ * tree built so far (cleaned like entry names).  Refuses a missing or
+ * whited-out target and a directory. */
 static int
 hardlink(struct sn_tree *t, struct sn_node *dir, const char *name,
          size_t len, const struct sn_ztoc_file *f, size_t layer)
@@ -467,6 +495,10 @@ in_aufs_meta(const char *path)
   }
 }
 
+/* Apply one ztoc entry to the tree: clean its path (docs/squashfs-layout.md
+ * §7), create its parents, then dispatch whiteouts, opaque markers, aufs
+ * metadata (dropped), directories, hard links and other kinds (§6).
+ * t->entry names the entry in error messages. */
 static int
 apply_entry(struct sn_tree *t, const struct sn_ztoc_file *f, size_t layer)
 {
@@ -548,6 +580,7 @@ out:
 
 /* ---- the tree ------------------------------------------------------------ */
 
+/* An empty tree holding only the root (an implicit directory). */
 struct sn_tree *
 sn_tree_new(enum sn_sqfs_mode mode, sn_sqfs_warn_fn warn, void *warn_opaque)
 {
@@ -568,6 +601,7 @@ sn_tree_new(enum sn_sqfs_mode mode, sn_sqfs_warn_fn warn, void *warn_opaque)
   return t;
 }
 
+/* Free every node and inode ever made, removed ones included. */
 void
 sn_tree_free(struct sn_tree *t)
 {
@@ -602,6 +636,7 @@ sn_tree_add_layer(struct sn_tree *t, const struct sn_ztoc *z, size_t layer)
   return 0;
 }
 
+/* Bytewise name order, a prefix first (the order squashfs requires). */
 static int
 cmp_node(const void *a, const void *b)
 {
@@ -714,6 +749,8 @@ sn_tree_root(const struct sn_tree *t)
   return t->root;
 }
 
+/* Format a warning (truncated to 511 bytes) for the warn callback, if
+ * any. */
 void
 sn_tree_warn(const struct sn_tree *t, const char *fmt, ...)
 {

@@ -76,6 +76,9 @@ memfile_read_at(sqfs_file_t *file, sqfs_u64 off, void *buf, size_t size)
   return SQFS_ERROR_IO;         /* the writers never read back */
 }
 
+/* Store a writer's bytes: the superblock into img->super, everything at or
+ * after meta_start into the growing img->meta (gaps zero-filled).  Returns
+ * 0 or a SQFS_ERROR_* code, as libsquashfs expects; nothing below it. */
 static int
 memfile_write_at(sqfs_file_t *file, sqfs_u64 off, const void *buf,
                  size_t size)
@@ -114,6 +117,7 @@ memfile_write_at(sqfs_file_t *file, sqfs_u64 off, const void *buf,
   return 0;
 }
 
+/* The file's end as the writers see it: meta_start + metadata so far. */
 static sqfs_u64
 memfile_get_size(const sqfs_file_t *file)
 {
@@ -182,6 +186,7 @@ struct writer {
   size_t norder, ocap;
 };
 
+/* Turn a libsquashfs error code into our convention: -1, message set. */
 static int
 sqfs_fail(int err, const char *what)
 {
@@ -190,6 +195,7 @@ sqfs_fail(int err, const char *what)
   return sn_set_error("squashfs: %s: libsquashfs error %d", what, err);
 }
 
+/* The name to put in messages: the tar entry's, else the node's ("/"). */
 static const char *
 entry_name(const struct sn_inode *i, const struct sn_node *n)
 {
@@ -198,6 +204,8 @@ entry_name(const struct sn_inode *i, const struct sn_node *n)
   return n->namelen ? n->name : "/";
 }
 
+/* Append n's inode to the write order and number it (ino = position + 1,
+ * docs/squashfs-layout.md §4).  -1 on allocation failure or overflow. */
 static int
 push(struct writer *w, struct sn_node *n)
 {
@@ -379,6 +387,8 @@ fill_base(struct writer *w, sqfs_inode_generic_t *in,
   return 0;
 }
 
+/* A zeroed generic inode with room for payload bytes of block sizes or
+ * symlink target; NULL with the error set on allocation failure. */
 static sqfs_inode_generic_t *
 alloc_inode(size_t payload)
 {
@@ -391,6 +401,10 @@ alloc_inode(size_t payload)
   return in;
 }
 
+/* The inode of a regular file (docs/squashfs-layout.md §3): its blocks are
+ * the file's bytes inside layer i->layer's tar, each stored uncompressed,
+ * no fragment; extended when it has xattrs, links or offsets over 4 GiB.
+ * Returns a malloc'd inode, or NULL with the error set. */
 static sqfs_inode_generic_t *
 file_inode(struct writer *w, const struct sn_inode *i,
            const struct sn_node *n, uint32_t xattr)
@@ -447,6 +461,9 @@ file_inode(struct writer *w, const struct sn_inode *i,
   return in;
 }
 
+/* The inode of a symlink, device, whiteout (char 0/0) or FIFO, extended
+ * only when it has xattrs.  Refuses targets over SYMLINK_MAX and device
+ * numbers outside 12:20 bits.  Malloc'd inode, or NULL with the error. */
 static sqfs_inode_generic_t *
 other_inode(const struct sn_inode *i, const struct sn_node *n,
             uint32_t xattr)
@@ -514,6 +531,8 @@ other_inode(const struct sn_inode *i, const struct sn_node *n,
   }
 }
 
+/* Fill in's common fields, record where it lands (i->ref) and append it to
+ * the inode table.  Frees in in every case. */
 static int
 emit_inode(struct writer *w, sqfs_inode_generic_t *in,
            struct sn_inode *i, const struct sn_node *n)
@@ -535,6 +554,7 @@ emit_inode(struct writer *w, sqfs_inode_generic_t *in,
   return 0;
 }
 
+/* The directory-entry type for a kind (whiteouts are character devices). */
 static sqfs_u16
 type_bits(enum sn_kind k)
 {
@@ -548,6 +568,8 @@ type_bits(enum sn_kind k)
   }
 }
 
+/* Write directory d's entries (already in bytewise order) and then its
+ * inode; the root's parent is the inode count + 1, as squashfs wants. */
 static int
 write_dir(struct writer *w, struct sn_node *d)
 {
@@ -583,6 +605,9 @@ write_dir(struct writer *w, struct sn_node *d)
   return emit_inode(w, in, i, d);
 }
 
+/* Write all metadata in the order of docs/squashfs-layout.md §1 and §4:
+ * inodes, directory table, export table, id table, xattr tables, then the
+ * superblock with its flags (§2).  Sets bytes_used and inode_count. */
 static int
 write_tables(struct writer *w)
 {
@@ -656,6 +681,8 @@ write_tables(struct writer *w)
 
 /* ---- the region map ----------------------------------------------------- */
 
+/* Append [start, end) to the region map; empty ranges are skipped and
+ * neighbouring zero regions merged. */
 static int
 add_region(struct sn_sqfs *img, size_t *cap, uint64_t start, uint64_t end,
            enum sn_sqfs_region_kind kind, size_t layer)
@@ -687,6 +714,8 @@ add_region(struct sn_sqfs *img, size_t *cap, uint64_t start, uint64_t end,
   return 0;
 }
 
+/* The region map of docs/squashfs-layout.md §1: superblock, then each
+ * layer's tar between zero padding, then metadata, then zeros to size. */
 static int
 build_regions(struct sn_sqfs *img, const struct sn_ztoc *const *layers)
 {
@@ -717,6 +746,7 @@ build_regions(struct sn_sqfs *img, const struct sn_ztoc *const *layers)
 
 /* ---- public API --------------------------------------------------------- */
 
+/* Free the writer's libsquashfs objects, tables and tree (not the image). */
 static void
 writer_cleanup(struct writer *w)
 {
@@ -731,6 +761,8 @@ writer_cleanup(struct writer *w)
   sn_tree_free(w->tree);
 }
 
+/* Build the tree of all layers, lay out the bases, write the metadata into
+ * memory and map the regions.  The writer is scratch; only img survives. */
 struct sn_sqfs *
 sn_sqfs_new(const struct sn_ztoc *const *layers, size_t nlayers,
             const struct sn_sqfs_opts *o)
@@ -894,6 +926,8 @@ sn_sqfs_region(const struct sn_sqfs *img, size_t i)
   return i < img->nregions ? &img->regions[i] : NULL;
 }
 
+/* Binary-search the region holding off, then copy region by region; a
+ * read may span any number of regions. */
 int
 sn_sqfs_read(const struct sn_sqfs *img, void *buf, size_t len,
              uint64_t off, sn_sqfs_read_tar_fn read_tar, void *opaque)

@@ -58,6 +58,8 @@ sn_bufpool_free(struct sn_bufpool *p)
   free(p);
 }
 
+/* Best fit among the idle buffers, under the lock; a miss allocates
+ * outside it: len + 1/16, rounded up to ROUND (just len on overflow). */
 uint8_t *
 sn_bufpool_get(struct sn_bufpool *p, size_t len)
 {
@@ -101,6 +103,7 @@ sn_bufpool_cap(const uint8_t *buf)
   return ((const struct hdr *) buf - 1)->cap;
 }
 
+/* Keep buf while both bounds allow, else free it (outside the lock). */
 void
 sn_bufpool_put(struct sn_bufpool *p, uint8_t *buf)
 {

@@ -8,6 +8,7 @@
 #include "util/digest.h"
 #include "util/err.h"
 
+/* On failure h->ctx is NULL, so sn_sha256_free is still safe to call. */
 int
 sn_sha256_init(struct sn_sha256 *h)
 {
@@ -29,6 +30,7 @@ sn_sha256_update(struct sn_sha256 *h, const void *data, size_t len)
     EVP_DigestUpdate(h->ctx, data, len);
 }
 
+/* Re-initialised at once, so h can hash the next message. */
 void
 sn_sha256_final(struct sn_sha256 *h, uint8_t out[SN_SHA256_LEN])
 {
@@ -67,6 +69,7 @@ sn_digest_format(const uint8_t d[SN_SHA256_LEN], char *out)
   out[SN_DIGEST_STRLEN] = '\0';
 }
 
+/* A lowercase hex digit's value, or -1 (digests are lowercase only). */
 static int
 hexval(char c)
 {

@@ -20,6 +20,7 @@ one_line(char *p)
       *p = '?';
 }
 
+/* Truncated to SN_ERR_MAX - 1 bytes and made one line. */
 int
 sn_set_error(const char *fmt, ...)
 {
@@ -32,6 +33,8 @@ sn_set_error(const char *fmt, ...)
   return -1;
 }
 
+/* Format the prefix over the buffer, then append the old message (lost
+ * if the prefix alone fills the buffer). */
 int
 sn_prefix_error(const char *fmt, ...)
 {

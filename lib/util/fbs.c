@@ -13,6 +13,7 @@
 
 /* ---- little-endian helpers ------------------------------------------ */
 
+/* Little-endian loads, bytewise: no alignment needed. */
 static uint16_t
 get_u16(const uint8_t *p)
 {
@@ -32,6 +33,7 @@ get_u64(const uint8_t *p)
   return (uint64_t) get_u32(p) | (uint64_t) get_u32(p + 4) << 32;
 }
 
+/* Store the low n bytes of v at p, little-endian. */
 static void
 put_le(uint8_t *p, uint64_t v, size_t n)
 {
@@ -167,6 +169,7 @@ prepend_ref(struct sn_fbb *b, sn_fbb_ref ref)
   return place_le(b, b->off + 4 - ref, 4);
 }
 
+/* Strings and vectors may not be created inside an open table. */
 static bool
 not_nested(struct sn_fbb *b)
 {
@@ -184,6 +187,8 @@ end_vector(struct sn_fbb *b, size_t n)
   return (sn_fbb_ref) b->off;
 }
 
+/* docs/soci-format.md §2.3: prep(4, len + 1), the NUL, the bytes, the
+ * u32 length. */
 sn_fbb_ref
 sn_fbb_create_string(struct sn_fbb *b, const void *s, size_t len)
 {
@@ -198,6 +203,7 @@ sn_fbb_create_string(struct sn_fbb *b, const void *s, size_t len)
   return end_vector(b, len);
 }
 
+/* As a string without the NUL: prep(4, len), the bytes, the length. */
 sn_fbb_ref
 sn_fbb_create_bytes(struct sn_fbb *b, const void *data, size_t len)
 {
@@ -212,6 +218,7 @@ sn_fbb_create_bytes(struct sn_fbb *b, const void *data, size_t len)
   return end_vector(b, len);
 }
 
+/* The references from last to first, so element 0 ends up first. */
 sn_fbb_ref
 sn_fbb_create_ref_vector(struct sn_fbb *b, const sn_fbb_ref *refs, size_t n)
 {
@@ -233,6 +240,8 @@ sn_fbb_create_ref_vector(struct sn_fbb *b, const sn_fbb_ref *refs, size_t n)
   return end_vector(b, n);
 }
 
+/* Clear the slot offsets and remember where the table's data begins
+ * (obj_end), as Go's StartObject does. */
 void
 sn_fbb_start_table(struct sn_fbb *b, unsigned nfields)
 {
@@ -259,6 +268,7 @@ sn_fbb_start_table(struct sn_fbb *b, unsigned nfields)
   b->in_table = 1;
 }
 
+/* A field may be added only inside a table and to a declared slot. */
 static bool
 slot_ok(struct sn_fbb *b, unsigned slot)
 {
@@ -337,6 +347,7 @@ vtable_equal(const struct sn_fbb *b, uint32_t vt, uint32_t obj, size_t n)
   return true;
 }
 
+/* Add vt to the vtables searched by later tables; false on OOM. */
 static bool
 remember_vtable(struct sn_fbb *b, uint32_t vt)
 {
@@ -355,6 +366,10 @@ remember_vtable(struct sn_fbb *b, uint32_t vt)
   return true;
 }
 
+/* Go's WriteVtable (docs/soci-format.md §2.3): the int32 placeholder,
+ * trimming of trailing absent slots, the search for an identical vtable
+ * (newest first), else a new one just before the table; the placeholder
+ * then gets the signed distance to whichever vtable is used. */
 sn_fbb_ref
 sn_fbb_end_table(struct sn_fbb *b)
 {
@@ -406,6 +421,7 @@ sn_fbb_end_table(struct sn_fbb *b)
   return obj;
 }
 
+/* prep(minalign, 4) and the root reference, then a copy of the bytes. */
 int
 sn_fbb_finish(struct sn_fbb *b, sn_fbb_ref root, uint8_t **out, size_t *len)
 {
@@ -454,6 +470,7 @@ table_at(const uint8_t *buf, size_t len, size_t pos, struct sn_fbr_table *t)
   return 0;
 }
 
+/* The root reference is the first u32; at least 8 bytes are required. */
 int
 sn_fbr_root(const uint8_t *buf, size_t len, struct sn_fbr_table *t)
 {
@@ -497,6 +514,7 @@ follow(const uint8_t *buf, size_t len, size_t p, size_t *target)
   return 0;
 }
 
+/* The string at pos: u32 length, bytes and NUL, all inside buf. */
 static int
 string_at(const uint8_t *buf, size_t len, size_t pos, const char **s,
           size_t *slen)
@@ -516,6 +534,7 @@ string_at(const uint8_t *buf, size_t len, size_t pos, const char **s,
   return 0;
 }
 
+/* The vector at pos: u32 count, then count elements inside buf. */
 static int
 vector_at(const uint8_t *buf, size_t len, size_t pos, size_t elem_size,
           struct sn_fbr_vec *v)
@@ -536,6 +555,7 @@ vector_at(const uint8_t *buf, size_t len, size_t pos, size_t elem_size,
   return 0;
 }
 
+/* A 1-, 4- or 8-byte field into *v: 1 if present, 0 absent, -1 bad. */
 static int
 scalar(const struct sn_fbr_table *t, unsigned slot, size_t size,
        uint64_t *v)

@@ -13,6 +13,7 @@
 #include "util/err.h"
 #include "util/fdio.h"
 
+/* Loop over short writes and EINTR; -1 with errno from write(2). */
 int
 sn_write_all(int fd, const void *buf, size_t len)
 {
@@ -31,6 +32,7 @@ sn_write_all(int fd, const void *buf, size_t len)
   return 0;
 }
 
+/* path + ".XXXXXX" is the temporary; errno survives the cleanup. */
 int
 sn_write_file_atomic(const char *path, const void *buf, size_t len,
                      unsigned mode, int sync)

@@ -29,6 +29,7 @@ sn_json_free(struct sn_json *w)
   sn_json_init(w);
 }
 
+/* Record the first error; every later call then does nothing. */
 static void
 fail(struct sn_json *w, const char *msg)
 {
@@ -38,6 +39,8 @@ fail(struct sn_json *w, const char *msg)
   }
 }
 
+/* Append n bytes, growing the buffer by doubling; the text stays
+ * NUL-terminated (not counted in len). */
 static void
 put(struct sn_json *w, const char *s, size_t n)
 {
@@ -107,6 +110,7 @@ value_prefix(struct sn_json *w)
     newline(w, w->depth);
 }
 
+/* Open an object or array as a value: comma, bracket, a new level. */
 static void
 begin(struct sn_json *w, char c, bool object)
 {
@@ -123,6 +127,8 @@ begin(struct sn_json *w, char c, bool object)
   w->in_object[w->depth] = object;
 }
 
+/* Close the innermost level, which must be of the same kind and not be
+ * waiting for a key's value. */
 static void
 end(struct sn_json *w, char c, bool object)
 {
@@ -207,6 +213,8 @@ utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
   return len;
 }
 
+/* A quoted string as Go's encodeState.string escapes it (json.h): runs of
+ * plain bytes are copied whole, the rest escaped one by one. */
 static void
 put_escaped(struct sn_json *w, const char *str, size_t n)
 {
@@ -266,6 +274,8 @@ put_escaped(struct sn_json *w, const char *str, size_t n)
   putc1(w, '"');
 }
 
+/* Keys get their own comma (value_prefix would refuse them in an
+ * object); the value that follows does not. */
 void
 sn_json_key(struct sn_json *w, const char *key)
 {
@@ -349,6 +359,7 @@ struct kv_sort {
   size_t idx;
 };
 
+/* Bytewise keys, original order on ties (a stable qsort). */
 static int
 kv_cmp(const void *a, const void *b)
 {
@@ -360,6 +371,7 @@ kv_cmp(const void *a, const void *b)
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+/* Sort indexes, not the caller's arrays; keys and values stay theirs. */
 void
 sn_json_string_map(struct sn_json *w, const char *const *keys,
                    const char *const *values, size_t n)
@@ -389,6 +401,7 @@ sn_json_string_map(struct sn_json *w, const char *const *keys,
   free(order);
 }
 
+/* A document must be complete: depth 0, no dangling key, not empty. */
 int
 sn_json_finish(struct sn_json *w, char **out, size_t *len)
 {
