@@ -1,6 +1,7 @@
 /* soci-nbd: the registry API over an OCI image layout directory (see
  * ocilayout.h): oci-layout check, index.json tags, verified blob reads,
- * atomic blob and index.json writes, referrers by scanning subjects.
+ * referrers by scanning subjects.  The writes (atomic blob and index.json
+ * writes, layout creation) are in ocilayout-write.c.
  */
 #include <config.h>
 
@@ -19,15 +20,7 @@
 #include "util/err.h"
 #include "util/fdio.h"
 #include "registry/ocilayout.h"
-
-#define REF_NAME "org.opencontainers.image.ref.name"
-#define CHUNK ((size_t) 1 << 20)
-
-struct sn_layout {
-  char *dir;
-  char *default_tag;
-  pthread_mutex_t lock;       /* serializes writers */
-};
+#include "registry/ocilayout-int.h"
 
 /* ---- shared helpers ---------------------------------------------------- */
 
@@ -42,6 +35,9 @@ sn_empty_index(void)
                            SN_MT_OCI_INDEX);
 }
 
+/* Re-serialize m's JSON keeping only the manifests of artifact_type (the
+ * other members as they are) and parse that into a new index, the
+ * caller's; artifact_type NULL gives a copy. */
 struct sn_manifest *
 sn_index_filter(const struct sn_manifest *m, const char *artifact_type)
 {
@@ -89,8 +85,9 @@ oom:
   return NULL;
 }
 
-static char *
-path_of(const struct sn_layout *l, const char *rel)
+/* "<dir>/<rel>", malloc'd; NULL on OOM. */
+char *
+layout_path_of(const struct sn_layout *l, const char *rel)
 {
   char *p;
 
@@ -101,8 +98,10 @@ path_of(const struct sn_layout *l, const char *rel)
   return p;
 }
 
-static char *
-blob_path(const struct sn_layout *l, const char *digest)
+/* "<dir>/blobs/sha256/<hex>" of a valid sha256 digest, malloc'd; NULL
+ * (with a message) for a malformed digest. */
+char *
+layout_blob_path(const struct sn_layout *l, const char *digest)
 {
   uint8_t d[SN_SHA256_LEN];
   char *p;
@@ -118,8 +117,10 @@ blob_path(const struct sn_layout *l, const char *digest)
   return p;
 }
 
-static void
-sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
+/* "sha256:<hex>" of len bytes at data into out. */
+void
+layout_sha256_string(const uint8_t *data, size_t len,
+                     char out[SN_DIGEST_STRLEN + 1])
 {
   uint8_t d[SN_SHA256_LEN];
 
@@ -127,10 +128,12 @@ sha256_string(const uint8_t *data, size_t len, char out[SN_DIGEST_STRLEN + 1])
   sn_digest_format(d, out);
 }
 
-static int
-check_layout(const struct sn_layout *l)
+/* 0 when dir holds an "oci-layout" file saying imageLayoutVersion 1.x;
+ * -1 with a message otherwise. */
+int
+layout_check(const struct sn_layout *l)
 {
-  char *p = path_of(l, "oci-layout");
+  char *p = layout_path_of(l, "oci-layout");
   uint8_t *buf;
   size_t len;
   json_t *j;
@@ -160,10 +163,12 @@ check_layout(const struct sn_layout *l)
   return rc;
 }
 
-static json_t *
-load_index(const struct sn_layout *l)
+/* index.json parsed (duplicate keys refused), with a "manifests" array
+ * checked; the caller owns the reference.  NULL with a message. */
+json_t *
+layout_load_index(const struct sn_layout *l)
 {
-  char *p = path_of(l, "index.json");
+  char *p = layout_path_of(l, "index.json");
   uint8_t *buf;
   size_t len;
   json_t *j;
@@ -185,8 +190,9 @@ load_index(const struct sn_layout *l)
   return j;
 }
 
-static const char *
-entry_tag(json_t *e)
+/* An index.json entry's tag (its ref.name annotation), or NULL. */
+const char *
+layout_entry_tag(json_t *e)
 {
   return json_string_value(json_object_get(json_object_get(e, "annotations"),
                                            REF_NAME));
@@ -194,6 +200,8 @@ entry_tag(json_t *e)
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* Nothing is read here: reads check the layout (layout_check), the first
+ * push creates it (ocilayout-write.c). */
 struct sn_layout *
 sn_layout_open(const char *dir, const char *default_tag)
 {
@@ -232,7 +240,7 @@ static struct sn_manifest *
 manifest_blob(struct sn_layout *l, const char *digest, int64_t size,
               const char *media_type)
 {
-  char *p = blob_path(l, digest);
+  char *p = layout_blob_path(l, digest);
   char got[SN_DIGEST_STRLEN + 1];
   struct sn_manifest *m = NULL;
   uint8_t *buf = NULL;
@@ -242,7 +250,7 @@ manifest_blob(struct sn_layout *l, const char *digest, int64_t size,
     return NULL;
   if (sn_read_file(p, SN_MAX_DOCUMENT, true, &buf, &len) == -1)
     goto out;
-  sha256_string(buf, len, got);
+  layout_sha256_string(buf, len, got);
   if (strcmp(got, digest) != 0)
     sn_set_error("%s: manifest %s: content has digest %s", l->dir, digest,
                  got);
@@ -268,13 +276,13 @@ sn_layout_get_manifest(struct sn_layout *l, const char *tag_or_digest)
   bool by_digest;
   size_t i;
 
-  if (check_layout(l) == -1 || (idx = load_index(l)) == NULL)
+  if (layout_check(l) == -1 || (idx = layout_load_index(l)) == NULL)
     return NULL;
   arr = json_object_get(idx, "manifests");
   by_digest = sn_digest_parse(tag_or_digest, strlen(tag_or_digest), d) == 0;
   json_array_foreach(arr, i, e) {
     const char *dg = json_string_value(json_object_get(e, "digest"));
-    const char *t = entry_tag(e);
+    const char *t = layout_entry_tag(e);
 
     if (by_digest ? (dg && strcmp(dg, tag_or_digest) == 0)
         : (t && strcmp(t, tag_or_digest) == 0)) {
@@ -309,11 +317,13 @@ out:
   return m;
 }
 
+/* The whole blob (at most max bytes) in a malloc'd *buf, the caller's,
+ * verified against digest; nothing is returned on a mismatch. */
 int
 sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
                        uint8_t **buf, size_t *len)
 {
-  char *p = blob_path(l, digest);
+  char *p = layout_blob_path(l, digest);
   char got[SN_DIGEST_STRLEN + 1];
 
   if (p == NULL)
@@ -323,7 +333,7 @@ sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
     return -1;
   }
   free(p);
-  sha256_string(*buf, *len, got);
+  layout_sha256_string(*buf, *len, got);
   if (strcmp(got, digest) != 0) {
     free(*buf);
     *buf = NULL;
@@ -342,7 +352,7 @@ sn_layout_get_blob(struct sn_layout *l, const char *digest, int64_t size,
                    void *opaque)
 {
   int64_t total = 0;
-  char *p = blob_path(l, digest);
+  char *p = layout_blob_path(l, digest);
   char got[SN_DIGEST_STRLEN + 1];
   uint8_t d[SN_SHA256_LEN], *buf = NULL;
   struct sn_sha256 h;
@@ -409,7 +419,7 @@ int
 sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
                      size_t len, int64_t off)
 {
-  char *p = blob_path(l, digest);
+  char *p = layout_blob_path(l, digest);
   size_t n = 0;
   int fd;
 
@@ -445,7 +455,7 @@ sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
 int
 sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
 {
-  char *p = blob_path(l, digest);
+  char *p = layout_blob_path(l, digest);
   struct stat st;
   int rc;
 
@@ -464,347 +474,11 @@ sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
   return rc;
 }
 
-/* ---- writes ------------------------------------------------------------ */
-
-/* Write a file atomically: a temporary in the same directory, fsync,
- * rename to final.  Data from memory, or (data NULL) size bytes of fd from offset
- * 0, hashed into got when got is not NULL. */
-static int
-write_atomic(const char *final, const uint8_t *data, int fd, int64_t size,
-             char got[SN_DIGEST_STRLEN + 1])
-{
-  char *tmp;
-  int out, rc = -1;
-  int64_t done = 0;
-  uint8_t *buf = NULL, d[SN_SHA256_LEN];
-  struct sn_sha256 h;
-  bool hashing = false;
-
-  if (asprintf(&tmp, "%s.tmp-XXXXXX", final) < 0)
-    return sn_oom();
-  out = mkostemp(tmp, O_CLOEXEC);
-  if (out == -1) {
-    sn_set_error("%s: %s", tmp, strerror(errno));
-    free(tmp);
-    return -1;
-  }
-  if (got) {
-    if (sn_sha256_init(&h) == -1)
-      goto out;
-    hashing = true;
-  }
-  if (data == NULL && (buf = malloc(CHUNK)) == NULL) {
-    sn_oom();
-    goto out;
-  }
-  while (done < size) {
-    size_t want = (size_t) (size - done < (int64_t) CHUNK ? size - done
-                            : (int64_t) CHUNK);
-    const uint8_t *src = data ? data + done : buf;
-    ssize_t w;
-
-    if (data == NULL) {
-      ssize_t r = pread(fd, buf, want, (off_t) done);
-
-      if (r == -1 && errno == EINTR)
-        continue;
-      if (r <= 0) {
-        sn_set_error("reading the blob: %s", r == 0 ? "unexpected end of file"
-                     : strerror(errno));
-        goto out;
-      }
-      want = (size_t) r;
-    }
-    if (hashing)
-      sn_sha256_update(&h, src, want);
-    w = write(out, src, want);
-    if (w == -1 && errno == EINTR)
-      continue;
-    if (w != (ssize_t) want) {
-      sn_set_error("%s: %s", tmp, w == -1 ? strerror(errno) : "short write");
-      goto out;
-    }
-    done += w;
-  }
-  if (hashing) {
-    sn_sha256_final(&h, d);
-    sn_digest_format(d, got);
-  }
-  if (fsync(out) == -1) {
-    sn_set_error("%s: fsync: %s", tmp, strerror(errno));
-    goto out;
-  }
-  if (close(out) == -1) {
-    out = -1;
-    sn_set_error("%s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  out = -1;
-  rc = 0;
-out:
-  if (hashing)
-    sn_sha256_free(&h);
-  if (out >= 0)
-    close(out);
-  if (rc == -1)
-    unlink(tmp);
-  free(buf);
-  if (rc == 0 && rename(tmp, final) == -1) {
-    sn_set_error("rename %s: %s", final, strerror(errno));
-    unlink(tmp);
-    rc = -1;
-  }
-  free(tmp);
-  return rc;
-}
-
-static int
-ensure_layout(struct sn_layout *l)
-{
-  static const char layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-  static const char index[] =
-    "{\"schemaVersion\":2,\"mediaType\":\"" SN_MT_OCI_INDEX "\","
-    "\"manifests\":[]}";
-  char *p = NULL;
-  int rc = -1;
-
-  if ((p = path_of(l, "blobs/sha256")) == NULL || sn_mkdir_p(p, 0755) == -1)
-    goto out;
-  free(p);
-  if ((p = path_of(l, "oci-layout")) == NULL)
-    goto out;
-  if (access(p, F_OK) == -1
-      && write_atomic(p, (const uint8_t *) layout, -1, sizeof layout - 1,
-                      NULL) == -1)
-    goto out;
-  free(p);
-  if ((p = path_of(l, "index.json")) == NULL)
-    goto out;
-  if (access(p, F_OK) == -1
-      && write_atomic(p, (const uint8_t *) index, -1, sizeof index - 1,
-                      NULL) == -1)
-    goto out;
-  rc = check_layout(l);
-out:
-  free(p);
-  return rc;
-}
-
-/* Store a blob unless one of that size exists: from memory as given, from
- * fd verified while copied and renamed into place only if it matches. */
-static int
-push(struct sn_layout *l, const char *digest, const uint8_t *data, int fd,
-     int64_t size)
-{
-  char got[SN_DIGEST_STRLEN + 1], *p = NULL, *tmpname = NULL;
-  int64_t have;
-  int rc = -1, e;
-
-  pthread_mutex_lock(&l->lock);
-  if (ensure_layout(l) == -1)
-    goto out;
-  e = sn_layout_blob_exists(l, digest, &have);
-  if (e == -1)
-    goto out;
-  if (e == 1 && have == size) {
-    rc = 0;
-    goto out;
-  }
-  p = blob_path(l, digest);
-  if (p == NULL)
-    goto out;
-  if (data) {
-    rc = write_atomic(p, data, -1, size, NULL);
-    goto out;
-  }
-  /* From a file descriptor: verify while copying, under a temporary name,
-   * then rename. */
-  if (asprintf(&tmpname, "%s.unverified", p) < 0) {
-    tmpname = NULL;
-    sn_oom();
-    goto out;
-  }
-  if (write_atomic(tmpname, NULL, fd, size, got) == -1)
-    goto out;
-  if (strcmp(got, digest) != 0) {
-    unlink(tmpname);
-    sn_set_error("push blob %s: the data has digest %s", digest, got);
-    goto out;
-  }
-  if (rename(tmpname, p) == -1) {
-    sn_set_error("rename %s: %s", p, strerror(errno));
-    unlink(tmpname);
-    goto out;
-  }
-  rc = 0;
-out:
-  pthread_mutex_unlock(&l->lock);
-  free(tmpname);
-  free(p);
-  if (rc == -1)
-    sn_prefix_error("%s: ", l->dir);
-  return rc;
-}
-
-int
-sn_layout_push_blob(struct sn_layout *l, const char *digest,
-                    const uint8_t *data, size_t len)
-{
-  static const uint8_t empty[1];
-
-  return push(l, digest, len ? data : empty, -1, (int64_t) len);
-}
-
-int
-sn_layout_push_blob_fd(struct sn_layout *l, const char *digest, int fd,
-                       int64_t size)
-{
-  return push(l, digest, NULL, fd, size);
-}
-
-int
-sn_layout_blob_tmp(struct sn_layout *l, const char *digest, char **tmp)
-{
-  char *p;
-  int fd = -1;
-
-  *tmp = NULL;
-  pthread_mutex_lock(&l->lock);
-  if (ensure_layout(l) == -1 || (p = blob_path(l, digest)) == NULL) {
-    pthread_mutex_unlock(&l->lock);
-    return sn_prefix_error("%s: ", l->dir);
-  }
-  pthread_mutex_unlock(&l->lock);
-  if (asprintf(tmp, "%s.tmp-XXXXXX", p) < 0) {
-    *tmp = NULL;
-    free(p);
-    return sn_oom();
-  }
-  free(p);
-  fd = mkostemp(*tmp, O_CLOEXEC);
-  if (fd == -1) {
-    sn_set_error("%s: %s", *tmp, strerror(errno));
-    free(*tmp);
-    *tmp = NULL;
-  }
-  return fd;
-}
-
-int
-sn_layout_blob_adopt(struct sn_layout *l, const char *digest,
-                     const char *tmp, int64_t size)
-{
-  struct stat st;
-  char *p = blob_path(l, digest);
-  int rc = -1;
-
-  if (p == NULL)
-    goto out;
-  if (stat(tmp, &st) == -1) {
-    sn_set_error("%s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  if (st.st_size != size) {
-    sn_set_error("blob %s: %jd bytes written, %jd expected", digest,
-                 (intmax_t) st.st_size, (intmax_t) size);
-    goto out;
-  }
-  pthread_mutex_lock(&l->lock);
-  if (rename(tmp, p) == -1)
-    sn_set_error("rename %s: %s", p, strerror(errno));
-  else
-    rc = 0;
-  pthread_mutex_unlock(&l->lock);
-out:
-  if (rc == -1) {
-    unlink(tmp);
-    sn_prefix_error("%s: ", l->dir);
-  }
-  free(p);
-  return rc;
-}
-
-/* Push the manifest as a blob, then list it in index.json: by tag, entries
- * with that tag are replaced; by digest, it is listed once. */
-int
-sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
-                       const char *media_type, const uint8_t *data,
-                       size_t len)
-{
-  char dg[SN_DIGEST_STRLEN + 1], *p = NULL, *s = NULL;
-  uint8_t d[SN_SHA256_LEN];
-  struct sn_manifest *m = NULL;
-  json_t *idx = NULL, *arr, *e, *nd = NULL;
-  bool by_digest;
-  size_t i;
-  int rc = -1;
-
-  sha256_string(data, len, dg);
-  if (sn_layout_push_blob(l, dg, data, len) == -1)
-    return -1;
-  by_digest = sn_digest_parse(tag_or_digest, strlen(tag_or_digest), d) == 0;
-  m = sn_manifest_parse(data, len, media_type);
-  if (m == NULL)
-    return sn_prefix_error("%s: manifest %s: ", l->dir, dg);
-
-  pthread_mutex_lock(&l->lock);
-  if ((idx = load_index(l)) == NULL)
-    goto out;
-  arr = json_object_get(idx, "manifests");
-  if (by_digest) {
-    json_array_foreach(arr, i, e) {
-      const char *x = json_string_value(json_object_get(e, "digest"));
-
-      if (x && strcmp(x, dg) == 0) {
-        rc = 0;                 /* already listed */
-        goto out;
-      }
-    }
-  }
-  else
-    for (i = json_array_size(arr); i-- > 0;) {
-      const char *t = entry_tag(json_array_get(arr, i));
-
-      if (t && strcmp(t, tag_or_digest) == 0)
-        json_array_remove(arr, i);
-    }
-  nd = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest", dg,
-                 "size", (json_int_t) len);
-  if (nd == NULL)
-    goto oom;
-  if (m->artifact_type
-      && json_object_set_new(nd, "artifactType",
-                             json_string(m->artifact_type)) == -1)
-    goto oom;
-  if (!by_digest
-      && json_object_set_new(nd, "annotations",
-                             json_pack("{s:s}", REF_NAME,
-                                       tag_or_digest)) == -1)
-    goto oom;
-  if (json_array_append(arr, nd) == -1)
-    goto oom;
-  s = json_dumps(idx, JSON_COMPACT);
-  p = path_of(l, "index.json");
-  if (s == NULL || p == NULL)
-    goto oom;
-  rc = write_atomic(p, (const uint8_t *) s, -1, (int64_t) strlen(s), NULL);
-  if (rc == -1)
-    sn_prefix_error("%s: ", l->dir);
-  goto out;
-oom:
-  sn_oom();
-out:
-  pthread_mutex_unlock(&l->lock);
-  json_decref(nd);
-  json_decref(idx);
-  sn_manifest_free(m);
-  free(s);
-  free(p);
-  return rc;
-}
-
 /* ---- referrers --------------------------------------------------------- */
 
+/* Append m's descriptor to out when its artifact type (artifactType, else
+ * an image manifest's config media type) is artifact_type (NULL: any) and
+ * its digest is not listed yet; annotations are copied. */
 static int
 add_referrer(json_t *out, const struct sn_manifest *m,
              const char *artifact_type)
@@ -858,7 +532,7 @@ sn_layout_referrers(struct sn_layout *l, const char *digest,
   char *s = NULL;
   size_t i, k;
 
-  if (check_layout(l) == -1 || (idx = load_index(l)) == NULL)
+  if (layout_check(l) == -1 || (idx = layout_load_index(l)) == NULL)
     return NULL;
   snprintf(tag, sizeof tag, "sha256-%s", digest + 7);
   out = json_array();
@@ -868,7 +542,7 @@ sn_layout_referrers(struct sn_layout *l, const char *digest,
   json_array_foreach(arr, i, e) {
     const char *dg = json_string_value(json_object_get(e, "digest"));
     const char *mt = json_string_value(json_object_get(e, "mediaType"));
-    const char *t = entry_tag(e);
+    const char *t = layout_entry_tag(e);
     json_t *js = json_object_get(e, "size");
     struct sn_manifest *m;
 
