@@ -59,6 +59,49 @@ print_descriptor(const char *what, const struct sn_descriptor *d)
          d->media_type ? d->media_type : "-", d->size);
 }
 
+/* Print the resolved image: m's JSON as fetched with raw, else the lines
+ * of inspect_usage (index and platform only when resolved through one).
+ * 0, or -1 after reporting the failure. */
+static int
+print_resolved(const struct sn_manifest *m, const struct sn_manifest *index,
+               bool raw)
+{
+  size_t i;
+
+  if (raw) {
+    if (fwrite(m->raw, 1, m->raw_len, stdout) != m->raw_len) {
+      cli_fail("stdout: %s", strerror(errno));
+      return -1;
+    }
+  } else {
+    if (index) {
+      printf("index %s %s\n", index->digest,
+             index->media_type ? index->media_type : "-");
+      for (i = 0; i < index->nmanifests; i++) {
+        const struct sn_descriptor *d = &index->manifests[i];
+        char *ps;
+
+        if (d->platform == NULL || strcmp(d->digest, m->digest) != 0)
+          continue;
+        ps = platform_string(d->platform);
+        if (ps == NULL) {
+          cli_fail("out of memory");
+          return -1;
+        }
+        printf("platform %s\n", ps);
+        free(ps);
+        break;
+      }
+    }
+    printf("manifest %s %s %zu\n", m->digest,
+           m->media_type ? m->media_type : "-", m->raw_len);
+    print_descriptor("config", &m->config);
+    for (i = 0; i < m->nlayers; i++)
+      print_descriptor("layer", &m->layers[i]);
+  }
+  return 0;
+}
+
 /* Resolve IMAGE (through the index for the platform), then print the
  * lines of inspect_usage, or the manifest bytes with --raw.  Returns the
  * exit status. */
@@ -81,7 +124,6 @@ cmd_inspect(int argc, char **argv)
   struct sn_registry *reg = NULL;
   struct sn_manifest *m = NULL, *index = NULL;
   int c, r, st = 1;
-  size_t i;
 
   regopts_init(&ro);
   optind = 1;
@@ -128,37 +170,8 @@ cmd_inspect(int argc, char **argv)
     goto out;
   }
 
-  if (raw) {
-    if (fwrite(m->raw, 1, m->raw_len, stdout) != m->raw_len) {
-      cli_fail("stdout: %s", strerror(errno));
-      goto out;
-    }
-  } else {
-    if (index) {
-      printf("index %s %s\n", index->digest,
-             index->media_type ? index->media_type : "-");
-      for (i = 0; i < index->nmanifests; i++) {
-        const struct sn_descriptor *d = &index->manifests[i];
-        char *ps;
-
-        if (d->platform == NULL || strcmp(d->digest, m->digest) != 0)
-          continue;
-        ps = platform_string(d->platform);
-        if (ps == NULL) {
-          cli_fail("out of memory");
-          goto out;
-        }
-        printf("platform %s\n", ps);
-        free(ps);
-        break;
-      }
-    }
-    printf("manifest %s %s %zu\n", m->digest,
-           m->media_type ? m->media_type : "-", m->raw_len);
-    print_descriptor("config", &m->config);
-    for (i = 0; i < m->nlayers; i++)
-      print_descriptor("layer", &m->layers[i]);
-  }
+  if (print_resolved(m, index, raw) == -1)
+    goto out;
   if (fflush(stdout) == EOF || ferror(stdout)) {
     cli_fail("stdout: %s", strerror(errno));
     goto out;

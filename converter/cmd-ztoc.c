@@ -678,6 +678,136 @@ extract(struct sn_layer *l, const struct sn_ztoc_file *f, FILE *out)
   return 0;
 }
 
+/* get-file with --layer: open IMAGE's index, its ztoc for layer, and the
+ * layer over range requests through *rs.  0, or the exit status after
+ * clearing *ii and *ro. */
+static int
+open_image_layer(int argc, char **argv, struct regopts *ro,
+                 const char *platform, const char *layer,
+                 struct image_index *ii, struct range_src *rs,
+                 const struct sn_descriptor **ld, struct sn_layer **lp,
+                 const char **pathp)
+{
+  struct sn_ztoc *z;
+  int r;
+
+  if (argc - optind != 2) {
+    regopts_clear(ro);
+    return cli_usage_error("ztoc get-file",
+                           "expected IMAGE and PATH arguments with --layer");
+  }
+  *pathp = argv[optind + 1];
+  if ((r = regopts_finish(ro, "ztoc get-file")) != 0 ||
+      (r = image_index_open(argv[optind], ro, platform, "ztoc get-file",
+                            ii)) != 0) {
+    regopts_clear(ro);
+    return r;
+  }
+  z = image_ztoc(ii, argv[optind], layer, ld);
+  if (z == NULL) {
+    image_index_clear(ii);
+    regopts_clear(ro);
+    return 1;
+  }
+  rs->reg = ii->reg;
+  rs->digest = (*ld)->digest;
+  *lp = sn_layer_new_opts(z, read_range, rs, &(struct sn_layer_opts) {
+                            .layer_digest = (*ld)->digest });
+  if (*lp == NULL) {
+    image_index_clear(ii);
+    regopts_clear(ro);
+    return cli_fail_lib("%s: layer %s", argv[optind], (*ld)->digest);
+  }
+  return 0;
+}
+
+/* get-file LAYER ZTOC PATH: load the ztoc and open the layer over the
+ * local blob, whose descriptor goes to *fd.  0, or the exit status. */
+static int
+open_local_layer(int argc, char **argv, struct regopts *ro, int *fd,
+                 struct sn_layer **lp, const char **pathp)
+{
+  struct sn_ztoc *z;
+
+  regopts_clear(ro);
+  if (argc - optind != 3)
+    return cli_usage_error("ztoc get-file",
+                           "expected LAYER, ZTOC and PATH arguments");
+  *pathp = argv[optind + 2];
+  z = sn_ztoc_load(argv[optind + 1]);
+  if (z == NULL)
+    return cli_fail_lib(NULL);
+  *fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
+  if (*fd == -1) {
+    sn_ztoc_free(z);
+    return cli_fail("%s: %s", argv[optind], strerror(errno));
+  }
+  *lp = sn_layer_new(z, sn_blob_read_fd, fd);
+  if (*lp == NULL) {
+    close(*fd);
+    return cli_fail_lib("%s", argv[optind + 1]);
+  }
+  return 0;
+}
+
+/* PATH's regular-file entry in l's ztoc, one hard link followed (where
+ * names the layer in the message), or NULL after reporting why. */
+static const struct sn_ztoc_file *
+find_regular(struct sn_layer *l, const char *path, const char *where)
+{
+  const struct sn_ztoc_file *f = sn_ztoc_find(sn_layer_ztoc(l), path);
+
+  if (f && f->ftype == SN_FT_HARDLINK) {
+    char target[4097];
+    if (sn_path_clean(f->linkname.data, f->linkname.len, target,
+                      sizeof target) >= 0)
+      f = sn_ztoc_find(sn_layer_ztoc(l), target);
+    else
+      f = NULL;
+    if (f == NULL) {
+      cli_fail("%s: hard link target of %s is not in the layer", where,
+               path);
+      return NULL;
+    }
+  }
+  if (f == NULL) {
+    cli_fail("%s: no such file in the ztoc", path);
+    return NULL;
+  }
+  if (f->ftype != SN_FT_REG) {
+    cli_fail("%s: not a regular file (%.*s)", path, (int) f->type.len,
+             f->type.data);
+    return NULL;
+  }
+  return f;
+}
+
+/* Extract f to output (stdout when NULL); a partial output file is
+ * removed.  Returns the exit status. */
+static int
+write_file(struct sn_layer *l, const struct sn_ztoc_file *f,
+           const char *output, const char *path)
+{
+  FILE *out = stdout;
+  int r = 1;
+
+  if (output && (out = fopen(output, "wb")) == NULL) {
+    cli_fail("%s: %s", output, strerror(errno));
+    return r;
+  }
+  if (extract(l, f, out) == -1)
+    cli_fail_lib("%s", path);
+  else if (out != stdout ? fclose(out) != 0 : fflush(out) != 0)
+    cli_fail("%s: %s", output ? output : "stdout", strerror(errno));
+  else
+    r = 0;
+  if (r != 0 && out != stdout) {
+    fclose(out);
+    unlink(output);
+  }
+  return r;
+}
+
 /* "ztoc get-file": open the layer over a local blob or (with --layer)
  * range requests, find PATH (one hard link is followed), and extract it;
  * a partial output file is removed.  Returns the exit status. */
@@ -685,15 +815,13 @@ static int
 ztoc_get_file(int argc, char **argv)
 {
   struct regopts ro;
-  const char *output = NULL, *path, *layer = NULL, *platform = NULL;
+  const char *output = NULL, *path = NULL, *layer = NULL, *platform = NULL;
   bool verbose = false;
   const struct sn_ztoc_file *f;
   const struct sn_descriptor *ld = NULL;
   struct image_index ii = { 0 };
   struct range_src rs = { 0 };
-  struct sn_ztoc *z;
-  struct sn_layer *l;
-  FILE *out = stdout;
+  struct sn_layer *l = NULL;
   int c, h, fd = -1, r;
 
   regopts_init(&ro);
@@ -713,96 +841,18 @@ ztoc_get_file(int argc, char **argv)
       return h ? h : cli_usage_error("ztoc get-file", NULL);
     }
   }
-  if (layer) {
-    if (argc - optind != 2) {
-      regopts_clear(&ro);
-      return cli_usage_error("ztoc get-file",
-                             "expected IMAGE and PATH arguments with --layer");
-    }
-    path = argv[optind + 1];
-    if ((r = regopts_finish(&ro, "ztoc get-file")) != 0 ||
-        (r = image_index_open(argv[optind], &ro, platform, "ztoc get-file",
-                              &ii)) != 0) {
-      regopts_clear(&ro);
-      return r;
-    }
-    z = image_ztoc(&ii, argv[optind], layer, &ld);
-    if (z == NULL) {
-      image_index_clear(&ii);
-      regopts_clear(&ro);
-      return 1;
-    }
-    rs.reg = ii.reg;
-    rs.digest = ld->digest;
-    l = sn_layer_new_opts(z, read_range, &rs, &(struct sn_layer_opts) {
-                            .layer_digest = ld->digest });
-    if (l == NULL) {
-      image_index_clear(&ii);
-      regopts_clear(&ro);
-      return cli_fail_lib("%s: layer %s", argv[optind], ld->digest);
-    }
-  } else {
-    regopts_clear(&ro);
-    if (argc - optind != 3)
-      return cli_usage_error("ztoc get-file",
-                             "expected LAYER, ZTOC and PATH arguments");
-    path = argv[optind + 2];
-    z = sn_ztoc_load(argv[optind + 1]);
-    if (z == NULL)
-      return cli_fail_lib(NULL);
-    fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
-    if (fd == -1) {
-      sn_ztoc_free(z);
-      return cli_fail("%s: %s", argv[optind], strerror(errno));
-    }
-    l = sn_layer_new(z, sn_blob_read_fd, &fd);
-    if (l == NULL) {
-      close(fd);
-      return cli_fail_lib("%s", argv[optind + 1]);
-    }
-  }
+  r = layer ? open_image_layer(argc, argv, &ro, platform, layer, &ii, &rs,
+                               &ld, &l, &path)
+    : open_local_layer(argc, argv, &ro, &fd, &l, &path);
+  if (r != 0)
+    return r;
   if (verbose)
     sn_layer_set_trace(l, trace_span, NULL);
 
   r = 1;
-  f = sn_ztoc_find(sn_layer_ztoc(l), path);
-  if (f && f->ftype == SN_FT_HARDLINK) {
-    char target[4097];
-    if (sn_path_clean(f->linkname.data, f->linkname.len, target,
-                      sizeof target) >= 0)
-      f = sn_ztoc_find(sn_layer_ztoc(l), target);
-    else
-      f = NULL;
-    if (f == NULL) {
-      cli_fail("%s: hard link target of %s is not in the layer",
-               layer ? ld->digest : argv[optind + 1], path);
-      goto out;
-    }
-  }
-  if (f == NULL) {
-    cli_fail("%s: no such file in the ztoc", path);
-    goto out;
-  }
-  if (f->ftype != SN_FT_REG) {
-    cli_fail("%s: not a regular file (%.*s)", path, (int) f->type.len,
-             f->type.data);
-    goto out;
-  }
-  if (output && (out = fopen(output, "wb")) == NULL) {
-    cli_fail("%s: %s", output, strerror(errno));
-    goto out;
-  }
-  if (extract(l, f, out) == -1)
-    cli_fail_lib("%s", path);
-  else if (out != stdout ? fclose(out) != 0 : fflush(out) != 0)
-    cli_fail("%s: %s", output ? output : "stdout", strerror(errno));
-  else
-    r = 0;
-  if (r != 0 && out != stdout) {
-    fclose(out);
-    unlink(output);
-  }
-out:
+  f = find_regular(l, path, layer ? ld->digest : argv[optind + 1]);
+  if (f != NULL)
+    r = write_file(l, f, output, path);
   sn_layer_free(l);
   if (fd != -1)
     close(fd);

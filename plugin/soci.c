@@ -167,53 +167,48 @@ abs_path(const char *key, const char *value, char **out)
   return 0;
 }
 
-/* One key=value: validated and stored; opening waits for get_ready.  See
- * soci_config_help for the keys. */
+/* image=: given once; a relative oci-layout: directory is made absolute
+ * (copied to image_abs).  0 or -1. */
 static int
-soci_config(const char *key, const char *value)
+config_image(const char *value)
 {
-  if (strcmp(key, "image") == 0) {
-    if (image_ref) {
-      nbdkit_error("image given twice");
+  if (image_ref) {
+    nbdkit_error("image given twice");
+    return -1;
+  }
+  /* A relative layout directory would break after nbdkit's chdir. */
+  if (strncmp(value, "oci-layout:", 11) == 0 && value[11] != '/' &&
+      value[11] != '\0') {
+    char *dir = nbdkit_absolute_path(value + 11);
+
+    if (dir == NULL)
+      return -1;
+    if (asprintf(&image_abs, "oci-layout:%s", dir) == -1) {
+      free(dir);
+      nbdkit_error("out of memory");
       return -1;
     }
-    /* A relative layout directory would break after nbdkit's chdir. */
-    if (strncmp(value, "oci-layout:", 11) == 0 && value[11] != '/' &&
-        value[11] != '\0') {
-      char *dir = nbdkit_absolute_path(value + 11);
-
-      if (dir == NULL)
-        return -1;
-      if (asprintf(&image_abs, "oci-layout:%s", dir) == -1) {
-        free(dir);
-        nbdkit_error("out of memory");
-        return -1;
-      }
-      free(dir);
-      value = image_abs;
-    }
-    image_ref = value;
+    free(dir);
+    value = image_abs;
   }
+  image_ref = value;
+  return 0;
+}
+
+/* Returned by a config_*_key function for a key it does not handle. */
+#define CONFIG_NOT_MINE 1
+
+/* The keys choosing the image and how it is served: 0, -1 on a bad value,
+ * or CONFIG_NOT_MINE. */
+static int
+config_image_key(const char *key, const char *value)
+{
+  if (strcmp(key, "image") == 0)
+    return config_image(value);
   else if (strcmp(key, "platform") == 0)
     platform = value;
   else if (strcmp(key, "index") == 0)
     index_opt = value;
-  else if (strcmp(key, "cache-dir") == 0)
-    return abs_path(key, value, &cache_dir);
-  else if (strcmp(key, "cache-size") == 0) {
-    int64_t r = nbdkit_parse_size(value);
-
-    if (r == -1)
-      return -1;
-    cache_size = (uint64_t) r;
-  }
-  else if (strcmp(key, "cache-dir-size") == 0) {
-    int64_t r = nbdkit_parse_size(value);
-
-    if (r == -1)
-      return -1;
-    cache_dir_size = (uint64_t) r;
-  }
   else if (strcmp(key, "prefetch") == 0) {
     if (strcmp(value, "none") == 0)
       prefetch_mode = SN_PREFETCH_NONE;
@@ -252,7 +247,45 @@ soci_config(const char *key, const char *value)
     }
     block_size = (uint32_t) r;
   }
-  else if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0)
+  else
+    return CONFIG_NOT_MINE;
+  return 0;
+}
+
+/* The local-file keys (caches and the stats file): 0, -1 on a bad value,
+ * or CONFIG_NOT_MINE. */
+static int
+config_local_key(const char *key, const char *value)
+{
+  if (strcmp(key, "cache-dir") == 0)
+    return abs_path(key, value, &cache_dir);
+  else if (strcmp(key, "cache-size") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    cache_size = (uint64_t) r;
+  }
+  else if (strcmp(key, "cache-dir-size") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    cache_dir_size = (uint64_t) r;
+  }
+  else if (strcmp(key, "stats-file") == 0)
+    return abs_path(key, value, &stats_file);
+  else
+    return CONFIG_NOT_MINE;
+  return 0;
+}
+
+/* The registry keys (credentials, TLS, mirrors, plain HTTP): 0, -1 on a
+ * bad value, or CONFIG_NOT_MINE. */
+static int
+config_registry_key(const char *key, const char *value)
+{
+  if (strcmp(key, "username") == 0 || strcmp(key, "user") == 0)
     username = value;
   else if (strcmp(key, "password") == 0) {
     free(password);
@@ -285,13 +318,27 @@ soci_config(const char *key, const char *value)
     }
     plain_hosts[nplain++] = value;
   }
-  else if (strcmp(key, "stats-file") == 0)
-    return abs_path(key, value, &stats_file);
-  else {
+  else
+    return CONFIG_NOT_MINE;
+  return 0;
+}
+
+/* One key=value: validated and stored; opening waits for get_ready.  See
+ * soci_config_help for the keys. */
+static int
+soci_config(const char *key, const char *value)
+{
+  int r = config_image_key(key, value);
+
+  if (r == CONFIG_NOT_MINE)
+    r = config_local_key(key, value);
+  if (r == CONFIG_NOT_MINE)
+    r = config_registry_key(key, value);
+  if (r == CONFIG_NOT_MINE) {
     nbdkit_error("unknown parameter '%s'", key);
     return -1;
   }
-  return 0;
+  return r;
 }
 
 /* Cross-key checks: image given, credentials paired, cache-dir-size only

@@ -94,6 +94,89 @@ out:
   return z;
 }
 
+/* Use the cached copy at path if it re-hashes to the layer's digest: true
+ * with its ztoc in *zp (NULL if pinning it failed) and l->fd open on it;
+ * false (l->fd closed) when there is none or it is not valid. */
+static bool
+use_cached(struct sn_image *img, struct img_layer *l,
+           enum sn_compression comp, const struct sn_build_opts *bo,
+           const char *path, struct sn_ztoc **zp)
+{
+  struct sn_ztoc *z;
+
+  l->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (l->fd == -1)
+    return false;
+  z = reuse_cached(l, comp, bo);
+  if (z) {
+    img_logf(img, "layer %zu (%s): using the cached copy %s", l->index,
+          l->digest, path);
+    sn_diskcache_touch(path);
+    if (img->disk && sn_diskcache_pin(img->disk, path) == -1) {
+      sn_ztoc_free(z);
+      z = NULL;
+    }
+    *zp = z;
+    return true;
+  }
+  img_logf(img, "layer %zu (%s): cached copy %s is not valid, fetching "
+        "again", l->index, l->digest, path);
+  close(l->fd);
+  l->fd = -1;
+  return false;
+}
+
+/* Create the cache's temporary file tmp (and its directory dir): the
+ * descriptor, or -1 with the error set. */
+static int
+open_cache_tmp(const char *dir, const char *tmp)
+{
+  int fd;
+
+  if (sn_mkdir_p(dir, 0755) == -1)
+    return -1;
+  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd == -1)
+    sn_set_error("%s: %s", tmp, strerror(errno));
+  return fd;
+}
+
+/* Without a cache: an unlinked temporary file in $TMPDIR (or /tmp), its
+ * name left in *tmp.  The descriptor, or -1 with the error set. */
+static int
+open_unlinked_tmp(char **tmp)
+{
+  const char *t = getenv("TMPDIR");
+  int fd;
+
+  if (asprintf(tmp, "%s/soci-nbd-layer.XXXXXX",
+               t && *t ? t : "/tmp") == -1)
+    return sn_oom();
+  fd = mkostemp(*tmp, O_CLOEXEC);
+  if (fd == -1) {
+    sn_set_error("%s: %s", *tmp, strerror(errno));
+    return -1;
+  }
+  unlink(*tmp);
+  return fd;
+}
+
+/* Move a verified download from tmp to its cache path, then pin and
+ * count it in the disk cache.  0, or -1 with the error set. */
+static int
+keep_in_cache(struct sn_image *img, const struct sink *s, const char *tmp,
+              const char *path)
+{
+  if (fsync(s->fd) == -1 || rename(tmp, path) == -1)
+    return sn_set_error("%s: %s", path, strerror(errno));
+  if (img->disk) {
+    if (sn_diskcache_pin(img->disk, path) == -1)
+      return -1;
+    sn_diskcache_add(img->disk, s->n);
+  }
+  return 0;
+}
+
 /* Download layer l whole into a local file, building its ztoc. */
 struct sn_ztoc *
 img_fetch_whole(struct sn_image *img, struct img_layer *l,
@@ -113,47 +196,14 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
       sn_oom();
       goto out;
     }
-    l->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (l->fd != -1) {
-      z = reuse_cached(l, comp, &bo);
-      if (z) {
-        img_logf(img, "layer %zu (%s): using the cached copy %s", l->index,
-              l->digest, path);
-        sn_diskcache_touch(path);
-        if (img->disk && sn_diskcache_pin(img->disk, path) == -1) {
-          sn_ztoc_free(z);
-          z = NULL;
-        }
-        goto out;
-      }
-      img_logf(img, "layer %zu (%s): cached copy %s is not valid, fetching "
-            "again", l->index, l->digest, path);
-      close(l->fd);
-      l->fd = -1;
-    }
-    if (sn_mkdir_p(dir, 0755) == -1)
+    if (use_cached(img, l, comp, &bo, path, &z))
       goto out;
-    s.fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (s.fd == -1) {
-      sn_set_error("%s: %s", tmp, strerror(errno));
-      goto out;
-    }
+    s.fd = open_cache_tmp(dir, tmp);
   }
-  else {
-    const char *t = getenv("TMPDIR");
-
-    if (asprintf(&tmp, "%s/soci-nbd-layer.XXXXXX",
-                 t && *t ? t : "/tmp") == -1) {
-      sn_oom();
-      goto out;
-    }
-    s.fd = mkostemp(tmp, O_CLOEXEC);
-    if (s.fd == -1) {
-      sn_set_error("%s: %s", tmp, strerror(errno));
-      goto out;
-    }
-    unlink(tmp);
-  }
+  else
+    s.fd = open_unlinked_tmp(&tmp);
+  if (s.fd == -1)
+    goto out;
 
   img_logf(img, "layer %zu (%s): no ztoc, fetching it whole (%" PRId64
         " bytes)", l->index, l->digest, l->size);
@@ -172,21 +222,10 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
     z = NULL;
     goto out;
   }
-  if (cache_dir) {
-    if (fsync(s.fd) == -1 || rename(tmp, path) == -1) {
-      sn_set_error("%s: %s", path, strerror(errno));
-      sn_ztoc_free(z);
-      z = NULL;
-      goto out;
-    }
-    if (img->disk) {
-      if (sn_diskcache_pin(img->disk, path) == -1) {
-        sn_ztoc_free(z);
-        z = NULL;
-        goto out;
-      }
-      sn_diskcache_add(img->disk, s.n);
-    }
+  if (cache_dir && keep_in_cache(img, &s, tmp, path) == -1) {
+    sn_ztoc_free(z);
+    z = NULL;
+    goto out;
   }
   l->whole_bytes = s.n;
   l->fd = s.fd;

@@ -471,6 +471,125 @@ on_link_dead(const struct nlmsghdr *h, uint16_t family, const int *indexes,
   }
 }
 
+/* Opens a generic-netlink socket joined to the nbd driver's multicast
+ * group, for its link-dead events: the socket, or -1 with the error set. */
+static int
+join_link_events(struct family *f)
+{
+  int mc = nbd_netlink(f);
+
+  if (mc == -1)
+    return -1;
+  if (f->mcgrp == 0) {
+    close(mc);
+    return sn_set_error("the nbd driver has no multicast group '%s'",
+                        NBD_GENL_MCAST_GROUP_NAME);
+  }
+  if (setsockopt(mc, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &f->mcgrp,
+                 sizeof f->mcgrp) == -1) {
+    int e = errno;
+
+    close(mc);
+    return sn_set_error("netlink: joining the nbd multicast group: %s",
+                        strerror(e));
+  }
+  return mc;
+}
+
+/* Devices disconnected (detached and closed) leave supervision: 0, or -1
+ * when the status query fails. */
+static int
+drop_disconnected(const int *indexes, struct watched *w, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    int c;
+
+    if (!w[i].active)
+      continue;
+    c = sn_nbd_connected(indexes[i]);
+    if (c == -1)
+      return -1;
+    if (c == 0) {
+      fprintf(stderr, "nbd%d: disconnected; no longer supervised\n",
+              indexes[i]);
+      w[i].active = false;
+    }
+  }
+  return 0;
+}
+
+/* Reconnects the dead devices whose retry is due, logging a success (but
+ * not the silent first probe) and each change of the failure message. */
+static void
+reconnect_due(const int *indexes, const struct sn_nbd_server *srvs,
+              struct watched *w, size_t n, unsigned retry_ms)
+{
+  for (size_t i = 0; i < n; i++) {
+    char where[300];
+
+    if (!w[i].active || !w[i].dead || now_ms() < w[i].next_try)
+      continue;
+    sn_nbd_describe(&srvs[i], where, sizeof where);
+    w[i].tries++;
+    if (sn_nbd_reconnect(indexes[i], &srvs[i]) == 0) {
+      if (w[i].probe) {
+        w[i].probe = w[i].dead = false;
+        continue;
+      }
+      fprintf(stderr, "nbd%d: reconnected to %s after %.1f s (%u %s)\n",
+              indexes[i], where,
+              (double) (now_ms() - w[i].dead_since) / 1000.0, w[i].tries,
+              w[i].tries == 1 ? "attempt" : "attempts");
+      w[i].dead = false;
+      continue;
+    }
+    if (strcmp(w[i].last_error, sn_error()) != 0) {
+      snprintf(w[i].last_error, sizeof w[i].last_error, "%s", sn_error());
+      fprintf(stderr, "nbd%d: reconnecting: %s (retrying every %u ms)\n",
+              indexes[i], w[i].last_error, retry_ms);
+    }
+    w[i].next_try = now_ms() + retry_ms;
+  }
+}
+
+/* Reads every pending netlink message on mc into *in and handles its
+ * link-dead events; lost events (ENOBUFS) mark every live device dead. */
+static void
+drain_link_events(int mc, struct nlmsg *in, uint16_t family,
+                  const int *indexes, const struct sn_nbd_server *srvs,
+                  struct watched *w, size_t n)
+{
+  for (;;) {
+    ssize_t len = recv(mc, in, sizeof *in, MSG_DONTWAIT);
+    const struct nlmsghdr *h;
+    size_t left;
+
+    if (len == -1) {
+      if (errno == ENOBUFS) {
+        /* Events were lost: treat every device as possibly dead.  A
+         * reconnect of a live device is harmless (the kernel drops the
+         * socket it cannot place). */
+        fprintf(stderr, "nbd: netlink events lost; reconnecting all "
+                "devices to be sure\n");
+        for (size_t i = 0; i < n; i++)
+          if (w[i].active && !w[i].dead) {
+            w[i].dead = true;
+            w[i].dead_since = w[i].next_try = now_ms();
+            w[i].tries = 0;
+            w[i].last_error[0] = '\0';
+          }
+        continue;
+      }
+      if (errno == EINTR)
+        continue;
+      break;                    /* EAGAIN: all read */
+    }
+    left = (size_t) len;
+    for (h = &in->u.hdr; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left))
+      on_link_dead(h, family, indexes, srvs, w, n);
+  }
+}
+
 int
 sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
                  size_t n, unsigned retry_ms, volatile bool *stop)
@@ -483,22 +602,9 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
 
   if (retry_ms == 0)
     retry_ms = 1000;
-  mc = nbd_netlink(&f);
+  mc = join_link_events(&f);
   if (mc == -1)
     return -1;
-  if (f.mcgrp == 0) {
-    close(mc);
-    return sn_set_error("the nbd driver has no multicast group '%s'",
-                        NBD_GENL_MCAST_GROUP_NAME);
-  }
-  if (setsockopt(mc, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &f.mcgrp,
-                 sizeof f.mcgrp) == -1) {
-    int e = errno;
-
-    close(mc);
-    return sn_set_error("netlink: joining the nbd multicast group: %s",
-                        strerror(e));
-  }
   w = calloc(n ? n : 1, sizeof *w);
   in = malloc(sizeof *in);
   if (w == NULL || in == NULL) {
@@ -523,22 +629,9 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
       r = 0;
       goto out;
     }
-    /* Devices disconnected (detached and closed) leave supervision. */
     if (t >= next_status) {
-      for (size_t i = 0; i < n; i++) {
-        int c;
-
-        if (!w[i].active)
-          continue;
-        c = sn_nbd_connected(indexes[i]);
-        if (c == -1)
-          goto out;
-        if (c == 0) {
-          fprintf(stderr, "nbd%d: disconnected; no longer supervised\n",
-                  indexes[i]);
-          w[i].active = false;
-        }
-      }
+      if (drop_disconnected(indexes, w, n) == -1)
+        goto out;
       next_status = t + 1000;
     }
     for (size_t i = 0; i < n; i++)
@@ -547,33 +640,7 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
       r = 0;
       goto out;
     }
-    /* Reconnect the dead ones that are due. */
-    for (size_t i = 0; i < n; i++) {
-      char where[300];
-
-      if (!w[i].active || !w[i].dead || now_ms() < w[i].next_try)
-        continue;
-      sn_nbd_describe(&srvs[i], where, sizeof where);
-      w[i].tries++;
-      if (sn_nbd_reconnect(indexes[i], &srvs[i]) == 0) {
-        if (w[i].probe) {
-          w[i].probe = w[i].dead = false;
-          continue;
-        }
-        fprintf(stderr, "nbd%d: reconnected to %s after %.1f s (%u %s)\n",
-                indexes[i], where,
-                (double) (now_ms() - w[i].dead_since) / 1000.0, w[i].tries,
-                w[i].tries == 1 ? "attempt" : "attempts");
-        w[i].dead = false;
-        continue;
-      }
-      if (strcmp(w[i].last_error, sn_error()) != 0) {
-        snprintf(w[i].last_error, sizeof w[i].last_error, "%s", sn_error());
-        fprintf(stderr, "nbd%d: reconnecting: %s (retrying every %u ms)\n",
-                indexes[i], w[i].last_error, retry_ms);
-      }
-      w[i].next_try = now_ms() + retry_ms;
-    }
+    reconnect_due(indexes, srvs, w, n, retry_ms);
     /* Sleep until an event, the next retry or status check, at most 1 s. */
     wake = next_status;
     for (size_t i = 0; i < n; i++)
@@ -588,35 +655,7 @@ sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
     }
     if (pr <= 0)
       continue;
-    for (;;) {
-      ssize_t len = recv(mc, in, sizeof *in, MSG_DONTWAIT);
-      const struct nlmsghdr *h;
-      size_t left;
-
-      if (len == -1) {
-        if (errno == ENOBUFS) {
-          /* Events were lost: treat every device as possibly dead.  A
-           * reconnect of a live device is harmless (the kernel drops the
-           * socket it cannot place). */
-          fprintf(stderr, "nbd: netlink events lost; reconnecting all "
-                  "devices to be sure\n");
-          for (size_t i = 0; i < n; i++)
-            if (w[i].active && !w[i].dead) {
-              w[i].dead = true;
-              w[i].dead_since = w[i].next_try = now_ms();
-              w[i].tries = 0;
-              w[i].last_error[0] = '\0';
-            }
-          continue;
-        }
-        if (errno == EINTR)
-          continue;
-        break;                  /* EAGAIN: all read */
-      }
-      left = (size_t) len;
-      for (h = &in->u.hdr; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left))
-        on_link_dead(h, f.id, indexes, srvs, w, n);
-    }
+    drain_link_events(mc, in, f.id, indexes, srvs, w, n);
   }
 out:
   free(in);

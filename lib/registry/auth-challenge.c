@@ -105,6 +105,84 @@ sn_auth_challenges_free(struct sn_auth_challenge *c, size_t n)
   free(c);
 }
 
+/* parse_params' result: success, or which of the caller's exits to take. */
+enum parse_result { PARSE_OK, PARSE_BAD, PARSE_OOM };
+
+/* The rest of challenge c after its scheme, from *pp: a token68 or
+ * auth-params, stopping where the next challenge starts (*pp left there).
+ * What c holds on failure is freed with the caller's array. */
+static enum parse_result
+parse_params(struct sn_auth_challenge *c, const char **pp)
+{
+  const char *p = *pp;
+  bool first = true;
+  size_t k;
+
+  for (;;) {
+    const char *save = p, *q, *v, *after;
+    struct sn_auth_param *np;
+    char *name, *value;
+
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    if (*p == '\0')
+      break;
+    if (first && *save != ',') {
+      size_t m = token68_len(p);
+
+      after = ws(p + m);
+      if (m > 0 && (*after == ',' || *after == '\0')
+          && !(p[m - 1] != '=' && memchr(p, '=', m))) {
+        c->token68 = sn_auth_dup_n(p, m);
+        if (c->token68 == NULL)
+          return PARSE_OOM;
+        p = after;
+        break;                  /* nothing else belongs to it */
+      }
+    }
+    k = token_len(p);
+    q = ws(p + k);
+    if (k == 0 || *q != '=') {
+      p = save;                 /* the next challenge starts here */
+      break;
+    }
+    v = ws(q + 1);
+    if (*v == '"') {
+      value = quoted(v, &after);
+      if (value == NULL) {
+        if (after == NULL)
+          return PARSE_BAD;
+        return PARSE_OOM;
+      }
+    }
+    else {
+      size_t m = token_len(v);
+
+      value = sn_auth_dup_n(v, m);
+      if (value == NULL)
+        return PARSE_OOM;
+      after = v + m;
+    }
+    name = sn_auth_lower_dup(p, k);
+    np = name ? realloc(c->params, (c->nparams + 1) * sizeof *np) : NULL;
+    if (np == NULL) {
+      free(name);
+      free(value);
+      return PARSE_OOM;
+    }
+    c->params = np;
+    np[c->nparams].name = name;
+    np[c->nparams].value = value;
+    c->nparams++;
+    first = false;
+    p = ws(after);
+    if (*p && *p != ',' && !is_tchar(*p))
+      return PARSE_BAD;
+  }
+  *pp = p;
+  return PARSE_OK;
+}
+
 /* Parse a WWW-Authenticate value into a malloc'd array of challenges
  * (see auth.h).  0, or -1 on a malformed header or OOM. */
 int
@@ -119,7 +197,6 @@ sn_auth_parse_challenges(const char *hdr, struct sn_auth_challenge **out,
   *nout = 0;
   for (;;) {
     size_t k;
-    bool first = true;
     struct sn_auth_challenge *ncs;
 
     while (*p == ' ' || *p == '\t' || *p == ',')
@@ -142,66 +219,13 @@ sn_auth_parse_challenges(const char *hdr, struct sn_auth_challenge **out,
     if (*p && *p != ' ' && *p != '\t' && *p != ',')
       goto bad;
 
-    for (;;) {
-      const char *save = p, *q, *v, *after;
-      struct sn_auth_param *np;
-      char *name, *value;
-
-      while (*p == ' ' || *p == '\t' || *p == ',')
-        p++;
-      if (*p == '\0')
-        break;
-      if (first && *save != ',') {
-        size_t m = token68_len(p);
-
-        after = ws(p + m);
-        if (m > 0 && (*after == ',' || *after == '\0')
-            && !(p[m - 1] != '=' && memchr(p, '=', m))) {
-          c->token68 = sn_auth_dup_n(p, m);
-          if (c->token68 == NULL)
-            goto oom;
-          p = after;
-          break;                /* nothing else belongs to it */
-        }
-      }
-      k = token_len(p);
-      q = ws(p + k);
-      if (k == 0 || *q != '=') {
-        p = save;               /* the next challenge starts here */
-        break;
-      }
-      v = ws(q + 1);
-      if (*v == '"') {
-        value = quoted(v, &after);
-        if (value == NULL) {
-          if (after == NULL)
-            goto bad;
-          goto oom;
-        }
-      }
-      else {
-        size_t m = token_len(v);
-
-        value = sn_auth_dup_n(v, m);
-        if (value == NULL)
-          goto oom;
-        after = v + m;
-      }
-      name = sn_auth_lower_dup(p, k);
-      np = name ? realloc(c->params, (c->nparams + 1) * sizeof *np) : NULL;
-      if (np == NULL) {
-        free(name);
-        free(value);
-        goto oom;
-      }
-      c->params = np;
-      np[c->nparams].name = name;
-      np[c->nparams].value = value;
-      c->nparams++;
-      first = false;
-      p = ws(after);
-      if (*p && *p != ',' && !is_tchar(*p))
-        goto bad;
+    switch (parse_params(c, &p)) {
+    case PARSE_OK:
+      break;
+    case PARSE_BAD:
+      goto bad;
+    case PARSE_OOM:
+      goto oom;
     }
   }
   *out = cs;

@@ -224,40 +224,30 @@ out:
   return copy;
 }
 
-/* Run docker-credential-NAME get.  1 found, 0 not found, -1 error. */
+/* Start prog ("get") with its stdin and stdout on new pipes, stderr on
+ * /dev/null, and write server to its stdin.  0, or -1 with the error set;
+ * the caller closes whichever of in[] and outp[] are still open. */
 static int
-run_helper(const char *name, const char *server, struct sn_auth_creds *c)
+start_helper(char *prog, const char *server, int in[2], int outp[2],
+             pid_t *pid)
 {
-  char prog[128], *out = NULL;
   char *argv[3];
-  int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, status = 0, ret = -1;
   posix_spawn_file_actions_t fa;
-  size_t len = 0, cap = 0;
-  pid_t pid;
-  struct timespec start = sn_auth_now_mono();
-  bool timed_out = false;
 
-  if (!valid_helper_name(name))
-    return sn_set_error("invalid credential helper name in docker config");
-  snprintf(prog, sizeof prog, "docker-credential-%s", name);
   argv[0] = prog;
   argv[1] = (char *) "get";
   argv[2] = NULL;
-  if (pipe2(in, O_CLOEXEC) == -1 || pipe2(outp, O_CLOEXEC) == -1) {
-    sn_set_error("pipe: %s", strerror(errno));
-    goto out;
-  }
+  if (pipe2(in, O_CLOEXEC) == -1 || pipe2(outp, O_CLOEXEC) == -1)
+    return sn_set_error("pipe: %s", strerror(errno));
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  errno = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
+  errno = posix_spawnp(pid, prog, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (errno != 0) {
-    sn_set_error("cannot run credential helper %s: %s", prog,
-                 strerror(errno));
-    goto out;
-  }
+  if (errno != 0)
+    return sn_set_error("cannot run credential helper %s: %s", prog,
+                        strerror(errno));
   close(in[0]);
   close(outp[1]);
   in[0] = outp[1] = -1;
@@ -265,9 +255,21 @@ run_helper(const char *name, const char *server, struct sn_auth_creds *c)
   write_all_nosigpipe(in[1], "\n", 1);
   close(in[1]);
   in[1] = -1;
+  return 0;
+}
+
+/* Read the helper's output from fd into *out (*len bytes, up to
+ * HELPER_MAX_OUTPUT) until EOF or HELPER_TIMEOUT_MS after start
+ * (*timed_out).  0, or -1 on OOM after wiping *out and killing and
+ * reaping the helper. */
+static int
+read_helper_output(pid_t pid, int fd, struct timespec start, char **out,
+                   size_t *len, bool *timed_out)
+{
+  size_t cap = 0;
 
   for (;;) {
-    struct pollfd pfd = { .fd = outp[0], .events = POLLIN };
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
     struct timespec t = sn_auth_now_mono();
     long elapsed = (t.tv_sec - start.tv_sec) * 1000
       + (t.tv_nsec - start.tv_nsec) / 1000000;
@@ -275,42 +277,62 @@ run_helper(const char *name, const char *server, struct sn_auth_creds *c)
     int pr;
 
     if (elapsed >= HELPER_TIMEOUT_MS) {
-      timed_out = true;
+      *timed_out = true;
       break;
     }
     pr = poll(&pfd, 1, (int) (HELPER_TIMEOUT_MS - elapsed));
     if (pr == -1 && errno == EINTR)
       continue;
     if (pr <= 0) {
-      timed_out = pr == 0;
+      *timed_out = pr == 0;
       break;
     }
-    if (len + 4096 + 1 > cap) {
+    if (*len + 4096 + 1 > cap) {
       char *nb;
 
       if (cap >= HELPER_MAX_OUTPUT)
         break;
       cap = cap ? cap * 2 : 8192;
-      nb = realloc(out, cap);
+      nb = realloc(*out, cap);
       if (nb == NULL) {
-        if (out)
-          explicit_bzero(out, len);
-        free(out);
-        out = NULL;
+        if (*out)
+          explicit_bzero(*out, *len);
+        free(*out);
+        *out = NULL;
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        sn_oom();
-        goto out;
+        return sn_oom();
       }
-      out = nb;
+      *out = nb;
     }
-    r = read(outp[0], out + len, cap - len - 1);
+    r = read(fd, *out + *len, cap - *len - 1);
     if (r == -1 && errno == EINTR)
       continue;
     if (r <= 0)
       break;
-    len += (size_t) r;
+    *len += (size_t) r;
   }
+  return 0;
+}
+
+/* Run docker-credential-NAME get.  1 found, 0 not found, -1 error. */
+static int
+run_helper(const char *name, const char *server, struct sn_auth_creds *c)
+{
+  char prog[128], *out = NULL;
+  int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, status = 0, ret = -1;
+  size_t len = 0;
+  pid_t pid;
+  struct timespec start = sn_auth_now_mono();
+  bool timed_out = false;
+
+  if (!valid_helper_name(name))
+    return sn_set_error("invalid credential helper name in docker config");
+  snprintf(prog, sizeof prog, "docker-credential-%s", name);
+  if (start_helper(prog, server, in, outp, &pid) == -1)
+    goto out;
+  if (read_helper_output(pid, outp[0], start, &out, &len, &timed_out) == -1)
+    goto out;
   if (timed_out)
     kill(pid, SIGKILL);
   while (waitpid(pid, &status, 0) == -1 && errno == EINTR)

@@ -303,6 +303,83 @@ append_param(char **s, const char *name, const char *value)
   return 0;
 }
 
+/* Fill q for the token request: service and scopes, then either an OAuth2
+ * refresh-token POST (form in *params) or a GET of *url with the account
+ * and Basic credentials in *auth.  0, or -1 with the error set; the
+ * caller frees *params, *url and *auth on every path. */
+static int
+build_token_request(struct sn_auth *a, const char *scope1,
+                    const char *scope2, bool use_oauth,
+                    const char *const *form_hdrs, struct sn_http_req *q,
+                    char **params, char **url, char **auth)
+{
+  if ((a->service && append_param(params, "service", a->service) == -1)
+      || (scope1 && append_param(params, "scope", scope1) == -1)
+      || (scope2 && append_param(params, "scope", scope2) == -1))
+    return -1;
+  if (use_oauth) {
+    if (append_param(params, "grant_type", "refresh_token") == -1
+        || append_param(params, "client_id", PACKAGE_NAME) == -1
+        || append_param(params, "refresh_token",
+                        a->creds.identity_token) == -1)
+      return -1;
+    q->method = "POST";
+    q->url = a->realm;
+    q->headers = form_hdrs;
+    q->body = (const uint8_t *) *params;
+    q->body_size = (int64_t) strlen(*params);
+  }
+  else {
+    if (a->creds.username && *a->creds.username
+        && append_param(params, "account", a->creds.username) == -1)
+      return -1;
+    if (asprintf(url, "%s%s%s", a->realm,
+                 strchr(a->realm, '?') ? "&" : "?",
+                 *params ? *params : "") < 0) {
+      *url = NULL;
+      return sn_oom();
+    }
+    q->url = *url;
+    if (a->creds.username) {
+      *auth = basic_header(&a->creds);
+      if (*auth == NULL)
+        return sn_oom();
+      q->authorization = *auth;
+    }
+  }
+  return 0;
+}
+
+/* Cache the Bearer header *hdr under key (evicting the oldest token when
+ * full), expiring a little before expires seconds.  0 (*hdr taken and
+ * set to NULL), or -1 on OOM (*hdr left to the caller). */
+static int
+store_token(struct sn_auth *a, const char *key, char **hdr, int64_t expires)
+{
+  struct token *t = find_token(a, key);
+
+  if (t == NULL) {
+    if (a->ntoks == MAX_TOKENS) {
+      drop_token(&a->toks[0]);
+      memmove(&a->toks[0], &a->toks[1], (MAX_TOKENS - 1) * sizeof a->toks[0]);
+      a->ntoks--;
+    }
+    t = &a->toks[a->ntoks];
+    t->scope = strdup(key);
+    if (t->scope == NULL)
+      return sn_oom();
+    t->header = NULL;
+    a->ntoks++;
+  }
+  sn_auth_wipe_free(t->header);
+  t->header = *hdr;
+  *hdr = NULL;
+  t->expiry = sn_auth_now_mono();
+  /* Renew a little before the server's deadline. */
+  t->expiry.tv_sec += (time_t) (expires > 20 ? expires - 10 : expires / 2);
+  return 0;
+}
+
 /* Ask the realm for a token for the scopes; store it under key. */
 static int
 fetch_token(struct sn_auth *a, const char *key, const char *scope1,
@@ -317,7 +394,6 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
   int64_t expires = DEFAULT_EXPIRES;
   bool use_oauth = a->creds.identity_token != NULL;
   bool with_creds = use_oauth || a->creds.username != NULL;
-  struct token *t;
   int ret = -1;
 
   safe = sn_http_redact(a->realm);
@@ -331,42 +407,9 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
                  : "not on the registry's site");
     goto out;
   }
-  if ((a->service && append_param(&params, "service", a->service) == -1)
-      || (scope1 && append_param(&params, "scope", scope1) == -1)
-      || (scope2 && append_param(&params, "scope", scope2) == -1))
+  if (build_token_request(a, scope1, scope2, use_oauth, form_hdrs, &q,
+                          &params, &url, &auth) == -1)
     goto out;
-  if (use_oauth) {
-    if (append_param(&params, "grant_type", "refresh_token") == -1
-        || append_param(&params, "client_id", PACKAGE_NAME) == -1
-        || append_param(&params, "refresh_token",
-                        a->creds.identity_token) == -1)
-      goto out;
-    q.method = "POST";
-    q.url = a->realm;
-    q.headers = form_hdrs;
-    q.body = (const uint8_t *) params;
-    q.body_size = (int64_t) strlen(params);
-  }
-  else {
-    if (a->creds.username && *a->creds.username
-        && append_param(&params, "account", a->creds.username) == -1)
-      goto out;
-    if (asprintf(&url, "%s%s%s", a->realm,
-                 strchr(a->realm, '?') ? "&" : "?", params ? params : "") < 0) {
-      url = NULL;
-      sn_oom();
-      goto out;
-    }
-    q.url = url;
-    if (a->creds.username) {
-      auth = basic_header(&a->creds);
-      if (auth == NULL) {
-        sn_oom();
-        goto out;
-      }
-      q.authorization = auth;
-    }
-  }
   q.max_body = TOKEN_MAX_BODY;
   if (sn_http_request(a->http, &q, &r) == -1) {
     sn_prefix_error("%s: token request: ", a->host);
@@ -393,28 +436,8 @@ fetch_token(struct sn_auth *a, const char *key, const char *scope1,
     sn_oom();
     goto out;
   }
-  t = find_token(a, key);
-  if (t == NULL) {
-    if (a->ntoks == MAX_TOKENS) {
-      drop_token(&a->toks[0]);
-      memmove(&a->toks[0], &a->toks[1], (MAX_TOKENS - 1) * sizeof a->toks[0]);
-      a->ntoks--;
-    }
-    t = &a->toks[a->ntoks];
-    t->scope = strdup(key);
-    if (t->scope == NULL) {
-      sn_oom();
-      goto out;
-    }
-    t->header = NULL;
-    a->ntoks++;
-  }
-  sn_auth_wipe_free(t->header);
-  t->header = hdr;
-  hdr = NULL;
-  t->expiry = sn_auth_now_mono();
-  /* Renew a little before the server's deadline. */
-  t->expiry.tv_sec += (time_t) (expires > 20 ? expires - 10 : expires / 2);
+  if (store_token(a, key, &hdr, expires) == -1)
+    goto out;
   ret = 0;
 
 out:

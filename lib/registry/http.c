@@ -540,62 +540,49 @@ url_is_loopback(const char *url)
   return lo;
 }
 
-/* One attempt.  0 with r->status set, or -1; *retryable tells whether a
- * failure may be retried (transport errors before any byte reached a
- * sink). */
-static int
-perform(struct sn_http *h, const char *method, const char *url,
-        const char *auth, bool send_body, const struct sn_http_req *q,
-        struct sn_http_resp *r, int64_t *delivered, bool *retryable)
+/* The request headers: the caller's, then Authorization (scrubbed from our
+ * copy), then an empty Expect.  false on OOM; *hdrsp then holds whatever
+ * was built so far, for the caller to free. */
+static bool
+build_headers(const struct sn_http_req *q, const char *auth,
+              struct curl_slist **hdrsp)
 {
-  struct handle *p;
-  struct curl_slist *hdrs = NULL, *t;
-  struct xfer x = { 0 };
-  char errbuf[CURL_ERROR_SIZE] = "";
+  struct curl_slist *t;
   const char *const *hp;
   char *authline = NULL;
-  CURLcode rc;
-  CURL *c;
-  bool streaming = q->sink != NULL || (send_body && q->body == NULL);
-  int ret = -1;
-
-  *retryable = false;
-  clear_headers(r);
-  clear_body(r);
-  r->status = 0;
-  x.q = q;
-  x.r = r;
-  x.is_head = strcmp(method, "HEAD") == 0;
-  x.cap = q->max_body ? q->max_body : DEFAULT_MAX_BODY;
-
-  p = pool_take(h);
-  if (p == NULL)
-    return -1;
-  c = p->c;
 
   for (hp = q->headers; hp && *hp; hp++) {
-    t = curl_slist_append(hdrs, *hp);
+    t = curl_slist_append(*hdrsp, *hp);
     if (t == NULL)
-      goto oom;
-    hdrs = t;
+      return false;
+    *hdrsp = t;
   }
   if (auth) {
     if (asprintf(&authline, "Authorization: %s", auth) < 0) {
       authline = NULL;
-      goto oom;
+      return false;
     }
-    t = curl_slist_append(hdrs, authline);
+    t = curl_slist_append(*hdrsp, authline);
     explicit_bzero(authline, strlen(authline));
     free(authline);
     if (t == NULL)
-      goto oom;
-    hdrs = t;
+      return false;
+    *hdrsp = t;
   }
-  t = curl_slist_append(hdrs, "Expect:");
+  t = curl_slist_append(*hdrsp, "Expect:");
   if (t == NULL)
-    goto oom;
-  hdrs = t;
+    return false;
+  *hdrsp = t;
+  return true;
+}
 
+/* Options common to every method: URL, TLS, timeouts (stall-based when
+ * streaming), proxy bypass for loopback, and the header/write callbacks. */
+static void
+set_common_opts(struct sn_http *h, CURL *c, const char *url,
+                const struct sn_http_req *q, struct curl_slist *hdrs,
+                char *errbuf, bool streaming, struct xfer *x)
+{
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_SHARE, h->share);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
@@ -635,21 +622,28 @@ perform(struct sn_http *h, const char *method, const char *url,
   if (url_is_loopback(url))
     curl_easy_setopt(c, CURLOPT_PROXY, "");
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+}
 
+/* The method and, for POST and PUT, the request body through read_cb and
+ * seek_cb (a body-less POST sends an empty one). */
+static void
+set_method_opts(CURL *c, const char *method, bool send_body,
+                const struct sn_http_req *q, struct xfer *x)
+{
   if (strcmp(method, "GET") == 0)
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-  else if (x.is_head)
+  else if (x->is_head)
     curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
   else if (strcmp(method, "POST") == 0) {
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     if (send_body && q->body_size > 0) {
       curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
-      curl_easy_setopt(c, CURLOPT_READDATA, &x);
+      curl_easy_setopt(c, CURLOPT_READDATA, x);
       curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_cb);
-      curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
+      curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
                        (curl_off_t) q->body_size);
     }
@@ -661,14 +655,85 @@ perform(struct sn_http *h, const char *method, const char *url,
   else if (strcmp(method, "PUT") == 0) {
     curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
-    curl_easy_setopt(c, CURLOPT_READDATA, &x);
+    curl_easy_setopt(c, CURLOPT_READDATA, x);
     curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_cb);
-    curl_easy_setopt(c, CURLOPT_SEEKDATA, &x);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
     curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
                      (curl_off_t) (send_body ? q->body_size : 0));
   }
   else
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+}
+
+/* Sets the error for a failed curl_easy_perform and *retryable for the
+ * transport errors worth another attempt. */
+static void
+report_failure(const char *method, const char *url, CURLcode rc,
+               const char *errbuf, const struct xfer *x,
+               const struct sn_http_req *q, bool *retryable)
+{
+  if (x->oom)
+    sn_oom();
+  else if (x->sink_failed)
+    ;                           /* the sink or read_cb set the message */
+  else if (x->too_large) {
+    char *safe = sn_http_redact(url);
+
+    sn_set_error("%s %s: response larger than %zu bytes", method,
+                 safe ? safe : "<URL>", x->cap);
+    free(safe);
+  }
+  else {
+    char *safe = sn_http_redact(url);
+
+    sn_set_error("%s %s: %s", method, safe ? safe : "<URL>",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    free(safe);
+    *retryable = (x->delivered == 0 || q->sink_restartable)
+      && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
+          || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_RECV_ERROR
+          || rc == CURLE_SEND_ERROR || rc == CURLE_OPERATION_TIMEDOUT
+          || rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE
+          || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_HTTP2
+          || rc == CURLE_HTTP2_STREAM);
+  }
+}
+
+/* One attempt.  0 with r->status set, or -1; *retryable tells whether a
+ * failure may be retried (transport errors before any byte reached a
+ * sink). */
+static int
+perform(struct sn_http *h, const char *method, const char *url,
+        const char *auth, bool send_body, const struct sn_http_req *q,
+        struct sn_http_resp *r, int64_t *delivered, bool *retryable)
+{
+  struct handle *p;
+  struct curl_slist *hdrs = NULL;
+  struct xfer x = { 0 };
+  char errbuf[CURL_ERROR_SIZE] = "";
+  CURLcode rc;
+  CURL *c;
+  bool streaming = q->sink != NULL || (send_body && q->body == NULL);
+  int ret = -1;
+
+  *retryable = false;
+  clear_headers(r);
+  clear_body(r);
+  r->status = 0;
+  x.q = q;
+  x.r = r;
+  x.is_head = strcmp(method, "HEAD") == 0;
+  x.cap = q->max_body ? q->max_body : DEFAULT_MAX_BODY;
+
+  p = pool_take(h);
+  if (p == NULL)
+    return -1;
+  c = p->c;
+
+  if (!build_headers(q, auth, &hdrs))
+    goto oom;
+  set_common_opts(h, c, url, q, hdrs, errbuf, streaming, &x);
+  set_method_opts(c, method, send_body, q, &x);
 
   rc = curl_easy_perform(c);
   r->curl_code = (int) rc;
@@ -680,31 +745,8 @@ perform(struct sn_http *h, const char *method, const char *url,
     r->status = code;
     ret = 0;
   }
-  else if (x.oom)
-    sn_oom();
-  else if (x.sink_failed)
-    ;                           /* the sink or read_cb set the message */
-  else if (x.too_large) {
-    char *safe = sn_http_redact(url);
-
-    sn_set_error("%s %s: response larger than %zu bytes", method,
-                 safe ? safe : "<URL>", x.cap);
-    free(safe);
-  }
-  else {
-    char *safe = sn_http_redact(url);
-
-    sn_set_error("%s %s: %s", method, safe ? safe : "<URL>",
-                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
-    free(safe);
-    *retryable = (x.delivered == 0 || q->sink_restartable)
-      && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
-          || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_RECV_ERROR
-          || rc == CURLE_SEND_ERROR || rc == CURLE_OPERATION_TIMEDOUT
-          || rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE
-          || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_HTTP2
-          || rc == CURLE_HTTP2_STREAM);
-  }
+  else
+    report_failure(method, url, rc, errbuf, &x, q, retryable);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
   free_slist_secure(hdrs);
