@@ -630,3 +630,39 @@ sn_layer_kind(const char *media_type)
       return map[i].kind;
   return SN_LAYER_KIND_OTHER;
 }
+
+const char *
+sn_manifest_artifact_type(const struct sn_manifest *m)
+{
+  return m->artifact_type ? m->artifact_type
+    : (!m->is_index ? m->config.media_type : NULL);
+}
+
+json_t *
+sn_manifest_referrer_descriptor(const struct sn_manifest *m)
+{
+  const char *at = sn_manifest_artifact_type(m);
+  json_t *d, *an;
+  size_t i;
+
+  d = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest",
+                m->digest, "size", (json_int_t) m->raw_len);
+  if (d == NULL)
+    goto oom;
+  if (at && json_object_set_new(d, "artifactType", json_string(at)) == -1)
+    goto oom;
+  if (m->nannotations) {
+    an = json_object();
+    if (an == NULL || json_object_set_new(d, "annotations", an) == -1)
+      goto oom;
+    for (i = 0; i < m->nannotations; i++)
+      if (json_object_set_new(an, m->annotations[i].key,
+                              json_string(m->annotations[i].value)) == -1)
+        goto oom;
+  }
+  return d;
+oom:
+  json_decref(d);
+  sn_oom();
+  return NULL;
+}

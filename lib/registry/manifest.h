@@ -70,6 +70,16 @@ struct sn_manifest *sn_manifest_parse(const uint8_t *raw, size_t len,
                                       const char *content_type);
 void sn_manifest_free(struct sn_manifest *m);
 
+/* m's artifact type as a referrers list gives it: its artifactType, else
+ * an image manifest's config media type, else NULL. */
+const char *sn_manifest_artifact_type(const struct sn_manifest *m);
+
+/* m's descriptor as a referrers index lists it (mediaType, digest, size,
+ * artifactType, annotations copied): a new jansson object the caller
+ * owns, or NULL (out of memory, message set). */
+struct json_t;
+struct json_t *sn_manifest_referrer_descriptor(const struct sn_manifest *m);
+
 const char *sn_annotation_get(const struct sn_annotation *a, size_t n,
                               const char *key);
 

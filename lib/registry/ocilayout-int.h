@@ -30,10 +30,6 @@ char *layout_path_of(const struct sn_layout *l, const char *rel);
  * (with a message) for a malformed digest. */
 char *layout_blob_path(const struct sn_layout *l, const char *digest);
 
-/* "sha256:<hex>" of len bytes at data into out. */
-void layout_sha256_string(const uint8_t *data, size_t len,
-                          char out[SN_DIGEST_STRLEN + 1]);
-
 /* 0 when dir holds an "oci-layout" file saying imageLayoutVersion 1.x;
  * -1 with a message otherwise. */
 int layout_check(const struct sn_layout *l);

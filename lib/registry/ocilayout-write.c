@@ -306,7 +306,7 @@ sn_layout_put_manifest(struct sn_layout *l, const char *tag_or_digest,
   size_t i;
   int rc = -1;
 
-  layout_sha256_string(data, len, dg);
+  sn_digest_of(data, len, dg);
   if (sn_layout_push_blob(l, dg, data, len) == -1)
     return -1;
   by_digest = sn_digest_parse(tag_or_digest, strlen(tag_or_digest), d) == 0;

@@ -117,17 +117,6 @@ layout_blob_path(const struct sn_layout *l, const char *digest)
   return p;
 }
 
-/* "sha256:<hex>" of len bytes at data into out. */
-void
-layout_sha256_string(const uint8_t *data, size_t len,
-                     char out[SN_DIGEST_STRLEN + 1])
-{
-  uint8_t d[SN_SHA256_LEN];
-
-  sn_sha256(data, len, d);
-  sn_digest_format(d, out);
-}
-
 /* 0 when dir holds an "oci-layout" file saying imageLayoutVersion 1.x;
  * -1 with a message otherwise. */
 int
@@ -250,7 +239,7 @@ manifest_blob(struct sn_layout *l, const char *digest, int64_t size,
     return NULL;
   if (sn_read_file(p, SN_MAX_DOCUMENT, true, &buf, &len) == -1)
     goto out;
-  layout_sha256_string(buf, len, got);
+  sn_digest_of(buf, len, got);
   if (strcmp(got, digest) != 0)
     sn_set_error("%s: manifest %s: content has digest %s", l->dir, digest,
                  got);
@@ -333,7 +322,7 @@ sn_layout_get_blob_mem(struct sn_layout *l, const char *digest, size_t max,
     return -1;
   }
   free(p);
-  layout_sha256_string(*buf, *len, got);
+  sn_digest_of(*buf, *len, got);
   if (strcmp(got, digest) != 0) {
     free(*buf);
     *buf = NULL;
@@ -483,9 +472,8 @@ static int
 add_referrer(json_t *out, const struct sn_manifest *m,
              const char *artifact_type)
 {
-  const char *at = m->artifact_type ? m->artifact_type
-    : (!m->is_index ? m->config.media_type : NULL);
-  json_t *d, *an;
+  const char *at = sn_manifest_artifact_type(m);
+  json_t *d;
   size_t i;
 
   if (artifact_type && (at == NULL || strcmp(at, artifact_type) != 0))
@@ -497,27 +485,12 @@ add_referrer(json_t *out, const struct sn_manifest *m,
     if (x && strcmp(x, m->digest) == 0)
       return 0;
   }
-  d = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest",
-                m->digest, "size", (json_int_t) m->raw_len);
+  d = sn_manifest_referrer_descriptor(m);
   if (d == NULL)
-    return sn_oom();
-  if (at && json_object_set_new(d, "artifactType", json_string(at)) == -1)
-    goto oom;
-  if (m->nannotations) {
-    an = json_object();
-    if (an == NULL || json_object_set_new(d, "annotations", an) == -1)
-      goto oom;
-    for (i = 0; i < m->nannotations; i++)
-      if (json_object_set_new(an, m->annotations[i].key,
-                              json_string(m->annotations[i].value)) == -1)
-        goto oom;
-  }
+    return -1;
   if (json_array_append_new(out, d) == -1)
     return sn_oom();
   return 0;
-oom:
-  json_decref(d);
-  return sn_oom();
 }
 
 /* An OCI index of the manifests whose subject is digest, plus the entries

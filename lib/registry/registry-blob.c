@@ -58,7 +58,7 @@ sn_registry_get_blob_mem(struct sn_registry *r, const char *digest,
     else if (resp.status != 200)
       reg_status_error(r, ep, what, &resp);
     else {
-      reg_sha256_string(resp.body, resp.body_len, computed);
+      sn_digest_of(resp.body, resp.body_len, computed);
       if (strcmp(computed, digest) != 0)
         sn_set_error("%s: %s: content has digest %s", r->what, what,
                      computed);

@@ -73,10 +73,6 @@ bool reg_is_digest(const char *s);
 /* A tag or digest that is safe in a URL path: 0, else -1. */
 int reg_check_reference(const char *s);
 
-/* out = "sha256:<hex>" of data. */
-void reg_sha256_string(const uint8_t *data, size_t len,
-                       char out[SN_DIGEST_STRLEN + 1]);
-
 /* Probe a loopback endpoint named without a scheme, once: HTTPS or HTTP. */
 void reg_ep_ready(struct sn_registry *r, struct endpoint *ep);
 

@@ -112,7 +112,7 @@ sn_registry_push_blob(struct sn_registry *r, const char *digest,
 
   if (reg_check_digest(digest) == -1)
     return -1;
-  reg_sha256_string(data, len, computed);
+  sn_digest_of(data, len, computed);
   if (strcmp(computed, digest) != 0)
     return sn_set_error("push blob %s: the data has digest %s", digest,
                         computed);
@@ -338,7 +338,6 @@ update_fallback_tag(struct sn_registry *r, const struct sn_manifest *m)
   struct sn_manifest *old = NULL;
   json_t *root = NULL, *arr, *d = NULL;
   char *out = NULL;
-  const char *at;
   size_t i;
   int rc = -1;
 
@@ -366,23 +365,9 @@ update_fallback_tag(struct sn_registry *r, const struct sn_manifest *m)
     sn_set_error("%s: tag %s: cannot update the index", r->what, tag);
     goto out;
   }
-  at = m->artifact_type ? m->artifact_type
-    : (!m->is_index ? m->config.media_type : NULL);
-  d = json_pack("{s:s, s:s, s:I}", "mediaType", m->media_type, "digest",
-                m->digest, "size", (json_int_t) m->raw_len);
-  if (d == NULL || (at && json_object_set_new(d, "artifactType",
-                                              json_string(at)) == -1))
-    goto oom;
-  if (m->nannotations) {
-    json_t *an = json_object();
-
-    if (an == NULL || json_object_set_new(d, "annotations", an) == -1)
-      goto oom;
-    for (i = 0; i < m->nannotations; i++)
-      if (json_object_set_new(an, m->annotations[i].key,
-                              json_string(m->annotations[i].value)) == -1)
-        goto oom;
-  }
+  d = sn_manifest_referrer_descriptor(m);
+  if (d == NULL)
+    goto out;
   if (json_array_append_new(arr, d) == -1) {
     d = NULL;
     goto oom;
@@ -391,7 +376,7 @@ update_fallback_tag(struct sn_registry *r, const struct sn_manifest *m)
   out = json_dumps(root, JSON_COMPACT);
   if (out == NULL)
     goto oom;
-  reg_sha256_string((const uint8_t *) out, strlen(out), computed);
+  sn_digest_of((const uint8_t *) out, strlen(out), computed);
   rc = put_manifest_on(r, tag, SN_MT_OCI_INDEX, (const uint8_t *) out,
                        strlen(out), computed, NULL);
   goto out;
@@ -426,7 +411,7 @@ sn_registry_put_manifest(struct sn_registry *r, const char *tag_or_digest,
   if (len > SN_MAX_DOCUMENT)
     return sn_set_error("put manifest: %zu bytes is over the %d byte limit",
                         len, SN_MAX_DOCUMENT);
-  reg_sha256_string(data, len, computed);
+  sn_digest_of(data, len, computed);
   if (reg_is_digest(tag_or_digest) && strcmp(tag_or_digest, computed) != 0)
     return sn_set_error("put manifest %s: the data has digest %s",
                         tag_or_digest, computed);

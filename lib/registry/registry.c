@@ -113,16 +113,6 @@ reg_check_reference(const char *s)
   return 0;
 }
 
-void
-reg_sha256_string(const uint8_t *data, size_t len,
-                  char out[SN_DIGEST_STRLEN + 1])
-{
-  uint8_t d[SN_SHA256_LEN];
-
-  sn_sha256(data, len, d);
-  sn_digest_format(d, out);
-}
-
 /* A loopback registry named without a scheme speaks HTTPS or plain HTTP:
  * Docker tries HTTPS first and falls back to HTTP, and so do we, once,
  * at the first request.  HTTPS stays when the TLS handshake works; the
@@ -454,7 +444,7 @@ reg_manifest_on(struct sn_registry *r, struct endpoint *ep, const char *ref)
     reg_status_error(r, ep, what, &resp);
     goto out;
   }
-  reg_sha256_string(resp.body, resp.body_len, computed);
+  sn_digest_of(resp.body, resp.body_len, computed);
   if (reg_is_digest(ref) && strcmp(computed, ref) != 0) {
     sn_set_error("%s: %s: content has digest %s", r->what, what, computed);
     goto out;

@@ -97,3 +97,12 @@ sn_digest_parse(const char *s, size_t len, uint8_t out[SN_SHA256_LEN])
   }
   return 0;
 }
+
+void
+sn_digest_of(const void *data, size_t len, char *out)
+{
+  uint8_t d[SN_SHA256_LEN];
+
+  sn_sha256(data, len, d);
+  sn_digest_format(d, out);
+}

@@ -26,6 +26,9 @@ void sn_sha256(const void *data, size_t len, uint8_t out[SN_SHA256_LEN]);
 /* "sha256:<hex>", NUL-terminated, into out[SN_DIGEST_STRLEN + 1]. */
 void sn_digest_format(const uint8_t d[SN_SHA256_LEN], char *out);
 
+/* "sha256:<hex>" of len bytes at data, into out (SN_DIGEST_STRLEN + 1). */
+void sn_digest_of(const void *data, size_t len, char *out);
+
 /* Parse exactly "sha256:" followed by 64 lowercase hex digits. */
 int sn_digest_parse(const char *s, size_t len, uint8_t out[SN_SHA256_LEN]);
 
