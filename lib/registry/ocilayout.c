@@ -440,7 +440,8 @@ sn_layout_read_range(struct sn_layout *l, const char *digest, void *buf,
   return 0;
 }
 
-/* 1 (and *size) when the blob file exists, 0 when not, -1 on error. */
+/* 1 (and *size) when the blob file exists, 0 when not, -1 on error
+ * (anything but a regular file at the blob's path is an error). */
 int
 sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
 {
@@ -450,15 +451,16 @@ sn_layout_blob_exists(struct sn_layout *l, const char *digest, int64_t *size)
 
   if (p == NULL)
     return -1;
-  if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+  if (stat(p, &st) == -1)
+    rc = errno == ENOENT || errno == ENOTDIR ? 0
+      : sn_set_error("%s: %s", p, strerror(errno));
+  else if (!S_ISREG(st.st_mode))
+    rc = sn_set_error("%s: not a regular file", p);
+  else {
     if (size)
       *size = st.st_size;
     rc = 1;
   }
-  else if (errno == ENOENT || errno == ENOTDIR)
-    rc = 0;
-  else
-    rc = sn_set_error("%s: %s", p, strerror(errno));
   free(p);
   return rc;
 }

@@ -339,6 +339,18 @@ test_blobs(void)
   OK(sn_layout_blob_exists(l, "sha256:00000000000000000000000000000000000"
                            "00000000000000000000000000000", &size) == 0,
      "blob_exists: 0 for an absent blob: %s", ERR);
+  {
+    const char *dg = "sha256:11111111111111111111111111111111111"
+      "11111111111111111111111111111";
+    char p[4096];
+
+    snprintf(p, sizeof p, "%s/blobs/sha256/%s", fx, dg + 7);
+    mkdir(p, 0755);
+    OK(sn_layout_blob_exists(l, dg, &size) == -1 &&
+       strstr(sn_error(), "not a regular file"),
+       "blob_exists: a directory at a blob's path is an error: %s", WHY);
+    rmdir(p);
+  }
   sn_layout_close(l);
 }
 
