@@ -9,6 +9,11 @@
  * inode first, in tree order, then directories post-order, numbered 1..N
  * in write order (the root is N); then the directory table, the export
  * table, the id table, the xattr tables; bytes_used ends there.
+ *
+ * This file: the image's in-memory file, the no-op compressor, the
+ * region map, and the public API (sn_sqfs_new runs the steps in order).
+ * The metadata tables are written by sqfs-tables.c and the inodes made by
+ * sqfs-inodes.c; what they share is in sqfs-int.h.
  */
 #include <config.h>
 
@@ -27,27 +32,9 @@
 #include <sqfs/xattr_writer.h>
 
 #include "util/err.h"
+#include "squashfs/sqfs-int.h"
 #include "squashfs/sqfs-tree.h"
 #include "squashfs/sqfs.h"
-
-#define SB_SIZE 96
-#define ALIGN 4096
-#define NO_XATTR 0xFFFFFFFFu
-#define NO_FRAG 0xFFFFFFFFu
-#define SYMLINK_MAX 4096
-#define ID_SLOTS (1u << 17)     /* twice the squashfs limit of 65536 ids */
-
-struct sn_sqfs {
-  uint64_t size, bytes_used, meta_start;
-  uint8_t super[SB_SIZE];
-  uint8_t *meta;                  /* [meta_start, bytes_used) */
-  size_t meta_len;
-  uint64_t *bases;                /* per layer */
-  size_t nlayers;
-  uint32_t inode_count;
-  struct sn_sqfs_region *regions;
-  size_t nregions;
-};
 
 static uint64_t
 round_up(uint64_t v)
@@ -56,12 +43,6 @@ round_up(uint64_t v)
 }
 
 /* ---- an in-memory sqfs_file_t: superblock at 0, metadata at the end --- */
-
-struct memfile {
-  sqfs_file_t base;
-  struct sn_sqfs *img;
-  size_t cap;
-};
 
 static void
 memfile_destroy(sqfs_object_t *obj)
@@ -118,8 +99,8 @@ memfile_write_at(sqfs_file_t *file, sqfs_u64 off, const void *buf,
 }
 
 /* The file's end as the writers see it: meta_start + metadata so far. */
-static sqfs_u64
-memfile_get_size(const sqfs_file_t *file)
+sqfs_u64
+sqw_memfile_get_size(const sqfs_file_t *file)
 {
   const struct memfile *m = (const struct memfile *) file;
 
@@ -163,520 +144,6 @@ nocomp_do_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size,
 {
   (void) cmp; (void) in; (void) size; (void) out; (void) outsize;
   return 0;                     /* "no gain": the writer stores it raw */
-}
-
-/* ---- writing the metadata ----------------------------------------------- */
-
-struct writer {
-  struct sn_sqfs *img;
-  struct sn_tree *tree;
-  const struct sn_ztoc *const *layers;
-  uint32_t block_size;
-  struct memfile file;
-  sqfs_compressor_t cmp;
-  sqfs_super_t super;
-  sqfs_meta_writer_t *im, *dm;
-  sqfs_dir_writer_t *dw;
-  sqfs_id_table_t *ids;
-  uint64_t *idcache;            /* ID_SLOTS of (1<<48 | id<<16 | index) */
-  sqfs_xattr_writer_t *xw;
-  struct sn_inode **order;      /* write order; ino = index + 1 */
-  struct sn_node **order_node;  /* a node naming each inode (for messages
-                                   and parents) */
-  size_t norder, ocap;
-};
-
-/* Turn a libsquashfs error code into our convention: -1, message set. */
-static int
-sqfs_fail(int err, const char *what)
-{
-  if (err == SQFS_ERROR_ALLOC)
-    return sn_oom();
-  return sn_set_error("squashfs: %s: libsquashfs error %d", what, err);
-}
-
-/* The name to put in messages: the tar entry's, else the node's ("/"). */
-static const char *
-entry_name(const struct sn_inode *i, const struct sn_node *n)
-{
-  if (i->f)
-    return i->f->name.data;
-  return n->namelen ? n->name : "/";
-}
-
-/* Append n's inode to the write order and number it (ino = position + 1,
- * docs/squashfs-layout.md §4).  -1 on allocation failure or overflow. */
-static int
-push(struct writer *w, struct sn_node *n)
-{
-  if (w->norder == w->ocap) {
-    size_t cap = w->ocap ? w->ocap * 2 : 256;
-    struct sn_inode **o = realloc(w->order, cap * sizeof *o);
-    struct sn_node **on;
-
-    if (o == NULL)
-      return sn_oom();
-    w->order = o;
-    on = realloc(w->order_node, cap * sizeof *on);
-    if (on == NULL)
-      return sn_oom();
-    w->order_node = on;
-    w->ocap = cap;
-  }
-  if (w->norder >= UINT32_MAX - 1)
-    return sn_set_error("squashfs: too many inodes");
-  w->order[w->norder] = n->inode;
-  w->order_node[w->norder] = n;
-  w->norder++;
-  n->inode->listed = true;
-  n->inode->ino = (uint32_t) w->norder;
-  return 0;
-}
-
-/* Write order, part 1: every non-directory inode once, in tree order. */
-static int
-collect_nondir(struct sn_node *k, void *opaque)
-{
-  if (k->inode->kind == SN_K_DIR)
-    return 1;
-  return k->inode->listed ? 0 : push(opaque, k);
-}
-
-/* Write order, part 2: directories post-order (the root last). */
-static int
-descend_dirs(struct sn_node *k, void *opaque)
-{
-  (void) opaque;
-  return k->inode->kind == SN_K_DIR;
-}
-
-static int
-collect_dir(struct sn_node *d, void *opaque)
-{
-  return push(opaque, d);
-}
-
-static bool
-has_prefix(const char *s, const char *p)
-{
-  return strncmp(s, p, strlen(p)) == 0;
-}
-
-/* Write the inode's xattr set; *idx = NO_XATTR when it has none. */
-static int
-write_xattrs(struct writer *w, const struct sn_inode *i,
-             const struct sn_node *n, uint32_t *idx)
-{
-  static const char pfx[] = "SCHILY.xattr.";
-  const size_t plen = sizeof pfx - 1;
-  bool begun = false;
-  size_t k;
-  int err;
-
-  *idx = NO_XATTR;
-  for (k = 0; i->f && k < i->f->npax; k++) {
-    const struct sn_pax *p = &i->f->pax[k];
-    const char *key = p->key.data + plen;
-
-    if (p->key.len <= plen || memcmp(p->key.data, pfx, plen) != 0)
-      continue;
-    if (strlen(key) != p->key.len - plen)
-      continue;                 /* a NUL in the key: not representable */
-    if (has_prefix(key, "trusted.overlay.") ||
-        has_prefix(key, "user.overlay.")) {
-      sn_tree_warn(w->tree, "%s: xattr %s stripped (overlayfs metadata "
-                   "comes only from whiteout translation)",
-                   entry_name(i, n), key);
-      continue;
-    }
-    if (!has_prefix(key, "user.") && !has_prefix(key, "trusted.") &&
-        !has_prefix(key, "security.")) {
-      sn_tree_warn(w->tree, "%s: xattr %s dropped (squashfs stores only "
-                   "user., trusted. and security. xattrs)",
-                   entry_name(i, n), key);
-      continue;
-    }
-    if (!begun) {
-      if ((err = sqfs_xattr_writer_begin(w->xw, 0)) != 0)
-        return sqfs_fail(err, "xattrs");
-      begun = true;
-    }
-    err = sqfs_xattr_writer_add(w->xw, key, p->value.data, p->value.len);
-    if (err == SQFS_ERROR_UNSUPPORTED) {
-      sn_tree_warn(w->tree, "%s: xattr %s dropped (not representable)",
-                   entry_name(i, n), key);
-      continue;
-    }
-    if (err)
-      return sqfs_fail(err, "xattrs");
-  }
-  if (i->opaque) {
-    if (!begun) {
-      if ((err = sqfs_xattr_writer_begin(w->xw, 0)) != 0)
-        return sqfs_fail(err, "xattrs");
-      begun = true;
-    }
-    if ((err = sqfs_xattr_writer_add(w->xw, "trusted.overlay.opaque", "y",
-                                     1)) != 0)
-      return sqfs_fail(err, "xattrs");
-  }
-  if (begun && (err = sqfs_xattr_writer_end(w->xw, idx)) != 0)
-    return sqfs_fail(err, "xattrs");
-  return 0;
-}
-
-/* id → id table index; the cache keeps libsquashfs's linear search to the
- * first sight of each id. */
-static int
-id_index(struct writer *w, uint32_t id, sqfs_u16 *out)
-{
-  uint32_t j = (id * 2654435761u) >> 15;
-  int err;
-
-  for (;; j = (j + 1) & (ID_SLOTS - 1)) {
-    uint64_t e = w->idcache[j];
-
-    if (e == 0)
-      break;
-    if ((uint32_t) (e >> 16) == id) {
-      *out = (sqfs_u16) e;
-      return 0;
-    }
-  }
-  if ((err = sqfs_id_table_id_to_index(w->ids, id, out)) != 0)
-    return err;
-  w->idcache[j] = (1ULL << 48) | ((uint64_t) id << 16) | *out;
-  return 0;
-}
-
-/* Common header fields: type bits excluded, ids, clamped mtime, ino. */
-static int
-fill_base(struct writer *w, sqfs_inode_generic_t *in,
-          const struct sn_inode *i, const struct sn_node *n)
-{
-  uint32_t uid = 0, gid = 0, mode = 0755;
-  int64_t mtime = 0;
-  int err;
-
-  if (i->f) {
-    uid = i->f->uid;
-    gid = i->f->gid;
-    mode = (uint32_t) (i->f->mode & 07777);
-    mtime = i->f->mtime_sec;
-  }
-  else if (i->kind == SN_K_WHITEOUT) {
-    uid = i->wh_uid;
-    gid = i->wh_gid;
-    mode = 0;
-    mtime = i->wh_mtime;
-  }
-  if (mtime < 0)
-    mtime = 0;
-  if (mtime > UINT32_MAX)
-    mtime = UINT32_MAX;
-  in->base.mode = (sqfs_u16) mode;
-  in->base.mod_time = (sqfs_u32) mtime;
-  in->base.inode_number = i->ino;
-  if ((err = id_index(w, uid, &in->base.uid_idx)) ||
-      (err = id_index(w, gid, &in->base.gid_idx))) {
-    if (err == SQFS_ERROR_OVERFLOW)
-      return sn_set_error("entry '%s': more than 65536 distinct uid/gid "
-                          "values (the squashfs limit)", entry_name(i, n));
-    return sqfs_fail(err, "id table");
-  }
-  return 0;
-}
-
-/* A zeroed generic inode with room for payload bytes of block sizes or
- * symlink target; NULL with the error set on allocation failure. */
-static sqfs_inode_generic_t *
-alloc_inode(size_t payload)
-{
-  sqfs_inode_generic_t *in = calloc(1, sizeof *in + payload);
-
-  if (in == NULL)
-    sn_oom();
-  else
-    in->payload_bytes_available = (sqfs_u32) payload;
-  return in;
-}
-
-/* The inode of a regular file (docs/squashfs-layout.md §3): its blocks are
- * the file's bytes inside layer i->layer's tar, each stored uncompressed,
- * no fragment; extended when it has xattrs, links or offsets over 4 GiB.
- * Returns a malloc'd inode, or NULL with the error set. */
-static sqfs_inode_generic_t *
-file_inode(struct writer *w, const struct sn_inode *i,
-           const struct sn_node *n, uint32_t xattr)
-{
-  const struct sn_ztoc_file *f = i->f;
-  const struct sn_ztoc *z = w->layers[i->layer];
-  uint64_t size = (uint64_t) f->size, start = 0, nblocks, b;
-  sqfs_inode_generic_t *in;
-
-  if (f->size < 0 || f->offset < 0 || f->offset > z->uncompressed_size ||
-      f->size > z->uncompressed_size - f->offset) {
-    sn_set_error("entry '%s': data [%" PRId64 ", +%" PRId64 ") lies "
-                 "outside the layer's %" PRId64 " tar bytes",
-                 entry_name(i, n), f->offset, f->size,
-                 z->uncompressed_size);
-    return NULL;
-  }
-  nblocks = (size + w->block_size - 1) / w->block_size;
-  if (nblocks > 0x3FFFFFFF) {
-    sn_set_error("entry '%s': file too large", entry_name(i, n));
-    return NULL;
-  }
-  if (size > 0)
-    start = w->img->bases[i->layer] + (uint64_t) f->offset;
-  in = alloc_inode(nblocks * 4);
-  if (in == NULL)
-    return NULL;
-  in->payload_bytes_used = (sqfs_u32) (nblocks * 4);
-  for (b = 0; b < nblocks; b++) {
-    uint64_t len = size - b * w->block_size;
-
-    if (len > w->block_size)
-      len = w->block_size;
-    in->extra[b] = (sqfs_u32) len | (1u << 24);
-  }
-  if (xattr != NO_XATTR || i->nlink > 1 || size > UINT32_MAX ||
-      start > UINT32_MAX) {
-    in->base.type = SQFS_INODE_EXT_FILE;
-    in->data.file_ext.blocks_start = start;
-    in->data.file_ext.file_size = size;
-    in->data.file_ext.sparse = 0;
-    in->data.file_ext.nlink = i->nlink;
-    in->data.file_ext.fragment_idx = NO_FRAG;
-    in->data.file_ext.fragment_offset = NO_FRAG;
-    in->data.file_ext.xattr_idx = xattr;
-  }
-  else {
-    in->base.type = SQFS_INODE_FILE;
-    in->data.file.blocks_start = (sqfs_u32) start;
-    in->data.file.fragment_index = NO_FRAG;
-    in->data.file.fragment_offset = NO_FRAG;
-    in->data.file.file_size = (sqfs_u32) size;
-  }
-  return in;
-}
-
-/* The inode of a symlink, device, whiteout (char 0/0) or FIFO, extended
- * only when it has xattrs.  Refuses targets over SYMLINK_MAX and device
- * numbers outside 12:20 bits.  Malloc'd inode, or NULL with the error. */
-static sqfs_inode_generic_t *
-other_inode(const struct sn_inode *i, const struct sn_node *n,
-            uint32_t xattr)
-{
-  const struct sn_ztoc_file *f = i->f;
-  bool ext = xattr != NO_XATTR;
-  sqfs_inode_generic_t *in;
-
-  switch (i->kind) {
-  case SN_K_SYMLINK: {
-    size_t len = f->linkname.len;
-
-    if (len > SYMLINK_MAX) {
-      sn_set_error("entry '%s': symlink target of %zu bytes (the kernel "
-                   "reads at most %d)", entry_name(i, n), len, SYMLINK_MAX);
-      return NULL;
-    }
-    if ((in = alloc_inode(len)) == NULL)
-      return NULL;
-    memcpy(in->extra, f->linkname.data, len);
-    in->payload_bytes_used = (sqfs_u32) len;
-    in->base.type = ext ? SQFS_INODE_EXT_SLINK : SQFS_INODE_SLINK;
-    in->data.slink_ext.nlink = i->nlink;   /* same layout as slink */
-    in->data.slink_ext.target_size = (sqfs_u32) len;
-    if (ext)
-      in->data.slink_ext.xattr_idx = xattr;
-    return in;
-  }
-  case SN_K_CHAR: case SN_K_BLOCK: case SN_K_WHITEOUT: {
-    int64_t maj = f ? f->devmajor : 0, min = f ? f->devminor : 0;
-    uint32_t devno;
-
-    if (maj < 0 || maj > 0xfff || min < 0 || min > 0xfffff) {
-      sn_set_error("entry '%s': device %" PRId64 ":%" PRId64 " does not "
-                   "fit squashfs's 12:20-bit encoding", entry_name(i, n),
-                   maj, min);
-      return NULL;
-    }
-    devno = ((uint32_t) min & 0xff) | ((uint32_t) maj << 8) |
-            (((uint32_t) min & ~0xffu) << 12);
-    if ((in = alloc_inode(0)) == NULL)
-      return NULL;
-    if (i->kind == SN_K_BLOCK)
-      in->base.type = ext ? SQFS_INODE_EXT_BDEV : SQFS_INODE_BDEV;
-    else
-      in->base.type = ext ? SQFS_INODE_EXT_CDEV : SQFS_INODE_CDEV;
-    in->data.dev_ext.nlink = i->nlink;     /* same layout as dev */
-    in->data.dev_ext.devno = devno;
-    if (ext)
-      in->data.dev_ext.xattr_idx = xattr;
-    return in;
-  }
-  case SN_K_FIFO:
-    if ((in = alloc_inode(0)) == NULL)
-      return NULL;
-    in->base.type = ext ? SQFS_INODE_EXT_FIFO : SQFS_INODE_FIFO;
-    in->data.ipc_ext.nlink = i->nlink;
-    if (ext)
-      in->data.ipc_ext.xattr_idx = xattr;
-    return in;
-  default:
-    sn_set_error("entry '%s': internal error: unexpected inode kind",
-                 entry_name(i, n));
-    return NULL;
-  }
-}
-
-/* Fill in's common fields, record where it lands (i->ref) and append it to
- * the inode table.  Frees in in every case. */
-static int
-emit_inode(struct writer *w, sqfs_inode_generic_t *in,
-           struct sn_inode *i, const struct sn_node *n)
-{
-  sqfs_u64 block;
-  sqfs_u32 offset;
-  int err;
-
-  if (fill_base(w, in, i, n) == -1) {
-    free(in);
-    return -1;
-  }
-  sqfs_meta_writer_get_position(w->im, &block, &offset);
-  i->ref = (block << 16) | offset;
-  err = sqfs_meta_writer_write_inode(w->im, in);
-  free(in);
-  if (err)
-    return sqfs_fail(err, "inode table");
-  return 0;
-}
-
-/* The directory-entry type for a kind (whiteouts are character devices). */
-static sqfs_u16
-type_bits(enum sn_kind k)
-{
-  switch (k) {
-  case SN_K_DIR: return SQFS_INODE_MODE_DIR;
-  case SN_K_REG: return SQFS_INODE_MODE_REG;
-  case SN_K_SYMLINK: return SQFS_INODE_MODE_LNK;
-  case SN_K_BLOCK: return SQFS_INODE_MODE_BLK;
-  case SN_K_FIFO: return SQFS_INODE_MODE_FIFO;
-  case SN_K_CHAR: case SN_K_WHITEOUT: default: return SQFS_INODE_MODE_CHR;
-  }
-}
-
-/* Write directory d's entries (already in bytewise order) and then its
- * inode; the root's parent is the inode count + 1, as squashfs wants. */
-static int
-write_dir(struct writer *w, struct sn_node *d)
-{
-  struct sn_inode *i = d->inode;
-  sqfs_inode_generic_t *in;
-  uint32_t xattr, parent;
-  size_t k;
-  int err;
-
-  if ((err = sqfs_dir_writer_begin(w->dw, 0)) != 0)
-    return sqfs_fail(err, "directory table");
-  for (k = 0; k < d->nkids; k++) {
-    const struct sn_node *c = d->kids[k];
-
-    err = sqfs_dir_writer_add_entry(w->dw, c->name, c->inode->ino,
-                                    c->inode->ref, type_bits(c->inode->kind));
-    if (err)
-      return sqfs_fail(err, "directory table");
-  }
-  if ((err = sqfs_dir_writer_end(w->dw)) != 0)
-    return sqfs_fail(err, "directory table");
-  if (write_xattrs(w, i, d, &xattr) == -1)
-    return -1;
-  parent = d->parent ? d->parent->inode->ino : (uint32_t) w->norder + 1;
-  in = sqfs_dir_writer_create_inode(w->dw, 0, xattr, parent);
-  if (in == NULL)
-    return sn_oom();
-  /* libsquashfs counts entries + 2; the convention is 2 + subdirs. */
-  if (in->base.type == SQFS_INODE_DIR)
-    in->data.dir.nlink = i->nlink;
-  else
-    in->data.dir_ext.nlink = i->nlink;
-  return emit_inode(w, in, i, d);
-}
-
-/* Write all metadata in the order of docs/squashfs-layout.md §1 and §4:
- * inodes, directory table, export table, id table, xattr tables, then the
- * superblock with its flags (§2).  Sets bytes_used and inode_count. */
-static int
-write_tables(struct writer *w)
-{
-  struct sn_sqfs *img = w->img;
-  struct sn_node *root = sn_tree_root(w->tree);
-  size_t k;
-  int err;
-
-  if (sn_tree_walk(root, collect_nondir, NULL, w) == -1 ||
-      sn_tree_walk(root, descend_dirs, collect_dir, w) == -1)
-    return -1;
-
-  w->super.inode_table_start = img->meta_start;
-  for (k = 0; k < w->norder; k++) {
-    struct sn_inode *i = w->order[k];
-    struct sn_node *n = w->order_node[k];
-    sqfs_inode_generic_t *in;
-    uint32_t xattr;
-
-    if (i->kind == SN_K_DIR) {
-      if (write_dir(w, n) == -1)
-        return -1;
-      continue;
-    }
-    if (write_xattrs(w, i, n, &xattr) == -1)
-      return -1;
-    in = i->kind == SN_K_REG ? file_inode(w, i, n, xattr)
-                             : other_inode(i, n, xattr);
-    if (in == NULL || emit_inode(w, in, i, n) == -1)
-      return -1;
-  }
-  if ((err = sqfs_meta_writer_flush(w->im)) != 0)
-    return sqfs_fail(err, "inode table");
-
-  w->super.root_inode_ref = root->inode->ref;
-  w->super.inode_count = (sqfs_u32) w->norder;
-  img->inode_count = (uint32_t) w->norder;
-  w->super.directory_table_start = memfile_get_size(&w->file.base);
-  if ((err = sqfs_meta_writer_flush(w->dm)) != 0 ||
-      (err = sqfs_meta_write_write_to_file(w->dm)) != 0)
-    return sqfs_fail(err, "directory table");
-
-  w->super.fragment_table_start = UINT64_MAX;
-  w->super.fragment_entry_count = 0;
-  if ((err = sqfs_dir_writer_write_export_table(w->dw, &w->file.base,
-                                                &w->cmp, root->inode->ino,
-                                                root->inode->ref,
-                                                &w->super)) != 0)
-    return sqfs_fail(err, "export table");
-  /* The root inode put at least one id in the table, as the kernel
-   * requires. */
-  if ((err = sqfs_id_table_write(w->ids, &w->file.base, &w->super,
-                                 &w->cmp)) != 0)
-    return sqfs_fail(err, "id table");
-  if ((err = sqfs_xattr_writer_flush(w->xw, &w->file.base, &w->super,
-                                     &w->cmp)) != 0)
-    return sqfs_fail(err, "xattr table");
-
-  img->bytes_used = memfile_get_size(&w->file.base);
-  w->super.bytes_used = img->bytes_used;
-  w->super.flags &= ~SQFS_FLAG_NO_DUPLICATES;
-  w->super.flags |= SQFS_FLAG_UNCOMPRESSED_INODES |
-                    SQFS_FLAG_UNCOMPRESSED_DATA |
-                    SQFS_FLAG_UNCOMPRESSED_XATTRS |
-                    SQFS_FLAG_UNCOMPRESSED_IDS |
-                    SQFS_FLAG_NO_FRAGMENTS;
-  if ((err = sqfs_super_write(&w->super, &w->file.base)) != 0)
-    return sqfs_fail(err, "superblock");
-  return 0;
 }
 
 /* ---- the region map ----------------------------------------------------- */
@@ -761,8 +228,105 @@ writer_cleanup(struct writer *w)
   sn_tree_free(w->tree);
 }
 
+/* sn_sqfs_new, step 1: the writer's block size (docs/squashfs-layout.md
+ * §2) and the number of layers, checked against the options.  0, or -1
+ * with the error set. */
+static int
+check_opts(struct writer *w, size_t nlayers, const struct sn_sqfs_opts *o)
+{
+  w->block_size = o->block_size ? o->block_size : SN_SQFS_DEFAULT_BLOCK_SIZE;
+  if (w->block_size < 4096 || w->block_size > (1u << 20) ||
+      (w->block_size & (w->block_size - 1)) != 0)
+    return sn_set_error("squashfs: block size %" PRIu32 " is not a power "
+                        "of two between 4K and 1M", w->block_size);
+  if (nlayers == 0)
+    return sn_set_error("squashfs: no layers");
+  if (o->mode == SN_SQFS_LAYER && nlayers != 1)
+    return sn_set_error("squashfs: a per-layer image takes exactly one "
+                        "layer (got %zu)", nlayers);
+  return 0;
+}
+
+/* Step 2: each layer's base (§1: 4096, then each tar's end rounded up to
+ * 4096) and meta_start after the last.  -1 if a size is out of range. */
+static int
+lay_out_bases(struct sn_sqfs *img, const struct sn_ztoc *const *layers)
+{
+  uint64_t pos = ALIGN;
+  size_t l;
+
+  for (l = 0; l < img->nlayers; l++) {
+    int64_t len = layers[l]->uncompressed_size;
+
+    if (len < 0 || (uint64_t) len > (UINT64_MAX >> 2) - pos)
+      return sn_set_error("squashfs: layer %zu: bad uncompressed size "
+                          "%" PRId64, l, len);
+    img->bases[l] = pos;
+    pos = round_up(pos + (uint64_t) len);
+  }
+  img->meta_start = pos;
+  return 0;
+}
+
+/* Step 3: the tree of all layers, flattened or per layer (sqfs-tree.c);
+ * errors name the layer when there are several. */
+static int
+build_tree(struct writer *w, size_t nlayers, const struct sn_sqfs_opts *o)
+{
+  size_t l;
+
+  w->tree = sn_tree_new(o->mode, o->warn, o->warn_opaque);
+  if (w->tree == NULL)
+    return -1;
+  for (l = 0; l < nlayers; l++)
+    if (sn_tree_add_layer(w->tree, w->layers[l], l) == -1) {
+      if (nlayers > 1)
+        sn_prefix_error("layer %zu: ", l);
+      return -1;
+    }
+  return sn_tree_finish(w->tree);
+}
+
+/* Step 4: the in-memory file and the no-op compressor, the superblock,
+ * and libsquashfs's inode, directory, id and xattr writers.  0 or -1;
+ * writer_cleanup frees whatever was made. */
+static int
+open_writers(struct writer *w, const struct sn_sqfs_opts *o)
+{
+  int err;
+
+  w->file.base.base.destroy = memfile_destroy;
+  w->file.base.read_at = memfile_read_at;
+  w->file.base.write_at = memfile_write_at;
+  w->file.base.get_size = sqw_memfile_get_size;
+  w->file.base.truncate = memfile_truncate;
+  w->file.img = w->img;
+  w->cmp.base.destroy = nocomp_destroy;
+  w->cmp.get_configuration = nocomp_get_configuration;
+  w->cmp.write_options = nocomp_options;
+  w->cmp.read_options = nocomp_options;
+  w->cmp.do_block = nocomp_do_block;
+
+  if ((err = sqfs_super_init(&w->super, w->block_size, o->mkfs_time,
+                             SQFS_COMP_GZIP)) != 0)
+    return sqw_fail(err, "superblock");
+  w->im = sqfs_meta_writer_create(&w->file.base, &w->cmp, 0);
+  w->dm = sqfs_meta_writer_create(&w->file.base, &w->cmp,
+                                  SQFS_META_WRITER_KEEP_IN_MEMORY);
+  w->dw = w->dm ? sqfs_dir_writer_create(w->dm,
+                                         SQFS_DIR_WRITER_CREATE_EXPORT_TABLE)
+                : NULL;
+  w->ids = sqfs_id_table_create(0);
+  w->idcache = calloc(ID_SLOTS, sizeof *w->idcache);
+  w->xw = sqfs_xattr_writer_create(0);
+  if (!w->im || !w->dm || !w->dw || !w->ids || !w->idcache || !w->xw)
+    return sn_oom();
+  return 0;
+}
+
 /* Build the tree of all layers, lay out the bases, write the metadata into
- * memory and map the regions.  The writer is scratch; only img survives. */
+ * memory and map the regions, in that order (the steps above, then
+ * sqfs-tables.c).  The writer is scratch; only img survives. */
 struct sn_sqfs *
 sn_sqfs_new(const struct sn_ztoc *const *layers, size_t nlayers,
             const struct sn_sqfs_opts *o)
@@ -770,29 +334,12 @@ sn_sqfs_new(const struct sn_ztoc *const *layers, size_t nlayers,
   static const struct sn_sqfs_opts defaults = { 0 };
   struct writer w;
   struct sn_sqfs *img;
-  uint64_t pos = ALIGN;
-  size_t l;
-  int err;
 
   if (o == NULL)
     o = &defaults;
   memset(&w, 0, sizeof w);
-  w.block_size = o->block_size ? o->block_size : SN_SQFS_DEFAULT_BLOCK_SIZE;
-  if (w.block_size < 4096 || w.block_size > (1u << 20) ||
-      (w.block_size & (w.block_size - 1)) != 0) {
-    sn_set_error("squashfs: block size %" PRIu32 " is not a power of two "
-                 "between 4K and 1M", w.block_size);
+  if (check_opts(&w, nlayers, o) == -1)
     return NULL;
-  }
-  if (nlayers == 0) {
-    sn_set_error("squashfs: no layers");
-    return NULL;
-  }
-  if (o->mode == SN_SQFS_LAYER && nlayers != 1) {
-    sn_set_error("squashfs: a per-layer image takes exactly one layer "
-                 "(got %zu)", nlayers);
-    return NULL;
-  }
 
   img = calloc(1, sizeof *img);
   if (img == NULL || (img->bases = calloc(nlayers, sizeof *img->bases))
@@ -802,64 +349,13 @@ sn_sqfs_new(const struct sn_ztoc *const *layers, size_t nlayers,
     return NULL;
   }
   img->nlayers = nlayers;
-  for (l = 0; l < nlayers; l++) {
-    int64_t len = layers[l]->uncompressed_size;
-
-    if (len < 0 || (uint64_t) len > (UINT64_MAX >> 2) - pos) {
-      sn_set_error("squashfs: layer %zu: bad uncompressed size %" PRId64,
-                   l, len);
-      goto fail;
-    }
-    img->bases[l] = pos;
-    pos = round_up(pos + (uint64_t) len);
-  }
-  img->meta_start = pos;
+  if (lay_out_bases(img, layers) == -1)
+    goto fail;
 
   w.img = img;
   w.layers = layers;
-  w.tree = sn_tree_new(o->mode, o->warn, o->warn_opaque);
-  if (w.tree == NULL)
-    goto fail;
-  for (l = 0; l < nlayers; l++)
-    if (sn_tree_add_layer(w.tree, layers[l], l) == -1) {
-      if (nlayers > 1)
-        sn_prefix_error("layer %zu: ", l);
-      goto fail;
-    }
-  if (sn_tree_finish(w.tree) == -1)
-    goto fail;
-
-  w.file.base.base.destroy = memfile_destroy;
-  w.file.base.read_at = memfile_read_at;
-  w.file.base.write_at = memfile_write_at;
-  w.file.base.get_size = memfile_get_size;
-  w.file.base.truncate = memfile_truncate;
-  w.file.img = img;
-  w.cmp.base.destroy = nocomp_destroy;
-  w.cmp.get_configuration = nocomp_get_configuration;
-  w.cmp.write_options = nocomp_options;
-  w.cmp.read_options = nocomp_options;
-  w.cmp.do_block = nocomp_do_block;
-
-  if ((err = sqfs_super_init(&w.super, w.block_size, o->mkfs_time,
-                             SQFS_COMP_GZIP)) != 0) {
-    sqfs_fail(err, "superblock");
-    goto fail;
-  }
-  w.im = sqfs_meta_writer_create(&w.file.base, &w.cmp, 0);
-  w.dm = sqfs_meta_writer_create(&w.file.base, &w.cmp,
-                                 SQFS_META_WRITER_KEEP_IN_MEMORY);
-  w.dw = w.dm ? sqfs_dir_writer_create(w.dm,
-                                       SQFS_DIR_WRITER_CREATE_EXPORT_TABLE)
-              : NULL;
-  w.ids = sqfs_id_table_create(0);
-  w.idcache = calloc(ID_SLOTS, sizeof *w.idcache);
-  w.xw = sqfs_xattr_writer_create(0);
-  if (!w.im || !w.dm || !w.dw || !w.ids || !w.idcache || !w.xw) {
-    sn_oom();
-    goto fail;
-  }
-  if (write_tables(&w) == -1)
+  if (build_tree(&w, nlayers, o) == -1 || open_writers(&w, o) == -1 ||
+      sqw_write_tables(&w) == -1)
     goto fail;
   img->size = round_up(img->bytes_used);
   if (build_regions(img, layers) == -1)
