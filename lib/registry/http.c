@@ -4,8 +4,9 @@
  * curl's KNOWN_BUGS), manual
  * redirects that drop the Authorization header and refuse to carry a
  * request body when leaving the origin,
- * bounded retries with backoff and jitter, and capped response bodies.
- * The small parsers (Content-Range, Retry-After, URLs) are in http-parse.c.
+ * and capped response bodies: one attempt at a request (http_perform).
+ * Retries with backoff and jitter and redirects are in http-request.c,
+ * the small parsers (Content-Range, Retry-After, URLs) in http-parse.c.
  */
 #include <config.h>
 
@@ -24,33 +25,7 @@
 #include "registry/http.h"
 #include "registry/ref.h"
 
-#define DEFAULT_TIMEOUT_MS 60000L
-#define DEFAULT_RETRIES 5
-#define DEFAULT_MAX_BODY ((size_t) 4 << 20)
-#define ERROR_BODY_MAX ((size_t) 64 << 10)
-#define MAX_REDIRECTS 10
-#define BACKOFF_BASE_MS 250
-#define BACKOFF_MAX_MS 8000
-#define RETRY_AFTER_MAX_MS 60000
-
-struct handle {
-  CURL *c;
-  struct handle *next;
-};
-
-struct sn_http {
-  CURLSH *share;
-  pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
-  pthread_mutex_t pool_lock;
-  struct handle *pool;
-  char *cacert;
-  bool insecure;
-  long timeout_ms;
-  int max_retries;
-  char *user_agent;
-  void (*debug)(void *opaque, const char *msg);
-  void *debug_opaque;
-};
+#include "registry/http-int.h"
 
 /* ---- global init and the share handle -------------------------------- */
 
@@ -272,8 +247,8 @@ is_2xx(long s)
   return s >= 200 && s < 300;
 }
 
-static bool
-is_redirect(long s)
+bool
+http_is_redirect(long s)
 {
   return s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
 }
@@ -503,8 +478,8 @@ seek_cb(void *opaque, curl_off_t off, int origin)
   return CURL_SEEKFUNC_OK;
 }
 
-static void
-debug_line(struct sn_http *h, const char *method, const char *url,
+void
+http_debug_line(struct sn_http *h, const char *method, const char *url,
            const char *what)
 {
   char *safe, *line;
@@ -702,8 +677,8 @@ report_failure(const char *method, const char *url, CURLcode rc,
 /* One attempt.  0 with r->status set, or -1; *retryable tells whether a
  * failure may be retried (transport errors before any byte reached a
  * sink). */
-static int
-perform(struct sn_http *h, const char *method, const char *url,
+int
+http_perform(struct sn_http *h, const char *method, const char *url,
         const char *auth, bool send_body, const struct sn_http_req *q,
         struct sn_http_resp *r, int64_t *delivered, bool *retryable)
 {
@@ -757,162 +732,4 @@ oom:
   free_slist_secure(hdrs);
   pool_give(h, p);
   return sn_oom();
-}
-
-/* ---- retries ----------------------------------------------------------- */
-
-static uint64_t
-jitter_rand(void)
-{
-  static _Thread_local uint64_t s;
-
-  if (s == 0) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    s = ((uint64_t) ts.tv_nsec << 20) ^ (uint64_t) ts.tv_sec
-      ^ (uint64_t) (uintptr_t) &s;
-    if (s == 0)
-      s = 0x9e3779b97f4a7c15ULL;
-  }
-  s ^= s << 13;
-  s ^= s >> 7;
-  s ^= s << 17;
-  return s;
-}
-
-static void
-sleep_ms(int64_t ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000,
-                         .tv_nsec = (long) (ms % 1000) * 1000000L };
-
-  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-    ;
-}
-
-static bool
-status_retryable(long s)
-{
-  return s == 429 || (s >= 500 && s < 600 && s != 501 && s != 505);
-}
-
-static int
-attempt(struct sn_http *h, const char *method, const char *url,
-        const char *auth, bool send_body, const struct sn_http_req *q,
-        struct sn_http_resp *r)
-{
-  int64_t delivered = 0;
-  int n;
-
-  for (n = 0;; n++) {
-    bool retryable;
-    int rc = perform(h, method, url, auth, send_body, q, r, &delivered,
-                     &retryable);
-    int64_t delay;
-    char what[64];
-
-    if (rc == 0) {
-      snprintf(what, sizeof what, "%ld", r->status);
-      debug_line(h, method, url, what);
-      retryable = status_retryable(r->status)
-        && (delivered == 0 || q->sink_restartable);
-    }
-    else
-      debug_line(h, method, url, "failed");
-    if (!retryable || q->no_retry || n >= h->max_retries)
-      return rc;
-    delay = (int64_t) BACKOFF_BASE_MS << (n < 10 ? n : 10);
-    if (delay > BACKOFF_MAX_MS)
-      delay = BACKOFF_MAX_MS;
-    delay = delay / 2 + (int64_t) (jitter_rand() % (uint64_t) (delay / 2 + 1));
-    if (rc == 0 && r->retry_after) {
-      int64_t ra = sn_http_parse_retry_after(r->retry_after, time(NULL));
-
-      if (ra > RETRY_AFTER_MAX_MS)
-        return rc;            /* the server wants us away for too long */
-      if (ra > delay)
-        delay = ra;
-    }
-    if (h->debug) {
-      snprintf(what, sizeof what, "retry in %" PRId64 " ms", delay);
-      debug_line(h, method, url, what);
-    }
-    sleep_ms(delay);
-    if (delivered > 0 && q->sink
-        && q->sink(q->sink_opaque, 0, NULL, 0) == -1)
-      return -1;
-    delivered = 0;
-  }
-}
-
-int
-sn_http_request(struct sn_http *h, const struct sn_http_req *q,
-                struct sn_http_resp *r)
-{
-  const char *method = q->method ? q->method : "GET";
-  const char *auth = q->authorization;
-  bool send_body = q->body_size > 0;
-  char *url;
-  int redirects = 0;
-
-  free(r->url);
-  r->url = NULL;
-  r->redirected = r->cross_origin = false;
-  url = strdup(q->url);
-  if (url == NULL)
-    return sn_oom();
-  for (;;) {
-    char *next, *safe;
-
-    if (attempt(h, method, url, auth, send_body, q, r) == -1) {
-      free(url);
-      return -1;
-    }
-    if (q->no_redirect || !is_redirect(r->status) || r->location == NULL)
-      break;
-    safe = sn_http_redact(q->url);
-    if (++redirects > MAX_REDIRECTS) {
-      sn_set_error("%s %s: more than %d redirects", method,
-                   safe ? safe : "<URL>", MAX_REDIRECTS);
-      free(safe);
-      free(url);
-      return -1;
-    }
-    next = sn_http_resolve(url, r->location);
-    if (next == NULL) {
-      sn_set_error("%s %s: invalid redirect location", method,
-                   safe ? safe : "<URL>");
-      free(safe);
-      free(url);
-      return -1;
-    }
-    free(url);
-    url = next;
-    r->redirected = true;
-    if (r->status == 303
-        || ((r->status == 301 || r->status == 302)
-            && strcmp(method, "POST") == 0)) {
-      if (strcmp(method, "HEAD") != 0)
-        method = "GET";
-      send_body = false;
-    }
-    if (!sn_http_same_origin(q->url, url)) {
-      r->cross_origin = true;
-      auth = NULL;               /* and never again for this request */
-      /* A 307/308 keeps the body, which may hold a secret (a refresh
-       * token): it never leaves the origin it was meant for. */
-      if (send_body) {
-        sn_set_error("%s %s: refusing to re-send the request body to "
-                     "another origin (a %ld redirect)", method,
-                     safe ? safe : "<URL>", r->status);
-        free(safe);
-        free(url);
-        return -1;
-      }
-    }
-    free(safe);
-  }
-  r->url = url;
-  return 0;
 }
