@@ -1,15 +1,33 @@
 /* soci-nbd tests: a minimal TAP producer for C unit tests.
  * ok(cond, fmt, ...) prints one TAP line; done_testing() prints the plan
- * and returns the exit status. */
+ * and returns the exit status.  OK/ERR/WHY (below) show the library's
+ * error in a message; tap_tmpdir and tap_rm_tree give a test its own
+ * scratch directory. */
 #ifndef SN_TAP_H
 #define SN_TAP_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int tap_n, tap_failed;
+
+/* ok() whose condition is evaluated before the arguments of its message
+ * (which often show sn_error() of the call in the condition). */
+#define OK(cond, ...)                                                        \
+  do {                                                                       \
+    int c_ = !!(cond);                                                       \
+    ok(c_, __VA_ARGS__);                                                     \
+  } while (0)
+/* In OK()'s message: the library's error when the check failed (ERR, for
+ * calls expected to succeed) or passed (WHY, for calls expected to fail):
+ * then it is the error of the call just made, never a stale one.  The
+ * test includes util/err.h. */
+#define ERR (c_ ? "ok" : sn_error())
+#define WHY (c_ ? sn_error() : "no error")
 
 static inline int __attribute__((format(printf, 2, 3)))
 ok(int cond, const char *fmt, ...)
@@ -82,6 +100,33 @@ tap_xorshift(uint64_t *state)
   *state ^= *state >> 7;
   *state ^= *state << 17;
   return *state;
+}
+
+/* A new directory $TMPDIR/soci-nbd-test-NAME-XXXXXX in buf (n bytes);
+ * bails out (exit 1) when it cannot be made. */
+static inline void
+tap_tmpdir(char *buf, size_t n, const char *name)
+{
+  const char *t = getenv("TMPDIR");
+
+  snprintf(buf, n, "%s/soci-nbd-test-%s-XXXXXX", t ? t : "/tmp", name);
+  if (mkdtemp(buf) == NULL) {
+    printf("Bail out! mkdtemp %s: %s\n", buf, strerror(errno));
+    exit(1);
+  }
+}
+
+/* Remove dir and everything below it, made writable first (tests take
+ * permissions away); a diagnostic if that fails. */
+static inline void
+tap_rm_tree(const char *dir)
+{
+  char cmd[4200];
+
+  snprintf(cmd, sizeof cmd, "chmod -R u+rwx '%s' 2>/dev/null; rm -rf '%s'",
+           dir, dir);
+  if (system(cmd) != 0)
+    diag("could not remove %s", dir);
 }
 
 #endif

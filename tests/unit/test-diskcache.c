@@ -24,14 +24,6 @@
 #include "util/err.h"
 #include "tap.h"
 
-/* ok() whose condition is evaluated before its message's arguments. */
-#define OK(cond, ...)                                                        \
-  do {                                                                       \
-    int c_ = !!(cond);                                                       \
-    ok(c_, __VA_ARGS__);                                                     \
-  } while (0)
-#define ERR (c_ ? "ok" : sn_error())
-#define WHY (c_ ? sn_error() : "no error")
 
 #define HEX1 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define HEX2 "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
@@ -564,23 +556,13 @@ test_span_files(void)
 int
 main(void)
 {
-  char cmd[600];
-
-  snprintf(tmpdir, sizeof tmpdir, "%s/soci-nbd-test-diskcache-XXXXXX",
-           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (mkdtemp(tmpdir) == NULL) {
-    printf("Bail out! mkdtemp: %s\n", strerror(errno));
-    return 1;
-  }
+  tap_tmpdir(tmpdir, sizeof tmpdir, "diskcache");
   test_count_and_stale();
   test_evict_at_open();
   test_evict_serving();
   test_symlinks();
   test_owner_mode();
   test_span_files();
-  snprintf(cmd, sizeof cmd, "chmod -R u+rwx '%s'; rm -rf '%s'", tmpdir,
-           tmpdir);
-  if (system(cmd) != 0)
-    diag("could not remove %s", tmpdir);
+  tap_rm_tree(tmpdir);
   return done_testing();
 }

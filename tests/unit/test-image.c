@@ -25,14 +25,6 @@
 #include "squashfs/sqfs.h"
 #include "tap.h"
 
-/* ok() whose condition is evaluated before its message's arguments. */
-#define OK(cond, ...)                                                        \
-  do {                                                                       \
-    int c_ = !!(cond);                                                       \
-    ok(c_, __VA_ARGS__);                                                     \
-  } while (0)
-#define ERR (c_ ? "ok" : sn_error())
-#define WHY (c_ ? sn_error() : "no error")
 
 /* Digests of the vectors (tests/data/SHA256SUMS). */
 #define A_DG "sha256:de7173e022eda6dd50fae431dedbba7982c408691d8e982c89c1ddb5bf881f03"
@@ -638,22 +630,13 @@ test_failures(void)
 int
 main(void)
 {
-  char cmd[600];
-
-  snprintf(tmpdir, sizeof tmpdir, "%s/soci-nbd-test-image-XXXXXX",
-           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (mkdtemp(tmpdir) == NULL) {
-    printf("Bail out! mkdtemp: %s\n", strerror(errno));
-    return 1;
-  }
+  tap_tmpdir(tmpdir, sizeof tmpdir, "image");
   make_layout();
   test_soci();
   test_plain();
   test_failures();
   free(atar);
   free(btar);
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0)
-    diag("could not remove %s", tmpdir);
+  tap_rm_tree(tmpdir);
   return done_testing();
 }

@@ -23,14 +23,6 @@
 #include "registry/ocilayout.h"
 #include "tap.h"
 
-/* ok() whose condition is evaluated before its message's arguments. */
-#define OK(cond, ...)                                                        \
-  do {                                                                       \
-    int c_ = !!(cond);                                                       \
-    ok(c_, __VA_ARGS__);                                                     \
-  } while (0)
-#define ERR (c_ ? "ok" : sn_error())
-#define WHY (c_ ? sn_error() : "no error")
 
 #define CONFIG_MT "application/vnd.oci.image.config.v1+json"
 #define LAYER_MT "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -886,14 +878,7 @@ test_referrers(void)
 int
 main(void)
 {
-  char cmd[600];
-
-  snprintf(tmpdir, sizeof tmpdir, "%s/soci-nbd-test-ocilayout-XXXXXX",
-           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (mkdtemp(tmpdir) == NULL) {
-    printf("Bail out! mkdtemp: %s\n", strerror(errno));
-    return 1;
-  }
+  tap_tmpdir(tmpdir, sizeof tmpdir, "ocilayout");
   make_fixture();
   test_tags();
   test_blobs();
@@ -903,8 +888,6 @@ main(void)
   test_writes();
   test_referrers();
   free(big);
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0)
-    diag("could not remove %s", tmpdir);
+  tap_rm_tree(tmpdir);
   return done_testing();
 }

@@ -44,18 +44,6 @@
 #define EMPTY_JSON_DIGEST \
   "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
-/* ok() whose condition is evaluated before the arguments of its message
- * (which often show sn_error() of the call in the condition). */
-#define OK(cond, ...)                                                        \
-  do {                                                                       \
-    int c_ = !!(cond);                                                       \
-    ok(c_, __VA_ARGS__);                                                     \
-  } while (0)
-/* In OK()'s message: the library's error when the check failed (ERR, for
- * calls expected to succeed) or passed (WHY, for calls expected to fail):
- * then it is the error of the call just made, never a stale one. */
-#define ERR (c_ ? "ok" : sn_error())
-#define WHY (c_ ? sn_error() : "no error")
 
 static const char *layout;   /* SN_TEST_LAYOUT */
 static const char *image;    /* SN_TEST_REF */
