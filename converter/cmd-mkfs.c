@@ -69,50 +69,47 @@ warn(void *opaque, const char *msg)
     fprintf(stderr, "soci-nbd: warning: %s\n", msg);
 }
 
-/* Stream the whole image into path, through a temporary file. */
+/* Stream the whole image into path, through a temporary file renamed
+ * over it when complete (util/fdio.h). */
 static int
 write_image(const char *path, const struct sn_sqfs *img, struct source *s)
 {
   uint64_t size = sn_sqfs_size(img), off;
   uint8_t *buf = malloc(CHUNK);
-  char *tmp = NULL;
-  int fd = -1, e;
+  struct sn_atomic_file f;
+  char *tmpl = NULL;
+  int r;
 
-  if (buf == NULL || asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid())
-                     == -1) {
+  if (buf == NULL || asprintf(&tmpl, "%s.tmp.%ld.XXXXXX", path,
+                              (long) getpid()) == -1) {
     free(buf);
     return cli_fail("out of memory");
   }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1)
+  r = sn_atomic_open(&f, path, tmpl, 0644);
+  free(tmpl);
+  if (r == -1)
     goto io_error;
   for (off = 0; off < size; off += CHUNK) {
     size_t n = size - off < CHUNK ? (size_t) (size - off) : CHUNK;
 
     if (sn_sqfs_read(img, buf, n, off, read_tar, s) == -1) {
       cli_fail_lib("%s", path);
-      goto fail;
+      sn_atomic_abort(&f);
+      free(buf);
+      return 1;
     }
-    if (sn_write_all(fd, buf, n) == -1)
+    if (sn_write_all(f.fd, buf, n) == -1) {
+      sn_atomic_abort(&f);
       goto io_error;
+    }
   }
-  if (fsync(fd) == -1)
+  if (sn_atomic_commit(&f, 1) == -1)
     goto io_error;
-  e = close(fd);
-  fd = -1;
-  if (e == -1 || rename(tmp, path) == -1)
-    goto io_error;
-  free(tmp);
   free(buf);
   return 0;
 
 io_error:
-  cli_fail("%s: %s", tmp, strerror(errno));
-fail:
-  if (fd != -1)
-    close(fd);
-  unlink(tmp);
-  free(tmp);
+  cli_fail("%s: %s", path, strerror(errno));
   free(buf);
   return 1;
 }

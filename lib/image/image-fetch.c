@@ -126,19 +126,24 @@ use_cached(struct sn_image *img, struct img_layer *l,
   return false;
 }
 
-/* Create the cache's temporary file tmp (and its directory dir): the
- * descriptor, or -1 with the error set. */
+/* Create the cache's temporary file for path, "<path>.tmp.<pid>.XXXXXX"
+ * (the disk cache recognizes it), and the directory dir: 0 with f open,
+ * or -1 with the error set. */
 static int
-open_cache_tmp(const char *dir, const char *tmp)
+open_cache_tmp(struct sn_atomic_file *f, const char *dir, const char *path)
 {
-  int fd;
+  char *tmpl;
+  int r;
 
   if (sn_mkdir_p(dir, 0755) == -1)
     return -1;
-  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1)
-    sn_set_error("%s: %s", tmp, strerror(errno));
-  return fd;
+  if (asprintf(&tmpl, "%s.tmp.%ld.XXXXXX", path, (long) getpid()) == -1)
+    return sn_oom();
+  r = sn_atomic_open(f, path, tmpl, 0644);
+  if (r == -1)
+    sn_set_error("%s: %s", tmpl, strerror(errno));
+  free(tmpl);
+  return r;
 }
 
 /* Without a cache: an unlinked temporary file in $TMPDIR (or /tmp), its
@@ -161,14 +166,18 @@ open_unlinked_tmp(char **tmp)
   return fd;
 }
 
-/* Move a verified download from tmp to its cache path, then pin and
- * count it in the disk cache.  0, or -1 with the error set. */
+/* Move a verified download from its temporary name to its cache path,
+ * keeping the descriptor, then pin and count it in the disk cache.  0, or
+ * -1 with the error set. */
 static int
-keep_in_cache(struct sn_image *img, const struct sink *s, const char *tmp,
+keep_in_cache(struct sn_image *img, struct sink *s, struct sn_atomic_file *f,
               const char *path)
 {
-  if (fsync(s->fd) == -1 || rename(tmp, path) == -1)
+  if (sn_atomic_publish(f, 1) == -1) {
+    s->fd = -1;                 /* closed with the temporary */
     return sn_set_error("%s: %s", path, strerror(errno));
+  }
+  s->fd = f->fd;
   if (img->disk) {
     if (sn_diskcache_pin(img->disk, path) == -1)
       return -1;
@@ -186,23 +195,23 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
   struct sink s = { .fd = -1 };
   struct sn_ztoc *z = NULL;
   uint8_t d[SN_SHA256_LEN];
+  struct sn_atomic_file f = { .fd = -1 };
   char *dir = NULL, *path = NULL, *tmp = NULL;
   const char *hex = l->digest + strlen("sha256:");
 
   if (cache_dir) {
     if (asprintf(&dir, "%s/blobs/sha256", cache_dir) == -1 ||
-        asprintf(&path, "%s/%s", dir, hex) == -1 ||
-        asprintf(&tmp, "%s.tmp.%ld", path, (long) getpid()) == -1) {
+        asprintf(&path, "%s/%s", dir, hex) == -1) {
       sn_oom();
       goto out;
     }
     if (use_cached(img, l, comp, &bo, path, &z))
       goto out;
-    s.fd = open_cache_tmp(dir, tmp);
+    if (open_cache_tmp(&f, dir, path) == -1)
+      goto out;
+    s.fd = f.fd;
   }
-  else
-    s.fd = open_unlinked_tmp(&tmp);
-  if (s.fd == -1)
+  else if ((s.fd = open_unlinked_tmp(&tmp)) == -1)
     goto out;
 
   img_logf(img, "layer %zu (%s): no ztoc, fetching it whole (%" PRId64
@@ -222,7 +231,7 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
     z = NULL;
     goto out;
   }
-  if (cache_dir && keep_in_cache(img, &s, tmp, path) == -1) {
+  if (cache_dir && keep_in_cache(img, &s, &f, path) == -1) {
     sn_ztoc_free(z);
     z = NULL;
     goto out;
@@ -232,11 +241,10 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
   s.fd = -1;
 
 out:
-  if (s.fd != -1) {
+  if (f.tmp)                    /* not published: remove the temporary */
+    sn_atomic_abort(&f);
+  else if (s.fd != -1)
     close(s.fd);
-    if (cache_dir && tmp)
-      unlink(tmp);
-  }
   sn_ztoc_builder_free(s.b);
   free(dir);
   free(path);

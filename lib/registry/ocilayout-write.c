@@ -24,96 +24,77 @@
 
 /* ---- writes ------------------------------------------------------------ */
 
-/* Write a file atomically: a temporary in the same directory, fsync,
- * rename to final.  Data from memory, or (data NULL) size bytes of fd from
- * offset 0, hashed into got when got is not NULL. */
+/* Write a file atomically (util/fdio.h: a temporary in the same
+ * directory, fsync, rename to final).  Data from memory, or (data NULL)
+ * size bytes of fd from offset 0, hashed into got when got is not NULL. */
 static int
 write_atomic(const char *final, const uint8_t *data, int fd, int64_t size,
              char got[SN_DIGEST_STRLEN + 1])
 {
-  char *tmp;
-  int out, rc = -1;
+  struct sn_atomic_file f;
+  char *tmpl;
   int64_t done = 0;
   uint8_t *buf = NULL, d[SN_SHA256_LEN];
   struct sn_sha256 h;
   bool hashing = false;
+  int r;
 
-  if (asprintf(&tmp, "%s.tmp-XXXXXX", final) < 0)
+  if (asprintf(&tmpl, "%s.tmp-XXXXXX", final) < 0)
     return sn_oom();
-  out = mkostemp(tmp, O_CLOEXEC);
-  if (out == -1) {
-    sn_set_error("%s: %s", tmp, strerror(errno));
-    free(tmp);
-    return -1;
-  }
+  r = sn_atomic_open(&f, final, tmpl, 0600);
+  free(tmpl);
+  if (r == -1)
+    return sn_set_error("%s: %s", final, strerror(errno));
   if (got) {
     if (sn_sha256_init(&h) == -1)
-      goto out;
+      goto fail;
     hashing = true;
   }
   if (data == NULL && (buf = malloc(CHUNK)) == NULL) {
     sn_oom();
-    goto out;
+    goto fail;
   }
   while (done < size) {
     size_t want = (size_t) (size - done < (int64_t) CHUNK ? size - done
                             : (int64_t) CHUNK);
     const uint8_t *src = data ? data + done : buf;
-    ssize_t w;
 
     if (data == NULL) {
-      ssize_t r = pread(fd, buf, want, (off_t) done);
+      ssize_t n = pread(fd, buf, want, (off_t) done);
 
-      if (r == -1 && errno == EINTR)
+      if (n == -1 && errno == EINTR)
         continue;
-      if (r <= 0) {
-        sn_set_error("reading the blob: %s", r == 0 ? "unexpected end of file"
+      if (n <= 0) {
+        sn_set_error("reading the blob: %s", n == 0 ? "unexpected end of file"
                      : strerror(errno));
-        goto out;
+        goto fail;
       }
-      want = (size_t) r;
+      want = (size_t) n;
     }
     if (hashing)
       sn_sha256_update(&h, src, want);
-    w = write(out, src, want);
-    if (w == -1 && errno == EINTR)
-      continue;
-    if (w != (ssize_t) want) {
-      sn_set_error("%s: %s", tmp, w == -1 ? strerror(errno) : "short write");
-      goto out;
+    if (sn_write_all(f.fd, src, want) == -1) {
+      sn_set_error("%s: %s", f.tmp, strerror(errno));
+      goto fail;
     }
-    done += w;
+    done += (int64_t) want;
   }
   if (hashing) {
     sn_sha256_final(&h, d);
     sn_digest_format(d, got);
+    sn_sha256_free(&h);
   }
-  if (fsync(out) == -1) {
-    sn_set_error("%s: fsync: %s", tmp, strerror(errno));
-    goto out;
-  }
-  if (close(out) == -1) {
-    out = -1;
-    sn_set_error("%s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  out = -1;
-  rc = 0;
-out:
+  free(buf);
+  if (sn_atomic_commit(&f, 1) == -1)
+    return sn_set_error("%s: %s", final, strerror(errno));
+  return 0;
+
+fail:
   if (hashing)
     sn_sha256_free(&h);
-  if (out >= 0)
-    close(out);
-  if (rc == -1)
-    unlink(tmp);
   free(buf);
-  if (rc == 0 && rename(tmp, final) == -1) {
-    sn_set_error("rename %s: %s", final, strerror(errno));
-    unlink(tmp);
-    rc = -1;
-  }
-  free(tmp);
-  return rc;
+  sn_atomic_abort(&f);
+  return -1;
 }
 
 /* Create what is missing of the layout (blobs/sha256, an oci-layout file,

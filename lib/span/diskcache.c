@@ -90,11 +90,13 @@ temp_name(const char *name, bool blob, long *pid)
 
   *pid = 0;
   if (blob) {
+    /* <hex>.tmp.<pid>.XXXXXX (util/fdio.h's temporaries), or the older
+     * <hex>.tmp.<pid> */
     p = strstr(name, ".tmp.");
     if (p == NULL)
       return 0;
     *pid = strtol(p + 5, &end, 10);
-    if (*end != '\0')
+    if (end == p + 5 || (*end != '\0' && *end != '.'))
       *pid = 0;
     return 1;
   }

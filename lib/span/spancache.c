@@ -16,6 +16,7 @@
 
 #include "span/diskcache.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "span/spancache.h"
 
 enum ent_state { ENT_LOADING, ENT_READY, ENT_FAILED };
@@ -408,15 +409,14 @@ int
 sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
                    size_t len)
 {
+  struct sn_atomic_file f;
   char path[4096], tmp[4096];
-  size_t done = 0;
-  bool ok;
-  int fd;
+  int r;
 
   snprintf(path, sizeof path, "%s/%zu", dir, i);
   snprintf(tmp, sizeof tmp, "%s/.%zu.%ld.XXXXXX", dir, i, (long) getpid());
-  fd = mkostemp(tmp, O_CLOEXEC);
-  if (fd == -1 && errno == ENOENT) {
+  r = sn_atomic_open(&f, path, tmp, 0600);
+  if (r == -1 && errno == ENOENT) {
     /* Make DIR, then DIR/<hex>. */
     char *slash = strrchr(path, '/');
     *slash = '\0';
@@ -426,23 +426,13 @@ sn_disk_span_store(const char *dir, size_t i, const uint8_t *buf,
     *slash = '/';
     mkdir(path, 0700);
     snprintf(path, sizeof path, "%s/%zu", dir, i);
-    snprintf(tmp, sizeof tmp, "%s/.%zu.%ld.XXXXXX", dir, i, (long) getpid());
-    fd = mkostemp(tmp, O_CLOEXEC);
+    r = sn_atomic_open(&f, path, tmp, 0600);
   }
-  if (fd == -1)
+  if (r == -1)
     return -1;
-  while (done < len) {
-    ssize_t n = write(fd, buf + done, len - done);
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    done += n;
-  }
-  ok = done == len && fsync(fd) == 0;
-  if (close(fd) == -1 || !ok || rename(tmp, path) == -1) {
-    unlink(tmp);
+  if (sn_write_all(f.fd, buf, len) == -1) {
+    sn_atomic_abort(&f);
     return -1;
   }
-  return 0;
+  return sn_atomic_commit(&f, 1);
 }

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,46 +33,118 @@ sn_write_all(int fd, const void *buf, size_t len)
   return 0;
 }
 
-/* path + ".XXXXXX" is the temporary; errno survives the cleanup. */
+int
+sn_atomic_open(struct sn_atomic_file *f, const char *path, const char *tmpl,
+               unsigned mode)
+{
+  int e;
+
+  f->fd = -1;
+  f->path = strdup(path);
+  if (tmpl)
+    f->tmp = strdup(tmpl);
+  else if (asprintf(&f->tmp, "%s.XXXXXX", path) == -1)
+    f->tmp = NULL;
+  if (f->path == NULL || f->tmp == NULL) {
+    sn_atomic_abort(f);
+    errno = ENOMEM;
+    return -1;
+  }
+  /* mkostemp opens with O_CREAT|O_EXCL: a name that exists, symlink or
+   * not, is never opened. */
+  f->fd = mkostemp(f->tmp, O_CLOEXEC);
+  if (f->fd == -1) {
+    e = errno;
+    free(f->tmp);             /* nothing was created: nothing to unlink */
+    f->tmp = NULL;
+    sn_atomic_abort(f);
+    errno = e;
+    return -1;
+  }
+  if (fchmod(f->fd, mode ? (mode_t) mode : 0644) == -1) {
+    e = errno;
+    sn_atomic_abort(f);
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+/* fsync (with sync), close unless keep, rename.  With keep, f->fd stays
+ * open (the caller's from now on); on failure everything is undone. */
+static int
+finish(struct sn_atomic_file *f, int sync, bool keep)
+{
+  int e;
+
+  if (sync && fsync(f->fd) == -1)
+    goto fail;
+  if (!keep) {
+    int fd = f->fd;
+
+    f->fd = -1;
+    if (close(fd) == -1)
+      goto fail;
+  }
+  if (rename(f->tmp, f->path) == -1)
+    goto fail;
+  free(f->tmp);
+  free(f->path);
+  f->tmp = f->path = NULL;
+  return 0;
+
+fail:
+  e = errno;
+  sn_atomic_abort(f);
+  errno = e;
+  return -1;
+}
+
+int
+sn_atomic_commit(struct sn_atomic_file *f, int sync)
+{
+  return finish(f, sync, false);
+}
+
+int
+sn_atomic_publish(struct sn_atomic_file *f, int sync)
+{
+  return finish(f, sync, true);
+}
+
+void
+sn_atomic_abort(struct sn_atomic_file *f)
+{
+  int e = errno;
+
+  if (f->fd >= 0)
+    close(f->fd);
+  if (f->tmp)
+    unlink(f->tmp);
+  free(f->tmp);
+  free(f->path);
+  f->fd = -1;
+  f->tmp = f->path = NULL;
+  errno = e;
+}
+
+/* One sn_atomic_file, written from memory. */
 int
 sn_write_file_atomic(const char *path, const void *buf, size_t len,
                      unsigned mode, int sync)
 {
-  size_t n = strlen(path);
-  char *tmp = malloc(n + sizeof ".XXXXXX");
-  int fd, e;
+  struct sn_atomic_file f;
+  int e;
 
-  if (tmp == NULL)
+  if (sn_atomic_open(&f, path, NULL, mode) == -1)
     return -1;
-  memcpy(tmp, path, n);
-  memcpy(tmp + n, ".XXXXXX", sizeof ".XXXXXX");
-  /* mkostemp opens with O_CREAT|O_EXCL: a name that exists, symlink or
-   * not, is never opened. */
-  fd = mkostemp(tmp, O_CLOEXEC);
-  if (fd == -1) {
+  if (sn_write_all(f.fd, buf, len) == -1) {
     e = errno;
-    free(tmp);
+    sn_atomic_abort(&f);
     errno = e;
     return -1;
   }
-  if (fchmod(fd, mode ? (mode_t) mode : 0644) == -1 ||
-      sn_write_all(fd, buf, len) == -1 || (sync && fsync(fd) == -1)) {
-    e = errno;
-    close(fd);
-    goto fail;
-  }
-  if (close(fd) == -1 || rename(tmp, path) == -1) {
-    e = errno;
-    goto fail;
-  }
-  free(tmp);
-  return 0;
-
-fail:
-  unlink(tmp);
-  free(tmp);
-  errno = e;
-  return -1;
+  return sn_atomic_commit(&f, sync);
 }
 
 /* Grow *buf to hold at least need bytes (doubling, capped at max + 1 so

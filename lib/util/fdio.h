@@ -14,6 +14,34 @@
 
 int sn_write_all(int fd, const void *buf, size_t len);
 
+/* A file written under a temporary name in its directory and renamed over
+ * its final path only when complete, so that readers never see it half
+ * written.  One rule for every such file: the temporary is created with
+ * O_EXCL (never through a symlink, never over another file) and, with
+ * sync, is fsync'd before the rename (durable files: caches, layouts,
+ * images; not the stats file, rewritten every few seconds).
+ *
+ *   sn_atomic_open: tmpl names the temporary and ends in "XXXXXX" (NULL:
+ *     path + ".XXXXXX"); mode 0 means 0644.  Write to f->fd.
+ *   sn_atomic_commit: fsync (with sync), close, rename over path; on
+ *     failure the temporary is removed.  Either way f is done with.
+ *   sn_atomic_publish: the same but f->fd stays open, now the final
+ *     file's, and belongs to the caller (who reads what it wrote; no
+ *     sn_atomic_abort after a successful publish).
+ *   sn_atomic_abort: close and remove the temporary (safe after a failed
+ *     open or a commit).
+ * All return 0, or -1 with errno set (no message), like sn_write_all. */
+struct sn_atomic_file {
+  int fd;
+  char *tmp;
+  char *path;
+};
+int sn_atomic_open(struct sn_atomic_file *f, const char *path,
+                   const char *tmpl, unsigned mode);
+int sn_atomic_commit(struct sn_atomic_file *f, int sync);
+int sn_atomic_publish(struct sn_atomic_file *f, int sync);
+void sn_atomic_abort(struct sn_atomic_file *f);
+
 /* Replace the file at path with buf, atomically: written to a new file
  * with a unique name in the same directory (created with O_EXCL, so never
  * through a symlink or over another file), given mode (0644 if 0), synced

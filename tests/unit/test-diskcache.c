@@ -124,8 +124,8 @@ dead_pid(void)
 static void
 test_count_and_stale(void)
 {
-  char dir[512], p[1024], s1[1024], s2[1024], s3[1024], s4[1024];
-  char k1[1024], k2[1024], k3[1024], k4[1024];
+  char dir[512], p[1024], s1[1024], s2[1024], s3[1024], s4[1024], s5[1024];
+  char k1[1024], k2[1024], k3[1024], k4[1024], k5[1024];
   struct sn_diskcache *dc;
   struct sn_diskcache_stats st;
   long dead = dead_pid(), me = (long) getpid();
@@ -171,6 +171,13 @@ test_count_and_stale(void)
   mkfile(s4, 300, 7200);
   snprintf(p, sizeof p, "%s/blobs/sha256/%s.tmp.%ld", dir, HEX1, me);
   mkfile(p, 300, 99999);
+  /* util/fdio.h's form of the same: <hex>.tmp.<pid>.XXXXXX */
+  snprintf(s5, sizeof s5, "%s/blobs/sha256/%s.tmp.%ld.Qw3rTy", dir, HEX3,
+           dead);
+  mkfile(s5, 300, 10);
+  snprintf(k5, sizeof k5, "%s/blobs/sha256/%s.tmp.%ld.Qw3rTy", dir, HEX2,
+           me);
+  mkfile(k5, 300, 99999);
 
   nlogs = nlogs_stale = nlogs_evict = 0;
   dc = sn_diskcache_open(dir, 0, log_cb, NULL);
@@ -180,15 +187,15 @@ test_count_and_stale(void)
      (unsigned long long) st.bytes);
   ok(st.max_bytes == 0 && st.evicted_files == 0 && st.evicted_bytes == 0,
      "unbounded: nothing evicted");
-  ok(st.stale_removed == 4, "4 stale temporary files removed (got %llu)",
+  ok(st.stale_removed == 5, "5 stale temporary files removed (got %llu)",
      (unsigned long long) st.stale_removed);
-  ok(!exists(s1) && !exists(s2) && !exists(s3) && !exists(s4),
+  ok(!exists(s1) && !exists(s2) && !exists(s3) && !exists(s4) && !exists(s5),
      "... a dead writer's span and blob temporaries, and old ones of "
      "unknown origin");
-  ok(exists(k3) && exists(k4) && exists(p),
+  ok(exists(k3) && exists(k4) && exists(p) && exists(k5),
      "a live writer's temporaries and fresh unnamed ones are kept");
   ok(exists(k1) && exists(k2), "unknown files are left alone");
-  ok(nlogs_stale == 4 && nlogs_evict == 0,
+  ok(nlogs_stale == 5 && nlogs_evict == 0,
      "one log line per removed temporary (%d)", nlogs_stale);
 
   /* add() counts; under no bound nothing is evicted. */
