@@ -143,6 +143,7 @@ cmdidx_open_ref(const char *s, const struct regopts *ro, const char *cmd,
 
 /* ---- create --------------------------------------------------------------- */
 
+/* The help of create, to f (stdout for --help, stderr on bad usage). */
 static void
 create_usage(FILE *f)
 {
@@ -161,6 +162,9 @@ REGOPTS_HELP
 "  -h, --help               show this help\n");
 }
 
+/* soci-nbd create: build a v1 index of IMAGE's manifest (docs/soci-format.md
+ * §5.1) and push it to the same repository; prints its digest.  The exit
+ * status: 0, 1 on failure, 2 on bad usage. */
 int
 cmd_create(int argc, char **argv)
 {
@@ -230,6 +234,7 @@ out:
 
 /* ---- index list / info ---------------------------------------------------- */
 
+/* The help of index list|info, to f. */
 static void
 index_usage(FILE *f)
 {
@@ -260,6 +265,8 @@ struct found {
   char *platform;
 };
 
+/* Append an index to *f unless that index and manifest pair is there; -1
+ * after sn_oom (what was stored stays for index_free). */
 static int
 add_found(struct found **f, size_t *n, const char *digest, int version,
           int64_t size, const char *manifest, const struct sn_platform *p)
@@ -330,6 +337,8 @@ find_for_manifest(struct sn_registry *reg, const struct sn_manifest *m,
   return 0;
 }
 
+/* The indexes of top, an image manifest, or of each entry of an image index
+ * that is an image for want (attestations and artifacts skipped). */
 static int
 find_indexes(struct sn_registry *reg, const struct sn_manifest *top,
              const struct sn_platform *want, struct found **f, size_t *n)
@@ -491,6 +500,7 @@ index_print(const struct index_cmd *c)
   return 0;
 }
 
+/* Release what c holds (c itself is the caller's). */
 static void
 index_free(struct index_cmd *c)
 {
@@ -510,6 +520,8 @@ index_free(struct index_cmd *c)
   regopts_clear(&c->ro);
 }
 
+/* soci-nbd index list|info: parse, find, print.  The exit status: 0, 1 on
+ * failure, 2 on bad usage. */
 int
 cmd_index(int argc, char **argv)
 {

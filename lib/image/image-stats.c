@@ -82,6 +82,7 @@ put_bool(struct sn_json *w, const char *key, bool v)
   sn_json_bool(w, v);
 }
 
+/* The stats file's name of a layer's whole-layer check state (VERIFY_*). */
 static const char *
 verify_name(int v)
 {
@@ -93,6 +94,7 @@ verify_name(int v)
   }
 }
 
+/* The stats file's name of the prefetch mode (sn_image_opts.prefetch). */
 static const char *
 prefetch_name(enum sn_prefetch_mode m)
 {

@@ -48,6 +48,7 @@ img_logf(struct sn_image *img, const char *fmt, ...)
   free(s);
 }
 
+/* The squashfs builder's warnings (lossy conversions), one log line each. */
 static void
 sqfs_warn(void *opaque, const char *msg)
 {
@@ -302,6 +303,9 @@ out:
   return r;
 }
 
+/* Start-up in the order of docs/architecture.md, "Start-up": resolve, choose
+ * the SOCI index, set up the layers, build the exports.  On failure the
+ * half-built image is freed and its message kept. */
 struct sn_image *
 sn_image_open(const char *image, const struct sn_image_opts *o)
 {
@@ -405,6 +409,8 @@ fail:
   return NULL;
 }
 
+/* Stops and joins the prefetch thread first; a squashfs image shared by
+ * several exports ("", "flat", a layer digest) is freed once. */
 void
 sn_image_free(struct sn_image *img)
 {
@@ -539,6 +545,8 @@ fg_end(struct sn_image *img)
   __atomic_fetch_sub(&img->fg_active, 1, __ATOMIC_ACQ_REL);
 }
 
+/* Step 2 of the read path (docs/architecture.md): counted as a foreground
+ * read, so background prefetch yields while it runs. */
 int
 sn_image_pread(struct sn_image *img, struct sn_image_export *e, void *buf,
                size_t len, uint64_t off)
@@ -555,6 +563,8 @@ sn_image_pread(struct sn_image *img, struct sn_image_export *e, void *buf,
   return 0;
 }
 
+/* Only the tar regions behind the range are fetched (metadata is in memory);
+ * it counts as a foreground read.  The first failing layer's error is kept. */
 int
 sn_image_prefetch(struct sn_image *img, struct sn_image_export *e,
                   uint64_t len, uint64_t off)

@@ -96,6 +96,9 @@ out:
   return r;
 }
 
+/* Healthy means: the same export, a connected device, mnt/ a mount point and
+ * its server running.  An unused, unhealthy device is torn down, and its
+ * server released when nothing else uses it. */
 int
 ms_device_check(struct ms *s, const char *key, const char *export_name)
 {
@@ -150,6 +153,9 @@ out:
   return r;
 }
 
+/* A new device's state is written before each step it records ("dev" once
+ * attached, "mounted" before mount), so a failure or crash leaves what
+ * ms_device_release needs to undo it; nothing is undone here. */
 int
 ms_device_acquire(struct ms *s, const char *key, const char *export_name,
                   const char *sid, const char *id, int *dev, bool *shared)
@@ -249,6 +255,7 @@ out:
   return r;
 }
 
+/* 0 also when devices/KEY is already gone, or still has other users. */
 int
 ms_device_release(struct ms *s, const char *key, const char *id, char **sid)
 {

@@ -75,6 +75,7 @@ stop_process(pid_t pid, const char *comm, int sig, int ms)
   return !proc_is(pid, comm);
 }
 
+/* Sleep ms milliseconds (EINTR ends it early). */
 static void
 msleep(int ms)
 {
@@ -196,6 +197,9 @@ append_quoted(char **out, size_t *len, const char *arg)
   return 0;
 }
 
+/* servers/SID/ is made with mkdtemp; argv is written NUL-separated (for
+ * server_argv) and cmdline shell-quoted.  On failure the directory is
+ * removed and *sid is NULL. */
 int
 ms_server_create(struct ms *s, const char *nbdkit, bool verbose,
                  const char *plugin, char *const *args, const char *password,
@@ -388,6 +392,7 @@ start_argv(char **argv, const char *log, const char *pidfile,
   }
 }
 
+/* start_argv with the argv, log, pid file and socket of servers/SID/. */
 int
 ms_server_start(struct ms *s, const char *sid, volatile int *interrupted)
 {
@@ -406,6 +411,8 @@ ms_server_start(struct ms *s, const char *sid, volatile int *interrupted)
   return r;
 }
 
+/* A pid file whose process is no longer nbdkit (or is a zombie) counts as
+ * not running: pids are reused. */
 pid_t
 ms_server_pid(struct ms *s, const char *sid)
 {
@@ -416,6 +423,7 @@ ms_server_pid(struct ms *s, const char *sid)
   return pid > 0 && proc_is((pid_t) pid, "nbdkit") ? (pid_t) pid : 0;
 }
 
+/* As ms_server_pid, for the process named SUPERVISOR_NAME. */
 pid_t
 ms_supervisor_pid(struct ms *s, const char *sid)
 {
@@ -451,6 +459,9 @@ ms_server_restart(struct ms *s, const char *sid)
   return 0;
 }
 
+/* Read from servers/SID/stats.json, written by the plugin.  The arrays are
+ * malloc'd, *digests and *ztocs NULL-terminated (ms_free_list); all NULL and
+ * *n 0 on error. */
 int
 ms_server_layers(struct ms *s, const char *sid, char ***digests,
                  char ***ztocs, bool **exported, size_t *n)
@@ -584,6 +595,7 @@ oom:
 
 static volatile bool supervisor_stop;
 
+/* SIGTERM, SIGINT and SIGHUP in the supervisor: sn_nbd_supervise stops. */
 static void
 supervisor_signal(int sig)
 {
@@ -625,6 +637,8 @@ supervisor_main(int lfd, const int *idx, char **exps, size_t n,
   _exit(r == -1 ? 1 : 0);
 }
 
+/* The set is served_devices' text, compared with servers/SID/supervised; an
+ * old supervisor gets SIGTERM, then SIGKILL, and the new one is forked. */
 int
 ms_supervisor_update(struct ms *s, const char *sid)
 {

@@ -61,6 +61,8 @@ ms_fopen_nofollow(const char *path)
   return f;
 }
 
+/* Errors are errno only (no message set): callers tell ENOENT, an absent
+ * file, from the rest. */
 char *
 ms_read_file(const char *path)
 {
@@ -93,6 +95,8 @@ ms_read_file(const char *path)
   return buf;
 }
 
+/* sn_write_file_atomic without sync (util/fdio.h); its errno becomes an
+ * err.h message naming path. */
 int
 ms_write_file(const char *path, const char *text, mode_t mode)
 {
@@ -118,6 +122,8 @@ ms_read_long(const char *path)
   return v;
 }
 
+/* statx's STATX_ATTR_MOUNT_ROOT when the kernel reports it, else whether
+ * path's device differs from that of path/.. (older kernels). */
 int
 ms_is_mountpoint(const char *path)
 {
@@ -255,6 +261,8 @@ check_state_dir(const char *p)
   return 0;
 }
 
+/* Makes RUN and its mounts/, servers/ and devices/ (0700, each checked by
+ * check_state_dir), then takes an exclusive flock of RUN/lock. */
 int
 ms_open(struct ms *s)
 {
@@ -353,6 +361,8 @@ out:
   return r;
 }
 
+/* A line without a space (a torn last write) is skipped; j is left empty on
+ * error. */
 int
 ms_journal_read(struct ms *s, const char *id, struct ms_journal *j)
 {

@@ -160,6 +160,7 @@ struct hs {
   const char *where;
 };
 
+/* Read exactly len bytes; what names them in the error message. */
 static int
 hs_read(struct hs *h, void *buf, size_t len, const char *what)
 {
@@ -186,6 +187,7 @@ hs_read(struct hs *h, void *buf, size_t len, const char *what)
   return 0;
 }
 
+/* Write all of buf; MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE. */
 static int
 hs_write(struct hs *h, const void *buf, size_t len)
 {
@@ -208,6 +210,7 @@ hs_write(struct hs *h, const void *buf, size_t len)
   return 0;
 }
 
+/* Big-endian (network order) fields of NBD messages. */
 static uint16_t
 get16(const unsigned char *p)
 {
@@ -227,6 +230,7 @@ get64(const unsigned char *p)
   return (uint64_t) get32(p) << 32 | get32(p + 4);
 }
 
+/* The same, written; each put returns the byte after the field. */
 static unsigned char *
 put16(unsigned char *p, uint16_t v)
 {
@@ -410,6 +414,9 @@ opt_export_name(struct hs *h, const char *name, bool no_zeroes,
   return 0;
 }
 
+/* Greeting, client flags, then NBD_OPT_GO (fixed newstyle only) or
+ * NBD_OPT_EXPORT_NAME; the socket's timeouts are cleared before it is
+ * returned. */
 int
 sn_nbd_connect(const struct sn_nbd_server *srv, uint64_t *size,
                uint16_t *flags)

@@ -58,6 +58,8 @@
 static pthread_once_t modprobe_once = PTHREAD_ONCE_INIT;
 static char modprobe_result[128];
 
+/* Run once (modprobe_once): modprobe -q nbd unless /sys/module/nbd exists.
+ * Its outcome is left in modprobe_result for nbd_netlink's message. */
 static void
 run_modprobe(void)
 {
@@ -190,6 +192,7 @@ sys_size(int index)
   return v;
 }
 
+/* Sleep ms milliseconds, resuming after signals. */
 static void
 sleep_ms(unsigned ms)
 {
@@ -200,6 +203,8 @@ sleep_ms(unsigned ms)
     ;
 }
 
+/* sn_nl_transact's callback for CONNECT: the NBD_ATTR_INDEX of the device
+ * the kernel chose, into *(int *) arg. */
 static void
 connect_cb(const struct nlmsghdr *h, void *arg)
 {
@@ -224,6 +229,9 @@ put_socket(struct nlmsg *m, int fd)
   sn_nl_nest_end(m, socks);
 }
 
+/* NBD_CMD_CONNECT with a socket from sn_nbd_connect; the kernel keeps its
+ * own reference to the socket, so ours is closed.  A device without a size
+ * after SIZE_WAIT_MS is detached again. */
 int
 sn_nbd_attach(const struct sn_nbd_server *srv,
               const struct sn_nbd_attach_opts *opts)
@@ -289,6 +297,8 @@ sn_nbd_attach(const struct sn_nbd_server *srv,
   return index;
 }
 
+/* The export's size is checked against /sys/block/nbdN/size before
+ * NBD_CMD_RECONFIGURE. */
 int
 sn_nbd_reconnect(int index, const struct sn_nbd_server *srv)
 {
@@ -340,6 +350,8 @@ struct status {
   int connected;
 };
 
+/* sn_nl_transact's callback for STATUS: whether device s->index is in the
+ * answer's device list as connected. */
 static void
 status_cb(const struct nlmsghdr *h, void *arg)
 {
@@ -367,6 +379,7 @@ status_cb(const struct nlmsghdr *h, void *arg)
   }
 }
 
+/* NBD_CMD_STATUS for one device; an index the kernel does not list is 0. */
 int
 sn_nbd_connected(int index)
 {
@@ -392,6 +405,7 @@ sn_nbd_connected(int index)
   return s.connected;
 }
 
+/* NBD_CMD_DISCONNECT, only when sn_nbd_connected says 1. */
 int
 sn_nbd_detach(int index)
 {
@@ -421,6 +435,7 @@ sn_nbd_detach(int index)
 
 /* ---- supervision ------------------------------------------------------------ */
 
+/* The monotonic clock in milliseconds (retry and status timing). */
 static int64_t
 now_ms(void)
 {
@@ -439,6 +454,9 @@ struct watched {
   char last_error[256];
 };
 
+/* Handle one multicast message: for NBD_CMD_LINK_DEAD, mark the watched
+ * device with that index dead (reconnect from now), unless it is already
+ * being reconnected after an earlier event. */
 static void
 on_link_dead(const struct nlmsghdr *h, uint16_t family, const int *indexes,
              const struct sn_nbd_server *srvs, struct watched *w, size_t n)
@@ -590,6 +608,8 @@ drain_link_events(int mc, struct nlmsg *in, uint16_t family,
   }
 }
 
+/* One loop: a status check every second (drop_disconnected), due reconnects
+ * (reconnect_due), then poll the multicast socket up to the next deadline. */
 int
 sn_nbd_supervise(const int *indexes, const struct sn_nbd_server *srvs,
                  size_t n, unsigned retry_ms, volatile bool *stop)

@@ -9,6 +9,7 @@
 #include "registry/copy.h"
 #include "util/err.h"
 
+/* sn_registry_get_blob's sink: the bytes go to the blob writer opaque. */
 static int
 writer_sink(void *opaque, const uint8_t *data, size_t len)
 {

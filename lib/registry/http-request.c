@@ -20,6 +20,8 @@
 
 /* ---- retries ----------------------------------------------------------- */
 
+/* A per-thread xorshift64 generator, seeded from the clock, for the jitter
+ * of retry delays; nothing secret depends on it. */
 static uint64_t
 jitter_rand(void)
 {
@@ -40,6 +42,7 @@ jitter_rand(void)
   return s;
 }
 
+/* Sleep ms milliseconds, resuming after signals. */
 static void
 sleep_ms(int64_t ms)
 {
@@ -50,12 +53,16 @@ sleep_ms(int64_t ms)
     ;
 }
 
+/* Statuses worth another attempt: 429, and 5xx but 501 and 505 (http.h). */
 static bool
 status_retryable(long s)
 {
   return s == 429 || (s >= 500 && s < 600 && s != 501 && s != 505);
 }
 
+/* One URL, attempted until it succeeds or may not be retried: delays double
+ * from BACKOFF_BASE_MS up to BACKOFF_MAX_MS, half of them jitter, or follow
+ * Retry-After when longer.  http_perform's return convention. */
 static int
 attempt(struct sn_http *h, const char *method, const char *url,
         const char *auth, bool send_body, const struct sn_http_req *q,
@@ -105,6 +112,9 @@ attempt(struct sn_http *h, const char *method, const char *url,
   }
 }
 
+/* The redirect loop of http.h's policy: 303 (and 301/302 of a POST) goes on
+ * as GET without the body; leaving the origin drops the Authorization for
+ * good and refuses to re-send a body.  On success r->url is the final URL. */
 int
 sn_http_request(struct sn_http *h, const struct sn_http_req *q,
                 struct sn_http_resp *r)

@@ -32,12 +32,14 @@
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
 
+/* curl_global_init, once per process (global_once); its result in global_rc. */
 static void
 global_init(void)
 {
   global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* The share handle's locking: one mutex per kind of shared data. */
 static void
 share_lock_cb(CURL *c, curl_lock_data data, curl_lock_access access,
               void *opaque)
@@ -66,6 +68,8 @@ dup_or_null(const char *s)
   return s ? strdup(s) : NULL;
 }
 
+/* The defaults of http.h filled in; a CA file that cannot be read fails at
+ * once.  NULL with a message on failure. */
 struct sn_http *
 sn_http_new(const struct sn_http_opts *o)
 {
@@ -150,6 +154,8 @@ sn_http_free(struct sn_http *h)
   free(h);
 }
 
+/* A handle from the pool (reset: options cleared, idle connections kept) or
+ * a new one; NULL with a message. */
 static struct handle *
 pool_take(struct sn_http *h)
 {
@@ -178,6 +184,7 @@ pool_take(struct sn_http *h)
   return p;
 }
 
+/* Back to the pool: the next request reuses its connections. */
 static void
 pool_give(struct sn_http *h, struct handle *p)
 {
@@ -189,6 +196,7 @@ pool_give(struct sn_http *h, struct handle *p)
 
 /* ---- responses --------------------------------------------------------- */
 
+/* Free the header fields of r (again for each response after a 1xx). */
 static void
 clear_headers(struct sn_http_resp *r)
 {
@@ -214,6 +222,7 @@ clear_body(struct sn_http_resp *r)
   r->body_len = 0;
 }
 
+/* Free what r holds and zero it, ready for the next request. */
 void
 sn_http_resp_clear(struct sn_http_resp *r)
 {
@@ -274,6 +283,7 @@ trim_dup(const char *s, size_t n)
   return d;
 }
 
+/* *slot = the trimmed value [v, v+n), or appended after ", "; false on OOM. */
 static bool
 set_header(char **slot, const char *v, size_t n, bool append)
 {
@@ -294,6 +304,8 @@ set_header(char **slot, const char *v, size_t n, bool append)
   return true;
 }
 
+/* curl's header callback: the status line and the headers sn_http_resp
+ * keeps; returning 0 aborts (a buffered body over the cap, or OOM). */
 static size_t
 header_cb(char *data, size_t size, size_t nmemb, void *opaque)
 {
@@ -373,6 +385,7 @@ header_cb(char *data, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
+/* Append to r->body, kept NUL-terminated; false on OOM. */
 static bool
 buffer_append(struct xfer *x, const char *data, size_t n)
 {
@@ -396,6 +409,8 @@ buffer_append(struct xfer *x, const char *data, size_t n)
   return true;
 }
 
+/* curl's body callback: 2xx bodies to the sink or the capped buffer; other
+ * bodies kept up to ERROR_BODY_MAX, the rest dropped. */
 static size_t
 write_cb(char *data, size_t size, size_t nmemb, void *opaque)
 {
@@ -436,6 +451,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
+/* curl's upload callback: the request body, from memory or from body_fd. */
 static size_t
 read_cb(char *buf, size_t size, size_t nmemb, void *opaque)
 {
@@ -467,6 +483,7 @@ read_cb(char *buf, size_t size, size_t nmemb, void *opaque)
   return (size_t) got;
 }
 
+/* curl's rewind of the request body, when it must send it again. */
 static int
 seek_cb(void *opaque, curl_off_t off, int origin)
 {
@@ -494,6 +511,7 @@ http_debug_line(struct sn_http *h, const char *method, const char *url,
   free(safe);
 }
 
+/* Free a header list, zeroing each line first (one holds Authorization). */
 static void
 free_slist_secure(struct curl_slist *l)
 {
@@ -505,6 +523,7 @@ free_slist_secure(struct curl_slist *l)
   curl_slist_free_all(l);
 }
 
+/* Whether url's host is a loopback one (never proxied: http.h). */
 static bool
 url_is_loopback(const char *url)
 {

@@ -25,6 +25,7 @@
  * case-insensitively, the last matching member winning.  A member that is
  * absent or null leaves the zero value. */
 
+/* The member as json.Unmarshal finds it (borrowed); NULL if absent or null. */
 static json_t *
 gofield(json_t *obj, const char *name)
 {
@@ -61,6 +62,7 @@ gofield_set(json_t *obj, const char *name, json_t *v)
   return 0;
 }
 
+/* Remove every case variant of obj's member name. */
 static void
 gofield_del(json_t *obj, const char *name)
 {
@@ -600,6 +602,8 @@ platform_same(const struct sn_platform *a, const struct sn_platform *b)
     strcmp(a->variant ? a->variant : "", b->variant ? b->variant : "") == 0;
 }
 
+/* The entry carries com.amazon.soci.image-manifest-digest and artifactType
+ * v2; platforms are compared after normalization (§5.3). */
 int
 sn_oci_index_add_soci(struct sn_oci_index *x, const struct sn_doc *idx,
                       const char *manifest_digest,
@@ -695,6 +699,7 @@ fail:
   return -1;
 }
 
+/* Marshal x as ocispec.Index (Go's member order) into out. */
 int
 sn_oci_index_encode(const struct sn_oci_index *x, struct sn_doc *out)
 {

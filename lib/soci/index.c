@@ -44,6 +44,7 @@ sn_doc_finish(struct sn_json *w, struct sn_doc *d)
 
 /* ---- SOCI index --------------------------------------------------------- */
 
+/* A descriptor's mediaType, digest and size members, in Go's order. */
 static void
 write_simple_desc(struct sn_json *w, const char *mt, const char *digest,
                   int64_t size)
@@ -56,6 +57,8 @@ write_simple_desc(struct sn_json *w, const char *mt, const char *digest,
   sn_json_int(w, size);
 }
 
+/* The members of docs/soci-format.md §5.1: config, the ztoc descriptors then
+ * the prefetch artifacts, subject (v1), the build tool annotation. */
 int
 sn_index_encode(int version, const struct sn_index_ztoc *z, size_t nz,
                 const struct sn_index_prefetch *pf, size_t npf,
@@ -160,6 +163,7 @@ sn_index_ztoc_no_xattrs(const struct sn_ztoc *z)
 
 /* ---- prefetch artifacts ------------------------------------------------ */
 
+/* qsort order of prefetch spans: by start, then by end. */
 static int
 span_cmp(const void *a, const void *b)
 {
@@ -172,6 +176,7 @@ span_cmp(const void *a, const void *b)
   return 0;
 }
 
+/* docs/soci-format.md §5.4; a merged run keeps its first span's priority. */
 int
 sn_prefetch_encode(const struct sn_prefetch_span *s, size_t n,
                    struct sn_doc *out)
@@ -221,6 +226,8 @@ sn_prefetch_encode(const struct sn_prefetch_span *s, size_t n,
   return sn_doc_finish(&w, out);
 }
 
+/* From the span of the file's first byte to that of its end offset
+ * (sn_zinfo_span_of), in the uncompressed tar. */
 int
 sn_prefetch_file_span(const struct sn_ztoc *z, const char *path,
                       struct sn_prefetch_span *out)

@@ -82,6 +82,7 @@ merge_pax(struct sn_tar_parser *p, struct sn_tar_entry *e, int64_t off)
   return 0;
 }
 
+/* Whether the pending PAX records hold GNU.sparse.* (refused, as Go does). */
 static bool
 has_sparse_record(const struct sn_tar_parser *p)
 {
@@ -94,6 +95,7 @@ has_sparse_record(const struct sn_tar_parser *p)
   return false;
 }
 
+/* A typeflag for messages, into dst: 'c' when printable, else '\xNN'. */
 static const char *
 typeflag_str(char *dst, size_t n, char t)
 {
@@ -277,6 +279,8 @@ handle_block(struct sn_tar_parser *p)
 
 /* ---- the public streaming interface ----------------------------------- */
 
+/* A parser at the start of a stream, calling fn(opaque, entry) for each
+ * entry; NULL after sn_oom. */
 struct sn_tar_parser *
 sn_tar_parser_new(sn_tar_entry_fn fn, void *opaque)
 {
@@ -315,6 +319,7 @@ fail(struct sn_tar_parser *p)
   return -1;
 }
 
+/* Set the sticky error again: sn_error may hold another message by now. */
 static int
 replay_error(const struct sn_tar_parser *p)
 {
@@ -327,6 +332,9 @@ min_size(size_t a, uint64_t b)
   return (uint64_t) a < b ? a : (size_t) b;
 }
 
+/* Header blocks are assembled in p->blk, PAX and long-name data in
+ * special_dst, file data and padding only counted; after an error every call
+ * replays it. */
 int
 sn_tar_parser_feed(struct sn_tar_parser *p, const uint8_t *data, size_t len)
 {
@@ -441,6 +449,7 @@ struct one {
   int n;
 };
 
+/* A malloc'd, NUL-terminated copy of src into dst; -1 after sn_oom. */
 static int
 dup_bytes(struct sn_bytes *dst, const struct sn_bytes *src)
 {
@@ -495,6 +504,7 @@ copy_entry(void *opaque, const struct sn_tar_entry *src)
   return 0;
 }
 
+/* A parser fed buf once; copy_entry keeps its only entry. */
 int
 sn_tar_parse_headers(const uint8_t *buf, size_t len, struct sn_tar_entry *e)
 {

@@ -23,6 +23,7 @@
 
 /* ---- decoding one span -------------------------------------------------- */
 
+/* zlib's error ret in span i as a message (sn_oom for Z_MEM_ERROR); -1. */
 static int
 inflate_error(size_t i, const z_stream *strm, int ret)
 {
@@ -172,6 +173,7 @@ sn_zinfo_inflater(void)
 #endif
 }
 
+/* sn_zinfo_decode_span_with, ISA-L first when built with it. */
 int
 sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
                      const uint8_t *comp, size_t comp_len,

@@ -30,6 +30,7 @@
 
 static int load_span(void *opaque, size_t i, uint8_t **data, size_t *len);
 
+/* The span cache's release: a decoded span back to the span pool. */
 static void
 release_span(void *opaque, uint8_t *data)
 {
@@ -38,6 +39,7 @@ release_span(void *opaque, uint8_t *data)
   sn_bufpool_put(l->span_pool, data);
 }
 
+/* qsort order of index_files: by data offset, then by ztoc index. */
 static int
 cmp_data_file(const void *a, const void *b)
 {
@@ -288,6 +290,7 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 
 /* ---- fetching spans --------------------------------------------------- */
 
+/* Compressed bytes back to the pool they came from, else free()d. */
 static void
 comp_free(uint8_t *comp, struct sn_bufpool *pool)
 {
@@ -411,6 +414,7 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
   return 0;
 }
 
+/* span_comp without a pool, so *comp_out is malloc'd (the caller's). */
 int
 sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
                    size_t *clen_out)
@@ -592,6 +596,7 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
   return 0;
 }
 
+/* No header checks here (sn_layer_read_checked does them). */
 int
 sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
@@ -600,6 +605,7 @@ sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
   return layer_read_spans(l, buf, len, off);
 }
 
+/* layer_read_spans without a buffer: the spans stay in the memory cache. */
 int
 sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
 {

@@ -36,6 +36,7 @@
 #include "squashfs/sqfs-tree.h"
 #include "squashfs/sqfs.h"
 
+/* v rounded up to ALIGN (4096): bases, meta_start, the image size (§1). */
 static uint64_t
 round_up(uint64_t v)
 {
@@ -44,6 +45,8 @@ round_up(uint64_t v)
 
 /* ---- an in-memory sqfs_file_t: superblock at 0, metadata at the end --- */
 
+/* The memfile's other methods: nothing to free, and the writers never read
+ * back or truncate (an I/O error if they did). */
 static void
 memfile_destroy(sqfs_object_t *obj)
 {
@@ -122,6 +125,7 @@ nocomp_destroy(sqfs_object_t *obj)
   (void) obj;
 }
 
+/* Reports gzip, the id the superblock names (docs/squashfs-layout.md §2). */
 static void
 nocomp_get_configuration(const sqfs_compressor_t *cmp,
                          sqfs_compressor_config_t *cfg)
@@ -131,6 +135,7 @@ nocomp_get_configuration(const sqfs_compressor_t *cmp,
   cfg->id = SQFS_COMP_GZIP;
 }
 
+/* No compressor options block is written. */
 static int
 nocomp_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
 {
@@ -138,6 +143,7 @@ nocomp_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
   return 0;
 }
 
+/* Returning 0 ("no gain") makes the writer store every block uncompressed. */
 static sqfs_s32
 nocomp_do_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size,
                 sqfs_u8 *out, sqfs_u32 outsize)

@@ -125,6 +125,7 @@ sn_bufpool_put(struct sn_bufpool *p, uint8_t *buf)
   free(h);
 }
 
+/* A snapshot of the counters, taken under the lock. */
 void
 sn_bufpool_get_stats(struct sn_bufpool *p, struct sn_bufpool_stats *st)
 {

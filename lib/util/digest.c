@@ -23,6 +23,7 @@ sn_sha256_init(struct sn_sha256 *h)
   return 0;
 }
 
+/* Nothing is hashed for len 0, so data may then be NULL. */
 void
 sn_sha256_update(struct sn_sha256 *h, const void *data, size_t len)
 {

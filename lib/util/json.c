@@ -16,6 +16,7 @@ sn_json_init(struct sn_json *w)
   memset(w, 0, sizeof *w);
 }
 
+/* Values outside 1..8 mean compact. */
 void
 sn_json_set_indent(struct sn_json *w, int spaces)
 {
@@ -305,6 +306,7 @@ sn_json_string_len(struct sn_json *w, const char *s, size_t len)
   put_escaped(w, s, len);
 }
 
+/* NULL is written as "", Go's zero string. */
 void
 sn_json_string(struct sn_json *w, const char *s)
 {
@@ -345,6 +347,7 @@ sn_json_null(struct sn_json *w)
   put(w, "null", 4);
 }
 
+/* Not checked: json must be exactly one valid value. */
 void
 sn_json_raw(struct sn_json *w, const char *json, size_t len)
 {
