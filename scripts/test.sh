@@ -52,7 +52,7 @@ run_pass gcc
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     dir=$top/_build/fuzz
     secs=${FUZZ_SECONDS:-45}
-    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token"
+    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use"
     echo "=== fuzz: clang libFuzzer targets, ${secs}s each"
     rm -rf "$dir"; mkdir -p "$dir"
     if (cd "$dir" && "$top/configure" CC=clang --enable-fuzzers > configure.out 2>&1) &&
@@ -61,7 +61,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
             mkdir -p "$dir/corpus-$t"
             case $t in                  # binary formats / documents and strings
                 ztoc|zinfo|tar|sqfs) maxlen=300000 ;;
-                inflate) maxlen=65536 ;;
+                inflate|window-use) maxlen=65536 ;;
                 *) maxlen=16384 ;;
             esac
             if "$dir/fuzz/fuzz-$t" -max_total_time="$secs" -max_len=$maxlen \
