@@ -5,7 +5,7 @@
 #   3. build again with AddressSanitizer + UBSan and run `make check`
 #   4. build the libFuzzer targets with clang and run each for a bounded time
 # Prints "N passed, N failed" at the end; exits non-zero on any failure.
-# FUZZ_SECONDS (default 45: 8 targets, about 6 min of fuzzing) bounds each
+# FUZZ_SECONDS (default 45: 12 targets, about 9 min of fuzzing) bounds each
 # fuzzer; SKIP_ASAN=1 / SKIP_FUZZ=1 for quick local runs (CI sets neither).
 set -u
 cd "$(dirname "$0")/.."
