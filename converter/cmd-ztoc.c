@@ -74,7 +74,6 @@ ztoc_create(int argc, char **argv)
   struct sn_ztoc *z;
   uint8_t *buf;
   size_t len;
-  uint8_t d[SN_SHA256_LEN];
   char ds[SN_DIGEST_STRLEN + 1];
   int c, r;
 
@@ -113,8 +112,7 @@ ztoc_create(int argc, char **argv)
     free(defout);
     return cli_fail_lib("%s", argv[optind]);
   }
-  sn_sha256(buf, len, d);
-  sn_digest_format(d, ds);
+  sn_digest_of(buf, len, ds);
   r = cli_write_file(output, buf, len);
   free(buf);
   if (r == -1) {
@@ -135,15 +133,7 @@ ztoc_create(int argc, char **argv)
 static void
 put_bytes(struct sn_json *w, const char *key, const struct sn_bytes *b)
 {
-  sn_json_key(w, key);
-  sn_json_string_len(w, b->data, b->len);
-}
-
-static void
-put_int(struct sn_json *w, const char *key, int64_t v)
-{
-  sn_json_key(w, key);
-  sn_json_int(w, v);
+  sn_json_member_string_len(w, key, b->data, b->len);
 }
 
 /* One file of the ztoc's table, its PAX records in the archive's order. */
@@ -155,18 +145,18 @@ put_file(struct sn_json *w, const struct sn_ztoc_file *f)
   sn_json_begin_object(w);
   put_bytes(w, "name", &f->name);
   put_bytes(w, "type", &f->type);
-  put_int(w, "header_offset", f->header_offset);
-  put_int(w, "offset", f->offset);
-  put_int(w, "size", f->size);
-  put_int(w, "mode", f->mode);
-  put_int(w, "uid", f->uid);
-  put_int(w, "gid", f->gid);
+  sn_json_member_int(w, "header_offset", f->header_offset);
+  sn_json_member_int(w, "offset", f->offset);
+  sn_json_member_int(w, "size", f->size);
+  sn_json_member_int(w, "mode", f->mode);
+  sn_json_member_int(w, "uid", f->uid);
+  sn_json_member_int(w, "gid", f->gid);
   put_bytes(w, "uname", &f->uname);
   put_bytes(w, "gname", &f->gname);
   put_bytes(w, "mod_time", &f->mod_time);
   put_bytes(w, "linkname", &f->linkname);
-  put_int(w, "devmajor", f->devmajor);
-  put_int(w, "devminor", f->devminor);
+  sn_json_member_int(w, "devmajor", f->devmajor);
+  sn_json_member_int(w, "devminor", f->devminor);
   sn_json_key(w, "pax_records");
   sn_json_begin_object(w);
   for (i = 0; i < f->npax; i++) {
@@ -194,15 +184,16 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
   sn_json_begin_object(&w);
   put_bytes(&w, "version", &z->version);
   put_bytes(&w, "build_tool_identifier", &z->build_tool);
-  sn_json_key(&w, "compression");
-  sn_json_string(&w, z->compression == SN_COMP_GZIP ? "gzip" : "uncompressed");
-  put_int(&w, "compressed_archive_size", z->compressed_size);
-  put_int(&w, "uncompressed_archive_size", z->uncompressed_size);
-  put_int(&w, "span_size", zi->span_size);
-  put_int(&w, "max_span_id", z->max_span_id);
-  put_int(&w, "num_spans", zi->nspans);
-  put_int(&w, "num_files", z->nfiles);
-  put_int(&w, "checkpoints_size", z->checkpoints_len);
+  sn_json_member_string(&w, "compression",
+                        z->compression == SN_COMP_GZIP ? "gzip"
+                        : "uncompressed");
+  sn_json_member_int(&w, "compressed_archive_size", z->compressed_size);
+  sn_json_member_int(&w, "uncompressed_archive_size", z->uncompressed_size);
+  sn_json_member_int(&w, "span_size", zi->span_size);
+  sn_json_member_int(&w, "max_span_id", z->max_span_id);
+  sn_json_member_int(&w, "num_spans", zi->nspans);
+  sn_json_member_int(&w, "num_files", z->nfiles);
+  sn_json_member_int(&w, "checkpoints_size", z->checkpoints_len);
   sn_json_key(&w, "spans");
   sn_json_begin_array(&w);
   for (i = 0; i < zi->nspans; i++) {
@@ -210,13 +201,13 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
 
     sn_zinfo_span(zi, i, &sp);
     sn_json_begin_object(&w);
-    put_int(&w, "id", i);
-    put_int(&w, "compressed_start", sp.comp_start);
-    put_int(&w, "compressed_end", sp.comp_end);
-    put_int(&w, "uncompressed_start", sp.uncomp_start);
-    put_int(&w, "uncompressed_end", sp.uncomp_end);
+    sn_json_member_int(&w, "id", i);
+    sn_json_member_int(&w, "compressed_start", sp.comp_start);
+    sn_json_member_int(&w, "compressed_end", sp.comp_end);
+    sn_json_member_int(&w, "uncompressed_start", sp.uncomp_start);
+    sn_json_member_int(&w, "uncompressed_end", sp.uncomp_end);
     if (zi->compression == SN_COMP_GZIP)
-      put_int(&w, "bits", zi->cp[i].bits);
+      sn_json_member_int(&w, "bits", zi->cp[i].bits);
     put_bytes(&w, "digest", &z->span_digests[i]);
     sn_json_end_object(&w);
   }

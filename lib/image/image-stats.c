@@ -56,33 +56,6 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
   st->whole_layer_bytes_fetched += l->whole_bytes;
 }
 
-/* One member of the object being written: an integer, a string (null
- * when s is NULL) or a boolean. */
-static void
-put_int(struct sn_json *w, const char *key, uint64_t v)
-{
-  sn_json_key(w, key);
-  sn_json_int(w, (int64_t) v);
-}
-
-static void
-put_str(struct sn_json *w, const char *key, const char *s)
-{
-  sn_json_key(w, key);
-  if (s)
-    sn_json_string(w, s);
-  else
-    sn_json_null(w);
-}
-
-static void
-put_bool(struct sn_json *w, const char *key, bool v)
-{
-  sn_json_key(w, key);
-  sn_json_bool(w, v);
-}
-
-/* The stats file's name of a layer's whole-layer check state (VERIFY_*). */
 static const char *
 verify_name(int v)
 {
@@ -116,25 +89,25 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_layer_get_stats(l->layer, &ls);
   add_layer_stats(st, l, &ls);
   sn_json_begin_object(w);
-  put_int(w, "index", i);
-  put_str(w, "digest", l->digest);
-  put_bool(w, "lazy", l->lazy);
-  put_int(w, "spans_total", l->spans_total);
-  put_int(w, "spans_fetched", ls.spans_fetched);
-  put_int(w, "spans_verified", ls.spans_verified);
-  put_int(w, "spans_failed", ls.spans_failed);
-  put_int(w, "bytes_fetched", ls.bytes_fetched);
-  put_int(w, "cache_hits", ls.cache_hits);
-  put_int(w, "cache_misses", ls.cache_misses);
-  put_int(w, "disk_hits", ls.disk_hits);
-  put_int(w, "headers_checked", ls.headers_checked);
-  put_int(w, "spans_read_ahead", ls.readahead_spans);
-  put_int(w, "whole_layer_bytes_fetched", l->whole_bytes);
-  put_int(w, "prefetch_ranges", l->npf);
-  put_str(w, "verify", verify_name(v));
-  put_str(w, "ztoc", l->ztoc_digest);
+  sn_json_member_int(w, "index", i);
+  sn_json_member_string(w, "digest", l->digest);
+  sn_json_member_bool(w, "lazy", l->lazy);
+  sn_json_member_int(w, "spans_total", l->spans_total);
+  sn_json_member_int(w, "spans_fetched", ls.spans_fetched);
+  sn_json_member_int(w, "spans_verified", ls.spans_verified);
+  sn_json_member_int(w, "spans_failed", ls.spans_failed);
+  sn_json_member_int(w, "bytes_fetched", ls.bytes_fetched);
+  sn_json_member_int(w, "cache_hits", ls.cache_hits);
+  sn_json_member_int(w, "cache_misses", ls.cache_misses);
+  sn_json_member_int(w, "disk_hits", ls.disk_hits);
+  sn_json_member_int(w, "headers_checked", ls.headers_checked);
+  sn_json_member_int(w, "spans_read_ahead", ls.readahead_spans);
+  sn_json_member_int(w, "whole_layer_bytes_fetched", l->whole_bytes);
+  sn_json_member_int(w, "prefetch_ranges", l->npf);
+  sn_json_member_string(w, "verify", verify_name(v));
+  sn_json_member_string(w, "ztoc", l->ztoc_digest);
   if (v == VERIFY_FAILED && l->verify_msg)
-    put_str(w, "verify_error", l->verify_msg);
+    sn_json_member_string(w, "verify_error", l->verify_msg);
   sn_json_end_object(w);
 }
 
@@ -152,10 +125,10 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_init(&w);
   sn_json_set_indent(&w, 2);
   sn_json_begin_object(&w);
-  put_str(&w, "manifest", img->manifest_digest);
-  put_str(&w, "index", img->index_digest);
-  put_str(&w, "index_source", img->index_source);
-  put_str(&w, "index_reason", img->index_why ? img->index_why : "");
+  sn_json_member_string(&w, "manifest", img->manifest_digest);
+  sn_json_member_string(&w, "index", img->index_digest);
+  sn_json_member_string(&w, "index_source", img->index_source);
+  sn_json_member_string(&w, "index_reason", img->index_why ? img->index_why : "");
   sn_json_key(&w, "layers");
   sn_json_begin_array(&w);
   for (i = 0; i < img->nlayers; i++)
@@ -166,39 +139,39 @@ sn_image_stats_json(struct sn_image *img)
   for (i = 0; i < img->nexports; i++) {
     sn_json_key(&w, img->exports[i].name);
     sn_json_begin_object(&w);
-    put_int(&w, "bytes_read", __atomic_load_n(&img->exports[i].bytes_read,
+    sn_json_member_int(&w, "bytes_read", __atomic_load_n(&img->exports[i].bytes_read,
                                                __ATOMIC_RELAXED));
     sn_json_end_object(&w);
   }
   sn_json_end_object(&w);
   sn_diskcache_get_stats(img->disk, &ds);
-  put_int(&w, "bytes_fetched", st.bytes_fetched);
-  put_int(&w, "spans_total", st.spans_total);
-  put_int(&w, "spans_fetched", st.spans_fetched);
-  put_int(&w, "spans_verified", st.spans_verified);
-  put_int(&w, "spans_failed", st.spans_failed);
-  put_int(&w, "cache_hits", st.cache_hits);
-  put_int(&w, "cache_misses", st.cache_misses);
-  put_int(&w, "disk_hits", st.disk_hits);
-  put_int(&w, "headers_checked", st.headers_checked);
-  put_int(&w, "whole_layer_bytes_fetched", st.whole_layer_bytes_fetched);
-  put_int(&w, "local_bytes_read", st.local_bytes_read);
-  put_str(&w, "prefetch", prefetch_name(img->prefetch));
-  put_int(&w, "prefetch_artifacts", img->npf_docs);
-  put_bool(&w, "prefetch_done", __atomic_load_n(&img->bg_done,
+  sn_json_member_int(&w, "bytes_fetched", st.bytes_fetched);
+  sn_json_member_int(&w, "spans_total", st.spans_total);
+  sn_json_member_int(&w, "spans_fetched", st.spans_fetched);
+  sn_json_member_int(&w, "spans_verified", st.spans_verified);
+  sn_json_member_int(&w, "spans_failed", st.spans_failed);
+  sn_json_member_int(&w, "cache_hits", st.cache_hits);
+  sn_json_member_int(&w, "cache_misses", st.cache_misses);
+  sn_json_member_int(&w, "disk_hits", st.disk_hits);
+  sn_json_member_int(&w, "headers_checked", st.headers_checked);
+  sn_json_member_int(&w, "whole_layer_bytes_fetched", st.whole_layer_bytes_fetched);
+  sn_json_member_int(&w, "local_bytes_read", st.local_bytes_read);
+  sn_json_member_string(&w, "prefetch", prefetch_name(img->prefetch));
+  sn_json_member_int(&w, "prefetch_artifacts", img->npf_docs);
+  sn_json_member_bool(&w, "prefetch_done", __atomic_load_n(&img->bg_done,
                                                 __ATOMIC_ACQUIRE));
-  put_int(&w, "spans_prefetched", __atomic_load_n(&img->spans_prefetched,
+  sn_json_member_int(&w, "spans_prefetched", __atomic_load_n(&img->spans_prefetched,
                                                   __ATOMIC_RELAXED));
-  put_int(&w, "spans_read_ahead", st.spans_read_ahead);
-  put_bool(&w, "layer_check", img->layer_check
+  sn_json_member_int(&w, "spans_read_ahead", st.spans_read_ahead);
+  sn_json_member_bool(&w, "layer_check", img->layer_check
            && img->prefetch == SN_PREFETCH_BACKGROUND);
-  put_int(&w, "layers_verified", st.layers_verified);
-  put_int(&w, "layers_verify_failed", st.layers_verify_failed);
-  put_int(&w, "cache_dir_bytes", ds.bytes);
-  put_int(&w, "cache_dir_max_bytes", ds.max_bytes);
-  put_int(&w, "cache_dir_evicted_files", ds.evicted_files);
-  put_int(&w, "cache_dir_evicted_bytes", ds.evicted_bytes);
-  put_int(&w, "cache_dir_stale_removed", ds.stale_removed);
+  sn_json_member_int(&w, "layers_verified", st.layers_verified);
+  sn_json_member_int(&w, "layers_verify_failed", st.layers_verify_failed);
+  sn_json_member_int(&w, "cache_dir_bytes", ds.bytes);
+  sn_json_member_int(&w, "cache_dir_max_bytes", ds.max_bytes);
+  sn_json_member_int(&w, "cache_dir_evicted_files", ds.evicted_files);
+  sn_json_member_int(&w, "cache_dir_evicted_bytes", ds.evicted_bytes);
+  sn_json_member_int(&w, "cache_dir_stale_removed", ds.stale_removed);
   sn_json_end_object(&w);
   if (sn_json_finish(&w, &out, &len) == -1)
     return NULL;

@@ -192,7 +192,7 @@ out:
 static int
 run_job(struct sn_index_build_pool *p, struct sn_index_build_job *j)
 {
-  uint8_t *buf = NULL, h[SN_SHA256_LEN];
+  uint8_t *buf = NULL;
   size_t len;
 
   j->z = build_ztoc(p->src, j, p->cfg);
@@ -200,8 +200,7 @@ run_job(struct sn_index_build_pool *p, struct sn_index_build_job *j)
     return -1;
   if (sn_ztoc_encode(j->z, &buf, &len) == -1)
     return sn_prefix_error("layer %zu (%s): ", j->layer, j->d->digest);
-  sn_sha256(buf, len, h);
-  sn_digest_format(h, j->zdig);
+  sn_digest_of(buf, len, j->zdig);
   j->zlen = len;
   if (sn_registry_push_blob(p->dst, j->zdig, buf, len) == -1) {
     free(buf);

@@ -30,15 +30,13 @@ sn_doc_finish(struct sn_json *w, struct sn_doc *d)
 {
   char *buf;
   size_t len;
-  uint8_t h[SN_SHA256_LEN];
 
   memset(d, 0, sizeof *d);
   if (sn_json_finish(w, &buf, &len) == -1)
     return -1;
   d->data = (uint8_t *) buf;
   d->len = len;
-  sn_sha256(buf, len, h);
-  sn_digest_format(h, d->digest);
+  sn_digest_of(buf, len, d->digest);
   return 0;
 }
 

@@ -349,6 +349,38 @@ sn_json_null(struct sn_json *w)
 
 /* Not checked: json must be exactly one valid value. */
 void
+sn_json_member_int(struct sn_json *w, const char *key, int64_t v)
+{
+  sn_json_key(w, key);
+  sn_json_int(w, v);
+}
+
+void
+sn_json_member_bool(struct sn_json *w, const char *key, bool v)
+{
+  sn_json_key(w, key);
+  sn_json_bool(w, v);
+}
+
+void
+sn_json_member_string(struct sn_json *w, const char *key, const char *s)
+{
+  sn_json_key(w, key);
+  if (s)
+    sn_json_string(w, s);
+  else
+    sn_json_null(w);
+}
+
+void
+sn_json_member_string_len(struct sn_json *w, const char *key, const char *s,
+                          size_t len)
+{
+  sn_json_key(w, key);
+  sn_json_string_len(w, s, len);
+}
+
+void
 sn_json_raw(struct sn_json *w, const char *json, size_t len)
 {
   value_prefix(w);

@@ -58,6 +58,15 @@ void sn_json_null(struct sn_json *w);
 /* Already-encoded JSON, inserted verbatim as one value. */
 void sn_json_raw(struct sn_json *w, const char *json, size_t len);
 
+/* An object member in one call: sn_json_key, then the value.  A NULL
+ * string is written as null. */
+void sn_json_member_int(struct sn_json *w, const char *key, int64_t v);
+void sn_json_member_bool(struct sn_json *w, const char *key, bool v);
+void sn_json_member_string(struct sn_json *w, const char *key,
+                           const char *s);
+void sn_json_member_string_len(struct sn_json *w, const char *key,
+                               const char *s, size_t len);
+
 /* A Go map[string]string: an object with the n pairs, keys sorted
  * bytewise (duplicates keep their order; Go maps have none). */
 void sn_json_string_map(struct sn_json *w, const char *const *keys,
