@@ -146,23 +146,23 @@ open_cache_tmp(struct sn_atomic_file *f, const char *dir, const char *path)
   return r;
 }
 
-/* Without a cache: an unlinked temporary file in $TMPDIR (or /tmp), its
- * name left in *tmp.  The descriptor, or -1 with the error set. */
+/* Without a cache: an unlinked temporary file in $TMPDIR (or /tmp).  The
+ * descriptor, or -1 with the error set. */
 static int
-open_unlinked_tmp(char **tmp)
+open_unlinked_tmp(void)
 {
   const char *t = getenv("TMPDIR");
+  char *tmp;
   int fd;
 
-  if (asprintf(tmp, "%s/soci-nbd-layer.XXXXXX",
-               t && *t ? t : "/tmp") == -1)
+  if (asprintf(&tmp, "%s/soci-nbd-layer.XXXXXX", t && *t ? t : "/tmp") == -1)
     return sn_oom();
-  fd = mkostemp(*tmp, O_CLOEXEC);
-  if (fd == -1) {
-    sn_set_error("%s: %s", *tmp, strerror(errno));
-    return -1;
-  }
-  unlink(*tmp);
+  fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd == -1)
+    sn_set_error("%s: %s", tmp, strerror(errno));
+  else
+    unlink(tmp);
+  free(tmp);
   return fd;
 }
 
@@ -196,7 +196,7 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
   struct sn_ztoc *z = NULL;
   uint8_t d[SN_SHA256_LEN];
   struct sn_atomic_file f = { .fd = -1 };
-  char *dir = NULL, *path = NULL, *tmp = NULL;
+  char *dir = NULL, *path = NULL;
   const char *hex = l->digest + strlen("sha256:");
 
   if (cache_dir) {
@@ -211,7 +211,7 @@ img_fetch_whole(struct sn_image *img, struct img_layer *l,
       goto out;
     s.fd = f.fd;
   }
-  else if ((s.fd = open_unlinked_tmp(&tmp)) == -1)
+  else if ((s.fd = open_unlinked_tmp()) == -1)
     goto out;
 
   img_logf(img, "layer %zu (%s): no ztoc, fetching it whole (%" PRId64
@@ -248,6 +248,5 @@ out:
   sn_ztoc_builder_free(s.b);
   free(dir);
   free(path);
-  free(tmp);
   return z;
 }
