@@ -224,3 +224,32 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
   memcpy(out, comp, out_len);
   return 0;
 }
+
+/* Spans first..last from checkpoint first with the given window (zinfo.h). */
+int
+sn_zinfo_decode_run(const struct sn_zinfo *zi, size_t first, size_t last,
+                    const uint8_t *window, const uint8_t *comp,
+                    size_t comp_len, uint8_t *out, size_t out_len)
+{
+  struct sn_checkpoint c;
+  struct sn_span a, b;
+
+  if (zi->compression != SN_COMP_GZIP || first > last || last >= zi->nspans)
+    return sn_set_error("spans %zu-%zu: no such run (%zu spans)", first, last,
+                        zi->nspans);
+  sn_zinfo_span(zi, first, &a);
+  sn_zinfo_span(zi, last, &b);
+  if (comp_len != (uint64_t) (b.comp_end - a.comp_start) ||
+      out_len != (uint64_t) (b.uncomp_end - a.uncomp_start))
+    return sn_set_error("spans %zu-%zu: %zu compressed bytes and %zu of "
+                        "output given, %" PRId64 " and %" PRId64 " expected",
+                        first, last, comp_len, out_len,
+                        b.comp_end - a.comp_start,
+                        b.uncomp_end - a.uncomp_start);
+  if (out_len == 0)
+    return 0;
+  c = zi->cp[first];
+  if (window)
+    c.window = (uint8_t *) window;
+  return inflate_span(&c, first, comp, comp_len, out, out_len);
+}

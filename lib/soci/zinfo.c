@@ -52,6 +52,7 @@ sn_zinfo_free(struct sn_zinfo *zi)
     for (i = 0; i < zi->nspans; i++)
       free(zi->cp[i].window);
   free(zi->cp);
+  free(zi->winref);
   free(zi);
 }
 

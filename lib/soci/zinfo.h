@@ -32,6 +32,8 @@ struct sn_checkpoint {
   uint8_t *window;  /* SN_ZINFO_WINSIZE bytes preceding out (zero-padded) */
 };
 
+struct sn_winref;  /* lib/dense/dense.h */
+
 struct sn_zinfo {
   enum sn_compression compression;
   int64_t span_size;
@@ -39,6 +41,11 @@ struct sn_zinfo {
   int64_t uncompressed_size;  /* ztoc's uncompressed_archive_size */
   size_t nspans;
   struct sn_checkpoint *cp;   /* nspans entries (gzip only) */
+  /* A dense index (lib/dense/dense.h): per checkpoint, where its sparse
+   * window is; the cp[].window are then NULL and a decode is given the
+   * window (sn_zinfo_decode_run).  NULL for a SOCI zinfo. */
+  struct sn_winref *winref;
+  int64_t windows_size;       /* bytes of the windows blob */
 };
 
 struct sn_span {
@@ -103,6 +110,14 @@ int sn_zinfo_decode_span(const struct sn_zinfo *zi, size_t i,
 int sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
                               const uint8_t *comp, size_t comp_len,
                               uint8_t *out, size_t out_len, bool fast);
+/* Decode spans first..last (inclusive) as one run from checkpoint first,
+ * with window (SN_ZINFO_WINSIZE bytes; NULL: the checkpoint's own) as the
+ * dictionary: comp is exactly span first's comp_start to span last's
+ * comp_end, out exactly their uncompressed bytes.  zlib; gzip only.  For a
+ * dense index, whose checkpoints carry no window. */
+int sn_zinfo_decode_run(const struct sn_zinfo *zi, size_t first, size_t last,
+                        const uint8_t *window, const uint8_t *comp,
+                        size_t comp_len, uint8_t *out, size_t out_len);
 /* "isa-l" or "zlib": what decodes spans first in this build. */
 const char *sn_zinfo_inflater(void);
 /* How many spans ISA-L decoded so far (process-wide; 0 without it). */
