@@ -14,6 +14,7 @@
 #include "cmd-index.h"
 #include "progress.h"
 #include "registry/copy.h"
+#include "dense/dense.h"
 #include "soci/index.h"
 
 static void
@@ -33,6 +34,8 @@ convert_usage(FILE *f)
 "                           the image's own for a single-platform image)\n"
 "      --all-platforms      index every platform of SRC\n"
 BUILD_HELP
+"      --no-dense           no dense index (by default one is written beside\n"
+"                           the SOCI index: docs/dense-index.md)\n"
 REGOPTS_HELP
 "  -h, --help               show this help\n");
 }
@@ -45,6 +48,7 @@ struct entry {
   struct sn_platform plat;      /* the SOCI entry's platform */
   bool plat_given;              /* else copied from the entry */
   struct sn_doc soci;
+  struct sn_doc dense;          /* its dense-index manifest (len 0: none) */
   struct sn_doc ann;
 };
 
@@ -265,7 +269,8 @@ convert_build(struct convert *c)
     if (e[i].indexed) {
       char *ps = cmdidx_platform_string(e[i].plat_given ? &e[i].plat : NULL);
 
-      r = sn_index_build_run(src, dst, e[i].m, 2, &c->cfg, &e[i].soci);
+      r = sn_index_build_run(src, dst, e[i].m, 2, &c->cfg, &e[i].soci,
+                             &e[i].dense);
       if (r == 1) {
         progress("no layer indexed for %s (platform %s): skipped",
                  e[i].m->digest, ps ? ps : "?");
@@ -302,9 +307,16 @@ convert_push(struct convert *c)
         sn_registry_put_manifest(dst, e[i].soci.digest, SN_MT_OCI_MANIFEST,
                                  e[i].soci.data, e[i].soci.len) == -1)
       return -1;
-    if (sn_index_annotate_manifest(e[i].m->raw, e[i].m->raw_len,
-                                   e[i].indexed ? e[i].soci.digest : NULL,
-                                   &e[i].ann) == -1 ||
+    if (e[i].indexed && e[i].dense.len &&
+        sn_registry_put_manifest(dst, e[i].dense.digest, SN_MT_OCI_MANIFEST,
+                                 e[i].dense.data, e[i].dense.len) == -1)
+      return -1;
+    if (sn_index_annotate_manifest_dense(e[i].m->raw, e[i].m->raw_len,
+                                         e[i].indexed ? e[i].soci.digest
+                                                      : NULL,
+                                         e[i].indexed && e[i].dense.len
+                                         ? e[i].dense.digest : NULL,
+                                         &e[i].ann) == -1 ||
         sn_registry_put_manifest(dst, e[i].ann.digest, SN_MT_OCI_MANIFEST,
                                  e[i].ann.data, e[i].ann.len) == -1 ||
         sn_oci_index_set_manifest(x, i, &e[i].ann) == -1)
@@ -312,11 +324,19 @@ convert_push(struct convert *c)
     if (e[i].indexed)
       progress("image manifest %s -> %s, soci index %s", e[i].m->digest,
                e[i].ann.digest, e[i].soci.digest);
+    if (e[i].indexed && e[i].dense.len)
+      progress("dense index %s", e[i].dense.digest);
   }
   for (i = 0; i < c->n; i++) {
     if (e[i].indexed &&
         sn_oci_index_add_soci(x, &e[i].soci, e[i].ann.digest,
                               e[i].plat_given ? &e[i].plat : NULL, i) == -1)
+      return -1;
+    if (e[i].indexed && e[i].dense.len &&
+        sn_oci_index_add_artifact(x, &e[i].dense, SN_DENSE_ARTIFACT_TYPE,
+                                  e[i].ann.digest,
+                                  e[i].plat_given ? &e[i].plat : NULL,
+                                  i) == -1)
       return -1;
   }
   if (sn_oci_index_encode(x, &c->out) == -1 ||
@@ -335,6 +355,7 @@ convert_free(struct convert *c)
     sn_manifest_free(c->e[i].m);
     sn_platform_clear(&c->e[i].plat);
     sn_doc_free(&c->e[i].soci);
+    sn_doc_free(&c->e[i].dense);
     sn_doc_free(&c->e[i].ann);
   }
   free(c->e);

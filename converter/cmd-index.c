@@ -49,7 +49,7 @@ cmdidx_is_attestation(const struct sn_platform *p)
 /* ---- option parsing shared by create and convert ------------------------ */
 
 enum { OPT_SPAN = 0x2000, OPT_MIN, OPT_TOOL, OPT_PLATFORM, OPT_ALL,
-       OPT_PREFETCH, OPT_OPTIM, OPT_QUIET, OPT_HELP };
+       OPT_PREFETCH, OPT_OPTIM, OPT_QUIET, OPT_HELP, OPT_NO_DENSE };
 
 static const struct option build_options[] = {
   { "span-size", required_argument, NULL, OPT_SPAN },
@@ -60,6 +60,7 @@ static const struct option build_options[] = {
   { "prefetch-file", required_argument, NULL, OPT_PREFETCH },
   { "optimizations", required_argument, NULL, OPT_OPTIM },
   { "quiet", no_argument, NULL, OPT_QUIET },
+  { "no-dense", no_argument, NULL, OPT_NO_DENSE },
   { "help", no_argument, NULL, OPT_HELP },
   REGOPTS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
@@ -79,6 +80,7 @@ cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
   cfg->span_size = SN_DEFAULT_SPAN_SIZE;
   cfg->min_layer_size = SN_INDEX_BUILD_DEFAULT_MIN_LAYER_SIZE;
   cfg->build_tool = SN_BUILD_TOOL_DEFAULT;
+  cfg->dense = strcmp(cmd, "convert") == 0;  /* convert's default */
   optind = 1;
   while ((c = getopt_long(argc, argv, "s:m:b:p:qhu:a:v", build_options,
                           NULL)) != -1) {
@@ -115,6 +117,11 @@ cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
       break;
     case 'q': case OPT_QUIET: cli_quiet = true; break;
     case 'h': case OPT_HELP: usage(stdout); return 0;
+    case OPT_NO_DENSE:
+      if (strcmp(cmd, "convert") != 0)
+        return cli_usage_error(cmd, "unknown option --no-dense");
+      cfg->dense = false;
+      break;
     default:
       h = regopts_handle(ro, c, optarg, cmd);
       if (h == 1)
@@ -204,7 +211,7 @@ cmd_create(int argc, char **argv)
     cli_fail_lib(NULL);
     goto out;
   }
-  r = sn_index_build_run(reg, reg, m, 1, &cfg, &idx);
+  r = sn_index_build_run(reg, reg, m, 1, &cfg, &idx, NULL);
   if (r == 1)
     cli_fail("%s: no layer indexed (all smaller than min-layer-size %"
              PRId64 " or not tar/tar+gzip)", m->digest, cfg.min_layer_size);

@@ -46,6 +46,7 @@ static char *stats_file;
 static uint64_t cache_dir_size;
 static enum sn_prefetch_mode prefetch_mode;
 static bool layer_check = true;
+static bool use_dense = true;
 static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
 
 static struct sn_image *img;
@@ -229,6 +230,13 @@ config_image_key(const char *key, const char *value)
       return -1;
     soci_v1 = r;
   }
+  else if (strcmp(key, "dense") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    use_dense = r;
+  }
   else if (strcmp(key, "verify") == 0) {
     int r = nbdkit_parse_bool(value);
 
@@ -377,6 +385,9 @@ soci_config_complete(void)
   "                     layers whole), or this one\n" \
   "soci-v1=true|false   with index=auto and no v2 index, use a v1 index\n" \
   "                     found through the referrers API (default false)\n" \
+  "dense=true|false     use the image's dense index when its manifest\n" \
+  "                     names one (default true): small sub-spans, file-\n" \
+  "                     aware fetching, no ztoc download\n" \
   "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
   "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
   "                     files evicted first (default: unbounded)\n" \
@@ -430,6 +441,7 @@ soci_get_ready(void)
     .platform = platform,
     .index = index_opt,
     .allow_v1 = soci_v1,
+    .no_dense = !use_dense,
     .cache_dir = cache_dir,
     .cache_size = cache_size,
     .cache_dir_size = cache_dir_size,

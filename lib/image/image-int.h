@@ -34,6 +34,8 @@ struct img_layer {
   char *media_type;
   int64_t size;
   char *ztoc_digest;            /* the ztoc it is served with, or NULL */
+  char *windows_digest;         /* served with a dense index: its windows
+                                 * blob (ztoc_digest is its table) */
   bool lazy;
   int fd;                       /* local copy, or -1 */
   struct sn_layer *layer;
@@ -69,6 +71,8 @@ struct sn_image {
   struct sn_diskcache *disk;
   enum sn_prefetch_mode prefetch;
   bool layer_check;
+  bool no_dense;
+  char *dense_digest;           /* the dense index used, or NULL */
   size_t npf_docs;              /* prefetch artifacts used */
   pthread_t bg;
   bool bg_started;
@@ -90,6 +94,12 @@ int64_t img_now_ns(void);
 struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
                                 enum sn_compression comp,
                                 const char *cache_dir);
+
+/* image-dense.c: if manifest m names a dense index, put the dense table
+ * of each layer it covers in ztocs[i] (caller frees) and set the layer's
+ * windows_digest.  0 or -1 (err.h). */
+int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
+                   struct sn_ztoc **ztocs);
 
 /* image-index.c: fetch the SOCI index img->index_digest of manifest m and
  * put the ztoc of layer i (caller frees) in ztocs[i]; loads prefetch

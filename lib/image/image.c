@@ -68,6 +68,17 @@ registry_read(void *opaque, void *buf, size_t len, int64_t off)
   return sn_registry_read_range(l->img->reg, l->digest, buf, len, off);
 }
 
+/* Blob source of a layer's dense-index windows: registry range reads
+ * (each window is checked against its digest by the layer). */
+static int
+windows_read(void *opaque, void *buf, size_t len, int64_t off)
+{
+  struct img_layer *l = opaque;
+
+  return sn_registry_read_range(l->img->reg, l->windows_digest, buf, len,
+                                off);
+}
+
 /* Blob source of a layer fetched whole: its local copy (counted). */
 static int
 local_read(void *opaque, void *buf, size_t len, int64_t off)
@@ -233,7 +244,9 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     }
   }
 
-  if (img->index_digest && img_load_index(img, m, ztocs) == -1)
+  /* Dense tables first: the SOCI index then skips those layers' ztocs. */
+  if (img_load_dense(img, m, ztocs) == -1 ||
+      (img->index_digest && img_load_index(img, m, ztocs) == -1))
     goto out;
 
   for (i = 0; i < img->nlayers; i++) {
@@ -264,6 +277,10 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     if (z) {
       l->lazy = true;
       lo.cache_dir = o->cache_dir;
+      if (l->windows_digest) {
+        lo.windows_read = windows_read;
+        lo.windows_opaque = l;
+      }
       l->layer = sn_layer_new_opts(z, registry_read, l, &lo);
     }
     else {
@@ -327,6 +344,7 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   img->index_source = "none";
   img->prefetch = o->prefetch;
   img->layer_check = !o->no_layer_check;
+  img->no_dense = o->no_dense;
   if (o->cache_dir) {
     img->disk = sn_diskcache_open(o->cache_dir, o->cache_dir_size,
                                   img->log, img->opaque);
@@ -438,6 +456,7 @@ sn_image_free(struct sn_image *img)
     free(l->digest);
     free(l->media_type);
     free(l->ztoc_digest);
+    free(l->windows_digest);
     free(l->sqfs_error);
     free(l->pf);
     free(l->verify_msg);
@@ -448,6 +467,7 @@ sn_image_free(struct sn_image *img)
   sn_ref_clear(&img->ref);
   free(img->manifest_digest);
   free(img->index_digest);
+  free(img->dense_digest);
   free(img);
 }
 

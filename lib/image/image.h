@@ -54,6 +54,8 @@ struct sn_image_opts {
   const char *index;            /* NULL/"auto", "none" or "sha256:…" */
   bool allow_v1;                /* auto: look for v1 indexes (referrers)
                                  * when the manifest names no v2 index */
+  bool no_dense;                /* ignore the image's dense index
+                                 * (docs/dense-index.md) */
   const char *cache_dir;        /* whole layers and verified spans; NULL:
                                  * temporary files, no disk span cache */
   uint64_t cache_size;          /* memory span cache per layer; 0: default */

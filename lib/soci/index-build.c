@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dense/dense.h"
+#include "dense/dense-manifest.h"
 #include "soci/build.h"
 #include "soci/index-build.h"
 #include "soci/index.h"
@@ -89,6 +91,7 @@ sn_index_build_now(void)
 
 struct feed {
   struct sn_ztoc_builder *b;
+  struct sn_dense_builder *dense;  /* or NULL */
   struct sn_index_build_job *j;
   struct sn_blob_writer *copy;   /* the layer's copy at DST, or NULL */
   uint8_t *buf;
@@ -100,6 +103,8 @@ static int
 feed_on(struct feed *f, const uint8_t *data, size_t len)
 {
   if (f->copy && sn_blob_writer_write(f->copy, data, len) == -1)
+    return -1;
+  if (f->dense && sn_dense_builder_feed(f->dense, data, len) == -1)
     return -1;
   return sn_ztoc_builder_feed(f->b, data, len);
 }
@@ -155,6 +160,9 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
       sn_oom();
     goto out;
   }
+  if (cfg->dense && j->comp == SN_COMP_GZIP &&
+      (f.dense = sn_dense_builder_new(f.b, NULL)) == NULL)
+    goto out;
   if (cfg->copy_layers) {       /* copy it while indexing, unless DST has it */
     int e = sn_registry_blob_exists(j->pool->dst, d->digest, NULL);
 
@@ -168,6 +176,13 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
   if (f.len && feed_on(&f, f.buf, f.len) == -1)
     goto out;
   z = sn_ztoc_builder_finish(f.b, NULL);
+  if (z && f.dense &&
+      sn_dense_builder_finish(f.dense, z, &j->dense, &j->windows,
+                              &j->windows_len) == -1) {
+    sn_prefix_error("dense index: ");
+    sn_ztoc_free(z);
+    z = NULL;
+  }
   if (z && f.copy) {            /* verified by get_blob */
     int r = sn_blob_writer_commit(f.copy);
 
@@ -183,12 +198,41 @@ out:
   sn_blob_writer_abort(f.copy);
   if (z == NULL)
     sn_prefix_error("layer %zu (%s): ", j->layer, d->digest);
+  sn_dense_builder_free(f.dense);
   sn_ztoc_builder_free(f.b);
   free(f.buf);
   return z;
 }
 
-/* Build, encode and push the ztoc of one layer. */
+/* Encode and push job j's dense table and windows blob, noting their
+ * digests. */
+static int
+push_dense(struct sn_index_build_pool *p, struct sn_index_build_job *j)
+{
+  uint8_t *buf;
+  size_t len;
+  int r;
+
+  if (sn_dense_table_encode(j->dense, &buf, &len) == -1)
+    return -1;
+  sn_digest_of(buf, len, j->tdig);
+  j->tlen = len;
+  r = sn_registry_push_blob(p->dst, j->tdig, buf, len);
+  free(buf);
+  if (r == -1)
+    return -1;
+  sn_digest_of(j->windows, j->windows_len, j->wdig);
+  if (sn_registry_push_blob(p->dst, j->wdig, j->windows,
+                            j->windows_len) == -1)
+    return -1;
+  sn_ztoc_free(j->dense);
+  j->dense = NULL;
+  free(j->windows);
+  j->windows = NULL;
+  return 0;
+}
+
+/* Build, encode and push the ztoc of one layer (and its dense index). */
 static int
 run_job(struct sn_index_build_pool *p, struct sn_index_build_job *j)
 {
@@ -207,6 +251,9 @@ run_job(struct sn_index_build_pool *p, struct sn_index_build_job *j)
     return sn_prefix_error("layer %zu (%s): ", j->layer, j->d->digest);
   }
   free(buf);
+  if (j->dense && push_dense(p, j) == -1)
+    return sn_prefix_error("layer %zu (%s): dense index: ", j->layer,
+                           j->d->digest);
   return 0;
 }
 
@@ -430,10 +477,42 @@ out:
 /* Build and push (to dst) the ztocs of m's layers (read from src), the
  * prefetch artifacts and the config blob; encode the index.  0 and *out
  * set; 1 when every layer was skipped (nothing pushed); -1 on error. */
+/* The dense-index manifest of the jobs that made dense blobs, in
+ * image-layer order (jobs run largest first). */
+static int
+dense_manifest(const struct sn_index_build_job *jobs, size_t njobs,
+               struct sn_doc *out)
+{
+  struct sn_dense_entry *e = calloc(njobs + 1, sizeof *e);
+  size_t i, k, n = 0;
+  int r;
+
+  if (e == NULL)
+    return sn_oom();
+  for (i = 0; i < njobs; i++) {
+    const struct sn_index_build_job *j = &jobs[i];
+
+    if (j->tdig[0] == 0)
+      continue;
+    for (k = n; k > 0 && jobs[e[k - 1].layer_index].layer > j->layer; k--)
+      e[k] = e[k - 1];
+    e[k] = (struct sn_dense_entry) {
+      .layer_digest = j->d->digest, .layer_index = i,
+      .table_digest = j->tdig, .table_size = (int64_t) j->tlen,
+      .windows_digest = j->wdig, .windows_size = (int64_t) j->windows_len,
+    };
+    n++;
+  }
+  r = n ? sn_dense_manifest_encode(e, n, out) : 0;
+  free(e);
+  return r;
+}
+
 int
 sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
                    const struct sn_manifest *m, int version,
-                   const struct sn_index_build_cfg *cfg, struct sn_doc *out)
+                   const struct sn_index_build_cfg *cfg, struct sn_doc *out,
+                   struct sn_doc *dense_out)
 {
   struct sn_index_build_stats unused = { 0 };
   struct sn_index_build_stats *st = cfg->stats ? cfg->stats : &unused;
@@ -445,6 +524,8 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
   int r = -1;
 
   memset(out, 0, sizeof *out);
+  if (dense_out)
+    memset(dense_out, 0, sizeof *dense_out);
   b.z = calloc(m->nlayers + 1, sizeof *b.z);
   b.ztocs = calloc(m->nlayers + 1, sizeof *b.ztocs);
   b.layer_of = calloc(m->nlayers + 1, sizeof *b.layer_of);
@@ -514,10 +595,15 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
       sn_registry_push_blob(dst, SN_SOCI_CONFIG_DIGEST,
                             (const uint8_t *) SN_SOCI_CONFIG, 2) == -1)
     goto out;
+  if (cfg->dense && dense_out &&
+      dense_manifest(jobs, pool.njobs, dense_out) == -1)
+    goto out;
   r = 0;
 out:
   for (i = 0; jobs && i < pool.njobs; i++) {
     sn_ztoc_free(jobs[i].z);
+    sn_ztoc_free(jobs[i].dense);
+    free(jobs[i].windows);
     free(jobs[i].err);
   }
   free(jobs);

@@ -46,6 +46,13 @@ struct sn_index_build_job {
   struct sn_ztoc *z;
   char zdig[SN_DIGEST_STRLEN + 1];
   size_t zlen;
+  /* Its dense index (gzip layers, when asked for): the table until it is
+   * pushed, the digests and sizes of the two blobs pushed. */
+  struct sn_ztoc *dense;
+  uint8_t *windows;
+  size_t windows_len;
+  char tdig[SN_DIGEST_STRLEN + 1], wdig[SN_DIGEST_STRLEN + 1];
+  size_t tlen;
   char *err;                     /* the failure's message */
   bool cancelled;                /* stopped because another job failed */
   bool shown;                    /* final line printed (the display's) */
@@ -85,6 +92,9 @@ struct sn_index_build_cfg {
   size_t nprefetch;
   bool copy_layers;             /* convert: indexed layers are copied to
                                    DST in the pass that indexes them */
+  bool dense;                   /* also build and push the dense index
+                                   of every gzip layer indexed
+                                   (docs/dense-index.md) */
   const struct sn_index_build_hooks *hooks;   /* may be NULL */
   struct sn_index_build_stats *stats;         /* may be NULL */
 };
@@ -102,10 +112,12 @@ bool sn_index_build_will_index(const struct sn_descriptor *d,
  * prefetch artifacts and the config blob; encode the index (version 1,
  * with m as its subject, or 2).  0 and *out set; 1 when every layer was
  * skipped (nothing pushed); -1 on error.  The index manifest itself is
- * not pushed. */
+ * not pushed.  With cfg->dense, the dense blobs are pushed too and
+ * *dense_out is the dense-index manifest (not pushed; len 0 when no layer
+ * is gzip); dense_out may be NULL otherwise. */
 int sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
                        const struct sn_manifest *m, int version,
                        const struct sn_index_build_cfg *cfg,
-                       struct sn_doc *out);
+                       struct sn_doc *out, struct sn_doc *dense_out);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "dense/dense.h"
 #include "util/err.h"
 #include "soci/index.h"
 #include "soci/index-int.h"
@@ -125,19 +126,20 @@ write_string_member(struct sn_json *w, json_t *obj, const char *name,
   return 0;
 }
 
-/* A map[string]string member, omitempty, extra (key, value) set on top. */
+/* A map[string]string member, omitempty, with the nextra (key, value)
+ * pairs extra[] set on top (a NULL key is skipped). */
 static int
 write_map_member(struct sn_json *w, json_t *obj, const char *name,
-                 const char *extra_key, const char *extra_val)
+                 const char *const extra[][2], size_t nextra)
 {
   json_t *m = gofield(obj, name), *v;
   const char **keys = NULL, **vals = NULL, *k;
-  size_t n = 0, cap;
+  size_t n = 0, cap, e;
   int r = -1;
 
   if (m && !json_is_object(m))
     return sn_set_error("\"%s\": not an object", name);
-  cap = (m ? json_object_size(m) : 0) + 1;
+  cap = (m ? json_object_size(m) : 0) + nextra + 1;
   keys = calloc(cap, sizeof *keys);
   vals = calloc(cap, sizeof *vals);
   if (keys == NULL || vals == NULL) {
@@ -146,7 +148,12 @@ write_map_member(struct sn_json *w, json_t *obj, const char *name,
   }
   if (m) {
     json_object_foreach(m, k, v) {
-      if (extra_key && strcmp(k, extra_key) == 0)
+      bool replaced = false;
+
+      for (e = 0; e < nextra; e++)
+        if (extra[e][0] && strcmp(k, extra[e][0]) == 0)
+          replaced = true;
+      if (replaced)
         continue;
       if (json_is_null(v))
         vals[n] = "";
@@ -159,10 +166,11 @@ write_map_member(struct sn_json *w, json_t *obj, const char *name,
       keys[n++] = k;
     }
   }
-  if (extra_key) {
-    keys[n] = extra_key;
-    vals[n++] = extra_val;
-  }
+  for (e = 0; e < nextra; e++)
+    if (extra[e][0]) {
+      keys[n] = extra[e][0];
+      vals[n++] = extra[e][1];
+    }
   if (n) {
     sn_json_key(w, name);
     sn_json_string_map(w, keys, vals, n);
@@ -240,7 +248,7 @@ write_desc(struct sn_json *w, json_t *d, const char *media_type)
   sn_json_key(w, "size");
   sn_json_int(w, size);
   if (write_strings_member(w, d, "urls") == -1 ||
-      write_map_member(w, d, "annotations", NULL, NULL) == -1 ||
+      write_map_member(w, d, "annotations", NULL, 0) == -1 ||
       write_string_member(w, d, "data", true) == -1)
     return -1;
   p = gofield(d, "platform");
@@ -305,6 +313,19 @@ int
 sn_index_annotate_manifest(const uint8_t *raw, size_t len,
                            const char *soci_index_digest, struct sn_doc *out)
 {
+  return sn_index_annotate_manifest_dense(raw, len, soci_index_digest, NULL,
+                                          out);
+}
+
+int
+sn_index_annotate_manifest_dense(const uint8_t *raw, size_t len,
+                                 const char *soci_index_digest,
+                                 const char *dense_digest, struct sn_doc *out)
+{
+  const char *const extra[2][2] = {
+    { soci_index_digest ? SN_ANN_INDEX_DIGEST : NULL, soci_index_digest },
+    { dense_digest ? SN_DENSE_INDEX_ANNOTATION : NULL, dense_digest },
+  };
   struct sn_json w;
   json_t *m, *v;
   int64_t schema;
@@ -333,9 +354,7 @@ sn_index_annotate_manifest(const uint8_t *raw, size_t len,
     if (write_desc(&w, v, NULL) == -1)
       goto fail;
   }
-  if (write_map_member(&w, m, "annotations",
-                       soci_index_digest ? SN_ANN_INDEX_DIGEST : NULL,
-                       soci_index_digest) == -1)
+  if (write_map_member(&w, m, "annotations", extra, 2) == -1)
     goto fail;
   sn_json_end_object(&w);
   json_decref(m);
@@ -609,6 +628,16 @@ sn_oci_index_add_soci(struct sn_oci_index *x, const struct sn_doc *idx,
                       const char *manifest_digest,
                       const struct sn_platform *p, size_t i)
 {
+  return sn_oci_index_add_artifact(x, idx, SN_MT_SOCI_INDEX_V2,
+                                   manifest_digest, p, i);
+}
+
+int
+sn_oci_index_add_artifact(struct sn_oci_index *x, const struct sn_doc *idx,
+                          const char *artifact_type,
+                          const char *manifest_digest,
+                          const struct sn_platform *p, size_t i)
+{
   json_t *d, *a, *plat;
   struct sn_platform want = { 0 };
   size_t j, n;
@@ -634,7 +663,7 @@ sn_oci_index_add_soci(struct sn_oci_index *x, const struct sn_doc *idx,
       goto oom;
   }
   if (json_object_set_new(d, "artifactType",
-                          json_string(SN_MT_SOCI_INDEX_V2)) == -1)
+                          json_string(artifact_type)) == -1)
     goto oom;
 
   /* The platform of the new entry, to find an entry it replaces. */
@@ -666,7 +695,7 @@ sn_oci_index_add_soci(struct sn_oci_index *x, const struct sn_doc *idx,
     const char *at = sn_oci_index_artifact_type(x, j);
     bool same;
 
-    if (at == NULL || strcmp(at, SN_MT_SOCI_INDEX_V2) != 0)
+    if (at == NULL || strcmp(at, artifact_type) != 0)
       continue;
     r = sn_oci_index_platform(x, j, &have);
     if (r == -1)
@@ -725,7 +754,7 @@ sn_oci_index_encode(const struct sn_oci_index *x, struct sn_doc *out)
     if (write_desc(&w, v, NULL) == -1)
       goto fail;
   }
-  if (write_map_member(&w, x->root, "annotations", NULL, NULL) == -1)
+  if (write_map_member(&w, x->root, "annotations", NULL, 0) == -1)
     goto fail;
   sn_json_end_object(&w);
   return sn_doc_finish(&w, out);

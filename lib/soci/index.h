@@ -111,6 +111,12 @@ int sn_prefetch_file_span(const struct sn_ztoc *z, const char *path,
 int sn_index_annotate_manifest(const uint8_t *raw, size_t len,
                                const char *soci_index_digest,
                                struct sn_doc *out);
+/* The same, with dense_digest non-NULL also the annotation naming the
+ * dense index (lib/dense/dense.h, SN_DENSE_INDEX_ANNOTATION). */
+int sn_index_annotate_manifest_dense(const uint8_t *raw, size_t len,
+                                     const char *soci_index_digest,
+                                     const char *dense_digest,
+                                     struct sn_doc *out);
 
 struct sn_oci_index;
 
@@ -149,6 +155,13 @@ int sn_oci_index_set_manifest(struct sn_oci_index *x, size_t i,
 int sn_oci_index_add_soci(struct sn_oci_index *x, const struct sn_doc *idx,
                           const char *manifest_digest,
                           const struct sn_platform *p, size_t i);
+/* The same for any artifact manifest describing that image manifest (the
+ * dense index, lib/dense/dense.h), of the given artifactType: replaces an
+ * entry of that artifactType and platform. */
+int sn_oci_index_add_artifact(struct sn_oci_index *x, const struct sn_doc *doc,
+                              const char *artifact_type,
+                              const char *manifest_digest,
+                              const struct sn_platform *p, size_t i);
 
 int sn_oci_index_encode(const struct sn_oci_index *x, struct sn_doc *out);
 

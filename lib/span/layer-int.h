@@ -38,6 +38,8 @@ struct sn_layer {
   struct sn_zinfo *zi;
   sn_blob_read_fn read;
   void *read_opaque;
+  sn_blob_read_fn win_read;     /* dense index: the windows blob */
+  void *win_opaque;
   sn_span_trace_fn trace;
   void *trace_opaque;
   struct sn_spancache *cache;
@@ -63,6 +65,7 @@ struct sn_layer {
   _Atomic uint64_t spans_fetched, spans_verified, spans_failed;
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
   _Atomic uint64_t readahead_spans;
+  _Atomic uint64_t windows_fetched, windows_from_cache;
 
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;
@@ -106,6 +109,29 @@ int layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len);
  * into buf unless it is NULL. */
 int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
                      int64_t off);
+
+/* layer-readahead.c: start a thread of the layer running fn(arg) (ra_lock
+ * held); it must end with layer_ra_thread_done (ra_lock held, last thing
+ * before unlocking and returning).  -1 if it could not be started. */
+int layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg);
+void layer_ra_thread_done(struct sn_layer *l);
+/* layer-readahead.c: stage spans [first, end) with range requests of at
+ * most max_bytes each (0: no limit), ra_lock held; decode: then load each
+ * on a thread.  Returns the first span not handled; *nstaged (or NULL):
+ * how many were staged. */
+size_t layer_stage(struct sn_layer *l, size_t first, size_t end,
+                   int64_t max_bytes, bool decode, size_t *nstaged);
+
+/* layer-dense.c: with a dense index (zi->winref), the window that span i
+ * is decoded with (SN_ZINFO_WINSIZE bytes into win): zeros when nothing
+ * reads it, else the output before it from the memory cache, else its
+ * sparse window from the windows blob, verified. */
+int layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win);
+/* layer-dense.c: a read of [off, off+len) covering spans first..last is
+ * about to load them: on a miss, stage the rest of the file it falls in
+ * (capped) and decode it in order on a thread. */
+void layer_dense_note(struct sn_layer *l, int64_t off, size_t len,
+                      size_t first, size_t last);
 
 /* layer-readahead.c: set up readahead of about bytes (0 = off) within a
  * memory cache of budget bytes. */

@@ -84,9 +84,9 @@ layer_ra_reap(struct sn_layer *l)
 }
 
 /* Start a readahead thread running fn(arg) (with ra_lock held; it ends
- * with ra_thread_done).  -1 if it could not be started. */
-static int
-ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
+ * with layer_ra_thread_done).  -1 if it could not be started. */
+int
+layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
 {
   pthread_t tid;
   size_t need;
@@ -110,8 +110,8 @@ ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
 
 /* The end of a readahead thread's use of the layer (with ra_lock held):
  * after this it only unlocks ra_lock and returns. */
-static void
-ra_thread_done(struct sn_layer *l)
+void
+layer_ra_thread_done(struct sn_layer *l)
 {
   l->ra_done[l->nra_done++] = pthread_self();
   if (--l->ra_threads == 0)
@@ -141,14 +141,15 @@ ra_thread(void *arg)
   free(j);
   pthread_mutex_lock(&l->ra_lock);
   l->ra_inflight--;
-  ra_thread_done(l);
+  layer_ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
   return NULL;
 }
 
 struct ra_batch {
   struct sn_layer *l;
-  size_t first, n;              /* spans marked staging by readahead_note */
+  size_t first, n;              /* spans marked staging by layer_stage */
+  bool decode;                  /* then load each on a thread of its own */
 };
 
 static void start_span_threads(struct sn_layer *l, size_t first, size_t n);
@@ -163,7 +164,7 @@ ra_batch_thread(void *arg)
   struct ra_batch *b = arg;
   struct sn_layer *l = b->l;
   struct sn_span s0, s1;
-  uint8_t *all, *bufs[SN_SPANCACHE_MAX_GET] = { NULL };
+  uint8_t *all, **bufs = calloc(b->n, sizeof *bufs);
   size_t len, k;
   bool ok;
 
@@ -179,7 +180,7 @@ ra_batch_thread(void *arg)
     sn_zinfo_span(l->zi, b->first + k, &s);
     l->trace(l->trace_opaque, b->first + k, &s);
   }
-  ok = all && l->read(l->read_opaque, all, len, s0.comp_start) == 0;
+  ok = all && bufs && l->read(l->read_opaque, all, len, s0.comp_start) == 0;
   for (k = 0; k < b->n && ok; k++) {
     size_t i = b->first + k;
     const struct sn_bytes *d = &l->z->span_digests[i];
@@ -205,17 +206,20 @@ ra_batch_thread(void *arg)
   sn_bufpool_put(l->comp_pool, all);
   pthread_mutex_lock(&l->ra_lock);
   for (k = 0; k < b->n; k++) {
-    l->staged[b->first + k] = bufs[k];
+    l->staged[b->first + k] = bufs ? bufs[k] : NULL;
     l->staging[b->first + k] = 0;
   }
   pthread_cond_broadcast(&l->ra_staged);
-  /* Decode the staged spans (those that failed are left to the reads). */
-  for (k = 0; k < b->n; k++)
-    if (bufs[k])
-      start_span_threads(l, b->first + k, 1);
-  l->ra_inflight -= b->n;       /* now counted by the span threads */
+  if (b->decode) {
+    /* Decode the staged spans (those that failed are left to the reads). */
+    for (k = 0; k < b->n; k++)
+      if (bufs && bufs[k])
+        start_span_threads(l, b->first + k, 1);
+    l->ra_inflight -= b->n;     /* now counted by the span threads */
+  }
+  free(bufs);
   free(b);
-  ra_thread_done(l);
+  layer_ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
   return NULL;
 }
@@ -233,7 +237,7 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
       break;
     j->l = l;
     j->span = i;
-    if (ra_thread_start(l, ra_thread, j) == -1) {
+    if (layer_ra_thread_start(l, ra_thread, j) == -1) {
       free(j);
       break;
     }
@@ -241,33 +245,33 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
   }
 }
 
-/* Readahead of spans [first, end) (with ra_lock held): runs of spans
- * nobody is loading yet are fetched with one range request each (marked
- * staging before the cache is asked, so that a load starting meanwhile
- * waits for the fetch instead of fetching the span again); without
- * staging, a thread per span.  Returns the first span not handled. */
-static size_t
-start_readahead(struct sn_layer *l, size_t first, size_t end)
+/* Stage spans [first, end) (with ra_lock held; staging set up): runs of
+ * spans nobody is loading yet are fetched with one range request each of
+ * at most max_bytes compressed bytes (0: no limit), marked staging before
+ * the cache is asked, so that a load starting meanwhile waits for the
+ * fetch instead of fetching the span again.  decode: load each staged span
+ * on a thread of its own afterwards (counted in ra_inflight).  Returns the
+ * first span not handled; *nstaged (may be NULL) counts the spans staged. */
+size_t
+layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
+            bool decode, size_t *nstaged)
 {
-  if (l->staging == NULL) {
-    size_t i;
-
-    for (i = first; i < end; i++)
-      if (!sn_spancache_has(l->cache, i)) {
-        start_span_threads(l, i, 1);
-        layer_count(&l->readahead_spans, 1);
-      }
-    return end;
-  }
+  if (nstaged)
+    *nstaged = 0;
   while (first < end) {
     struct ra_batch *b;
+    struct sn_span s0, s;
     size_t n = 0;
 
+    sn_zinfo_span(l->zi, first, &s0);
     while (first + n < end) {
       size_t i = first + n;
 
       /* Being fetched or staged by an earlier batch: not again. */
       if (l->staging[i] || l->staged[i])
+        break;
+      sn_zinfo_span(l->zi, i, &s);
+      if (n > 0 && max_bytes > 0 && s.comp_end - s0.comp_start > max_bytes)
         break;
       l->staging[i] = 1;
       if (sn_spancache_present(l->cache, i)) {
@@ -285,8 +289,9 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       b->l = l;
       b->first = first;
       b->n = n;
+      b->decode = decode;
     }
-    if (b == NULL || ra_thread_start(l, ra_batch_thread, b) == -1) {
+    if (b == NULL || layer_ra_thread_start(l, ra_batch_thread, b) == -1) {
       size_t k;
 
       for (k = 0; k < n; k++)
@@ -295,11 +300,34 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       free(b);
       break;
     }
-    l->ra_inflight += n;
-    layer_count(&l->readahead_spans, n);
+    if (decode)
+      l->ra_inflight += n;
+    if (nstaged)
+      *nstaged += n;
     first += n;
   }
   return first;
+}
+
+/* Readahead of spans [first, end) (with ra_lock held): staged runs when
+ * staging is set up, else a thread per span.  Returns the first span not
+ * handled. */
+static size_t
+start_readahead(struct sn_layer *l, size_t first, size_t end)
+{
+  size_t i, next, n;
+
+  if (l->staging == NULL) {
+    for (i = first; i < end; i++)
+      if (!sn_spancache_has(l->cache, i)) {
+        start_span_threads(l, i, 1);
+        layer_count(&l->readahead_spans, 1);
+      }
+    return end;
+  }
+  next = layer_stage(l, first, end, 0, true, &n);
+  layer_count(&l->readahead_spans, n);
+  return next;
 }
 
 /* Note a read of [off, off+len) whose last span is last; if it continues

@@ -136,6 +136,8 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
+  l->win_read = o->windows_read;
+  l->win_opaque = o->windows_opaque;
   l->max_refetch = o->max_refetch > 0 ? o->max_refetch
     : o->max_refetch == 0 ? DEFAULT_MAX_REFETCH : 0;
   l->name = strdup(o->layer_digest ? o->layer_digest : "the layer");
@@ -174,6 +176,14 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   sn_spancache_set_release(l->cache, release_span);
   layer_set_readahead(l, o->readahead_bytes, budget);
+  if (l->zi->winref && l->staging == NULL) {  /* layer-dense.c stages */
+    l->staging = calloc(l->zi->nspans, sizeof *l->staging);
+    l->staged = calloc(l->zi->nspans, sizeof *l->staged);
+    if (l->staging == NULL || l->staged == NULL) {
+      sn_oom();
+      goto fail;
+    }
+  }
   return l;
 
 fail:
@@ -275,6 +285,8 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
   st->pool_reused += ps.reused;
   st->pool_allocated += ps.allocated;
   st->readahead_spans = atomic_load(&l->readahead_spans);
+  st->windows_fetched = atomic_load(&l->windows_fetched);
+  st->windows_from_cache = atomic_load(&l->windows_from_cache);
   sn_spancache_get_stats(l->cache, &cs);
   st->spans_fetched = atomic_load(&l->spans_fetched);
   st->spans_verified = atomic_load(&l->spans_verified);
@@ -425,21 +437,35 @@ sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
 }
 
 /* The span cache's loader: disk cache or source, verified, decoded (and
- * the compressed bytes copied for a background fetcher that asked). */
+ * the compressed bytes copied for a background fetcher that asked).  With
+ * a dense index the window comes first: it may wait for the span before
+ * (layer-dense.c) while this span's bytes are still being fetched. */
 static int
 load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
 {
   struct sn_layer *l = opaque;
-  uint8_t *comp, *out;
+  uint8_t *comp, *out, *win = NULL;
   struct sn_span s;
   size_t clen, ulen;
   bool pooled;
+  int r;
 
   sn_zinfo_span(l->zi, i, &s);
   ulen = s.uncomp_end > s.uncomp_start
     ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
-  if (span_comp(l, i, &comp, &clen, l->comp_pool, &pooled) == -1)
+  if (l->zi->winref) {
+    win = malloc(SN_ZINFO_WINSIZE);
+    if (win == NULL)
+      return sn_oom();
+    if (layer_dense_window(l, i, win) == -1) {
+      free(win);
+      return -1;
+    }
+  }
+  if (span_comp(l, i, &comp, &clen, l->comp_pool, &pooled) == -1) {
+    free(win);
     return -1;
+  }
   if (atomic_load(&l->capture[i])) {
     uint8_t *copy = malloc(clen ? clen : 1);
 
@@ -451,15 +477,18 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   out = sn_bufpool_get(l->span_pool, ulen);
   if (out == NULL) {
     comp_free(comp, pooled ? l->comp_pool : NULL);
+    free(win);
     return -1;
   }
-  if (sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen) == -1) {
+  r = win ? sn_zinfo_decode_run(l->zi, i, i, win, comp, clen, out, ulen)
+    : sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
+  comp_free(comp, pooled ? l->comp_pool : NULL);
+  free(win);
+  if (r == -1) {
     sn_prefix_error("span %zu of %s: ", i, l->name);
-    comp_free(comp, pooled ? l->comp_pool : NULL);
     sn_bufpool_put(l->span_pool, out);
     return -1;
   }
-  comp_free(comp, pooled ? l->comp_pool : NULL);
   *data = out;
   *len = ulen;
   return 0;
@@ -564,6 +593,8 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
   last = sn_zinfo_span_of(l->zi, end - 1);
   if (buf)
     layer_readahead_note(l, off, len, last);
+  if (buf && l->zi->winref)
+    layer_dense_note(l, off, len, first, last);
   for (i = first; i <= last && !hole; i += n) {
     n = last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)

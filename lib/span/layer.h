@@ -54,6 +54,10 @@ struct sn_layer_opts {
                               * < 0 → none */
   struct sn_diskcache *disk; /* counts the bytes stored in cache_dir (size
                               * bound); may be NULL */
+  sn_blob_read_fn windows_read; /* a dense index's windows blob (the ztoc
+                              * is a dense table, lib/dense/dense.h); each
+                              * window is verified against its digest */
+  void *windows_opaque;
   size_t readahead_bytes;    /* sequential readahead window; 0 = off.  Once
                               * reads have gone forward through at least one
                               * span's worth of bytes (max(span size, 1 MiB))
@@ -83,6 +87,9 @@ struct sn_layer_stats {
   uint64_t readahead_spans;  /* spans asked for by sequential readahead */
   uint64_t pool_reused;      /* span buffers reused from the pools */
   uint64_t pool_allocated;   /* span buffers that had to be allocated */
+  uint64_t windows_fetched;  /* dense index: sparse windows fetched (their
+                              * bytes are in bytes_fetched too) */
+  uint64_t windows_from_cache; /* windows taken from decoded neighbours */
 };
 
 /* Like sn_layer_new, with options.  The returned layer is thread-safe:

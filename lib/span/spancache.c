@@ -271,6 +271,33 @@ sn_spancache_get(struct sn_spancache *c, size_t first, size_t n,
   return r;
 }
 
+/* Hold span i if it is cached or being loaded, waiting for that load;
+ * never starts one. */
+int
+sn_spancache_join(struct sn_spancache *c, size_t i, struct sn_span_ent **ent)
+{
+  struct sn_span_ent *e;
+  int r = 1;
+
+  pthread_mutex_lock(&c->lock);
+  e = i < c->nspans ? c->slot[i] : NULL;
+  if (e) {
+    if (e->refs == 0)
+      lru_unlink(e);
+    e->refs++;
+    while (e->state == ENT_LOADING)
+      pthread_cond_wait(&e->done, &c->lock);
+    if (e->state == ENT_READY) {
+      *ent = e;
+      r = 0;
+    }
+    else
+      put_locked(c, e);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
 bool
 sn_spancache_has(struct sn_spancache *c, size_t i)
 {

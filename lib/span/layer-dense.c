@@ -1,0 +1,194 @@
+/* soci-nbd: reading a layer through a dense index (docs/dense-index.md).
+ * Its spans are the index's sub-spans, a few tens of KiB each, and carry
+ * no window of their own.  A sub-span is decoded with the output before it
+ * when its neighbour is decoded already (or being decoded: then after it),
+ * else with its sparse window, fetched from the windows blob and checked
+ * against its digest.  A read that misses stages the rest of the file it
+ * falls in (capped at DENSE_AHEAD bytes of output) with range requests of
+ * at most DENSE_BATCH compressed bytes, all under way at once, and decodes
+ * them in order on one thread, so that each sub-span after the first finds
+ * its window in the cache.  The read itself waits only for its own
+ * sub-spans.  Shared state: layer-int.h. */
+#include <config.h>
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dense/dense.h"
+#include "span/layer.h"
+#include "span/layer-int.h"
+#include "span/spancache.h"
+#include "util/err.h"
+
+/* How far past a missed read the rest of its file is fetched and decoded
+ * (uncompressed bytes), and the largest range request for it. */
+#define DENSE_AHEAD ((int64_t) 4 << 20)
+#define DENSE_BATCH ((int64_t) 512 << 10)
+
+/* Copy the output [start, end) from the memory cache into dst, waiting for
+ * spans being loaded; 1 if a span of it is neither cached nor loading. */
+static int
+window_from_cache(struct sn_layer *l, size_t i, int64_t start, int64_t end,
+                  uint8_t *dst)
+{
+  size_t j = sn_zinfo_span_of(l->zi, start);
+
+  for (; j < i && start < end; j++) {
+    struct sn_span_ent *e;
+    struct sn_span s;
+    const uint8_t *data;
+    size_t dlen;
+    int64_t b;
+
+    sn_zinfo_span(l->zi, j, &s);
+    if (s.uncomp_end <= start)
+      continue;
+    if (sn_spancache_join(l->cache, j, &e) != 0)
+      return 1;
+    data = sn_spancache_data(e, &dlen);
+    b = s.uncomp_end < end ? s.uncomp_end : end;
+    if (s.uncomp_start > start || s.uncomp_start + (int64_t) dlen < b) {
+      sn_spancache_put(l->cache, e);
+      return 1;
+    }
+    memcpy(dst, data + (start - s.uncomp_start), (size_t) (b - start));
+    dst += b - start;
+    start = b;
+    sn_spancache_put(l->cache, e);
+  }
+  return start == end ? 0 : 1;
+}
+
+/* Fetch span i's sparse window and check it (refetching on a mismatch as
+ * spans are). */
+static int
+window_fetch(struct sn_layer *l, size_t i, uint8_t *win)
+{
+  const struct sn_winref *r = &l->zi->winref[i];
+  uint8_t *frame;
+  int n, ret = -1;
+
+  if (l->win_read == NULL)
+    return sn_set_error("span %zu of %s: no source for the dense index's "
+                        "windows", i, l->name);
+  frame = malloc(r->len ? r->len : 1);
+  if (frame == NULL)
+    return sn_oom();
+  for (n = 1; n <= 1 + l->max_refetch; n++) {
+    layer_count(&l->windows_fetched, 1);
+    if (l->win_read(l->win_opaque, frame, r->len, r->off) == -1) {
+      sn_prefix_error("window of span %zu of %s: ", i, l->name);
+      break;
+    }
+    layer_count(&l->bytes_fetched, r->len);
+    ret = sn_dense_window_unpack(r, frame, r->len, win);
+    if (ret == 0)
+      break;
+    sn_prefix_error("window of span %zu of %s: ", i, l->name);
+  }
+  free(frame);
+  return ret;
+}
+
+int
+layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
+{
+  const struct sn_checkpoint *c = &l->zi->cp[i];
+  int64_t need = c->out < SN_ZINFO_WINSIZE ? c->out : SN_ZINFO_WINSIZE;
+
+  memset(win, 0, SN_ZINFO_WINSIZE);
+  if (l->zi->winref[i].len == 0 || need == 0)
+    return 0;                   /* nothing reads it */
+  if (window_from_cache(l, i, c->out - need, c->out,
+                        win + SN_ZINFO_WINSIZE - need) == 0) {
+    layer_count(&l->windows_from_cache, 1);
+    return 0;
+  }
+  memset(win, 0, SN_ZINFO_WINSIZE);
+  return window_fetch(l, i, win);
+}
+
+/* The end of the data of the file that offset off falls in, or -1. */
+static int64_t
+file_end_at(const struct sn_layer *l, int64_t off)
+{
+  size_t lo = 0, hi = l->ndf;
+
+  /* The last file starting at or before off; files may overlap, and
+   * max_end says whether any before it reaches off. */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+
+    if (l->df[mid].off <= off)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == 0 || l->df[lo - 1].max_end <= off)
+    return -1;
+  return l->df[lo - 1].max_end;
+}
+
+struct dense_run {
+  struct sn_layer *l;
+  size_t first, last;
+};
+
+/* Decode spans first..last in order through the cache (each finds its
+ * window in the one before); errors are left to the reads. */
+static void *
+dense_run_thread(void *arg)
+{
+  struct dense_run *r = arg;
+  struct sn_layer *l = r->l;
+  size_t i;
+
+  for (i = r->first; i <= r->last && !atomic_load(&l->poison); i++) {
+    struct sn_span_ent *e;
+
+    if (sn_spancache_get(l->cache, i, 1, &e) == -1)
+      break;
+    sn_spancache_put(l->cache, e);
+  }
+  free(r);
+  pthread_mutex_lock(&l->ra_lock);
+  layer_ra_thread_done(l);
+  pthread_mutex_unlock(&l->ra_lock);
+  return NULL;
+}
+
+void
+layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
+                 size_t last)
+{
+  int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
+  size_t stop;
+  struct dense_run *r;
+
+  if (l->staging == NULL || sn_spancache_present(l->cache, first))
+    return;
+  if (fend > end)
+    end = fend < off + DENSE_AHEAD ? fend : off + DENSE_AHEAD;
+  if (end > l->zi->uncompressed_size)
+    end = l->zi->uncompressed_size;
+  stop = end > off ? sn_zinfo_span_of(l->zi, end - 1) : last;
+  if (stop < last)
+    stop = last;
+  pthread_mutex_lock(&l->ra_lock);
+  /* The read's own spans first, in a request of their own, then the rest
+   * of the file in batches: all at once. */
+  layer_stage(l, first, last + 1, 0, false, NULL);
+  if (stop > last) {
+    layer_stage(l, last + 1, stop + 1, DENSE_BATCH, false, NULL);
+    r = malloc(sizeof *r);
+    if (r) {
+      r->l = l;
+      r->first = last + 1;
+      r->last = stop;
+      if (layer_ra_thread_start(l, dense_run_thread, r) == -1)
+        free(r);
+    }
+  }
+  pthread_mutex_unlock(&l->ra_lock);
+}
