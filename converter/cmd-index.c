@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "cmd-index.h"
 #include "progress.h"
+#include "dense/dense-manifest.h"
 #include "soci/index-find.h"
 #include "soci/index.h"
 #include "soci/zinfo.h"
@@ -253,10 +254,13 @@ index_usage(FILE *f)
 "  DIGEST VERSION SIZE IMAGE-MANIFEST-DIGEST PLATFORM\n"
 "v2 indexes are found through the com.amazon.soci.index-digest annotation\n"
 "of each image manifest, v1 indexes through the referrers API (or its\n"
-"sha256-<hex> fallback tag).\n"
+"sha256-<hex> fallback tag); a dense index (VERSION \"dense\", soci-nbd's\n"
+"own, docs/dense-index.md) through the io.soci-nbd.dense-index.digest\n"
+"annotation.\n"
 "info: print a SOCI index manifest as stored: DIGEST in IMAGE's\n"
-"repository, IMAGE itself when it names an index, else the first index\n"
-"of IMAGE's manifest for --platform (v2 first).\n"
+"repository (a SOCI or a dense index), IMAGE itself when it names an\n"
+"index, else the first index of IMAGE's manifest for --platform (v2\n"
+"first).\n"
 "\n"
 "  -p, --platform P         only this platform (list), or the platform to\n"
 "                           pick from an index (info; default: this host's)\n"
@@ -300,6 +304,24 @@ add_found(struct found **f, size_t *n, const char *digest, int version,
   return 0;
 }
 
+/* The dense index of image manifest m, if it names one (version 0,
+ * printed "dense"; docs/dense-index.md). */
+static int
+find_dense(struct sn_registry *reg, const struct sn_manifest *m,
+           const struct sn_platform *p, struct found **f, size_t *n)
+{
+  struct sn_manifest *dm;
+  int r;
+
+  if (sn_dense_fetch(reg, m, &dm) == -1)
+    return -1;
+  if (dm == NULL)
+    return 0;
+  r = add_found(f, n, dm->digest, 0, (int64_t) dm->raw_len, m->digest, p);
+  sn_manifest_free(dm);
+  return r;
+}
+
 /* The SOCI indexes of one image manifest: its v2 index and the v1
  * referrers that pass the checks of lib/soci/index-find.h (others are named on
  * stderr and skipped). */
@@ -341,7 +363,7 @@ find_for_manifest(struct sn_registry *reg, const struct sn_manifest *m,
     }
   }
   sn_manifest_free(refs);
-  return 0;
+  return find_dense(reg, m, p, f, n);
 }
 
 /* The indexes of top, an image manifest, or of each entry of an image index
@@ -445,8 +467,9 @@ index_find(struct index_cmd *c)
     c->m = sn_registry_get_manifest(reg, c->digest);
     if (c->m == NULL)
       return -1;
-    if (!sn_index_is_soci(c->m))
-      return cli_fail("%s is not a SOCI index", c->digest);
+    if (!sn_index_is_soci(c->m) && sn_dense_check(c->m) == -1)
+      return cli_fail("%s is not a SOCI index or a dense index",
+                      c->digest);
     return 0;
   }
   c->top = sn_registry_get_manifest(reg, c->ref.digest ? c->ref.digest
@@ -495,7 +518,8 @@ index_print(const struct index_cmd *c)
 
   if (c->list) {
     for (i = 0; i < c->nf; i++)
-      printf("%s v%d %" PRId64 " %s %s\n", c->f[i].digest, c->f[i].version,
+      printf("%s %s%.0d %" PRId64 " %s %s\n", c->f[i].digest,
+             c->f[i].version ? "v" : "dense", c->f[i].version,
              c->f[i].size, c->f[i].manifest, c->f[i].platform);
   } else {
     if (fwrite(c->m->raw, 1, c->m->raw_len, stdout) != c->m->raw_len)

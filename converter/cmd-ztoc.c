@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 
+#include "dense/dense.h"
 #include "soci/build.h"
+#include "util/fdio.h"
 #include "cli.h"
 #include "util/digest.h"
 #include "util/json.h"
@@ -194,6 +196,10 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
   sn_json_member_int(&w, "num_spans", zi->nspans);
   sn_json_member_int(&w, "num_files", z->nfiles);
   sn_json_member_int(&w, "checkpoints_size", z->checkpoints_len);
+  if (zi->winref) {
+    sn_json_member_string(&w, "index", "dense");
+    sn_json_member_int(&w, "windows_size", zi->windows_size);
+  }
   sn_json_key(&w, "spans");
   sn_json_begin_array(&w);
   for (i = 0; i < zi->nspans; i++) {
@@ -209,6 +215,16 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
     if (zi->compression == SN_COMP_GZIP)
       sn_json_member_int(&w, "bits", zi->cp[i].bits);
     put_bytes(&w, "digest", &z->span_digests[i]);
+    if (zi->winref) {           /* a dense table: where its window is */
+      char wd[SN_DIGEST_STRLEN + 1];
+
+      sn_json_member_int(&w, "window_offset", zi->winref[i].off);
+      sn_json_member_int(&w, "window_length", zi->winref[i].len);
+      if (zi->winref[i].len) {
+        sn_digest_format(zi->winref[i].digest, wd);
+        sn_json_member_string(&w, "window_digest", wd);
+      }
+    }
     sn_json_end_object(&w);
   }
   sn_json_end_array(&w);
@@ -221,6 +237,28 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
   return sn_json_finish(&w, out, &len);
 }
 
+/* A ztoc file, or a dense index's table blob (a zstd frame,
+ * docs/dense-format.md). */
+static struct sn_ztoc *
+load_ztoc_or_dense(const char *path)
+{
+  static const uint8_t zstd_magic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
+  struct sn_ztoc *z;
+  uint8_t *buf;
+  size_t len;
+
+  if (sn_read_file(path, SN_ZTOC_MAX_BLOB, false, &buf, &len) == -1)
+    return NULL;
+  if (len >= 4 && memcmp(buf, zstd_magic, 4) == 0)
+    z = sn_dense_table_decode(buf, len);
+  else
+    z = sn_ztoc_decode(buf, len);
+  free(buf);
+  if (z == NULL)
+    sn_prefix_error("%s: ", path);
+  return z;
+}
+
 /* The "ztoc info" help text. */
 static void
 info_usage(FILE *f)
@@ -230,7 +268,9 @@ info_usage(FILE *f)
 "       soci-nbd ztoc info IMAGE --layer DIGEST|N [OPTIONS]\n"
 "\n"
 "Print a ztoc as JSON: sizes, compression, span size, every span's\n"
-"compressed and uncompressed range and digest, and every file.  With\n"
+"compressed and uncompressed range and digest, and every file.  ZTOC may\n"
+"also be a dense index's table blob (docs/dense-format.md): its spans are\n"
+"the sub-spans, each with where its window is in the windows blob.  With\n"
 "--layer, the ztoc of that layer (digest, or number in the image\n"
 "manifest) is fetched through IMAGE's SOCI index.\n"
 "\n"
@@ -298,7 +338,7 @@ ztoc_info(int argc, char **argv)
       return 1;
   } else {
     regopts_clear(&ro);
-    z = sn_ztoc_load(argv[optind]);
+    z = load_ztoc_or_dense(argv[optind]);
     if (z == NULL)
       return cli_fail_lib(NULL);
   }
