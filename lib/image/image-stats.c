@@ -27,6 +27,7 @@ struct sn_image_stats {
   uint64_t spans_read_ahead;   /* spans asked for by sequential readahead */
   uint64_t layers_verified;    /* whole-layer checks passed */
   uint64_t layers_verify_failed;
+  uint64_t windows_fetched;    /* dense index: sparse windows fetched */
 };
 
 /* Add layer l (with its sn_layer counters ls) to the image totals st. */
@@ -40,6 +41,7 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
     st->spans_verified += ls->spans_verified;
     st->spans_failed += ls->spans_failed;
     st->spans_total += l->spans_total;
+    st->windows_fetched += ls->windows_fetched;
   }
   else
     st->local_bytes_read += __atomic_load_n(&l->local_bytes, __ATOMIC_RELAXED);
@@ -106,6 +108,11 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_json_member_int(w, "prefetch_ranges", l->npf);
   sn_json_member_string(w, "verify", verify_name(v));
   sn_json_member_string(w, "ztoc", l->ztoc_digest);
+  if (l->windows_digest) {
+    sn_json_member_string(w, "dense_windows", l->windows_digest);
+    sn_json_member_int(w, "windows_fetched", ls.windows_fetched);
+    sn_json_member_int(w, "windows_from_cache", ls.windows_from_cache);
+  }
   if (v == VERIFY_FAILED && l->verify_msg)
     sn_json_member_string(w, "verify_error", l->verify_msg);
   sn_json_end_object(w);
@@ -129,6 +136,7 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_string(&w, "index", img->index_digest);
   sn_json_member_string(&w, "index_source", img->index_source);
   sn_json_member_string(&w, "index_reason", img->index_why ? img->index_why : "");
+  sn_json_member_string(&w, "dense_index", img->dense_digest);
   sn_json_key(&w, "layers");
   sn_json_begin_array(&w);
   for (i = 0; i < img->nlayers; i++)
@@ -147,6 +155,7 @@ sn_image_stats_json(struct sn_image *img)
   sn_diskcache_get_stats(img->disk, &ds);
   sn_json_member_int(&w, "bytes_fetched", st.bytes_fetched);
   sn_json_member_int(&w, "spans_total", st.spans_total);
+  sn_json_member_int(&w, "windows_fetched", st.windows_fetched);
   sn_json_member_int(&w, "spans_fetched", st.spans_fetched);
   sn_json_member_int(&w, "spans_verified", st.spans_verified);
   sn_json_member_int(&w, "spans_failed", st.spans_failed);
