@@ -299,6 +299,13 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     }
     l->spans_total = (uint64_t) sn_layer_ztoc(l->layer)->max_span_id + 1;
     sn_layer_set_trace(l->layer, layer_trace, l);
+    if (l->windows_digest && l->npf) {
+      /* Its spans are SOCI spans; the dense table has sub-spans. */
+      img_logf(img, "layer %zu (%s): prefetch artifact ignored: the layer is "
+            "served from its dense index (dense=false uses it)", i,
+            l->digest);
+      l->npf = 0;
+    }
     if (!l->lazy && l->npf) {
       img_logf(img, "layer %zu (%s): prefetch artifact ignored: the layer is "
             "local", i, l->digest);
