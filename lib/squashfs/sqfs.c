@@ -253,12 +253,13 @@ check_opts(struct writer *w, size_t nlayers, const struct sn_sqfs_opts *o)
   return 0;
 }
 
-/* Step 2: each layer's base (§1: 4096, then each tar's end rounded up to
- * 4096) and meta_start after the last.  -1 if a size is out of range. */
+/* Step 2: each layer's base (§1: SN_SQFS_FIRST_BASE, then each tar's end
+ * rounded up to 4096) and meta_start after the last.  -1 if a size is out
+ * of range. */
 static int
 lay_out_bases(struct sn_sqfs *img, const struct sn_ztoc *const *layers)
 {
-  uint64_t pos = ALIGN;
+  uint64_t pos = SN_SQFS_FIRST_BASE;
   size_t l;
 
   for (l = 0; l < img->nlayers; l++) {

@@ -83,6 +83,12 @@ void sn_sqfs_free(struct sn_sqfs *img);
 uint64_t sn_sqfs_size(const struct sn_sqfs *img);
 /* Superblock bytes_used (where the metadata ends). */
 uint64_t sn_sqfs_bytes_used(const struct sn_sqfs *img);
+/* Where the first layer's tar starts (docs/squashfs-layout.md §1): the
+ * first MiB holds only the superblock and zeros, so that a probe of the
+ * device's start (partition scan, blkid, readahead of the superblock's
+ * page) reads no layer data. */
+#define SN_SQFS_FIRST_BASE ((uint64_t) 1 << 20)
+
 /* Number of layers and where layer L's tar starts in the image. */
 size_t sn_sqfs_nlayers(const struct sn_sqfs *img);
 uint64_t sn_sqfs_layer_base(const struct sn_sqfs *img, size_t layer);

@@ -438,9 +438,10 @@ test_image(void)
   ok(memcmp(ba, "hsqs", 4) == 0 && le64(ba + 40) == sn_sqfs_bytes_used(a) &&
      le32(ba + 4) == sn_sqfs_inode_count(a) && le32(ba + 12) == 131072,
      "superblock: magic, bytes_used, inode count, block size");
-  ok(sn_sqfs_layer_base(a, 0) == 4096 &&
+  ok(sn_sqfs_layer_base(a, 0) == SN_SQFS_FIRST_BASE &&
      sn_sqfs_layer_base(a, 1) % 4096 == 0 &&
-     sn_sqfs_layer_base(a, 1) >= 4096 + (uint64_t) z[0]->uncompressed_size &&
+     sn_sqfs_layer_base(a, 1) >= SN_SQFS_FIRST_BASE +
+       (uint64_t) z[0]->uncompressed_size &&
      sn_sqfs_layer_base(a, 2) > sn_sqfs_layer_base(a, 1),
      "layer bases 4096-aligned, in order");
 
