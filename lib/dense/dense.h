@@ -70,7 +70,7 @@ struct sn_winref {
 /* ---- the checkpoint table (dense-format.c) ---------------------------- */
 
 /* Serialize zi (gzip; windows ignored) with winref[zi->nspans] and the
- * windows blob's size. */
+ * windows blob's size.  Refuses (-1) what sn_dense_cp_parse would. */
 int sn_dense_cp_encode(const struct sn_zinfo *zi,
                        const struct sn_winref *winref, int64_t windows_size,
                        uint8_t **out, size_t *len);
@@ -84,7 +84,9 @@ struct sn_zinfo *sn_dense_cp_parse(const uint8_t *blob, size_t len);
 
 /* ---- the table blob (dense-format.c) ----------------------------------- */
 
-/* zstd-compress sn_ztoc_encode(z) (z->checkpoints a dense table). */
+/* zstd-compress sn_ztoc_encode(z) (z->checkpoints a dense table; one
+ * frame with its content size).  Refuses (-1) what sn_dense_table_decode
+ * would refuse for its model. */
 int sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out,
                           size_t *len);
 /* Decompress (at most SN_ZTOC_MAX_BLOB bytes) and decode; refuses a table
@@ -99,7 +101,8 @@ struct sn_ztoc *sn_dense_table_decode(const uint8_t *buf, size_t len);
 int sn_dense_window_pack(const uint8_t window[SN_ZINFO_WINSIZE],
                          uint8_t **out, size_t *len);
 /* Check frame against ref (digest, then length) and decompress it into
- * window (exactly SN_ZINFO_WINSIZE bytes or an error). */
+ * window (exactly SN_ZINFO_WINSIZE bytes or an error).  ref->len 0 (no
+ * window needed): len must be 0 and window is zero-filled. */
 int sn_dense_window_unpack(const struct sn_winref *ref, const uint8_t *frame,
                            size_t len, uint8_t window[SN_ZINFO_WINSIZE]);
 

@@ -16,28 +16,9 @@
 #include <string.h>
 
 #include "util/err.h"
+#include "util/le.h"
 #include "soci/zinfo.h"
-
-/* ---- little-endian helpers ------------------------------------------- */
-
-static uint64_t
-get_le(const uint8_t *p, int n)
-{
-  uint64_t v = 0;
-
-  while (n-- > 0)
-    v = v << 8 | p[n];
-  return v;
-}
-
-static void
-put_le(uint8_t *p, uint64_t v, int n)
-{
-  int i;
-
-  for (i = 0; i < n; i++, v >>= 8)
-    p[i] = (uint8_t) v;
-}
+#include "dense/dense.h"
 
 /* ---- the zinfo object --------------------------------------------------- */
 
@@ -73,13 +54,15 @@ zinfo_new_gzip(int64_t span_size, size_t n)
   return zi;
 }
 
-/* Checks that hold for any checkpoint table: a sane first checkpoint,
- * bits in range, offsets non-negative and non-decreasing. */
-static int
-check_checkpoints(const struct sn_zinfo *zi)
+/* Checks that hold for any checkpoint table (zinfo.h): a sane first
+ * checkpoint, bits in range, offsets non-negative and non-decreasing. */
+int
+sn_zinfo_check_checkpoints(const struct sn_zinfo *zi)
 {
   size_t i;
 
+  if (zi->nspans < 1 || zi->cp == NULL)
+    return sn_set_error("zinfo: no checkpoint");
   if (zi->cp[0].out != 0)
     return sn_set_error("zinfo: checkpoint 0 is at uncompressed offset "
                         "%" PRId64 ", not 0", zi->cp[0].out);
@@ -102,7 +85,7 @@ check_checkpoints(const struct sn_zinfo *zi)
 }
 
 /* Decode a gzip checkpoint blob (v2, or legacy v1 without checkpoint 0)
- * into a new zinfo (the caller's), checked by check_checkpoints. */
+ * into a new zinfo (the caller's), checked by sn_zinfo_check_checkpoints. */
 struct sn_zinfo *
 sn_zinfo_parse_gzip(const uint8_t *blob, size_t len)
 {
@@ -117,8 +100,8 @@ sn_zinfo_parse_gzip(const uint8_t *blob, size_t len)
     sn_set_error("zinfo: blob too short (%zu bytes)", len);
     return NULL;
   }
-  count = (int32_t) get_le(blob, 4);
-  span = (int64_t) get_le(blob + 4, 8);
+  count = (int32_t) sn_get_le(blob, 4);
+  span = (int64_t) sn_get_le(blob + 4, 8);
   body = len - SN_ZINFO_HEADER_LEN;
   if (count < 1) {
     sn_set_error("zinfo: bad checkpoint count %" PRId32, count);
@@ -151,15 +134,15 @@ sn_zinfo_parse_gzip(const uint8_t *blob, size_t len)
   for (; i < zi->nspans; i++, p += SN_ZINFO_CP_LEN) {
     struct sn_checkpoint *c = &zi->cp[i];
 
-    c->in = (int64_t) get_le(p, 8);
-    c->out = (int64_t) get_le(p + 8, 8);
+    c->in = (int64_t) sn_get_le(p, 8);
+    c->out = (int64_t) sn_get_le(p + 8, 8);
     c->bits = p[16];
     c->window = malloc(SN_ZINFO_WINSIZE);
     if (c->window == NULL)
       goto oom;
     memcpy(c->window, p + 17, SN_ZINFO_WINSIZE);
   }
-  if (check_checkpoints(zi) == -1) {
+  if (sn_zinfo_check_checkpoints(zi) == -1) {
     sn_zinfo_free(zi);
     return NULL;
   }
@@ -189,14 +172,14 @@ sn_zinfo_serialize_gzip(const struct sn_zinfo *zi, uint8_t **out,
   buf = malloc(n);
   if (buf == NULL)
     return sn_oom();
-  put_le(buf, zi->nspans, 4);
-  put_le(buf + 4, (uint64_t) zi->span_size, 8);
+  sn_put_le(buf, zi->nspans, 4);
+  sn_put_le(buf + 4, (uint64_t) zi->span_size, 8);
   p = buf + SN_ZINFO_HEADER_LEN;
   for (i = 0; i < zi->nspans; i++, p += SN_ZINFO_CP_LEN) {
     const struct sn_checkpoint *c = &zi->cp[i];
 
-    put_le(p, (uint64_t) c->in, 8);
-    put_le(p + 8, (uint64_t) c->out, 8);
+    sn_put_le(p, (uint64_t) c->in, 8);
+    sn_put_le(p + 8, (uint64_t) c->out, 8);
     p[16] = c->bits;
     if (c->window)
       memcpy(p + 17, c->window, SN_ZINFO_WINSIZE);
@@ -297,7 +280,12 @@ sn_zinfo_from_ztoc(const struct sn_ztoc *z)
 
   switch (z->compression) {
   case SN_COMP_GZIP:
-    zi = sn_zinfo_parse_gzip(z->checkpoints, z->checkpoints_len);
+    /* A dense table (lib/dense/dense.h) or soci's blob; the same checks
+     * against the ztoc follow for both. */
+    if (sn_dense_cp_is(z->checkpoints, z->checkpoints_len))
+      zi = sn_dense_cp_parse(z->checkpoints, z->checkpoints_len);
+    else
+      zi = sn_zinfo_parse_gzip(z->checkpoints, z->checkpoints_len);
     if (zi == NULL)
       return NULL;
     zi->compressed_size = z->compressed_size;

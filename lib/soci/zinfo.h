@@ -55,8 +55,9 @@ struct sn_span {
 
 void sn_zinfo_free(struct sn_zinfo *zi);
 
-/* The zinfo of a decoded ztoc: parses checkpoints (gzip blob v1/v2 or
- * TarZinfo) and checks it against the ztoc: span count == max_span_id+1 ==
+/* The zinfo of a decoded ztoc: parses checkpoints (gzip blob v1/v2, a
+ * dense checkpoint table (lib/dense/dense.h), or TarZinfo) and checks it
+ * against the ztoc: span count == max_span_id+1 ==
  * number of digests, checkpoints inside the blob, every span but the last
  * non-empty on both sides (as the snapshotter demands); TarZinfo size ==
  * compressed size >= tar end.  A last checkpoint past the tar end (in the
@@ -66,6 +67,10 @@ struct sn_zinfo *sn_zinfo_from_ztoc(const struct sn_ztoc *z);
 /* Parse a gzip checkpoint blob (v2, or legacy v1 by length).  Checks
  * count >= 1, bits <= 7, offsets >= 0 and non-decreasing, out[0] == 0. */
 struct sn_zinfo *sn_zinfo_parse_gzip(const uint8_t *blob, size_t len);
+/* The checks every gzip checkpoint table passes (soci's blob or a dense
+ * table): nspans >= 1, out[0] == 0, bits <= 7, offsets >= 0 (in >= 1
+ * with bits), both non-decreasing.  0, or -1 with a message. */
+int sn_zinfo_check_checkpoints(const struct sn_zinfo *zi);
 /* Serialize as the v2 blob.  *out malloc'd, caller owns. */
 int sn_zinfo_serialize_gzip(const struct sn_zinfo *zi, uint8_t **out,
                             size_t *len);
