@@ -151,6 +151,10 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   l->zi = sn_zinfo_from_ztoc(z);
   if (l->zi == NULL)
     goto fail;
+  if (l->zi->winref && l->win_read == NULL) {
+    sn_set_error("%s: a dense table without its windows blob", l->name);
+    goto fail;
+  }
   if (sn_zinfo_check_spans(l->zi) == -1) {
     sn_prefix_error("%s: ", l->name);
     goto fail;
