@@ -27,10 +27,11 @@
 #define DENSE_BATCH ((int64_t) 512 << 10)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
- * spans being loaded; 1 if a span of it is neither cached nor loading. */
+ * spans being loaded if wait; 1 if a span of it is not there (or loading
+ * and !wait). */
 static int
 window_from_cache(struct sn_layer *l, size_t i, int64_t start, int64_t end,
-                  uint8_t *dst)
+                  bool wait, uint8_t *dst)
 {
   size_t j = sn_zinfo_span_of(l->zi, start);
 
@@ -44,7 +45,7 @@ window_from_cache(struct sn_layer *l, size_t i, int64_t start, int64_t end,
     sn_zinfo_span(l->zi, j, &s);
     if (s.uncomp_end <= start)
       continue;
-    if (sn_spancache_join(l->cache, j, &e) != 0)
+    if (sn_spancache_join(l->cache, j, wait, &e) != 0)
       return 1;
     data = sn_spancache_data(e, &dlen);
     b = s.uncomp_end < end ? s.uncomp_end : end;
@@ -101,6 +102,7 @@ layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
   if (l->zi->winref[i].len == 0 || need == 0)
     return 0;                   /* nothing reads it */
   if (window_from_cache(l, i, c->out - need, c->out,
+                        !atomic_load(&l->win_nowait[i]),
                         win + SN_ZINFO_WINSIZE - need) == 0) {
     layer_count(&l->windows_from_cache, 1);
     return 0;
@@ -158,37 +160,66 @@ dense_run_thread(void *arg)
   return NULL;
 }
 
+/* Stage spans [first, stop] in runs of at most DENSE_BATCH compressed
+ * bytes, each decoded on a thread of its own (ra_lock held).  nowait: the
+ * first span of each run fetches its window instead of waiting for the
+ * span before it, so that the runs decode in parallel. */
+static void
+stage_runs(struct sn_layer *l, size_t first, size_t stop, bool nowait)
+{
+  size_t next = first, rf, n;
+
+  while (next <= stop) {
+    struct dense_run *r;
+
+    next = layer_stage(l, next, stop + 1, DENSE_BATCH, false, &rf, &n);
+    if (n == 0)
+      break;
+    if (nowait)
+      atomic_store(&l->win_nowait[rf], 1);
+    r = malloc(sizeof *r);
+    if (r == NULL)
+      break;
+    *r = (struct dense_run) { .l = l, .first = rf, .last = rf + n - 1 };
+    if (layer_ra_thread_start(l, dense_run_thread, r) == -1) {
+      free(r);
+      break;
+    }
+  }
+}
+
 void
 layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
                  size_t last)
 {
   int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
-  size_t stop;
-  struct dense_run *r;
+  bool hit = sn_spancache_present(l->cache, first), seq;
+  size_t stop, rf, n;
 
-  if (l->staging == NULL || sn_spancache_present(l->cache, first))
+  pthread_mutex_lock(&l->ra_lock);
+  seq = l->ra_sequential && l->ra_bytes > 0;
+  if (hit && !seq) {
+    pthread_mutex_unlock(&l->ra_lock);
     return;
+  }
+  /* The rest of the file (capped), or readahead_bytes when reads stream. */
   if (fend > end)
     end = fend < off + DENSE_AHEAD ? fend : off + DENSE_AHEAD;
+  if (seq && end < off + (int64_t) len + l->ra_bytes)
+    end = off + (int64_t) len + l->ra_bytes;
   if (end > l->zi->uncompressed_size)
     end = l->zi->uncompressed_size;
   stop = end > off ? sn_zinfo_span_of(l->zi, end - 1) : last;
   if (stop < last)
     stop = last;
-  pthread_mutex_lock(&l->ra_lock);
-  /* The read's own spans first, in a request of their own, then the rest
-   * of the file in batches: all at once. */
-  layer_stage(l, first, last + 1, 0, false, NULL);
-  if (stop > last) {
-    layer_stage(l, last + 1, stop + 1, DENSE_BATCH, false, NULL);
-    r = malloc(sizeof *r);
-    if (r) {
-      r->l = l;
-      r->first = last + 1;
-      r->last = stop;
-      if (layer_ra_thread_start(l, dense_run_thread, r) == -1)
-        free(r);
-    }
-  }
+  /* The read's own spans in a request of their own (the read decodes
+   * them), then the rest, all at once. */
+  if (!hit)
+    layer_stage(l, first, last + 1, 0, false, &rf, &n);
+  if (stop > last)
+    stage_runs(l, seq && l->ra_next > last + 1 ? l->ra_next : last + 1, stop,
+               seq);
+  if (seq)
+    l->ra_next = stop + 1;
   pthread_mutex_unlock(&l->ra_lock);
 }

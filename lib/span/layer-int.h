@@ -66,6 +66,10 @@ struct sn_layer {
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
   _Atomic uint64_t readahead_spans;
   _Atomic uint64_t windows_fetched, windows_from_cache;
+  /* Dense: per span, its decode may fetch its window rather than wait for
+   * the span before it (set for the first span of a readahead run, so
+   * that runs decode in parallel). */
+  _Atomic unsigned char *win_nowait;
 
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;
@@ -76,6 +80,8 @@ struct sn_layer {
   int64_t seq_start, seq_end;   /* the offsets the current run covers */
   int64_t seq_bytes;            /* bytes read in it */
   size_t ra_next;               /* first span readahead has not asked for */
+  bool ra_sequential;           /* the last read continued a forward run */
+  int64_t ra_bytes;             /* readahead_bytes (layer_dense_note) */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its threads still running */
   /* Readahead threads are joinable: each one, done with the layer, adds
@@ -115,12 +121,13 @@ int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
  * before unlocking and returning).  -1 if it could not be started. */
 int layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg);
 void layer_ra_thread_done(struct sn_layer *l);
-/* layer-readahead.c: stage spans [first, end) with range requests of at
- * most max_bytes each (0: no limit), ra_lock held; decode: then load each
- * on a thread.  Returns the first span not handled; *nstaged (or NULL):
- * how many were staged. */
+/* layer-readahead.c: stage the first run of spans in [first, end) that
+ * nobody has, with one range request of at most max_bytes (0: no limit),
+ * ra_lock held; decode: then load each on a thread.  Returns the first span
+ * after it; *run_first, *n: the run staged (*n 0: none). */
 size_t layer_stage(struct sn_layer *l, size_t first, size_t end,
-                   int64_t max_bytes, bool decode, size_t *nstaged);
+                   int64_t max_bytes, bool decode, size_t *run_first,
+                   size_t *n);
 
 /* layer-dense.c: with a dense index (zi->winref), the window that span i
  * is decoded with (SN_ZINFO_WINSIZE bytes into win): zeros when nothing

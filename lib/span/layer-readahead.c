@@ -38,6 +38,7 @@ layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
 
   if (bytes == 0 || l->zi->nspans < 2)
     return;
+  l->ra_bytes = (int64_t) bytes;
   w = bytes / (size_t) span;
   if (w < 2)
     w = 2;
@@ -245,42 +246,44 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
   }
 }
 
-/* Stage spans [first, end) (with ra_lock held; staging set up): runs of
- * spans nobody is loading yet are fetched with one range request each of
- * at most max_bytes compressed bytes (0: no limit), marked staging before
- * the cache is asked, so that a load starting meanwhile waits for the
- * fetch instead of fetching the span again.  decode: load each staged span
- * on a thread of its own afterwards (counted in ra_inflight).  Returns the
- * first span not handled; *nstaged (may be NULL) counts the spans staged. */
+/* Stage one run of spans in [first, end) (with ra_lock held; staging set
+ * up): from the first span nobody is loading, fetching or holding yet, up
+ * to the next such span or max_bytes compressed bytes (0: no limit), with
+ * one range request on a thread.  The spans are marked staging before the
+ * cache is asked, so that a load starting meanwhile waits for the fetch
+ * instead of fetching the span again.  decode: then load each staged span
+ * on a thread of its own (counted in ra_inflight).  Returns the first span
+ * after the run (end if none was staged); *run_first and *n say which
+ * spans were staged (*n 0: none). */
 size_t
 layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
-            bool decode, size_t *nstaged)
+            bool decode, size_t *run_first, size_t *n)
 {
-  if (nstaged)
-    *nstaged = 0;
+  *n = 0;
+  *run_first = first;
   while (first < end) {
     struct ra_batch *b;
     struct sn_span s0, s;
-    size_t n = 0;
+    size_t k = 0;
 
     sn_zinfo_span(l->zi, first, &s0);
-    while (first + n < end) {
-      size_t i = first + n;
+    while (first + k < end) {
+      size_t i = first + k;
 
       /* Being fetched or staged by an earlier batch: not again. */
       if (l->staging[i] || l->staged[i])
         break;
       sn_zinfo_span(l->zi, i, &s);
-      if (n > 0 && max_bytes > 0 && s.comp_end - s0.comp_start > max_bytes)
+      if (k > 0 && max_bytes > 0 && s.comp_end - s0.comp_start > max_bytes)
         break;
       l->staging[i] = 1;
       if (sn_spancache_present(l->cache, i)) {
         l->staging[i] = 0;
         break;
       }
-      n++;
+      k++;
     }
-    if (n == 0) {
+    if (k == 0) {
       first++;
       continue;
     }
@@ -288,25 +291,25 @@ layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
     if (b) {
       b->l = l;
       b->first = first;
-      b->n = n;
+      b->n = k;
       b->decode = decode;
     }
     if (b == NULL || layer_ra_thread_start(l, ra_batch_thread, b) == -1) {
-      size_t k;
+      size_t j;
 
-      for (k = 0; k < n; k++)
-        l->staging[first + k] = 0;
+      for (j = 0; j < k; j++)
+        l->staging[first + j] = 0;
       pthread_cond_broadcast(&l->ra_staged);
       free(b);
-      break;
+      return end;
     }
     if (decode)
-      l->ra_inflight += n;
-    if (nstaged)
-      *nstaged += n;
-    first += n;
+      l->ra_inflight += k;
+    *run_first = first;
+    *n = k;
+    return first + k;
   }
-  return first;
+  return end;
 }
 
 /* Readahead of spans [first, end) (with ra_lock held): staged runs when
@@ -325,8 +328,13 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
       }
     return end;
   }
-  next = layer_stage(l, first, end, 0, true, &n);
-  layer_count(&l->readahead_spans, n);
+  next = first;
+  while (next < end) {
+    size_t rf;
+
+    next = layer_stage(l, next, end, 0, true, &rf, &n);
+    layer_count(&l->readahead_spans, n);
+  }
   return next;
 }
 
@@ -357,8 +365,10 @@ layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
   }
   /* Sequential: a span's worth read, covering at least half of the range
    * the run spans (scattered reads near each other are not a stream). */
-  if (l->seq_bytes < l->ra_trigger ||
-      2 * l->seq_bytes < l->seq_end - l->seq_start || l->ra_window == 0)
+  l->ra_sequential = l->seq_bytes >= l->ra_trigger &&
+    2 * l->seq_bytes >= l->seq_end - l->seq_start;
+  /* A dense layer reads ahead by bytes, in layer_dense_note. */
+  if (!l->ra_sequential || l->ra_window == 0 || l->zi->winref)
     goto out;
   first = last + 1 > l->ra_next ? last + 1 : l->ra_next;
   end = last + 1 + l->ra_window;

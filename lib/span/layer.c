@@ -180,10 +180,13 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   sn_spancache_set_release(l->cache, release_span);
   layer_set_readahead(l, o->readahead_bytes, budget);
-  if (l->zi->winref && l->staging == NULL) {  /* layer-dense.c stages */
-    l->staging = calloc(l->zi->nspans, sizeof *l->staging);
-    l->staged = calloc(l->zi->nspans, sizeof *l->staged);
-    if (l->staging == NULL || l->staged == NULL) {
+  if (l->zi->winref) {          /* layer-dense.c stages and decodes */
+    if (l->staging == NULL) {
+      l->staging = calloc(l->zi->nspans, sizeof *l->staging);
+      l->staged = calloc(l->zi->nspans, sizeof *l->staged);
+    }
+    l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
+    if (l->staging == NULL || l->staged == NULL || l->win_nowait == NULL) {
       sn_oom();
       goto fail;
     }
@@ -231,6 +234,7 @@ sn_layer_free(struct sn_layer *l)
   }
   free(l->staged);
   free(l->staging);
+  free(l->win_nowait);
   sn_bufpool_free(l->span_pool);
   sn_bufpool_free(l->comp_pool);
   if (l->captured && l->zi) {
@@ -603,6 +607,9 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
     n = last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)
       n = SN_SPANCACHE_MAX_GET;
+    /* Dense sub-spans one by one: each decodes with the one before. */
+    if (l->zi->winref)
+      n = 1;
     if (sn_spancache_get(l->cache, i, n, ents) == -1)
       return -1;
     for (k = 0; k < n && buf && !hole; k++) {

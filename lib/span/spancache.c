@@ -271,16 +271,19 @@ sn_spancache_get(struct sn_spancache *c, size_t first, size_t n,
   return r;
 }
 
-/* Hold span i if it is cached or being loaded, waiting for that load;
- * never starts one. */
+/* Hold span i if it is cached, or being loaded and wait is true, waiting
+ * for that load; never starts one. */
 int
-sn_spancache_join(struct sn_spancache *c, size_t i, struct sn_span_ent **ent)
+sn_spancache_join(struct sn_spancache *c, size_t i, bool wait,
+                  struct sn_span_ent **ent)
 {
   struct sn_span_ent *e;
   int r = 1;
 
   pthread_mutex_lock(&c->lock);
   e = i < c->nspans ? c->slot[i] : NULL;
+  if (e && !wait && e->state != ENT_READY)
+    e = NULL;
   if (e) {
     if (e->refs == 0)
       lru_unlink(e);

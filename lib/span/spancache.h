@@ -67,10 +67,10 @@ const uint8_t *sn_spancache_data(const struct sn_span_ent *e, size_t *len);
 void sn_spancache_put(struct sn_spancache *c, struct sn_span_ent *e);
 
 /* Hold span i (0, *ent set; sn_spancache_put it) if it is cached, or
- * once the load under way ends well; 1 if it is absent or that load
- * failed.  Never loads a span: for a loader that can use a neighbour's
- * bytes but must not cause a fetch. */
-int sn_spancache_join(struct sn_spancache *c, size_t i,
+ * (wait true) once the load under way ends well; 1 if it is absent, being
+ * loaded and wait is false, or that load failed.  Never loads a span: for
+ * a loader that can use a neighbour's bytes but must not cause a fetch. */
+int sn_spancache_join(struct sn_spancache *c, size_t i, bool wait,
                       struct sn_span_ent **ent);
 /* Span i is cached and ready now (a hint: it may be evicted right after). */
 bool sn_spancache_has(struct sn_spancache *c, size_t i);
