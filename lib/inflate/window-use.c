@@ -418,17 +418,15 @@ int
 sn_window_sparse(const uint8_t *in, size_t len, uint64_t bitoff,
                  const uint8_t window[SN_WINDOW_SIZE], size_t winlen,
                  size_t limit, uint8_t sparse[SN_WINDOW_SIZE],
-                 size_t *count)
+                 struct sn_window_use *st)
 {
-  struct sn_window_use st;
   size_t i;
 
-  *count = 0;
+  memset(st, 0, sizeof *st);
   /* The map is built in sparse itself, then replaced by the bytes. */
-  if (sn_window_use(in, len, bitoff, winlen, limit, sparse, &st) < 0)
+  if (sn_window_use(in, len, bitoff, winlen, limit, sparse, st) < 0)
     return -1;
   for (i = 0; i < WIN; i++)
     sparse[i] = sparse[i] ? window[i] : 0;
-  *count = st.count;
   return 0;
 }

@@ -60,12 +60,13 @@ int sn_window_use(const uint8_t *in, size_t len, uint64_t bitoff,
 /* The sparse window for the restart point: sparse[i] = window[i] where a
  * match in the first `limit` bytes of output copies window byte i, else
  * 0 (SN_WINDOW_SIZE for limit: enough for the whole rest of the stream).
- * *count: the bytes kept.  sparse must not overlap window; on failure
- * it is all zero. */
+ * *st: what the parse found (st->count: the bytes kept; st->out: the
+ * output parsed, what sn_window_verify can then check).  sparse must not
+ * overlap window; on failure it is all zero. */
 int sn_window_sparse(const uint8_t *in, size_t len, uint64_t bitoff,
                      const uint8_t window[SN_WINDOW_SIZE], size_t winlen,
                      size_t limit, uint8_t sparse[SN_WINDOW_SIZE],
-                     size_t *count);
+                     struct sn_window_use *st);
 
 /* Decode exactly outlen bytes from bitoff with zlib (raw inflate primed
  * with the leftover bits, the window as its dictionary), once with full

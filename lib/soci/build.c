@@ -21,6 +21,8 @@ struct sn_ztoc_builder {
   struct sn_ztoc *z;
   size_t files_cap;
   int64_t in_bytes;
+  sn_file_fn on_file;           /* sn_ztoc_builder_set_file_hook */
+  void *file_opaque;
 };
 
 /* Copy the entry's PAX records into f (the ztoc's "xattrs", all of them,
@@ -90,6 +92,8 @@ on_entry(void *opaque, const struct sn_tar_entry *e)
   f->ftype = sn_ftype_parse(type, strlen(type));
   f->mtime_sec = e->mtime_sec;
   f->mtime_nsec = e->mtime_nsec;
+  if (b->on_file && e->size > 0)
+    return b->on_file(b->file_opaque, e->data_offset, e->size);
   return 0;
 }
 
@@ -321,4 +325,18 @@ out:
   close(fd);
   free(buf);
   return z;
+}
+
+void
+sn_ztoc_builder_set_file_hook(struct sn_ztoc_builder *b, sn_file_fn fn,
+                              void *opaque)
+{
+  b->on_file = fn;
+  b->file_opaque = opaque;
+}
+
+struct sn_zinfo_builder *
+sn_ztoc_builder_zinfo(struct sn_ztoc_builder *b)
+{
+  return b->zb;
 }

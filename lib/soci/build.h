@@ -45,6 +45,14 @@ int sn_ztoc_builder_feed(struct sn_ztoc_builder *b, const uint8_t *data,
 struct sn_ztoc *sn_ztoc_builder_finish(struct sn_ztoc_builder *b,
                                        uint8_t blob_digest[SN_SHA256_LEN]);
 void sn_ztoc_builder_free(struct sn_ztoc_builder *b);
+/* Called for each tar entry with data as the tar parser reaches it, in tar
+ * order: the offset of its data in the tar and its size.  -1 stops the
+ * build.  For the dense index (lib/dense/dense.h). */
+typedef int (*sn_file_fn)(void *opaque, int64_t data_offset, int64_t size);
+void sn_ztoc_builder_set_file_hook(struct sn_ztoc_builder *b, sn_file_fn fn,
+                                   void *opaque);
+/* The zinfo builder inside b (for its boundary hook). */
+struct sn_zinfo_builder *sn_ztoc_builder_zinfo(struct sn_ztoc_builder *b);
 
 /* Build from a local file: detects gzip vs tar, refuses zstd/unknown
  * with a message naming the file. */

@@ -86,6 +86,9 @@ struct sn_zinfo_builder {
   size_t ndigests, dcap;
 
   struct hasher h;
+
+  sn_boundary_fn boundary;       /* sn_zinfo_builder_set_boundary_hook */
+  void *boundary_opaque;
 };
 
 /* Finish the current span's hash and append it to the digest list. */
@@ -447,6 +450,10 @@ inflate_feed(struct sn_zinfo_builder *b, const uint8_t *data, size_t len,
 
     if (ev == -1)
       return -1;
+    if (ev == SN_INFLATE_BLOCK && b->boundary &&
+        b->boundary(b->boundary_opaque, b->totin, sn_inflate_bits(b->inf),
+                    b->totout) == -1)
+      return -1;
     if (ev == SN_INFLATE_BLOCK &&
         (b->totout == 0 || b->totout - b->last > b->span_size)) {
       if (add_checkpoint(b, data, pos, &cut) == -1)
@@ -619,4 +626,19 @@ void
 sn_zinfo_builder_skip_blob_digest(struct sn_zinfo_builder *b)
 {
   b->no_blob_hash = true;
+}
+
+void
+sn_zinfo_builder_set_boundary_hook(struct sn_zinfo_builder *b,
+                                   sn_boundary_fn fn, void *opaque)
+{
+  b->boundary = fn;
+  b->boundary_opaque = opaque;
+}
+
+void
+sn_zinfo_builder_window(const struct sn_zinfo_builder *b,
+                        uint8_t window[SN_ZINFO_WINSIZE])
+{
+  sn_inflate_window(b->inf, window);
 }

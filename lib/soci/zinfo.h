@@ -166,6 +166,19 @@ int sn_zinfo_builder_finish(struct sn_zinfo_builder *b,
                             uint8_t (**span_digests)[SN_SHA256_LEN],
                             uint8_t blob_digest[SN_SHA256_LEN]);
 void sn_zinfo_builder_free(struct sn_zinfo_builder *b);
+/* Called at every deflate block boundary of a gzip layer (and the end of
+ * each member's header; never the end of the stream), where zran's rule
+ * may place a checkpoint: in, bits and out as a checkpoint there would
+ * have them.  -1 stops the build (its message is kept).  For the dense
+ * index (lib/dense/dense.h). */
+typedef int (*sn_boundary_fn)(void *opaque, int64_t in, unsigned bits,
+                              int64_t out);
+void sn_zinfo_builder_set_boundary_hook(struct sn_zinfo_builder *b,
+                                        sn_boundary_fn fn, void *opaque);
+/* Inside the hook: the 32 KiB of output before the boundary (zero-filled
+ * in front when fewer were produced). */
+void sn_zinfo_builder_window(const struct sn_zinfo_builder *b,
+                             uint8_t window[SN_ZINFO_WINSIZE]);
 /* Do not hash the whole blob (the caller verifies the layer digest by
  * other means); call before the first feed; finish then gives no
  * blob_digest (pass NULL). */

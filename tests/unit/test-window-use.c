@@ -179,17 +179,19 @@ check_bound(const uint8_t *data, size_t total, const uint8_t *c, size_t clen,
 {
   static uint8_t full[WIN], sparse[WIN], map[WIN], lim[WIN], flip[WIN];
   struct sn_window_use st;
-  size_t winlen = b->out < WIN ? b->out : WIN, count, lcount, i;
+  size_t winlen = b->out < WIN ? b->out : WIN, count, i;
+  struct sn_window_use sst, lst;
   bool ok = true;
 
   window_at(data, b->out, full);
   t->checked++;
   if (sn_window_sparse(c, clen, b->bit, full, winlen, WIN, sparse,
-                       &count) < 0 ||
+                       &sst) < 0 ||
       sn_window_use(c, clen, b->bit, winlen, WIN, map, &st) < 0) {
     diag("boundary at bit %" PRIu64 ": %s", b->bit, sn_error());
     return;
   }
+  count = sst.count;
   for (i = 0; i < WIN; i++)
     if (sparse[i] != (map[i] ? full[i] : 0) || (map[i] && i < WIN - winlen))
       ok = false;
@@ -203,7 +205,7 @@ check_bound(const uint8_t *data, size_t total, const uint8_t *c, size_t clen,
   else
     diag("boundary at bit %" PRIu64 ": %s", b->bit, sn_error());
   if (sn_window_sparse(c, clen, b->bit, full, winlen, next_out - b->out,
-                       lim, &lcount) == 0 && lcount <= count &&
+                       lim, &lst) == 0 && lst.count <= count &&
       sn_window_verify(c, clen, b->bit, full, lim, next_out - b->out) == 0)
     t->limited++;
   if (count == 0)
@@ -340,7 +342,8 @@ test_crafted_maps(void)
   static uint8_t full[WIN], sparse[WIN], map[WIN];
   struct sn_window_use st;
   struct bw w;
-  size_t i, count;
+  size_t i;
+  struct sn_window_use sst;
   int r;
 
   for (i = 0; i < WIN; i++)
@@ -366,8 +369,8 @@ test_crafted_maps(void)
      st.count);
   OK(st.in_bits == w.nbits, "all %zu bits parsed (%" PRIu64 ")", w.nbits,
      st.in_bits);
-  r = sn_window_sparse(w.buf, bw_len(&w), 0, full, WIN, WIN, sparse, &count);
-  OK(r == 0 && count == 5 &&
+  r = sn_window_sparse(w.buf, bw_len(&w), 0, full, WIN, WIN, sparse, &sst);
+  OK(r == 0 && sst.count == 5 &&
      sn_window_verify(w.buf, bw_len(&w), 0, full, sparse, 10) == 0,
      "zlib decodes the crafted stream identically with the sparse window "
      "(%s)", ERR);
@@ -396,7 +399,7 @@ test_crafted_maps(void)
     OK(r == 0 && st.count == 5 && st.end,
        "the stream at bit offset 5: same map (%s)", ERR);
     r = sn_window_sparse(s.buf, bw_len(&s), 5, full, WIN, WIN, sparse,
-                         &count);
+                         &sst);
     OK(r == 0 && sn_window_verify(s.buf, bw_len(&s), 5, full, sparse,
                                   10) == 0,
        "zlib primed with the 3 leftover bits agrees (%s)", ERR);

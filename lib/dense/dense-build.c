@@ -1,0 +1,464 @@
+/* soci-nbd: building a layer's dense index (docs/dense-index.md) in the
+ * same pass as its SOCI ztoc.  The ztoc builder tells it every deflate
+ * block boundary (with the window there) and every file start; it keeps
+ * the compressed bytes it still needs, places checkpoints by the rule of
+ * struct sn_dense_opts, and once the 32 KiB of output after a checkpoint
+ * have gone by, computes its sparse window (lib/inflate/window-use.h),
+ * checks that zlib decodes that output identically with it, and packs it
+ * into the windows blob.  Sub-span digests are taken over the kept bytes.
+ *
+ * Memory: the compressed bytes from the oldest of (the last checkpoint,
+ * the oldest checkpoint still waiting for its window, the candidate
+ * boundary) to the end of what was fed: about max_gap, plus a deflate
+ * block, plus the compressed size of 32 KiB of output; a 32 KiB window
+ * per waiting checkpoint and the candidate's. */
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dense/dense.h"
+#include "inflate/window-use.h"
+#include "soci/build.h"
+#include "util/digest.h"
+#include "util/err.h"
+
+#define DEFAULT_MIN_GAP ((int64_t) 16 << 10)
+#define DEFAULT_MAX_GAP ((int64_t) 64 << 10)
+#define WIN SN_ZINFO_WINSIZE
+
+/* A boundary: the candidate, or a checkpoint waiting for its window. */
+struct point {
+  int64_t in, out;
+  unsigned bits;
+  size_t cp;                    /* its checkpoint (waiting ones) */
+  uint8_t *window;              /* WIN bytes, owned */
+};
+
+/* A checkpoint taken. */
+struct taken {
+  int64_t in, out;
+  unsigned bits;
+  uint8_t digest[SN_SHA256_LEN];  /* of its sub-span, once closed */
+  struct sn_winref ref;
+};
+
+struct sn_dense_builder {
+  struct sn_ztoc_builder *zb;
+  int64_t min_gap, max_gap;
+  bool failed;
+
+  uint8_t *buf;                 /* compressed bytes [buf_start, +buf_len) */
+  int64_t buf_start;
+  size_t buf_len, buf_cap;
+
+  struct point cand;            /* the last boundary, not decided yet */
+  bool have_cand;
+  int64_t *files;               /* data offsets announced, not yet passed */
+  size_t nfiles, filecap;
+
+  struct taken *cp;
+  size_t ncp, cpcap;
+  struct point *wait;           /* FIFO: waiting for 32 KiB more output */
+  size_t nwait, waitcap;
+
+  uint8_t *windows;             /* the windows blob */
+  size_t windows_len, windows_cap;
+};
+
+/* Make room for n elements of size sz in *p (capacity *cap). */
+static int
+grow(void *p, size_t *cap, size_t n, size_t sz)
+{
+  void **pp = p;
+  size_t c = *cap ? *cap : 16;
+  void *q;
+
+  if (n <= *cap)
+    return 0;
+  while (c < n)
+    c *= 2;
+  q = realloc(*pp, c * sz);
+  if (q == NULL)
+    return sn_oom();
+  *pp = q;
+  *cap = c;
+  return 0;
+}
+
+/* The first kept byte a point needs (the one with its leftover bits). */
+static int64_t
+point_start(int64_t in, unsigned bits)
+{
+  return in - (bits ? 1 : 0);
+}
+
+/* Drop the kept bytes nobody needs any more. */
+static void
+trim(struct sn_dense_builder *d)
+{
+  int64_t keep = d->buf_start + (int64_t) d->buf_len, s;
+  size_t n;
+
+  if (d->ncp && (s = point_start(d->cp[d->ncp - 1].in,
+                                 d->cp[d->ncp - 1].bits)) < keep)
+    keep = s;
+  if (d->nwait && (s = point_start(d->wait[0].in, d->wait[0].bits)) < keep)
+    keep = s;
+  if (d->have_cand && (s = point_start(d->cand.in, d->cand.bits)) < keep)
+    keep = s;
+  if (keep <= d->buf_start)
+    return;
+  n = (size_t) (keep - d->buf_start);
+  memmove(d->buf, d->buf + n, d->buf_len - n);
+  d->buf_len -= n;
+  d->buf_start = keep;
+}
+
+/* The kept bytes from offset start on (NULL if they are not kept). */
+static const uint8_t *
+kept(const struct sn_dense_builder *d, int64_t start, size_t *len)
+{
+  if (start < d->buf_start || start > d->buf_start + (int64_t) d->buf_len)
+    return NULL;
+  *len = d->buf_len - (size_t) (start - d->buf_start);
+  return d->buf + (start - d->buf_start);
+}
+
+/* Hash the sub-span of the last checkpoint, which ends at end. */
+static int
+close_subspan(struct sn_dense_builder *d, int64_t end)
+{
+  struct taken *t = &d->cp[d->ncp - 1];
+  int64_t start = point_start(t->in, t->bits);
+  const uint8_t *p;
+  size_t len;
+
+  p = kept(d, start, &len);
+  if (p == NULL || end < start || (uint64_t) (end - start) > len)
+    return sn_set_error("dense index: sub-span %zu [%" PRId64 ",%" PRId64
+                        ") is not kept", d->ncp - 1, start, end);
+  sn_sha256(p, (size_t) (end - start), t->digest);
+  return 0;
+}
+
+/* Append a packed window to the blob; fill ref. */
+static int
+add_window(struct sn_dense_builder *d, const uint8_t sparse[WIN],
+           struct sn_winref *ref)
+{
+  uint8_t *frame;
+  size_t flen;
+
+  if (sn_dense_window_pack(sparse, &frame, &flen) == -1)
+    return -1;
+  if (grow(&d->windows, &d->windows_cap, d->windows_len + flen, 1) == -1) {
+    free(frame);
+    return -1;
+  }
+  memcpy(d->windows + d->windows_len, frame, flen);
+  ref->off = (int64_t) d->windows_len;
+  ref->len = (uint32_t) flen;
+  sn_sha256(frame, flen, ref->digest);
+  d->windows_len += flen;
+  free(frame);
+  return 0;
+}
+
+/* Waiting point p has the output after it (32 KiB, or to its member's
+ * end): find the window bytes that output reads, check that zlib decodes
+ * it the same with only those, and store them (none: no window). */
+static int
+settle(struct sn_dense_builder *d, struct point *p)
+{
+  static const char what[] = "dense index: checkpoint";
+  struct taken *t = &d->cp[p->cp];
+  uint8_t sparse[WIN];
+  struct sn_window_use st;
+  const uint8_t *in;
+  size_t len, winlen = p->out < WIN ? (size_t) p->out : WIN;
+  uint64_t bitoff = p->bits ? 8 - p->bits : 0;
+
+  memset(&t->ref, 0, sizeof t->ref);
+  if (winlen == 0)
+    return 0;                   /* the stream's start: nothing before */
+  in = kept(d, point_start(p->in, p->bits), &len);
+  if (in == NULL)
+    return sn_set_error("%s %zu: its bytes are not kept", what, p->cp);
+  if (sn_window_sparse(in, len, bitoff, p->window, winlen, WIN, sparse,
+                       &st) == -1)
+    return sn_prefix_error("%s %zu (offset %" PRId64 "): ", what, p->cp,
+                           p->in);
+  if (st.count == 0)
+    return 0;
+  if (sn_window_verify(in, len, bitoff, p->window, sparse, st.out) != 0)
+    return sn_prefix_error("%s %zu (offset %" PRId64 "): its sparse window "
+                           "does not reproduce the layer: ", what, p->cp,
+                           p->in);
+  return add_window(d, sparse, &t->ref);
+}
+
+/* Settle the waiting points whose 32 KiB of output ended before out (all
+ * of them when out < 0: the end of the stream). */
+static int
+settle_ready(struct sn_dense_builder *d, int64_t out)
+{
+  size_t k = 0;
+  int r = 0;
+
+  while (k < d->nwait && (out < 0 || d->wait[k].out + WIN <= out)) {
+    r = settle(d, &d->wait[k]);
+    free(d->wait[k].window);
+    k++;
+    if (r == -1)
+      break;
+  }
+  memmove(d->wait, d->wait + k, (d->nwait - k) * sizeof *d->wait);
+  d->nwait -= k;
+  return r;
+}
+
+/* Make the candidate the next checkpoint (its window moves to the queue). */
+static int
+take_cand(struct sn_dense_builder *d)
+{
+  struct point *p = &d->cand;
+
+  if (d->ncp && close_subspan(d, p->in) == -1)
+    return -1;
+  if (grow(&d->cp, &d->cpcap, d->ncp + 1, sizeof *d->cp) == -1 ||
+      grow(&d->wait, &d->waitcap, d->nwait + 1, sizeof *d->wait) == -1)
+    return -1;
+  d->cp[d->ncp] = (struct taken) { .in = p->in, .out = p->out,
+                                   .bits = p->bits };
+  p->cp = d->ncp++;
+  d->wait[d->nwait++] = *p;
+  p->window = NULL;
+  d->have_cand = false;
+  return 0;
+}
+
+/* Does a file's data start in [from, to)?  Forgets the starts before to. */
+static bool
+file_starts_in(struct sn_dense_builder *d, int64_t from, int64_t to)
+{
+  bool r = false;
+  size_t k = 0;
+
+  while (k < d->nfiles && d->files[k] < to) {
+    if (d->files[k] >= from)
+      r = true;
+    k++;
+  }
+  memmove(d->files, d->files + k, (d->nfiles - k) * sizeof *d->files);
+  d->nfiles -= k;
+  return r;
+}
+
+/* The placement rule (dense.h) for the candidate, now that the next
+ * boundary (in, out) is known. */
+static bool
+worth_it(struct sn_dense_builder *d, int64_t in, int64_t out)
+{
+  const struct taken *last = &d->cp[d->ncp - 1];
+  const struct point *c = &d->cand;
+  bool file = file_starts_in(d, c->out, out);
+
+  if (c->in <= last->in || c->out <= last->out)
+    return false;               /* sub-spans are never empty */
+  if (file && c->in - last->in >= d->min_gap)
+    return true;
+  return in - last->in > d->max_gap;
+}
+
+/* The zinfo builder's boundary hook. */
+static int
+on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
+{
+  struct sn_dense_builder *d = opaque;
+
+  if (d->failed)
+    return -1;
+  if (settle_ready(d, out) == -1)
+    goto fail;
+  if (d->have_cand && d->ncp && !worth_it(d, in, out))
+    d->have_cand = false;       /* its window buffer is reused */
+  else if (d->have_cand && take_cand(d) == -1)
+    goto fail;
+  if (d->ncp == 0 && out != 0) {
+    sn_set_error("dense index: the stream does not start with a block");
+    goto fail;
+  }
+  if (d->cand.window == NULL &&
+      (d->cand.window = malloc(WIN)) == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  d->cand.in = in;
+  d->cand.bits = bits;
+  d->cand.out = out;
+  sn_zinfo_builder_window(sn_ztoc_builder_zinfo(d->zb), d->cand.window);
+  d->have_cand = true;
+  if (d->ncp == 0 && take_cand(d) == -1)   /* checkpoint 0: out 0 */
+    goto fail;
+  trim(d);
+  return 0;
+fail:
+  d->failed = true;
+  return -1;
+}
+
+/* The ztoc builder's file hook: remember where file data starts. */
+static int
+on_file(void *opaque, int64_t data_offset, int64_t size)
+{
+  struct sn_dense_builder *d = opaque;
+
+  (void) size;
+  if (grow(&d->files, &d->filecap, d->nfiles + 1, sizeof *d->files) == -1)
+    return -1;
+  d->files[d->nfiles++] = data_offset;
+  return 0;
+}
+
+struct sn_dense_builder *
+sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
+{
+  struct sn_dense_builder *d = calloc(1, sizeof *d);
+
+  if (d == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  d->zb = zb;
+  d->min_gap = o && o->min_gap > 0 ? o->min_gap : DEFAULT_MIN_GAP;
+  d->max_gap = o && o->max_gap > 0 ? o->max_gap : DEFAULT_MAX_GAP;
+  sn_zinfo_builder_set_boundary_hook(sn_ztoc_builder_zinfo(zb), on_boundary,
+                                     d);
+  sn_ztoc_builder_set_file_hook(zb, on_file, d);
+  return d;
+}
+
+int
+sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
+                      size_t len)
+{
+  if (d->failed)
+    return sn_set_error("dense index: the build failed already");
+  if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
+    return -1;
+  memcpy(d->buf + d->buf_len, data, len);
+  d->buf_len += len;
+  return 0;
+}
+
+/* The dense table: a copy of z (its file table) with the sub-spans'
+ * digests and the checkpoint table. */
+static struct sn_ztoc *
+make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
+{
+  struct sn_zinfo zi = { .compression = SN_COMP_GZIP,
+                         .compressed_size = z->compressed_size,
+                         .uncompressed_size = z->uncompressed_size,
+                         .nspans = d->ncp };
+  struct sn_winref *ref = calloc(d->ncp, sizeof *ref);
+  struct sn_ztoc *t = NULL;
+  uint8_t *buf = NULL;
+  size_t len, i;
+
+  zi.cp = calloc(d->ncp, sizeof *zi.cp);
+  if (ref == NULL || zi.cp == NULL) {
+    sn_oom();
+    goto out;
+  }
+  for (i = 0; i < d->ncp; i++) {
+    zi.cp[i] = (struct sn_checkpoint) { .in = d->cp[i].in,
+                                        .out = d->cp[i].out,
+                                        .bits = (uint8_t) d->cp[i].bits };
+    ref[i] = d->cp[i].ref;
+  }
+  if (sn_ztoc_encode(z, &buf, &len) == -1 ||
+      (t = sn_ztoc_decode(buf, len)) == NULL)
+    goto out;
+  for (i = 0; i < t->nspan_digests; i++)
+    sn_bytes_clear(&t->span_digests[i]);
+  free(t->span_digests);
+  free(t->checkpoints);
+  t->checkpoints = NULL;
+  t->nspan_digests = 0;
+  t->span_digests = calloc(d->ncp, sizeof *t->span_digests);
+  if (t->span_digests == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  t->nspan_digests = d->ncp;
+  t->max_span_id = (int32_t) d->ncp - 1;
+  for (i = 0; i < d->ncp; i++) {
+    char hex[SN_DIGEST_STRLEN + 1];
+
+    sn_digest_format(d->cp[i].digest, hex);
+    if (sn_bytes_set(&t->span_digests[i], hex, strlen(hex)) == -1)
+      goto fail;
+  }
+  if (sn_dense_cp_encode(&zi, ref, (int64_t) d->windows_len, &t->checkpoints,
+                         &t->checkpoints_len) == -1)
+    goto fail;
+  goto out;
+fail:
+  sn_ztoc_free(t);
+  t = NULL;
+out:
+  free(buf);
+  free(zi.cp);
+  free(ref);
+  return t;
+}
+
+int
+sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
+                        struct sn_ztoc **table, uint8_t **windows,
+                        size_t *windows_len)
+{
+  *table = NULL;
+  *windows = NULL;
+  *windows_len = 0;
+  if (d->failed)
+    return sn_set_error("dense index: the build failed already");
+  if (d->ncp == 0)
+    return sn_set_error("dense index: the layer has no deflate block");
+  if (d->buf_start + (int64_t) d->buf_len != z->compressed_size)
+    return sn_set_error("dense index: %" PRId64 " bytes fed, the layer has "
+                        "%" PRId64, d->buf_start + (int64_t) d->buf_len,
+                        z->compressed_size);
+  d->have_cand = false;
+  if (close_subspan(d, z->compressed_size) == -1 ||
+      settle_ready(d, -1) == -1)
+    return -1;
+  *table = make_table(d, z);
+  if (*table == NULL)
+    return -1;
+  *windows = d->windows;
+  *windows_len = d->windows_len;
+  d->windows = NULL;
+  d->windows_len = 0;
+  return 0;
+}
+
+void
+sn_dense_builder_free(struct sn_dense_builder *d)
+{
+  size_t k;
+
+  if (d == NULL)
+    return;
+  for (k = 0; k < d->nwait; k++)
+    free(d->wait[k].window);
+  free(d->wait);
+  free(d->cand.window);
+  free(d->cp);
+  free(d->files);
+  free(d->buf);
+  free(d->windows);
+  free(d);
+}
