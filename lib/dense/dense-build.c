@@ -10,8 +10,11 @@
  * Memory: the compressed bytes from the oldest of (the last checkpoint,
  * the oldest checkpoint still waiting for its window, the candidate
  * boundary) to the end of what was fed: about max_gap, plus a deflate
- * block, plus the compressed size of 32 KiB of output; a 32 KiB window
- * per waiting checkpoint and the candidate's. */
+ * block, plus the compressed size of 32 KiB of output; the output from
+ * the oldest waiting checkpoint or the candidate on (a deflate block's
+ * output plus 32 KiB; a layer whose blocks make more than MAX_KEPT_OUT
+ * gets no dense index); a 32 KiB window per waiting checkpoint and the
+ * candidate's. */
 #include <config.h>
 
 #include <inttypes.h>
@@ -26,7 +29,12 @@
 
 #define DEFAULT_MIN_GAP ((int64_t) 16 << 10)
 #define DEFAULT_MAX_GAP ((int64_t) 64 << 10)
+/* The most output a sub-span may have (where boundaries allow): highly
+ * compressible data would otherwise make sub-spans that inflate past
+ * what a reader decodes at once (SN_SPAN_MAX_OUT). */
+#define MAX_OUT_GAP ((int64_t) 4 << 20)
 #define WIN SN_ZINFO_WINSIZE
+#define MAX_KEPT_OUT ((size_t) 256 << 20)
 
 /* A boundary: the candidate, or a checkpoint waiting for its window. */
 struct point {
@@ -52,6 +60,9 @@ struct sn_dense_builder {
   uint8_t *buf;                 /* compressed bytes [buf_start, +buf_len) */
   int64_t buf_start;
   size_t buf_len, buf_cap;
+  uint8_t *obuf;                /* output [obuf_start, +obuf_len) */
+  int64_t obuf_start;
+  size_t obuf_len, obuf_cap;
 
   struct point cand;            /* the last boundary, not decided yet */
   bool have_cand;
@@ -108,12 +119,23 @@ trim(struct sn_dense_builder *d)
     keep = s;
   if (d->have_cand && (s = point_start(d->cand.in, d->cand.bits)) < keep)
     keep = s;
-  if (keep <= d->buf_start)
-    return;
-  n = (size_t) (keep - d->buf_start);
-  memmove(d->buf, d->buf + n, d->buf_len - n);
-  d->buf_len -= n;
-  d->buf_start = keep;
+  if (keep > d->buf_start) {
+    n = (size_t) (keep - d->buf_start);
+    memmove(d->buf, d->buf + n, d->buf_len - n);
+    d->buf_len -= n;
+    d->buf_start = keep;
+  }
+  keep = d->obuf_start + (int64_t) d->obuf_len;
+  if (d->nwait && d->wait[0].out < keep)
+    keep = d->wait[0].out;
+  if (d->have_cand && d->cand.out < keep)
+    keep = d->cand.out;
+  if (keep > d->obuf_start) {
+    n = (size_t) (keep - d->obuf_start);
+    memmove(d->obuf, d->obuf + n, d->obuf_len - n);
+    d->obuf_len -= n;
+    d->obuf_start = keep;
+  }
 }
 
 /* The kept bytes from offset start on (NULL if they are not kept). */
@@ -192,7 +214,11 @@ settle(struct sn_dense_builder *d, struct point *p)
                            p->in);
   if (st.count == 0)
     return 0;
-  if (sn_window_verify(in, len, bitoff, p->window, sparse, st.out) != 0)
+  if (p->out < d->obuf_start ||
+      p->out + (int64_t) st.out > d->obuf_start + (int64_t) d->obuf_len)
+    return sn_set_error("%s %zu: its output is not kept", what, p->cp);
+  if (sn_window_check(in, len, bitoff, sparse,
+                      d->obuf + (p->out - d->obuf_start), st.out) != 0)
     return sn_prefix_error("%s %zu (offset %" PRId64 "): its sparse window "
                            "does not reproduce the layer: ", what, p->cp,
                            p->in);
@@ -269,7 +295,7 @@ worth_it(struct sn_dense_builder *d, int64_t in, int64_t out)
     return false;               /* sub-spans are never empty */
   if (file && c->in - last->in >= d->min_gap)
     return true;
-  return in - last->in > d->max_gap;
+  return in - last->in > d->max_gap || out - last->out > MAX_OUT_GAP;
 }
 
 /* The zinfo builder's boundary hook. */
@@ -280,8 +306,6 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
 
   if (d->failed)
     return -1;
-  if (settle_ready(d, out) == -1)
-    goto fail;
   if (d->have_cand && d->ncp && !worth_it(d, in, out))
     d->have_cand = false;       /* its window buffer is reused */
   else if (d->have_cand && take_cand(d) == -1)
@@ -301,6 +325,33 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
   sn_zinfo_builder_window(sn_ztoc_builder_zinfo(d->zb), d->cand.window);
   d->have_cand = true;
   if (d->ncp == 0 && take_cand(d) == -1)   /* checkpoint 0: out 0 */
+    goto fail;
+  trim(d);
+  return 0;
+fail:
+  d->failed = true;
+  return -1;
+}
+
+/* The ztoc builder's output hook: keep the output, and settle the
+ * checkpoints whose 32 KiB of output are complete. */
+static int
+on_output(void *opaque, const uint8_t *data, size_t len)
+{
+  struct sn_dense_builder *d = opaque;
+
+  if (d->failed)
+    return -1;
+  if (d->obuf_len + len > MAX_KEPT_OUT) {
+    sn_set_error("dense index: a deflate block makes more than %zu MiB of "
+                 "output", MAX_KEPT_OUT >> 20);
+    goto fail;
+  }
+  if (grow(&d->obuf, &d->obuf_cap, d->obuf_len + len, 1) == -1)
+    goto fail;
+  memcpy(d->obuf + d->obuf_len, data, len);
+  d->obuf_len += len;
+  if (settle_ready(d, d->obuf_start + (int64_t) d->obuf_len) == -1)
     goto fail;
   trim(d);
   return 0;
@@ -337,6 +388,7 @@ sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
   sn_zinfo_builder_set_boundary_hook(sn_ztoc_builder_zinfo(zb), on_boundary,
                                      d);
   sn_ztoc_builder_set_file_hook(zb, on_file, d);
+  sn_ztoc_builder_set_output_hook(zb, on_output, d);
   return d;
 }
 
@@ -459,6 +511,7 @@ sn_dense_builder_free(struct sn_dense_builder *d)
   free(d->cp);
   free(d->files);
   free(d->buf);
+  free(d->obuf);
   free(d->windows);
   free(d);
 }

@@ -114,7 +114,8 @@ struct sn_ztoc_builder;
 /* Placement (docs/dense-index.md): a checkpoint at a block boundary when
  * the next file's data starts in the block after it and at least
  * min_gap compressed bytes have passed since the last checkpoint, and
- * always before max_gap would be exceeded.  0: defaults. */
+ * always before max_gap compressed bytes (or 4 MiB of output) would be
+ * exceeded.  0: defaults. */
 struct sn_dense_opts {
   int64_t min_gap;   /* default 16 KiB */
   int64_t max_gap;   /* default 64 KiB */

@@ -78,4 +78,13 @@ int sn_window_verify(const uint8_t *in, size_t len, uint64_t bitoff,
                      const uint8_t full[SN_WINDOW_SIZE],
                      const uint8_t sparse[SN_WINDOW_SIZE], size_t outlen);
 
+/* The same check against the output itself: decode exactly outlen bytes
+ * from bitoff with zlib and the sparse window and compare them with expect
+ * (the real output after the restart point).  0: identical; 1: they
+ * differ; -1: the stream is corrupt or ends before outlen bytes.  One
+ * decode instead of two: what a builder that has the output uses. */
+int sn_window_check(const uint8_t *in, size_t len, uint64_t bitoff,
+                    const uint8_t sparse[SN_WINDOW_SIZE],
+                    const uint8_t *expect, size_t outlen);
+
 #endif

@@ -159,3 +159,47 @@ out:
   free(buf);
   return ret;
 }
+
+int
+sn_window_check(const uint8_t *in, size_t len, uint64_t bitoff,
+                const uint8_t sparse[SN_WINDOW_SIZE], const uint8_t *expect,
+                size_t outlen)
+{
+  struct dec d;
+  uint8_t *buf = NULL;
+  size_t done = 0;
+  int ret = -1;
+
+  memset(&d, 0, sizeof d);
+  if (bitoff > (uint64_t) len * 8) {
+    sn_set_error("sparse window check: bit offset %" PRIu64 " is past "
+                 "the input (%zu bytes)", bitoff, len);
+    goto out;
+  }
+  buf = malloc(CHUNK);
+  if (buf == NULL) {
+    sn_oom();
+    goto out;
+  }
+  if (dec_start(&d, in, len, bitoff, sparse) < 0)
+    goto out;
+  ret = 0;
+  while (done < outlen) {
+    size_t want = outlen - done < CHUNK ? outlen - done : CHUNK, got;
+
+    if (dec_fill(&d, buf, want, &got) < 0) {
+      ret = -1;
+      sn_prefix_error("sparse window check at byte %zu: ", done);
+      goto out;
+    }
+    ret = compare(expect + done, want, buf, got, want, done, outlen);
+    if (ret != 0)
+      goto out;
+    done += want;
+  }
+
+out:
+  dec_end(&d);
+  free(buf);
+  return ret;
+}

@@ -23,6 +23,8 @@ struct sn_ztoc_builder {
   int64_t in_bytes;
   sn_file_fn on_file;           /* sn_ztoc_builder_set_file_hook */
   void *file_opaque;
+  sn_output_fn on_out;          /* sn_ztoc_builder_set_output_hook */
+  void *out_opaque;
 };
 
 /* Copy the entry's PAX records into f (the ztoc's "xattrs", all of them,
@@ -104,6 +106,8 @@ on_output(void *opaque, const uint8_t *data, size_t len)
 {
   struct sn_ztoc_builder *b = opaque;
 
+  if (b->on_out && b->on_out(b->out_opaque, data, len) == -1)
+    return -1;
   if (sn_tar_parser_at_end(b->tp))
     return 0;   /* padding after the end-of-archive marker */
   return sn_tar_parser_feed(b->tp, data, len);
@@ -333,6 +337,14 @@ sn_ztoc_builder_set_file_hook(struct sn_ztoc_builder *b, sn_file_fn fn,
 {
   b->on_file = fn;
   b->file_opaque = opaque;
+}
+
+void
+sn_ztoc_builder_set_output_hook(struct sn_ztoc_builder *b, sn_output_fn fn,
+                                void *opaque)
+{
+  b->on_out = fn;
+  b->out_opaque = opaque;
 }
 
 struct sn_zinfo_builder *

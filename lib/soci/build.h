@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "util/digest.h"
+#include "soci/zinfo.h"
 #include "soci/ztoc.h"
 
 #define SN_BUILD_TOOL_DEFAULT PACKAGE_NAME " " PACKAGE_VERSION
@@ -51,6 +52,10 @@ void sn_ztoc_builder_free(struct sn_ztoc_builder *b);
 typedef int (*sn_file_fn)(void *opaque, int64_t data_offset, int64_t size);
 void sn_ztoc_builder_set_file_hook(struct sn_ztoc_builder *b, sn_file_fn fn,
                                    void *opaque);
+/* Called with every piece of the layer's output, in order, before the tar
+ * parser sees it (gzip layers; the padding after the tar too). */
+void sn_ztoc_builder_set_output_hook(struct sn_ztoc_builder *b,
+                                     sn_output_fn fn, void *opaque);
 /* The zinfo builder inside b (for its boundary hook). */
 struct sn_zinfo_builder *sn_ztoc_builder_zinfo(struct sn_ztoc_builder *b);
 

@@ -23,8 +23,13 @@
 
 /* How far past a missed read the rest of its file is fetched and decoded
  * (uncompressed bytes), and the largest range request for it. */
-#define DENSE_AHEAD ((int64_t) 4 << 20)
+#define DENSE_AHEAD ((int64_t) 1 << 20)
 #define DENSE_BATCH ((int64_t) 512 << 10)
+/* The most tar header bytes (with PAX records) before a file's data. */
+#define DENSE_HEADER_SLACK ((int64_t) 64 << 10)
+/* Bytes read in one forward run before reads count as streaming: then
+ * readahead_bytes are fetched ahead, across files, decoded in parallel. */
+#define DENSE_STREAM_TRIGGER ((int64_t) 16 << 20)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
  * spans being loaded if wait; 1 if a span of it is not there (or loading
@@ -111,7 +116,9 @@ layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
   return window_fetch(l, i, win);
 }
 
-/* The end of the data of the file that offset off falls in, or -1. */
+/* The end of the data of the file that offset off falls in, or of the
+ * next file when off is in the tar headers just before its data (a read
+ * of a file's header comes first: layer-check.c), or -1. */
 static int64_t
 file_end_at(const struct sn_layer *l, int64_t off)
 {
@@ -127,9 +134,23 @@ file_end_at(const struct sn_layer *l, int64_t off)
     else
       hi = mid;
   }
-  if (lo == 0 || l->df[lo - 1].max_end <= off)
-    return -1;
-  return l->df[lo - 1].max_end;
+  if (lo > 0 && l->df[lo - 1].max_end > off)
+    return l->df[lo - 1].max_end;
+  if (lo < l->ndf && l->df[lo].off - off <= DENSE_HEADER_SLACK)
+    return l->df[lo].end;
+  return -1;
+}
+
+/* Are all spans first..last cached or on their way? */
+static bool
+all_present(struct sn_layer *l, size_t first, size_t last)
+{
+  size_t i;
+
+  for (i = first; i <= last; i++)
+    if (!sn_spancache_present(l->cache, i) && !l->staging[i] && !l->staged[i])
+      return false;
+  return true;
 }
 
 struct dense_run {
@@ -193,11 +214,15 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
                  size_t last)
 {
   int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
-  bool hit = sn_spancache_present(l->cache, first), seq;
+  bool hit, seq;
   size_t stop, rf, n;
 
   pthread_mutex_lock(&l->ra_lock);
-  seq = l->ra_sequential && l->ra_bytes > 0;
+  hit = all_present(l, first, last);
+  /* Streaming (a copy of the device): far more read in one forward run
+   * than a program reads of its files. */
+  seq = l->ra_sequential && l->ra_bytes > 0 &&
+    l->seq_bytes >= DENSE_STREAM_TRIGGER;
   if (hit && !seq) {
     pthread_mutex_unlock(&l->ra_lock);
     return;
