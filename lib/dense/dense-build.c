@@ -56,6 +56,7 @@ struct sn_dense_builder {
   struct sn_ztoc_builder *zb;
   int64_t min_gap, max_gap;
   bool failed;
+  char *why;                    /* the first failure's message */
 
   uint8_t *buf;                 /* compressed bytes [buf_start, +buf_len) */
   int64_t buf_start;
@@ -305,7 +306,7 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
   struct sn_dense_builder *d = opaque;
 
   if (d->failed)
-    return -1;
+    return 0;
   if (d->have_cand && d->ncp && !worth_it(d, in, out))
     d->have_cand = false;       /* its window buffer is reused */
   else if (d->have_cand && take_cand(d) == -1)
@@ -333,6 +334,18 @@ fail:
   return -1;
 }
 
+/* Remember the first failure; the SOCI ztoc's build goes on (the hooks
+ * return 0) and sn_dense_builder_finish reports it. */
+static int
+give_up(struct sn_dense_builder *d)
+{
+  if (!d->failed) {
+    d->failed = true;
+    d->why = strdup(sn_error());
+  }
+  return 0;
+}
+
 /* The ztoc builder's output hook: keep the output, and settle the
  * checkpoints whose 32 KiB of output are complete. */
 static int
@@ -341,7 +354,7 @@ on_output(void *opaque, const uint8_t *data, size_t len)
   struct sn_dense_builder *d = opaque;
 
   if (d->failed)
-    return -1;
+    return 0;
   if (d->obuf_len + len > MAX_KEPT_OUT) {
     sn_set_error("dense index: a deflate block makes more than %zu MiB of "
                  "output", MAX_KEPT_OUT >> 20);
@@ -356,8 +369,7 @@ on_output(void *opaque, const uint8_t *data, size_t len)
   trim(d);
   return 0;
 fail:
-  d->failed = true;
-  return -1;
+  return give_up(d);
 }
 
 /* The ztoc builder's file hook: remember where file data starts. */
@@ -367,8 +379,10 @@ on_file(void *opaque, int64_t data_offset, int64_t size)
   struct sn_dense_builder *d = opaque;
 
   (void) size;
+  if (d->failed)
+    return 0;
   if (grow(&d->files, &d->filecap, d->nfiles + 1, sizeof *d->files) == -1)
-    return -1;
+    return give_up(d);
   d->files[d->nfiles++] = data_offset;
   return 0;
 }
@@ -397,9 +411,9 @@ sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
                       size_t len)
 {
   if (d->failed)
-    return sn_set_error("dense index: the build failed already");
+    return 0;
   if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
-    return -1;
+    return give_up(d);
   memcpy(d->buf + d->buf_len, data, len);
   d->buf_len += len;
   return 0;
@@ -476,7 +490,7 @@ sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
   *windows = NULL;
   *windows_len = 0;
   if (d->failed)
-    return sn_set_error("dense index: the build failed already");
+    return sn_set_error("%s", d->why ? d->why : "out of memory");
   if (d->ncp == 0)
     return sn_set_error("dense index: the layer has no deflate block");
   if (d->buf_start + (int64_t) d->buf_len != z->compressed_size)
@@ -513,5 +527,6 @@ sn_dense_builder_free(struct sn_dense_builder *d)
   free(d->buf);
   free(d->obuf);
   free(d->windows);
+  free(d->why);
   free(d);
 }

@@ -122,9 +122,12 @@ struct sn_dense_opts {
 };
 
 /* A builder that rides on ztoc builder zb (gzip only): it is told every
- * block boundary and every file start by zb, and must be given the same
- * compressed bytes first: call sn_dense_builder_feed(d, data, len) right
- * before sn_ztoc_builder_feed(zb, data, len), with the same chunks. */
+ * block boundary, every piece of output and every file start by zb, and
+ * must be given the same compressed bytes first: call
+ * sn_dense_builder_feed(d, data, len) right before
+ * sn_ztoc_builder_feed(zb, data, len), with the same chunks.  Its failures
+ * never stop the ztoc's build: sn_dense_builder_finish reports the first
+ * (then the layer gets no dense index). */
 struct sn_dense_builder *sn_dense_builder_new(struct sn_ztoc_builder *zb,
                                               const struct sn_dense_opts *o);
 int sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,

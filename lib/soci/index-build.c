@@ -176,13 +176,12 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
   if (f.len && feed_on(&f, f.buf, f.len) == -1)
     goto out;
   z = sn_ztoc_builder_finish(f.b, NULL);
+  /* A layer the dense index cannot describe keeps its SOCI ztoc. */
   if (z && f.dense &&
       sn_dense_builder_finish(f.dense, z, &j->dense, &j->windows,
-                              &j->windows_len) == -1) {
-    sn_prefix_error("dense index: ");
-    sn_ztoc_free(z);
-    z = NULL;
-  }
+                              &j->windows_len) == -1)
+    say(cfg, "layer %zu (%s): no dense index: %s", j->layer, d->digest,
+        sn_error());
   if (z && f.copy) {            /* verified by get_blob */
     int r = sn_blob_writer_commit(f.copy);
 
