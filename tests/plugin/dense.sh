@@ -96,6 +96,14 @@ assert a[\"io.soci-nbd.dense-index.digest\"] == \"$DENSE\", a
 assert a[\"com.amazon.soci.index-digest\"] == \"$SOCI\", a'"
 check "the SOCI index is the same with and without the dense index" \
     test "$SOCI" = "$SOCIP"
+# What AWS soci reads of the image besides the SOCI index: the image index
+# and the image manifest.  The dense index adds an annotation and an entry.
+check "AWS soci downloads under 1 KiB more per image (manifest + index)" bash -c "
+    get() { python3 -c 'import sys,urllib.request as u; r=u.Request(sys.argv[1], headers={\"Accept\":\"application/vnd.oci.image.manifest.v1+json\"}); sys.stdout.buffer.write(u.build_opener(u.ProxyHandler({})).open(r).read())' \"\$1\"; }
+    a=\$(( \$(get '$R_URL/v2/test/dense/manifests/$IMG' | wc -c) + \$(wc -c < '$TMP/idx.json') ))
+    b=\$(( \$(get '$R_URL/v2/test/dense/manifests/$IMGP' | wc -c) + \$(wc -c < '$TMP/idx-plain.json') ))
+    echo \"# \$a bytes with the dense index, \$b without\"
+    [ \$((a - b)) -gt 0 ] && [ \$((a - b)) -lt 1024 ]"
 get manifest test/dense "$DENSE" > "$TMP/dense.json"
 check "the dense index: a table and a windows blob per gzip layer" python3 -c "
 import json; m = json.load(open('$TMP/dense.json'))
