@@ -21,8 +21,13 @@ img_load_dense(struct sn_image *img, const struct sn_manifest *m,
 
   if (img->no_dense)
     return 0;
-  if (sn_dense_fetch(img->reg, m, &dm) == -1)
+  /* Named by the manifest but not there (an image copied without its
+   * referrers, as for a SOCI index v2) or not right: refused, with the way
+   * out. */
+  if (sn_dense_fetch(img->reg, m, &dm) == -1) {
+    sn_set_error("%s (dense=false serves the image without it)", sn_error());
     return -1;
+  }
   if (dm == NULL)
     return 0;
   for (j = 0; j < img->nlayers; j++) {

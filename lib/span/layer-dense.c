@@ -215,7 +215,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
 {
   int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
   bool hit, seq;
-  size_t stop, rf, n;
+  size_t stop, next, rf, n;
 
   pthread_mutex_lock(&l->ra_lock);
   hit = all_present(l, first, last);
@@ -239,8 +239,8 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
     stop = last;
   /* The read's own spans in a request of their own (the read decodes
    * them), then the rest, all at once. */
-  if (!hit)
-    layer_stage(l, first, last + 1, 0, false, &rf, &n);
+  for (next = first; !hit && next <= last;)
+    next = layer_stage(l, next, last + 1, 0, false, &rf, &n);
   if (stop > last)
     stage_runs(l, seq && l->ra_next > last + 1 ? l->ra_next : last + 1, stop,
                seq);
