@@ -299,6 +299,18 @@ worth_it(struct sn_dense_builder *d, int64_t in, int64_t out)
   return in - last->in > d->max_gap || out - last->out > MAX_OUT_GAP;
 }
 
+/* Remember the first failure; the SOCI ztoc's build goes on (the hooks
+ * return 0) and sn_dense_builder_finish reports it. */
+static int
+give_up(struct sn_dense_builder *d)
+{
+  if (!d->failed) {
+    d->failed = true;
+    d->why = strdup(sn_error());
+  }
+  return 0;
+}
+
 /* The zinfo builder's boundary hook. */
 static int
 on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
@@ -307,7 +319,16 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
 
   if (d->failed)
     return 0;
-  if (d->have_cand && d->ncp && !worth_it(d, in, out))
+  if (in > d->buf_start + (int64_t) d->buf_len) {
+    sn_set_error("dense index: the compressed bytes were not fed to it "
+                 "first (offset %" PRId64 ")", in);
+    goto fail;
+  }
+  /* A boundary with no output since the candidate (an empty block, a
+   * flush marker) replaces it: sub-spans are never empty. */
+  if (d->have_cand && out == d->cand.out)
+    d->have_cand = false;
+  else if (d->have_cand && d->ncp && !worth_it(d, in, out))
     d->have_cand = false;       /* its window buffer is reused */
   else if (d->have_cand && take_cand(d) == -1)
     goto fail;
@@ -330,20 +351,7 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
   trim(d);
   return 0;
 fail:
-  d->failed = true;
-  return -1;
-}
-
-/* Remember the first failure; the SOCI ztoc's build goes on (the hooks
- * return 0) and sn_dense_builder_finish reports it. */
-static int
-give_up(struct sn_dense_builder *d)
-{
-  if (!d->failed) {
-    d->failed = true;
-    d->why = strdup(sn_error());
-  }
-  return 0;
+  return give_up(d);
 }
 
 /* The ztoc builder's output hook: keep the output, and settle the
@@ -390,15 +398,31 @@ on_file(void *opaque, int64_t data_offset, int64_t size)
 struct sn_dense_builder *
 sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
 {
-  struct sn_dense_builder *d = calloc(1, sizeof *d);
+  int64_t min_gap = o && o->min_gap > 0 ? o->min_gap : DEFAULT_MIN_GAP;
+  int64_t max_gap = o && o->max_gap > 0 ? o->max_gap : DEFAULT_MAX_GAP;
+  struct sn_dense_builder *d;
 
+  if (sn_ztoc_builder_compression(zb) != SN_COMP_GZIP) {
+    sn_set_error("dense index: only for gzip layers");
+    return NULL;
+  }
+  if (max_gap < min_gap) {
+    sn_set_error("dense index: max_gap %" PRId64 " is below min_gap %"
+                 PRId64, max_gap, min_gap);
+    return NULL;
+  }
+  if (sn_ztoc_builder_fed(zb) != 0) {
+    sn_set_error("dense index: the ztoc builder was fed already");
+    return NULL;
+  }
+  d = calloc(1, sizeof *d);
   if (d == NULL) {
     sn_oom();
     return NULL;
   }
   d->zb = zb;
-  d->min_gap = o && o->min_gap > 0 ? o->min_gap : DEFAULT_MIN_GAP;
-  d->max_gap = o && o->max_gap > 0 ? o->max_gap : DEFAULT_MAX_GAP;
+  d->min_gap = min_gap;
+  d->max_gap = max_gap;
   sn_zinfo_builder_set_boundary_hook(sn_ztoc_builder_zinfo(zb), on_boundary,
                                      d);
   sn_ztoc_builder_set_file_hook(zb, on_file, d);
@@ -410,6 +434,9 @@ int
 sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
                       size_t len)
 {
+  if (len > SN_DENSE_FEED_MAX)
+    return sn_set_error("dense index: a feed of %zu bytes (at most %zu)",
+                        len, SN_DENSE_FEED_MAX);
   if (d->failed)
     return 0;
   if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
@@ -497,6 +524,11 @@ sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
     return sn_set_error("dense index: %" PRId64 " bytes fed, the layer has "
                         "%" PRId64, d->buf_start + (int64_t) d->buf_len,
                         z->compressed_size);
+  /* The last boundary, decided with the stream's end as the next one. */
+  if (d->have_cand &&
+      worth_it(d, z->compressed_size, d->obuf_start + (int64_t) d->obuf_len)
+      && take_cand(d) == -1)
+    return -1;
   d->have_cand = false;
   if (close_subspan(d, z->compressed_size) == -1 ||
       settle_ready(d, -1) == -1)

@@ -111,11 +111,15 @@ int sn_dense_window_unpack(const struct sn_winref *ref, const uint8_t *frame,
 struct sn_dense_builder;
 struct sn_ztoc_builder;
 
-/* Placement (docs/dense-index.md): a checkpoint at a block boundary when
- * the next file's data starts in the block after it and at least
- * min_gap compressed bytes have passed since the last checkpoint, and
- * always before max_gap compressed bytes (or 4 MiB of output) would be
- * exceeded.  0: defaults. */
+/* The largest feed sn_dense_builder_feed takes. */
+#define SN_DENSE_FEED_MAX ((size_t) 16 << 20)
+
+/* Placement (docs/dense-index.md): of several block boundaries at the
+ * same output offset only the last counts; a checkpoint at a boundary
+ * when a file's data starts before the next one and at least min_gap
+ * compressed bytes have passed since the last checkpoint, and always when
+ * the next boundary (or the stream's end) is more than max_gap compressed
+ * bytes or 4 MiB of output past the last checkpoint.  0: defaults. */
 struct sn_dense_opts {
   int64_t min_gap;   /* default 16 KiB */
   int64_t max_gap;   /* default 64 KiB */

@@ -101,8 +101,8 @@ compare(const uint8_t *a, size_t ga, const uint8_t *b, size_t gb,
 
   for (i = 0; i < ga && i < gb; i++)
     if (a[i] != b[i]) {
-      sn_set_error("sparse window: output byte %zu of %zu differs from "
-                   "the full window's", done + i, outlen);
+      sn_set_error("sparse window: output byte %zu of %zu differs", done + i,
+                   outlen);
       return 1;
     }
   if (ga < want || gb < want)

@@ -352,3 +352,15 @@ sn_ztoc_builder_zinfo(struct sn_ztoc_builder *b)
 {
   return b->zb;
 }
+
+enum sn_compression
+sn_ztoc_builder_compression(const struct sn_ztoc_builder *b)
+{
+  return b->comp;
+}
+
+int64_t
+sn_ztoc_builder_fed(const struct sn_ztoc_builder *b)
+{
+  return b->in_bytes;
+}

@@ -58,6 +58,10 @@ void sn_ztoc_builder_set_output_hook(struct sn_ztoc_builder *b,
                                      sn_output_fn fn, void *opaque);
 /* The zinfo builder inside b (for its boundary hook). */
 struct sn_zinfo_builder *sn_ztoc_builder_zinfo(struct sn_ztoc_builder *b);
+/* b's compression, and the bytes fed to it so far. */
+enum sn_compression sn_ztoc_builder_compression(
+  const struct sn_ztoc_builder *b);
+int64_t sn_ztoc_builder_fed(const struct sn_ztoc_builder *b);
 
 /* Build from a local file: detects gzip vs tar, refuses zstd/unknown
  * with a message naming the file. */

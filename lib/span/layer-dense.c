@@ -97,23 +97,126 @@ window_fetch(struct sn_layer *l, size_t i, uint8_t *win)
   return ret;
 }
 
+/* Span i's window from a frame fetched with its run's (streaming): 0, or
+ * 1 when there is none (or it does not check: then it is fetched anew). */
+static int
+window_staged(struct sn_layer *l, size_t i, uint8_t *win)
+{
+  uint8_t *frame;
+  int r;
+
+  pthread_mutex_lock(&l->ra_lock);
+  while (l->win_fetching[i])
+    pthread_cond_wait(&l->ra_staged, &l->ra_lock);
+  frame = l->win_frames[i];
+  l->win_frames[i] = NULL;
+  pthread_mutex_unlock(&l->ra_lock);
+  if (frame == NULL)
+    return 1;
+  r = sn_dense_window_unpack(&l->zi->winref[i], frame, l->zi->winref[i].len,
+                             win);
+  free(frame);
+  return r == 0 ? 0 : 1;
+}
+
+/* The output before span i (its checkpoint's window) from the memory
+ * cache, or else from the windows blob: the neighbour's output when it is
+ * decoded; a frame fetched with its run's; the neighbour's output once
+ * its decode under way ends (unless i starts a run that decodes on its
+ * own); its own frame, fetched now. */
 int
 layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
 {
   const struct sn_checkpoint *c = &l->zi->cp[i];
   int64_t need = c->out < SN_ZINFO_WINSIZE ? c->out : SN_ZINFO_WINSIZE;
+  uint8_t *tail = win + SN_ZINFO_WINSIZE - need;
 
   memset(win, 0, SN_ZINFO_WINSIZE);
   if (l->zi->winref[i].len == 0 || need == 0)
     return 0;                   /* nothing reads it */
-  if (window_from_cache(l, i, c->out - need, c->out,
-                        !atomic_load(&l->win_nowait[i]),
-                        win + SN_ZINFO_WINSIZE - need) == 0) {
+  if (window_from_cache(l, i, c->out - need, c->out, false, tail) == 0 ||
+      (!atomic_load(&l->win_nowait[i]) &&
+       window_from_cache(l, i, c->out - need, c->out, true, tail) == 0)) {
     layer_count(&l->windows_from_cache, 1);
     return 0;
   }
   memset(win, 0, SN_ZINFO_WINSIZE);
+  if (window_staged(l, i, win) == 0)
+    return 0;
+  memset(win, 0, SN_ZINFO_WINSIZE);
   return window_fetch(l, i, win);
+}
+
+struct win_run {
+  struct sn_layer *l;
+  size_t first, n;
+};
+
+/* Fetch the windows of spans [first, first+n) with one range request (they
+ * are in checkpoint order in the blob) and keep each frame for its span;
+ * each is checked against its digest when used. */
+static void *
+win_run_thread(void *arg)
+{
+  struct win_run *r = arg;
+  struct sn_layer *l = r->l;
+  const struct sn_winref *ref = l->zi->winref;
+  int64_t lo = -1, hi = -1;
+  uint8_t *all = NULL;
+  size_t k;
+
+  for (k = r->first; k < r->first + r->n; k++)
+    if (ref[k].len) {
+      if (lo < 0)
+        lo = ref[k].off;
+      hi = ref[k].off + ref[k].len;
+    }
+  if (lo >= 0 && l->win_read && (all = malloc((size_t) (hi - lo))) &&
+      l->win_read(l->win_opaque, all, (size_t) (hi - lo), lo) == 0) {
+    layer_count(&l->bytes_fetched, (uint64_t) (hi - lo));
+    for (k = r->first; k < r->first + r->n; k++) {
+      uint8_t *f;
+
+      if (ref[k].len == 0 || ref[k].off < lo || ref[k].off + ref[k].len > hi ||
+          (f = malloc(ref[k].len)) == NULL)
+        continue;
+      memcpy(f, all + (ref[k].off - lo), ref[k].len);
+      layer_count(&l->windows_fetched, 1);
+      pthread_mutex_lock(&l->ra_lock);
+      free(l->win_frames[k]);
+      l->win_frames[k] = f;
+      pthread_mutex_unlock(&l->ra_lock);
+    }
+  }
+  free(all);
+  pthread_mutex_lock(&l->ra_lock);
+  for (k = r->first; k < r->first + r->n; k++)
+    l->win_fetching[k] = 0;
+  pthread_cond_broadcast(&l->ra_staged);
+  free(r);
+  layer_ra_thread_done(l);
+  pthread_mutex_unlock(&l->ra_lock);
+  return NULL;
+}
+
+/* Fetch the windows of the run [first, first+n) on a thread (ra_lock
+ * held), so that each of its spans decodes on its own. */
+static void
+stage_windows(struct sn_layer *l, size_t first, size_t n)
+{
+  struct win_run *r = malloc(sizeof *r);
+  size_t k;
+
+  if (r == NULL)
+    return;
+  *r = (struct win_run) { .l = l, .first = first, .n = n };
+  for (k = first; k < first + n; k++)
+    l->win_fetching[k] = 1;
+  if (layer_ra_thread_start(l, win_run_thread, r) == -1) {
+    for (k = first; k < first + n; k++)
+      l->win_fetching[k] = 0;
+    free(r);
+  }
 }
 
 /* The end of the data of the file that offset off falls in, or of the
@@ -182,11 +285,12 @@ dense_run_thread(void *arg)
 }
 
 /* Stage spans [first, stop] in runs of at most DENSE_BATCH compressed
- * bytes, each decoded on a thread of its own (ra_lock held).  nowait: the
- * first span of each run fetches its window instead of waiting for the
- * span before it, so that the runs decode in parallel. */
+ * bytes, each decoded on a thread of its own (ra_lock held).  streaming:
+ * also fetch each run's windows (one more range request), so that its
+ * spans decode in parallel, and the reads' own decodes never wait for the
+ * span before them. */
 static void
-stage_runs(struct sn_layer *l, size_t first, size_t stop, bool nowait)
+stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
 {
   size_t next = first, rf, n;
 
@@ -196,8 +300,13 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool nowait)
     next = layer_stage(l, next, stop + 1, DENSE_BATCH, false, &rf, &n);
     if (n == 0)
       break;
-    if (nowait)
-      atomic_store(&l->win_nowait[rf], 1);
+    if (streaming) {
+      size_t k;
+
+      for (k = rf; k < rf + n; k++)
+        atomic_store(&l->win_nowait[k], 1);
+      stage_windows(l, rf, n);
+    }
     r = malloc(sizeof *r);
     if (r == NULL)
       break;

@@ -70,6 +70,10 @@ struct sn_layer {
    * the span before it (set for the first span of a readahead run, so
    * that runs decode in parallel). */
   _Atomic unsigned char *win_nowait;
+  /* Dense, streaming: per span, its window's frame fetched with those of
+   * its run (under ra_lock; win_fetching while the request runs). */
+  uint8_t **win_frames;
+  unsigned char *win_fetching;
 
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;

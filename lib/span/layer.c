@@ -186,7 +186,10 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
       l->staged = calloc(l->zi->nspans, sizeof *l->staged);
     }
     l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
-    if (l->staging == NULL || l->staged == NULL || l->win_nowait == NULL) {
+    l->win_frames = calloc(l->zi->nspans, sizeof *l->win_frames);
+    l->win_fetching = calloc(l->zi->nspans, sizeof *l->win_fetching);
+    if (l->staging == NULL || l->staged == NULL || l->win_nowait == NULL ||
+        l->win_frames == NULL || l->win_fetching == NULL) {
       sn_oom();
       goto fail;
     }
@@ -235,6 +238,14 @@ sn_layer_free(struct sn_layer *l)
   free(l->staged);
   free(l->staging);
   free(l->win_nowait);
+  if (l->win_frames) {
+    size_t i;
+
+    for (i = 0; i < l->zi->nspans; i++)
+      free(l->win_frames[i]);
+  }
+  free(l->win_frames);
+  free(l->win_fetching);
   sn_bufpool_free(l->span_pool);
   sn_bufpool_free(l->comp_pool);
   if (l->captured && l->zi) {
