@@ -251,5 +251,11 @@ sn_zinfo_decode_run(const struct sn_zinfo *zi, size_t first, size_t last,
   c = zi->cp[first];
   if (window)
     c.window = (uint8_t *) window;
+#ifdef HAVE_ISAL
+  if (inflate_span_isal(&c, comp, comp_len, out, out_len) == 0) {
+    atomic_fetch_add_explicit(&fast_decodes, 1, memory_order_relaxed);
+    return 0;
+  }
+#endif
   return inflate_span(&c, first, comp, comp_len, out, out_len);
 }

@@ -118,8 +118,9 @@ int sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
 /* Decode spans first..last (inclusive) as one run from checkpoint first,
  * with window (SN_ZINFO_WINSIZE bytes; NULL: the checkpoint's own) as the
  * dictionary: comp is exactly span first's comp_start to span last's
- * comp_end, out exactly their uncompressed bytes.  zlib; gzip only.  For a
- * dense index, whose checkpoints carry no window. */
+ * comp_end, out exactly their uncompressed bytes.  ISA-L first when built
+ * with it, then zlib, as sn_zinfo_decode_span; gzip only.  For a dense
+ * index, whose checkpoints carry no window. */
 int sn_zinfo_decode_run(const struct sn_zinfo *zi, size_t first, size_t last,
                         const uint8_t *window, const uint8_t *comp,
                         size_t comp_len, uint8_t *out, size_t out_len);

@@ -25,11 +25,13 @@
  * (uncompressed bytes), and the largest range request for it. */
 #define DENSE_AHEAD ((int64_t) 1 << 20)
 #define DENSE_BATCH ((int64_t) 512 << 10)
+/* The same when streaming: fewer, larger requests. */
+#define DENSE_STREAM_BATCH ((int64_t) 2 << 20)
 /* The most tar header bytes (with PAX records) before a file's data. */
 #define DENSE_HEADER_SLACK ((int64_t) 64 << 10)
 /* Bytes read in one forward run before reads count as streaming: then
  * readahead_bytes are fetched ahead, across files, decoded in parallel. */
-#define DENSE_STREAM_TRIGGER ((int64_t) 16 << 20)
+#define DENSE_STREAM_TRIGGER ((int64_t) 4 << 20)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
  * spans being loaded if wait; 1 if a span of it is not there (or loading
@@ -297,7 +299,9 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
   while (next <= stop) {
     struct dense_run *r;
 
-    next = layer_stage(l, next, stop + 1, DENSE_BATCH, false, &rf, &n);
+    next = layer_stage(l, next, stop + 1,
+                       streaming ? DENSE_STREAM_BATCH : DENSE_BATCH, false,
+                       &rf, &n);
     if (n == 0)
       break;
     if (streaming) {
@@ -350,10 +354,21 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
    * them), then the rest, all at once. */
   for (next = first; !hit && next <= last;)
     next = layer_stage(l, next, last + 1, 0, false, &rf, &n);
-  if (stop > last)
-    stage_runs(l, seq && l->ra_next > last + 1 ? l->ra_next : last + 1, stop,
-               seq);
-  if (seq)
-    l->ra_next = stop + 1;
+  if (seq) {
+    /* Streaming: top the staged stretch up to readahead_bytes ahead once
+     * less than half of it is left, so that runs stay large. */
+    size_t from = l->ra_next > last + 1 ? l->ra_next : last + 1;
+    struct sn_span s;
+
+    sn_zinfo_span(l->zi, from < l->zi->nspans ? from : l->zi->nspans - 1,
+                  &s);
+    if (from <= stop && s.uncomp_start - (off + (int64_t) len) <
+        l->ra_bytes / 2) {
+      stage_runs(l, from, stop, true);
+      l->ra_next = stop + 1;
+    }
+  }
+  else if (stop > last)
+    stage_runs(l, last + 1, stop, false);
   pthread_mutex_unlock(&l->ra_lock);
 }
