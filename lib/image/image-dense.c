@@ -25,7 +25,11 @@ img_load_dense(struct sn_image *img, const struct sn_manifest *m,
    * referrers, as for a SOCI index v2) or not right: refused, with the way
    * out. */
   if (sn_dense_fetch(img->reg, m, &dm) == -1) {
-    sn_set_error("%s (dense=false serves the image without it)", sn_error());
+    char *why = strdup(sn_error());   /* sn_set_error reuses its buffer */
+
+    sn_set_error("%s (dense=false serves the image without it)",
+                 why ? why : "out of memory");
+    free(why);
     return -1;
   }
   if (dm == NULL)
