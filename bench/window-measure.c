@@ -7,7 +7,8 @@
  * a run of spans starting there is covered too), and compresses each full
  * and each sparse window on its own with zlib -9 (and zstd, level 19 by
  * default, when built with libzstd).  Prints boundary spacing, referenced
- * bytes, compressed window sizes, verification failures and times.
+ * bytes, compressed window sizes, verification failures and times (and
+ * the time of the sn_window_use calls alone, with their output rate).
  *   usage: bench/window-measure [LAYER.tar.gz [ZSTD_LEVEL]]
  *   (default /var/cache/soci-nbd-bench/minbase.tar.gz, bench/mklayer.sh) */
 #include <config.h>
@@ -41,6 +42,7 @@ struct bound {
 
 struct result {
   size_t count, zlib_full, zlib_sparse, zstd_full, zstd_sparse;
+  size_t parsed;         /* output bytes sn_window_use parsed */
   uint64_t in_bits;
   double dist;           /* compressed bytes to the next boundary */
 };
@@ -198,23 +200,27 @@ med_max(double *v, size_t n, double *med, double *max)
 }
 
 /* One boundary: sparse window, verification, compressed sizes.  Returns
- * 0 when verified; times are added to t[0] (parse), t[1] (verify), t[2]
- * (zlib) and t[3] (zstd). */
+ * 0 when verified; times are added to t[0] (sparse map), t[1] (verify),
+ * t[2] (zlib), t[3] (zstd) and t[4] (the sn_window_use call alone). */
 static int
 measure(const uint8_t *in, const uint8_t *out, const struct bound *b,
-        size_t next_out, struct result *r, double t[3])
+        size_t next_out, struct result *r, double t[5])
 {
   static uint8_t full[WIN], sparse[WIN], map[WIN];
   size_t winlen = b->out - b->member_out, i;
   struct sn_window_use st;
   size_t check = next_out - b->out;
-  double t0 = now(), t1, t2, t3;
-  int ok;
+  double t0 = now(), t1, t2, t3, tp;
+  int ok, rc;
 
+  memset(r, 0, sizeof *r);
   winlen = winlen < WIN ? winlen : WIN;
   memset(full, 0, WIN - winlen);
   memcpy(full + WIN - winlen, out + b->out - winlen, winlen);
-  if (sn_window_use(in, b->end_in, b->bit, winlen, WIN, map, &st) < 0) {
+  tp = now();
+  rc = sn_window_use(in, b->end_in, b->bit, winlen, WIN, map, &st);
+  t[4] += now() - tp;
+  if (rc < 0) {
     fprintf(stderr, "boundary at bit %" PRIu64 ": %s\n", b->bit,
             sn_error());
     return -1;
@@ -223,6 +229,7 @@ measure(const uint8_t *in, const uint8_t *out, const struct bound *b,
     sparse[i] = map[i] ? full[i] : 0;
   r->count = st.count;
   r->in_bits = st.in_bits;
+  r->parsed = st.out;
   t1 = now();
   /* The span, and at least the 32 KiB that can reach the window. */
   if (check < WIN)
@@ -292,7 +299,7 @@ main(int argc, char **argv)
   uint8_t *in, *out;
   struct bound *b;
   struct result *r;
-  double *dist, *refd, t[4] = { 0 }, start, tfind;
+  double *dist, *refd, t[5] = { 0 }, start, tfind, parsed = 0;
 
   if (argc > 2)
     zstd_level = atoi(argv[2]);
@@ -311,6 +318,7 @@ main(int argc, char **argv)
       dist[i] = same ? (double) (b[i + 1].bit - b[i].bit) / 8
                      : (double) b[i].end_in - (double) b[i].bit / 8;
     failed += measure(in, out, &b[i], next, &r[i], t) != 0;
+    parsed += (double) r[i].parsed;
   }
   printf("%s: %zu bytes gzip, %zu bytes uncompressed\n", path, len, outlen);
   report(r, nb, dist, refd);
@@ -318,6 +326,9 @@ main(int argc, char **argv)
   printf("time: %.2f s (boundaries %.2f, sparse maps %.2f, verify %.2f, "
          "zlib -9 %.2f, zstd %.2f)\n", now() - start, tfind, t[0], t[1],
          t[2], t[3]);
+  printf("parse (sn_window_use alone): %.3f s for %.1f MB of output, "
+         "%.0f MB/s\n", t[4], parsed / 1e6, t[4] > 0 ? parsed / 1e6 / t[4]
+         : 0);
   free(in);
   free(out);
   free(b);

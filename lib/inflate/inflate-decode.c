@@ -409,10 +409,10 @@ dyn_lens(struct sn_inflate *z, const uint8_t **p, const uint8_t *end)
   }
   if (z->lens[256] == 0)
     return corrupt(z, "invalid code -- missing end-of-block");
-  if (sn_inflate_build_table(z->ltab, SN_TABLE_LITLEN, z->lens, z->nlen) == -1)
+  if (sn_inflate_build_table(z->ltab, SN_TABLE_LITLEN, z->lens, z->nlen) < 0)
     return corrupt(z, "invalid literal/lengths set");
   if (sn_inflate_build_table(z->dtab, SN_TABLE_DIST, z->lens + z->nlen,
-                             z->ndist) == -1)
+                             z->ndist) < 0)
     return corrupt(z, "invalid distances set");
   z->lt = z->ltab;
   z->dt = z->dtab;
@@ -613,7 +613,7 @@ sn_inflate_decode(struct sn_inflate *z, const uint8_t **p, const uint8_t *end)
       }
       while (z->nhave < 19)
         z->lens[clen_order[z->nhave++]] = 0;
-      if (sn_inflate_build_table(z->ctab, SN_TABLE_CLEN, z->lens, 19) == -1)
+      if (sn_inflate_build_table(z->ctab, SN_TABLE_CLEN, z->lens, 19) < 0)
         return corrupt(z, "invalid code lengths set");
       z->nhave = 0;
       z->state = S_DYN_LENS;

@@ -1,6 +1,6 @@
 /* soci-nbd: internal to lib/inflate/inflate*.c: the decoder's state,
- * its buffer geometry and the small helpers both files share.  Not a
- * public API.
+ * its buffer geometry and the small helpers both files share (window-use.c
+ * uses the helpers too).  Not a public API.
  *
  * inflate.c holds the public entry points, the data checks and the
  * window slide; inflate-decode.c the state machine (headers, stored and

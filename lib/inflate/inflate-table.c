@@ -1,10 +1,13 @@
 /* soci-nbd: canonical Huffman decode tables for the DEFLATE decoder
- * (lib/inflate/inflate.c): a root table indexed by the next ROOT input bits and,
- * for longer codes, subtables sized like zlib's inflate_table() sizes
- * them.  Also the per-symbol entries: literal, end of block, length and
- * distance bases with their extra-bit counts (RFC 1951 §3.2.5). */
+ * (lib/inflate/inflate.c) and the window-use parser (window-use.c): a
+ * root table indexed by the next ROOT input bits and, for longer codes,
+ * subtables sized like zlib's inflate_table() sizes them.  Also the
+ * per-symbol entries: literal, end of block, length and distance bases
+ * with their extra-bit counts (RFC 1951 §3.2.5), and the fixed codes'
+ * tables (§3.2.6). */
 #include <config.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "inflate/inflate-table.h"
@@ -111,7 +114,7 @@ sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
     uint32_t bad = SN_TE_BAD | 1u | 1u << 8;
 
     if (kind == SN_TABLE_CLEN || max > 1)
-      return -1;
+      return -2;
     for (i = 0; i < 1u << root; i++)
       table[i] = bad;
     if (max == 0)
@@ -178,4 +181,20 @@ sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
   for (; len < root; len++)     /* all codes shorter than the root */
     memcpy(table + (1u << len), table, sizeof *table << len);
   return 0;
+}
+
+void
+sn_inflate_fixed_tables(uint32_t lt[SN_LITLEN_CAP], uint32_t dt[SN_DIST_CAP])
+{
+  uint8_t lens[288];
+  unsigned i;
+
+  for (i = 0; i < 288; i++)
+    lens[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
+  /* Both codes are complete: a failure is a bug in the table builder. */
+  if (sn_inflate_build_table(lt, SN_TABLE_LITLEN, lens, 288) < 0)
+    abort();
+  memset(lens, 5, 32);
+  if (sn_inflate_build_table(dt, SN_TABLE_DIST, lens, 32) < 0)
+    abort();
 }

@@ -1,4 +1,5 @@
-/* soci-nbd: Huffman decode tables for lib/inflate/inflate.c (internal).
+/* soci-nbd: Huffman decode tables for lib/inflate/inflate*.c and
+ * window-use.c (internal).
  *
  * A table entry is 32 bits:
  *   bits  0-4   bits to drop for this entry: code bits + extra bits (for a
@@ -37,8 +38,15 @@ enum sn_table_kind { SN_TABLE_CLEN, SN_TABLE_LITLEN, SN_TABLE_DIST };
 /* Build the table for code lengths lens[0..n) (0: symbol unused).  Codes
  * must be complete, except as zlib allows: no codes at all, or a single
  * one-bit code, for literal/lengths and distances (codes for the missing
- * half decode as SN_TE_BAD).  Returns 0, or -1 for an invalid set. */
+ * half decode as SN_TE_BAD, taking one bit).  Returns 0; -1 for an
+ * over-subscribed set (or n > 288, a length > 15); -2 for an incomplete
+ * one that is not allowed.  On failure the table is unspecified. */
 int sn_inflate_build_table(uint32_t *table, enum sn_table_kind kind,
                            const uint8_t *lens, unsigned n);
+
+/* The tables of the fixed codes (RFC 1951 3.2.6): literal/lengths 0-287
+ * (286 and 287 decode as SN_TE_BAD) and distances 0-31 (30 and 31 BAD). */
+void sn_inflate_fixed_tables(uint32_t lt[SN_LITLEN_CAP],
+                             uint32_t dt[SN_DIST_CAP]);
 
 #endif

@@ -78,13 +78,11 @@ sn_inflate_check_update(const struct sn_inflate *z, uint32_t check,
 }
 
 /* The decoder, its WIN + AREA output buffer and the fixed-code tables,
- * built once per decoder (they cannot fail: abort if they do). */
+ * built once per decoder. */
 struct sn_inflate *
 sn_inflate_new(enum sn_inflate_format format)
 {
   struct sn_inflate *z = calloc(1, sizeof *z);
-  uint8_t lens[288];
-  unsigned i;
 
   if (z == NULL) {
     sn_oom();
@@ -99,15 +97,7 @@ sn_inflate_new(enum sn_inflate_format format)
   z->format = format;
   z->state = format == SN_INFLATE_RAW ? S_BLOCK : S_HEAD;
 
-  /* The fixed codes of RFC 1951 §3.2.6. */
-  for (i = 0; i < 288; i++)
-    lens[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
-  if (sn_inflate_build_table(z->fixed_lt, SN_TABLE_LITLEN, lens, 288) == -1)
-    abort();
-  for (i = 0; i < 32; i++)
-    lens[i] = 5;
-  if (sn_inflate_build_table(z->fixed_dt, SN_TABLE_DIST, lens, 32) == -1)
-    abort();
+  sn_inflate_fixed_tables(z->fixed_lt, z->fixed_dt);
   return z;
 }
 

@@ -167,8 +167,38 @@ window_at(const uint8_t *data, size_t out, uint8_t win[WIN])
 
 struct tally {
   size_t bounds, checked, same, limited, consistent, differs, flips;
-  size_t zero, flush_bounds, flush_zero, bytes;
+  size_t zero, flush_bounds, flush_zero, bytes, cut_same, cut_short;
 };
+
+/* The stream cut right after the last bit the parse read (its last bytes
+ * then go through the careful path, not the fast loop): the same map and
+ * result; cut one byte earlier: more input needed. */
+static void
+check_cut(const uint8_t *c, const struct bound *b, size_t winlen,
+          const uint8_t *map, const struct sn_window_use *st,
+          struct tally *t)
+{
+  static uint8_t map2[WIN];
+  struct sn_window_use st2;
+  uint64_t endbit = b->bit + st->in_bits;
+  size_t cut = (size_t) ((endbit + 7) / 8);
+  uint8_t *copy = xmalloc(cut);   /* exactly: ASan sees any over-read */
+
+  memcpy(copy, c, cut);
+  if (sn_window_use(copy, cut, b->bit, winlen, WIN, map2, &st2) == 0 &&
+      st2.out == st->out && st2.count == st->count && st2.end == st->end &&
+      st2.in_bits == st->in_bits && memcmp(map, map2, WIN) == 0)
+    t->cut_same++;
+  else
+    diag("boundary at bit %" PRIu64 " cut at byte %zu: %s", b->bit, cut,
+         sn_error());
+  if (st->in_bits > 0 && (endbit - 1) / 8 > b->bit / 8 &&
+      sn_window_use(copy, (size_t) ((endbit - 1) / 8), b->bit, winlen, WIN,
+                    map2, &st2) == -1 &&
+      strstr(sn_error(), "more input needed") != NULL)
+    t->cut_short++;
+  free(copy);
+}
 
 /* One boundary: the sparse window, its map's consistency, the rest of the
  * stream decoded with it, the span to the next boundary with the window
@@ -191,6 +221,7 @@ check_bound(const uint8_t *data, size_t total, const uint8_t *c, size_t clen,
     diag("boundary at bit %" PRIu64 ": %s", b->bit, sn_error());
     return;
   }
+  check_cut(c, b, winlen, map, &st, t);
   count = sst.count;
   for (i = 0; i < WIN; i++)
     if (sparse[i] != (map[i] ? full[i] : 0) || (map[i] && i < WIN - winlen))
@@ -267,6 +298,9 @@ test_stream(int level, size_t flush_every)
      "boundary decode it identically (%zu of %zu)", name, t.limited, nb);
   ok(t.flips > 0 && t.differs == t.flips, "%s: changing a referenced byte "
      "changes the output (%zu of %zu windows)", name, t.differs, t.flips);
+  ok(t.cut_same == nb && t.cut_short == nb, "%s: cut after the last bit "
+     "parsed: same maps (%zu of %zu); a byte earlier: more input needed "
+     "(%zu)", name, t.cut_same, nb, t.cut_short);
   if (flush_every)
     ok(t.flush_bounds >= total / flush_every &&
        t.flush_zero == t.flush_bounds, "%s: all %zu boundaries at a flush "
@@ -497,6 +531,73 @@ test_crafted_corrupt(void)
   }
 }
 
+/* An error met by the fast loop (the stream padded with zeros) and by
+ * the careful path (the stream ends right after it): the same message,
+ * naming the bit at which the bad symbol (or distance) was read. */
+static void
+expect_same_fail(const char *name, const struct bw *w, size_t winlen,
+                 const char *want)
+{
+  char padded[256];
+
+  expect_fail(name, w->buf, sizeof w->buf, 0, winlen, want);
+  snprintf(padded, sizeof padded, "%s", sn_error());
+  expect_fail(name, w->buf, bw_len(w), 0, winlen, want);
+  OK(strcmp(padded, sn_error()) == 0, "%s: the same message when the "
+     "stream ends right after it (%s)", name, sn_error());
+}
+
+/* Errors at exact bit offsets, whichever path meets them. */
+static void
+test_error_offsets(void)
+{
+  struct bw w;
+  unsigned i;
+
+  /* "AB", then length 5 distance 4: 2 bytes before the restart point. */
+  memset(&w, 0, sizeof w);
+  put(&w, 1, 1), put(&w, 1, 2), put_fixed(&w, 'A'), put_fixed(&w, 'B');
+  put_fixed(&w, 259), put_code(&w, 3, 5);
+  expect_same_fail("distance 4 after 2 bytes, 1 window byte", &w, 1,
+                   "distance too far back at bit 31 (2 bytes");
+  memset(&w, 0, sizeof w);
+  put(&w, 1, 1), put(&w, 1, 2), put_fixed(&w, 'x'), put_fixed(&w, 257);
+  put_code(&w, 31, 5);
+  expect_same_fail("distance code 31", &w, WIN,
+                   "invalid distance code at bit 23 (1 bytes");
+  memset(&w, 0, sizeof w);
+  put(&w, 1, 1), put(&w, 1, 2), put_fixed(&w, 'x'), put_fixed(&w, 287);
+  expect_same_fail("literal/length code 287", &w, WIN,
+                   "invalid literal/length code at bit 19 (1 bytes");
+  /* A dynamic block whose distance code is empty (HDIST 1, length 0):
+   * literal/lengths 256 and 257 with one bit each; the code length code
+   * has 18 (one bit, '0'), 0 and 1 (two bits, '10' and '11'). */
+  memset(&w, 0, sizeof w);
+  put(&w, 1, 1), put(&w, 2, 2), put(&w, 1, 5), put(&w, 0, 5);
+  put(&w, 14, 4);                       /* 18 code length lengths */
+  for (i = 0; i < 18; i++)              /* 18: 1; 0: 2; ... 1: 2 */
+    put(&w, i == 2 ? 1 : i == 3 || i == 17 ? 2 : 0, 3);
+  put_code(&w, 0, 1), put(&w, 127, 7);  /* 138 zeros */
+  put_code(&w, 0, 1), put(&w, 107, 7);  /* 118 zeros */
+  put_code(&w, 3, 2), put_code(&w, 3, 2); /* 256, 257: one bit */
+  put_code(&w, 2, 2);                   /* no distance code */
+  put_code(&w, 1, 1);                   /* 257: length 3 */
+  expect_same_fail("a length with an empty distance code", &w, WIN,
+                   "invalid distance code at bit 94 (0 bytes");
+  /* The same block ended at once: parsed, nothing needed. */
+  w.nbits--;
+  w.buf[w.nbits / 8] &= (uint8_t) ~(1u << (w.nbits % 8));
+  put_code(&w, 0, 1);                   /* 256 */
+  {
+    struct sn_window_use st;
+    uint8_t map[WIN];
+
+    OK(sn_window_use(w.buf, bw_len(&w), 0, WIN, WIN, map, &st) == 0 &&
+       st.end && st.out == 0 && st.in_bits == 94, "a dynamic block with an "
+       "empty distance code and no match: parsed (%s)", ERR);
+  }
+}
+
 /* A real stream cut short after a boundary: rejected by both. */
 static void
 test_truncated(void)
@@ -596,6 +697,7 @@ main(void)
 {
   test_crafted_maps();
   test_crafted_corrupt();
+  test_error_offsets();
   test_stream(1, 0);
   test_stream(6, 0);
   test_stream(9, 0);
