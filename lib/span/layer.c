@@ -428,6 +428,10 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
       comp = copy;
     }
     *pooled = pool != NULL;
+    /* Staged by a range request (a dense layer stages with a disk cache
+     * too): keep it on disk like a span fetched alone. */
+    if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
+      sn_diskcache_add(l->disk, clen);
   }
   else if (l->dir && (comp = sn_disk_span_load(l->dir, i, clen, want))
            != NULL)

@@ -93,8 +93,10 @@ check "the prefetch files span several spans" test "${PFSPANS:-0}" -ge 3
 SOCK=$TMP/s.sock URI="nbd+unix:///?socket=$TMP/s.sock" ST=$TMP/st.json
 
 # ---- 1. prefetch=artifact -----------------------------------------------------
+# Prefetch artifacts name SOCI spans: the SOCI index (dense=false; with
+# the dense index they are ignored, see the last check of this part).
 check "server with prefetch=artifact" plugin_start "$SOCK" \
-    "$R_HOST/test/img:soci" prefetch=artifact stats-file="$ST"
+    "$R_HOST/test/img:soci" prefetch=artifact dense=false stats-file="$ST"
 check "artifact: done without any read: its $PFSPANS spans, nothing else" \
     wait_stats "$ST" "s['prefetch'] == 'artifact' and s['prefetch_done'] and \
         s['prefetch_artifacts'] == 1 and s['layers'][0]['prefetch_ranges'] >= 1 and \
@@ -107,6 +109,9 @@ check "reading $PF2 gives the right bytes" bash -c "
 plugin_stop "$SOCK"
 check "artifact: the read fetched no span beyond the header's (still $PFSPANS or one more)" \
     stats_ok "$ST" "s['spans_fetched'] <= $PFSPANS + 1 and s['spans_failed'] == 0"
+check "with the dense index the artifact is ignored, said in the log" bash -c "
+    nbdkit -v -U - -r '$PLUGIN' '$R_HOST/test/img:soci' prefetch=artifact --run true 2>&1 |
+        grep -q 'prefetch artifact ignored: the layer is served from its dense index'"
 
 # ---- 2. prefetch=background -----------------------------------------------------
 CD=$TMP/cache
