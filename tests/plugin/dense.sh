@@ -146,6 +146,24 @@ check "no ztoc was fetched through the dense index" \
     test "$(reg_log_count F "$ZTOCS")" = 0
 
 SOCK=$TMP/s.sock ST=$TMP/st.json
+# Listing the tree (what `find` over a mount reads) fetches no blob byte:
+# the superblock and the metadata tables come from the table alone.
+check "server on the dense index, metadata only" plugin_start "$SOCK" \
+    "$F_HOST/test/dense:soci" stats-file="$ST"
+FURI="nbd+unix:///?socket=$SOCK"
+P0=$(wc -l < "$F_LOG")
+check "superblock and all metadata read; unsquashfs lists every layer's files" bash -c "
+    '$NBDREAD' '$FURI' 0 96 > '$TMP/sb' &&
+    set -- \$(python3 -c 'import struct,sys; b=open(sys.argv[1],\"rb\").read(); print(struct.unpack_from(\"<Q\",b,64)[0], struct.unpack_from(\"<Q\",b,40)[0])' '$TMP/sb') &&
+    cp '$TMP/sb' '$TMP/meta.sqfs' && truncate -s \$(stat -c %s '$TMP/soci/.img') '$TMP/meta.sqfs' &&
+    '$NBDREAD' '$FURI' \$1 \$(( \$2 - \$1 )) |
+        dd of='$TMP/meta.sqfs' bs=1M seek=\$1 oflag=seek_bytes conv=notrunc status=none &&
+    unsquashfs -lls '$TMP/meta.sqfs' > '$TMP/ls' &&
+    for n in $NAMES; do grep -q \" squashfs-root/\$n/share/big.txt\$\" '$TMP/ls' || exit 1; done"
+plugin_stop "$SOCK"
+check "metadata: no blob byte fetched (stats), no layer range GET (proxy log)" bash -c "
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"bytes_fetched\"] == 0 and s[\"spans_fetched\"] == 0))' '$ST' &&
+    ! tail -n +\$(( $P0 + 1 )) '$F_LOG' | grep -q '\"Range\"'"
 URI2="nbd+unix:///layer/1?socket=$SOCK"
 SIZE2=$(stat -c %s "$TMP/soci/layer-1.img")
 OFFS="$((SIZE2 / 3)) $((SIZE2 / 2)) $((SIZE2 * 2 / 3))"
