@@ -46,6 +46,14 @@ finish() {
     [ $TAP_FAILED -eq 0 ]
 }
 
+# stats_ok FILE EXPR: the stats file (the plugin's stats-file=) makes the
+# Python expression EXPR (on s, the parsed JSON) true; else it is shown as
+# TAP comments.
+stats_ok() {
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
+        { sed 's/^/# /' "$1" | grep -v '"layers"\|{"index"' >&2; return 1; }
+}
+
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # nbdkit_asan_wrapper PLUGIN.so: a plugin built with AddressSanitizer (the

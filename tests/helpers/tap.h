@@ -2,7 +2,7 @@
  * ok(cond, fmt, ...) prints one TAP line; done_testing() prints the plan
  * and returns the exit status.  OK/ERR/WHY (below) show the library's
  * error in a message; tap_tmpdir and tap_rm_tree give a test its own
- * scratch directory. */
+ * scratch directory; tap_buf_put grows a byte buffer. */
 #ifndef SN_TAP_H
 #define SN_TAP_H
 
@@ -100,6 +100,26 @@ tap_xorshift(uint64_t *state)
   *state ^= *state >> 7;
   *state ^= *state << 17;
   return *state;
+}
+
+/* A growing byte buffer for building test inputs (tar streams, gzip
+ * members); aborts when out of memory. */
+struct tap_buf {
+  uint8_t *p;
+  size_t len, cap;
+};
+
+static inline void
+tap_buf_put(struct tap_buf *b, const void *d, size_t n)
+{
+  while (b->len + n > b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 1 << 20;
+    b->p = realloc(b->p, b->cap);
+    if (b->p == NULL)
+      abort();
+  }
+  memcpy(b->p + b->len, d, n);
+  b->len += n;
 }
 
 /* A new directory $TMPDIR/soci-nbd-test-NAME-XXXXXX in buf (n bytes);

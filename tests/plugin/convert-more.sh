@@ -65,10 +65,6 @@ PY
 get() { python3 "$TMP/reg.py" "$R_URL" "$@"; }
 
 # stats_ok FILE PYTHON-EXPR: the expression holds for the stats JSON (s).
-stats_ok() {
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
-        { sed 's/^/# /' "$1" >&2; return 1; }
-}
 # serve IMAGE OUT STATS: the flat export of IMAGE copied to OUT.
 serve() { # IMAGE OUT STATS [KEY=VALUE...]
     local img=$1 out=$2 st=$3; shift 3

@@ -233,10 +233,6 @@ json_get() {
 }
 export -f json_get
 # stats_ok FILE PYTHON-EXPR: the expression holds for the stats JSON (s).
-stats_ok() {
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
-        { sed 's/^/# /' "$1" | grep -v '"layers"\|{"index"' >&2; return 1; }
-}
 # meta_copy URI SIZE OUT: a sparse copy of the export holding only the
 # superblock and the metadata (inode table start .. bytes_used).
 meta_copy() {

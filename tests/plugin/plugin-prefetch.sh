@@ -33,10 +33,6 @@ done
 NBDKIT_PIDS=""
 trap 'for p in $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done; srv_cleanup' EXIT
 
-stats_ok() {
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" ||
-        { sed 's/^/# /' "$1" | grep -v '"layers"\|{"index"' >&2; return 1; }
-}
 # wait_stats FILE EXPR [SECONDS]: until the expression holds.
 wait_stats() {
     local i

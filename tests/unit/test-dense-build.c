@@ -26,24 +26,6 @@
 #define MIN_GAP ((int64_t) 16 << 10)
 #define MAX_GAP ((int64_t) 64 << 10)
 
-struct buf {
-  uint8_t *p;
-  size_t len, cap;
-};
-
-static void
-put(struct buf *b, const void *d, size_t n)
-{
-  while (b->len + n > b->cap) {
-    b->cap = b->cap ? b->cap * 2 : 1 << 20;
-    b->p = realloc(b->p, b->cap);
-    if (b->p == NULL)
-      abort();
-  }
-  memcpy(b->p + b->len, d, n);
-  b->len += n;
-}
-
 /* ---- making layers ------------------------------------------------------ */
 
 static void
@@ -54,7 +36,7 @@ octal(char *dst, size_t n, uint64_t v)
 
 /* One ustar entry whose data is text-like (words) or random bytes. */
 static void
-tar_entry(struct buf *t, const char *name, char type, size_t size,
+tar_entry(struct tap_buf *t, const char *name, char type, size_t size,
           bool random, uint64_t seed)
 {
   static const char *words[] = {
@@ -81,31 +63,31 @@ tar_entry(struct buf *t, const char *name, char type, size_t size,
   for (i = 0; i < 512; i++)
     sum += h[i];
   snprintf((char *) h + 148, 8, "%06o", sum);
-  put(t, h, 512);
+  tap_buf_put(t, h, 512);
   seed = seed * 2654435761u + 1;
   while (n < size) {
     uint64_t r = tap_xorshift(&seed);
 
     if (random) {
       size_t k = size - n < 8 ? size - n : 8;
-      put(t, &r, k);
+      tap_buf_put(t, &r, k);
       n += k;
     }
     else {
       const char *w = words[r % (sizeof words / sizeof *words)];
       size_t k = strlen(w) < size - n ? strlen(w) : size - n;
-      put(t, w, k);
+      tap_buf_put(t, w, k);
       n += k;
     }
   }
   if (size % 512)
-    put(t, pad, 512 - size % 512);
+    tap_buf_put(t, pad, 512 - size % 512);
 }
 
 /* The test tar: many files of varied sizes, text and random data, large
  * files, a few entries without data, the end marker and record padding. */
 static void
-make_tar(struct buf *t)
+make_tar(struct tap_buf *t)
 {
   static const uint8_t zero[1024];
   uint64_t s = 0x9e3779b97f4a7c15u;
@@ -124,16 +106,16 @@ make_tar(struct buf *t)
     if (i % 40 == 0)
       tar_entry(t, "d/link", '2', 0, false, 0);
   }
-  put(t, zero, sizeof zero);
+  tap_buf_put(t, zero, sizeof zero);
   while (t->len % 10240)
-    put(t, zero, 512);
+    tap_buf_put(t, zero, 512);
 }
 
 /* gzip tar[0..len) with zlib: level, flush every `every` input bytes (0:
  * never) with `flush`, a new member every `member` bytes (0: one). */
 static void
 zlib_gzip(const uint8_t *tar, size_t len, int level, size_t every, int flush,
-          size_t member, struct buf *gz)
+          size_t member, struct tap_buf *gz)
 {
   uint8_t out[65536];
   size_t pos = 0;
@@ -161,7 +143,7 @@ zlib_gzip(const uint8_t *tar, size_t len, int level, size_t every, int flush,
         z.next_out = out;
         z.avail_out = sizeof out;
         ret = deflate(&z, f);
-        put(gz, out, sizeof out - z.avail_out);
+        tap_buf_put(gz, out, sizeof out - z.avail_out);
       } while (z.avail_out == 0 || (f == Z_FINISH && ret != Z_STREAM_END));
       pos += n;
     } while (pos < mend);
@@ -173,7 +155,7 @@ zlib_gzip(const uint8_t *tar, size_t len, int level, size_t every, int flush,
 
 /* Inflate every member of gz (zlib), all output into out. */
 static int
-gunzip(const uint8_t *gz, size_t len, struct buf *out)
+gunzip(const uint8_t *gz, size_t len, struct tap_buf *out)
 {
   uint8_t o[65536];
   z_stream z;
@@ -188,7 +170,7 @@ gunzip(const uint8_t *gz, size_t len, struct buf *out)
     z.next_out = o;
     z.avail_out = sizeof o;
     ret = inflate(&z, Z_NO_FLUSH);
-    put(out, o, sizeof o - z.avail_out);
+    tap_buf_put(out, o, sizeof o - z.avail_out);
     if (ret == Z_STREAM_END) {
       if (z.avail_in == 0)
         break;
@@ -443,7 +425,7 @@ static void
 check_layer(const char *name, const uint8_t *gz, size_t len,
             const struct sn_dense_opts *o)
 {
-  struct buf out = { 0 };
+  struct tap_buf out = { 0 };
   struct built bt;
   struct sn_zinfo *zi = NULL, *all = NULL;
   uint8_t *ref = NULL, *enc = NULL;
@@ -511,7 +493,7 @@ out:
 /* Run prog with args on the tar at path, its stdout into a buffer.  1:
  * not installed. */
 static int
-run_compressor(const char *dir, const char *const argv[], struct buf *gz)
+run_compressor(const char *dir, const char *const argv[], struct tap_buf *gz)
 {
   char outp[600];
   size_t n;
@@ -537,13 +519,13 @@ run_compressor(const char *dir, const char *const argv[], struct buf *gz)
   if (WEXITSTATUS(status) != 0)
     return -1;
   data = slurp(outp, &n);
-  put(gz, data, n);
+  tap_buf_put(gz, data, n);
   free(data);
   return 0;
 }
 
 static void
-external(const char *dir, const struct buf *tar)
+external(const char *dir, const struct tap_buf *tar)
 {
   static const char *const pigz[] = { "pigz", "-c", "-6", NULL, NULL };
   static const char *const gzip[] = { "gzip", "-c", "-9", NULL, NULL };
@@ -561,7 +543,7 @@ external(const char *dir, const struct buf *tar)
   }
   for (i = 0; i < 2; i++) {
     const char *argv[5];
-    struct buf gz = { 0 };
+    struct tap_buf gz = { 0 };
     int r;
 
     memcpy(argv, progs[i], sizeof argv);
@@ -580,7 +562,7 @@ external(const char *dir, const struct buf *tar)
 /* ---- refusals ------------------------------------------------------------ */
 
 static void
-refusals(const struct buf *gz)
+refusals(const struct tap_buf *gz)
 {
   struct sn_build_opts o = { 0 };
   struct sn_ztoc_builder *b;
@@ -644,7 +626,7 @@ refusals(const struct buf *gz)
 int
 main(void)
 {
-  struct buf tar = { 0 }, gz[7] = { { 0 } }, tiny = { 0 }, tinygz = { 0 };
+  struct tap_buf tar = { 0 }, gz[7] = { { 0 } }, tiny = { 0 }, tinygz = { 0 };
   struct sn_dense_opts every = { .min_gap = 1, .max_gap = MAX_GAP };
   struct sn_dense_opts tight = { .min_gap = 4096, .max_gap = 8192 };
   static const char *names[] = {
@@ -671,7 +653,7 @@ main(void)
 
   /* A layer of one small file: checkpoint 0 only. */
   tar_entry(&tiny, "a", '0', 100, false, 1);
-  put(&tiny, (uint8_t[1024]) { 0 }, 1024);
+  tap_buf_put(&tiny, (uint8_t[1024]) { 0 }, 1024);
   zlib_gzip(tiny.p, tiny.len, 6, 0, Z_NO_FLUSH, 0, &tinygz);
   check_layer("tiny", tinygz.p, tinygz.len, NULL);
 

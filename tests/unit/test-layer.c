@@ -47,28 +47,11 @@ octal(char *dst, size_t n, uint64_t v)
   snprintf(dst, n, "%0*llo", (int) n - 1, (unsigned long long) v);
 }
 
-struct tarw {
-  uint8_t *buf;
-  size_t len, cap;
-};
-
-static void
-tar_put(struct tarw *t, const void *p, size_t n)
-{
-  while (t->len + n > t->cap) {
-    t->cap = t->cap ? t->cap * 2 : 1 << 20;
-    t->buf = realloc(t->buf, t->cap);
-    if (t->buf == NULL)
-      abort();
-  }
-  memcpy(t->buf + t->len, p, n);
-  t->len += n;
-}
 
 /* One ustar entry; data of size bytes from an LCG over a small alphabet
  * (compresses to about half). */
 static void
-tar_entry(struct tarw *t, const char *name, char type, size_t size,
+tar_entry(struct tap_buf *t, const char *name, char type, size_t size,
           const char *link, unsigned seed)
 {
   uint8_t h[512], pad[512] = { 0 };
@@ -91,21 +74,21 @@ tar_entry(struct tarw *t, const char *name, char type, size_t size,
   for (i = 0; i < 512; i++)
     sum += h[i];
   snprintf((char *) h + 148, 8, "%06o", sum);
-  tar_put(t, h, 512);
+  tap_buf_put(t, h, 512);
   for (i = 0; i < size; i++) {
     uint8_t c;
     seed = seed * 1103515245 + 12345;
     c = (uint8_t) ("abcdefghijklmnop"[(seed >> 16) & 15]);
-    tar_put(t, &c, 1);
+    tap_buf_put(t, &c, 1);
   }
   if (size % 512)
-    tar_put(t, pad, 512 - size % 512);
+    tap_buf_put(t, pad, 512 - size % 512);
 }
 
 static int
 make_layer(void)
 {
-  struct tarw t = { 0 };
+  struct tap_buf t = { 0 };
   struct sn_build_opts o = { .span_size = 65536 };
   uint8_t zero[512] = { 0 };
   char name[64], path[512];
@@ -124,11 +107,11 @@ make_layer(void)
   tar_entry(&t, "dir/sym", '2', 0, "f01", 99);
   tar_entry(&t, "dir/hard", '1', 0, "dir/f02", 98);
   tar_entry(&t, "dir/last", '0', 300000, NULL, 97);
-  tar_put(&t, zero, 512);
-  tar_put(&t, zero, 512);
+  tap_buf_put(&t, zero, 512);
+  tap_buf_put(&t, zero, 512);
   while (t.len % 10240)
-    tar_put(&t, zero, 512);
-  tarbuf = t.buf;
+    tap_buf_put(&t, zero, 512);
+  tarbuf = t.p;
   tarlen = t.len;
 
   memset(&zs, 0, sizeof zs);
