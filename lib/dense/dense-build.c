@@ -241,8 +241,10 @@ settle_ready(struct sn_dense_builder *d, int64_t out)
     if (r == -1)
       break;
   }
-  memmove(d->wait, d->wait + k, (d->nwait - k) * sizeof *d->wait);
-  d->nwait -= k;
+  if (k) {
+    memmove(d->wait, d->wait + k, (d->nwait - k) * sizeof *d->wait);
+    d->nwait -= k;
+  }
   return r;
 }
 
@@ -278,8 +280,10 @@ file_starts_in(struct sn_dense_builder *d, int64_t from, int64_t to)
       r = true;
     k++;
   }
-  memmove(d->files, d->files + k, (d->nfiles - k) * sizeof *d->files);
-  d->nfiles -= k;
+  if (k) {
+    memmove(d->files, d->files + k, (d->nfiles - k) * sizeof *d->files);
+    d->nfiles -= k;
+  }
   return r;
 }
 
@@ -361,7 +365,7 @@ on_output(void *opaque, const uint8_t *data, size_t len)
 {
   struct sn_dense_builder *d = opaque;
 
-  if (d->failed)
+  if (d->failed || len == 0)
     return 0;
   if (d->obuf_len + len > MAX_KEPT_OUT) {
     sn_set_error("dense index: a deflate block makes more than %zu MiB of "
@@ -437,7 +441,7 @@ sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
   if (len > SN_DENSE_FEED_MAX)
     return sn_set_error("dense index: a feed of %zu bytes (at most %zu)",
                         len, SN_DENSE_FEED_MAX);
-  if (d->failed)
+  if (d->failed || len == 0)
     return 0;
   if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
     return give_up(d);

@@ -241,6 +241,10 @@ build_both(const uint8_t *gz, const uint8_t *dgz, size_t len,
   if (out->z && sn_dense_builder_finish(d, out->z, &out->table, &out->win,
                                         &out->winlen) == 0)
     r = 0;
+  else {
+    sn_ztoc_free(out->z);       /* the caller frees only what succeeded */
+    out->z = NULL;
+  }
 
 done:
   sn_ztoc_builder_free(b);
