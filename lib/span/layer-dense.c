@@ -272,7 +272,8 @@ dense_run_thread(void *arg)
   struct sn_layer *l = r->l;
   size_t i;
 
-  for (i = r->first; i <= r->last && !atomic_load(&l->poison); i++) {
+  for (i = r->first; i <= r->last && !atomic_load(&l->poison) &&
+       !atomic_load(&l->closing); i++) {
     struct sn_span_ent *e;
 
     if (sn_spancache_get(l->cache, i, 1, &e) == -1)

@@ -55,6 +55,8 @@ struct sn_layer {
   _Atomic(int) *capture;
   _Atomic(uint8_t *) *captured;
   _Atomic(char *) poison;       /* set: every read fails with this */
+  _Atomic bool closing;         /* sn_layer_free waits: background loops
+                                 * stop at their next step */
 
   struct data_file *df;         /* sorted by off */
   size_t ndf;

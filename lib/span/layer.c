@@ -214,7 +214,9 @@ sn_layer_free(struct sn_layer *l)
 {
   if (l == NULL)
     return;
-  /* Readahead threads hold the layer: wait for them. */
+  /* Readahead threads hold the layer: tell the dense decode loops to
+   * stop, and wait for them all. */
+  atomic_store(&l->closing, true);
   pthread_mutex_lock(&l->ra_lock);
   l->ra_window = 0;
   while (l->ra_threads > 0)
