@@ -122,6 +122,36 @@ tap_buf_put(struct tap_buf *b, const void *d, size_t n)
   b->len += n;
 }
 
+/* Append a ustar header for an entry of the given type and size (mode
+ * 0755 for directories, else 0644; uid and gid 1000; link target for
+ * links, or NULL) to t; the caller appends the data and its padding. */
+static inline void
+tap_tar_header(struct tap_buf *t, const char *name, char type, uint64_t size,
+               uint64_t mtime, const char *link)
+{
+  uint8_t h[512];
+  unsigned sum = 0;
+  size_t i;
+
+  memset(h, 0, sizeof h);
+  snprintf((char *) h, 100, "%s", name);
+  snprintf((char *) h + 100, 8, "%07o", type == '5' ? 0755 : 0644);
+  snprintf((char *) h + 108, 8, "%07o", 1000);
+  snprintf((char *) h + 116, 8, "%07o", 1000);
+  snprintf((char *) h + 124, 12, "%011llo", (unsigned long long) size);
+  snprintf((char *) h + 136, 12, "%011llo", (unsigned long long) mtime);
+  h[156] = (uint8_t) type;
+  if (link)
+    snprintf((char *) h + 157, 100, "%s", link);
+  memcpy(h + 257, "ustar", 6);
+  memcpy(h + 263, "00", 2);
+  memset(h + 148, ' ', 8);
+  for (i = 0; i < 512; i++)
+    sum += h[i];
+  snprintf((char *) h + 148, 8, "%06o", sum);
+  tap_buf_put(t, h, 512);
+}
+
 /* A new directory $TMPDIR/soci-nbd-test-NAME-XXXXXX in buf (n bytes);
  * bails out (exit 1) when it cannot be made. */
 static inline void

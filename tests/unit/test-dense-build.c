@@ -28,11 +28,6 @@
 
 /* ---- making layers ------------------------------------------------------ */
 
-static void
-octal(char *dst, size_t n, uint64_t v)
-{
-  snprintf(dst, n, "%0*llo", (int) n - 1, (unsigned long long) v);
-}
 
 /* One ustar entry whose data is text-like (words) or random bytes. */
 static void
@@ -43,27 +38,11 @@ tar_entry(struct tap_buf *t, const char *name, char type, size_t size,
     "the ", "layer ", "index ", "window ", "block ", "deflate ", "span ",
     "file\n", "of ", "and ", "checkpoint ", "zstd ", "gzip ", "tar ",
   };
-  uint8_t h[512], pad[512] = { 0 };
-  unsigned sum = 0;
-  size_t i, n = 0;
+  uint8_t pad[512] = { 0 };
+  size_t n = 0;
 
-  memset(h, 0, sizeof h);
-  snprintf((char *) h, 100, "%s", name);
-  octal((char *) h + 100, 8, type == '5' ? 0755 : 0644);
-  octal((char *) h + 108, 8, 1000);
-  octal((char *) h + 116, 8, 1000);
-  octal((char *) h + 124, 12, size);
-  octal((char *) h + 136, 12, 1700000000);
-  h[156] = (uint8_t) type;
-  if (type == '2')
-    snprintf((char *) h + 157, 100, "target");
-  memcpy(h + 257, "ustar", 6);
-  memcpy(h + 263, "00", 2);
-  memset(h + 148, ' ', 8);
-  for (i = 0; i < 512; i++)
-    sum += h[i];
-  snprintf((char *) h + 148, 8, "%06o", sum);
-  tap_buf_put(t, h, 512);
+  tap_tar_header(t, name, type, size, 1700000000,
+                 type == '2' ? "target" : NULL);
   seed = seed * 2654435761u + 1;
   while (n < size) {
     uint64_t r = tap_xorshift(&seed);

@@ -41,11 +41,6 @@ static size_t test_readahead;       /* readahead_bytes of the layers opened */
 
 /* ---- making the layer ------------------------------------------------- */
 
-static void
-octal(char *dst, size_t n, uint64_t v)
-{
-  snprintf(dst, n, "%0*llo", (int) n - 1, (unsigned long long) v);
-}
 
 
 /* One ustar entry; data of size bytes from an LCG over a small alphabet
@@ -54,27 +49,10 @@ static void
 tar_entry(struct tap_buf *t, const char *name, char type, size_t size,
           const char *link, unsigned seed)
 {
-  uint8_t h[512], pad[512] = { 0 };
-  unsigned sum = 0;
+  uint8_t pad[512] = { 0 };
   size_t i;
 
-  memset(h, 0, sizeof h);
-  snprintf((char *) h, 100, "%s", name);
-  octal((char *) h + 100, 8, type == '5' ? 0755 : 0644);
-  octal((char *) h + 108, 8, 1000);
-  octal((char *) h + 116, 8, 1000);
-  octal((char *) h + 124, 12, size);
-  octal((char *) h + 136, 12, 1700000000 + seed);
-  h[156] = (uint8_t) type;
-  if (link)
-    snprintf((char *) h + 157, 100, "%s", link);
-  memcpy(h + 257, "ustar", 6);
-  memcpy(h + 263, "00", 2);
-  memset(h + 148, ' ', 8);
-  for (i = 0; i < 512; i++)
-    sum += h[i];
-  snprintf((char *) h + 148, 8, "%06o", sum);
-  tap_buf_put(t, h, 512);
+  tap_tar_header(t, name, type, size, 1700000000 + (uint64_t) seed, link);
   for (i = 0; i < size; i++) {
     uint8_t c;
     seed = seed * 1103515245 + 12345;
