@@ -10,6 +10,7 @@
 
 #include "dense/dense.h"
 #include "dense/dense-manifest.h"
+#include "record/record.h"
 #include "soci/index.h"
 #include "soci/index-int.h"
 #include "util/json.h"
@@ -41,15 +42,21 @@ int
 sn_dense_check(const struct sn_manifest *dm)
 {
   size_t i;
-
   if (dm->is_index || dm->artifact_type == NULL ||
       strcmp(dm->artifact_type, SN_DENSE_ARTIFACT_TYPE) != 0)
     return sn_set_error("not a dense-index manifest (artifactType %s)",
                         dm->artifact_type ? dm->artifact_type : "none");
+  size_t nrecord = 0;
+
   for (i = 0; i < dm->nlayers; i++) {
     const struct sn_descriptor *d = &dm->layers[i];
     const char *mt = d->media_type ? d->media_type : "";
 
+    if (strcmp(mt, SN_RECORD_MEDIA_TYPE) == 0) {
+      if (++nrecord > 1)
+        return sn_set_error("layer %zu: a second prefetch record", i);
+      continue;
+    }
     if (strcmp(mt, SN_DENSE_TABLE_MEDIA_TYPE) != 0 &&
         strcmp(mt, SN_DENSE_WINDOWS_MEDIA_TYPE) != 0)
       return sn_set_error("layer %zu: unexpected media type %s", i, mt);
@@ -93,6 +100,25 @@ sn_dense_blobs(const struct sn_manifest *dm, const char *layer_digest,
                         layer_digest, *table ? "table" : "windows",
                         *table ? "windows" : "table");
   return 1;
+}
+
+int
+sn_dense_record(const struct sn_manifest *dm, const struct sn_descriptor **rec)
+{
+  size_t i;
+
+  *rec = NULL;
+  for (i = 0; i < dm->nlayers; i++) {
+    const struct sn_descriptor *d = &dm->layers[i];
+
+    if (d->media_type && strcmp(d->media_type, SN_RECORD_MEDIA_TYPE) == 0) {
+      if (*rec)
+        return sn_set_error("dense index %s: more than one prefetch record",
+                            dm->digest ? dm->digest : "");
+      *rec = d;
+    }
+  }
+  return *rec != NULL;
 }
 
 struct sn_ztoc *
@@ -158,6 +184,7 @@ write_blob(struct sn_json *w, const char *media_type, const char *digest,
 
 int
 sn_dense_manifest_encode(const struct sn_dense_entry *e, size_t n,
+                         const struct sn_descriptor *record,
                          struct sn_doc *out)
 {
   struct sn_json w;
@@ -182,7 +209,50 @@ sn_dense_manifest_encode(const struct sn_dense_entry *e, size_t n,
     write_blob(&w, SN_DENSE_WINDOWS_MEDIA_TYPE, e[i].windows_digest,
                e[i].windows_size, e[i].layer_digest);
   }
+  if (record) {
+    sn_json_begin_object(&w);
+    sn_json_member_string(&w, "mediaType", SN_RECORD_MEDIA_TYPE);
+    sn_json_member_string(&w, "digest", record->digest);
+    sn_json_member_int(&w, "size", record->size);
+    sn_json_end_object(&w);
+  }
   sn_json_end_array(&w);
   sn_json_end_object(&w);
   return sn_doc_finish(&w, out);
+}
+
+int
+sn_dense_manifest_set_record(const struct sn_manifest *dm,
+                             const struct sn_descriptor *record,
+                             struct sn_doc *out)
+{
+  struct sn_dense_entry *e;
+  size_t i, n = 0;
+  int r;
+
+  if (sn_dense_check(dm) == -1)
+    return -1;
+  e = calloc(dm->nlayers ? dm->nlayers : 1, sizeof *e);
+  if (e == NULL)
+    return sn_oom();
+  for (i = 0; i < dm->nlayers; i++) {
+    const struct sn_descriptor *d = &dm->layers[i], *t, *wd;
+    const char *ld = sn_annotation_get(d->annotations, d->nannotations,
+                                       SN_DENSE_LAYER_ANNOTATION);
+
+    if (strcmp(d->media_type, SN_DENSE_TABLE_MEDIA_TYPE) != 0)
+      continue;
+    if (sn_dense_blobs(dm, ld, &t, &wd) != 1) {
+      free(e);
+      return -1;
+    }
+    e[n++] = (struct sn_dense_entry) {
+      .layer_digest = ld, .layer_index = n,
+      .table_digest = t->digest, .table_size = t->size,
+      .windows_digest = wd->digest, .windows_size = wd->size,
+    };
+  }
+  r = sn_dense_manifest_encode(e, n, record, out);
+  free(e);
+  return r;
 }

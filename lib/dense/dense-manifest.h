@@ -27,6 +27,10 @@ int sn_dense_check(const struct sn_manifest *dm);
 int sn_dense_blobs(const struct sn_manifest *dm, const char *layer_digest,
                    const struct sn_descriptor **table,
                    const struct sn_descriptor **windows);
+/* The prefetch record dm carries (lib/record/record.h), a pointer into
+ * dm: 1, or 0 (*rec NULL) when it has none; -1 if it has several. */
+int sn_dense_record(const struct sn_manifest *dm,
+                    const struct sn_descriptor **rec);
 /* Fetch table (by digest, at most its descriptor's size), decode it and
  * check that it describes a gzip layer of layer_size bytes and a windows
  * blob of windows->size bytes.  The dense table (a ztoc, the caller's). */
@@ -51,9 +55,17 @@ struct sn_dense_entry {
 };
 
 /* The dense-index manifest of n layers, in image-layer order (its config
- * is the OCI empty blob "{}", the caller pushes it). */
+ * is the OCI empty blob "{}", the caller pushes it), and after them the
+ * prefetch record blob's descriptor when record is not NULL (only its
+ * digest and size are used). */
 struct sn_doc;
 int sn_dense_manifest_encode(const struct sn_dense_entry *e, size_t n,
+                             const struct sn_descriptor *record,
                              struct sn_doc *out);
+/* dm (a checked dense-index manifest) again with its prefetch record
+ * replaced by record (NULL: none): "prefetch add". */
+int sn_dense_manifest_set_record(const struct sn_manifest *dm,
+                                 const struct sn_descriptor *record,
+                                 struct sn_doc *out);
 
 #endif

@@ -502,7 +502,7 @@ dense_manifest(const struct sn_index_build_job *jobs, size_t njobs,
     };
     n++;
   }
-  r = n ? sn_dense_manifest_encode(e, n, out) : 0;
+  r = n ? sn_dense_manifest_encode(e, n, NULL, out) : 0;
   free(e);
   return r;
 }
