@@ -19,6 +19,7 @@
 #include "util/err.h"
 #include "util/fdio.h"
 #include "image/image.h"
+#include "record/record.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 #define MAX_LIST 32
@@ -44,7 +45,11 @@ static const char *plain_hosts[MAX_LIST + 1];
 static size_t nplain;
 static char *stats_file;
 static uint64_t cache_dir_size;
-static enum sn_prefetch_mode prefetch_mode;
+static enum sn_prefetch_mode prefetch_mode = SN_PREFETCH_AUTO;
+static char *record_file;       /* record=: where the record goes */
+static double record_idle = 5;  /* record-idle=SECONDS */
+static uint64_t record_limit = (uint64_t) 1 << 30;  /* record-limit=SIZE */
+static struct sn_recorder *recorder;
 static bool layer_check = true;
 static bool use_dense = true;
 static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
@@ -153,6 +158,7 @@ soci_unload(void)
   free(auth_file);
   free(cacert);
   free(stats_file);
+  free(record_file);
 }
 
 /* *out = value made absolute (before nbdkit changes directory). */
@@ -213,13 +219,15 @@ config_image_key(const char *key, const char *value)
   else if (strcmp(key, "prefetch") == 0) {
     if (strcmp(value, "none") == 0)
       prefetch_mode = SN_PREFETCH_NONE;
+    else if (strcmp(value, "auto") == 0)
+      prefetch_mode = SN_PREFETCH_AUTO;
     else if (strcmp(value, "artifact") == 0)
       prefetch_mode = SN_PREFETCH_ARTIFACT;
     else if (strcmp(value, "background") == 0)
       prefetch_mode = SN_PREFETCH_BACKGROUND;
     else {
-      nbdkit_error("prefetch=%s: expected none, artifact or background",
-                   value);
+      nbdkit_error("prefetch=%s: expected none, auto, artifact or "
+                   "background", value);
       return -1;
     }
   }
@@ -283,6 +291,27 @@ config_local_key(const char *key, const char *value)
   }
   else if (strcmp(key, "stats-file") == 0)
     return abs_path(key, value, &stats_file);
+  else if (strcmp(key, "record") == 0)
+    return abs_path(key, value, &record_file);
+  else if (strcmp(key, "record-idle") == 0) {
+    char *end;
+
+    errno = 0;
+    record_idle = strtod(value, &end);
+    if (errno || end == value || *end || !(record_idle >= 0) ||
+        record_idle > 86400) {
+      nbdkit_error("record-idle=%s: seconds, 0 (no idle stop) to 86400",
+                   value);
+      return -1;
+    }
+  }
+  else if (strcmp(key, "record-limit") == 0) {
+    int64_t r = nbdkit_parse_size(value);
+
+    if (r == -1)
+      return -1;
+    record_limit = (uint64_t) r;
+  }
   else
     return CONFIG_NOT_MINE;
   return 0;
@@ -392,10 +421,16 @@ soci_config_complete(void)
   "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
   "                     files evicted first (default: unbounded)\n" \
   "cache-size=SIZE      memory span cache per layer (default 64M)\n" \
-  "prefetch=none|artifact|background  after start: nothing (default),\n" \
-  "                     the spans of the SOCI index's prefetch artifacts\n" \
-  "                     (in parallel), or every span of every layer in\n" \
+  "prefetch=auto|none|artifact|background  after start: replay the\n" \
+  "                     image's prefetch record and SOCI prefetch\n" \
+  "                     artifacts (auto, the default), nothing, the\n" \
+  "                     artifacts only, or every span of every layer in\n" \
   "                     order at low priority, yielding to reads\n" \
+  "record=FILE          write what reads use, per layer, in order, to\n" \
+  "                     FILE (a prefetch record: soci-nbd prefetch add)\n" \
+  "record-idle=SECONDS  end the record at the first idle gap this long\n" \
+  "                     (default 5; 0: at exit only)\n" \
+  "record-limit=SIZE    end the record at SIZE bytes (default 1G)\n" \
   "verify=true|false    with prefetch=background, check each completed\n" \
   "                     layer against its digest and rebuild its ztoc\n" \
   "                     (default true); span digests are always checked\n" \
@@ -417,9 +452,37 @@ soci_dump_plugin(void)
   printf("soci_version=%s\n", PACKAGE_VERSION);
   printf("soci_exports=flat,layer/N,layer-digest\n");
   printf("soci_index_discovery=v2,v1\n");
-  printf("soci_prefetch=none,artifact,background\n");
+  printf("soci_prefetch=none,auto,artifact,background\n");
+  printf("soci_record=yes\n");
   printf("soci_layer_check=yes\n");
   printf("soci_cache_dir_size=yes\n");
+}
+
+/* record=: a recorder over the image's layers. */
+static int
+start_record(void)
+{
+  struct sn_recorder_opts ro = {
+    .path = record_file, .idle_seconds = record_idle,
+    .limit_bytes = record_limit, .log = image_log,
+  };
+  size_t i, n = sn_image_nlayers(img);
+  const char **dg = calloc(n ? n : 1, sizeof *dg);
+
+  if (dg == NULL) {
+    nbdkit_error("record: out of memory");
+    return -1;
+  }
+  for (i = 0; i < n; i++)
+    dg[i] = sn_image_layer_digest(img, i);
+  recorder = sn_recorder_new(&ro, dg, n);
+  free(dg);
+  if (recorder == NULL) {
+    nbdkit_error("record=%s: %s", record_file, sn_error());
+    return -1;
+  }
+  sn_image_set_recorder(img, recorder);
+  return 0;
 }
 
 /* Open the image (resolve, fetch the ztocs, build the exports) before
@@ -458,6 +521,8 @@ soci_get_ready(void)
     nbdkit_error("%s", sn_error());
     return -1;
   }
+  if (record_file && start_record() == -1)
+    return -1;
   write_stats(true);
   return 0;
 }
@@ -503,7 +568,8 @@ soci_after_fork(void)
 {
   int e;
 
-  if (sn_image_start_background(img) == -1) {
+  if (sn_image_start_background(img) == -1 ||
+      (recorder && sn_recorder_start(recorder) == -1)) {
     nbdkit_error("%s", sn_error());
     return -1;
   }
@@ -530,6 +596,11 @@ soci_cleanup(void)
     pthread_join(stats_thread, NULL);
     stats_thread_running = false;
   }
+  /* The record is written once no read can add to it. */
+  if (img)
+    sn_image_set_recorder(img, NULL);
+  sn_recorder_free(recorder);
+  recorder = NULL;
   write_stats(true);
   sn_image_free(img);
   img = NULL;

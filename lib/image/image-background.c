@@ -1,7 +1,7 @@
-/* soci-nbd: the image's prefetch thread — the spans of the index's
- * prefetch artifacts, or every span of every lazy layer while the
- * foreground is quiet, followed by the whole-layer check that poisons a
- * layer whose digest does not match. */
+/* soci-nbd: the image's prefetch thread — the replay of the image's
+ * prefetch record and artifacts (image-replay.c), or every span of every
+ * lazy layer while the foreground is quiet, followed by the whole-layer
+ * check that poisons a layer whose digest does not match. */
 #include <config.h>
 
 #include <inttypes.h>
@@ -49,43 +49,6 @@ static void
 prefetched(struct sn_image *img, uint64_t n)
 {
   __atomic_fetch_add(&img->spans_prefetched, n, __ATOMIC_RELAXED);
-}
-
-/* The spans of the prefetch artifacts, in their order, as fast as the span
- * cache allows (SN_SPANCACHE_MAX_GET concurrent fetches per call). */
-static void
-run_artifacts(struct sn_image *img)
-{
-  size_t i, k, s, first, n;
-
-  for (i = 0; i < img->nlayers; i++) {
-    struct img_layer *l = &img->layers[i];
-
-    for (k = 0; k < l->npf && !bg_stopping(img); k++) {
-      for (s = (size_t) l->pf[k].start; s <= (size_t) l->pf[k].end;
-           s += n) {
-        /* Skip what is cached already; count what this loads. */
-        while (s <= (size_t) l->pf[k].end &&
-               sn_layer_span_cached(l->layer, s))
-          s++;
-        if (s > (size_t) l->pf[k].end || bg_stopping(img))
-          break;
-        first = s;
-        for (n = 0; first + n <= (size_t) l->pf[k].end &&
-             n < SN_SPANCACHE_MAX_GET &&
-             !sn_layer_span_cached(l->layer, first + n); n++)
-          ;
-        if (sn_layer_prefetch_spans(l->layer, first, first + n - 1) == -1) {
-          img_logf(img, "warning: prefetch of spans %zu..%zu of layer %zu: %s",
-                first, first + n - 1, i, sn_error());
-          continue;
-        }
-        prefetched(img, n);
-      }
-    }
-  }
-  img_logf(img, "prefetch artifacts: %" PRIu64 " spans loaded",
-        __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED));
 }
 
 /* Layer l failed its whole-layer check: record why (for the stats), log
@@ -204,8 +167,9 @@ bg_main(void *arg)
   struct sn_image *img = arg;
   size_t i;
 
-  if (img->prefetch == SN_PREFETCH_ARTIFACT)
-    run_artifacts(img);
+  if (img->prefetch == SN_PREFETCH_ARTIFACT ||
+      img->prefetch == SN_PREFETCH_AUTO)
+    img_replay_run(img);
   else if (img->prefetch == SN_PREFETCH_BACKGROUND) {
 #ifdef SCHED_IDLE
     struct sched_param sp = { 0 };

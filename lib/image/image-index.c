@@ -165,7 +165,8 @@ img_load_index(struct sn_image *img, const struct sn_manifest *m,
     size_t len;
 
     if (d->media_type && strcmp(d->media_type, SN_MT_SOCI_PREFETCH) == 0) {
-      if (img->prefetch == SN_PREFETCH_ARTIFACT &&
+      if ((img->prefetch == SN_PREFETCH_ARTIFACT ||
+           img->prefetch == SN_PREFETCH_AUTO) &&
           load_prefetch(img, d) == -1)
         goto fail;
       continue;

@@ -17,6 +17,7 @@
 
 #include "image/image.h"
 #include "registry/manifest.h"
+#include "record/record.h"
 #include "registry/ref.h"
 #include "soci/index.h"
 #include "soci/ztoc.h"
@@ -80,6 +81,12 @@ struct sn_image {
   int fg_active;                /* foreground reads running, atomically */
   int64_t fg_last;              /* when the last one ended (ns), atomically */
   uint64_t spans_prefetched;    /* atomically */
+  /* Replay (image-replay.c): the dense index's prefetch record, and the
+   * runs of spans to load (atomically). */
+  struct sn_record record;
+  char *record_digest;
+  size_t replay_items, replay_done;
+  struct sn_recorder *recorder; /* record=: the caller's, or NULL */
 };
 
 /* Log one formatted line through img->log (nothing if it is NULL). */
@@ -100,6 +107,13 @@ struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
  * windows_digest.  0 or -1 (err.h). */
 int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
                    struct sn_ztoc **ztocs);
+
+/* image-replay.c: load the prefetch record of dense-index manifest dm
+ * into img->record (0 also when it has none).  0 or -1 (err.h). */
+int img_load_record(struct sn_image *img, const struct sn_manifest *dm);
+/* image-replay.c: load the record's spans and the prefetch artifacts'
+ * ahead of the reads (the prefetch thread, prefetch=auto or artifact). */
+void img_replay_run(struct sn_image *img);
 
 /* image-index.c: fetch the SOCI index img->index_digest of manifest m and
  * put the ztoc of layer i (caller frees) in ztocs[i]; loads prefetch

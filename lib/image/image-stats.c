@@ -28,6 +28,7 @@ struct sn_image_stats {
   uint64_t layers_verified;    /* whole-layer checks passed */
   uint64_t layers_verify_failed;
   uint64_t windows_fetched;    /* dense index: sparse windows fetched */
+  uint64_t replay_spans, replay_bytes, replay_used_spans, replay_used_bytes;
 };
 
 /* Add layer l (with its sn_layer counters ls) to the image totals st. */
@@ -42,6 +43,10 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
     st->spans_failed += ls->spans_failed;
     st->spans_total += l->spans_total;
     st->windows_fetched += ls->windows_fetched;
+    st->replay_spans += ls->replay_spans;
+    st->replay_bytes += ls->replay_bytes;
+    st->replay_used_spans += ls->replay_used_spans;
+    st->replay_used_bytes += ls->replay_used_bytes;
   }
   else
     st->local_bytes_read += __atomic_load_n(&l->local_bytes, __ATOMIC_RELAXED);
@@ -74,6 +79,7 @@ static const char *
 prefetch_name(enum sn_prefetch_mode m)
 {
   switch (m) {
+  case SN_PREFETCH_AUTO: return "auto";
   case SN_PREFETCH_ARTIFACT: return "artifact";
   case SN_PREFETCH_BACKGROUND: return "background";
   default: return "none";
@@ -108,6 +114,8 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_json_member_int(w, "prefetch_ranges", l->npf);
   sn_json_member_string(w, "verify", verify_name(v));
   sn_json_member_string(w, "ztoc", l->ztoc_digest);
+  sn_json_member_int(w, "replay_bytes", ls.replay_bytes);
+  sn_json_member_int(w, "replay_used_bytes", ls.replay_used_bytes);
   if (l->windows_digest) {
     sn_json_member_string(w, "dense_windows", l->windows_digest);
     sn_json_member_int(w, "windows_fetched", ls.windows_fetched);
@@ -169,8 +177,18 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_int(&w, "prefetch_artifacts", img->npf_docs);
   sn_json_member_bool(&w, "prefetch_done", __atomic_load_n(&img->bg_done,
                                                 __ATOMIC_ACQUIRE));
-  sn_json_member_int(&w, "spans_prefetched", __atomic_load_n(&img->spans_prefetched,
-                                                  __ATOMIC_RELAXED));
+  sn_json_member_int(&w, "spans_prefetched",
+                     __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED)
+                     + st.replay_spans);
+  sn_json_member_string(&w, "prefetch_record", img->record_digest);
+  sn_json_member_int(&w, "replay_runs", __atomic_load_n(&img->replay_items,
+                                                        __ATOMIC_ACQUIRE));
+  sn_json_member_int(&w, "replay_runs_done",
+                     __atomic_load_n(&img->replay_done, __ATOMIC_RELAXED));
+  sn_json_member_int(&w, "replay_spans", st.replay_spans);
+  sn_json_member_int(&w, "replay_bytes", st.replay_bytes);
+  sn_json_member_int(&w, "replay_used_spans", st.replay_used_spans);
+  sn_json_member_int(&w, "replay_used_bytes", st.replay_used_bytes);
   sn_json_member_int(&w, "spans_read_ahead", st.spans_read_ahead);
   sn_json_member_bool(&w, "layer_check", img->layer_check
            && img->prefetch == SN_PREFETCH_BACKGROUND);

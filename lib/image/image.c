@@ -17,6 +17,7 @@
 
 #include "image/image.h"
 #include "image/image-int.h"
+#include "record/record.h"
 #include "registry/manifest.h"
 #include "registry/ref.h"
 #include "registry/registry.h"
@@ -475,6 +476,8 @@ sn_image_free(struct sn_image *img)
   free(img->manifest_digest);
   free(img->index_digest);
   free(img->dense_digest);
+  free(img->record_digest);
+  sn_record_clear(&img->record);
   free(img);
 }
 
@@ -546,7 +549,15 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
+  if (rd->img->recorder)
+    sn_recorder_note(rd->img->recorder, l->index, off, len);
   return 0;
+}
+
+void
+sn_image_set_recorder(struct sn_image *img, struct sn_recorder *rec)
+{
+  img->recorder = rec;
 }
 
 int64_t

@@ -40,8 +40,10 @@
 /* What runs in the background once sn_image_start_background is called. */
 enum sn_prefetch_mode {
   SN_PREFETCH_NONE = 0,
-  SN_PREFETCH_ARTIFACT,     /* the spans of the index's prefetch artifacts,
-                             * up to SN_SPANCACHE_MAX_GET in flight */
+  SN_PREFETCH_AUTO,         /* the prefetch record of the dense index and
+                             * the SOCI index's prefetch artifacts, replayed
+                             * in record order (docs/prefetch-record.md) */
+  SN_PREFETCH_ARTIFACT,     /* the prefetch artifacts only, likewise */
   SN_PREFETCH_BACKGROUND,   /* every span of every lazy layer, in order, one
                              * at a time, only while no foreground read
                              * runs, at SCHED_IDLE; then the whole-layer
@@ -104,6 +106,11 @@ struct sn_image_export *sn_image_find_export(struct sn_image *img,
 /* Start the prefetch thread (after nbdkit's fork); a no-op for
  * SN_PREFETCH_NONE.  sn_image_free stops and joins it. */
 int sn_image_start_background(struct sn_image *img);
+
+/* Record the tar bytes reads use from now on (rec stays the caller's; it
+ * must outlive the image's last read). */
+struct sn_recorder;
+void sn_image_set_recorder(struct sn_image *img, struct sn_recorder *rec);
 
 /* Export bytes [off, off+len) (inside [0, sn_sqfs_size)): tar bytes come
  * from sn_layer_read_checked on the right layer.  0 or -1 (err.h). */

@@ -203,8 +203,8 @@ win_run_thread(void *arg)
 
 /* Fetch the windows of the run [first, first+n) on a thread (ra_lock
  * held), so that each of its spans decodes on its own. */
-static void
-stage_windows(struct sn_layer *l, size_t first, size_t n)
+void
+layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n)
 {
   struct win_run *r = malloc(sizeof *r);
   size_t k;
@@ -310,7 +310,7 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
 
       for (k = rf; k < rf + n; k++)
         atomic_store(&l->win_nowait[k], 1);
-      stage_windows(l, rf, n);
+      layer_dense_stage_windows(l, rf, n);
     }
     r = malloc(sizeof *r);
     if (r == NULL)

@@ -68,6 +68,12 @@ struct sn_layer {
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
   _Atomic uint64_t readahead_spans;
   _Atomic uint64_t windows_fetched, windows_from_cache;
+  /* Replay (layer-replay.c): per span, 1 once a replay staged it, 2 once
+   * a read used it; and the counters of sn_layer_stats. */
+  _Atomic unsigned char *replayed;
+  _Atomic uint64_t replay_spans, replay_bytes, replay_used_spans,
+    replay_used_bytes;
+  size_t cache_budget;          /* the memory cache's budget (bytes) */
   /* Dense: per span, its decode may fetch its window rather than wait for
    * the span before it (set for the first span of a readahead run, so
    * that runs decode in parallel). */
@@ -145,6 +151,15 @@ int layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win);
  * (capped) and decode it in order on a thread. */
 void layer_dense_note(struct sn_layer *l, int64_t off, size_t len,
                       size_t first, size_t last);
+
+/* layer-dense.c: fetch the sparse windows of spans [first, first+n) with
+ * one range request on a thread (ra_lock held); each span's decode takes
+ * its frame (layer_dense_window). */
+void layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n);
+
+/* layer-replay.c: span i was just read by a reader (buf): count it as
+ * used if a replay loaded it. */
+void layer_replay_used(struct sn_layer *l, size_t i);
 
 /* layer-readahead.c: set up readahead of about bytes (0 = off) within a
  * memory cache of budget bytes. */

@@ -169,6 +169,13 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   }
   budget = o->cache_bytes ? o->cache_bytes : DEFAULT_CACHE_BYTES;
+  l->cache_budget = budget;
+  l->replayed = calloc(l->zi->nspans ? l->zi->nspans : 1,
+                       sizeof *l->replayed);
+  if (l->replayed == NULL) {
+    sn_oom();
+    goto fail;
+  }
   /* Idle pooled buffers add at most a quarter of the cache budget (decoded
    * spans) and an eighth (compressed ones). */
   l->span_pool = sn_bufpool_new(POOL_BUFS, budget / 4);
@@ -239,6 +246,7 @@ sn_layer_free(struct sn_layer *l)
   }
   free(l->staged);
   free(l->staging);
+  free((void *) l->replayed);
   free(l->win_nowait);
   if (l->win_frames) {
     size_t i;
@@ -308,6 +316,10 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
   st->readahead_spans = atomic_load(&l->readahead_spans);
   st->windows_fetched = atomic_load(&l->windows_fetched);
   st->windows_from_cache = atomic_load(&l->windows_from_cache);
+  st->replay_spans = atomic_load(&l->replay_spans);
+  st->replay_bytes = atomic_load(&l->replay_bytes);
+  st->replay_used_spans = atomic_load(&l->replay_used_spans);
+  st->replay_used_bytes = atomic_load(&l->replay_used_bytes);
   sn_spancache_get_stats(l->cache, &cs);
   st->spans_fetched = atomic_load(&l->spans_fetched);
   st->spans_verified = atomic_load(&l->spans_verified);
@@ -635,6 +647,7 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
       const uint8_t *data = sn_spancache_data(ents[k], &dlen);
       int64_t a, b;
 
+      layer_replay_used(l, i + k);
       sn_zinfo_span(l->zi, i + k, &s);
       a = s.uncomp_start > pos ? s.uncomp_start : pos;
       b = s.uncomp_start + (int64_t) dlen < end

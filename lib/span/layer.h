@@ -90,6 +90,10 @@ struct sn_layer_stats {
   uint64_t windows_fetched;  /* dense index: sparse windows fetched (their
                               * bytes are in bytes_fetched too) */
   uint64_t windows_from_cache; /* windows taken from decoded neighbours */
+  uint64_t replay_spans;     /* spans fetched by sn_layer_replay */
+  uint64_t replay_bytes;     /* their compressed bytes (windows excluded) */
+  uint64_t replay_used_spans; /* of those, the ones a read then used */
+  uint64_t replay_used_bytes;
 };
 
 /* Like sn_layer_new, with options.  The returned layer is thread-safe:
@@ -114,6 +118,25 @@ int sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len);
 /* Fetch (and cache) spans first..last (inclusive), up to
  * SN_SPANCACHE_MAX_GET at a time, concurrently: for prefetch artifacts. */
 int sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last);
+
+/* ---- replaying a prefetch record (lib/image/image-replay.c) ----
+ * Load spans first..last into the memory cache ahead of the reads that
+ * will want them, and return once they are there.  The spans nobody has
+ * (cached, being loaded or fetched) are fetched in runs of at most
+ * max_bytes compressed bytes, one range request each, at most `ahead`
+ * runs under way at once; a dense run whose first sub-span's neighbour is
+ * absent fetches that sub-span's window alongside.  The calling thread
+ * decodes them in order.  What this fetches is counted in replay_spans /
+ * replay_bytes, and in replay_used_* once a read (sn_layer_read) uses it.
+ * 0 or -1 (err.h); a span that failed is left to the reads. */
+int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
+                    int64_t max_bytes, unsigned ahead);
+/* Where the tar header of the file whose data holds byte off begins (a
+ * read of a file first checks its header, sn_layer_read_checked), or off
+ * when no file's data holds it: a replay starts there. */
+int64_t sn_layer_header_start(const struct sn_layer *l, int64_t off);
+/* The memory cache's budget in bytes (sn_layer_opts.cache_bytes). */
+size_t sn_layer_cache_budget(const struct sn_layer *l);
 
 /* ---- for a background fetcher ----
  * Span i's verified compressed bytes (malloc'd, caller owns): from the disk

@@ -261,6 +261,6 @@ check_fails "prefetch=sometimes is refused" "prefetch=sometimes: expected none, 
 check_fails "cache-dir-size without cache-dir is refused" "cache-dir-size needs cache-dir" \
     nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir-size=1G --run true
 check "--dump-plugin lists the prefetch modes" bash -c "
-    nbdkit --dump-plugin '$PLUGIN' | grep -qx 'soci_prefetch=none,artifact,background'"
+    nbdkit --dump-plugin '$PLUGIN' | grep -qx 'soci_prefetch=none,auto,artifact,background'"
 
 finish

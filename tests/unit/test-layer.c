@@ -1031,6 +1031,74 @@ trace(void *opaque, size_t i, const struct sn_span *sp)
   atomic_fetch_add(&traced, 1);
 }
 
+/* sn_layer_replay: runs of spans with few range requests, each span
+ * fetched once, counted as replayed and then as used by reads. */
+static void
+replay(void)
+{
+  struct src s;
+  struct sn_layer *l;
+  struct sn_layer_stats st;
+  struct sn_span a, b;
+  uint64_t bytes = 0;
+  uint8_t *buf = malloc(usize);
+  size_t i, save = test_readahead;
+  int max, calls;
+
+  test_readahead = (size_t) 1 << 20;      /* range requests (staging) */
+  l = open_layer(&s, (size_t) 64 << 20, NULL, 0);
+  a = span(&s, 3);
+  b = span(&s, 9);
+  for (i = 3; i <= 9; i++)
+    bytes += (uint64_t) (span(&s, i).comp_end - span(&s, i).comp_start);
+  ok(sn_layer_replay(l, 3, 9, 2 * (int64_t) (b.comp_end - a.comp_start) / 7,
+                     2) == 0, "replay of spans 3..9");
+  for (i = 0; i < nspans; i++)
+    if (atomic_load(&s.count[i]) != (i >= 3 && i <= 9))
+      break;
+  calls = atomic_load(&s.calls);
+  ok(i == nspans, "... fetched each of them once, nothing else");
+  ok(calls >= 2 && calls < 7, "... in %d range requests (runs)", calls);
+  sn_layer_get_stats(l, &st);
+  ok(st.replay_spans == 7 && st.replay_bytes == bytes &&
+     st.replay_used_spans == 0, "stats: 7 spans, %llu bytes replayed, none "
+     "used yet", (unsigned long long) st.replay_bytes);
+  ok(sn_layer_read(l, buf, b.uncomp_end - a.uncomp_start, a.uncomp_start)
+     == 0 && memcmp(buf, tarbuf + a.uncomp_start,
+                    b.uncomp_end - a.uncomp_start) == 0 &&
+     atomic_load(&s.calls) == calls, "reading them: right bytes, no fetch");
+  sn_layer_get_stats(l, &st);
+  ok(st.replay_used_spans == 7 && st.replay_used_bytes == bytes,
+     "stats: all 7 used");
+  ok(sn_layer_replay(l, 3, 9, 1 << 20, 2) == 0 &&
+     atomic_load(&s.calls) == calls, "replaying them again fetches nothing");
+  ok(sn_layer_replay(l, 8, 12, 1 << 20, 2) == 0 &&
+     atomic_load(&s.count[8]) == 1 && atomic_load(&s.count[9]) == 1 &&
+     atomic_load(&s.count[10]) == 1 && atomic_load(&s.count[12]) == 1,
+     "an overlapping replay fetches only the new spans");
+  sn_layer_get_stats(l, &st);
+  ok(st.replay_spans == 10, "stats: 10 spans replayed");
+  ok(sn_layer_replay(l, 5, 4, 1 << 20, 2) == -1, "first > last: %s",
+     sn_error());
+  ok(sn_layer_replay(l, 0, nspans, 1 << 20, 2) == -1, "past the end: %s",
+     sn_error());
+  s.corrupt_span = 15;
+  atomic_store(&s.corrupt_left, -1);
+  ok(sn_layer_replay(l, 14, 16, 1, 2) == -1 &&
+     strstr(sn_error(), "span 15") != NULL, "a corrupted span fails the "
+     "replay: %s", sn_error());
+  a = span(&s, 16);
+  ok(sn_layer_read(l, buf, a.uncomp_end - a.uncomp_start, a.uncomp_start)
+     == 0 && memcmp(buf, tarbuf + a.uncomp_start,
+                    a.uncomp_end - a.uncomp_start) == 0,
+     "the span after it is still served");
+  ok(total_fetches(&s, &max) >= 0 && max <= 4,
+     "no span fetched more than its refetches (max %d)", max);
+  close_layer(l, &s);
+  test_readahead = save;
+  free(buf);
+}
+
 static void
 prefetch(void)
 {
@@ -1102,6 +1170,7 @@ main(void)
   disk_cache();
   checked();
   prefetch();
+  replay();
   bufpool();
   seq_readahead();
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
