@@ -29,6 +29,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_mkfs(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_prefetch(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);

@@ -52,18 +52,6 @@ struct entry {
   struct sn_doc ann;
 };
 
-/* Do a and b name the same repository (nothing to copy)? */
-static bool
-same_repo(const struct sn_ref *a, const struct sn_ref *b)
-{
-  if (a->kind != b->kind)
-    return false;
-  if (a->kind == SN_REF_OCI_LAYOUT)
-    return strcmp(a->layout_dir, b->layout_dir) == 0;
-  return strcmp(a->registry, b->registry) == 0 &&
-    strcmp(a->repository, b->repository) == 0;
-}
-
 /* Skip copying the layers indexed (their indexing job copies them). */
 static bool
 skip_indexed(void *opaque, const struct sn_descriptor *d)
@@ -116,7 +104,7 @@ convert_parse(int argc, char **argv, struct convert *c)
     return r;
   if (c->dref.digest)
     return cli_usage_error("convert", "DST must be a tag, not a digest");
-  c->same = same_repo(&c->sref, &c->dref);
+  c->same = cmdidx_same_repo(&c->sref, &c->dref);
   c->cfg.copy_layers = !c->same;
   return -1;
 }
@@ -367,6 +355,7 @@ convert_free(struct convert *c)
   sn_ref_clear(&c->sref);
   sn_ref_clear(&c->dref);
   regopts_clear(&c->ro);
+  cmdidx_free_build_options(&c->cfg);
 }
 
 int

@@ -14,6 +14,8 @@
 
 #include "cli.h"
 #include "cmd-index.h"
+#include "record/record.h"
+#include "util/fdio.h"
 #include "progress.h"
 #include "dense/dense-manifest.h"
 #include "soci/index-find.h"
@@ -50,7 +52,8 @@ cmdidx_is_attestation(const struct sn_platform *p)
 /* ---- option parsing shared by create and convert ------------------------ */
 
 enum { OPT_SPAN = 0x2000, OPT_MIN, OPT_TOOL, OPT_PLATFORM, OPT_ALL,
-       OPT_PREFETCH, OPT_OPTIM, OPT_QUIET, OPT_HELP, OPT_NO_DENSE };
+       OPT_PREFETCH, OPT_OPTIM, OPT_QUIET, OPT_HELP, OPT_NO_DENSE,
+       OPT_RECORD };
 
 static const struct option build_options[] = {
   { "span-size", required_argument, NULL, OPT_SPAN },
@@ -62,6 +65,7 @@ static const struct option build_options[] = {
   { "optimizations", required_argument, NULL, OPT_OPTIM },
   { "quiet", no_argument, NULL, OPT_QUIET },
   { "no-dense", no_argument, NULL, OPT_NO_DENSE },
+  { "prefetch-record", required_argument, NULL, OPT_RECORD },
   { "help", no_argument, NULL, OPT_HELP },
   REGOPTS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
@@ -111,6 +115,18 @@ cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
         return cli_usage_error(cmd, "too many --prefetch-file paths");
       cfg->prefetch[cfg->nprefetch++] = optarg;
       break;
+    case OPT_RECORD: {
+      struct sn_record *rec;
+
+      if (cfg->record)
+        return cli_usage_error(cmd, "--prefetch-record given twice");
+      if ((rec = calloc(1, sizeof *rec)) == NULL)
+        return cli_fail("out of memory");
+      cfg->record = rec;
+      if (cmdidx_load_record(optarg, rec) == -1)
+        return cli_fail_lib(NULL);
+      break;
+    }
     case OPT_OPTIM:
       if (strcmp(optarg, "xattr") != 0)
         return cli_usage_error(cmd, "unknown optimization '%s'", optarg);
@@ -131,6 +147,48 @@ cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
     }
   }
   return -1;
+}
+
+int
+cmdidx_load_record(const char *path, struct sn_record *rec)
+{
+  uint8_t *buf;
+  size_t len;
+  int r;
+
+  if (sn_read_file(path, SN_RECORD_MAX_SIZE, false, &buf, &len) == -1)
+    return sn_prefix_error("%s: ", path);
+  r = sn_record_parse(buf, len, rec);
+  free(buf);
+  if (r == -1)
+    return sn_prefix_error("%s: ", path);
+  if (rec->nranges == 0) {
+    sn_record_clear(rec);
+    return sn_set_error("%s: the record is empty", path);
+  }
+  return 0;
+}
+
+void
+cmdidx_free_build_options(struct sn_index_build_cfg *cfg)
+{
+  if (cfg->record) {
+    sn_record_clear((struct sn_record *) cfg->record);
+    free((struct sn_record *) cfg->record);
+    cfg->record = NULL;
+  }
+}
+
+/* Do a and b name the same repository (nothing to copy)? */
+bool
+cmdidx_same_repo(const struct sn_ref *a, const struct sn_ref *b)
+{
+  if (a->kind != b->kind)
+    return false;
+  if (a->kind == SN_REF_OCI_LAYOUT)
+    return strcmp(a->layout_dir, b->layout_dir) == 0;
+  return strcmp(a->registry, b->registry) == 0 &&
+    strcmp(a->repository, b->repository) == 0;
 }
 
 int
@@ -237,6 +295,7 @@ out:
   sn_ref_clear(&ref);
   sn_platform_clear(&want);
   regopts_clear(&ro);
+  cmdidx_free_build_options(&cfg);
   return st;
 }
 

@@ -1,4 +1,5 @@
-/* soci-nbd command line: what cmd-index.c shares with cmd-convert.c — the
+/* soci-nbd command line: what cmd-index.c shares with cmd-convert.c and
+ * cmd-prefetch.c — the
  * options of create and convert, opening a reference, and the image
  * manifest tests of the index commands.  Internal to converter/. */
 #ifndef SN_CMD_INDEX_H
@@ -24,6 +25,9 @@ SN_REFERENCE_BUILD_TOOL "\"\n" \
 "                           gives the soci CLI's bytes)\n" \
 "      --prefetch-file PATH add a prefetch artifact for the spans of PATH\n" \
 "                           (repeatable)\n" \
+"      --prefetch-record FILE  attach a prefetch record (nbdkit soci\n" \
+"                           record=FILE): prefetch artifacts of its spans,\n" \
+"                           and the record itself in the dense index\n" \
 "      --optimizations xattr  mark layers without xattrs (disable-xattrs)\n" \
 "  -q, --quiet              no progress messages on stderr\n"
 
@@ -41,6 +45,15 @@ int cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
                                struct sn_index_build_cfg *cfg,
                                struct regopts *ro, const char **platform,
                                bool *all);
+
+/* Free what cmdidx_parse_build_options allocated (the record). */
+void cmdidx_free_build_options(struct sn_index_build_cfg *cfg);
+/* Read and parse the prefetch record at path (not empty): 0, or -1 with a
+ * message naming the file. */
+int cmdidx_load_record(const char *path, struct sn_record *rec);
+
+/* Do a and b name the same repository (nothing to copy)? */
+bool cmdidx_same_repo(const struct sn_ref *a, const struct sn_ref *b);
 
 /* Parse reference s and open its registry: 0, or an exit status (the
  * message printed). */

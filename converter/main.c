@@ -131,6 +131,8 @@ usage(FILE *f)
 "  mkfs -o IMAGE LAYER...         write the squashfs image of local layers\n"
 "  create IMAGE                   build and push a SOCI index v1 (referrer)\n"
 "  convert SRC DST                SOCI-enable an image (index v2), as soci does\n"
+"  prefetch add SRC RECORD DST    attach a prefetch record (nbdkit soci\n"
+"                                 record=FILE) to a SOCI-enabled image\n"
 "  index list IMAGE               list the SOCI indexes of an image\n"
 "  index info IMAGE [DIGEST]      print a SOCI index manifest\n"
 "  mount IMAGE DIR                serve IMAGE over NBD and mount it on DIR\n"
@@ -175,6 +177,8 @@ main(int argc, char **argv)
     return cmd_create(argc - 1, argv + 1);
   if (strcmp(cmd, "convert") == 0)
     return cmd_convert(argc - 1, argv + 1);
+  if (strcmp(cmd, "prefetch") == 0)
+    return cmd_prefetch(argc - 1, argv + 1);
   if (strcmp(cmd, "index") == 0)
     return cmd_index(argc - 1, argv + 1);
   if (strcmp(cmd, "mount") == 0)

@@ -15,6 +15,7 @@
 #include "dense/dense.h"
 #include "dense/dense-manifest.h"
 #include "soci/build.h"
+#include "soci/index-attach.h"
 #include "soci/index-build.h"
 #include "soci/index.h"
 #include "soci/zinfo.h"
@@ -413,19 +414,76 @@ built_free(struct built *b)
   memset(b, 0, sizeof *b);
 }
 
-/* Prefetch artifacts: each path is looked up from the top layer down; the
- * spans found are grouped per layer, in layer order. */
+/* Append span run s to spans (realloc'd). */
+static int
+push_span(struct sn_prefetch_span **spans, size_t *n,
+          const struct sn_prefetch_span *s)
+{
+  struct sn_prefetch_span *p = realloc(*spans, (*n + 1) * sizeof *p);
+
+  if (p == NULL)
+    return sn_oom();
+  *spans = p;
+  p[(*n)++] = *s;
+  return 0;
+}
+
+/* Bind cfg->record to m: 0 and *use true when it names layers of m (then
+ * all of them must be; ranges within the ztocs built), *use false when it
+ * names none (another platform's record), -1 otherwise. */
+static int
+bind_record(const struct sn_manifest *m, const struct built *b,
+            const struct sn_index_build_cfg *cfg, bool *use)
+{
+  const struct sn_record *r = cfg->record;
+  const char **dg = calloc(m->nlayers + 1, sizeof *dg);
+  int64_t *sizes = calloc(m->nlayers + 1, sizeof *sizes);
+  size_t *map = calloc(r->nlayers + 1, sizeof *map), i, k, known = 0;
+  int ret = -1;
+
+  *use = false;
+  if (dg == NULL || sizes == NULL || map == NULL) {
+    sn_oom();
+    goto out;
+  }
+  for (i = 0; i < m->nlayers; i++) {
+    dg[i] = m->layers[i].digest;
+    sizes[i] = -1;
+    for (k = 0; k < r->nlayers; k++)
+      known += strcmp(r->layers[k], dg[i]) == 0;
+  }
+  for (i = 0; i < b->nz; i++)
+    sizes[b->layer_of[i]] = b->ztocs[i]->uncompressed_size;
+  if (known == 0) {
+    say(cfg, "soci-nbd: the prefetch record names no layer of %s: not "
+        "attached to it", m->digest);
+    ret = 0;
+    goto out;
+  }
+  ret = sn_record_bind(r, dg, sizes, m->nlayers, map);
+  *use = ret == 0;
+out:
+  free(dg);
+  free(sizes);
+  free(map);
+  return ret;
+}
+
+/* Prefetch artifacts: each path is looked up from the top layer down, and
+ * the spans covering the prefetch record's ranges (use_record) are added;
+ * grouped per layer, in layer order. */
 static int
 build_prefetch(struct sn_registry *dst, const struct sn_manifest *m,
-               struct built *b, const struct sn_index_build_cfg *cfg)
+               struct built *b, const struct sn_index_build_cfg *cfg,
+               bool use_record)
 {
-  struct sn_prefetch_span *spans;
-  size_t *nspans, i, j;
+  struct sn_prefetch_span **spans;
+  size_t *nspans, i, j, k;
   int r = -1;
 
-  if (cfg->nprefetch == 0 || b->nz == 0)
+  if ((cfg->nprefetch == 0 && !use_record) || b->nz == 0)
     return 0;
-  spans = calloc(b->nz * cfg->nprefetch, sizeof *spans);
+  spans = calloc(b->nz, sizeof *spans);
   nspans = calloc(b->nz, sizeof *nspans);
   b->pf = calloc(b->nz, sizeof *b->pf);
   b->pfdocs = calloc(b->nz, sizeof *b->pfdocs);
@@ -440,23 +498,27 @@ build_prefetch(struct sn_registry *dst, const struct sn_manifest *m,
       struct sn_prefetch_span s;
       int f = sn_prefetch_file_span(b->ztocs[i], cfg->prefetch[j], &s);
 
-      if (f == -1)
+      if (f == -1 || (f == 1 && push_span(&spans[i], &nspans[i], &s) == -1))
         goto out;
-      if (f == 1) {
-        spans[i * cfg->nprefetch + nspans[i]++] = s;
-        found = true;
-      }
+      found = f == 1;
     }
     if (!found)
       say(cfg, "soci-nbd: prefetch file %s not found in any indexed layer",
           cfg->prefetch[j]);
   }
+  for (i = 0; use_record && i < b->nz; i++)
+    for (k = 0; k < cfg->record->nlayers; k++)
+      if (strcmp(cfg->record->layers[k], m->layers[b->layer_of[i]].digest)
+          == 0 &&
+          sn_prefetch_record_spans(b->ztocs[i], cfg->record, k, &spans[i],
+                                   &nspans[i]) == -1)
+        goto out;
   for (i = 0; i < b->nz; i++) {
     struct sn_doc *d = &b->pfdocs[b->npf];
 
     if (nspans[i] == 0)
       continue;
-    if (sn_prefetch_encode(&spans[i * cfg->nprefetch], nspans[i], d) == -1 ||
+    if (sn_prefetch_encode(spans[i], nspans[i], d) == -1 ||
         sn_registry_push_blob(dst, d->digest, d->data, d->len) == -1)
       goto out;
     b->pf[b->npf].digest = d->digest;
@@ -468,9 +530,33 @@ build_prefetch(struct sn_registry *dst, const struct sn_manifest *m,
   }
   r = 0;
 out:
+  for (i = 0; spans && i < b->nz; i++)
+    free(spans[i]);
   free(spans);
   free(nspans);
   return r;
+}
+
+/* Push the prefetch record (its canonical bytes) for the dense-index
+ * manifest; *d gets its descriptor (digest in dig). */
+static int
+push_record(struct sn_registry *dst, const struct sn_record *r,
+            struct sn_descriptor *d, char dig[SN_DIGEST_STRLEN + 1])
+{
+  uint8_t *buf;
+  size_t len;
+  int ret;
+
+  if (sn_record_encode(r, &buf, &len) == -1)
+    return -1;
+  sn_digest_of(buf, len, dig);
+  ret = sn_registry_push_blob(dst, dig, buf, len);
+  free(buf);
+  memset(d, 0, sizeof *d);
+  d->media_type = (char *) SN_RECORD_MEDIA_TYPE;
+  d->digest = dig;
+  d->size = (int64_t) len;
+  return ret;
 }
 
 /* Build and push (to dst) the ztocs of m's layers (read from src), the
@@ -480,7 +566,7 @@ out:
  * image-layer order (jobs run largest first). */
 static int
 dense_manifest(const struct sn_index_build_job *jobs, size_t njobs,
-               struct sn_doc *out)
+               const struct sn_descriptor *record, struct sn_doc *out)
 {
   struct sn_dense_entry *e = calloc(njobs + 1, sizeof *e);
   size_t i, k, n = 0;
@@ -502,7 +588,7 @@ dense_manifest(const struct sn_index_build_job *jobs, size_t njobs,
     };
     n++;
   }
-  r = n ? sn_dense_manifest_encode(e, n, NULL, out) : 0;
+  r = n ? sn_dense_manifest_encode(e, n, record, out) : 0;
   free(e);
   return r;
 }
@@ -519,6 +605,9 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
   struct sn_index_build_pool pool = { 0 };
   struct sn_index_build_job *jobs = NULL;
   struct sn_index_subject subj;
+  struct sn_descriptor rdesc;
+  char rdig[SN_DIGEST_STRLEN + 1];
+  bool use_record = false;
   size_t i;
   int r = -1;
 
@@ -584,7 +673,8 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
     r = 1;
     goto out;
   }
-  if (build_prefetch(dst, m, &b, cfg) == -1)
+  if ((cfg->record && bind_record(m, &b, cfg, &use_record) == -1) ||
+      build_prefetch(dst, m, &b, cfg, use_record) == -1)
     goto out;
   subj = (struct sn_index_subject) { m->media_type, m->digest,
                                      (int64_t) m->raw_len };
@@ -594,8 +684,12 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
       sn_registry_push_blob(dst, SN_SOCI_CONFIG_DIGEST,
                             (const uint8_t *) SN_SOCI_CONFIG, 2) == -1)
     goto out;
+  if (cfg->dense && dense_out && use_record &&
+      push_record(dst, cfg->record, &rdesc, rdig) == -1)
+    goto out;
   if (cfg->dense && dense_out &&
-      dense_manifest(jobs, pool.njobs, dense_out) == -1)
+      dense_manifest(jobs, pool.njobs, use_record ? &rdesc : NULL,
+                     dense_out) == -1)
     goto out;
   r = 0;
 out:

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "registry/manifest.h"
+#include "record/record.h"
 #include "registry/registry.h"
 #include "soci/index.h"
 #include "soci/ztoc.h"
@@ -92,6 +93,11 @@ struct sn_index_build_cfg {
   size_t nprefetch;
   bool copy_layers;             /* convert: indexed layers are copied to
                                    DST in the pass that indexes them */
+  const struct sn_record *record;  /* a prefetch record to attach (its
+                                   layers must be the image's; one naming
+                                   none of them is skipped): prefetch
+                                   artifacts, and a blob of the dense
+                                   index (docs/prefetch-record.md) */
   bool dense;                   /* also build and push the dense index
                                    of every gzip layer indexed
                                    (docs/dense-index.md) */
