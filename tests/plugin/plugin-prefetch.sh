@@ -256,7 +256,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # ---- 5. bad values ------------------------------------------------------------------
-check_fails "prefetch=sometimes is refused" "prefetch=sometimes: expected none, artifact or background" \
+check_fails "prefetch=sometimes is refused" "prefetch=sometimes: expected none, auto, artifact or background" \
     nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" prefetch=sometimes --run true
 check_fails "cache-dir-size without cache-dir is refused" "cache-dir-size needs cache-dir" \
     nbdkit -U - -r "$PLUGIN" "$R_HOST/test/img:soci" cache-dir-size=1G --run true

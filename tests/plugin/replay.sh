@@ -12,7 +12,14 @@
 #     recorded reads, and every file (and the whole export) is byte for
 #     byte what the image holds;
 #  3. prefetch=none replays nothing; a corrupted record blob is not
-#     replayed (one line in the log) and the image is still served.
+#     replayed (one line in the log) and the image is still served;
+#  4. what is attached: SOCI prefetch artifacts naming exactly the spans
+#     of the recorded ranges (from the ztoc), the record's canonical bytes
+#     in the dense index, the ztocs and dense blobs unchanged; convert
+#     --prefetch-record attaches the same; prefetch add to another
+#     repository copies what is missing and to an OCI layout works; a
+#     record naming a foreign layer, an image without a SOCI index, a
+#     malformed, empty or missing record file: one line, exit status 1.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 SN=$SOCI_NBD
@@ -207,5 +214,111 @@ check "... the right bytes" bash -c "tail -c +$((S1 + 1)) '$TMP/flat.img' | head
 check "... the record is not replayed, said in the log" grep -q 'prefetch record.*not replayed' "$TMP/e4"
 check "... nor in the stats" stats_ok "$TMP/st4.json" "s['replay_runs'] == 0 and s['prefetch_record'] is None"
 fault_set F '{"rules": []}'
+
+# ---- 4. what is attached -------------------------------------------------------
+# docs IMAGE-INDEX-JSON: "IMAGE SOCI DENSE" digests.
+docs() {
+    python3 -c '
+import json, sys
+x = json.load(sys.stdin)
+img = [m for m in x["manifests"] if "artifactType" not in m]
+soci = [m for m in x["manifests"] if m.get("artifactType") == "application/vnd.amazon.soci.index.v2+json"]
+dense = [m for m in x["manifests"] if m.get("artifactType") == "application/vnd.soci-nbd.dense-index.v1"]
+print(img[0]["digest"], soci[0]["digest"], dense[0]["digest"] if dense else "-")'
+}
+get() {  # manifest|blob REF (of test/rp, or REPO/REF)
+    local repo=test/rp ref=$2
+    case $ref in */*) repo=${ref%%:*}; ref=${ref#*:} ;; esac
+    python3 - "$R_URL" "$1" "$repo" "$ref" <<'PY'
+import sys, urllib.request
+base, what, repo, ref = sys.argv[1:5]
+kind = "manifests" if what == "manifest" else "blobs"
+rq = urllib.request.Request("%s/v2/%s/%s/%s" % (base, repo, kind, ref))
+rq.add_header("Accept", "application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json")
+sys.stdout.buffer.write(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(rq, timeout=10).read())
+PY
+}
+read -r _ SOCI0 DENSE0 < <(get manifest soci | docs)
+read -r _ SOCI1 DENSE1 < <(get manifest rec | docs)
+get manifest "$SOCI0" > "$TMP/soci0.json"; get manifest "$SOCI1" > "$TMP/soci1.json"
+get manifest "$DENSE0" > "$TMP/dense0.json"; get manifest "$DENSE1" > "$TMP/dense1.json"
+ZTOC0=$(python3 -c 'import json,sys; print([l["digest"] for l in json.load(open(sys.argv[1]))["layers"] if l["mediaType"] == "application/octet-stream"][0])' "$TMP/soci0.json")
+get blob "$ZTOC0" > "$TMP/l0.ztoc"
+check "the ztoc of layer 0, as JSON" bash -c "'$SN' ztoc info '$TMP/l0.ztoc' > '$TMP/l0.json'"
+PF=$(python3 -c 'import json,sys; print([l["digest"] for l in json.load(open(sys.argv[1]))["layers"] if l["mediaType"] == "application/vnd.amazon.soci.prefetch.v1+json"][0])' "$TMP/soci1.json" 2>/dev/null)
+REC1=$(python3 -c 'import json,sys; print([l["digest"] for l in json.load(open(sys.argv[1]))["layers"] if l["mediaType"] == "application/vnd.soci-nbd.prefetch-record.v1+json"][0])' "$TMP/dense1.json" 2>/dev/null)
+check "the SOCI index's prefetch artifact names exactly the spans of the recorded ranges" \
+    python3 - "$TMP/l0.json" "$TMP/rec.json" <(get blob "$PF") <<'PY'
+import json, sys
+z, rec, pf = (json.load(open(f)) for f in sys.argv[1:4])
+want = set()
+for l, off, n in rec["ranges"]:
+    want |= {s["id"] for s in z["spans"] if s["uncompressed_start"] < off + n and s["uncompressed_end"] > off}
+got = set()
+for s in pf["prefetch_spans"]:
+    got |= set(range(s["start_span"], s["end_span"] + 1))
+assert pf["version"] == "1.0"
+assert got == want, (sorted(got), sorted(want))
+PY
+check "the dense index carries the record, in canonical form" \
+    python3 - "$TMP/rec.json" <(get blob "$REC1") "$TMP/dense1.json" <<'PY'
+import json, sys
+rec, blob, dm = json.load(open(sys.argv[1])), open(sys.argv[2], "rb").read(), json.load(open(sys.argv[3]))
+canon = json.dumps({"mediaType": rec["mediaType"], "layers": rec["layers"], "ranges": rec["ranges"]},
+                   separators=(",", ":")).encode()
+assert blob == canon, (blob[:200], canon[:200])
+assert len([l for l in dm["layers"] if l["mediaType"] == rec["mediaType"]]) == 1
+PY
+check "ztoc descriptors and dense tables and windows unchanged" python3 - \
+    "$TMP/soci0.json" "$TMP/soci1.json" "$TMP/dense0.json" "$TMP/dense1.json" <<'PY'
+import json, sys
+s0, s1, d0, d1 = (json.load(open(f)) for f in sys.argv[1:5])
+z = lambda s: [l for l in s["layers"] if l["mediaType"] == "application/octet-stream"]
+assert z(s0) == z(s1)
+rec = "application/vnd.soci-nbd.prefetch-record.v1+json"
+assert d0["layers"] == [l for l in d1["layers"] if l["mediaType"] != rec]
+PY
+check "convert --prefetch-record attaches the same artifact and record" bash -c "
+    '$SN' convert -q --min-layer-size 0 --prefetch-record '$TMP/rec.json' '$R_HOST/test/rp:v1' '$R_HOST/test/rp:conv' > /dev/null"
+read -r _ SOCI2 DENSE2 < <(get manifest conv | docs)
+check "... (same digests)" python3 - "$PF" "$REC1" <(get manifest "$SOCI2") <(get manifest "$DENSE2") <<'PY'
+import json, sys
+pf, rec, s, d = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3])), json.load(open(sys.argv[4]))
+assert [l["digest"] for l in s["layers"] if l["mediaType"].startswith("application/vnd.amazon.soci.prefetch")] == [pf]
+assert [l["digest"] for l in d["layers"] if l["mediaType"].startswith("application/vnd.soci-nbd.prefetch-record")] == [rec]
+PY
+check "prefetch add to another repository" "$SN" prefetch add -q \
+    "$R_HOST/test/rp:soci" "$TMP/rec.json" "$R_HOST/other/rp:rec"
+check "... served from there, the record replayed" bash -c "
+    nbdkit -U - -r '$PLUGIN' '$R_HOST/other/rp:rec' stats-file='$TMP/st5.json' \
+        --run 'nbdcopy \"\$uri\" $TMP/flat5.img' && cmp '$TMP/flat.img' '$TMP/flat5.img' &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s[\"replay_runs\"] == $NRUNS else 1)' '$TMP/st5.json'"
+check "prefetch add into an OCI layout" bash -c "
+    '$SN' prefetch add -q '$R_HOST/test/rp:soci' '$TMP/rec.json' 'oci-layout:$TMP/out:rec' > /dev/null &&
+    '$SN' index list 'oci-layout:$TMP/out:rec' | grep -q dense"
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["layers"] = r["layers"] + ["sha256:" + "ab" * 32]
+r["ranges"].append([1, 0, 10])
+json.dump(r, open(sys.argv[2], "w"))' "$TMP/rec.json" "$TMP/foreign.json"
+check_fails "prefetch add: a record naming a layer the image does not have" \
+    "names layer sha256:abab.* which the image does not have" \
+    "$SN" prefetch add -q "$R_HOST/test/rp:soci" "$TMP/foreign.json" "$R_HOST/test/rp:x"
+check_fails "convert: the same" "names layer sha256:abab.* which the image does not have" \
+    "$SN" convert -q --min-layer-size 0 --prefetch-record "$TMP/foreign.json" \
+        "$R_HOST/test/rp:v1" "$R_HOST/test/rp:x"
+check_fails "prefetch add: an image without a SOCI index" "has no SOCI index" \
+    "$SN" prefetch add -q "$R_HOST/test/rp:v1" "$TMP/rec.json" "$R_HOST/test/rp:x"
+echo '{"mediaType": "application/vnd.soci-nbd.prefetch-record.v1+json", "layers": [], "ranges": [[0, 1, 2]]}' > "$TMP/bad.json"
+check_fails "a malformed record" "bad.json: prefetch record: ranges\[0\]: layer 0 of 0" \
+    "$SN" prefetch add -q "$R_HOST/test/rp:soci" "$TMP/bad.json" "$R_HOST/test/rp:x"
+echo '{"mediaType": "application/vnd.soci-nbd.prefetch-record.v1+json", "layers": [], "ranges": []}' > "$TMP/empty.json"
+check_fails "an empty record" "empty.json: the record is empty" \
+    "$SN" prefetch add -q "$R_HOST/test/rp:soci" "$TMP/empty.json" "$R_HOST/test/rp:x"
+check_fails "a missing record file" "nothing.json" \
+    "$SN" convert -q --prefetch-record "$TMP/nothing.json" "$R_HOST/test/rp:v1" "$R_HOST/test/rp:x"
+no_tag_x() { ! get manifest x > /dev/null 2>&1; }
+check "none of them wrote a tag" no_tag_x
 
 finish
