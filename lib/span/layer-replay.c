@@ -15,9 +15,6 @@
 #include "span/spancache.h"
 #include "util/err.h"
 
-/* The most runs one call keeps under way. */
-#define REPLAY_MAX_AHEAD 8
-
 size_t
 sn_layer_cache_budget(const struct sn_layer *l)
 {
@@ -84,30 +81,28 @@ load_in_order(struct sn_layer *l, size_t first, size_t last)
   return 0;
 }
 
-/* Stage the next run of spans in [*next, last] nobody has (ra_lock held),
- * with the window of its first sub-span when its neighbour is absent.
- * The run's last span, or (size_t) -1 when there is nothing to stage. */
-static size_t
-stage_one(struct sn_layer *l, size_t *next, size_t last, int64_t max_bytes)
+/* Stage the runs of spans in [first, last] nobody has (ra_lock held),
+ * each with the window of its first sub-span when its neighbour is
+ * absent. */
+static void
+stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes)
 {
-  size_t rf, n;
+  size_t next = first, rf, n;
 
-  if (*next > last)
-    return (size_t) -1;
-  *next = layer_stage(l, *next, last + 1, max_bytes, false, &rf, &n);
-  if (n == 0)
-    return (size_t) -1;
-  mark_replayed(l, rf, n);
-  if (l->zi->winref && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
-    layer_dense_stage_windows(l, rf, 1);
-  return rf + n - 1;
+  while (next <= last) {
+    next = layer_stage(l, next, last + 1, max_bytes, false, &rf, &n);
+    if (n == 0)
+      break;
+    mark_replayed(l, rf, n);
+    if (l->zi->winref && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
+      layer_dense_stage_windows(l, rf, 1);
+  }
 }
 
 int
-sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
-                int64_t max_bytes, unsigned ahead)
+sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
+                      int64_t max_bytes)
 {
-  size_t ends[REPLAY_MAX_AHEAD], head = 0, count = 0, next = first, done;
   size_t i;
 
   if (layer_poisoned(l) == -1)
@@ -117,45 +112,33 @@ sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
                         first, last, l->name, l->zi->nspans);
   if (l->staging == NULL) {
     /* No range requests here (a disk cache): each span's load fetches it
-     * (SN_SPANCACHE_MAX_GET at once). */
+     * (sn_layer_replay_end). */
     for (i = first; i <= last; i++)
       if (!sn_spancache_present(l->cache, i))
         mark_replayed(l, i, 1);
-    return load_in_order(l, first, last);
+    return 0;
   }
-  if (ahead == 0)
-    ahead = 1;
-  if (ahead > REPLAY_MAX_AHEAD)
-    ahead = REPLAY_MAX_AHEAD;
-  for (done = first; done <= last;) {
-    size_t upto;
-
-    pthread_mutex_lock(&l->ra_lock);
-    while (count < ahead) {
-      size_t e = stage_one(l, &next, last, max_bytes);
-
-      if (e == (size_t) -1) {
-        next = last + 1;
-        break;
-      }
-      ends[(head + count++) % REPLAY_MAX_AHEAD] = e;
-    }
-    pthread_mutex_unlock(&l->ra_lock);
-    /* Decode through the end of the oldest run under way (or to the end
-     * when all is staged or held by others). */
-    if (count > 0) {
-      upto = ends[head];
-      head = (head + 1) % REPLAY_MAX_AHEAD;
-      count--;
-    }
-    else
-      upto = last;
-    if (upto < done)
-      continue;
-    /* On failure the runs still under way stay staged for the reads. */
-    if (load_in_order(l, done, upto) == -1)
-      return -1;
-    done = upto + 1;
-  }
+  pthread_mutex_lock(&l->ra_lock);
+  stage_all(l, first, last, max_bytes);
+  pthread_mutex_unlock(&l->ra_lock);
   return 0;
+}
+
+int
+sn_layer_replay_end(struct sn_layer *l, size_t first, size_t last)
+{
+  if (first > last || last >= l->zi->nspans)
+    return sn_set_error("spans %zu..%zu of %s: out of range (%zu spans)",
+                        first, last, l->name, l->zi->nspans);
+  /* On failure the runs still under way stay staged for the reads. */
+  return load_in_order(l, first, last);
+}
+
+int
+sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
+                int64_t max_bytes)
+{
+  if (sn_layer_replay_begin(l, first, last, max_bytes) == -1)
+    return -1;
+  return sn_layer_replay_end(l, first, last);
 }

@@ -121,16 +121,21 @@ int sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last);
 
 /* ---- replaying a prefetch record (lib/image/image-replay.c) ----
  * Load spans first..last into the memory cache ahead of the reads that
- * will want them, and return once they are there.  The spans nobody has
- * (cached, being loaded or fetched) are fetched in runs of at most
- * max_bytes compressed bytes, one range request each, at most `ahead`
- * runs under way at once; a dense run whose first sub-span's neighbour is
- * absent fetches that sub-span's window alongside.  The calling thread
- * decodes them in order.  What this fetches is counted in replay_spans /
- * replay_bytes, and in replay_used_* once a read (sn_layer_read) uses it.
- * 0 or -1 (err.h); a span that failed is left to the reads. */
+ * will want them.  begin fetches, in the background, the spans nobody has
+ * (cached, being loaded or fetched), in runs of at most max_bytes
+ * compressed bytes, one range request each, all under way at once; a
+ * dense run whose first sub-span's neighbour is absent fetches that
+ * sub-span's window alongside.  end decodes spans first..last in order in
+ * the calling thread and returns once they are in the cache.  What a
+ * replay fetches is counted in replay_spans / replay_bytes, and in
+ * replay_used_* once a read (sn_layer_read) uses it.  Both: 0 or -1
+ * (err.h); a span that failed is left to the reads.  sn_layer_replay is
+ * begin then end. */
+int sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
+                          int64_t max_bytes);
+int sn_layer_replay_end(struct sn_layer *l, size_t first, size_t last);
 int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
-                    int64_t max_bytes, unsigned ahead);
+                    int64_t max_bytes);
 /* Where the tar header of the file whose data holds byte off begins (a
  * read of a file first checks its header, sn_layer_read_checked), or off
  * when no file's data holds it: a replay starts there. */

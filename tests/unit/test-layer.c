@@ -1051,8 +1051,8 @@ replay(void)
   b = span(&s, 9);
   for (i = 3; i <= 9; i++)
     bytes += (uint64_t) (span(&s, i).comp_end - span(&s, i).comp_start);
-  ok(sn_layer_replay(l, 3, 9, 2 * (int64_t) (b.comp_end - a.comp_start) / 7,
-                     2) == 0, "replay of spans 3..9");
+  ok(sn_layer_replay(l, 3, 9, 2 * (int64_t) (b.comp_end - a.comp_start) / 7)
+     == 0, "replay of spans 3..9");
   for (i = 0; i < nspans; i++)
     if (atomic_load(&s.count[i]) != (i >= 3 && i <= 9))
       break;
@@ -1070,21 +1070,21 @@ replay(void)
   sn_layer_get_stats(l, &st);
   ok(st.replay_used_spans == 7 && st.replay_used_bytes == bytes,
      "stats: all 7 used");
-  ok(sn_layer_replay(l, 3, 9, 1 << 20, 2) == 0 &&
+  ok(sn_layer_replay(l, 3, 9, 1 << 20) == 0 &&
      atomic_load(&s.calls) == calls, "replaying them again fetches nothing");
-  ok(sn_layer_replay(l, 8, 12, 1 << 20, 2) == 0 &&
+  ok(sn_layer_replay(l, 8, 12, 1 << 20) == 0 &&
      atomic_load(&s.count[8]) == 1 && atomic_load(&s.count[9]) == 1 &&
      atomic_load(&s.count[10]) == 1 && atomic_load(&s.count[12]) == 1,
      "an overlapping replay fetches only the new spans");
   sn_layer_get_stats(l, &st);
   ok(st.replay_spans == 10, "stats: 10 spans replayed");
-  ok(sn_layer_replay(l, 5, 4, 1 << 20, 2) == -1, "first > last: %s",
+  ok(sn_layer_replay(l, 5, 4, 1 << 20) == -1, "first > last: %s",
      sn_error());
-  ok(sn_layer_replay(l, 0, nspans, 1 << 20, 2) == -1, "past the end: %s",
+  ok(sn_layer_replay(l, 0, nspans, 1 << 20) == -1, "past the end: %s",
      sn_error());
   s.corrupt_span = 15;
   atomic_store(&s.corrupt_left, -1);
-  ok(sn_layer_replay(l, 14, 16, 1, 2) == -1 &&
+  ok(sn_layer_replay(l, 14, 16, 1) == -1 &&
      strstr(sn_error(), "span 15") != NULL, "a corrupted span fails the "
      "replay: %s", sn_error());
   a = span(&s, 16);
