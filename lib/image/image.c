@@ -245,9 +245,15 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     }
   }
 
-  /* Dense tables first: the SOCI index then skips those layers' ztocs. */
-  if (img_load_dense(img, m, ztocs) == -1 ||
-      (img->index_digest && img_load_index(img, m, ztocs) == -1))
+  /* Dense tables first: the SOCI index then skips those layers' ztocs,
+   * and is not fetched at all when they cover every layer (its prefetch
+   * artifacts name SOCI spans, which such layers do not have). */
+  if (img_load_dense(img, m, ztocs) == -1)
+    goto out;
+  for (i = 0; i < img->nlayers && ztocs[i]; i++)
+    ;
+  if (img->index_digest && i < img->nlayers &&
+      img_load_index(img, m, ztocs) == -1)
     goto out;
 
   for (i = 0; i < img->nlayers; i++) {
