@@ -52,7 +52,7 @@ run_pass gcc
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     dir=$top/_build/fuzz
     secs=${FUZZ_SECONDS:-45}
-    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense"
+    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense record"
     echo "=== fuzz: clang libFuzzer targets, ${secs}s each"
     rm -rf "$dir"; mkdir -p "$dir"
     if (cd "$dir" && "$top/configure" CC=clang --enable-fuzzers > configure.out 2>&1) &&

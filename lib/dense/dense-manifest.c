@@ -246,11 +246,12 @@ sn_dense_manifest_set_record(const struct sn_manifest *dm,
       free(e);
       return -1;
     }
-    e[n++] = (struct sn_dense_entry) {
+    e[n] = (struct sn_dense_entry) {
       .layer_digest = ld, .layer_index = n,
       .table_digest = t->digest, .table_size = t->size,
       .windows_digest = wd->digest, .windows_size = wd->size,
     };
+    n++;
   }
   r = sn_dense_manifest_encode(e, n, record, out);
   free(e);
