@@ -252,8 +252,10 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     goto out;
   for (i = 0; i < img->nlayers && ztocs[i]; i++)
     ;
-  if (img->index_digest && i < img->nlayers &&
-      img_load_index(img, m, ztocs) == -1)
+  if (img->index_digest && i == img->nlayers)
+    img_logf(img, "SOCI index %s not fetched: the dense index covers every "
+             "layer (dense=false uses it)", img->index_digest);
+  else if (img->index_digest && img_load_index(img, m, ztocs) == -1)
     goto out;
 
   for (i = 0; i < img->nlayers; i++) {
