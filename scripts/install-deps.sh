@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
   build-essential autoconf automake libtool pkg-config git ca-certificates
   zlib1g-dev libisal-dev libcurl4-openssl-dev libssl-dev libjansson-dev
-  libpsl-dev publicsuffix libzstd-dev
+  libpsl-dev publicsuffix libzstd-dev zstd
   nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin libsquashfs-dev
   flatbuffers-compiler clang libclang-rt-14-dev
   pigz python3 tar gzip coreutils openssl

@@ -95,11 +95,13 @@ void img_logf(struct sn_image *img, const char *fmt, ...) SN_PRINTF(2, 3);
 /* The monotonic clock in nanoseconds (foreground/background timing). */
 int64_t img_now_ns(void);
 
-/* image-fetch.c: download layer l whole into cache_dir (or an unlinked
- * temporary file), or reuse a valid cached copy, building its ztoc; sets
- * l->fd.  The ztoc (caller frees) or NULL (err.h). */
+/* image-fetch.c: download layer l (of kind gzip, tar or zstd) whole into
+ * cache_dir (or an unlinked temporary file), or reuse a valid cached copy,
+ * building its ztoc; sets l->fd to what the ztoc describes (for zstd, an
+ * unlinked decompressed copy and an uncompressed-tar ztoc).  The ztoc
+ * (caller frees) or NULL (err.h). */
 struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
-                                enum sn_compression comp,
+                                enum sn_layer_kind kind,
                                 const char *cache_dir);
 
 /* image-dense.c: if manifest m names a dense index, put the dense table

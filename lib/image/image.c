@@ -272,11 +272,8 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     switch (k) {
     case SN_LAYER_KIND_GZIP:
     case SN_LAYER_KIND_TAR:
+    case SN_LAYER_KIND_ZSTD:  /* fetched whole and decompressed */
       break;
-    case SN_LAYER_KIND_ZSTD:
-      sn_set_error("layer %zu (%s) is zstd-compressed: not supported", i,
-                   l->digest);
-      goto out;
     default:
       sn_set_error("layer %zu (%s) has unsupported media type %s", i,
                    l->digest, l->media_type ? l->media_type : "(none)");
@@ -293,9 +290,7 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
       l->layer = sn_layer_new_opts(z, registry_read, l, &lo);
     }
     else {
-      z = img_fetch_whole(img, l, k == SN_LAYER_KIND_GZIP
-                                  ? SN_COMP_GZIP : SN_COMP_UNCOMPRESSED,
-                          o->cache_dir);
+      z = img_fetch_whole(img, l, k, o->cache_dir);
       if (z == NULL) {
         sn_prefix_error("layer %zu (%s): ", i, l->digest);
         goto out;
