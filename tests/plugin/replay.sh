@@ -13,6 +13,10 @@
 #     byte what the image holds;
 #  3. prefetch=none replays nothing; a corrupted record blob is not
 #     replayed (one line in the log) and the image is still served;
+#  3b. a replay through a registry that fails 30% of its answers at
+#     random (corrupt, truncated, reset, 5xx): every read gives the right
+#     bytes or EIO, never others; the server stops cleanly; once the
+#     registry is sound every file reads right;
 #  4. what is attached: SOCI prefetch artifacts naming exactly the spans
 #     of the recorded ranges (from the ztoc), the record's canonical bytes
 #     in the dense index, the ztocs and dense blobs unchanged; convert
@@ -214,6 +218,35 @@ check "... the right bytes" bash -c "tail -c +$((S1 + 1)) '$TMP/flat.img' | head
 check "... the record is not replayed, said in the log" grep -q 'prefetch record.*not replayed' "$TMP/e4"
 check "... nor in the stats" stats_ok "$TMP/st4.json" "s['replay_runs'] == 0 and s['prefetch_record'] is None"
 fault_set F '{"rules": []}'
+
+# ---- 3b. replay against a lying registry ----------------------------------------
+# read_or_eio URI FILE...: each read gives the export's bytes or fails;
+# prints how many failed.
+read_or_eio() {
+    local uri=$1 f s n bad=0; shift
+    for f in "$@"; do
+        set -- $(frange "/data/$f")
+        s=$1 n=$2
+        if "$NBDREAD" "$uri" "$s" "$n" > "$TMP/got" 2>/dev/null; then
+            tail -c +$((s + 1)) "$TMP/flat.img" | head -c "$n" | cmp -s - "$TMP/got" ||
+                { echo "wrong bytes for $f"; return 1; }
+        else
+            bad=$((bad + 1))
+        fi
+    done
+    echo "$bad reads failed (EIO)"
+}
+fault_set F "{\"rules\": [{\"match\": {\"path\": \"/blobs/\", \"range\": true}, \"action\": \"chaos\", \"seed\": 7, \"p\": 0.3}]}"
+check "server on the record image behind a registry failing 30% of range answers" \
+    plugin_start "$SOCK" "$F_HOST/test/rp:rec" stats-file="$TMP/st6.json"
+# shellcheck disable=SC2086
+check "while it replays: every recorded file right or EIO, never other bytes" read_or_eio "$URI" $ORDER
+fault_set F '{"rules": []}'
+# shellcheck disable=SC2086
+check "once the registry is sound: every recorded file right" read_files "$URI" $ORDER
+plugin_stop "$SOCK"
+check "the replay ran to its end despite the faults" stats_ok "$TMP/st6.json" \
+    "s['replay_runs'] == $NRUNS and s['replay_runs_done'] == $NRUNS"
 
 # ---- 4. what is attached -------------------------------------------------------
 # docs IMAGE-INDEX-JSON: "IMAGE SOCI DENSE" digests.
