@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "image/image.h"
 #include "registry/manifest.h"
 #include "registry/ref.h"
 #include "registry/registry.h"
@@ -30,11 +31,18 @@ inspect_usage(FILE *f)
 "  manifest DIGEST MEDIA-TYPE SIZE      the image manifest\n"
 "  config DIGEST MEDIA-TYPE SIZE\n"
 "  layer DIGEST MEDIA-TYPE SIZE         one line per layer, bottom first\n"
+"With --serving, then one line per layer, as nbdkit soci would serve it:\n"
+"  served DIGEST HOW                    lazy-dense (the dense index),\n"
+"                                       lazy-soci (a SOCI ztoc) or whole\n"
+"                                       (downloaded whole: no index, or zstd)\n"
 "\n"
 "  -p, --platform P         os/arch[/variant] to select from an index\n"
 "                           (default: this host's)\n"
 REGOPTS_HELP
 "      --raw                print the image manifest's JSON as fetched\n"
+"      --serving            also say how each layer is served (fetches the\n"
+"                           image's indexes, as nbdkit soci does at start,\n"
+"                           but no layer)\n"
 "  -h, --help               show this help\n");
 }
 
@@ -102,23 +110,49 @@ print_resolved(const struct sn_manifest *m, const struct sn_manifest *index,
   return 0;
 }
 
+/* The "served" lines: IMAGE opened as the plugin opens it (the same
+ * choice of index for each layer), without downloading any layer.  0, or
+ * -1 after reporting the failure. */
+static int
+print_served(const char *image, const struct regopts *ro,
+             const char *platform)
+{
+  struct sn_image_opts o = {
+    .reg = ro->ro, .platform = platform, .allow_v1 = ro->soci_v1,
+    .plan_only = true,
+  };
+  struct sn_image *img = sn_image_open(image, &o);
+  size_t i;
+
+  if (img == NULL) {
+    cli_fail_lib(NULL);
+    return -1;
+  }
+  for (i = 0; i < sn_image_nlayers(img); i++)
+    printf("served %s %s\n", sn_image_layer_digest(img, i),
+           sn_image_layer_served(img, i));
+  sn_image_free(img);
+  return 0;
+}
+
 /* Resolve IMAGE (through the index for the platform), then print the
  * lines of inspect_usage, or the manifest bytes with --raw.  Returns the
  * exit status. */
 int
 cmd_inspect(int argc, char **argv)
 {
-  enum { OPT_RAW = 256 };
+  enum { OPT_RAW = 256, OPT_SERVING };
   static const struct option opts[] = {
     { "platform", required_argument, NULL, 'p' },
     { "raw", no_argument, NULL, OPT_RAW },
+    { "serving", no_argument, NULL, OPT_SERVING },
     { "help", no_argument, NULL, 'h' },
     REGOPTS_LONG_OPTIONS,
     { NULL, 0, NULL, 0 },
   };
   struct regopts ro;
   const char *platform = NULL;
-  bool raw = false;
+  bool raw = false, serving = false;
   struct sn_platform want = { 0 }, *wantp = NULL;
   struct sn_ref ref;
   struct sn_registry *reg = NULL;
@@ -131,6 +165,7 @@ cmd_inspect(int argc, char **argv)
     switch (c) {
     case 'p': platform = optarg; break;
     case OPT_RAW: raw = true; break;
+    case OPT_SERVING: serving = true; break;
     case 'h': inspect_usage(stdout); return 0;
     default:
       r = regopts_handle(&ro, c, optarg, "inspect");
@@ -171,6 +206,8 @@ cmd_inspect(int argc, char **argv)
   }
 
   if (print_resolved(m, index, raw) == -1)
+    goto out;
+  if (serving && !raw && print_served(argv[optind], &ro, platform) == -1)
     goto out;
   if (fflush(stdout) == EOF || ferror(stdout)) {
     cli_fail("stdout: %s", strerror(errno));

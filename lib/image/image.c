@@ -289,6 +289,8 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
       }
       l->layer = sn_layer_new_opts(z, registry_read, l, &lo);
     }
+    else if (o->plan_only)
+      continue;                 /* served whole: not downloaded here */
     else {
       z = img_fetch_whole(img, l, k, o->cache_dir);
       if (z == NULL) {
@@ -411,7 +413,7 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
           img->index_source, why);
   if (setup_layers(img, m, o) == -1)
     goto fail;
-  if (build_exports(img, o->block_size) == -1)
+  if (!o->plan_only && build_exports(img, o->block_size) == -1)
     goto fail;
 
   free(rs);
@@ -496,6 +498,14 @@ const char *
 sn_image_layer_digest(const struct sn_image *img, size_t i)
 {
   return i < img->nlayers ? img->layers[i].digest : NULL;
+}
+
+const char *
+sn_image_layer_served(const struct sn_image *img, size_t i)
+{
+  if (i >= img->nlayers || !img->layers[i].lazy)
+    return "whole";
+  return img->layers[i].windows_digest ? "lazy-dense" : "lazy-soci";
 }
 
 size_t

@@ -65,6 +65,10 @@ struct sn_image_opts {
   uint64_t cache_dir_size;      /* bound of cache_dir in bytes; 0: none */
   enum sn_prefetch_mode prefetch;
   bool no_layer_check;          /* background: skip the whole-layer check */
+  bool plan_only;               /* choose how each layer is served (the
+                                 * dense tables and ztocs are fetched) but
+                                 * download no layer and build no export:
+                                 * for sn_image_layer_served only */
   /* Told about each span fetched (layer = index in the image). */
   void (*trace)(void *opaque, size_t layer, size_t span,
                 const struct sn_span *s);
@@ -92,6 +96,10 @@ void sn_image_free(struct sn_image *img);
 /* The image's layers, in manifest order. */
 size_t sn_image_nlayers(const struct sn_image *img);
 const char *sn_image_layer_digest(const struct sn_image *img, size_t i);
+/* How layer i is served: "lazy-dense" (the dense index), "lazy-soci" (a
+ * SOCI ztoc) or "whole" (downloaded whole: no index covers it, or it is
+ * zstd). */
+const char *sn_image_layer_served(const struct sn_image *img, size_t i);
 
 /* Exports, in listing order: "", "flat" (the same image as ""), then
  * "layer/0", "layer/1", …, then each distinct layer digest.  A layer whose

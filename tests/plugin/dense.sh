@@ -118,6 +118,13 @@ import json; z = json.load(open(\"$TMP/table.json\"))
 assert z[\"index\"] == \"dense\" and z[\"num_spans\"] >= 20, z[\"num_spans\"]
 assert any(s.get(\"window_length\", 0) > 0 for s in z[\"spans\"])'"
 
+check "inspect --serving: every layer lazy through the dense index" bash -c "
+    '$SN' inspect --serving '$R_HOST/test/dense:soci' > '$TMP/insp1' &&
+    [ \$(grep -c '^served sha256:[0-9a-f]* lazy-dense\$' '$TMP/insp1') = 7 ]"
+check "... through SOCI ztocs without it" bash -c "
+    '$SN' inspect --serving '$R_HOST/test/dense:plain' > '$TMP/insp2' &&
+    [ \$(grep -c '^served sha256:[0-9a-f]* lazy-soci\$' '$TMP/insp2') = 7 ]"
+
 # ---- 2. the same bytes, no ztoc fetched, windows fetched ----------------------
 copy_all() {   # IMAGE DIR [KEY=VALUE...]: every export of IMAGE into DIR
     local img=$1 dir=$2 e; shift 2

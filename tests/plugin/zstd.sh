@@ -66,6 +66,10 @@ check "byte-identical, flat and per layer" same_exports "$TMP/gz" "$TMP/zs"
 check "stats: both layers fetched whole ($ZSIZE bytes), nothing lazily" stats_ok "$TMP/st.json" \
     "s['whole_layer_bytes_fetched'] == $ZSIZE and s['bytes_fetched'] == 0"
 
+check "inspect --serving: both layers served whole" bash -c "
+    '$SOCI_NBD' inspect --serving '$R_HOST/test/zs:v1' > '$TMP/insp' &&
+    [ \$(grep -c '^served sha256:[0-9a-f]* whole\$' '$TMP/insp') = 2 ]"
+
 # ---- 2. the cache keeps the compressed blob -------------------------------------
 check "cache-dir: first start" copy_all "$R_HOST/test/zs:v1" "$TMP/c1" cache-dir="$TMP/cache"
 check "... the compressed blobs are kept, named by their digest" bash -c "
