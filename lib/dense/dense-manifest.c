@@ -130,16 +130,9 @@ sn_dense_load_table(struct sn_registry *reg, const struct sn_descriptor *table,
   uint8_t *buf;
   size_t len;
 
-  if (table->size <= 0 || (uint64_t) table->size > SN_ZTOC_MAX_BLOB) {
-    sn_set_error("dense table %s: %" PRId64 " bytes (the limit is %zu MiB)",
-                 table->digest, table->size, SN_ZTOC_MAX_BLOB >> 20);
+  if (sn_registry_get_blob_desc(reg, table, SN_ZTOC_MAX_BLOB, "dense table",
+                                &buf, &len) == -1)
     return NULL;
-  }
-  if (sn_registry_get_blob_mem(reg, table->digest, (size_t) table->size,
-                               &buf, &len) == -1) {
-    sn_prefix_error("dense table %s: ", table->digest);
-    return NULL;
-  }
   z = sn_dense_table_decode(buf, len);
   free(buf);
   if (z == NULL) {

@@ -57,12 +57,9 @@ img_load_record(struct sn_image *img, const struct sn_manifest *dm)
 
   if (r <= 0)
     return r;
-  if (d->size <= 0 || (uint64_t) d->size > SN_RECORD_MAX_SIZE)
-    return sn_set_error("prefetch record %s: %" PRId64 " bytes", d->digest,
-                        d->size);
-  if (sn_registry_get_blob_mem(img->reg, d->digest, (size_t) d->size, &buf,
-                               &len) == -1)
-    return sn_prefix_error("prefetch record %s: ", d->digest);
+  if (sn_registry_get_blob_desc(img->reg, d, SN_RECORD_MAX_SIZE,
+                                "prefetch record", &buf, &len) == -1)
+    return -1;
   r = sn_record_parse(buf, len, &img->record);
   free(buf);
   if (r == -1)

@@ -80,6 +80,22 @@ sn_registry_get_blob_mem(struct sn_registry *r, const char *digest,
   return -1;
 }
 
+int
+sn_registry_get_blob_desc(struct sn_registry *r, const struct sn_descriptor *d,
+                          size_t max, const char *what, uint8_t **buf,
+                          size_t *len)
+{
+  *buf = NULL;
+  *len = 0;
+  if (d->size <= 0 || (uint64_t) d->size > max)
+    return sn_set_error("%s %s: %" PRId64 " bytes (the limit is %zu MiB)",
+                        what, d->digest, d->size, max >> 20);
+  if (sn_registry_get_blob_mem(r, d->digest, (size_t) d->size, buf, len)
+      == -1)
+    return sn_prefix_error("%s %s: ", what, d->digest);
+  return 0;
+}
+
 /* The state of a streamed whole-blob download, across resumes. */
 struct stream {
   struct sn_sha256 h;

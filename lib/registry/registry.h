@@ -90,6 +90,12 @@ struct sn_manifest *sn_registry_resolve(struct sn_registry *r,
  * max bytes. */
 int sn_registry_get_blob_mem(struct sn_registry *r, const char *digest,
                              size_t max, uint8_t **buf, size_t *len);
+/* The blob descriptor d names, the same way: refused before fetching when
+ * d->size is not in (0, max] ("WHAT DIGEST: N bytes (the limit is M
+ * MiB)"); other errors prefixed "WHAT DIGEST: ". */
+int sn_registry_get_blob_desc(struct sn_registry *r,
+                              const struct sn_descriptor *d, size_t max,
+                              const char *what, uint8_t **buf, size_t *len);
 
 /* A whole blob streamed to sink, verified against digest at the end: the
  * data is trustworthy only once this returns 0.  size is the descriptor's

@@ -128,12 +128,9 @@ load_ztocs(struct attach *a)
     for (k = 0; k < a->r->nlayers; k++) {
       if (strcmp(a->r->layers[k], ld) != 0 || a->ztocs[k])
         continue;
-      if (d->size <= 0 || (uint64_t) d->size > SN_ZTOC_MAX_BLOB)
-        return sn_set_error("ztoc %s: %" PRId64 " bytes", d->digest,
-                            d->size);
-      if (sn_registry_get_blob_mem(a->src, d->digest, (size_t) d->size, &buf,
-                                   &len) == -1)
-        return sn_prefix_error("ztoc %s: ", d->digest);
+      if (sn_registry_get_blob_desc(a->src, d, SN_ZTOC_MAX_BLOB, "ztoc",
+                                    &buf, &len) == -1)
+        return -1;
       a->ztocs[k] = sn_ztoc_decode(buf, len);
       free(buf);
       if (a->ztocs[k] == NULL)

@@ -240,16 +240,8 @@ sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
 int64_t
 sn_layer_header_start(const struct sn_layer *l, int64_t off)
 {
-  size_t lo = 0, hi = l->ndf;
+  size_t lo = layer_files_upto(l, off);
 
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-
-    if (l->df[mid].off <= off)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
   if (lo > 0 && l->df[lo - 1].end > off) {
     int64_t h = l->z->files[l->df[lo - 1].idx].header_offset;
 

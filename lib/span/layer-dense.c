@@ -227,18 +227,10 @@ layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n)
 static int64_t
 file_end_at(const struct sn_layer *l, int64_t off)
 {
-  size_t lo = 0, hi = l->ndf;
+  /* After the last file starting at or before off; files may overlap,
+   * and max_end says whether any before it reaches off. */
+  size_t lo = layer_files_upto(l, off);
 
-  /* The last file starting at or before off; files may overlap, and
-   * max_end says whether any before it reaches off. */
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-
-    if (l->df[mid].off <= off)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
   if (lo > 0 && l->df[lo - 1].max_end > off)
     return l->df[lo - 1].max_end;
   if (lo < l->ndf && l->df[lo].off - off <= DENSE_HEADER_SLACK)

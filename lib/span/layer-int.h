@@ -119,6 +119,9 @@ layer_count(_Atomic uint64_t *c, uint64_t n)
   atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* layer.c: how many files of df start at or before off (the index of
+ * the first one after it). */
+size_t layer_files_upto(const struct sn_layer *l, int64_t off);
 /* layer.c: -1 with the poison message if the layer is poisoned, else 0. */
 int layer_poisoned(struct sn_layer *l);
 /* layer.c: -1 with a message if [off, off+len) is not inside the layer. */

@@ -112,6 +112,22 @@ set_cache_dir(struct sn_layer *l, const char *dir, const char *digest)
   return 0;
 }
 
+size_t
+layer_files_upto(const struct sn_layer *l, int64_t off)
+{
+  size_t lo = 0, hi = l->ndf;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+
+    if (l->df[mid].off <= off)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 /* A layer over z (owned from here on, freed on failure too) and the source
  * read/opaque: zinfo, file index, pools, span cache, readahead (layer.h). */
 struct sn_layer *
