@@ -114,26 +114,7 @@ convert_parse(int argc, char **argv, struct convert *c)
 static int
 convert_load(struct convert *c)
 {
-  struct sn_manifest *top;
-
-  c->top = top = sn_registry_get_manifest(c->src, c->sref.digest
-                                          ? c->sref.digest : c->sref.tag);
-  if (top == NULL)
-    return -1;
-  if (top->is_index) {
-    c->x = sn_oci_index_from_index(top->raw, top->raw_len);
-  } else {
-    uint8_t *cfgbuf = NULL;
-    size_t cfglen;
-
-    if (sn_registry_get_blob_mem(c->src, top->config.digest, SN_MAX_DOCUMENT,
-                                 &cfgbuf, &cfglen) == -1)
-      return -1;
-    c->x = sn_oci_index_wrap(top->media_type, top->digest,
-                             (int64_t) top->raw_len, cfgbuf, cfglen);
-    free(cfgbuf);
-  }
-  if (c->x == NULL)
+  if (cmdidx_load_top(c->src, &c->sref, &c->top, &c->x) == -1)
     return -1;
   c->n = sn_oci_index_count(c->x);
   c->e = calloc(c->n ? c->n : 1, sizeof *c->e);

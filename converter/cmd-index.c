@@ -150,6 +150,33 @@ cmdidx_parse_build_options(int argc, char **argv, const char *cmd,
 }
 
 int
+cmdidx_load_top(struct sn_registry *src, const struct sn_ref *ref,
+                struct sn_manifest **top, struct sn_oci_index **x)
+{
+  struct sn_manifest *t;
+
+  *x = NULL;
+  *top = t = sn_registry_get_manifest(src, ref->digest ? ref->digest
+                                                       : ref->tag);
+  if (t == NULL)
+    return -1;
+  if (t->is_index)
+    *x = sn_oci_index_from_index(t->raw, t->raw_len);
+  else {
+    uint8_t *cfg = NULL;
+    size_t len;
+
+    if (sn_registry_get_blob_mem(src, t->config.digest, SN_MAX_DOCUMENT,
+                                 &cfg, &len) == -1)
+      return -1;
+    *x = sn_oci_index_wrap(t->media_type, t->digest, (int64_t) t->raw_len,
+                           cfg, len);
+    free(cfg);
+  }
+  return *x ? 0 : -1;
+}
+
+int
 cmdidx_load_record(const char *path, struct sn_record *rec)
 {
   uint8_t *buf;

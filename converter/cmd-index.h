@@ -52,6 +52,13 @@ void cmdidx_free_build_options(struct sn_index_build_cfg *cfg);
  * message naming the file. */
 int cmdidx_load_record(const char *path, struct sn_record *rec);
 
+/* SRC's top manifest (*top, by ref's digest or tag) as an image index to
+ * edit (*x; a single image manifest is wrapped as convert does).  Both
+ * the caller's, also on failure.  0 or -1 (err.h). */
+struct sn_oci_index;
+int cmdidx_load_top(struct sn_registry *src, const struct sn_ref *ref,
+                    struct sn_manifest **top, struct sn_oci_index **x);
+
 /* Do a and b name the same repository (nothing to copy)? */
 bool cmdidx_same_repo(const struct sn_ref *a, const struct sn_ref *b);
 

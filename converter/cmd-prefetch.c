@@ -130,31 +130,19 @@ add_load(struct add *c)
   const struct sn_descriptor *sel;
   size_t i, n;
 
-  c->top = sn_registry_get_manifest(c->src, c->sref.digest ? c->sref.digest
-                                                           : c->sref.tag);
-  if (c->top == NULL)
+  if (cmdidx_load_top(c->src, &c->sref, &c->top, &c->x) == -1)
     return -1;
   if (!c->top->is_index) {
-    uint8_t *cfg = NULL;
-    size_t len;
-
-    if (sn_registry_get_blob_mem(c->src, c->top->config.digest,
-                                 SN_MAX_DOCUMENT, &cfg, &len) == -1)
-      return -1;
-    c->x = sn_oci_index_wrap(c->top->media_type, c->top->digest,
-                             (int64_t) c->top->raw_len, cfg, len);
-    free(cfg);
     c->m = c->top;
     c->entry = 0;
-    return c->x ? 0 : -1;
+    return 0;
   }
   if ((c->platform ? sn_platform_parse(c->platform, &want)
                    : sn_platform_host(&want)) == -1)
     return -1;
   sel = sn_manifest_select(c->top, &want);
   sn_platform_clear(&want);
-  if (sel == NULL ||
-      (c->x = sn_oci_index_from_index(c->top->raw, c->top->raw_len)) == NULL)
+  if (sel == NULL)
     return -1;
   n = sn_oci_index_count(c->x);
   for (i = 0; i < n && strcmp(sn_oci_index_digest(c->x, i), sel->digest);

@@ -62,10 +62,8 @@ img_load_dense(struct sn_image *img, const struct sn_manifest *m,
     found++;
   }
   /* A record that cannot be used costs its speed-up, not the start. */
-  if (img->prefetch == SN_PREFETCH_AUTO && img_load_record(img, dm) == -1) {
+  if (img->prefetch == SN_PREFETCH_AUTO && img_note_record(img, dm) == -1)
     img_logf(img, "warning: %s; not replayed", sn_error());
-    sn_record_clear(&img->record);
-  }
   if ((img->dense_digest = strdup(dm->digest)) == NULL) {
     sn_oom();
     goto out;

@@ -81,8 +81,11 @@ struct sn_image {
   int fg_active;                /* foreground reads running, atomically */
   int64_t fg_last;              /* when the last one ended (ns), atomically */
   uint64_t spans_prefetched;    /* atomically */
-  /* Replay (image-replay.c): the dense index's prefetch record, and the
-   * runs of spans to load (atomically). */
+  /* Replay (image-replay.c): the dense index's prefetch record, named at
+   * start-up (record_desc: its digest and size) and fetched by the
+   * prefetch thread (record; record_digest, atomically, once it parsed),
+   * and the runs of spans to load (atomically). */
+  struct sn_descriptor record_desc;
   struct sn_record record;
   char *record_digest;
   size_t replay_items, replay_done;
@@ -110,9 +113,10 @@ struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
 int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
                    struct sn_ztoc **ztocs);
 
-/* image-replay.c: load the prefetch record of dense-index manifest dm
- * into img->record (0 also when it has none).  0 or -1 (err.h). */
-int img_load_record(struct sn_image *img, const struct sn_manifest *dm);
+/* image-replay.c: note the prefetch record dense-index manifest dm names
+ * (img->record_desc; the prefetch thread fetches it).  0 also when it has
+ * none; -1 (err.h) when it is not usable. */
+int img_note_record(struct sn_image *img, const struct sn_manifest *dm);
 /* image-replay.c: load the record's spans and the prefetch artifacts'
  * ahead of the reads (the prefetch thread, prefetch=auto or artifact). */
 void img_replay_run(struct sn_image *img);

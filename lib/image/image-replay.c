@@ -48,15 +48,30 @@ struct replay {
 };
 
 int
-img_load_record(struct sn_image *img, const struct sn_manifest *dm)
+img_note_record(struct sn_image *img, const struct sn_manifest *dm)
 {
   const struct sn_descriptor *d;
-  uint8_t *buf;
-  size_t len;
   int r = sn_dense_record(dm, &d);
 
   if (r <= 0)
     return r;
+  if ((img->record_desc.digest = strdup(d->digest)) == NULL)
+    return sn_oom();
+  img->record_desc.size = d->size;
+  return 0;
+}
+
+/* Fetch and parse the record noted at start-up into img->record (by the
+ * prefetch thread: not on the start-up path).  0, or -1 (err.h). */
+static int
+load_record(struct sn_image *img)
+{
+  const struct sn_descriptor *d = &img->record_desc;
+  uint8_t *buf;
+  size_t len;
+  char *digest;
+  int r;
+
   if (sn_registry_get_blob_desc(img->reg, d, SN_RECORD_MAX_SIZE,
                                 "prefetch record", &buf, &len) == -1)
     return -1;
@@ -64,8 +79,9 @@ img_load_record(struct sn_image *img, const struct sn_manifest *dm)
   free(buf);
   if (r == -1)
     return sn_prefix_error("prefetch record %s: ", d->digest);
-  if ((img->record_digest = strdup(d->digest)) == NULL)
+  if ((digest = strdup(d->digest)) == NULL)
     return sn_oom();
+  __atomic_store_n(&img->record_digest, digest, __ATOMIC_RELEASE);
   img_logf(img, "prefetch record %s: %zu ranges of %zu layers", d->digest,
            img->record.nranges, img->record.nlayers);
   return 0;
@@ -171,9 +187,6 @@ plan(struct replay *p)
     const struct sn_zinfo *zi;
     uint64_t end;
 
-    if (g->len == 0)
-      continue;
-
     if (!img->layers[li].lazy)
       continue;
     zi = sn_layer_zinfo(img->layers[li].layer);
@@ -254,6 +267,11 @@ img_replay_run(struct sn_image *img)
   size_t i, nt = 0;
 
   pthread_mutex_init(&p.lock, NULL);
+  /* A record that cannot be used costs its speed-up, not the serving. */
+  if (img->record_desc.digest && load_record(img) == -1) {
+    img_logf(img, "warning: %s; not replayed", sn_error());
+    sn_record_clear(&img->record);
+  }
   if (plan(&p) == -1)
     img_logf(img, "warning: prefetch not replayed: %s", sn_error());
   else if (p.n > 0) {

@@ -180,7 +180,8 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_int(&w, "spans_prefetched",
                      __atomic_load_n(&img->spans_prefetched, __ATOMIC_RELAXED)
                      + st.replay_spans);
-  sn_json_member_string(&w, "prefetch_record", img->record_digest);
+  sn_json_member_string(&w, "prefetch_record",
+                        __atomic_load_n(&img->record_digest, __ATOMIC_ACQUIRE));
   sn_json_member_int(&w, "replay_runs", __atomic_load_n(&img->replay_items,
                                                         __ATOMIC_ACQUIRE));
   sn_json_member_int(&w, "replay_runs_done",

@@ -482,6 +482,7 @@ sn_image_free(struct sn_image *img)
   free(img->index_digest);
   free(img->dense_digest);
   free(img->record_digest);
+  free(img->record_desc.digest);
   sn_record_clear(&img->record);
   free(img);
 }

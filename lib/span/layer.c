@@ -706,32 +706,6 @@ sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
   return layer_read_spans(l, NULL, (size_t) len, off);
 }
 
-/* Load spans first..last through the cache, SN_SPANCACHE_MAX_GET at a
- * time, releasing them at once. */
-int
-sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last)
-{
-  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
-  size_t i, k, n;
-
-  if (layer_poisoned(l) == -1)
-    return -1;
-  if (first > last || last >= l->zi->nspans)
-    return sn_set_error("spans %zu..%zu of %s: out of range (%zu spans)",
-                        first, last, l->name, l->zi->nspans);
-  for (i = first; i <= last; i += n) {
-    n = last - i + 1;
-    if (n > SN_SPANCACHE_MAX_GET)
-      n = SN_SPANCACHE_MAX_GET;
-    if (sn_spancache_get(l->cache, i, n, ents) == -1)
-      return -1;
-    for (k = 0; k < n; k++)
-      sn_spancache_put(l->cache, ents[k]);
-  }
-  return 0;
-}
-
-
 /* ---- a file as the source ------------------------------------------- */
 
 /* A sn_blob_read_fn over a file descriptor (opaque points to it): pread

@@ -115,10 +115,6 @@ int sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
  * anything out: for NBD_CMD_CACHE / prefetch. */
 int sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len);
 
-/* Fetch (and cache) spans first..last (inclusive), up to
- * SN_SPANCACHE_MAX_GET at a time, concurrently: for prefetch artifacts. */
-int sn_layer_prefetch_spans(struct sn_layer *l, size_t first, size_t last);
-
 /* ---- replaying a prefetch record (lib/image/image-replay.c) ----
  * Load spans first..last into the memory cache ahead of the reads that
  * will want them.  begin fetches, in the background, the spans nobody has
