@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +109,35 @@ parse_ranges(const json_t *a, struct sn_record *out)
   return 0;
 }
 
+/* jansson builds a tree of about 60 bytes a value: bound the values (a
+ * range is 4: its array and 3 integers) before parsing, so that a hostile
+ * document of SN_RECORD_MAX_SIZE cannot take gigabytes.  Counted: '[',
+ * '{' and ',' outside strings. */
+#define MAX_VALUES (4 * SN_RECORD_MAX_RANGES + SN_RECORD_MAX_LAYERS + 4096)
+
+static int
+check_values(const uint8_t *buf, size_t len)
+{
+  size_t i, n = 0;
+  bool str = false;
+
+  for (i = 0; i < len; i++) {
+    if (str) {
+      if (buf[i] == '\\')
+        i++;
+      else if (buf[i] == '"')
+        str = false;
+    } else if (buf[i] == '"') {
+      str = true;
+    } else if ((buf[i] == '[' || buf[i] == '{' || buf[i] == ',') &&
+               ++n > MAX_VALUES) {
+      return sn_set_error("prefetch record: more than %zu JSON values",
+                          MAX_VALUES);
+    }
+  }
+  return 0;
+}
+
 int
 sn_record_parse(const uint8_t *buf, size_t len, struct sn_record *out)
 {
@@ -119,6 +149,8 @@ sn_record_parse(const uint8_t *buf, size_t len, struct sn_record *out)
   if (len > SN_RECORD_MAX_SIZE)
     return sn_set_error("prefetch record: %zu bytes (the limit is %zu MiB)",
                         len, SN_RECORD_MAX_SIZE >> 20);
+  if (check_values(buf, len) == -1)
+    return -1;
   root = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &je);
   if (root == NULL)
     return sn_set_error("prefetch record: not JSON: %s (line %d)", je.text,

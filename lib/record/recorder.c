@@ -30,6 +30,10 @@ struct sn_recorder {
   void (*log)(void *opaque, const char *msg);
   void *opaque;
   char **digests;
+  size_t *first;                /* per image layer: the first image layer
+                                 * of the same digest (a record names a
+                                 * layer once, so a blob in the image twice
+                                 * is recorded once) */
   size_t nlayers;
 
   pthread_mutex_t lock;
@@ -135,6 +139,7 @@ sn_recorder_note(struct sn_recorder *r, size_t layer, uint64_t off,
   if (r == NULL || layer >= r->nlayers || len == 0 ||
       len > UINT64_MAX - off)
     return;
+  layer = r->first[layer];
   end = off + len;
   pthread_mutex_lock(&r->lock);
   if (r->ended) {
@@ -302,15 +307,23 @@ sn_recorder_new(const struct sn_recorder_opts *o, const char *const *digests,
   r->path = strdup(o->path ? o->path : "");
   r->digests = calloc(n + 1, sizeof *r->digests);
   r->sets = calloc(n + 1, sizeof *r->sets);
-  if (r->path == NULL || r->digests == NULL || r->sets == NULL)
+  r->first = calloc(n + 1, sizeof *r->first);
+  if (r->path == NULL || r->digests == NULL || r->sets == NULL ||
+      r->first == NULL)
     goto oom;
   if (o->path == NULL || *o->path == '\0') {
     sn_set_error("no file to write the record to");
     goto fail;
   }
-  for (i = 0; i < n; i++)
+  for (i = 0; i < n; i++) {
+    size_t j;
+
     if ((r->digests[r->nlayers++] = strdup(digests[i])) == NULL)
       goto oom;
+    for (j = 0; j < i && strcmp(digests[j], digests[i]) != 0; j++)
+      ;
+    r->first[i] = j;
+  }
   r->ready = true;
   return r;
 oom:
@@ -379,6 +392,7 @@ sn_recorder_free(struct sn_recorder *r)
     free(r->digests[i]);
   free(r->sets);
   free(r->digests);
+  free(r->first);
   free(r->ranges);
   free(r->path);
   pthread_mutex_destroy(&r->lock);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +97,40 @@ format(void)
       ok(c_ && strstr(sn_error(), bad[i].want) != NULL,
          "refused: %s", WHY);
     }
+  }
+
+  {
+    /* A document of many small values: jansson's tree would take ~30
+     * times its size, so the values are counted first.  Commas inside
+     * strings do not count. */
+    size_t n = SN_RECORD_MAX_SIZE - 64, k;
+    char *doc = malloc(n + 64);
+    struct rusage ru0, ru1;
+
+    if (doc == NULL)
+      abort();
+    k = (size_t) sprintf(doc, "{\"mediaType\":\"" MT "\",\"x\":[");
+    while (k + 4 < n) {
+      doc[k++] = '0';
+      doc[k++] = ',';
+    }
+    strcpy(doc + k, "0]}");
+    getrusage(RUSAGE_SELF, &ru0);
+    c_ = sn_record_parse((const uint8_t *) doc, strlen(doc), &r2) == -1;
+    getrusage(RUSAGE_SELF, &ru1);
+    ok(c_ && strstr(sn_error(), "JSON values") != NULL &&
+       ru1.ru_maxrss - ru0.ru_maxrss < 256 * 1024,
+       "%zu MiB of small values refused before parsing (peak memory +%ld "
+       "KiB): %s", n >> 20, ru1.ru_maxrss - ru0.ru_maxrss, WHY);
+    k = (size_t) sprintf(doc, "{\"mediaType\":\"" MT "\",\"layers\":[],"
+                         "\"ranges\":[],\"note\":\"");
+    memset(doc + k, ',', 8 << 20);
+    strcpy(doc + k + (8 << 20), "\"}");
+    c_ = sn_record_parse((const uint8_t *) doc, strlen(doc), &r2) == 0;
+    ok(c_, "8 MiB of commas inside a string are not values: %s", ERR);
+    if (c_)
+      sn_record_clear(&r2);
+    free(doc);
   }
 
   {
@@ -287,6 +322,32 @@ recorder_idle(void)
      "record is written at the end");
   if (c_)
     sn_record_clear(&r);
+  {
+    /* An image may hold the same blob twice (a repeated empty layer): the
+     * record names it once, and both layers' reads land in it. */
+    const char *twice[3] = { DA, DB, DA };
+
+    snprintf(path, sizeof path, "%s/twice.json", tmpdir);
+    o.path = path;
+    rec = sn_recorder_new(&o, twice, 3);
+    sn_recorder_note(rec, 2, 0, 100);
+    sn_recorder_note(rec, 1, 0, 10);
+    sn_recorder_note(rec, 0, 50, 100);
+    sn_recorder_free(rec);
+    c_ = sn_read_file(path, 1 << 20, true, &buf, &len) == 0 &&
+      sn_record_parse(buf, len, &r) == 0;
+    if (c_)
+      free(buf);
+    ok(c_ && r.nlayers == 2 && strcmp(r.layers[0], DA) == 0 &&
+       r.nranges == 3 && r.ranges[0].layer == 0 && r.ranges[0].off == 0 &&
+       r.ranges[0].len == 100 && r.ranges[1].layer == 1 &&
+       r.ranges[2].layer == 0 && r.ranges[2].off == 100 &&
+       r.ranges[2].len == 50,
+       "a blob twice in the image: named once, both layers' reads in it, "
+       "no byte twice: %s", ERR);
+    if (c_)
+      sn_record_clear(&r);
+  }
   o.path = "";
   c_ = sn_recorder_new(&o, digests, MLAYERS) == NULL;
   ok(c_, "no path: refused: %s", WHY);
