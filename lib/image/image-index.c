@@ -16,6 +16,7 @@
 #include "soci/index-find.h"
 #include "soci/ztoc.h"
 #include "util/err.h"
+#include "util/parallel.h"
 
 #define MAX_PREFETCH_DOC ((size_t) 16 << 20)
 
@@ -146,29 +147,83 @@ span_too_large(struct sn_image *img, const struct sn_ztoc *z, size_t j,
   return big;
 }
 
+/* The ztocs to fetch, at once (sn_parallel_for): one per layer. */
+struct ztoc_jobs {
+  struct sn_image *img;
+  struct sn_ztoc **ztocs;
+  struct ztoc_job {
+    size_t layer;
+    const struct sn_descriptor *d;
+  } *job;
+  size_t njobs, found;
+};
+
+static int
+ztoc_job(void *arg, size_t i)
+{
+  struct ztoc_jobs *zj = arg;
+  const struct sn_descriptor *d = zj->job[i].d;
+  size_t j = zj->job[i].layer;
+  struct img_layer *l = &zj->img->layers[j];
+  enum sn_layer_kind k = sn_layer_kind(l->media_type);
+  struct sn_ztoc *z;
+  uint8_t *buf;
+  size_t len;
+
+  if (sn_registry_get_blob_mem(zj->img->reg, d->digest,
+                               d->size > 0 ? (size_t) d->size
+                                           : SN_ZTOC_MAX_BLOB,
+                               &buf, &len) == -1)
+    return sn_prefix_error("ztoc %s of layer %zu: ", d->digest, j);
+  z = sn_ztoc_decode(buf, len);
+  free(buf);
+  if (z == NULL)
+    return sn_prefix_error("ztoc %s of layer %zu: ", d->digest, j);
+  if (z->compressed_size != l->size ||
+      z->compression != (k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP
+                                                 : SN_COMP_UNCOMPRESSED)) {
+    sn_ztoc_free(z);
+    return sn_set_error("ztoc %s does not describe layer %zu (%s): size or "
+                        "compression differs", d->digest, j, l->digest);
+  }
+  if (span_too_large(zj->img, z, j, d->digest)) {
+    sn_ztoc_free(z);
+    return 0;                   /* served whole: see SN_SPAN_MAX_OUT */
+  }
+  zj->ztocs[j] = z;
+  if ((l->ztoc_digest = strdup(d->digest)) == NULL)
+    return sn_oom();
+  __atomic_fetch_add(&zj->found, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 /* Fetch the index and attach ztocs to the layers (ztocs[i]). */
 int
 img_load_index(struct sn_image *img, const struct sn_manifest *m,
                struct sn_ztoc **ztocs)
 {
+  struct ztoc_jobs zj = { .img = img, .ztocs = ztocs };
   struct sn_manifest *idx;
-  size_t i, j, found = 0;
+  size_t i, j;
+  int r = -1;
 
   idx = sn_index_fetch(img->reg, img->index_digest, m);
   if (idx == NULL)
     return -1;
-
+  zj.job = calloc(img->nlayers + 1, sizeof *zj.job);
+  if (zj.job == NULL) {
+    sn_oom();
+    goto out;
+  }
   for (i = 0; i < idx->nlayers; i++) {
     const struct sn_descriptor *d = &idx->layers[i];
     const char *ld;
-    uint8_t *buf;
-    size_t len;
 
     if (d->media_type && strcmp(d->media_type, SN_MT_SOCI_PREFETCH) == 0) {
       if ((img->prefetch == SN_PREFETCH_ARTIFACT ||
            img->prefetch == SN_PREFETCH_AUTO) &&
           load_prefetch(img, d) == -1)
-        goto fail;
+        goto out;
       continue;
     }
     if (d->media_type == NULL || strcmp(d->media_type, SN_MT_SOCI_ZTOC) != 0)
@@ -179,57 +234,33 @@ img_load_index(struct sn_image *img, const struct sn_manifest *m,
     for (j = 0; j < img->nlayers; j++) {
       struct img_layer *l = &img->layers[j];
       enum sn_layer_kind k = sn_layer_kind(l->media_type);
-      struct sn_ztoc *z;
+      size_t q;
 
       if (ztocs[j] || strcmp(l->digest, ld) != 0)
         continue;
       if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR)
         continue;         /* refused later with the layer's message */
+      for (q = 0; q < zj.njobs && zj.job[q].layer != j; q++)
+        ;
+      if (q < zj.njobs)
+        continue;               /* the index names this layer twice */
       if (d->size > (int64_t) SN_ZTOC_MAX_BLOB) {
         sn_set_error("ztoc %s of layer %zu: %" PRId64 " bytes (the limit is "
                      "%zu MiB)", d->digest, j, d->size,
                      SN_ZTOC_MAX_BLOB >> 20);
-        goto fail;
+        goto out;
       }
-      if (sn_registry_get_blob_mem(img->reg, d->digest,
-                                   d->size > 0 ? (size_t) d->size
-                                               : SN_ZTOC_MAX_BLOB,
-                                   &buf, &len) == -1) {
-        sn_prefix_error("ztoc %s of layer %zu: ", d->digest, j);
-        goto fail;
-      }
-      z = sn_ztoc_decode(buf, len);
-      free(buf);
-      if (z == NULL) {
-        sn_prefix_error("ztoc %s of layer %zu: ", d->digest, j);
-        goto fail;
-      }
-      if (z->compressed_size != l->size ||
-          z->compression != (k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP
-                                                     : SN_COMP_UNCOMPRESSED)) {
-        sn_set_error("ztoc %s does not describe layer %zu (%s): size or "
-                     "compression differs", d->digest, j, l->digest);
-        sn_ztoc_free(z);
-        goto fail;
-      }
-      if (span_too_large(img, z, j, d->digest)) {
-        sn_ztoc_free(z);
-        continue;               /* served whole: see SN_SPAN_MAX_OUT */
-      }
-      ztocs[j] = z;
-      if ((l->ztoc_digest = strdup(d->digest)) == NULL) {
-        sn_oom();
-        goto fail;
-      }
-      found++;
+      zj.job[zj.njobs++] = (struct ztoc_job) { j, d };
     }
   }
+  /* Each is a round trip or more: all at once, not one after another. */
+  if (sn_parallel_for(zj.njobs, SN_IMAGE_FETCH_THREADS, ztoc_job, &zj) == -1)
+    goto out;
   img_logf(img, "SOCI index %s (%s): ztocs for %zu of %zu layers",
-        img->index_digest, img->index_source, found, img->nlayers);
+        img->index_digest, img->index_source, zj.found, img->nlayers);
+  r = 0;
+out:
+  free(zj.job);
   sn_manifest_free(idx);
-  return 0;
-
-fail:
-  sn_manifest_free(idx);
-  return -1;
+  return r;
 }

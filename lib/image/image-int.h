@@ -25,6 +25,10 @@
 #include "span/layer.h"
 #include "util/err.h"
 
+/* The start-up fetches (dense tables, ztocs, the prefetch record) made at
+ * once: each is a round trip or more. */
+#define SN_IMAGE_FETCH_THREADS 8
+
 /* Whole-layer check of a lazy layer (img_layer.verify). */
 enum verify_state { VERIFY_NONE, VERIFY_PENDING, VERIFY_OK, VERIFY_FAILED };
 
@@ -81,10 +85,10 @@ struct sn_image {
   int fg_active;                /* foreground reads running, atomically */
   int64_t fg_last;              /* when the last one ended (ns), atomically */
   uint64_t spans_prefetched;    /* atomically */
-  /* Replay (image-replay.c): the dense index's prefetch record, named at
-   * start-up (record_desc: its digest and size) and fetched by the
-   * prefetch thread (record; record_digest, atomically, once it parsed),
-   * and the runs of spans to load (atomically). */
+  /* Replay (image-replay.c): the dense index's prefetch record, named
+   * (record_desc: its digest and size) and fetched (record; record_digest
+   * once it parsed) at start-up, beside the dense tables, and the runs of
+   * spans to load (atomically). */
   struct sn_descriptor record_desc;
   struct sn_record record;
   char *record_digest;
@@ -114,9 +118,12 @@ int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
                    struct sn_ztoc **ztocs);
 
 /* image-replay.c: note the prefetch record dense-index manifest dm names
- * (img->record_desc; the prefetch thread fetches it).  0 also when it has
- * none; -1 (err.h) when it is not usable. */
+ * (img->record_desc).  0 also when it has none; -1 (err.h) when it is not
+ * usable. */
 int img_note_record(struct sn_image *img, const struct sn_manifest *dm);
+/* image-replay.c: fetch and parse the record noted into img->record (the
+ * caller clears it on failure).  0, or -1 (err.h). */
+int img_load_record(struct sn_image *img);
 /* image-replay.c: load the record's spans and the prefetch artifacts'
  * ahead of the reads (the prefetch thread, prefetch=auto or artifact). */
 void img_replay_run(struct sn_image *img);

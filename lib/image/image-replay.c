@@ -61,10 +61,8 @@ img_note_record(struct sn_image *img, const struct sn_manifest *dm)
   return 0;
 }
 
-/* Fetch and parse the record noted at start-up into img->record (by the
- * prefetch thread: not on the start-up path).  0, or -1 (err.h). */
-static int
-load_record(struct sn_image *img)
+int
+img_load_record(struct sn_image *img)
 {
   const struct sn_descriptor *d = &img->record_desc;
   uint8_t *buf;
@@ -267,11 +265,6 @@ img_replay_run(struct sn_image *img)
   size_t i, nt = 0;
 
   pthread_mutex_init(&p.lock, NULL);
-  /* A record that cannot be used costs its speed-up, not the serving. */
-  if (img->record_desc.digest && load_record(img) == -1) {
-    img_logf(img, "warning: %s; not replayed", sn_error());
-    sn_record_clear(&img->record);
-  }
   if (plan(&p) == -1)
     img_logf(img, "warning: prefetch not replayed: %s", sn_error());
   else if (p.n > 0) {

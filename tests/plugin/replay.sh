@@ -11,6 +11,7 @@
 #     two range requests overlap), every replayed byte is used by the
 #     recorded reads, and every file (and the whole export) is byte for
 #     byte what the image holds;
+#     The start-up fetches (both dense tables, the record) overlap.
 #  3. prefetch=none replays nothing; a corrupted record blob is not
 #     replayed (one line in the log) and the image is still served;
 #  3b. a replay through a registry that fails 30% of its answers at
@@ -188,6 +189,28 @@ print(len(rs), "range requests")
 for a, b in zip(rs, rs[1:]):
     if b[0] < a[1]:
         sys.exit("overlap: %r %r" % (a, b))
+PY
+
+# The start-up fetches (the dense tables of both layers and the record)
+# are made at once: each takes 0.5 s here, and they overlap.
+fault_set F '{"rules": [{"match": {"range": false}, "action": "delay", "seconds": 0.5}]}'
+P0=$(wc -l < "$F_LOG")
+check "server with every whole blob fetch taking 0.5 s" \
+    plugin_start "$SOCK" "$F_HOST/test/rp:rec" prefetch=auto
+plugin_stop "$SOCK"
+fault_set F '{"rules": []}'
+check "the dense tables and the record were fetched at once (their requests overlap)" \
+    python3 - "$F_LOG" "$P0" <<'PY'
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):]]
+blobs = [r for r in reqs if "/blobs/" in r["path"] and "range" not in
+         {k.lower() for k in r.get("headers", {})}]
+# the first three whole-blob GETs after the manifests: 2 tables, 1 record
+first = sorted(blobs, key=lambda r: float(r["start"]))[:3]
+print("starts:", [r["start"] for r in first], "answered:", [r["time"] for r in first])
+late_start = max(float(r["start"]) for r in first)
+early_end = min(float(r["time"]) for r in first)
+sys.exit(0 if len(first) == 3 and late_start < early_end else 1)
 PY
 
 # ---- 3. prefetch=none, a corrupted record ------------------------------------
