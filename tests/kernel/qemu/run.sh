@@ -4,6 +4,7 @@
 #   run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR]
 #          [-l LOG] [-t SECONDS] [-m MEGABYTES] [-f SRC=DST]... [-b SRC=DST]...
 #          TEST_SCRIPT
+#   run.sh [options above] -i INITRD -k KERNEL -A CMDLINE
 #
 #   -s SOCKET  an NBD server's Unix socket.  The guest reaches it at
 #              10.0.2.100:10809 only: QEMU user networking with restrict=on
@@ -26,6 +27,10 @@
 #   -f SRC=DST copy SRC into the initramfs at DST.
 #   -b SRC=DST copy the program or shared library SRC to DST, and every
 #              library `ldd SRC` names at its own path (mkinitramfs.sh -b).
+#   -i INITRD, -k KERNEL, -A CMDLINE  boot that kernel and initramfs (made
+#              elsewhere, e.g. by Debian's mkinitramfs) with that command
+#              line instead of the test guest; what it runs prints the
+#              result lines below itself.
 #
 # Prints the guest's result lines ("SOCI-TEST-RESULT: " removed) on stdout.
 # Exits 0 when the guest ran the test to its end and the test exited 0,
@@ -36,10 +41,13 @@ set -eu -o pipefail
 die() { echo "run.sh: $*" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT= MEM=1024
+SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT= MEM=1024 INITRD= KERNEL= CMDLINE=
 EXPORTS=() FILES=() PORTS=()
-while getopts s:p:d:r:O:l:t:m:f:b: opt; do
+while getopts s:p:d:r:O:l:t:m:f:b:i:k:A: opt; do
     case $opt in
+    i) INITRD=$OPTARG ;;
+    k) KERNEL=$OPTARG ;;
+    A) CMDLINE=$OPTARG ;;
     s) SOCKET=$OPTARG ;;
     p) case $OPTARG in ''|*[!0-9]*) die "-p needs a port number" ;; esac
        PORTS+=("$OPTARG") ;;
@@ -55,8 +63,13 @@ while getopts s:p:d:r:O:l:t:m:f:b: opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG] [-t SECONDS] [-m MB] [-f SRC=DST]... [-b SRC=DST]... TEST_SCRIPT"
-TEST=$1
+if [ -n "$INITRD" ]; then
+    [ $# -eq 0 ] && [ -n "$KERNEL" ] && [ -n "$CMDLINE" ] ||
+        die "usage: run.sh [options] -i INITRD -k KERNEL -A CMDLINE"
+else
+    [ $# -eq 1 ] || die "usage: run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR] [-l LOG] [-t SECONDS] [-m MB] [-f SRC=DST]... [-b SRC=DST]... TEST_SCRIPT"
+    TEST=$1
+fi
 if [ ${#EXPORTS[@]} -gt 0 ] && [ -z "$SOCKET" ]; then
     die "-d needs -s SOCKET"
 fi
@@ -74,13 +87,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 2' INT TERM HUP
 
-KERNEL=$("$HERE/mkinitramfs.sh" ${FILES[@]+"${FILES[@]}"} "$TEST" "$W/initrd.gz") ||
-    die "mkinitramfs.sh failed"
+if [ -z "$INITRD" ]; then
+    KERNEL=$("$HERE/mkinitramfs.sh" ${FILES[@]+"${FILES[@]}"} "$TEST" "$W/initrd.gz") ||
+        die "mkinitramfs.sh failed"
+    INITRD=$W/initrd.gz
+    CMDLINE="console=ttyS0 quiet panic=-1"
+fi
 
 ARGS=(-accel tcg -m "$MEM" -smp 1 -nodefaults -nographic -no-reboot
       -serial stdio -monitor none
-      -kernel "$KERNEL" -initrd "$W/initrd.gz"
-      -append "console=ttyS0 quiet panic=-1")
+      -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE")
 NETDEV=
 if [ -n "$SOCKET" ]; then
     NETDEV=",guestfwd=tcp:10.0.2.100:10809-cmd:socat - UNIX-CONNECT:$SOCKET"

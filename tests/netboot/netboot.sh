@@ -1,0 +1,117 @@
+#!/bin/bash
+# soci-nbd tests: network boot of a machine with no disk (examples/bare-metal.md,
+# "remote" placement).  A Debian 12 system with systemd (tests/netboot/mkroot.sh,
+# made once and cached) is pushed to a real docker-registry on 127.0.0.1 with
+# a small app layer holding a marker service, indexed with `soci-nbd
+# convert`, and served by `nbdkit soci` on the host.  Its initramfs is built
+# by Debian's own mkinitramfs with examples/initramfs-tools (hook and
+# boot=soci script) installed.  QEMU (TCG) boots the kernel and that
+# initramfs with only a NIC: no -drive.  The initramfs configures the
+# network (ip=dhcp), attaches the flat export with nbd-client over QEMU's
+# guestfwd pipe (10.0.2.100:10809 -> the server's Unix socket), mounts it
+# with a tmpfs overlay as / and hands over to the image's systemd, whose
+# marker service checks, from inside: PID 1 is systemd, / is an overlay
+# whose lower layer is squashfs on /dev/nbd0, a file of the image reads
+# right; then it powers the machine off, and the console shows a clean
+# shutdown.
+. "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
+
+require_tools qemu-system-x86_64 debootstrap nbdkit python3 socat timeout \
+    apt-get dpkg-deb flock
+PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
+[ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
+nbdkit_asan_wrapper "$PLUGIN"
+RUN=$top_srcdir/tests/kernel/qemu/run.sh
+T0=$(date +%s)
+NBDKIT_PIDS=""
+trap 'for p in $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done; srv_cleanup' EXIT
+
+# ---- the system, its initramfs, the image ------------------------------------
+BASE=$("$top_srcdir/tests/netboot/mkroot.sh" image) ||
+    { echo "Bail out! tests/netboot/mkroot.sh image failed"; exit 1; }
+echo "# Debian system layer: $BASE ($(stat -c %s "$BASE") bytes), ready after $(($(date +%s) - T0)) s"
+check "Debian's mkinitramfs builds the initramfs with the soci-nbd hook" \
+    bash -c "'$top_srcdir/tests/netboot/mkroot.sh' initrd '$TMP/initrd.img' > '$TMP/kernel'"
+KERNEL=$(cat "$TMP/kernel")
+check "... it holds nbd-client, the boot=soci script and the nbd module" bash -c "
+    grep -q 'sbin/nbd-client\$' '$TMP/initrd.img.list' && grep -q '^scripts/soci\$' '$TMP/initrd.img.list' &&
+    grep -q '/nbd\.ko' '$TMP/initrd.img.list'"
+
+# The app layer: the marker service, run once userland is up.
+mkdir -p "$TMP/app/etc/systemd/system/multi-user.target.wants" "$TMP/app/usr/local/sbin"
+echo "netboot app layer $(sha "$BASE" | cut -c1-12)" > "$TMP/app/etc/netboot-test.txt"
+cat > "$TMP/app/etc/systemd/system/soci-marker.service" <<'UNIT'
+[Unit]
+Description=soci-nbd network boot marker
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/soci-marker
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -s ../soci-marker.service "$TMP/app/etc/systemd/system/multi-user.target.wants/soci-marker.service"
+cat > "$TMP/app/usr/local/sbin/soci-marker" <<'SH'
+#!/bin/sh
+# Runs in the booted image: result lines for tests/kernel/qemu/run.sh.
+failed=0
+check() {
+    d=$1; shift
+    if "$@" > /tmp/check.out 2>&1; then echo "SOCI-TEST-RESULT: ok $d"
+    else echo "SOCI-TEST-RESULT: not ok $d"; failed=1
+        head -5 /tmp/check.out | sed 's/^/SOCI-TEST-RESULT: # /'; fi
+}
+echo "SOCI-NETBOOT-MARKER: userland up"
+check "PID 1 is the image's systemd" sh -c '[ "$(readlink /proc/1/exe)" = /usr/lib/systemd/systemd ]'
+check "/ is an overlay" sh -c '[ "$(findmnt -n -o FSTYPE /)" = overlay ]'
+check "its lower layer is the squashfs on /dev/nbd0" sh -c \
+    '[ "$(findmnt -n -o SOURCE,FSTYPE /run/soci-nbd/lower | tr -s " ")" = "/dev/nbd0 squashfs" ]'
+check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netboot-test.txt
+check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
+check "the system reached multi-user.target" systemctl is-active -q multi-user.target
+echo "SOCI-TEST-END: rc=$failed"
+systemctl poweroff --no-block
+SH
+chmod 755 "$TMP/app/usr/local/sbin/soci-marker"
+tar -C "$TMP/app" --sort=name --numeric-owner --owner=0 --group=0 \
+    --mtime=@1700000000 -cf - ./etc ./usr | gzip -n > "$TMP/app.tar.gz"
+
+reg_start R || { echo "Bail out! registry did not start"; exit 1; }
+python3 "$top_srcdir/tests/helpers/plugin-image.py" push "$R_URL" test/netboot \
+    "$BASE" "$TMP/app.tar.gz" > /dev/null || { echo "Bail out! push failed"; exit 1; }
+check "soci-nbd convert indexes both layers" \
+    "$SOCI_NBD" convert -q --min-layer-size 0 --plain-http "$R_HOST" \
+    "$R_HOST/test/netboot:v1" "$R_HOST/test/netboot:soci"
+echo "# pushed and converted after $(($(date +%s) - T0)) s"
+
+# ---- remote placement: nbdkit soci on the host, the initramfs attaches ---------
+SOCK=$TMP/nbd.sock STATS=$TMP/stats.json
+CONSOLE=${NETBOOT_CONSOLE:-$TMP/console.log}   # NETBOOT_CONSOLE=FILE keeps it
+check "nbdkit soci serves the image" plugin_start "$SOCK" "$R_HOST/test/netboot:soci" \
+    plain-http="$R_HOST" stats-file="$STATS"
+tap_run "remote boot" "$RUN" -s "$SOCK" -t 300 -l "$CONSOLE" \
+    -i "$TMP/initrd.img" -k "$KERNEL" \
+    -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.server=10.0.2.100:10809 soci.export=flat ip=dhcp net.ifnames=0"
+echo "# booted and shut down after $(($(date +%s) - T0)) s"
+check "the initramfs said where the root is" \
+    grep -q '^soci-nbd: root is export flat of 10.0.2.100:10809' "$CONSOLE"
+check "the marker service ran in userland" grep -q '^SOCI-NETBOOT-MARKER: userland up' "$CONSOLE"
+check "clean shutdown: systemd reached the power-off" \
+    grep -q 'reboot: Power down' "$CONSOLE"
+check "... with nothing left it could not unmount or detach" bash -c \
+    "! grep -E 'Failed to (unmount|detach)|Unable to (unmount|finalize)|I/O error' '$CONSOLE'"
+plugin_stop "$SOCK"
+check "stats: the boot fetched part of the image, lazily" python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+got = s["bytes_fetched"] + s["whole_layer_bytes_fetched"]
+size = int(sys.argv[2])
+print("fetched %d of %d bytes (%.1f%%)" % (got, size, 100.0 * got / size))
+sys.exit(0 if 0 < got < size / 2 and all(l["lazy"] for l in s["layers"]) else 1)' "$STATS" \
+    $(($(stat -c %s "$BASE") + $(stat -c %s "$TMP/app.tar.gz")))
+finish
