@@ -174,6 +174,23 @@ nl_error(const char *cmd, int index, int e)
                       strerror(e));
 }
 
+/* sysfs, once sn_nbd_pin_sysfs has opened it; else -1 (then /sys). */
+static int sysfs_dir = -1;
+
+int
+sn_nbd_pin_sysfs(void)
+{
+  int fd;
+
+  if (sysfs_dir != -1)
+    return 0;
+  fd = open("/sys", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1)
+    return sn_set_error("/sys: %s", strerror(errno));
+  sysfs_dir = fd;
+  return 0;
+}
+
 /* /sys/block/nbdN/size in sectors; -1 if unreadable. */
 static long long
 sys_size(int index)
@@ -181,11 +198,18 @@ sys_size(int index)
   char path[64];
   long long v = -1;
   FILE *f;
+  int fd;
 
   snprintf(path, sizeof path, "/sys/block/nbd%d/size", index);
-  f = fopen(path, "re");
-  if (f == NULL)
+  fd = sysfs_dir == -1 ? open(path, O_RDONLY | O_CLOEXEC)
+                       : openat(sysfs_dir, path + 5, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
     return -1;
+  f = fdopen(fd, "r");
+  if (f == NULL) {
+    close(fd);
+    return -1;
+  }
   if (fscanf(f, "%lld", &v) != 1)
     v = -1;
   fclose(f);

@@ -79,6 +79,13 @@ int sn_nbd_detach(int index);
  * and, after a disconnect, until its last close), 0 = not, -1 = error. */
 int sn_nbd_connected(int index);
 
+/* Read sysfs (/sys/block/nbdN) through a descriptor of /sys opened now,
+ * for the rest of the process's life: it keeps working when /sys is moved
+ * (an initramfs moves it into the new root and deletes its own files, and
+ * a supervisor of the root device must never touch the root filesystem it
+ * keeps alive).  0, or -1 (err.h). */
+int sn_nbd_pin_sysfs(void);
+
 /* Keep devices attached: listen for link-dead events of the n devices
  * (indexes[i] served by srvs[i]) and, for each dead one, retry
  * sn_nbd_reconnect every retry_ms until it succeeds.  Returns 0 when every

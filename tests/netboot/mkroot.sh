@@ -9,9 +9,10 @@
 #       installed; prints the path of the root filesystem as a layer
 #       (tar.gz, without /boot and the kernel's modules: the guest's modules
 #       come from its initramfs)
-#   mkroot.sh initrd OUT
-#       install examples/initramfs-tools (hook and boot=soci script) into
-#       that system and build an initramfs there with Debian's own
+#   mkroot.sh initrd OUT [PROGRAM...]
+#       install examples/initramfs-tools (hook and boot=soci script) and the
+#       PROGRAMs (in /usr/local/sbin: soci-nbd-attach) into that system
+#       and build an initramfs there with Debian's own
 #       mkinitramfs, written to OUT, its file list (Debian's lsinitramfs)
 #       to OUT.list; prints the kernel's path
 #
@@ -83,7 +84,9 @@ image)
     [ -s "$cache/image-$KEY.tar.gz" ] || make_image
     echo "$cache/image-$KEY.tar.gz" ;;
 initrd)
-    [ $# -eq 2 ] || die "usage: mkroot.sh initrd OUT"
+    [ $# -ge 2 ] || die "usage: mkroot.sh initrd OUT [PROGRAM...]"
+    out=$2; shift 2
+    for p in "$@"; do install -m 0755 "$p" "$ROOT/usr/local/sbin/"; done
     install -m 0755 "$TOP/examples/initramfs-tools/hooks/soci-nbd" \
         "$ROOT/etc/initramfs-tools/hooks/soci-nbd"
     install -m 0644 "$TOP/examples/initramfs-tools/scripts/soci" \
@@ -91,10 +94,10 @@ initrd)
     mount -t proc proc "$ROOT/proc"
     st=0
     chroot "$ROOT" mkinitramfs -o /tmp/initrd.img "$KVER" > "$cache/mkinitramfs.log" 2>&1 || st=$?
-    [ $st -ne 0 ] || chroot "$ROOT" lsinitramfs /tmp/initrd.img > "$2.list" || st=$?
+    [ $st -ne 0 ] || chroot "$ROOT" lsinitramfs /tmp/initrd.img > "$out.list" || st=$?
     umount "$ROOT/proc"
     [ $st -eq 0 ] || { tail -20 "$cache/mkinitramfs.log" >&2; die "mkinitramfs failed"; }
-    mv "$ROOT/tmp/initrd.img" "$2"
+    mv "$ROOT/tmp/initrd.img" "$out"
     if [ -f "$KDIR/vmlinux" ]; then echo "$KDIR/vmlinux"; else echo "$KDIR/vmlinuz"; fi ;;
 *) echo "usage: mkroot.sh image | initrd OUT" >&2; exit 2 ;;
 esac

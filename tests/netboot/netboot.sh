@@ -7,13 +7,15 @@
 # by Debian's own mkinitramfs with examples/initramfs-tools (hook and
 # boot=soci script) installed.  QEMU (TCG) boots the kernel and that
 # initramfs with only a NIC: no -drive.  The initramfs configures the
-# network (ip=dhcp), attaches the flat export with nbd-client over QEMU's
-# guestfwd pipe (10.0.2.100:10809 -> the server's Unix socket), mounts it
-# with a tmpfs overlay as / and hands over to the image's systemd, whose
-# marker service checks, from inside: PID 1 is systemd, / is an overlay
-# whose lower layer is squashfs on /dev/nbd0, a file of the image reads
-# right; then it powers the machine off, and the console shows a clean
-# shutdown.
+# network (ip=dhcp), attaches the flat export with soci-nbd-attach over
+# QEMU's guestfwd pipe (10.0.2.100:10809 -> the server's Unix socket),
+# mounts it with a tmpfs overlay as / and hands over to the image's systemd,
+# whose marker service checks, from inside: PID 1 is systemd, / is an
+# overlay whose lower layer is squashfs on /dev/nbdN, a file of the image
+# reads right, the supervisor that keeps the root attached runs, marked for
+# systemd.  Then it powers the machine off, and the console shows a clean
+# shutdown.  (Not yet here: a server restart under the running guest; see
+# examples/bare-metal.md, "Status".)
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 require_tools qemu-system-x86_64 debootstrap nbdkit python3 socat timeout \
@@ -31,10 +33,10 @@ BASE=$("$top_srcdir/tests/netboot/mkroot.sh" image) ||
     { echo "Bail out! tests/netboot/mkroot.sh image failed"; exit 1; }
 echo "# Debian system layer: $BASE ($(stat -c %s "$BASE") bytes), ready after $(($(date +%s) - T0)) s"
 check "Debian's mkinitramfs builds the initramfs with the soci-nbd hook" \
-    bash -c "'$top_srcdir/tests/netboot/mkroot.sh' initrd '$TMP/initrd.img' > '$TMP/kernel'"
+    bash -c "'$top_srcdir/tests/netboot/mkroot.sh' initrd '$TMP/initrd.img' '$top_builddir/soci-nbd-attach' > '$TMP/kernel'"
 KERNEL=$(cat "$TMP/kernel")
-check "... it holds nbd-client, the boot=soci script and the nbd module" bash -c "
-    grep -q 'sbin/nbd-client\$' '$TMP/initrd.img.list' && grep -q '^scripts/soci\$' '$TMP/initrd.img.list' &&
+check "... it holds soci-nbd-attach, the boot=soci script and the nbd module" bash -c "
+    grep -q 'sbin/soci-nbd-attach\$' '$TMP/initrd.img.list' && grep -q '^scripts/soci\$' '$TMP/initrd.img.list' &&
     grep -q '/nbd\.ko' '$TMP/initrd.img.list'"
 
 # The app layer: the marker service, run once userland is up.
@@ -56,6 +58,8 @@ TTYPath=/dev/ttyS0
 WantedBy=multi-user.target
 UNIT
 ln -s ../soci-marker.service "$TMP/app/etc/systemd/system/multi-user.target.wants/soci-marker.service"
+# No login prompt on the console: agetty would flush the marker's output.
+ln -s /dev/null "$TMP/app/etc/systemd/system/serial-getty@ttyS0.service"
 cat > "$TMP/app/usr/local/sbin/soci-marker" <<'SH'
 #!/bin/sh
 # Runs in the booted image: result lines for tests/kernel/qemu/run.sh.
@@ -74,6 +78,8 @@ check "its lower layer is the squashfs on /dev/nbd0" sh -c \
 check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netboot-test.txt
 check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
 check "the system reached multi-user.target" systemctl is-active -q multi-user.target
+check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
+    'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach supervise -m "'
 echo "SOCI-TEST-END: rc=$failed"
 systemctl poweroff --no-block
 SH
@@ -103,7 +109,7 @@ check "the initramfs said where the root is" \
 check "the marker service ran in userland" grep -q '^SOCI-NETBOOT-MARKER: userland up' "$CONSOLE"
 check "clean shutdown: systemd reached the power-off" \
     grep -q 'reboot: Power down' "$CONSOLE"
-check "... with nothing left it could not unmount or detach" bash -c \
+check "... with nothing left it could not unmount or detach, and no I/O error" bash -c \
     "! grep -E 'Failed to (unmount|detach)|Unable to (unmount|finalize)|I/O error' '$CONSOLE'"
 plugin_stop "$SOCK"
 check "stats: the boot fetched part of the image, lazily" python3 -c '

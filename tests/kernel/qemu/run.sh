@@ -10,6 +10,9 @@
 #              10.0.2.100:10809 only: QEMU user networking with restrict=on
 #              and a guestfwd rule that hands each guest connection to
 #              `socat - UNIX-CONNECT:SOCKET`; no packet leaves QEMU.
+#              (socat logs to /dev/null: QEMU gives the command the
+#              connection as stderr too, and a log line would reach the
+#              guest as data.)
 #   -p PORT    the guest reaches 127.0.0.1:PORT on the host (a registry)
 #              at 10.0.2.100:PORT, the same way: a guestfwd rule to
 #              `socat - TCP:127.0.0.1:PORT` (nothing else is reachable).
@@ -99,10 +102,10 @@ ARGS=(-accel tcg -m "$MEM" -smp 1 -nodefaults -nographic -no-reboot
       -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE")
 NETDEV=
 if [ -n "$SOCKET" ]; then
-    NETDEV=",guestfwd=tcp:10.0.2.100:10809-cmd:socat - UNIX-CONNECT:$SOCKET"
+    NETDEV=",guestfwd=tcp:10.0.2.100:10809-cmd:socat -lf /dev/null - UNIX-CONNECT:$SOCKET"
 fi
 for p in ${PORTS[@]+"${PORTS[@]}"}; do
-    NETDEV="$NETDEV,guestfwd=tcp:10.0.2.100:$p-cmd:socat - TCP:127.0.0.1:$p"
+    NETDEV="$NETDEV,guestfwd=tcp:10.0.2.100:$p-cmd:socat -lf /dev/null - TCP:127.0.0.1:$p"
 done
 if [ -n "$NETDEV" ]; then
     ARGS+=(-netdev "user,id=n0,restrict=on$NETDEV"

@@ -1,19 +1,31 @@
-/* soci-nbd tests: a command-line front of lib/nbd/nbddev.c for the QEMU guest
- * of tests/kernel/kernel-reconnect.sh (built static, so that it runs in the
- * guest's initramfs).  SERVER is HOST:PORT or unix:PATH.
+/* soci-nbd-attach: attach an NBD export to a kernel nbd device and keep it
+ * attached across server restarts — a command-line front of
+ * lib/nbd/nbddev.c (netlink, NBD_CMD_RECONFIGURE).  It is what the
+ * boot=soci initramfs script uses for a root over NBD
+ * (examples/initramfs-tools, examples/bare-metal.md), and what the QEMU
+ * guest of tests/kernel/kernel-reconnect.sh runs (built static there, as
+ * tests/helpers/nbd-attach).  SERVER is HOST:PORT or unix:PATH.
  *
- *   nbd-attach available
- *   nbd-attach connect SERVER EXPORT            print "SIZE FLAGS"
- *   nbd-attach attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] SERVER EXPORT
- *                                               print the device index
- *   nbd-attach reconnect N SERVER EXPORT
- *   nbd-attach supervise [-R RETRY_MS] N SERVER EXPORT [N SERVER EXPORT]...
- *                                               until SIGTERM/SIGINT or
- *                                               every device is detached
- *   nbd-attach status N                         print 1 or 0
- *   nbd-attach detach N
+ *   soci-nbd-attach available
+ *   soci-nbd-attach connect SERVER EXPORT       print "SIZE FLAGS"
+ *   soci-nbd-attach attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r]
+ *                          SERVER EXPORT        print the device index
+ *   soci-nbd-attach reconnect N SERVER EXPORT
+ *   soci-nbd-attach supervise [-R RETRY_MS] [-m] N SERVER EXPORT
+ *                          [N SERVER EXPORT]... until SIGTERM/SIGINT or
+ *                                               every device is detached;
+ *                                               -m: for a root device,
+ *                                               from an initramfs: argv[0]
+ *                                               starts with '@' (systemd
+ *                                               does not kill it at
+ *                                               shutdown), and sysfs is
+ *                                               read through a descriptor
+ *                                               that survives the switch
+ *                                               to the new root
+ *   soci-nbd-attach status N                    print 1 or 0
+ *   soci-nbd-attach detach N
  *
- * Errors: the library's message on stderr, exit 1.
+ * Errors: the library's message on stderr, exit 1; usage errors exit 2.
  */
 #include <config.h>
 
@@ -39,9 +51,9 @@ on_signal(int sig)
 static void
 usage(void)
 {
-  fprintf(stderr, "usage: nbd-attach available | connect SERVER EXPORT |\n"
+  fprintf(stderr, "usage: soci-nbd-attach available | connect SERVER EXPORT |\n"
           "  attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] SERVER EXPORT |\n"
-          "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] N SERVER "
+          "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] [-m] N SERVER "
           "EXPORT... |\n  status N | detach N\n");
   exit(2);
 }
@@ -70,7 +82,7 @@ parse_server(char *arg, const char *export, struct sn_nbd_server *s)
 static int
 fail(void)
 {
-  fprintf(stderr, "nbd-attach: %s\n", sn_error());
+  fprintf(stderr, "soci-nbd-attach: %s\n", sn_error());
   return 1;
 }
 
@@ -79,10 +91,19 @@ main(int argc, char **argv)
 {
   struct sn_nbd_server srv;
   const char *cmd;
+  char *self = argv[0];
   int c;
 
   if (argc < 2)
     usage();
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+    printf("usage: soci-nbd-attach available | connect SERVER EXPORT |\n"
+           "  attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] SERVER EXPORT |\n"
+           "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] [-m] N "
+           "SERVER EXPORT... |\n  status N | detach N\n"
+           "SERVER is HOST:PORT or unix:PATH.  See soci-nbd-attach(8).\n");
+    return 0;
+  }
   cmd = argv[1];
   argv++;
   argc--;
@@ -143,9 +164,12 @@ main(int argc, char **argv)
     int *idx;
     size_t n;
 
-    while ((c = getopt(argc, argv, "R:")) != -1)
+    bool mark = false;
+
+    while ((c = getopt(argc, argv, "R:m")) != -1)
       switch (c) {
       case 'R': retry = (unsigned) atoi(optarg); break;
+      case 'm': mark = true; break;
       default: usage();
       }
     if (argc - optind < 3 || (argc - optind) % 3 != 0)
@@ -160,15 +184,24 @@ main(int argc, char **argv)
       parse_server(argv[optind + 3 * (int) i + 1],
                    argv[optind + 3 * (int) i + 2], &srvs[i]);
     }
+    /* A root storage daemon (-m): systemd spares processes whose argv[0]
+     * starts with '@' at shutdown; and after the switch to the new root
+     * this process must not open a file (they are gone, or on the device
+     * it keeps alive): sysfs through a pinned descriptor. */
+    if (mark) {
+      self[0] = '@';            /* argv[0] as /proc/PID/cmdline shows it */
+      if (sn_nbd_pin_sysfs() == -1)
+        return fail();
+    }
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    fprintf(stderr, "nbd-attach: supervising %zu device(s)\n", n);
+    fprintf(stderr, "soci-nbd-attach: supervising %zu device(s)\n", n);
     c = sn_nbd_supervise(idx, srvs, n, retry, &stop);
     free(srvs);
     free(idx);
     if (c == -1)
       return fail();
-    fprintf(stderr, "nbd-attach: supervision ended\n");
+    fprintf(stderr, "soci-nbd-attach: supervision ended\n");
     return 0;
   }
 
