@@ -5,6 +5,8 @@
 #   mklayer.sh [minbase]   a debootstrap --variant=minbase Debian 12 rootfs
 #                          as tar (minbase.tar) and gzip -6 of it; prints
 #                          the path of minbase.tar.gz
+#   mklayer.sh mirror      print the Debian mirror apt uses (what the
+#                          layers here are made from)
 #   mklayer.sh python      a layer to put on top of minbase: Debian's
 #                          python3 (python3-minimal, libpython3.11-stdlib and
 #                          what minbase lacks of their dependencies),
@@ -68,6 +70,8 @@ make_python() {
 }
 
 case $what in
+mirror)
+    mirror ;;
 minbase)
     [ -s "$cache/minbase.tar.gz" ] && [ -s "$cache/minbase.tar" ] || make_minbase
     echo "$cache/minbase.tar.gz" ;;
@@ -75,5 +79,5 @@ python)
     [ -s "$cache/minbase.tar" ] || make_minbase
     [ -s "$cache/python.tar.gz" ] || make_python
     echo "$cache/python.tar.gz" ;;
-*) echo "usage: mklayer.sh [minbase|python]" >&2; exit 2 ;;
+*) echo "usage: mklayer.sh [minbase|python|mirror]" >&2; exit 2 ;;
 esac

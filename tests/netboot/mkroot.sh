@@ -32,13 +32,6 @@ mkdir -p "$cache"
 exec 9> "$cache/.lock"
 flock 9
 
-mirror() {
-    local m
-    m=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$m" ] || m=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list)
-    echo "$m"
-}
-
 KDIR=$("$TOP/scripts/debian-kernel.sh") || die "scripts/debian-kernel.sh failed"
 KVER=$(cat "$KDIR/kver")
 KEY=$(echo "$PKGS $KVER v1" | sha256sum | cut -c1-16)
@@ -48,7 +41,7 @@ make_root() {
     local w pkg
     rm -rf "$cache"/root-* "$cache"/image-*.tar.gz "$cache"/.work.*
     w=$(mktemp -d "$cache/.work.XXXXXX")
-    debootstrap --variant=minbase --include="$PKGS" bookworm "$w/root" "$(mirror)" \
+    debootstrap --variant=minbase --include="$PKGS" bookworm "$w/root" "$("$TOP/bench/mklayer.sh" mirror)" \
         > "$w/debootstrap.log" 2>&1 ||
         { tail -20 "$w/debootstrap.log" >&2; rm -rf "$w"; die "debootstrap failed"; }
     pkg=linux-image-$KVER
