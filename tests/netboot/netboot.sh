@@ -13,9 +13,10 @@
 # whose marker service checks, from inside: PID 1 is systemd, / is an
 # overlay whose lower layer is squashfs on /dev/nbdN, a file of the image
 # reads right, the supervisor that keeps the root attached runs, marked for
-# systemd.  Then it powers the machine off, and the console shows a clean
-# shutdown.  (Not yet here: a server restart under the running guest; see
-# examples/bare-metal.md, "Status".)
+# systemd.  Then the host kills the server under the running machine and
+# starts it again 3 s later, and a file not read before must still read
+# right (the supervisor reattached the root device).  Then the marker powers
+# the machine off, and the console shows a clean shutdown.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 require_tools qemu-system-x86_64 debootstrap nbdkit python3 socat timeout \
@@ -26,6 +27,8 @@ nbdkit_asan_wrapper "$PLUGIN"
 RUN=$top_srcdir/tests/kernel/qemu/run.sh
 T0=$(date +%s)
 NBDKIT_PIDS=""
+HELPER=$top_builddir/tests/helpers/nbd-attach       # static soci-nbd-attach
+[ -x "$HELPER" ] || { echo "Bail out! $HELPER not built"; exit 1; }
 trap 'for p in $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done; srv_cleanup' EXIT
 
 # ---- the system, its initramfs, the image ------------------------------------
@@ -42,6 +45,12 @@ check "... it holds soci-nbd-attach, the boot=soci script and the nbd module" ba
 # The app layer: the marker service, run once userland is up.
 mkdir -p "$TMP/app/etc/systemd/system/multi-user.target.wants" "$TMP/app/usr/local/sbin"
 echo "netboot app layer $(sha "$BASE" | cut -c1-12)" > "$TMP/app/etc/netboot-test.txt"
+# Read only after the server restart; and a probe for the server (the
+# static soci-nbd-attach: the image itself has no NBD tools).
+mkdir -p "$TMP/app/opt/soci-restart"
+head -c 3145728 /dev/urandom > "$TMP/app/opt/soci-restart/blob"
+BLOBSUM=$(sha "$TMP/app/opt/soci-restart/blob")
+cp "$HELPER" "$TMP/app/usr/local/sbin/nbd-probe"
 cat > "$TMP/app/etc/systemd/system/soci-marker.service" <<'UNIT'
 [Unit]
 Description=soci-nbd network boot marker
@@ -80,12 +89,29 @@ check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$
 check "the system reached multi-user.target" systemctl is-active -q multi-user.target
 check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
     'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach supervise -m "'
+
+# The server restarts under the running root.  Asking for this export tells
+# the host to kill the server (and start it again 3 s later); once the
+# server is gone, a file that was never read is read through the dead link:
+# the kernel holds the reads until the supervisor has reattached the device.
+P=/usr/local/sbin/nbd-probe S=10.0.2.100:10809
+$P connect $S netboot-restart-server > /dev/null 2>&1
+n=150
+while [ $n -gt 0 ] && $P connect $S flat > /dev/null 2>&1; do sleep 0.2; n=$((n - 1)); done
+check "the host killed the server" [ $n -gt 0 ]
+sync; echo 3 > /proc/sys/vm/drop_caches
+t=$(date +%s)
+check "after the restart, a file not read before reads right" sh -c \
+    'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
+echo "SOCI-TEST-RESULT: # that read took $(($(date +%s) - t)) s (the server came back after 3 s)"
+check "... and the server is back" $P connect $S flat
 echo "SOCI-TEST-END: rc=$failed"
 systemctl poweroff --no-block
 SH
+sed -i "s/@BLOBSUM@/$BLOBSUM/" "$TMP/app/usr/local/sbin/soci-marker"
 chmod 755 "$TMP/app/usr/local/sbin/soci-marker"
 tar -C "$TMP/app" --sort=name --numeric-owner --owner=0 --group=0 \
-    --mtime=@1700000000 -cf - ./etc ./usr | gzip -n > "$TMP/app.tar.gz"
+    --mtime=@1700000000 -cf - ./etc ./opt ./usr | gzip -n > "$TMP/app.tar.gz"
 
 reg_start R || { echo "Bail out! registry did not start"; exit 1; }
 python3 "$top_srcdir/tests/helpers/plugin-image.py" push "$R_URL" test/netboot \
@@ -100,9 +126,33 @@ SOCK=$TMP/nbd.sock STATS=$TMP/stats.json
 CONSOLE=${NETBOOT_CONSOLE:-$TMP/console.log}   # NETBOOT_CONSOLE=FILE keeps it
 check "nbdkit soci serves the image" plugin_start "$SOCK" "$R_HOST/test/netboot:soci" \
     plain-http="$R_HOST" stats-file="$STATS"
-tap_run "remote boot" "$RUN" -s "$SOCK" -t 300 -l "$CONSOLE" \
-    -i "$TMP/initrd.img" -k "$KERNEL" \
-    -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.server=10.0.2.100:10809 soci.export=flat ip=dhcp net.ifnames=0"
+"$RUN" -s "$SOCK" -t 300 -l "$CONSOLE" -i "$TMP/initrd.img" -k "$KERNEL" \
+    -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.server=10.0.2.100:10809 soci.export=flat ip=dhcp net.ifnames=0" \
+    > "$TMP/boot.tap" 2>&1 &
+RPID=$!
+# The restart: from this shell, which outlives the server (plugin_start).
+killed=0 restarted=0
+while kill -0 $RPID 2>/dev/null; do
+    if [ $killed = 0 ] && grep -q "no export 'netboot-restart-server'" "$SOCK.log"; then
+        SPID=$(cat "$SOCK.pid")
+        kill -KILL "$SPID"; wait "$SPID" 2>/dev/null
+        mv "$SOCK.log" "$SOCK.log.1"
+        killed=1 t1=$(date +%s%N)
+        echo "# server killed"
+    fi
+    if [ $killed = 1 ] && [ $restarted = 0 ] &&
+       [ $(( ($(date +%s%N) - t1) / 1000000 )) -ge 3000 ]; then
+        plugin_start "$SOCK" "$R_HOST/test/netboot:soci" plain-http="$R_HOST" \
+            stats-file="$STATS.2" || echo "# the restarted server did not start"
+        restarted=1
+        echo "# server restarted 3 s later"
+    fi
+    sleep 0.2
+done
+wait $RPID
+tap_fold "remote boot" "$TMP/boot.tap" $?
+check "the host killed the server under the running machine and restarted it" \
+    test "$killed$restarted" = 11
 echo "# booted and shut down after $(($(date +%s) - T0)) s"
 check "the initramfs said where the root is" \
     grep -q '^soci-nbd: root is export flat of 10.0.2.100:10809' "$CONSOLE"
@@ -112,12 +162,18 @@ check "clean shutdown: systemd reached the power-off" \
 check "... with nothing left it could not unmount or detach, and no I/O error" bash -c \
     "! grep -E 'Failed to (unmount|detach)|Unable to (unmount|finalize)|I/O error' '$CONSOLE'"
 plugin_stop "$SOCK"
-check "stats: the boot fetched part of the image, lazily" python3 -c '
+check "stats: both servers fetched part of the image, lazily, less than half in all" python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
-got = s["bytes_fetched"] + s["whole_layer_bytes_fetched"]
-size = int(sys.argv[2])
-print("fetched %d of %d bytes (%.1f%%)" % (got, size, 100.0 * got / size))
-sys.exit(0 if 0 < got < size / 2 and all(l["lazy"] for l in s["layers"]) else 1)' "$STATS" \
+size = int(sys.argv[3])
+ok, total = True, 0
+for f in sys.argv[1:3]:
+    s = json.load(open(f))
+    got = s["bytes_fetched"] + s["whole_layer_bytes_fetched"]
+    total += got
+    print("%s: fetched %d of %d bytes" % (f.rsplit("/", 1)[1], got, size))
+    ok = ok and got > 0 and all(l["lazy"] for l in s["layers"])
+print("in all %.1f%%" % (100.0 * total / size))
+sys.exit(0 if ok and total < size / 2 else 1)' "$STATS" "$STATS.2" \
     $(($(stat -c %s "$BASE") + $(stat -c %s "$TMP/app.tar.gz")))
 finish
