@@ -3,6 +3,7 @@
 #
 #   run.sh [-s SOCKET] [-p PORT]... [-d EXPORT]... [-r SECONDS] [-O OUTDIR]
 #          [-l LOG] [-t SECONDS] [-m MEGABYTES] [-f SRC=DST]... [-b SRC=DST]...
+#          [-T PROMPT=LINE]
 #          TEST_SCRIPT
 #   run.sh [options above] -i INITRD -k KERNEL -A CMDLINE
 #
@@ -30,6 +31,9 @@
 #   -f SRC=DST copy SRC into the initramfs at DST.
 #   -b SRC=DST copy the program or shared library SRC to DST, and every
 #              library `ldd SRC` names at its own path (mkinitramfs.sh -b).
+#   -T PROMPT=LINE  when the console shows PROMPT (e.g. a rescue shell's
+#              "(initramfs) "), type LINE on it, once (QEMU's serial input
+#              is a pipe then, not /dev/null).
 #   -i INITRD, -k KERNEL, -A CMDLINE  boot that kernel and initramfs (made
 #              elsewhere, e.g. by Debian's mkinitramfs) with that command
 #              line instead of the test guest; what it runs prints the
@@ -45,9 +49,11 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SOCKET= OUTDIR= LOG= TIMEOUT=120 RECONNECT= MEM=1024 INITRD= KERNEL= CMDLINE=
-EXPORTS=() FILES=() PORTS=()
-while getopts s:p:d:r:O:l:t:m:f:b:i:k:A: opt; do
+EXPORTS=() FILES=() PORTS=() PROMPT= TYPE=
+while getopts s:p:d:r:O:l:t:m:f:b:i:k:A:T: opt; do
     case $opt in
+    T) case $OPTARG in *=*) ;; *) die "-T needs PROMPT=LINE" ;; esac
+       PROMPT=${OPTARG%%=*} TYPE=${OPTARG#*=} ;;
     i) INITRD=$OPTARG ;;
     k) KERNEL=$OPTARG ;;
     A) CMDLINE=$OPTARG ;;
@@ -125,9 +131,25 @@ if [ -n "$OUTDIR" ]; then
 fi
 
 # Background + wait, so that the EXIT trap can end QEMU on a signal.
+IN=/dev/null
+if [ -n "$PROMPT" ]; then
+    IN=$W/serial.in
+    mkfifo "$IN"
+    exec 3<> "$IN"          # held open: QEMU never sees the end of its input
+    : > "$W/console"
+fi
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 "${ARGS[@]}" \
-    < /dev/null > "$W/console" 2>&1 &
+    < "$IN" > "$W/console" 2>&1 &
 QPID=$!
+if [ -n "$PROMPT" ]; then
+    while kill -0 "$QPID" 2>/dev/null; do
+        if tr -d '\r' < "$W/console" | grep -qF -- "$PROMPT"; then
+            printf '%s\n' "$TYPE" >&3
+            break
+        fi
+        sleep 0.2
+    done
+fi
 st=0
 wait $QPID || st=$?
 QPID=
