@@ -6,10 +6,14 @@
  * guest of tests/kernel/kernel-reconnect.sh runs (built static there, as
  * tests/helpers/nbd-attach).  SERVER is HOST:PORT or unix:PATH.
  *
+ *   soci-nbd-attach [--tls-psk FILE [--tls-identity NAME]] COMMAND ...
+ *                          TLS with a pre-shared key on every link
  *   soci-nbd-attach available
  *   soci-nbd-attach connect SERVER EXPORT       print "SIZE FLAGS"
- *   soci-nbd-attach attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r]
+ *   soci-nbd-attach attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] [-m]
  *                          SERVER EXPORT        print the device index
+ *                                               (-m: as for supervise, for
+ *                                               the TLS carrier it starts)
  *   soci-nbd-attach reconnect N SERVER EXPORT
  *   soci-nbd-attach supervise [-R RETRY_MS] [-m] N SERVER EXPORT
  *                          [N SERVER EXPORT]... until SIGTERM/SIGINT or
@@ -40,6 +44,7 @@
 #include "nbd/nbddev.h"
 
 static volatile bool stop;
+static struct sn_nbd_psk *tls_psk;     /* --tls-psk FILE [--tls-identity N] */
 
 static void
 on_signal(int sig)
@@ -48,13 +53,17 @@ on_signal(int sig)
   stop = true;
 }
 
+#define USAGE \
+  "usage: soci-nbd-attach [--tls-psk FILE [--tls-identity NAME]] COMMAND\n" \
+  "COMMAND: available | connect SERVER EXPORT |\n" \
+  "  attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] [-m] SERVER EXPORT |\n" \
+  "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] [-m] N SERVER " \
+  "EXPORT... |\n  status N | detach N\n"
+
 static void
 usage(void)
 {
-  fprintf(stderr, "usage: soci-nbd-attach available | connect SERVER EXPORT |\n"
-          "  attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] SERVER EXPORT |\n"
-          "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] [-m] N SERVER "
-          "EXPORT... |\n  status N | detach N\n");
+  fputs(USAGE, stderr);
   exit(2);
 }
 
@@ -67,6 +76,7 @@ parse_server(char *arg, const char *export, struct sn_nbd_server *s)
 
   memset(s, 0, sizeof *s);
   s->export_name = export;
+  s->tls_psk = tls_psk;
   if (strncmp(arg, "unix:", 5) == 0) {
     s->unix_path = arg + 5;
     return;
@@ -90,20 +100,35 @@ int
 main(int argc, char **argv)
 {
   struct sn_nbd_server srv;
-  const char *cmd;
+  const char *cmd, *tls_psk_file = NULL, *tls_identity = NULL;
   char *self = argv[0];
   int c;
 
   if (argc < 2)
     usage();
   if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-    printf("usage: soci-nbd-attach available | connect SERVER EXPORT |\n"
-           "  attach [-i N] [-b BS] [-d DEAD_S] [-t IO_S] [-r] SERVER EXPORT |\n"
-           "  reconnect N SERVER EXPORT | supervise [-R RETRY_MS] [-m] N "
-           "SERVER EXPORT... |\n  status N | detach N\n"
-           "SERVER is HOST:PORT or unix:PATH.  See soci-nbd-attach(8).\n");
+    printf(USAGE "SERVER is HOST:PORT or unix:PATH.  "
+           "See soci-nbd-attach(8).\n");
     return 0;
   }
+  signal(SIGPIPE, SIG_IGN);    /* a TLS write to a closed link: an error */
+  while (argc > 2 && strncmp(argv[1], "--tls-", 6) == 0) {
+    if (strcmp(argv[1], "--tls-psk") == 0)
+      tls_psk_file = argv[2];
+    else if (strcmp(argv[1], "--tls-identity") == 0)
+      tls_identity = argv[2];
+    else
+      usage();
+    argv += 2;
+    argc -= 2;
+  }
+  if (argc < 2 || (tls_identity && !tls_psk_file))
+    usage();
+  /* Read now, kept in memory: a supervisor of a root device must not open
+   * files once the root has switched. */
+  if (tls_psk_file && (tls_psk = sn_nbd_psk_load(tls_psk_file,
+                                                  tls_identity)) == NULL)
+    return fail();
   cmd = argv[1];
   argv++;
   argc--;
@@ -131,8 +156,9 @@ main(int argc, char **argv)
     struct sn_nbd_attach_opts o = { .index = -1 };
     int idx;
 
-    while ((c = getopt(argc, argv, "i:b:d:t:r")) != -1)
+    while ((c = getopt(argc, argv, "i:b:d:t:rm")) != -1)
       switch (c) {
+      case 'm': self[0] = '@'; break;  /* inherited by the TLS carrier */
       case 'i': o.index = atoi(optarg); break;
       case 'b': o.block_size = (uint32_t) strtoul(optarg, NULL, 10); break;
       case 'd': o.dead_conn_timeout = (unsigned) atoi(optarg); break;

@@ -1,7 +1,9 @@
 /* soci-nbd: the NBD handshake of lib/nbd (sn_nbd_connect): connect to a
  * server and negotiate an export the way the kernel's client needs it
- * (fixed newstyle, NBD_OPT_GO or else NBD_OPT_EXPORT_NAME, simple replies
- * only), then hand the socket, in the transmission phase, to the caller.
+ * (fixed newstyle, NBD_OPT_STARTTLS when asked, NBD_OPT_GO or else
+ * NBD_OPT_EXPORT_NAME, simple replies only), then hand the socket, in the
+ * transmission phase, to the caller (with TLS: a socket to the carrier
+ * process of nbd-tls.c).
  */
 #include <config.h>
 
@@ -35,6 +37,7 @@
 #define NBD_FLAG_NO_ZEROES      0x2
 
 #define NBD_OPT_EXPORT_NAME 1
+#define NBD_OPT_STARTTLS    5
 #define NBD_OPT_GO          7
 #define NBD_REP_ACK         1
 #define NBD_REP_INFO        3
@@ -158,6 +161,7 @@ open_socket(const struct sn_nbd_server *srv, const char *where)
 struct hs {
   int fd;
   const char *where;
+  struct sn_nbd_tls *tls;               /* NULL: plain */
 };
 
 /* Read exactly len bytes; what names them in the error message. */
@@ -167,7 +171,8 @@ hs_read(struct hs *h, void *buf, size_t len, const char *what)
   char *p = buf;
 
   while (len > 0) {
-    ssize_t r = recv(h->fd, p, len, 0);
+    ssize_t r = h->tls ? sn_nbd_tls_read(h->tls, p, len)
+                       : recv(h->fd, p, len, 0);
 
     if (r == 0)
       return sn_set_error("%s: the server closed the connection during the "
@@ -194,7 +199,8 @@ hs_write(struct hs *h, const void *buf, size_t len)
   const char *p = buf;
 
   while (len > 0) {
-    ssize_t r = send(h->fd, p, len, MSG_NOSIGNAL);
+    ssize_t r = h->tls ? sn_nbd_tls_write(h->tls, p, len)
+                       : send(h->fd, p, len, MSG_NOSIGNAL);
 
     if (r == -1) {
       if (errno == EINTR)
@@ -278,7 +284,7 @@ rep_error_name(uint32_t type)
   case 2: return "refused by the server's policy";
   case 3: return "invalid request";
   case 4: return "not supported on the server's platform";
-  case 5: return "the server requires TLS (not supported here)";
+  case 5: return "the server requires TLS (give a key file: --tls-psk)";
   case 6: return "not found";
   case 7: return "the server is shutting down";
   case 8: return "the server requires block size negotiation";
@@ -287,13 +293,76 @@ rep_error_name(uint32_t type)
   }
 }
 
+/* Read one option reply to opt: its type, and its data (*data, malloc'd,
+ * NUL-terminated, *len bytes; the caller frees it).  -1 with a message. */
+static int
+read_reply(struct hs *h, uint32_t opt, const char *what, uint32_t *type,
+           char **data, uint32_t *len)
+{
+  unsigned char rep[20];
+
+  *data = NULL;
+  if (hs_read(h, rep, sizeof rep, what) == -1)
+    return -1;
+  if (get64(rep) != NBD_REP_MAGIC)
+    return sn_set_error("%s: not an NBD server (bad option reply magic)",
+                        h->where);
+  if (get32(rep + 8) != opt)
+    return sn_set_error("%s: NBD handshake: reply to option %" PRIu32
+                        " instead of %" PRIu32, h->where, get32(rep + 8), opt);
+  *type = get32(rep + 12);
+  *len = get32(rep + 16);
+  if (*len > MAX_OPT_REPLY)
+    return sn_set_error("%s: NBD handshake: option reply of %" PRIu32
+                        " bytes", h->where, *len);
+  *data = malloc(*len + 1);
+  if (*data == NULL)
+    return sn_oom();
+  if (hs_read(h, *data, *len, what) == -1) {
+    free(*data);
+    *data = NULL;
+    return -1;
+  }
+  (*data)[*len] = '\0';
+  /* An error's message, for ours: without its line end. */
+  while (*len > 0 && ((*data)[*len - 1] == '\n' || (*data)[*len - 1] == ' '))
+    (*data)[--*len] = '\0';
+  return 0;
+}
+
+/* NBD_OPT_STARTTLS, then TLS on the socket (h->tls). */
+static int
+opt_starttls(struct hs *h, const struct sn_nbd_server *srv)
+{
+  uint32_t type, len;
+  char *data;
+
+  if (send_option(h, NBD_OPT_STARTTLS, NULL, 0) == -1 ||
+      read_reply(h, NBD_OPT_STARTTLS, "the reply to NBD_OPT_STARTTLS", &type,
+                 &data, &len) == -1)
+    return -1;
+  if (type != NBD_REP_ACK) {
+    const char *what = rep_error_name(type);
+
+    sn_set_error("%s: the server does not offer TLS (%s%s%.200s)", h->where,
+                 what ? what : "it refused NBD_OPT_STARTTLS",
+                 len ? ": " : "", data);
+    free(data);
+    return -1;
+  }
+  free(data);
+  h->tls = sn_nbd_tls_start(h->fd, srv, h->where);
+  return h->tls ? 0 : -1;
+}
+
 /* NBD_OPT_GO for name: 0 and *size, *flags on success, 1 when the server
  * does not know NBD_OPT_GO, -1 on error. */
 static int
 opt_go(struct hs *h, const char *name, uint64_t *size, uint16_t *flags)
 {
   size_t nlen = strlen(name);
-  unsigned char *req, *p, rep[20], *data = NULL;
+  unsigned char *req, *p;
+  char *data = NULL;
   bool have_export = false;
   int r = -1;
 
@@ -308,46 +377,23 @@ opt_go(struct hs *h, const char *name, uint64_t *size, uint16_t *flags)
   if (send_option(h, NBD_OPT_GO, req, (uint32_t) (p - req)) == -1)
     goto out;
   for (;;) {
-    uint32_t opt, type, len;
+    uint32_t type, len;
 
-    if (hs_read(h, rep, sizeof rep, "the reply to NBD_OPT_GO") == -1)
-      goto out;
-    if (get64(rep) != NBD_REP_MAGIC) {
-      sn_set_error("%s: not an NBD server (bad option reply magic)",
-                   h->where);
-      goto out;
-    }
-    opt = get32(rep + 8);
-    type = get32(rep + 12);
-    len = get32(rep + 16);
-    if (opt != NBD_OPT_GO) {
-      sn_set_error("%s: NBD handshake: reply to option %" PRIu32
-                   " instead of NBD_OPT_GO", h->where, opt);
-      goto out;
-    }
-    if (len > MAX_OPT_REPLY) {
-      sn_set_error("%s: NBD handshake: option reply of %" PRIu32 " bytes",
-                   h->where, len);
-      goto out;
-    }
     free(data);
-    data = malloc(len + 1);
-    if (data == NULL) {
-      sn_oom();
+    if (read_reply(h, NBD_OPT_GO, "the reply to NBD_OPT_GO", &type, &data,
+                   &len) == -1)
       goto out;
-    }
-    if (hs_read(h, data, len, "the reply to NBD_OPT_GO") == -1)
-      goto out;
-    data[len] = '\0';
     if (type == NBD_REP_INFO) {
-      if (len >= 2 && get16(data) == NBD_INFO_EXPORT) {
+      const unsigned char *d = (const unsigned char *) data;
+
+      if (len >= 2 && get16(d) == NBD_INFO_EXPORT) {
         if (len != 12) {
           sn_set_error("%s: NBD handshake: NBD_INFO_EXPORT of %" PRIu32
                        " bytes", h->where, len);
           goto out;
         }
-        *size = get64(data + 2);
-        *flags = get16(data + 10);
+        *size = get64(d + 2);
+        *flags = get16(d + 10);
         have_export = true;
       }
       continue;                         /* other information: ignored */
@@ -369,18 +415,16 @@ opt_go(struct hs *h, const char *name, uint64_t *size, uint16_t *flags)
       const char *what = rep_error_name(type);
       char code[32];
 
-      while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == ' '))
-        data[--len] = '\0';            /* the message's line end */
       if (what == NULL) {
         snprintf(code, sizeof code, "error %#" PRIx32, type);
         what = code;
       }
       if ((type & ~NBD_REP_FLAG_ERROR) == 6)
         sn_set_error("export '%s' not found on %s%s%.200s", name, h->where,
-                     len ? ": " : "", (char *) data);
+                     len ? ": " : "", data);
       else
         sn_set_error("%s: export '%s': %s%s%.200s", h->where, name, what,
-                     len ? ": " : "", (char *) data);
+                     len ? ": " : "", data);
       goto out;
     }
     sn_set_error("%s: NBD handshake: unexpected reply type %#" PRIx32
@@ -403,7 +447,7 @@ opt_export_name(struct hs *h, const char *name, bool no_zeroes,
 
   if (send_option(h, NBD_OPT_EXPORT_NAME, name, (uint32_t) strlen(name)))
     return -1;
-  if (recv(h->fd, rep, 1, MSG_PEEK) == 0)
+  if (h->tls == NULL && recv(h->fd, rep, 1, MSG_PEEK) == 0)
     return sn_set_error("export '%s' not found on %s (the server closed "
                         "the connection)", name, h->where);
   if (hs_read(h, rep, no_zeroes ? 10 : sizeof rep,
@@ -440,6 +484,7 @@ sn_nbd_connect(const struct sn_nbd_server *srv, uint64_t *size,
   set_timeouts(fd, IO_TIMEOUT_S);
   h.fd = fd;
   h.where = where;
+  h.tls = NULL;
   if (hs_read(&h, hello, sizeof hello, "the greeting") == -1)
     goto fail;
   magic = get64(hello + 8);
@@ -460,6 +505,14 @@ sn_nbd_connect(const struct sn_nbd_server *srv, uint64_t *size,
   put32(cf, cflags);
   if (hs_write(&h, cf, sizeof cf) == -1)
     goto fail;
+  if (srv->tls_psk) {
+    if (!(cflags & NBD_FLAG_FIXED_NEWSTYLE)) {
+      sn_set_error("%s: the server cannot do TLS (no fixed newstyle)", where);
+      goto fail;
+    }
+    if (opt_starttls(&h, srv) == -1)
+      goto fail;
+  }
   /* Without fixed newstyle the server may drop us on an unknown option:
    * only NBD_OPT_EXPORT_NAME is safe. */
   r = 1;
@@ -469,12 +522,15 @@ sn_nbd_connect(const struct sn_nbd_server *srv, uint64_t *size,
     r = opt_export_name(&h, name, cflags & NBD_FLAG_NO_ZEROES, size, flags);
   if (r == -1)
     goto fail;
+  if (h.tls)
+    return sn_nbd_tls_carry(h.tls, where);     /* takes fd and h.tls */
   /* The kernel owns the socket from now on: no timeouts of ours, or its
    * receive worker would take an idle minute for a dead server. */
   set_timeouts(fd, 0);
   return fd;
 
 fail:
+  sn_nbd_tls_free(h.tls);
   close(fd);
   return -1;
 }

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <linux/genetlink.h>
 #include <linux/netlink.h>
@@ -18,6 +19,30 @@
 
 /* "unix:/run/x.sock" or "host:port" for srv, into buf, for messages. */
 void sn_nbd_describe(const struct sn_nbd_server *srv, char *buf, size_t len);
+
+/* ---- TLS (nbd-tls.c) ------------------------------------------------------ */
+
+/* A client TLS session over a connected socket. */
+struct sn_nbd_tls;
+
+/* TLS on fd, once the server has acknowledged NBD_OPT_STARTTLS, with
+ * srv->tls_psk.  NULL with a message ("TLS handshake failed (is the key
+ * for identity 'x' the server's?)").  fd stays the caller's. */
+struct sn_nbd_tls *sn_nbd_tls_start(int fd, const struct sn_nbd_server *srv,
+                                    const char *where);
+
+/* Like recv and send (fd's timeouts bound them); -1 with errno, EPROTO
+ * for a TLS error. */
+ssize_t sn_nbd_tls_read(struct sn_nbd_tls *t, void *buf, size_t len);
+ssize_t sn_nbd_tls_write(struct sn_nbd_tls *t, const void *buf, size_t len);
+
+/* After the negotiation: start the carrier process and return the plain
+ * end of its socketpair, for the kernel.  Takes t and its socket (both
+ * closed here, also on error); -1 with a message. */
+int sn_nbd_tls_carry(struct sn_nbd_tls *t, const char *where);
+
+/* Free t without closing its socket (NULL is fine). */
+void sn_nbd_tls_free(struct sn_nbd_tls *t);
 
 /* ---- generic netlink (netlink.c) ---------------------------------------- */
 

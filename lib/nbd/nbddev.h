@@ -23,13 +23,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A pre-shared key for TLS on NBD links, held in memory (a supervisor of a
+ * root device must not open files once the root has switched). */
+struct sn_nbd_psk;
+
+/* The entry for identity (NULL: the first) of a key file of IDENTITY:HEXKEY
+ * lines, as nbdkit --tls-psk reads it; the file must be private to its
+ * owner.  NULL with a message. */
+struct sn_nbd_psk *sn_nbd_psk_load(const char *file, const char *identity);
+void sn_nbd_psk_free(struct sn_nbd_psk *psk);   /* wipes the key */
+
 /* Where an export is: a Unix socket, or host + port (TCP).  Exactly one of
- * unix_path and host is set.  export_name may be "" (the default export). */
+ * unix_path and host is set.  export_name may be "" (the default export).
+ * With tls_psk, the link is TLS with that pre-shared key
+ * (NBD_OPT_STARTTLS); the kernel then gets a socket to a carrier process
+ * of its own (nbd-tls.c).  With TLS the caller must ignore SIGPIPE:
+ * OpenSSL writes to the socket without MSG_NOSIGNAL. */
 struct sn_nbd_server {
   const char *unix_path;
   const char *host;
   const char *port;            /* NULL = "10809" */
   const char *export_name;
+  const struct sn_nbd_psk *tls_psk;    /* NULL = plain NBD */
 };
 
 /* Connect and negotiate.  Returns a socket in the transmission phase (the

@@ -4,7 +4,10 @@
  * export) and against scripted servers on a Unix socket or 127.0.0.1
  * (garbage, oldstyle, closing mid-handshake, bad and oversized replies,
  * NBD_REP_ERR_* with the server's text, the NBD_OPT_EXPORT_NAME fallback
- * when NBD_OPT_GO is unsupported); sn_nbd_driver_available() and the other
+ * when NBD_OPT_GO is unsupported); TLS with a pre-shared key against
+ * nbdkit --tls=require (reads through the carrier process, which ends
+ * with the server; a wrong key, a key file others can read, a server
+ * without TLS, TLS required but not given); sn_nbd_driver_available() and the other
  * kernel calls failing with the "no nbd driver" message.  The kernel side
  * is tested in a QEMU guest by tests/kernel/kernel-reconnect.sh.
  */
@@ -13,6 +16,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -517,6 +521,168 @@ test_scripted(void)
      (unsigned long long) size, flags);
 }
 
+/* ---- TLS ------------------------------------------------------------------------ */
+
+/* Write a key file: IDENTITY:HEXKEY lines as given, with mode. */
+static void
+write_key_file(const char *path, const char *text, mode_t mode)
+{
+  FILE *f = fopen(path, "w");
+
+  if (f == NULL || fputs(text, f) == EOF || fclose(f) != 0 ||
+      chmod(path, mode) != 0) {
+    printf("Bail out! cannot write %s\n", path);
+    exit(1);
+  }
+}
+
+/* One NBD_CMD_READ of len bytes at off on a transmission-phase socket;
+ * 1 when the reply is right and every 8-byte word holds its own offset
+ * (nbdkit's pattern plugin). */
+static int
+read_pattern(int fd, uint64_t off, uint32_t len)
+{
+  unsigned char req[28] = { 0x25, 0x60, 0x95, 0x13 }, rep[16], *buf;
+  size_t got = 0;
+  int good = 1;
+
+  for (int i = 0; i < 8; i++) {
+    req[8 + i] = (unsigned char) (0x10 + i);            /* handle */
+    req[16 + i] = (unsigned char) (off >> (56 - 8 * i));
+  }
+  for (int i = 0; i < 4; i++)
+    req[24 + i] = (unsigned char) (len >> (24 - 8 * i));
+  if (send(fd, req, sizeof req, MSG_NOSIGNAL) != (ssize_t) sizeof req)
+    return 0;
+  buf = malloc(sizeof rep + len);
+  if (buf == NULL)
+    return 0;
+  while (got < sizeof rep + len) {
+    ssize_t r = recv(fd, buf + got, sizeof rep + len - got, 0);
+
+    if (r <= 0) {
+      free(buf);
+      return 0;
+    }
+    got += (size_t) r;
+  }
+  memcpy(rep, buf, sizeof rep);
+  if (rep[0] != 0x67 || rep[1] != 0x44 || rep[2] != 0x66 || rep[3] != 0x98 ||
+      rep[4] || rep[5] || rep[6] || rep[7] || rep[8] != 0x10)
+    good = 0;
+  for (uint32_t i = 0; good && i < len; i += 8) {
+    uint64_t v = 0;
+
+    for (int j = 0; j < 8; j++)
+      v = v << 8 | buf[sizeof rep + i + j];
+    good = v == off + i;
+  }
+  free(buf);
+  return good;
+}
+
+static void
+test_tls(void)
+{
+  char sock[256], key[256], wrong[256], open_key[256], bad[256], arg[300];
+  struct sn_nbd_server srv = { .export_name = "" };
+  struct sn_nbd_psk *psk, *bob, *wrong_psk;
+  struct pollfd p;
+  uint64_t size = 0;
+  uint16_t flags = 0;
+  pid_t pid;
+  int fd;
+
+  snprintf(sock, sizeof sock, "%s/tls.sock", tmpdir);
+  snprintf(key, sizeof key, "%s/tls.psk", tmpdir);
+  snprintf(wrong, sizeof wrong, "%s/wrong.psk", tmpdir);
+  snprintf(open_key, sizeof open_key, "%s/open.psk", tmpdir);
+  snprintf(bad, sizeof bad, "%s/bad.psk", tmpdir);
+  write_key_file(key, "alice:0123456789abcdef0123456789ABCDEF\n"
+                 "bob:00112233445566778899aabbccddeeff\n", 0600);
+  write_key_file(wrong, "alice:0123456789abcdef0123456789abcdee\n", 0600);
+  write_key_file(open_key, "alice:0123456789abcdef0123456789abcdef\n", 0644);
+  write_key_file(bad, "alice:0123456789abcdef0123456789abcde\n", 0600);
+  snprintf(arg, sizeof arg, "--tls-psk=%s", key);
+  pid = start_nbdkit(sock, (const char *const[]) { "--tls=require", arg,
+                                                  "pattern", "4M", NULL });
+  if (pid == 0) {
+    printf("Bail out! nbdkit --tls=require did not start\n");
+    exit(1);
+  }
+  srv.unix_path = sock;
+  fd = sn_nbd_connect(&srv, &size, &flags);
+  ok(fd == -1 && strstr(sn_error(), "the server requires TLS (give a key "
+                        "file: --tls-psk)"),
+     "TLS required, none given: %s", sn_error());
+
+  psk = sn_nbd_psk_load(key, NULL);
+  srv.tls_psk = psk;
+  fd = sn_nbd_connect(&srv, &size, &flags);
+  ok(fd >= 0 && size == 4 << 20, "TLS with the file's first key (alice): "
+     "size %llu", (unsigned long long) size);
+  if (fd == -1)
+    diag("%s", sn_error());
+  else {
+    ok(read_pattern(fd, 8192, 4096),
+       "a read through the TLS carrier returns the server's bytes");
+    ok(read_pattern(fd, 1 << 20, 1 << 20),
+       "... and a read of 1 MiB (many TLS records)");
+    close(fd);
+  }
+
+  bob = sn_nbd_psk_load(key, "bob");
+  srv.tls_psk = bob;
+  fd = sn_nbd_connect(&srv, &size, &flags);
+  ok(fd >= 0 && read_pattern(fd, 0, 4096),
+     "TLS with the key of --tls-identity bob, the file's second");
+  if (fd >= 0)
+    close(fd);
+  ok(sn_nbd_psk_load(key, "carol") == NULL &&
+     strstr(sn_error(), "no key for identity 'carol'"),
+     "an identity not in the file: %s", sn_error());
+
+  wrong_psk = sn_nbd_psk_load(wrong, NULL);
+  srv.tls_psk = wrong_psk;
+  ok(wrong_psk && sn_nbd_connect(&srv, &size, &flags) == -1 &&
+     strstr(sn_error(), "TLS handshake failed (is the key for identity "
+            "'alice' the server's?)"),
+     "a wrong key for alice: %s", sn_error());
+  ok(sn_nbd_psk_load(open_key, NULL) == NULL &&
+     strstr(sn_error(), "readable by others (mode 644; chmod 600 it)"),
+     "a key file others can read is refused: %s", sn_error());
+  ok(sn_nbd_psk_load(bad, NULL) == NULL &&
+     strstr(sn_error(), "is not IDENTITY:HEXKEY"),
+     "a key of an odd number of hex digits: %s", sn_error());
+
+  /* The carrier ends when the server goes away: the kernel's socket then
+   * reads as closed (its link is dead, and a supervisor reconnects). */
+  srv.tls_psk = psk;
+  fd = sn_nbd_connect(&srv, &size, &flags);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  if (fd >= 0) {
+    char c;
+
+    p = (struct pollfd) { .fd = fd, .events = POLLIN };
+    ok(poll(&p, 1, 10000) == 1 && recv(fd, &c, 1, 0) == 0,
+       "the server killed: the carrier closes the kernel's socket");
+    close(fd);
+  }
+  else
+    ok(0, "connect before the kill: %s", sn_error());
+
+  pid = start_nbdkit(sock, (const char *const[]) { "memory", "1M", NULL });
+  ok(sn_nbd_connect(&srv, &size, &flags) == -1 &&
+     strstr(sn_error(), "the server does not offer TLS"),
+     "TLS to a server without it: %s", sn_error());
+  if (pid)
+    stop_nbdkit(pid);
+  sn_nbd_psk_free(psk);
+  sn_nbd_psk_free(bob);
+  sn_nbd_psk_free(wrong_psk);
+}
+
 /* ---- no driver here ------------------------------------------------------------ */
 
 static void
@@ -554,6 +720,7 @@ main(void)
   }
   test_nbdkit();
   test_scripted();
+  test_tls();
   test_driver();
   {
     char cmd[300];
