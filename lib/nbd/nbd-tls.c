@@ -9,7 +9,7 @@
  * disconnect, or the server's going away (then the device's link is dead,
  * and a supervisor reconnects with a new session and a new carrier).
  * OpenSSL, which the rest of soci-nbd already links.  See
- * docs/network-boot.md, "TLS".
+ * examples/bare-metal.md, "TLS on the NBD link".
  */
 #include <config.h>
 
@@ -465,6 +465,12 @@ sn_nbd_tls_carry(struct sn_nbd_tls *t, const char *where)
     if (pid != 0)
       _exit(pid == -1 ? 1 : 0);
     close(sv[0]);
+    /* Nothing to say, and no standard descriptor to hold: a caller
+     * reading this process's output, as $(soci-nbd-attach attach ...)
+     * does, would wait for the carrier to end. */
+    close(STDIN_FILENO);
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
     signal(SIGPIPE, SIG_IGN);
     carry(t, sv[1]);
     _exit(0);

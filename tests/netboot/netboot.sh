@@ -22,7 +22,7 @@
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 require_tools qemu-system-x86_64 debootstrap nbdkit python3 socat timeout \
-    apt-get dpkg-deb flock
+    apt-get dpkg-deb flock cpio
 PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
 nbdkit_asan_wrapper "$PLUGIN"
@@ -90,7 +90,18 @@ check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netb
 check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
 check "the system reached multi-user.target" systemctl is-active -q multi-user.target
 check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
-    'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach supervise -m "'
+    'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach .*supervise -m "'
+if grep -q soci_test=tls /proc/cmdline; then
+    check "TLS: the supervisor has the key" sh -c \
+        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* supervise -m "'
+    check "TLS: the carrier of the root's link runs, marked for systemd (@)" sh -c \
+        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* attach -r -m "'
+    check "TLS: a file not read before reads right" sh -c \
+        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
+    echo "SOCI-TEST-END: rc=$failed"
+    systemctl poweroff --no-block
+    exit 0
+fi
 
 # The server restarts under the running root.  Asking for this export tells
 # the host to kill the server at once (and start it again 3 s later); a
@@ -110,7 +121,7 @@ check "... and the server is back" $P connect $S flat
 echo "SOCI-TEST-END: rc=$failed"
 systemctl poweroff --no-block
 SH
-sed -i "s/@BLOBSUM@/$BLOBSUM/" "$TMP/app/usr/local/sbin/soci-marker"
+sed -i "s/@BLOBSUM@/$BLOBSUM/g" "$TMP/app/usr/local/sbin/soci-marker"
 chmod 755 "$TMP/app/usr/local/sbin/soci-marker"
 tar -C "$TMP/app" --sort=name --numeric-owner --owner=0 --group=0 \
     --mtime=@1700000000 -cf - ./etc ./opt ./usr | gzip -n > "$TMP/app.tar.gz"
@@ -175,11 +186,14 @@ check "... with nothing left it could not unmount or detach, and no I/O error" b
 # "(initramfs) " prompt that prints the shell's REASON (set by panic) and
 # powers off.  WANT (a grep pattern) must be in the console's soci-nbd line
 # and in that REASON.
+# The server is RB_SOCK's (default $SOCK), the initramfs RB_INITRD (default
+# the plain one).
 rescue_boot() {
     local name=$1 want=$2 log=$TMP/rescue-$1.log st=0; shift 2
     # (SOCI-TEST-END built by the shell, so that the echo of the typed
     # line itself does not look like the end)
-    "$RUN" -s "$SOCK" -t 180 -l "$log" -i "$TMP/initrd.img" -k "$KERNEL" \
+    "$RUN" -s "${RB_SOCK:-$SOCK}" -t 180 -l "$log" \
+        -i "${RB_INITRD:-$TMP/initrd.img}" -k "$KERNEL" \
         -A "console=ttyS0 boot=soci $* ip=dhcp net.ifnames=0" \
         -T '(initramfs) =echo "SOCI-RESCUE: $REASON"; echo SOCI-TEST-END: rc=$((0)); echo o > /proc/sysrq-trigger' \
         > "$TMP/rescue.out" 2>&1 || st=$?
@@ -194,6 +208,44 @@ rescue_boot "wrong export" "cannot attach export nosuch of 10.0.2.100:10809: exp
 rescue_boot "unreachable server" "cannot attach export flat of 10.0.2.100:10810: 10.0.2.100:10810: connect: " \
     soci.server=10.0.2.100:10810 soci.attach_timeout=4
 echo "# rescue boots done after $(($(date +%s) - T0)) s"
+
+# ---- TLS on the NBD link ---------------------------------------------------------
+# The key reaches the machine as a second initramfs piece of its own,
+# appended to the shared one (as iPXE loads two initrds): a cpio holding
+# /etc/soci-nbd/nbd-psk, 0600.  The server requires TLS with that key.
+# key_initrd OUT KEYFILE: the shared initramfs with KEYFILE appended.
+key_initrd() {
+    rm -rf "$TMP/key"
+    mkdir -p "$TMP/key/etc/soci-nbd"
+    install -m 0600 "$2" "$TMP/key/etc/soci-nbd/nbd-psk"
+    (cd "$TMP/key" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -n > "$TMP/key.cpio.gz" &&
+        cat "$TMP/initrd.img" "$TMP/key.cpio.gz" > "$1"
+}
+printf 'netboot:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$TMP/psk"
+printf 'netboot:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$TMP/psk-wrong"
+chmod 600 "$TMP/psk" "$TMP/psk-wrong"
+key_initrd "$TMP/initrd-tls.img" "$TMP/psk" && key_initrd "$TMP/initrd-wrong.img" "$TMP/psk-wrong" ||
+    { echo "Bail out! cannot append the key to the initramfs"; exit 1; }
+SOCK_TLS=$TMP/tls.sock
+NBDKIT_OPTS="--tls=require --tls-psk=$TMP/psk" check "nbdkit soci serves the image with TLS required" \
+    plugin_start "$SOCK_TLS" "$R_HOST/test/netboot:soci" plain-http="$R_HOST"
+tap_run "TLS boot" "$RUN" -s "$SOCK_TLS" -t 300 -l "$TMP/console-tls.log" \
+    -i "$TMP/initrd-tls.img" -k "$KERNEL" \
+    -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.server=10.0.2.100:10809 ip=dhcp net.ifnames=0 soci_test=tls"
+check "TLS boot: the initramfs attached the root over TLS" \
+    grep -q '^soci-nbd: root is export flat of 10.0.2.100:10809 (squashfs on /dev/nbd0, tmpfs overlay, TLS)' "$TMP/console-tls.log"
+check "... the marker service ran, and the machine powered off cleanly" bash -c "
+    grep -q '^SOCI-NETBOOT-MARKER: userland up' '$TMP/console-tls.log' &&
+    grep -q 'reboot: Power down' '$TMP/console-tls.log' &&
+    ! grep -E 'Failed to (unmount|detach)|I/O error' '$TMP/console-tls.log'"
+RB_SOCK=$SOCK_TLS RB_INITRD=$TMP/initrd-wrong.img rescue_boot "wrong TLS key" \
+    "cannot attach export flat of 10.0.2.100:10809: 10.0.2.100:10809: TLS handshake failed (is the key for identity 'netboot' the server's?)" \
+    soci.server=10.0.2.100:10809 soci.attach_timeout=4
+RB_INITRD=$TMP/initrd-tls.img rescue_boot "TLS key, server without TLS" \
+    "cannot attach export flat of 10.0.2.100:10809: 10.0.2.100:10809: the server does not offer TLS" \
+    soci.server=10.0.2.100:10809 soci.attach_timeout=4
+plugin_stop "$SOCK_TLS"
+echo "# TLS boots done after $(($(date +%s) - T0)) s"
 
 plugin_stop "$SOCK"
 check "stats: both servers fetched part of the image, lazily, less than half in all" python3 -c '

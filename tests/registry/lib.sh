@@ -414,7 +414,8 @@ tap_fold() {
 
 # plugin_start SOCK ARGS...: nbdkit with the soci plugin ($PLUGIN) in the
 # foreground on the Unix socket SOCK (log SOCK.log, pidfile SOCK.pid), read
-# only; its pid is added to NBDKIT_PIDS.  Waits START_WAIT seconds (default
+# only, with nbdkit's own options $NBDKIT_OPTS (split on spaces) if set;
+# its pid is added to NBDKIT_PIDS.  Waits START_WAIT seconds (default
 # 30) for the pidfile, which nbdkit writes once the plugin is ready.
 # Call it from a shell that outlives the server: Debian's nbdkit (1.32.5,
 # measured with strace) sets PR_SET_PDEATHSIG to SIGTERM even without
@@ -423,8 +424,9 @@ tap_fold() {
 plugin_start() {
     local sock=$1; shift
     rm -f "$sock" "$sock.pid"
-    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r "$PLUGIN" "$@" \
-        2> "$sock.log" &
+    # shellcheck disable=SC2086
+    nbdkit -f --log=stderr -U "$sock" -P "$sock.pid" -r ${NBDKIT_OPTS:-} \
+        "$PLUGIN" "$@" 2> "$sock.log" &
     NBDKIT_PIDS="${NBDKIT_PIDS:-} $!"
     _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
 }
