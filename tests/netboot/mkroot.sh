@@ -5,13 +5,14 @@
 #
 #   mkroot.sh image
 #       a debootstrap --variant=minbase Debian 12 with systemd (as /sbin/init),
-#       initramfs-tools, nbd-client, busybox and Debian's kernel package
-#       installed; prints the path of the root filesystem as a layer
+#       initramfs-tools, nbd-client, busybox, nbdkit and the libraries of the
+#       soci plugin, and Debian's kernel package installed; prints the path of the root filesystem as a layer
 #       (tar.gz, without /boot and the kernel's modules: the guest's modules
 #       come from its initramfs)
 #   mkroot.sh initrd OUT [PROGRAM...]
 #       install examples/initramfs-tools (hook and boot=soci script) and the
-#       PROGRAMs (in /usr/local/sbin: soci-nbd-attach) into that system
+#       PROGRAMs (in /usr/local/sbin: soci-nbd-attach; a *.so, the soci
+#       plugin, in nbdkit's plugin directory) into that system
 #       and build an initramfs there with Debian's own
 #       mkinitramfs, written to OUT, its file list (Debian's lsinitramfs)
 #       to OUT.list; prints the kernel's path
@@ -24,7 +25,7 @@ umask 022
 SELF=$(readlink -f "$0")
 TOP=$(dirname "$SELF")/../..
 cache=${SOCI_NBD_BENCH_CACHE:-/var/cache/soci-nbd-bench}/netboot
-PKGS="systemd-sysv,initramfs-tools,nbd-client,busybox,kmod,zstd"
+PKGS="systemd-sysv,initramfs-tools,nbd-client,busybox,kmod,zstd,nbdkit,libcurl4,libjansson4,libsquashfs1,libisal2,libpsl5,libzstd1,libssl3,ca-certificates"
 
 die() { echo "mkroot.sh: $*" >&2; exit 1; }
 
@@ -79,7 +80,14 @@ image)
 initrd)
     [ $# -ge 2 ] || die "usage: mkroot.sh initrd OUT [PROGRAM...]"
     out=$2; shift 2
-    for p in "$@"; do install -m 0755 "$p" "$ROOT/usr/local/sbin/"; done
+    plugindir=$(chroot "$ROOT" nbdkit --dump-config | sed -n 's/^plugindir=//p')
+    rm -f "$ROOT$plugindir/nbdkit-soci-plugin.so"
+    for p in "$@"; do
+        case $p in
+        *.so) install -m 0644 "$p" "$ROOT$plugindir/nbdkit-soci-plugin.so" ;;
+        *) install -m 0755 "$p" "$ROOT/usr/local/sbin/" ;;
+        esac
+    done
     install -m 0755 "$TOP/examples/initramfs-tools/hooks/soci-nbd" \
         "$ROOT/etc/initramfs-tools/hooks/soci-nbd"
     install -m 0644 "$TOP/examples/initramfs-tools/scripts/soci" \

@@ -16,15 +16,25 @@
 # systemd.  Then the host kills the server under the running machine and
 # starts it again 3 s later, and a file not read before must still read
 # right (the supervisor reattached the root device).  Then the marker powers
-# the machine off, and the console shows a clean shutdown.  Last, two boots
+# the machine off, and the console shows a clean shutdown.  Then two boots
 # that must fail (a wrong export name, a server that is not there) end in
 # initramfs-tools' rescue shell with a line saying why, and the shell works.
+# Then the same boot over TLS (nbdkit --tls=require --tls-psk; the key as a
+# second initramfs piece), and rescue shells for a wrong key and a server
+# without TLS.  Last, the local placement: the initramfs runs nbdkit soci
+# itself against a registry with TLS and a password (credentials and CA in
+# a second initramfs piece, 0600), and bad credentials end in a rescue
+# shell.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 require_tools qemu-system-x86_64 debootstrap nbdkit python3 socat timeout \
     apt-get dpkg-deb flock cpio
 PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
+# The plugin the guest's own nbdkit loads (local placement): without
+# sanitizers (Makefile.am, GUEST_PLUGIN).
+: "${GUEST_PLUGIN:=$PLUGIN}"
+[ -f "$GUEST_PLUGIN" ] || { echo "Bail out! $GUEST_PLUGIN not built"; exit 1; }
 nbdkit_asan_wrapper "$PLUGIN"
 RUN=$top_srcdir/tests/kernel/qemu/run.sh
 T0=$(date +%s)
@@ -38,11 +48,15 @@ BASE=$("$top_srcdir/tests/netboot/mkroot.sh" image) ||
     { echo "Bail out! tests/netboot/mkroot.sh image failed"; exit 1; }
 echo "# Debian system layer: $BASE ($(stat -c %s "$BASE") bytes), ready after $(($(date +%s) - T0)) s"
 check "Debian's mkinitramfs builds the initramfs with the soci-nbd hook" \
-    bash -c "'$top_srcdir/tests/netboot/mkroot.sh' initrd '$TMP/initrd.img' '$top_builddir/soci-nbd-attach' > '$TMP/kernel'"
+    bash -c "'$top_srcdir/tests/netboot/mkroot.sh' initrd '$TMP/initrd.img' '$top_builddir/soci-nbd-attach' '$GUEST_PLUGIN' > '$TMP/kernel'"
 KERNEL=$(cat "$TMP/kernel")
 check "... it holds soci-nbd-attach, the boot=soci script and the nbd module" bash -c "
     grep -q 'sbin/soci-nbd-attach\$' '$TMP/initrd.img.list' && grep -q '^scripts/soci\$' '$TMP/initrd.img.list' &&
     grep -q '/nbd\.ko' '$TMP/initrd.img.list'"
+check "... and a root for nbdkit soci (local placement)" bash -c "
+    grep -q '^usr/lib/soci-nbd/root/usr/sbin/nbdkit\$' '$TMP/initrd.img.list' &&
+    grep -q '^usr/lib/soci-nbd/root/usr/lib/soci-nbd/nbdkit-soci-plugin.so\$' '$TMP/initrd.img.list' &&
+    grep -q '^usr/lib/soci-nbd/root/etc/ssl/certs/ca-certificates.crt\$' '$TMP/initrd.img.list'"
 
 # The app layer: the marker service, run once userland is up.
 mkdir -p "$TMP/app/etc/systemd/system/multi-user.target.wants" "$TMP/app/usr/local/sbin"
@@ -89,6 +103,15 @@ check "its lower layer is the squashfs on /dev/nbd0" sh -c \
 check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netboot-test.txt
 check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
 check "the system reached multi-user.target" systemctl is-active -q multi-user.target
+if grep -q soci_test=local /proc/cmdline; then
+    check "local: nbdkit soci runs in the machine, marked for systemd (@)" sh -c \
+        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@nbdkit .*nbdkit-soci-plugin.so image=10.0.2.100:"'
+    check "local: a file not read before reads right" sh -c \
+        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
+    echo "SOCI-TEST-END: rc=$failed"
+    systemctl poweroff --no-block
+    exit 0
+fi
 check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
     'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach .*supervise -m "'
 if grep -q soci_test=tls /proc/cmdline; then
@@ -192,7 +215,7 @@ rescue_boot() {
     local name=$1 want=$2 log=$TMP/rescue-$1.log st=0; shift 2
     # (SOCI-TEST-END built by the shell, so that the echo of the typed
     # line itself does not look like the end)
-    "$RUN" -s "${RB_SOCK:-$SOCK}" -t 180 -l "$log" \
+    "$RUN" -s "${RB_SOCK:-$SOCK}" ${RB_PORT:+-p "$RB_PORT"} -t 180 -l "$log" \
         -i "${RB_INITRD:-$TMP/initrd.img}" -k "$KERNEL" \
         -A "console=ttyS0 boot=soci $* ip=dhcp net.ifnames=0" \
         -T '(initramfs) =echo "SOCI-RESCUE: $REASON"; echo SOCI-TEST-END: rc=$((0)); echo o > /proc/sysrq-trigger' \
@@ -246,6 +269,53 @@ RB_INITRD=$TMP/initrd-tls.img rescue_boot "TLS key, server without TLS" \
     soci.server=10.0.2.100:10809 soci.attach_timeout=4
 plugin_stop "$SOCK_TLS"
 echo "# TLS boots done after $(($(date +%s) - T0)) s"
+
+# ---- local placement: nbdkit soci in the initramfs, against the registry ---------
+# A registry with TLS and a password, reached by the guest at
+# 10.0.2.100:PORT, holding the image (converted again from R); its
+# credentials and CA reach the machine in a second initramfs piece, 0600,
+# in the root the hook made for nbdkit.  (Not a pull-through mirror of R:
+# docker-registry answers a range request for a blob it has not cached yet
+# with 200 and the whole blob, which the plugin refuses.)
+reg_start RL --tls --htpasswd alice s3cret ||
+    { echo "Bail out! the registry with a password did not start"; exit 1; }
+printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$RL_HOST" \
+    "$(printf alice:s3cret | base64 -w0)" > "$TMP/auth-host.json"
+check "soci-nbd convert copies the image there" \
+    "$SOCI_NBD" convert -q --min-layer-size 0 --plain-http "$R_HOST" \
+    --auth-file "$TMP/auth-host.json" --cacert "$REG_CA" \
+    "$R_HOST/test/netboot:v1" "$RL_HOST/test/netboot:soci"
+# auth_initrd OUT PASSWORD: the shared initramfs with credentials appended.
+auth_initrd() {
+    local d=$TMP/auth/usr/lib/soci-nbd/root/etc/soci-nbd
+    rm -rf "$TMP/auth"
+    mkdir -p "$d"
+    printf '{"auths": {"10.0.2.100:%s": {"auth": "%s"}}}\n' "$RL_PORT" \
+        "$(printf 'alice:%s' "$2" | base64 -w0)" > "$d/registry-auth.json"
+    chmod 600 "$d/registry-auth.json"
+    cp "$REG_CA" "$d/registry-ca.pem"
+    (cd "$TMP/auth" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -n > "$TMP/auth.cpio.gz" &&
+        cat "$TMP/initrd.img" "$TMP/auth.cpio.gz" > "$1"
+}
+auth_initrd "$TMP/initrd-local.img" s3cret && auth_initrd "$TMP/initrd-badauth.img" wrong ||
+    { echo "Bail out! cannot append the credentials to the initramfs"; exit 1; }
+IMAGE_L=10.0.2.100:$RL_PORT/test/netboot:soci
+tap_run "local boot" "$RUN" -p "$RL_PORT" -t 300 -l "$TMP/console-local.log" \
+    -i "$TMP/initrd-local.img" -k "$KERNEL" \
+    -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.image=$IMAGE_L ip=dhcp net.ifnames=0 soci_test=local"
+check "local boot: the initramfs's nbdkit served the root" \
+    grep -q "^soci-nbd: root is export flat of unix:/run/soci-nbd/root/nbd.sock (squashfs on /dev/nbd0, tmpfs overlay)" "$TMP/console-local.log"
+check "... the marker service ran, and the machine powered off cleanly" bash -c "
+    grep -q '^SOCI-NETBOOT-MARKER: userland up' '$TMP/console-local.log' &&
+    grep -q 'reboot: Power down' '$TMP/console-local.log' &&
+    ! grep -E 'Failed to (unmount|detach)|I/O error' '$TMP/console-local.log'"
+check "... and the registry log shows it read blobs with the password, by range" bash -c "
+    grep -q 'msg=\"authorized request\".*http.request.host=\"10.0.2.100:$RL_PORT\".*/blobs/sha256:' '$RL_LOG' &&
+    grep -q '\"GET /v2/test/netboot/blobs/sha256:[0-9a-f]* HTTP/[0-9.]*\" 206 ' '$RL_LOG'"
+RB_PORT=$RL_PORT RB_INITRD=$TMP/initrd-badauth.img rescue_boot "bad registry credentials" \
+    "nbdkit soci cannot serve $IMAGE_L: .*401" \
+    soci.image="$IMAGE_L"
+echo "# local boots done after $(($(date +%s) - T0)) s"
 
 plugin_stop "$SOCK"
 check "stats: both servers fetched part of the image, lazily, less than half in all" python3 -c '

@@ -85,7 +85,8 @@ reg_pki() {
             -addext "keyUsage=critical,keyCertSign,cRLSign" &&
         openssl req -newkey rsa:2048 -nodes -sha256 -keyout server.key \
             -out server.csr -subj "/CN=localhost" &&
-        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        # (10.0.2.100: the host as QEMU guests reach it, tests/kernel/qemu/run.sh -p)
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,IP:10.0.2.100,DNS:localhost" \
             "basicConstraints=CA:FALSE" "keyUsage=digitalSignature,keyEncipherment" \
             "extendedKeyUsage=serverAuth" > server.ext &&
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key \
