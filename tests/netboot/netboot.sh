@@ -58,96 +58,10 @@ check "... and a root for nbdkit soci (local placement)" bash -c "
     grep -q '^usr/lib/soci-nbd/root/usr/lib/soci-nbd/nbdkit-soci-plugin.so\$' '$TMP/initrd.img.list' &&
     grep -q '^usr/lib/soci-nbd/root/etc/ssl/certs/ca-certificates.crt\$' '$TMP/initrd.img.list'"
 
-# The app layer: the marker service, run once userland is up.
-mkdir -p "$TMP/app/etc/systemd/system/multi-user.target.wants" "$TMP/app/usr/local/sbin"
-echo "netboot app layer $(sha "$BASE" | cut -c1-12)" > "$TMP/app/etc/netboot-test.txt"
-# Read only after the server restart; and a probe for the server (the
-# static soci-nbd-attach: the image itself has no NBD tools).
-mkdir -p "$TMP/app/opt/soci-restart"
-head -c 3145728 /dev/urandom > "$TMP/app/opt/soci-restart/blob"
-BLOBSUM=$(sha "$TMP/app/opt/soci-restart/blob")
-cp "$HELPER" "$TMP/app/usr/local/sbin/nbd-probe"
-cat > "$TMP/app/etc/systemd/system/soci-marker.service" <<'UNIT'
-[Unit]
-Description=soci-nbd network boot marker
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/soci-marker
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-ln -s ../soci-marker.service "$TMP/app/etc/systemd/system/multi-user.target.wants/soci-marker.service"
-# No login prompt on the console: agetty would flush the marker's output.
-ln -s /dev/null "$TMP/app/etc/systemd/system/serial-getty@ttyS0.service"
-cat > "$TMP/app/usr/local/sbin/soci-marker" <<'SH'
-#!/bin/sh
-# Runs in the booted image: result lines for tests/kernel/qemu/run.sh.
-failed=0
-check() {
-    d=$1; shift
-    if "$@" > /tmp/check.out 2>&1; then echo "SOCI-TEST-RESULT: ok $d"
-    else echo "SOCI-TEST-RESULT: not ok $d"; failed=1
-        head -5 /tmp/check.out | sed 's/^/SOCI-TEST-RESULT: # /'; fi
-}
-echo "SOCI-NETBOOT-MARKER: userland up"
-check "PID 1 is the image's systemd" sh -c '[ "$(readlink /proc/1/exe)" = /usr/lib/systemd/systemd ]'
-check "/ is an overlay" sh -c '[ "$(findmnt -n -o FSTYPE /)" = overlay ]'
-check "its lower layer is the squashfs on /dev/nbd0" sh -c \
-    '[ "$(findmnt -n -o SOURCE,FSTYPE /run/soci-nbd/lower | tr -s " ")" = "/dev/nbd0 squashfs" ]'
-check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netboot-test.txt
-check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
-check "the system reached multi-user.target" systemctl is-active -q multi-user.target
-if grep -q soci_test=local /proc/cmdline; then
-    check "local: nbdkit soci runs in the machine, marked for systemd (@)" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@nbdkit .*nbdkit-soci-plugin.so image=10.0.2.100:"'
-    check "local: a file not read before reads right" sh -c \
-        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
-    echo "SOCI-TEST-END: rc=$failed"
-    systemctl poweroff --no-block
-    exit 0
-fi
-check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
-    'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach .*supervise -m "'
-if grep -q soci_test=tls /proc/cmdline; then
-    check "TLS: the supervisor has the key" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* supervise -m "'
-    check "TLS: the carrier of the root's link runs, marked for systemd (@)" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* attach -r -m "'
-    check "TLS: a file not read before reads right" sh -c \
-        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
-    echo "SOCI-TEST-END: rc=$failed"
-    systemctl poweroff --no-block
-    exit 0
-fi
-
-# The server restarts under the running root.  Asking for this export tells
-# the host to kill the server at once (and start it again 3 s later); a
-# second later, with the page cache dropped, a file that was never read is
-# read: the kernel holds the root's reads while the link is dead, until the
-# supervisor has reattached the device.  (The guest cannot watch for the
-# gap itself: every program it would run to look is read from the root.)
-P=/usr/local/sbin/nbd-probe S=10.0.2.100:10809
-$P connect $S netboot-restart-server > /dev/null 2>&1
-sleep 1
-sync; echo 3 > /proc/sys/vm/drop_caches
-t=$(date +%s)
-check "after the restart, a file not read before reads right" sh -c \
-    'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
-echo "SOCI-TEST-RESULT: # that read took $(($(date +%s) - t)) s (the server came back after 3 s)"
-check "... and the server is back" $P connect $S flat
-echo "SOCI-TEST-END: rc=$failed"
-systemctl poweroff --no-block
-SH
-sed -i "s/@BLOBSUM@/$BLOBSUM/g" "$TMP/app/usr/local/sbin/soci-marker"
-chmod 755 "$TMP/app/usr/local/sbin/soci-marker"
-tar -C "$TMP/app" --sort=name --numeric-owner --owner=0 --group=0 \
-    --mtime=@1700000000 -cf - ./etc ./opt ./usr | gzip -n > "$TMP/app.tar.gz"
+# The app layer: the marker service, run once userland is up
+# (tests/netboot/mkapp.sh, shared with bench/netboot).
+"$top_srcdir/tests/netboot/mkapp.sh" "$TMP/app" "$BASE" "$HELPER" > "$TMP/app.tar.gz" ||
+    { echo "Bail out! tests/netboot/mkapp.sh failed"; exit 1; }
 
 reg_start R || { echo "Bail out! registry did not start"; exit 1; }
 python3 "$top_srcdir/tests/helpers/plugin-image.py" push "$R_URL" test/netboot \
