@@ -150,13 +150,18 @@ echo "# rescue boots done after $(($(date +%s) - T0)) s"
 # The key reaches the machine as a second initramfs piece of its own,
 # appended to the shared one (as iPXE loads two initrds): a cpio holding
 # /etc/soci-nbd/nbd-psk, 0600.  The server requires TLS with that key.
+# append_piece OUT DIR: the shared initramfs with a second piece, a cpio
+# of DIR's tree (owned by root), appended: the kernel unpacks both.
+append_piece() {
+    (cd "$2" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -n > "$2.cpio.gz" &&
+        cat "$TMP/initrd.img" "$2.cpio.gz" > "$1"
+}
 # key_initrd OUT KEYFILE: the shared initramfs with KEYFILE appended.
 key_initrd() {
     rm -rf "$TMP/key"
     mkdir -p "$TMP/key/etc/soci-nbd"
     install -m 0600 "$2" "$TMP/key/etc/soci-nbd/nbd-psk"
-    (cd "$TMP/key" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -n > "$TMP/key.cpio.gz" &&
-        cat "$TMP/initrd.img" "$TMP/key.cpio.gz" > "$1"
+    append_piece "$1" "$TMP/key"
 }
 printf 'netboot:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$TMP/psk"
 printf 'netboot:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$TMP/psk-wrong"
@@ -208,8 +213,7 @@ auth_initrd() {
         "$(printf 'alice:%s' "$2" | base64 -w0)" > "$d/registry-auth.json"
     chmod 600 "$d/registry-auth.json"
     cp "$REG_CA" "$d/registry-ca.pem"
-    (cd "$TMP/auth" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -n > "$TMP/auth.cpio.gz" &&
-        cat "$TMP/initrd.img" "$TMP/auth.cpio.gz" > "$1"
+    append_piece "$1" "$TMP/auth"
 }
 auth_initrd "$TMP/initrd-local.img" s3cret && auth_initrd "$TMP/initrd-badauth.img" wrong ||
     { echo "Bail out! cannot append the credentials to the initramfs"; exit 1; }
