@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@
 
 #include "nbd/nbd-int.h"
 #include "util/err.h"
+#include "util/fdio.h"
 
 #define PSK_MAX_KEY 64                  /* bytes (512 bits) */
 #define PSK_MAX_IDENTITY 128
@@ -77,37 +80,17 @@ static int
 load_psk(struct sn_nbd_psk *t, const char *file, const char *identity)
 {
   struct stat st;
-  char *text = NULL, *line, *next;
-  ssize_t n;
-  int fd, r = -1;
+  uint8_t *data;
+  size_t size;
+  char *line, *next;
+  int r = -1;
 
-  fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd == -1)
-    return sn_set_error("TLS key file %s: %s", file, strerror(errno));
-  if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-    sn_set_error("TLS key file %s: not a regular file", file);
-    goto out;
-  }
-  if (st.st_mode & 077) {
-    sn_set_error("TLS key file %s: readable by others (mode %03o; "
-                 "chmod 600 it)", file, (unsigned) (st.st_mode & 0777));
-    goto out;
-  }
-  if (st.st_size > PSK_FILE_MAX) {
-    sn_set_error("TLS key file %s: larger than %d bytes", file, PSK_FILE_MAX);
-    goto out;
-  }
-  text = calloc(1, (size_t) st.st_size + 1);
-  if (text == NULL) {
-    sn_oom();
-    goto out;
-  }
-  n = read(fd, text, (size_t) st.st_size);
-  if (n != st.st_size) {
-    sn_set_error("TLS key file %s: short read", file);
-    goto out;
-  }
-  for (line = text; line && *line; line = next) {
+  if (stat(file, &st) == 0 && (st.st_mode & 077))
+    return sn_set_error("TLS key file %s: readable by others (mode %03o; "
+                        "chmod 600 it)", file, (unsigned) (st.st_mode & 0777));
+  if (sn_read_file(file, PSK_FILE_MAX, true, &data, &size) == -1)
+    return sn_prefix_error("TLS key file ");
+  for (line = (char *) data; line && *line; line = next) {
     char *colon, *hex, *end;
     size_t idlen, hexlen;
 
@@ -160,11 +143,8 @@ load_psk(struct sn_nbd_psk *t, const char *file, const char *identity)
   else
     sn_set_error("TLS key file %s: no key in it", file);
 out:
-  if (text) {
-    OPENSSL_cleanse(text, (size_t) st.st_size);
-    free(text);
-  }
-  close(fd);
+  OPENSSL_cleanse(data, size);
+  free(data);
   return r;
 }
 
@@ -268,27 +248,35 @@ fail:
   return NULL;
 }
 
-/* One read or write during the handshake: like recv/send (the socket's
- * timeouts bound it), -1 with errno (EPROTO for a TLS error). */
-ssize_t
-sn_nbd_tls_read(struct sn_nbd_tls *t, void *buf, size_t len)
+/* One SSL_read or SSL_write during the handshake, like recv or send (the
+ * socket's timeouts bound it): bytes moved; for a read 0 when the server
+ * closed; -1 with errno (EPROTO for a TLS error, EPIPE for a write to a
+ * closed link). */
+static ssize_t
+tls_io(struct sn_nbd_tls *t, void *buf, size_t len, bool write)
 {
+  int n = len > INT32_MAX ? INT32_MAX : (int) len;
+
   for (;;) {
-    int r = SSL_read(t->ssl, buf, len > INT32_MAX ? INT32_MAX : (int) len);
+    int r = write ? SSL_write(t->ssl, buf, n) : SSL_read(t->ssl, buf, n);
 
     if (r > 0)
       return r;
     switch (SSL_get_error(t->ssl, r)) {
-    case SSL_ERROR_ZERO_RETURN:
-      return 0;
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
       continue;                         /* a post-handshake message */
     case SSL_ERROR_SYSCALL:
       ERR_clear_error();
-      if (r == 0 || errno == 0)
+      if (write && errno == 0)
+        errno = EPIPE;
+      else if (!write && (r == 0 || errno == 0))
         return 0;                       /* closed without close_notify */
       return -1;
+    case SSL_ERROR_ZERO_RETURN:
+      if (!write)
+        return 0;                       /* closed with close_notify */
+      /* fall through */
     default:
       ERR_clear_error();
       errno = EPROTO;
@@ -298,28 +286,15 @@ sn_nbd_tls_read(struct sn_nbd_tls *t, void *buf, size_t len)
 }
 
 ssize_t
+sn_nbd_tls_read(struct sn_nbd_tls *t, void *buf, size_t len)
+{
+  return tls_io(t, buf, len, false);
+}
+
+ssize_t
 sn_nbd_tls_write(struct sn_nbd_tls *t, const void *buf, size_t len)
 {
-  for (;;) {
-    int r = SSL_write(t->ssl, buf, len > INT32_MAX ? INT32_MAX : (int) len);
-
-    if (r > 0)
-      return r;
-    switch (SSL_get_error(t->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      continue;
-    case SSL_ERROR_SYSCALL:
-      ERR_clear_error();
-      if (errno == 0)
-        errno = EPIPE;
-      return -1;
-    default:
-      ERR_clear_error();
-      errno = EPROTO;
-      return -1;
-    }
-  }
+  return tls_io(t, (void *) buf, len, true);
 }
 
 /* ---- the carrier process ----------------------------------------------- */

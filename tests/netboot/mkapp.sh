@@ -53,6 +53,17 @@ check() {
     else echo "SOCI-TEST-RESULT: not ok $d"; failed=1
         head -5 /tmp/check.out | sed 's/^/SOCI-TEST-RESULT: # /'; fi
 }
+# has_proc PATTERN: a process's command line (spaces for NULs) matches.
+has_proc() {
+    for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "$1"
+}
+# The 3 MiB file read late: its bytes are right.
+blob_reads_right() { sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "; }
+finish() {
+    echo "SOCI-TEST-END: rc=$failed"
+    systemctl poweroff --no-block
+    exit 0
+}
 echo "SOCI-NETBOOT-MARKER: userland up, uptime $(cut -d" " -f1 /proc/uptime) s"
 check "PID 1 is the image's systemd" sh -c '[ "$(readlink /proc/1/exe)" = /usr/lib/systemd/systemd ]'
 check "/ is an overlay" sh -c '[ "$(findmnt -n -o FSTYPE /)" = overlay ]'
@@ -62,26 +73,20 @@ check "the app layer's file reads right" grep -q '^netboot app layer ' /etc/netb
 check "/ is writable (the tmpfs upper layer)" sh -c 'echo x > /var/tmp/w && [ "$(cat /var/tmp/w)" = x ]'
 check "the system reached multi-user.target" systemctl is-active -q multi-user.target
 if grep -q soci_test=local /proc/cmdline; then
-    check "local: nbdkit soci runs in the machine, marked for systemd (@)" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@nbdkit .*nbdkit-soci-plugin.so image=10.0.2.100:"'
-    check "local: a file not read before reads right" sh -c \
-        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
-    echo "SOCI-TEST-END: rc=$failed"
-    systemctl poweroff --no-block
-    exit 0
+    check "local: nbdkit soci runs in the machine, marked for systemd (@)" \
+        has_proc "^@nbdkit .*nbdkit-soci-plugin.so image=10.0.2.100:"
+    check "local: a file not read before reads right" blob_reads_right
+    finish
 fi
-check "the supervisor of the root device runs, marked for systemd (@)" sh -c \
-    'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach .*supervise -m "'
+check "the supervisor of the root device runs, marked for systemd (@)" \
+    has_proc "^@oci-nbd-attach .*supervise -m "
 if grep -q soci_test=tls /proc/cmdline; then
-    check "TLS: the supervisor has the key" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* supervise -m "'
-    check "TLS: the carrier of the root's link runs, marked for systemd (@)" sh -c \
-        'for f in /proc/[0-9]*/cmdline; do tr "\0" " " < $f; echo; done | grep -q "^@oci-nbd-attach --tls-psk [^ ]* attach -r -m "'
-    check "TLS: a file not read before reads right" sh -c \
-        'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
-    echo "SOCI-TEST-END: rc=$failed"
-    systemctl poweroff --no-block
-    exit 0
+    check "TLS: the supervisor has the key" \
+        has_proc "^@oci-nbd-attach --tls-psk [^ ]* supervise -m "
+    check "TLS: the carrier of the root's link runs, marked for systemd (@)" \
+        has_proc "^@oci-nbd-attach --tls-psk [^ ]* attach -r -m "
+    check "TLS: a file not read before reads right" blob_reads_right
+    finish
 fi
 
 # The server restarts under the running root.  Asking for this export tells
@@ -95,12 +100,10 @@ $P connect $S netboot-restart-server > /dev/null 2>&1
 sleep 1
 sync; echo 3 > /proc/sys/vm/drop_caches
 t=$(date +%s)
-check "after the restart, a file not read before reads right" sh -c \
-    'sha256sum /opt/soci-restart/blob | grep -q "^@BLOBSUM@ "'
+check "after the restart, a file not read before reads right" blob_reads_right
 echo "SOCI-TEST-RESULT: # that read took $(($(date +%s) - t)) s (the server came back after 3 s)"
 check "... and the server is back" $P connect $S flat
-echo "SOCI-TEST-END: rc=$failed"
-systemctl poweroff --no-block
+finish
 SH
 sed -i "s/@BLOBSUM@/$BLOBSUM/g" "$APP/usr/local/sbin/soci-marker"
 chmod 755 "$APP/usr/local/sbin/soci-marker"

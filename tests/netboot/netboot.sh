@@ -146,6 +146,14 @@ rescue_boot "unreachable server" "cannot attach export flat of 10.0.2.100:10810:
     soci.server=10.0.2.100:10810 soci.attach_timeout=4
 echo "# rescue boots done after $(($(date +%s) - T0)) s"
 
+# booted_and_off CONSOLE: the marker ran, and the machine powered off with
+# nothing it could not unmount or detach, and no I/O error.
+booted_and_off() {
+    grep -q '^SOCI-NETBOOT-MARKER: userland up' "$1" &&
+        grep -q 'reboot: Power down' "$1" &&
+        ! grep -E 'Failed to (unmount|detach)|I/O error' "$1"
+}
+
 # ---- TLS on the NBD link ---------------------------------------------------------
 # The key reaches the machine as a second initramfs piece of its own,
 # appended to the shared one (as iPXE loads two initrds): a cpio holding
@@ -176,10 +184,8 @@ tap_run "TLS boot" "$RUN" -s "$SOCK_TLS" -t 300 -l "$TMP/console-tls.log" \
     -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.server=10.0.2.100:10809 ip=dhcp net.ifnames=0 soci_test=tls"
 check "TLS boot: the initramfs attached the root over TLS" \
     grep -q '^soci-nbd: root is export flat of 10.0.2.100:10809 (squashfs on /dev/nbd0, tmpfs overlay, TLS)' "$TMP/console-tls.log"
-check "... the marker service ran, and the machine powered off cleanly" bash -c "
-    grep -q '^SOCI-NETBOOT-MARKER: userland up' '$TMP/console-tls.log' &&
-    grep -q 'reboot: Power down' '$TMP/console-tls.log' &&
-    ! grep -E 'Failed to (unmount|detach)|I/O error' '$TMP/console-tls.log'"
+check "... the marker service ran, and the machine powered off cleanly" \
+    booted_and_off "$TMP/console-tls.log"
 RB_SOCK=$SOCK_TLS RB_INITRD=$TMP/initrd-wrong.img rescue_boot "wrong TLS key" \
     "cannot attach export flat of 10.0.2.100:10809: 10.0.2.100:10809: TLS handshake failed (is the key for identity 'netboot' the server's?)" \
     soci.server=10.0.2.100:10809 soci.attach_timeout=4
@@ -223,10 +229,8 @@ tap_run "local boot" "$RUN" -p "$RL_PORT" -t 300 -l "$TMP/console-local.log" \
     -A "console=ttyS0 panic=-1 systemd.show_status=false boot=soci soci.image=$IMAGE_L ip=dhcp net.ifnames=0 soci_test=local"
 check "local boot: the initramfs's nbdkit served the root" \
     grep -q "^soci-nbd: root is export flat of unix:/run/soci-nbd/root/nbd.sock (squashfs on /dev/nbd0, tmpfs overlay)" "$TMP/console-local.log"
-check "... the marker service ran, and the machine powered off cleanly" bash -c "
-    grep -q '^SOCI-NETBOOT-MARKER: userland up' '$TMP/console-local.log' &&
-    grep -q 'reboot: Power down' '$TMP/console-local.log' &&
-    ! grep -E 'Failed to (unmount|detach)|I/O error' '$TMP/console-local.log'"
+check "... the marker service ran, and the machine powered off cleanly" \
+    booted_and_off "$TMP/console-local.log"
 check "... and the registry log shows it read blobs with the password, by range" bash -c "
     grep -q 'msg=\"authorized request\".*http.request.host=\"10.0.2.100:$RL_PORT\".*/blobs/sha256:' '$RL_LOG' &&
     grep -q '\"GET /v2/test/netboot/blobs/sha256:[0-9a-f]* HTTP/[0-9.]*\" 206 ' '$RL_LOG'"
