@@ -52,6 +52,7 @@ static uint64_t record_limit = (uint64_t) 1 << 30;  /* record-limit=SIZE */
 static struct sn_recorder *recorder;
 static bool layer_check = true;
 static bool use_dense = true;
+static bool use_stargz = true;
 static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
 
 static struct sn_image *img;
@@ -245,6 +246,13 @@ config_image_key(const char *key, const char *value)
       return -1;
     use_dense = r;
   }
+  else if (strcmp(key, "estargz") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    use_stargz = r;
+  }
   else if (strcmp(key, "verify") == 0) {
     int r = nbdkit_parse_bool(value);
 
@@ -417,6 +425,8 @@ soci_config_complete(void)
   "dense=true|false     use the image's dense index when its manifest\n" \
   "                     names one (default true): small sub-spans, file-\n" \
   "                     aware fetching, no ztoc download\n" \
+  "estargz=true|false   serve an eStargz layer lazily from its own TOC\n" \
+  "                     when the manifest pins it (default true)\n" \
   "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
   "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
   "                     files evicted first (default: unbounded)\n" \
@@ -505,6 +515,7 @@ soci_get_ready(void)
     .index = index_opt,
     .allow_v1 = soci_v1,
     .no_dense = !use_dense,
+    .no_stargz = !use_stargz,
     .cache_dir = cache_dir,
     .cache_size = cache_size,
     .cache_dir_size = cache_dir_size,

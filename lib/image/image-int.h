@@ -41,6 +41,10 @@ struct img_layer {
   char *ztoc_digest;            /* the ztoc it is served with, or NULL */
   char *windows_digest;         /* served with a dense index: its windows
                                  * blob (ztoc_digest is its table) */
+  char *stargz_toc;             /* served from its eStargz TOC: the TOC's
+                                 * digest (ztoc_digest is NULL) */
+  size_t stargz_landmark;       /* its chunks before the prefetch
+                                 * landmark (0: none) */
   bool lazy;
   int fd;                       /* local copy, or -1 */
   struct sn_layer *layer;
@@ -77,6 +81,7 @@ struct sn_image {
   enum sn_prefetch_mode prefetch;
   bool layer_check;
   bool no_dense;
+  bool no_stargz;
   char *dense_digest;           /* the dense index used, or NULL */
   size_t npf_docs;              /* prefetch artifacts used */
   pthread_t bg;
@@ -116,6 +121,12 @@ struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
  * windows_digest.  0 or -1 (err.h). */
 int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
                    struct sn_ztoc **ztocs);
+
+/* image-stargz.c: put the ztoc (lib/stargz/stargz.h) of each gzip layer
+ * of manifest m that has an eStargz TOC annotation and no ztoc yet in
+ * ztocs[i] (caller frees) and set its stargz_toc.  0 or -1 (err.h). */
+int img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
+                    struct sn_ztoc **ztocs);
 
 /* image-replay.c: note the prefetch record dense-index manifest dm names
  * (img->record_desc).  0 also when it has none; -1 (err.h) when it is not

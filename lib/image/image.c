@@ -248,13 +248,15 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
   /* Dense tables first: the SOCI index then skips those layers' ztocs,
    * and is not fetched at all when they cover every layer (its prefetch
    * artifacts name SOCI spans, which such layers do not have). */
-  if (img_load_dense(img, m, ztocs) == -1)
+  if (img_load_dense(img, m, ztocs) == -1 ||
+      img_load_stargz(img, m, ztocs) == -1)
     goto out;
   for (i = 0; i < img->nlayers && ztocs[i]; i++)
     ;
   if (img->index_digest && i == img->nlayers)
-    img_logf(img, "SOCI index %s not fetched: the dense index covers every "
-             "layer (dense=false uses it)", img->index_digest);
+    img_logf(img, "SOCI index %s not fetched: the dense index and eStargz "
+             "TOCs cover every layer (dense=false and estargz=false use it)",
+             img->index_digest);
   else if (img->index_digest && img_load_index(img, m, ztocs) == -1)
     goto out;
 
@@ -358,6 +360,7 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   img->prefetch = o->prefetch;
   img->layer_check = !o->no_layer_check;
   img->no_dense = o->no_dense;
+  img->no_stargz = o->no_stargz;
   if (o->cache_dir) {
     img->disk = sn_diskcache_open(o->cache_dir, o->cache_dir_size,
                                   img->log, img->opaque);
@@ -469,6 +472,7 @@ sn_image_free(struct sn_image *img)
     free(l->digest);
     free(l->media_type);
     free(l->ztoc_digest);
+    free(l->stargz_toc);
     free(l->windows_digest);
     free(l->sqfs_error);
     free(l->pf);
@@ -506,7 +510,8 @@ sn_image_layer_served(const struct sn_image *img, size_t i)
 {
   if (i >= img->nlayers || !img->layers[i].lazy)
     return "whole";
-  return img->layers[i].windows_digest ? "lazy-dense" : "lazy-soci";
+  return img->layers[i].windows_digest ? "lazy-dense"
+    : img->layers[i].stargz_toc ? "lazy-estargz" : "lazy-soci";
 }
 
 size_t

@@ -58,6 +58,7 @@ struct sn_image_opts {
                                  * when the manifest names no v2 index */
   bool no_dense;                /* ignore the image's dense index
                                  * (docs/dense-index.md) */
+  bool no_stargz;               /* ignore eStargz TOCs (docs/estargz.md) */
   const char *cache_dir;        /* whole layers and verified spans; NULL:
                                  * temporary files, no disk span cache */
   uint64_t cache_size;          /* memory span cache per layer; 0: default */
@@ -96,9 +97,9 @@ void sn_image_free(struct sn_image *img);
 /* The image's layers, in manifest order. */
 size_t sn_image_nlayers(const struct sn_image *img);
 const char *sn_image_layer_digest(const struct sn_image *img, size_t i);
-/* How layer i is served: "lazy-dense" (the dense index), "lazy-soci" (a
- * SOCI ztoc) or "whole" (downloaded whole: no index covers it, or it is
- * zstd). */
+/* How layer i is served: "lazy-dense" (the dense index), "lazy-estargz"
+ * (its own eStargz TOC), "lazy-soci" (a SOCI ztoc) or "whole" (downloaded
+ * whole: no index covers it, or it is zstd). */
 const char *sn_image_layer_served(const struct sn_image *img, size_t i);
 
 /* Exports, in listing order: "", "flat" (the same image as ""), then

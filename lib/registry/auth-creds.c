@@ -24,6 +24,7 @@
 
 #include "registry/auth.h"
 #include "registry/auth-int.h"
+#include "util/base64.h"
 #include "util/err.h"
 
 extern char **environ;
@@ -420,7 +421,7 @@ creds_from_auths(json_t *auths, const char *host, const char *path,
     pw = json_string_value(json_object_get(e, "password"));
     if (auth && *auth) {
       size_t n;
-      char *dec = sn_auth_base64_decode(auth, &n), *colon;
+      char *dec = sn_base64_decode(auth, &n), *colon;
 
       if (dec == NULL || (colon = memchr(dec, ':', n)) == NULL) {
         if (dec) {

@@ -21,10 +21,6 @@ char *sn_auth_dup_n(const char *s, size_t n);
 /* sn_auth_dup_n, lower-cased. */
 char *sn_auth_lower_dup(const char *s, size_t n);
 
-/* Decode standard base64 (padding optional) into a malloc'd,
- * NUL-terminated buffer of *outlen bytes; NULL if invalid. */
-char *sn_auth_base64_decode(const char *s, size_t *outlen);
-
 /* The CLOCK_MONOTONIC time. */
 struct timespec sn_auth_now_mono(void);
 

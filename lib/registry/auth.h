@@ -110,7 +110,4 @@ int sn_auth_header(struct sn_auth *a, const char *scope, char **hdr);
 int sn_auth_challenge(struct sn_auth *a, const char *www_authenticate,
                       const char *scope, const char *failed);
 
-/* Base64 (standard alphabet, padded) of [s, s+n), malloc'd. */
-char *sn_base64(const void *s, size_t n);
-
 #endif

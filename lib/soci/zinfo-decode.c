@@ -17,6 +17,7 @@
 
 #include "util/err.h"
 #include "soci/zinfo.h"
+#include "stargz/stargz.h"
 
 /* zlib takes uInt lengths: feed it at most this much at a time. */
 #define ZCHUNK ((size_t) 1 << 30)
@@ -207,6 +208,8 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
                         " expected", i, out_len, want_out);
   if (out_len == 0)
     return 0;
+  if (zi->compression == SN_COMP_ESTARGZ)
+    return sn_stargz_decode(zi, i, comp, comp_len, out, out_len);
   if (zi->compression == SN_COMP_GZIP) {
 #ifdef HAVE_ISAL
     if (fast && inflate_span_isal(&zi->cp[i], comp, comp_len, out,

@@ -19,6 +19,7 @@
 #include "util/le.h"
 #include "soci/zinfo.h"
 #include "dense/dense.h"
+#include "stargz/stargz.h"
 
 /* ---- the zinfo object --------------------------------------------------- */
 
@@ -34,6 +35,7 @@ sn_zinfo_free(struct sn_zinfo *zi)
       free(zi->cp[i].window);
   free(zi->cp);
   free(zi->winref);
+  free(zi->skip);
   free(zi);
 }
 
@@ -298,6 +300,8 @@ sn_zinfo_from_ztoc(const struct sn_ztoc *z)
     if (check_gzip_spans(zi) == -1)
       goto fail;
     return zi;
+  case SN_COMP_ESTARGZ:
+    return sn_stargz_zinfo(z);
   case SN_COMP_UNCOMPRESSED:
     zi = zinfo_of_tar(z);
     if (zi == NULL)
@@ -356,7 +360,7 @@ sn_zinfo_span(const struct sn_zinfo *zi, size_t i, struct sn_span *s)
   memset(s, 0, sizeof *s);
   if (i >= zi->nspans)
     return;
-  if (zi->compression == SN_COMP_GZIP) {
+  if (zi->compression != SN_COMP_UNCOMPRESSED) {
     const struct sn_checkpoint *c = &zi->cp[i];
 
     s->comp_start = c->in - (c->bits ? 1 : 0);
@@ -386,7 +390,7 @@ sn_zinfo_span_of(const struct sn_zinfo *zi, int64_t off)
   if (zi->nspans == 0 || off <= 0)
     return 0;
   hi = zi->nspans - 1;
-  if (zi->compression != SN_COMP_GZIP) {
+  if (zi->compression == SN_COMP_UNCOMPRESSED) {
     int64_t i = zi->span_size > 0 ? off / zi->span_size : 0;
     return (uint64_t) i < hi ? (size_t) i : hi;
   }

@@ -35,6 +35,12 @@ sn_layer_check_new(struct sn_layer *l)
     sn_oom();
     return NULL;
   }
+  if (l->zi->skip) {
+    free(c);
+    sn_set_error("an eStargz layer is checked chunk by chunk against its "
+                 "TOC, not whole");
+    return NULL;
+  }
   c->l = l;
   c->b = sn_ztoc_builder_new(l->z->compression, &bo);
   if (c->b == NULL) {

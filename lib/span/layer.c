@@ -171,6 +171,12 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     sn_set_error("%s: a dense table without its windows blob", l->name);
     goto fail;
   }
+  if (l->zi->skip && l->dir) {
+    /* eStargz chunks are checked only once decoded: the disk cache, which
+     * checks what it loads against compressed digests, is not used. */
+    free(l->dir);
+    l->dir = NULL;
+  }
   if (sn_zinfo_check_spans(l->zi) == -1) {
     sn_prefix_error("%s: ", l->name);
     goto fail;
@@ -388,6 +394,8 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
       return NULL;
     }
     layer_count(&l->bytes_fetched, clen);
+    if (l->zi->skip)            /* eStargz: checked once decoded */
+      return comp;
     sn_sha256(comp, clen, got);
     if (memcmp(want, got, SN_SHA256_LEN) == 0) {
       layer_count(&l->spans_verified, 1);
@@ -489,10 +497,33 @@ sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
   return span_comp(l, i, comp_out, clen_out, NULL, &pooled);
 }
 
+/* An eStargz chunk, decoded into out: its SHA-256 is the TOC's digest of
+ * it, else -1 (counted as a failed span). */
+static int
+stargz_check(struct sn_layer *l, size_t i, const uint8_t *out, size_t ulen)
+{
+  const struct sn_bytes *d = &l->z->span_digests[i];
+  uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
+  char gs[SN_DIGEST_STRLEN + 1];
+
+  sn_sha256(out, ulen, got);
+  if (sn_digest_parse(d->data, d->len, want) == 0 &&
+      memcmp(want, got, SN_SHA256_LEN) == 0) {
+    layer_count(&l->spans_verified, 1);
+    return 0;
+  }
+  layer_count(&l->spans_failed, 1);
+  sn_digest_format(got, gs);
+  return sn_set_error("chunk %zu of %s: the TOC says %.*s, its bytes hash "
+                      "to %s", i, l->name, (int) d->len, d->data, gs);
+}
+
 /* The span cache's loader: disk cache or source, verified, decoded (and
  * the compressed bytes copied for a background fetcher that asked).  With
  * a dense index the window comes first: it may wait for the span before
- * (layer-dense.c) while this span's bytes are still being fetched. */
+ * (layer-dense.c) while this span's bytes are still being fetched.  An
+ * eStargz chunk is checked once decoded, and fetched again (at most
+ * max_refetch times) when it does not match. */
 static int
 load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
 {
@@ -501,7 +532,7 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   struct sn_span s;
   size_t clen, ulen;
   bool pooled;
-  int r;
+  int r, tries = 0;
 
   sn_zinfo_span(l->zi, i, &s);
   ulen = s.uncomp_end > s.uncomp_start
@@ -536,6 +567,16 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   r = win ? sn_zinfo_decode_run(l->zi, i, i, win, comp, clen, out, ulen)
     : sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
   comp_free(comp, pooled ? l->comp_pool : NULL);
+  if (l->zi->skip && (r == -1 || stargz_check(l, i, out, ulen) == -1))
+    while (r = -1, tries++ < l->max_refetch) {
+      comp = fetch_verified(l, i, &s, clen, NULL, NULL);
+      if (comp == NULL)
+        break;
+      r = sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
+      free(comp);
+      if (r == 0 && (r = stargz_check(l, i, out, ulen)) == 0)
+        break;
+    }
   free(win);
   if (r == -1) {
     sn_prefix_error("span %zu of %s: ", i, l->name);

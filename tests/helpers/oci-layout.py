@@ -4,7 +4,9 @@
 #
 #   oci-layout.py layout DIR TAG LAYER...   an OCI layout with real diff_ids
 #                                           (umoci checks them); blobs are
-#                                           hard links to the layer files
+#                                           hard links to the layer files;
+#                                           LAYER.annotations.json, if there,
+#                                           gives the descriptor's annotations
 #   oci-layout.py strip SRC.tar DST.tar     drop system.* xattrs
 #   oci-layout.py umoci-norm IN.json OUT.json   known umoci differences
 #                                           (tests/helpers/mkfs-tree.py scan output)
@@ -69,8 +71,11 @@ def layout(out, tag, layers):
         dst = os.path.join(bd, d[7:])
         if not os.path.exists(dst):
             os.link(p, dst)
-        descs.append({"mediaType": MT["gz" if gz else "tar"], "digest": d,
-                      "size": os.path.getsize(p)})
+        desc = {"mediaType": MT["gz" if gz else "tar"], "digest": d,
+                "size": os.path.getsize(p)}
+        if os.path.exists(p + ".annotations.json"):   # e.g. an eStargz TOC digest
+            desc["annotations"] = json.load(open(p + ".annotations.json"))
+        descs.append(desc)
         diffs.append(sha_file(p, gz) if gz else d)
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                       "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()

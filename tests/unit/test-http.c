@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "registry/auth.h"
+#include "util/base64.h"
 #include "util/err.h"
 #include "registry/http.h"
 #include "registry/site.h"

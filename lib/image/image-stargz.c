@@ -1,0 +1,128 @@
+/* soci-nbd: eStargz layers of an image (docs/estargz.md) — a gzip layer
+ * whose manifest descriptor pins its TOC (containerd.io/snapshot/stargz/
+ * toc.digest) and that no dense table covers is served lazily from its own
+ * TOC: the footer and the TOC member are fetched at start-up (all layers
+ * at once), the TOC checked against the annotation, and the layer's
+ * chunks become its spans (lib/stargz/stargz.h). */
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/image-int.h"
+#include "registry/registry.h"
+#include "stargz/stargz.h"
+#include "util/err.h"
+#include "util/parallel.h"
+
+struct stargz_jobs {
+  struct sn_image *img;
+  struct sn_ztoc **ztocs;
+  size_t *layer;                /* the layers to load */
+  const char **toc_digest;      /* their annotations */
+};
+
+/* Footer, then TOC member, then the ztoc of layer l. */
+static struct sn_ztoc *
+load_toc(struct sn_image *img, struct img_layer *l, const char *toc_digest,
+         size_t *landmark)
+{
+  uint8_t footer[SN_STARGZ_FOOTER_LEN], *comp = NULL, *json = NULL;
+  int64_t toc_off, skip, clen;
+  struct sn_ztoc *z = NULL;
+  size_t jlen;
+
+  if (l->size < SN_STARGZ_FOOTER_LEN) {
+    sn_set_error("eStargz footer: the layer has %" PRId64 " bytes",
+                 l->size);
+    return NULL;
+  }
+  if (sn_registry_read_range(img->reg, l->digest, footer, sizeof footer,
+                             l->size - SN_STARGZ_FOOTER_LEN) == -1 ||
+      sn_stargz_footer_parse(footer, sizeof footer, l->size, &toc_off) == -1)
+    return NULL;
+  clen = l->size - SN_STARGZ_FOOTER_LEN - toc_off;
+  if (clen > SN_STARGZ_TOC_MAX_COMP) {
+    sn_set_error("eStargz TOC of %" PRId64 " bytes (at most %" PRId64 ")",
+                 clen, SN_STARGZ_TOC_MAX_COMP);
+    return NULL;
+  }
+  comp = malloc((size_t) clen);
+  if (comp == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  if (sn_registry_read_range(img->reg, l->digest, comp, (size_t) clen,
+                             toc_off) == 0 &&
+      sn_stargz_toc_extract(comp, (size_t) clen, &json, &jlen, &skip) == 0)
+    z = sn_stargz_ztoc(json, jlen, toc_digest, toc_off, skip, l->size,
+                       landmark);
+  free(comp);
+  free(json);
+  return z;
+}
+
+static int
+stargz_job(void *arg, size_t k)
+{
+  struct stargz_jobs *s = arg;
+  struct img_layer *l = &s->img->layers[s->layer[k]];
+  size_t landmark = 0;
+
+  s->ztocs[l->index] = load_toc(s->img, l, s->toc_digest[k], &landmark);
+  if (s->ztocs[l->index] == NULL)
+    return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
+  l->stargz_landmark = landmark;
+  l->stargz_toc = strdup(s->toc_digest[k]);
+  if (l->stargz_toc == NULL)
+    return sn_oom();
+  return 0;
+}
+
+int
+img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
+                struct sn_ztoc **ztocs)
+{
+  struct stargz_jobs s = { .img = img, .ztocs = ztocs };
+  size_t i, n = 0;
+  int r = -1;
+
+  if (img->no_stargz)
+    return 0;
+  s.layer = calloc(img->nlayers + 1, sizeof *s.layer);
+  s.toc_digest = calloc(img->nlayers + 1, sizeof *s.toc_digest);
+  if (s.layer == NULL || s.toc_digest == NULL) {
+    sn_oom();
+    goto out;
+  }
+  for (i = 0; i < img->nlayers && i < m->nlayers; i++) {
+    const struct sn_descriptor *d = &m->layers[i];
+    const char *toc = sn_annotation_get(d->annotations, d->nannotations,
+                                        SN_STARGZ_TOC_ANNOTATION);
+
+    if (toc && !ztocs[i] &&
+        sn_layer_kind(img->layers[i].media_type) == SN_LAYER_KIND_GZIP) {
+      s.layer[n] = i;
+      s.toc_digest[n++] = toc;
+    }
+  }
+  /* Two round trips each: all layers at once. */
+  if (sn_parallel_for(n, SN_IMAGE_FETCH_THREADS, stargz_job, &s) == -1) {
+    char *why = strdup(sn_error());   /* sn_set_error reuses its buffer */
+
+    sn_set_error("%s (estargz=false serves the layer without its TOC)",
+                 why ? why : "out of memory");
+    free(why);
+    goto out;
+  }
+  if (n)
+    img_logf(img, "eStargz: %zu of %zu layers served from their TOC", n,
+             img->nlayers);
+  r = 0;
+out:
+  free(s.layer);
+  free(s.toc_digest);
+  return r;
+}
