@@ -8,7 +8,9 @@
  * at most DENSE_BATCH compressed bytes, all under way at once, and decodes
  * them in order on one thread, so that each sub-span after the first finds
  * its window in the cache.  The read itself waits only for its own
- * sub-spans.  Shared state: layer-int.h. */
+ * sub-spans.  An eStargz layer's chunks (lib/stargz/stargz.h) are staged
+ * the same way; they decode on their own, with no window.  Shared state:
+ * layer-int.h. */
 #include <config.h>
 
 #include <stdatomic.h>
@@ -297,7 +299,7 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
                        &rf, &n);
     if (n == 0)
       break;
-    if (streaming) {
+    if (streaming && l->zi->winref) {
       size_t k;
 
       for (k = rf; k < rf + n; k++)

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "soci/zinfo.h"
 #include "span/layer.h"
 
 struct sn_bufpool;
@@ -117,6 +118,16 @@ static inline void
 layer_count(_Atomic uint64_t *c, uint64_t n)
 {
   atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* Spans of a few KiB to tens of KiB (a dense index's sub-spans, eStargz
+ * chunks): a read that misses stages the rest of its file, and streaming
+ * reads stage ahead (layer-dense.c), instead of the sequential readahead
+ * of layer-readahead.c. */
+static inline bool
+layer_fine(const struct sn_layer *l)
+{
+  return l->zi->winref != NULL || l->zi->skip != NULL;
 }
 
 /* layer.c: how many files of df start at or before off (the index of

@@ -371,7 +371,7 @@ layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
   l->ra_sequential = l->seq_bytes >= l->ra_trigger &&
     2 * l->seq_bytes >= l->seq_end - l->seq_start;
   /* A dense layer reads ahead by bytes, in layer_dense_note. */
-  if (!l->ra_sequential || l->ra_window == 0 || l->zi->winref)
+  if (!l->ra_sequential || l->ra_window == 0 || layer_fine(l))
     goto out;
   first = last + 1 > l->ra_next ? last + 1 : l->ra_next;
   end = last + 1 + l->ra_window;

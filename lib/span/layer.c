@@ -209,7 +209,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   sn_spancache_set_release(l->cache, release_span);
   layer_set_readahead(l, o->readahead_bytes, budget);
-  if (l->zi->winref) {          /* layer-dense.c stages and decodes */
+  if (layer_fine(l)) {          /* layer-dense.c stages and decodes */
     if (l->staging == NULL) {
       l->staging = calloc(l->zi->nspans, sizeof *l->staging);
       l->staged = calloc(l->zi->nspans, sizeof *l->staged);
@@ -687,7 +687,7 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
   last = sn_zinfo_span_of(l->zi, end - 1);
   if (buf)
     layer_readahead_note(l, off, len, last);
-  if (buf && l->zi->winref)
+  if (buf && layer_fine(l))
     layer_dense_note(l, off, len, first, last);
   for (i = first; i <= last && !hole; i += n) {
     n = last - i + 1;

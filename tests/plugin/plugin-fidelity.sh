@@ -53,19 +53,6 @@ fid_stop() {
 }
 now_ms() { date +%s%3N; }
 
-# mnt TYPE SOURCE DIR OPTIONS: mount and remember it (innermost first).
-mnt() {
-    mkdir -p "$3" && mount -t "$1" -o "$4" "$2" "$3" && MOUNTS="$3 $MOUNTS"
-}
-# fuse_export URI DIR: the export as the file DIR/img (nbdfuse, live).
-fuse_export() {
-    local i
-    mkdir -p "$2"
-    nbdfuse -r "$2/img" "$1" & PIDS="$PIDS $!"
-    MOUNTS="$2 $MOUNTS"
-    for i in $(seq 100); do [ -s "$2/img" ] && return 0; sleep 0.1; done
-    return 1
-}
 # umoci_tree LAYOUT OUT.json: umoci unpack, scanned and normalized.
 umoci_tree() {
     rm -rf "$TMP/bundle" &&

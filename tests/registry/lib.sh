@@ -432,6 +432,22 @@ plugin_start() {
     _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
 }
 
+# mnt TYPE SOURCE DIR OPTIONS: mount and remember it in MOUNTS (innermost
+# first; the caller unmounts them in that order).
+mnt() {
+    mkdir -p "$3" && mount -t "$1" -o "$4" "$2" "$3" && MOUNTS="$3 $MOUNTS"
+}
+# fuse_export URI DIR: the export as the file DIR/img (nbdfuse, live); its
+# pid joins PIDS and DIR joins MOUNTS.
+fuse_export() {
+    local i
+    mkdir -p "$2"
+    nbdfuse -r "$2/img" "$1" & PIDS="$PIDS $!"
+    MOUNTS="$2 $MOUNTS"
+    for i in $(seq 100); do [ -s "$2/img" ] && return 0; sleep 0.1; done
+    return 1
+}
+
 # plugin_stop SOCK [SECONDS]: a TAP check that the nbdkit plugin_start
 # started on SOCK stops: SIGTERM, then at most SECONDS (default STOP_WAIT,
 # or 20) for it to exit with status 0.  A server still alive is "not ok",
