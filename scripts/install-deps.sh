@@ -14,6 +14,7 @@ PACKAGES="
   docker-registry skopeo umoci apache2-utils
   debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod fuse3
   perl time bc strace crun
+  golang-go golang-github-containerd-stargz-snapshotter-dev
 "
 
 missing=""
