@@ -45,6 +45,7 @@ struct replay {
   uint64_t *planned;             /* per layer: uncompressed bytes planned */
   pthread_mutex_t lock;
   size_t next;                   /* the next item to load */
+  size_t landmarks;              /* eStargz layers with a landmark */
 };
 
 int
@@ -137,8 +138,9 @@ plan_spans(struct replay *p, size_t li, size_t first, size_t last, bool fill)
   return 0;
 }
 
-/* The record's ranges (of lazy layers) in order, then the SOCI prefetch
- * artifacts' spans (of layers with SOCI spans). */
+/* The record's ranges (of lazy layers) in order, then the eStargz layers'
+ * chunks before their landmarks, then the SOCI prefetch artifacts' spans
+ * (of layers with SOCI spans). */
 static int
 plan(struct replay *p)
 {
@@ -185,8 +187,8 @@ plan(struct replay *p)
     const struct sn_zinfo *zi;
     uint64_t end;
 
-    if (!img->layers[li].lazy)
-      continue;
+    if (!img->layers[li].lazy || img->layers[li].stargz_toc)
+      continue;                 /* tar ranges: not an eStargz layer's */
     zi = sn_layer_zinfo(img->layers[li].layer);
     end = g->off + g->len;      /* inside the layer: bound */
     /* The read checks its file's header first: replay that too. */
@@ -195,6 +197,15 @@ plan(struct replay *p)
                    sn_zinfo_span_of(zi, (int64_t) end - 1), true) == -1)
       goto out;
   }
+  /* An eStargz layer's chunks before its prefetch landmark: what its
+   * builder was told a start reads (prefetch=auto). */
+  for (i = 0; img->prefetch == SN_PREFETCH_AUTO && i < img->nlayers; i++)
+    if (img->layers[i].lazy && img->layers[i].stargz_landmark > 0) {
+      p->landmarks++;
+      if (plan_spans(p, i, 0, img->layers[i].stargz_landmark - 1, false)
+          == -1)
+        goto out;
+    }
   for (i = 0; i < img->nlayers; i++)
     for (k = 0; k < img->layers[i].npf; k++)
       if (plan_spans(p, i, (size_t) img->layers[i].pf[k].start,
@@ -269,8 +280,12 @@ img_replay_run(struct sn_image *img)
     img_logf(img, "warning: prefetch not replayed: %s", sn_error());
   else if (p.n > 0) {
     __atomic_store_n(&img->replay_items, p.n, __ATOMIC_RELEASE);
-    img_logf(img, "replaying %zu runs of spans (%s)", p.n,
-             img->record.nranges ? "prefetch record" : "prefetch artifacts");
+    img_logf(img, "replaying %zu runs of spans (%s%s%s%s%s)", p.n,
+             img->record.nranges ? "prefetch record" : "",
+             img->record.nranges && (p.landmarks || img->npf_docs)
+             ? ", " : "", p.landmarks ? "eStargz landmarks" : "",
+             p.landmarks && img->npf_docs ? ", " : "",
+             img->npf_docs ? "prefetch artifacts" : "");
     for (i = 0; i + 1 < REPLAY_THREADS && i + 1 < p.n; i++)
       if (pthread_create(&tid[nt], NULL, replay_thread, &p) == 0)
         nt++;

@@ -568,7 +568,9 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
-  if (rd->img->recorder)
+  /* A record names tar ranges: an eStargz layer's offsets are not (its
+   * TOC's landmark is its start-up prefetch). */
+  if (rd->img->recorder && !l->stargz_toc)
     sn_recorder_note(rd->img->recorder, l->index, off, len);
   return 0;
 }

@@ -177,4 +177,35 @@ check_fails "a TOC digest annotation that does not match: refused start" \
     "layer 0 (sha256:[0-9a-f]*): eStargz TOC: its digest is sha256:[0-9a-f]*, the manifest says sha256:0000" \
     nbdkit -U - -r "$PLUGIN" "oci-layout:$TMP/laybad:img" --run true
 
+# ---- 4. the prefetch landmark ----------------------------------------------------
+check "an eStargz layer with data/size-300000 prioritized (before the landmark)" \
+    "$MK" "$TMP/L1.tar" "$TMP/P1.tar.gz" 16384 data/size-300000
+$OCIPY layout "$TMP/layp" img "$TMP/P1.tar.gz"
+# Chunks up to and including the landmark's, from the TOC.
+NPRE=$(python3 - "$TMP/P1.tar.gz" <<'PY'
+import json, sys, zlib
+b = open(sys.argv[1], "rb").read()
+off = int(b[-51:][16:32], 16)
+d = zlib.decompressobj(31).decompress(b[off:-51])
+toc = json.loads(d[512:512 + int(d[124:136].rstrip(b"\0 "), 8)])
+mark = [e["offset"] for e in toc["entries"] if e["name"] == ".prefetch.landmark"][0]
+print(len([e for e in toc["entries"] if 0 < e.get("offset", 0) <= mark]))
+PY
+)
+done_prefetch() {  # STATS: the prefetch thread has finished
+    python3 -c 'import json,sys; sys.exit(not json.load(open(sys.argv[1]))["prefetch_done"])' "$1" 2>/dev/null
+}
+NBDKIT_OPTS=-v check "server, prefetch=auto (the default)" plugin_start "$SOCK" \
+    "oci-layout:$TMP/layp:img" stats-file="$TMP/stp.json"
+_reg_wait_for 20 done_prefetch "$TMP/stp.json"
+plugin_stop "$SOCK"
+check "... replayed the $NPRE chunks up to the landmark, before any read" bash -c "
+    grep -q 'replaying [0-9]* runs of spans (eStargz landmarks)' '$SOCK.log' &&
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not s[\"replay_spans\"] == $NPRE)' '$TMP/stp.json'"
+check "server, prefetch=none" plugin_start "$SOCK" "oci-layout:$TMP/layp:img" \
+    stats-file="$TMP/stn.json" prefetch=none
+sleep 1.5
+plugin_stop "$SOCK"
+check "... replayed nothing" stats_ok "$TMP/stn.json" "s['replay_spans'] == 0 and s['spans_fetched'] == 0"
+
 finish
