@@ -53,6 +53,7 @@ static struct sn_recorder *recorder;
 static bool layer_check = true;
 static bool use_dense = true;
 static bool use_stargz = true;
+static bool use_zchunked = true;
 static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
 
 static struct sn_image *img;
@@ -253,6 +254,13 @@ config_image_key(const char *key, const char *value)
       return -1;
     use_stargz = r;
   }
+  else if (strcmp(key, "zstd-chunked") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    use_zchunked = r;
+  }
   else if (strcmp(key, "verify") == 0) {
     int r = nbdkit_parse_bool(value);
 
@@ -427,6 +435,8 @@ soci_config_complete(void)
   "                     aware fetching, no ztoc download\n" \
   "estargz=true|false   serve an eStargz layer lazily from its own TOC\n" \
   "                     when the manifest pins it (default true)\n" \
+  "zstd-chunked=true|false  the same for a zstd:chunked layer and its\n" \
+  "                     manifest (default true)\n" \
   "cache-dir=DIR        keep whole layers and verified spans in DIR\n" \
   "cache-dir-size=SIZE  bound DIR to SIZE bytes, least recently used\n" \
   "                     files evicted first (default: unbounded)\n" \
@@ -516,6 +526,7 @@ soci_get_ready(void)
     .allow_v1 = soci_v1,
     .no_dense = !use_dense,
     .no_stargz = !use_stargz,
+    .no_zchunked = !use_zchunked,
     .cache_dir = cache_dir,
     .cache_size = cache_size,
     .cache_dir_size = cache_dir_size,

@@ -41,8 +41,10 @@ struct img_layer {
   char *ztoc_digest;            /* the ztoc it is served with, or NULL */
   char *windows_digest;         /* served with a dense index: its windows
                                  * blob (ztoc_digest is its table) */
-  char *stargz_toc;             /* served from its eStargz TOC: the TOC's
+  char *stargz_toc;             /* served from its own TOC (eStargz, or
+                                 * zstd:chunked if zchunked): the TOC's
                                  * digest (ztoc_digest is NULL) */
+  bool zchunked;
   size_t stargz_landmark;       /* its chunks before the prefetch
                                  * landmark (0: none) */
   bool lazy;
@@ -82,6 +84,7 @@ struct sn_image {
   bool layer_check;
   bool no_dense;
   bool no_stargz;
+  bool no_zchunked;
   char *dense_digest;           /* the dense index used, or NULL */
   size_t npf_docs;              /* prefetch artifacts used */
   pthread_t bg;
@@ -122,9 +125,11 @@ struct sn_ztoc *img_fetch_whole(struct sn_image *img, struct img_layer *l,
 int img_load_dense(struct sn_image *img, const struct sn_manifest *m,
                    struct sn_ztoc **ztocs);
 
-/* image-stargz.c: put the ztoc (lib/stargz/stargz.h) of each gzip layer
- * of manifest m that has an eStargz TOC annotation and no ztoc yet in
- * ztocs[i] (caller frees) and set its stargz_toc.  0 or -1 (err.h). */
+/* image-stargz.c: put the ztoc (lib/stargz/stargz.h) of each layer of
+ * manifest m that has no ztoc yet and pins its own TOC (a gzip layer with
+ * an eStargz TOC digest, a zstd layer with zstd:chunked manifest
+ * annotations) in ztocs[i] (caller frees) and set its stargz_toc.  0 or
+ * -1 (err.h). */
 int img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
                     struct sn_ztoc **ztocs);
 

@@ -1,8 +1,8 @@
-/* soci-nbd: eStargz layers of an image (docs/estargz.md) — a gzip layer
- * whose manifest descriptor pins its TOC (containerd.io/snapshot/stargz/
- * toc.digest) and that no dense table covers is served lazily from its own
- * TOC: the footer and the TOC member are fetched at start-up (all layers
- * at once), the TOC checked against the annotation, and the layer's
+/* soci-nbd: the TOC-indexed layers of an image — an eStargz layer (gzip,
+ * docs/estargz.md) or a zstd:chunked one (zstd, docs/zstd-chunked.md)
+ * whose manifest descriptor pins its TOC, and that no dense table covers,
+ * is served lazily from its own TOC: the TOC is fetched at start-up (all
+ * layers at once) and checked against the annotation, and the layer's
  * chunks become its spans (lib/stargz/stargz.h). */
 #include <config.h>
 
@@ -21,7 +21,9 @@ struct stargz_jobs {
   struct sn_image *img;
   struct sn_ztoc **ztocs;
   size_t *layer;                /* the layers to load */
-  const char **toc_digest;      /* their annotations */
+  const char **toc_digest;      /* their TOC digest annotations */
+  const char **position;        /* zstd:chunked: the manifest position;
+                                 * NULL for eStargz */
 };
 
 /* Footer, then TOC member, then the ztoc of layer l. */
@@ -64,6 +66,36 @@ load_toc(struct sn_image *img, struct img_layer *l, const char *toc_digest,
   return z;
 }
 
+/* The compressed manifest where position says, checked, then the ztoc of
+ * zstd:chunked layer l. */
+static struct sn_ztoc *
+load_zchunked(struct sn_image *img, struct img_layer *l, const char *checksum,
+              const char *position, size_t *landmark)
+{
+  int64_t off, clen, ulen;
+  uint8_t *comp, *json = NULL;
+  struct sn_ztoc *z = NULL;
+  size_t jlen;
+
+  if (sn_zchunked_position_parse(position, l->size, &off, &clen, &ulen) == -1)
+    return NULL;
+  comp = malloc((size_t) clen);
+  if (comp == NULL) {
+    sn_oom();
+    return NULL;
+  }
+  /* The chunks end where the manifest's skippable frame starts (its
+   * 8-byte header before the position). */
+  if (sn_registry_read_range(img->reg, l->digest, comp, (size_t) clen,
+                             off) == 0 &&
+      sn_zchunked_toc_extract(comp, (size_t) clen, ulen, checksum, &json,
+                              &jlen) == 0)
+    z = sn_zchunked_ztoc(json, jlen, off - 8, landmark);
+  free(comp);
+  free(json);
+  return z;
+}
+
 static int
 stargz_job(void *arg, size_t k)
 {
@@ -71,10 +103,13 @@ stargz_job(void *arg, size_t k)
   struct img_layer *l = &s->img->layers[s->layer[k]];
   size_t landmark = 0;
 
-  s->ztocs[l->index] = load_toc(s->img, l, s->toc_digest[k], &landmark);
+  s->ztocs[l->index] = s->position[k]
+    ? load_zchunked(s->img, l, s->toc_digest[k], s->position[k], &landmark)
+    : load_toc(s->img, l, s->toc_digest[k], &landmark);
   if (s->ztocs[l->index] == NULL)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
   l->stargz_landmark = landmark;
+  l->zchunked = s->position[k] != NULL;
   l->stargz_toc = strdup(s->toc_digest[k]);
   if (l->stargz_toc == NULL)
     return sn_oom();
@@ -89,22 +124,40 @@ img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
   size_t i, n = 0;
   int r = -1;
 
-  if (img->no_stargz)
-    return 0;
   s.layer = calloc(img->nlayers + 1, sizeof *s.layer);
   s.toc_digest = calloc(img->nlayers + 1, sizeof *s.toc_digest);
-  if (s.layer == NULL || s.toc_digest == NULL) {
+  s.position = calloc(img->nlayers + 1, sizeof *s.position);
+  if (s.layer == NULL || s.toc_digest == NULL || s.position == NULL) {
     sn_oom();
     goto out;
   }
   for (i = 0; i < img->nlayers && i < m->nlayers; i++) {
     const struct sn_descriptor *d = &m->layers[i];
-    const char *toc = sn_annotation_get(d->annotations, d->nannotations,
-                                        SN_STARGZ_TOC_ANNOTATION);
+    enum sn_layer_kind k = sn_layer_kind(img->layers[i].media_type);
+    const char *toc = NULL, *pos = NULL;
 
-    if (toc && !ztocs[i] &&
-        sn_layer_kind(img->layers[i].media_type) == SN_LAYER_KIND_GZIP) {
+    if (ztocs[i])
+      continue;
+    if (k == SN_LAYER_KIND_GZIP && !img->no_stargz)
+      toc = sn_annotation_get(d->annotations, d->nannotations,
+                              SN_STARGZ_TOC_ANNOTATION);
+    else if (k == SN_LAYER_KIND_ZSTD && !img->no_zchunked) {
+      toc = sn_annotation_get(d->annotations, d->nannotations,
+                              SN_ZCHUNKED_CHECKSUM_ANNOTATION2);
+      pos = sn_annotation_get(d->annotations, d->nannotations,
+                              SN_ZCHUNKED_POSITION_ANNOTATION2);
+      if (toc == NULL || pos == NULL) {
+        toc = sn_annotation_get(d->annotations, d->nannotations,
+                                SN_ZCHUNKED_CHECKSUM_ANNOTATION);
+        pos = sn_annotation_get(d->annotations, d->nannotations,
+                                SN_ZCHUNKED_POSITION_ANNOTATION);
+      }
+      if (pos == NULL)
+        toc = NULL;
+    }
+    if (toc) {
       s.layer[n] = i;
+      s.position[n] = pos;
       s.toc_digest[n++] = toc;
     }
   }
@@ -112,17 +165,20 @@ img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
   if (sn_parallel_for(n, SN_IMAGE_FETCH_THREADS, stargz_job, &s) == -1) {
     char *why = strdup(sn_error());   /* sn_set_error reuses its buffer */
 
-    sn_set_error("%s (estargz=false serves the layer without its TOC)",
-                 why ? why : "out of memory");
+    sn_set_error("%s (%s serves the layer without its TOC)",
+                 why ? why : "out of memory",
+                 why && strstr(why, "zstd:chunked") ? "zstd-chunked=false"
+                 : "estargz=false");
     free(why);
     goto out;
   }
   if (n)
-    img_logf(img, "eStargz: %zu of %zu layers served from their TOC", n,
-             img->nlayers);
+    img_logf(img, "eStargz, zstd:chunked: %zu of %zu layers served from "
+             "their TOC", n, img->nlayers);
   r = 0;
 out:
   free(s.layer);
   free(s.toc_digest);
+  free(s.position);
   return r;
 }

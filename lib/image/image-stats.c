@@ -117,7 +117,8 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_json_member_int(w, "replay_bytes", ls.replay_bytes);
   sn_json_member_int(w, "replay_used_bytes", ls.replay_used_bytes);
   if (l->stargz_toc)
-    sn_json_member_string(w, "estargz_toc", l->stargz_toc);
+    sn_json_member_string(w, l->zchunked ? "zstd_chunked_manifest"
+                          : "estargz_toc", l->stargz_toc);
   if (l->windows_digest) {
     sn_json_member_string(w, "dense_windows", l->windows_digest);
     sn_json_member_int(w, "windows_fetched", ls.windows_fetched);

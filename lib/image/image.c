@@ -254,9 +254,9 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
   for (i = 0; i < img->nlayers && ztocs[i]; i++)
     ;
   if (img->index_digest && i == img->nlayers)
-    img_logf(img, "SOCI index %s not fetched: the dense index and eStargz "
-             "TOCs cover every layer (dense=false and estargz=false use it)",
-             img->index_digest);
+    img_logf(img, "SOCI index %s not fetched: the dense index and the "
+             "layers' own TOCs cover every layer (dense=false, estargz=false "
+             "and zstd-chunked=false use it)", img->index_digest);
   else if (img->index_digest && img_load_index(img, m, ztocs) == -1)
     goto out;
 
@@ -361,6 +361,7 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   img->layer_check = !o->no_layer_check;
   img->no_dense = o->no_dense;
   img->no_stargz = o->no_stargz;
+  img->no_zchunked = o->no_zchunked;
   if (o->cache_dir) {
     img->disk = sn_diskcache_open(o->cache_dir, o->cache_dir_size,
                                   img->log, img->opaque);
@@ -511,6 +512,7 @@ sn_image_layer_served(const struct sn_image *img, size_t i)
   if (i >= img->nlayers || !img->layers[i].lazy)
     return "whole";
   return img->layers[i].windows_digest ? "lazy-dense"
+    : img->layers[i].zchunked ? "lazy-zstd-chunked"
     : img->layers[i].stargz_toc ? "lazy-estargz" : "lazy-soci";
 }
 

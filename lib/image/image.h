@@ -59,6 +59,8 @@ struct sn_image_opts {
   bool no_dense;                /* ignore the image's dense index
                                  * (docs/dense-index.md) */
   bool no_stargz;               /* ignore eStargz TOCs (docs/estargz.md) */
+  bool no_zchunked;             /* ignore zstd:chunked manifests
+                                 * (docs/zstd-chunked.md) */
   const char *cache_dir;        /* whole layers and verified spans; NULL:
                                  * temporary files, no disk span cache */
   uint64_t cache_size;          /* memory span cache per layer; 0: default */
@@ -98,7 +100,7 @@ void sn_image_free(struct sn_image *img);
 size_t sn_image_nlayers(const struct sn_image *img);
 const char *sn_image_layer_digest(const struct sn_image *img, size_t i);
 /* How layer i is served: "lazy-dense" (the dense index), "lazy-estargz"
- * (its own eStargz TOC), "lazy-soci" (a SOCI ztoc) or "whole" (downloaded
+ * or "lazy-zstd-chunked" (its own TOC), "lazy-soci" (a SOCI ztoc) or "whole" (downloaded
  * whole: no index covers it, or it is zstd). */
 const char *sn_image_layer_served(const struct sn_image *img, size_t i);
 

@@ -208,7 +208,7 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
                         " expected", i, out_len, want_out);
   if (out_len == 0)
     return 0;
-  if (zi->compression == SN_COMP_ESTARGZ)
+  if (zi->skip)                 /* eStargz, zstd:chunked */
     return sn_stargz_decode(zi, i, comp, comp_len, out, out_len);
   if (zi->compression == SN_COMP_GZIP) {
 #ifdef HAVE_ISAL

@@ -301,6 +301,7 @@ sn_zinfo_from_ztoc(const struct sn_ztoc *z)
       goto fail;
     return zi;
   case SN_COMP_ESTARGZ:
+  case SN_COMP_ZSTD_CHUNKED:
     return sn_stargz_zinfo(z);
   case SN_COMP_UNCOMPRESSED:
     zi = zinfo_of_tar(z);

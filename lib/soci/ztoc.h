@@ -23,8 +23,8 @@ struct sn_bytes {
 enum sn_compression {
   SN_COMP_GZIP = 1,         /* FlatBuffers default: not written */
   SN_COMP_UNCOMPRESSED = 2, /* checkpoints hold a nested TarZinfo */
-  SN_COMP_ESTARGZ = 3,      /* in memory only, never encoded: an eStargz
-                             * layer's TOC (lib/stargz/stargz.h) */
+  SN_COMP_ESTARGZ = 3,      /* in memory only, never encoded: an eStargz */
+  SN_COMP_ZSTD_CHUNKED = 4, /* or zstd:chunked layer's TOC (stargz.h) */
 };
 
 /* One PAX record of the entry's local extended header, verbatim. */

@@ -1,7 +1,8 @@
-/* soci-nbd: an eStargz layer's chunks at run time (stargz.h): the span
- * geometry of its chunk table, and the decode of one chunk — a gzip member
- * inflated from its start, the bytes before the chunk dropped, no more
- * produced than the chunk needs.  The caller checks the result against
+/* soci-nbd: an eStargz or zstd:chunked layer's chunks at run time
+ * (stargz.h): the span geometry of its chunk table, and the decode of one
+ * chunk — a gzip member inflated, or zstd frames decompressed, from its
+ * start, the bytes before the chunk dropped, no more produced than the
+ * chunk needs.  The caller checks the result against
  * the chunk's digest (lib/span/layer.c). */
 #include <config.h>
 
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include "stargz/stargz.h"
 #include "util/err.h"
@@ -44,7 +46,7 @@ sn_stargz_zinfo(const struct sn_ztoc *z)
     sn_oom();
     return NULL;
   }
-  zi->compression = SN_COMP_ESTARGZ;
+  zi->compression = z->compression;
   zi->nspans = n;
   zi->compressed_size = z->compressed_size;
   zi->uncompressed_size = z->uncompressed_size;
@@ -66,12 +68,55 @@ sn_stargz_zinfo(const struct sn_ztoc *z)
       return NULL;
     }
   }
-  if (zi->cp[n - 1].out >= z->uncompressed_size) {
+  /* Only a layer with no data at all has an empty (last and only)
+   * chunk. */
+  if (zi->cp[n - 1].out >= z->uncompressed_size &&
+      (n > 1 || z->uncompressed_size != 0)) {
     sn_set_error("eStargz chunk table: the last chunk is empty");
     sn_zinfo_free(zi);
     return NULL;
   }
   return zi;
+}
+
+/* zstd:chunked: the frames from the chunk's start, skip bytes dropped,
+ * out_len bytes kept. */
+static int
+zstd_chunk(size_t i, int64_t skip, const uint8_t *comp, size_t comp_len,
+           uint8_t *out, size_t out_len)
+{
+  uint8_t scratch[16384];
+  ZSTD_inBuffer in = { comp, comp_len, 0 };
+  ZSTD_outBuffer o;
+  ZSTD_DStream *ds = ZSTD_createDStream();
+  size_t r = 1;
+
+  if (ds == NULL)
+    return sn_oom();
+  while (skip > 0) {
+    o = (ZSTD_outBuffer) { scratch, skip < (int64_t) sizeof scratch
+                           ? (size_t) skip : sizeof scratch, 0 };
+    r = ZSTD_decompressStream(ds, &o, &in);
+    skip -= (int64_t) o.pos;
+    if (ZSTD_isError(r) || (o.pos == 0 && in.pos == in.size))
+      break;
+  }
+  o = (ZSTD_outBuffer) { out, out_len, 0 };
+  while (skip == 0 && o.pos < o.size && !ZSTD_isError(r)) {
+    size_t before = o.pos, used = in.pos;
+
+    r = ZSTD_decompressStream(ds, &o, &in);
+    if (o.pos == before && in.pos == used)
+      break;                    /* no progress: the input ran out */
+  }
+  ZSTD_freeDStream(ds);
+  if (ZSTD_isError(r))
+    return sn_set_error("chunk %zu: corrupt zstd frame (%s)", i,
+                        ZSTD_getErrorName(r));
+  if (skip != 0 || o.pos != out_len)
+    return sn_set_error("chunk %zu: its zstd frames end %zu bytes short", i,
+                        out_len - o.pos + (size_t) skip);
+  return 0;
 }
 
 int
@@ -84,8 +129,10 @@ sn_stargz_decode(const struct sn_zinfo *zi, size_t i, const uint8_t *comp,
   int r = Z_OK;
 
   if (zi->skip == NULL || i >= zi->nspans)
-    return sn_set_error("chunk %zu: not an eStargz chunk", i);
+    return sn_set_error("chunk %zu: not a TOC-indexed layer's chunk", i);
   skip = zi->skip[i];
+  if (zi->compression == SN_COMP_ZSTD_CHUNKED)
+    return zstd_chunk(i, skip, comp, comp_len, out, out_len);
   memset(&zs, 0, sizeof zs);
   if (inflateInit2(&zs, 16 + 15) != Z_OK)
     return sn_oom();

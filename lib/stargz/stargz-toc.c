@@ -1,9 +1,10 @@
-/* soci-nbd: an eStargz layer's footer and table of contents, read into the
- * library's layer model (stargz.h, docs/estargz.md): the footer gives the
- * TOC's offset, the TOC member gives the JSON, which is checked against the
- * manifest's TOC digest before a byte of it is believed, then turned into
- * a ztoc whose offsets are positions in the layer's file data space and
- * whose spans are the layer's chunks. */
+/* soci-nbd: the table of contents of an eStargz or zstd:chunked layer (the
+ * same JSON schema), read into the library's layer model (stargz.h,
+ * docs/estargz.md, docs/zstd-chunked.md): a ztoc whose offsets are
+ * positions in the layer's file data space and whose spans are the
+ * layer's chunks.  The JSON is believed only once its digest matched what
+ * the image manifest pins (here for eStargz; for zstd:chunked the
+ * compressed manifest is checked where it is found, stargz-find.c). */
 #include <config.h>
 
 #include <inttypes.h>
@@ -11,174 +12,12 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <zlib.h>
 
-#include "soci/tar.h"
 #include "stargz/stargz.h"
 #include "util/base64.h"
 #include "util/digest.h"
 #include "util/err.h"
 #include "util/le.h"
-
-/* ---- footer ------------------------------------------------------------ */
-
-int
-sn_stargz_footer_parse(const uint8_t *p, size_t len, int64_t blob_size,
-                       int64_t *toc_off)
-{
-  int64_t off = 0;
-  size_t i;
-
-  if (len != SN_STARGZ_FOOTER_LEN || blob_size < SN_STARGZ_FOOTER_LEN)
-    return sn_set_error("eStargz footer: %zu bytes, %d expected", len,
-                        SN_STARGZ_FOOTER_LEN);
-  /* gzip header with FEXTRA only; XLEN 26 = one subfield "SG" of 22. */
-  if (p[0] != 0x1f || p[1] != 0x8b || p[2] != 8 || p[3] != 4 ||
-      sn_get_le(p + 10, 2) != 26 || p[12] != 'S' || p[13] != 'G' ||
-      sn_get_le(p + 14, 2) != 22 || memcmp(p + 32, "STARGZ", 6) != 0)
-    return sn_set_error("eStargz footer: no STARGZ subfield");
-  for (i = 16; i < 32; i++) {
-    int c = p[i], v = c >= '0' && c <= '9' ? c - '0'
-      : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-
-    if (v < 0)
-      return sn_set_error("eStargz footer: TOC offset is not 16 lowercase "
-                          "hex digits");
-    if (off > (INT64_MAX >> 4))
-      return sn_set_error("eStargz footer: TOC offset overflows");
-    off = off << 4 | v;
-  }
-  if (off >= blob_size - SN_STARGZ_FOOTER_LEN)
-    return sn_set_error("eStargz footer: TOC offset %" PRId64 " is past "
-                        "the layer's payload (%" PRId64 " bytes)", off,
-                        blob_size - SN_STARGZ_FOOTER_LEN);
-  *toc_off = off;
-  return 0;
-}
-
-/* ---- the TOC member ---------------------------------------------------- */
-
-/* The first tar entry of the TOC member (sn_tar_parser callback). */
-struct toc_entry {
-  bool seen;
-  bool ok;
-  int64_t data, size;
-};
-
-static int
-first_entry(void *opaque, const struct sn_tar_entry *e)
-{
-  struct toc_entry *t = opaque;
-  char name[64];
-  int n;
-
-  if (t->seen)
-    return 0;
-  t->seen = true;
-  n = sn_path_clean(e->name.data, e->name.len, name, sizeof name);
-  t->ok = e->typeflag == '0' && n >= 0 &&
-    strcmp(name, SN_STARGZ_TOC_NAME) == 0;
-  t->data = e->data_offset;
-  t->size = e->size;
-  return 0;
-}
-
-int
-sn_stargz_toc_extract(const uint8_t *comp, size_t comp_len, uint8_t **json,
-                      size_t *json_len, int64_t *skip)
-{
-  /* The tar stream: headers (PAX included), the JSON, padding, the end. */
-  size_t cap = SN_STARGZ_TOC_MAX_JSON + ((size_t) 2 << 20), have = 0;
-  struct toc_entry t = { 0 };
-  struct sn_tar_parser *tp = NULL;
-  uint8_t *out = NULL;
-  z_stream zs;
-  int r, ret = -1;
-
-  memset(&zs, 0, sizeof zs);
-  if (inflateInit2(&zs, 16 + 15) != Z_OK)
-    return sn_oom();
-  /* Grow as it inflates: the member's own size bounds the first guess. */
-  {
-    size_t guess = comp_len < cap / 8 ? comp_len * 8 + 4096 : cap;
-
-    out = malloc(guess);
-    if (out == NULL) {
-      sn_oom();
-      goto out;
-    }
-    zs.next_out = out;
-    zs.avail_out = (uInt) guess;
-    zs.next_in = (Bytef *) comp;
-    zs.avail_in = comp_len > UINT32_MAX ? UINT32_MAX : (uInt) comp_len;
-    for (;;) {
-      r = inflate(&zs, Z_NO_FLUSH);
-      have = guess - zs.avail_out;
-      if (r == Z_STREAM_END)
-        break;
-      if (r != Z_OK && r != Z_BUF_ERROR) {
-        sn_set_error("eStargz TOC: corrupt gzip member (%s)",
-                     zs.msg ? zs.msg : "zlib error");
-        goto out;
-      }
-      if (zs.avail_out == 0) {
-        uint8_t *bigger;
-
-        if (guess >= cap) {
-          sn_set_error("eStargz TOC: more than %zu bytes inflated", cap);
-          goto out;
-        }
-        guess = guess > cap / 2 ? cap : guess * 2;
-        bigger = realloc(out, guess);
-        if (bigger == NULL) {
-          sn_oom();
-          goto out;
-        }
-        out = bigger;
-        zs.next_out = out + have;
-        zs.avail_out = (uInt) (guess - have);
-      }
-      else if (zs.avail_in == 0) {
-        sn_set_error("eStargz TOC: the member is truncated");
-        goto out;
-      }
-    }
-  }
-  tp = sn_tar_parser_new(first_entry, &t);
-  if (tp == NULL)
-    goto out;
-  if (sn_tar_parser_feed(tp, out, have) == -1) {
-    sn_prefix_error("eStargz TOC: ");
-    goto out;
-  }
-  if (!t.seen || !t.ok) {
-    sn_set_error("eStargz TOC: the member does not start with the regular "
-                 "file " SN_STARGZ_TOC_NAME);
-    goto out;
-  }
-  if (t.size < 0 || (uint64_t) t.size > SN_STARGZ_TOC_MAX_JSON ||
-      t.data < 0 || t.data > (int64_t) have ||
-      (uint64_t) t.size > have - (size_t) t.data) {
-    sn_set_error("eStargz TOC: its JSON (%" PRId64 " bytes) is not all in "
-                 "the member", t.size);
-    goto out;
-  }
-  *json = malloc((size_t) t.size + 1);
-  if (*json == NULL) {
-    sn_oom();
-    goto out;
-  }
-  memcpy(*json, out + t.data, (size_t) t.size);
-  (*json)[t.size] = 0;
-  *json_len = (size_t) t.size;
-  *skip = t.data;
-  ret = 0;
-out:
-  sn_tar_parser_free(tp);
-  free(out);
-  inflateEnd(&zs);
-  return ret;
-}
 
 /* ---- the TOC ------------------------------------------------------------- */
 
@@ -368,12 +207,15 @@ add_reg_chunks(struct toc_build *b, json_t *ents, size_t *k, int64_t size,
     if (coff != covered)
       return sn_set_error("entry %zu: chunk at file offset %" PRId64 ", %"
                           PRId64 " expected", e, coff, covered);
-    d = json_object_get(o, "chunkDigest");
-    if (!json_is_string(d))
-      return sn_set_error("entry %zu: a chunk without chunkDigest (not "
-                          "eStargz)", e);
     if (csize == 0 || csize > size - covered)
       csize = size - covered;     /* the last chunk may leave it out */
+    d = json_object_get(o, "chunkDigest");
+    /* A file in one chunk: zstd:chunked gives only the file's digest. */
+    if (d == NULL && e == *k && csize == size)
+      d = json_object_get(o, "digest");
+    if (!json_is_string(d))
+      return sn_set_error("entry %zu: a chunk without chunkDigest (a "
+                          "legacy stargz TOC?)", e);
     if (add_chunk(b, in, skip, csize, json_string_value(d),
                   json_string_length(d), e) == -1)
       return -1;
@@ -437,7 +279,7 @@ add_entry(struct toc_build *b, json_t *ents, size_t *e)
     return sn_set_error("entry %zu: type \"%s\" %s", *e, tname,
                         strcmp(tname, "chunk") == 0
                         ? "without its regular file before it"
-                        : "is not one eStargz has");
+                        : "is not a TOC entry type");
   if (f->mod_time.len &&
       sn_mod_time_parse(f->mod_time.data, f->mod_time.len, &f->mtime_sec,
                         &f->mtime_nsec) == -1)
@@ -485,16 +327,105 @@ add_toc_file(struct toc_build *b, const char *toc_digest, int64_t skip,
                    strlen(toc_digest), b->z->nfiles - 1);
 }
 
+/* The ztoc of kind from a TOC's JSON: chunks before payload_end, the last
+ * one's range ending at compressed_size; for eStargz also the TOC itself
+ * as the last chunk and the file stargz.index.json (toc_digest, toc_skip).
+ * The JSON's digest is the caller's business. */
+static struct sn_ztoc *
+toc_ztoc(const uint8_t *json, size_t json_len, enum sn_compression kind,
+         int64_t payload_end, int64_t compressed_size, const char *toc_digest,
+         int64_t toc_skip, size_t *landmark)
+{
+  struct toc_build b = { .last_in = -1, .payload_end = payload_end };
+  json_t *root = NULL, *ents;
+  json_error_t je;
+  size_t e, n;
+  const char *what = kind == SN_COMP_ESTARGZ ? "eStargz TOC"
+    : "zstd:chunked manifest";
+
+  root = json_loadb((const char *) json, json_len, JSON_REJECT_DUPLICATES,
+                    &je);
+  if (root == NULL) {
+    sn_set_error("%s: not JSON: %s (line %d)", what, je.text, je.line);
+    return NULL;
+  }
+  ents = json_object_get(root, "entries");
+  if (!json_is_integer(json_object_get(root, "version")) ||
+      json_integer_value(json_object_get(root, "version")) != 1 ||
+      !json_is_array(ents)) {
+    sn_set_error("%s: not version 1 with an entries array", what);
+    goto fail;
+  }
+  b.z = sn_ztoc_new();
+  b.cp = malloc(SN_STARGZ_CP_HEADER_LEN);
+  if (b.z == NULL || b.cp == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  n = json_array_size(ents);
+  for (e = 0; e < n; e++)
+    if (add_entry(&b, ents, &e) == -1) {
+      sn_prefix_error("%s: ", what);
+      goto fail;
+    }
+  if (kind == SN_COMP_ESTARGZ &&
+      add_toc_file(&b, toc_digest, toc_skip, (int64_t) json_len) == -1)
+    goto fail;
+  if (b.z->nspan_digests == 0) {
+    /* No file has data (a zstd:chunked layer of directories): one empty
+     * chunk, never read, keeps the layer's geometry whole. */
+    char empty[SN_DIGEST_STRLEN + 1];
+    uint8_t d[SN_SHA256_LEN];
+    uint8_t *rec;
+
+    sn_sha256("", 0, d);
+    sn_digest_format(d, empty);
+    b.z->span_digests = calloc(1, sizeof *b.z->span_digests);
+    rec = realloc(b.cp, SN_STARGZ_CP_HEADER_LEN + SN_STARGZ_CP_RECORD_LEN);
+    if (b.z->span_digests == NULL || rec == NULL) {
+      if (rec)
+        b.cp = rec;
+      sn_oom();
+      goto fail;
+    }
+    b.cp = rec;
+    if (sn_bytes_set(&b.z->span_digests[0], empty, strlen(empty)) == -1)
+      goto fail;
+    b.z->nspan_digests = 1;
+    memset(rec + SN_STARGZ_CP_HEADER_LEN, 0, SN_STARGZ_CP_RECORD_LEN);
+  }
+  if (b.z->nspan_digests > INT32_MAX) {
+    sn_set_error("%s: too many chunks", what);
+    goto fail;
+  }
+  memcpy(b.cp, SN_STARGZ_CP_MAGIC, 8);
+  sn_put_le(b.cp + 8, b.z->nspan_digests, 4);
+  sn_put_le(b.cp + 12, 0, 4);
+  b.z->checkpoints = b.cp;
+  b.z->checkpoints_len = SN_STARGZ_CP_HEADER_LEN +
+    b.z->nspan_digests * SN_STARGZ_CP_RECORD_LEN;
+  b.cp = NULL;
+  b.z->compression = kind;
+  b.z->max_span_id = (int32_t) (b.z->nspan_digests - 1);
+  b.z->compressed_size = compressed_size;
+  b.z->uncompressed_size = b.pos;
+  json_decref(root);
+  *landmark = b.landmark;
+  return b.z;
+
+fail:
+  free(b.cp);
+  sn_ztoc_free(b.z);
+  json_decref(root);
+  return NULL;
+}
+
 struct sn_ztoc *
 sn_stargz_ztoc(const uint8_t *json, size_t json_len, const char *toc_digest,
                int64_t toc_off, int64_t toc_skip, int64_t blob_size,
                size_t *landmark)
 {
-  struct toc_build b = { .last_in = -1, .payload_end = toc_off };
   uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
-  json_t *root = NULL, *ents;
-  json_error_t je;
-  size_t e, n;
 
   if (sn_digest_parse(toc_digest, strlen(toc_digest), want) == -1) {
     sn_prefix_error("eStargz TOC digest annotation: ");
@@ -514,55 +445,15 @@ sn_stargz_ztoc(const uint8_t *json, size_t json_len, const char *toc_digest,
                  toc_off);
     return NULL;
   }
-  root = json_loadb((const char *) json, json_len, JSON_REJECT_DUPLICATES,
-                    &je);
-  if (root == NULL) {
-    sn_set_error("eStargz TOC: not JSON: %s (line %d)", je.text, je.line);
-    return NULL;
-  }
-  ents = json_object_get(root, "entries");
-  if (!json_is_integer(json_object_get(root, "version")) ||
-      json_integer_value(json_object_get(root, "version")) != 1 ||
-      !json_is_array(ents)) {
-    sn_set_error("eStargz TOC: not version 1 with an entries array");
-    goto fail;
-  }
-  b.z = sn_ztoc_new();
-  b.cp = malloc(SN_STARGZ_CP_HEADER_LEN);
-  if (b.z == NULL || b.cp == NULL) {
-    sn_oom();
-    goto fail;
-  }
-  n = json_array_size(ents);
-  for (e = 0; e < n; e++)
-    if (add_entry(&b, ents, &e) == -1) {
-      sn_prefix_error("eStargz TOC: ");
-      goto fail;
-    }
-  if (add_toc_file(&b, toc_digest, toc_skip, (int64_t) json_len) == -1)
-    goto fail;
-  memcpy(b.cp, SN_STARGZ_CP_MAGIC, 8);
-  sn_put_le(b.cp + 8, b.z->nspan_digests, 4);
-  sn_put_le(b.cp + 12, 0, 4);
-  b.z->checkpoints = b.cp;
-  b.z->checkpoints_len = SN_STARGZ_CP_HEADER_LEN +
-    b.z->nspan_digests * SN_STARGZ_CP_RECORD_LEN;
-  b.cp = NULL;
-  b.z->compression = SN_COMP_ESTARGZ;
-  b.z->max_span_id = (int32_t) (b.z->nspan_digests - 1);
-  b.z->compressed_size = blob_size - SN_STARGZ_FOOTER_LEN;
-  b.z->uncompressed_size = b.pos;
-  if (b.z->nspan_digests > INT32_MAX) {
-    sn_set_error("eStargz TOC: too many chunks");
-    goto fail;
-  }
-  json_decref(root);
-  *landmark = b.landmark;
-  return b.z;
+  return toc_ztoc(json, json_len, SN_COMP_ESTARGZ, toc_off,
+                  blob_size - SN_STARGZ_FOOTER_LEN, toc_digest, toc_skip,
+                  landmark);
+}
 
-fail:
-  free(b.cp);
-  sn_ztoc_free(b.z);
-  json_decref(root);
-  return NULL;
+struct sn_ztoc *
+sn_zchunked_ztoc(const uint8_t *json, size_t json_len, int64_t payload_end,
+                 size_t *landmark)
+{
+  return toc_ztoc(json, json_len, SN_COMP_ZSTD_CHUNKED, payload_end,
+                  payload_end, NULL, 0, landmark);
 }

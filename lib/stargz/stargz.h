@@ -1,5 +1,5 @@
-/* soci-nbd: eStargz layers served lazily from their own table of contents
- * (docs/estargz.md).  An eStargz layer is a gzip tar whose regular files
+/* soci-nbd: eStargz and zstd:chunked layers served lazily from their own
+ * table of contents (docs/estargz.md, docs/zstd-chunked.md); eStargz first.  An eStargz layer is a gzip tar whose regular files
  * start a new gzip member (one member per chunk of at most a few MiB),
  * followed by a member holding the TOC (stargz.index.json, a tar entry)
  * and a 51-byte footer member that gives the TOC's offset.  The TOC lists
@@ -73,15 +73,52 @@ struct sn_ztoc *sn_stargz_ztoc(const uint8_t *json, size_t json_len,
                                int64_t toc_skip, int64_t blob_size,
                                size_t *landmark);
 
-/* The zinfo of a SN_COMP_ESTARGZ ztoc (for sn_zinfo_from_ztoc): checks
+/* ---- zstd:chunked (docs/zstd-chunked.md) ----
+ * containers/storage's format: a tar+zstd layer whose regular files start
+ * new zstd frames (cut at content-defined chunk boundaries), followed by a
+ * skippable frame holding the manifest (the TOC, one zstd frame of JSON in
+ * the eStargz schema, plus endOffset and chunkType) and a footer frame.
+ * The image manifest pins it: the layer annotations manifest-checksum
+ * (sha256 of the compressed manifest) and manifest-position
+ * (OFFSET:LENGTH:UNCOMPRESSED_LENGTH:1). */
+#define SN_ZCHUNKED_CHECKSUM_ANNOTATION \
+  "io.containers.zstd-chunked.manifest-checksum"
+#define SN_ZCHUNKED_POSITION_ANNOTATION \
+  "io.containers.zstd-chunked.manifest-position"
+/* The same, as newer containers/storage names them. */
+#define SN_ZCHUNKED_CHECKSUM_ANNOTATION2 \
+  "io.github.containers.zstd-chunked.manifest-checksum"
+#define SN_ZCHUNKED_POSITION_ANNOTATION2 \
+  "io.github.containers.zstd-chunked.manifest-position"
+
+/* Parse the position annotation of a blob_size-byte layer: the compressed
+ * manifest's offset and length, its JSON's length (type must be 1; both
+ * lengths within the TOC limits).  0 or -1. */
+int sn_zchunked_position_parse(const char *s, int64_t blob_size,
+                               int64_t *off, int64_t *clen, int64_t *ulen);
+/* Check the compressed manifest comp against checksum ("sha256:…"), then
+ * decompress it: exactly ulen bytes of JSON (*json malloc'd, NUL after).
+ * 0 or -1. */
+int sn_zchunked_toc_extract(const uint8_t *comp, size_t comp_len,
+                            int64_t ulen, const char *checksum,
+                            uint8_t **json, size_t *json_len);
+/* The layer's ztoc (SN_COMP_ZSTD_CHUNKED) from its checked manifest: its
+ * chunks lie before payload_end (where the manifest's skippable frame
+ * starts), the last one's range ends there.  NULL on error. */
+struct sn_ztoc *sn_zchunked_ztoc(const uint8_t *json, size_t json_len,
+                                 int64_t payload_end, size_t *landmark);
+
+/* The zinfo of a SN_COMP_ESTARGZ or SN_COMP_ZSTD_CHUNKED ztoc (for
+ * sn_zinfo_from_ztoc): checks
  * the chunk table (magic, count == spans, in strictly increasing and
  * inside the payload, out non-decreasing from 0, skips bounded). */
 struct sn_zinfo *sn_stargz_zinfo(const struct sn_ztoc *z);
 
 /* Decode chunk i from its compressed bytes comp (exactly the span's
- * range): inflate the gzip member from its start, drop skip[i] bytes,
- * write exactly out_len bytes.  Output past them is never produced (a
- * member cannot expand past what the chunk needs).  0 or -1. */
+ * range): inflate the gzip member (eStargz) or decompress the zstd frames
+ * (zstd:chunked) from its start, drop skip[i] bytes, write exactly out_len
+ * bytes.  Output past them is never produced (a member cannot expand past
+ * what the chunk needs).  0 or -1. */
 int sn_stargz_decode(const struct sn_zinfo *zi, size_t i,
                      const uint8_t *comp, size_t comp_len, uint8_t *out,
                      size_t out_len);
