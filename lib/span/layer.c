@@ -497,15 +497,21 @@ sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
   return span_comp(l, i, comp_out, clen_out, NULL, &pooled);
 }
 
-/* An eStargz chunk, decoded into out: its SHA-256 is the TOC's digest of
- * it, else -1 (counted as a failed span). */
+/* A TOC-indexed layer's chunk (eStargz, zstd:chunked), decoded into out
+ * (decoded: the decode's result): its SHA-256 is the TOC's digest of it,
+ * else -1 (counted as a failed span; a failed decode too). */
 static int
-stargz_check(struct sn_layer *l, size_t i, const uint8_t *out, size_t ulen)
+stargz_check(struct sn_layer *l, size_t i, int decoded, const uint8_t *out,
+             size_t ulen)
 {
   const struct sn_bytes *d = &l->z->span_digests[i];
   uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
   char gs[SN_DIGEST_STRLEN + 1];
 
+  if (decoded == -1) {          /* corrupt: as good as a wrong digest */
+    layer_count(&l->spans_failed, 1);
+    return -1;
+  }
   sn_sha256(out, ulen, got);
   if (sn_digest_parse(d->data, d->len, want) == 0 &&
       memcmp(want, got, SN_SHA256_LEN) == 0) {
@@ -567,14 +573,14 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   r = win ? sn_zinfo_decode_run(l->zi, i, i, win, comp, clen, out, ulen)
     : sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
   comp_free(comp, pooled ? l->comp_pool : NULL);
-  if (l->zi->skip && (r == -1 || stargz_check(l, i, out, ulen) == -1))
+  if (l->zi->skip && stargz_check(l, i, r, out, ulen) == -1)
     while (r = -1, tries++ < l->max_refetch) {
       comp = fetch_verified(l, i, &s, clen, NULL, NULL);
       if (comp == NULL)
         break;
       r = sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
       free(comp);
-      if (r == 0 && (r = stargz_check(l, i, out, ulen)) == 0)
+      if ((r = stargz_check(l, i, r, out, ulen)) == 0)
         break;
     }
   free(win);

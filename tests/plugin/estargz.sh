@@ -61,12 +61,6 @@ check "eStargz layers L1, L2, L4 (16 KiB chunks); L3 plain gzip" bash -c "
     gzip -n '$TMP/L3.tar'"
 G="$TMP/L1.tar.gz $TMP/L2.tar.gz $TMP/L3.tar.gz $TMP/L4.tar.gz"
 $OCIPY layout "$TMP/lay" img $G
-umoci_tree() {
-    rm -rf "$TMP/bundle" &&
-    umoci unpack --image "$1:img" "$TMP/bundle" > /dev/null &&
-    $TREE scan "$TMP/bundle/rootfs" > "$2.raw" &&
-    $OCIPY umoci-norm "$2.raw" "$2" && rm -rf "$TMP/bundle" "$2.raw"
-}
 check "umoci unpack of the image" umoci_tree "$TMP/lay" "$TMP/u.json"
 check "skopeo pushes it as is (annotations kept)" bash -c "
     skopeo --policy '$TMP/policy.json' copy -q --dest-tls-verify=false \
@@ -75,18 +69,8 @@ IMG=$F_HOST/test/esgz:v1
 L1D=sha256:$(sha "$TMP/L1.tar.gz")
 
 # ---- 1. served from the TOC, the same tree -------------------------------------
-copy_all() {  # IMAGE DIR [KEY=VALUE...]: trees of the flat and layer exports
-    local img=$1 dir=$2 e; shift 2
-    mkdir -p "$dir"
-    for e in "" layer/0 layer/1 layer/2; do  # (layer 3 hard-links into 2)
-        nbdkit -U - -r "$PLUGIN" "$img" "$@" stats-file="$dir/st${e//\//-}.json" \
-            --run "nbdcopy \"nbd+unix:///$e?socket=\$unixsocket\" '$dir/x.img'" &&
-            sqfs2tar "$dir/x.img" > "$dir/x.tar" &&
-            $TREE tar "$dir/x.tar" > "$dir/t${e//\//-}.json" || return 1
-    done
-    rm -f "$dir/x.img" "$dir/x.tar"
-}
-check "every export, lazily" copy_all "$IMG" "$TMP/lazy"
+EXPORTS="flat layer/0 layer/1 layer/2"   # (layer 3 hard-links into 2: no export)
+check "every export, lazily" export_trees "$IMG" "$TMP/lazy" "$EXPORTS"
 check "stats: the 3 eStargz layers lazy from their TOC, every chunk verified, L3 whole" \
     stats_ok "$TMP/lazy/st.json" "(
 [bool(l.get('estargz_toc')) for l in s['layers']] == [True, True, False, True] and
@@ -99,8 +83,8 @@ check "inspect --serving: lazy-estargz, lazy-estargz, whole, lazy-estargz" bash 
 $OCIPY umoci-norm "$TMP/lazy/t.json" "$TMP/lazy/flat.json"
 check "the flat export's tree = umoci unpack (bytes, types, modes, owners, mtimes, links, devices, xattrs)" \
     $TREE cmp "$TMP/u.json" "$TMP/lazy/flat.json"
-check "every export, with estargz=false (layers fetched whole)" copy_all "$IMG" "$TMP/whole" \
-    estargz=false
+check "every export, with estargz=false (layers fetched whole)" \
+    export_trees "$IMG" "$TMP/whole" "$EXPORTS" estargz=false
 check "... was served whole" stats_ok "$TMP/whole/st.json" \
     "not any(l['lazy'] or l.get('estargz_toc') for l in s['layers'])"
 check "the flat and every layer export: the same tree either way" bash -c "

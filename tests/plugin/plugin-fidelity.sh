@@ -53,13 +53,6 @@ fid_stop() {
 }
 now_ms() { date +%s%3N; }
 
-# umoci_tree LAYOUT OUT.json: umoci unpack, scanned and normalized.
-umoci_tree() {
-    rm -rf "$TMP/bundle" &&
-    umoci unpack --image "$1:img" "$TMP/bundle" > /dev/null &&
-    $TREE scan "$TMP/bundle/rootfs" > "$2.raw" &&
-    $OCIPY umoci-norm "$2.raw" "$2" && rm -rf "$TMP/bundle" "$2.raw"
-}
 # tree_of KIND SRC OUT.json: scan (dir) or tar, normalized like umoci's.
 tree_of() {
     $TREE "$1" "$2" > "$3.raw" && $OCIPY umoci-norm "$3.raw" "$3" && rm -f "$3.raw"

@@ -448,6 +448,34 @@ fuse_export() {
     return 1
 }
 
+# umoci_tree LAYOUT OUT.json: umoci unpack of LAYOUT:img, scanned and
+# normalized (tests/helpers/mkfs-tree.py scan, oci-layout.py umoci-norm).
+umoci_tree() {
+    rm -rf "$TMP/bundle" &&
+    umoci unpack --image "$1:img" "$TMP/bundle" > /dev/null &&
+    python3 "$top_srcdir/tests/helpers/mkfs-tree.py" scan "$TMP/bundle/rootfs" > "$2.raw" &&
+    python3 "$top_srcdir/tests/helpers/oci-layout.py" umoci-norm "$2.raw" "$2" &&
+    rm -rf "$TMP/bundle" "$2.raw"
+}
+
+# export_trees IMAGE DIR EXPORTS [KEY=VALUE...]: each export ("" for the
+# flat one, layer/N) copied with nbdcopy from a fresh server, read back
+# with sqfs2tar, its tree in DIR/t<export with - for />.json and the
+# server's stats in DIR/st<same>.json.
+export_trees() {
+    local img=$1 dir=$2 exports=$3 e; shift 3
+    mkdir -p "$dir"
+    for e in $exports; do
+        [ "$e" = flat ] && e=""
+        nbdkit -U - -r "$PLUGIN" "$img" "$@" stats-file="$dir/st${e//\//-}.json" \
+            --run "nbdcopy \"nbd+unix:///$e?socket=\$unixsocket\" '$dir/x.img'" &&
+            sqfs2tar "$dir/x.img" > "$dir/x.tar" &&
+            python3 "$top_srcdir/tests/helpers/mkfs-tree.py" tar "$dir/x.tar" \
+                > "$dir/t${e//\//-}.json" || return 1
+    done
+    rm -f "$dir/x.img" "$dir/x.tar"
+}
+
 # plugin_stop SOCK [SECONDS]: a TAP check that the nbdkit plugin_start
 # started on SOCK stops: SIGTERM, then at most SECONDS (default STOP_WAIT,
 # or 20) for it to exit with status 0.  A server still alive is "not ok",
