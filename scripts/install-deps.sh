@@ -11,7 +11,7 @@ PACKAGES="
   flatbuffers-compiler clang libclang-rt-14-dev
   pigz python3 tar gzip coreutils openssl
   squashfs-tools squashfs-tools-ng
-  docker-registry skopeo umoci apache2-utils
+  docker-registry skopeo umoci apache2-utils buildah
   debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod fuse3
   perl time bc strace crun
   golang-go golang-github-containerd-stargz-snapshotter-dev
