@@ -5,13 +5,18 @@
  * a 40,000-byte file of random bytes (3 chunks).  Checked here: the
  * footer, the TOC member and the TOC read into a ztoc, every chunk decoded
  * to the bytes its digest names, and each rule a hostile TOC or footer
- * breaks refused in one line. */
+ * breaks refused in one line.  zstd:chunked: the position annotation, the
+ * manifest checked and decompressed, the one-chunk digest rule, a layer
+ * with no data, and chunks of one or several frames decoded, built here
+ * with libzstd. */
 #include <config.h>
 
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zstd.h>
 
 #include "tap.h"
 #include "soci/zinfo.h"
@@ -260,6 +265,147 @@ test_toc(void)
   sn_ztoc_free(z);
 }
 
+/* zstd:chunked's position annotation. */
+static void
+test_zchunked_position(void)
+{
+  int64_t off, clen, ulen;
+
+  OK(sn_zchunked_position_parse("309103:927:3034:1", 310078, &off, &clen,
+                                &ulen) == 0 && off == 309103 && clen == 927 &&
+     ulen == 3034, "position 309103:927:3034:1 (%s)", ERR);
+  OK(sn_zchunked_position_parse("309103:927:3034:2", 310078, &off, &clen,
+                                &ulen) == -1, "type 2: refused (%s)", WHY);
+  OK(sn_zchunked_position_parse("309103:927:3034", 310078, &off, &clen,
+                                &ulen) == -1, "three fields: refused (%s)", WHY);
+  OK(sn_zchunked_position_parse("309103:927:3034:1 ", 310078, &off, &clen,
+                                &ulen) == -1, "a trailing space: refused (%s)",
+     WHY);
+  OK(sn_zchunked_position_parse("309103:99999:3034:1", 310078, &off, &clen,
+                                &ulen) == -1, "past the layer's end: refused "
+     "(%s)", WHY);
+  OK(sn_zchunked_position_parse("99999999999999999999:1:1:1", 310078, &off,
+                                &clen, &ulen) == -1, "an overflowing offset: "
+     "refused (%s)", WHY);
+  OK(sn_zchunked_position_parse("4:1:1:1", 310078, &off, &clen, &ulen) == -1,
+     "an offset before any skippable frame header: refused (%s)", WHY);
+}
+
+/* A zstd frame of n bytes at s, appended to buf at *len (cap bytes). */
+static void
+put_frame(uint8_t *buf, size_t *len, size_t cap, const void *s, size_t n)
+{
+  size_t r = ZSTD_compress(buf + *len, cap - *len, s, n, 3);
+
+  if (ZSTD_isError(r))
+    abort();
+  *len += r;
+}
+
+/* The manifest checked and decompressed; the TOC rules of zstd:chunked. */
+static void
+test_zchunked(void)
+{
+  static const char data[] = "hello, chunked world";
+  uint8_t layer[8192], hdr[512] = { 0 }, d[SN_SHA256_LEN];
+  char sum[SN_DIGEST_STRLEN + 1], dd[SN_DIGEST_STRLEN + 1], json[1024];
+  uint8_t man[2048], *got = NULL;
+  size_t len = 0, f1, f2, mlen = 0, glen = 0, landmark;
+  struct sn_ztoc *z;
+  struct sn_zinfo *zi = NULL;
+  uint8_t out[sizeof data - 1];
+
+  /* A header frame, the file's data in two frames (one chunk), a header
+   * frame after it: the chunk's range runs to the payload's end. */
+  put_frame(layer, &len, sizeof layer, hdr, sizeof hdr);
+  f1 = len;
+  put_frame(layer, &len, sizeof layer, data, 7);
+  put_frame(layer, &len, sizeof layer, data + 7, sizeof data - 1 - 7);
+  f2 = len;
+  put_frame(layer, &len, sizeof layer, hdr, sizeof hdr);
+  sn_sha256(data, sizeof data - 1, d);
+  sn_digest_format(d, dd);
+  snprintf(json, sizeof json,
+           "{\"version\":1,\"entries\":[{\"type\":\"dir\",\"name\":\"./\","
+           "\"mode\":493},{\"type\":\"reg\",\"name\":\"./f\",\"mode\":420,"
+           "\"size\":%zu,\"modtime\":\"2026-12-05T18:03:04.756667332Z\","
+           "\"digest\":\"%s\",\"offset\":%zu,\"endOffset\":%zu}]}",
+           sizeof data - 1, dd, f1, f2);
+  put_frame(man, &mlen, sizeof man, json, strlen(json));
+  sn_sha256(man, mlen, d);
+  sn_digest_format(d, sum);
+  OK(sn_zchunked_toc_extract(man, mlen, (int64_t) strlen(json), sum, &got,
+                             &glen) == 0 && glen == strlen(json) &&
+     memcmp(got, json, glen) == 0, "manifest: checked, decompressed (%s)",
+     ERR);
+  free(got);
+  got = NULL;
+  OK(sn_zchunked_toc_extract(man, mlen, (int64_t) strlen(json) - 1, sum,
+                             &got, &glen) == -1,
+     "manifest longer than stated: refused (%s)", WHY);
+  OK(sn_zchunked_toc_extract(man, mlen, (int64_t) strlen(json) + 1, sum,
+                             &got, &glen) == -1,
+     "manifest shorter than stated: refused (%s)", WHY);
+  man[mlen / 2] ^= 1;
+  OK(sn_zchunked_toc_extract(man, mlen, (int64_t) strlen(json), sum, &got,
+                             &glen) == -1 && strstr(sn_error(), "checksum"),
+     "a flipped bit: its checksum is not the annotation's (%s)", WHY);
+  man[mlen / 2] ^= 1;
+
+  z = sn_zchunked_ztoc((const uint8_t *) json, strlen(json), (int64_t) len,
+                       &landmark);
+  OK(z != NULL && z->compression == SN_COMP_ZSTD_CHUNKED &&
+     z->max_span_id == 0 && z->uncompressed_size == (int64_t) sizeof data - 1,
+     "TOC → ztoc: one file in one chunk, its digest the file's (%s)", ERR);
+  if (z) {
+    const struct sn_ztoc_file *f = sn_ztoc_find(z, "f");
+
+    ok(f && f->mtime_sec == 1796493784 && f->mode == 0644 &&
+       sn_ztoc_find(z, SN_STARGZ_TOC_NAME) == NULL,
+       "./f: mtime (nanoseconds dropped), mode; no stargz.index.json");
+    zi = sn_zinfo_from_ztoc(z);
+  }
+  OK(zi != NULL, "chunk table → zinfo (%s)", ERR);
+  if (zi) {
+    struct sn_span s;
+
+    sn_zinfo_span(zi, 0, &s);
+    OK(s.comp_start == (int64_t) f1 && s.comp_end == (int64_t) len &&
+       sn_zinfo_decode_span(zi, 0, layer + f1, len - f1, out, sizeof out)
+       == 0 && memcmp(out, data, sizeof out) == 0,
+       "the chunk: two frames decoded, the header frame after it not "
+       "(%s)", ERR);
+    OK(sn_stargz_decode(zi, 0, layer + f1, 5, out, sizeof out) == -1,
+       "its frames cut short: refused (%s)", WHY);
+    layer[f1 + 6] ^= 0x55;
+    OK(sn_stargz_decode(zi, 0, layer + f1, len - f1, out, sizeof out) == -1 ||
+       memcmp(out, data, sizeof out) != 0,
+       "a corrupted frame: an error or other bytes (the digest catches "
+       "those) (%s)", WHY);
+  }
+  sn_zinfo_free(zi);
+  sn_ztoc_free(z);
+
+  snprintf(json, sizeof json,
+           "{\"version\":1,\"entries\":[{\"type\":\"reg\",\"name\":\"f\","
+           "\"size\":20,\"offset\":%zu}]}", f1);
+  z = sn_zchunked_ztoc((const uint8_t *) json, strlen(json), (int64_t) len,
+                       &landmark);
+  OK(z == NULL, "a file with neither chunkDigest nor digest: refused (%s)",
+     WHY);
+  sn_ztoc_free(z);
+  snprintf(json, sizeof json,
+           "{\"version\":1,\"entries\":[{\"type\":\"dir\",\"name\":\"d/\"},"
+           "{\"type\":\"reg\",\"name\":\"d/empty\"}]}");
+  z = sn_zchunked_ztoc((const uint8_t *) json, strlen(json), (int64_t) len,
+                       &landmark);
+  zi = z ? sn_zinfo_from_ztoc(z) : NULL;
+  OK(z && zi && zi->nspans == 1 && z->uncompressed_size == 0,
+     "a layer with no data: one empty chunk, a valid table (%s)", ERR);
+  sn_zinfo_free(zi);
+  sn_ztoc_free(z);
+}
+
 int
 main(void)
 {
@@ -271,6 +417,8 @@ main(void)
   test_real();
   test_footer();
   test_toc();
+  test_zchunked_position();
+  test_zchunked();
   free(blob);
   return done_testing();
 }
