@@ -37,8 +37,8 @@ sn_layer_check_new(struct sn_layer *l)
   }
   if (l->zi->skip) {
     free(c);
-    sn_set_error("an eStargz layer is checked chunk by chunk against its "
-                 "TOC, not whole");
+    sn_set_error("a layer served from its own TOC (eStargz, zstd:chunked) "
+                 "is checked chunk by chunk against it, not whole");
     return NULL;
   }
   c->l = l;

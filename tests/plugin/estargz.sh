@@ -12,11 +12,13 @@
 #     layers downloaded whole);
 #  2. through nbdfuse: describing the whole tree (rdsquashfs -d) fetches no
 #     byte beyond the footers and TOCs (stats and the proxy's log); reading
-#     one 1 MiB file fetches its chunks and nothing else, and gives its
-#     bytes;
+#     one 1 MiB file at its place in the export fetches its chunks and
+#     nothing else, and gives its bytes;
 #  3. every byte verified: a flipped bit in a chunk is EIO; in the TOC, or
 #     a TOC digest annotation that does not match, the server refuses to
-#     start in one line.
+#     start in one line;
+#  4. the prefetch landmark: prefetch=auto loads the chunks up to it, and
+#     prefetch=none nothing; prefetch=background loads every chunk.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 SN=$SOCI_NBD
@@ -191,5 +193,12 @@ check "server, prefetch=none" plugin_start "$SOCK" "oci-layout:$TMP/layp:img" \
 sleep 1.5
 plugin_stop "$SOCK"
 check "... replayed nothing" stats_ok "$TMP/stn.json" "s['replay_spans'] == 0 and s['spans_fetched'] == 0"
+NBDKIT_OPTS=-v check "server, prefetch=background" plugin_start "$SOCK" \
+    "oci-layout:$TMP/layp:img" stats-file="$TMP/stb.json" prefetch=background
+_reg_wait_for 30 done_prefetch "$TMP/stb.json"
+plugin_stop "$SOCK"
+check "... loaded every chunk, with no whole-layer check (the chunks are checked)" bash -c "
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); l=s[\"layers\"][0]; sys.exit(not (l[\"spans_fetched\"] == l[\"spans_total\"] == l[\"spans_verified\"] and s[\"prefetch_done\"]))' '$TMP/stb.json' &&
+    ! grep -q 'whole-layer check\\|background fetch of layer .* stopped' '$SOCK.log'"
 
 finish
