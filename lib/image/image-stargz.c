@@ -26,6 +26,23 @@ struct stargz_jobs {
                                  * NULL for eStargz */
 };
 
+/* len bytes at off of layer l's blob, malloc'd (the caller's), or NULL. */
+static uint8_t *
+fetch_range(struct sn_image *img, struct img_layer *l, int64_t off,
+            int64_t len)
+{
+  uint8_t *buf = malloc(len > 0 ? (size_t) len : 1);
+
+  if (buf == NULL)
+    sn_oom();
+  else if (sn_registry_read_range(img->reg, l->digest, buf, (size_t) len,
+                                  off) == -1) {
+    free(buf);
+    buf = NULL;
+  }
+  return buf;
+}
+
 /* Footer, then TOC member, then the ztoc of layer l. */
 static struct sn_ztoc *
 load_toc(struct sn_image *img, struct img_layer *l, const char *toc_digest,
@@ -51,13 +68,7 @@ load_toc(struct sn_image *img, struct img_layer *l, const char *toc_digest,
                  clen, SN_STARGZ_TOC_MAX_COMP);
     return NULL;
   }
-  comp = malloc((size_t) clen);
-  if (comp == NULL) {
-    sn_oom();
-    return NULL;
-  }
-  if (sn_registry_read_range(img->reg, l->digest, comp, (size_t) clen,
-                             toc_off) == 0 &&
+  if ((comp = fetch_range(img, l, toc_off, clen)) != NULL &&
       sn_stargz_toc_extract(comp, (size_t) clen, &json, &jlen, &skip) == 0)
     z = sn_stargz_ztoc(json, jlen, toc_digest, toc_off, skip, l->size,
                        landmark);
@@ -73,21 +84,15 @@ load_zchunked(struct sn_image *img, struct img_layer *l, const char *checksum,
               const char *position, size_t *landmark)
 {
   int64_t off, clen, ulen;
-  uint8_t *comp, *json = NULL;
+  uint8_t *comp = NULL, *json = NULL;
   struct sn_ztoc *z = NULL;
   size_t jlen;
 
   if (sn_zchunked_position_parse(position, l->size, &off, &clen, &ulen) == -1)
     return NULL;
-  comp = malloc((size_t) clen);
-  if (comp == NULL) {
-    sn_oom();
-    return NULL;
-  }
   /* The chunks end where the manifest's skippable frame starts (its
    * 8-byte header before the position). */
-  if (sn_registry_read_range(img->reg, l->digest, comp, (size_t) clen,
-                             off) == 0 &&
+  if ((comp = fetch_range(img, l, off, clen)) != NULL &&
       sn_zchunked_toc_extract(comp, (size_t) clen, ulen, checksum, &json,
                               &jlen) == 0)
     z = sn_zchunked_ztoc(json, jlen, off - 8, landmark);

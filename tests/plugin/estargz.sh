@@ -94,25 +94,8 @@ check "the flat and every layer export: the same tree either way" bash -c "
 
 # ---- 2. only what is read ---------------------------------------------------------
 SOCK=$TMP/s.sock
-check "server on the image, stats-file" plugin_start "$SOCK" "$IMG" stats-file="$TMP/st2.json"
-P0=$(wc -l < "$F_LOG")
-check "nbdfuse: the flat export as a file" fuse_export "nbd+unix:///?socket=$SOCK" "$TMP/ff"
-check "rdsquashfs -d: the whole tree described" bash -c "
-    rdsquashfs -d '$TMP/ff/img' > '$TMP/desc' && grep -q 'data/size-1048583' '$TMP/desc'"
-sleep 1.5   # the stats file is rewritten within a second of a change
-check "... fetched no chunk (stats), no range request after start (proxy log)" bash -c "
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"bytes_fetched\"] == 0 and s[\"spans_fetched\"] == 0))' '$TMP/st2.json' &&
-    ! tail -n +\$(( $P0 + 1 )) '$F_LOG' | grep -q '\"Range\"'"
-# Where its data is, from the inode (metadata only); then exactly those
-# bytes, read from the export (nbdfuse would add the kernel's readahead,
-# which here would cover thousands of one-chunk files after it).
-START=$(rdsquashfs -s /data/size-1048583 "$TMP/ff/img" | sed -n 's/^Blocks start: //p')
-for m in $MOUNTS; do umount "$m"; done; MOUNTS=""
-check "a 1 MiB file's data, read at its place in the export: its bytes" bash -c "
-    [ -n '$START' ] && '$NBDREAD' 'nbd+unix:///?socket=$SOCK' '$START' 1048583 > '$TMP/big' &&
-    tar -xOf '$TMP/gen/L1.tar' data/size-1048583 | cmp - '$TMP/big'"
-sleep 1.5
-plugin_stop "$SOCK"
+lazy_reads_checks "$SOCK" "$IMG" "$F_LOG" data/size-1048583 1048583 "$TMP/gen/L1.tar"
+START=$PATH_START
 # The chunks of that file, from the TOC: what the read may fetch.
 python3 - "$TMP/L1.tar.gz" > "$TMP/want" <<'PY'
 import json, sys, zlib
@@ -127,18 +110,13 @@ mine = [e["offset"] for e in ents if e["name"].endswith("data/size-1048583") and
 print(len(mine), sum(nxt[o] - o for o in mine))
 PY
 read -r NCH NBYTES < "$TMP/want"
-check "... fetched exactly its $NCH chunks ($NBYTES bytes of L1), nothing of the other layers" stats_ok "$TMP/st2.json" "(
+check "... fetched exactly its $NCH chunks ($NBYTES bytes of L1), nothing of the other layers" stats_ok "$SOCK.json" "(
 s['layers'][0]['spans_fetched'] == $NCH and s['layers'][0]['bytes_fetched'] == $NBYTES and
 s['spans_fetched'] == $NCH and s['spans_failed'] == 0)"
 
 # ---- 3. every byte verified --------------------------------------------------------
-corrupt() {  # DIGEST [PASS]: flip a byte of its responses, after PASS passed
-    local m="{\"path\": \"/blobs/$1\"}" pass=""
-    [ -n "${2:-}" ] && pass="{\"match\": $m, \"action\": \"pass\", \"times\": $2},"
-    fault_set F "{\"rules\": [$pass {\"match\": $m, \"action\": \"corrupt\"}]}"
-}
 check "server on the image" plugin_start "$SOCK" "$IMG" stats-file="$TMP/st3.json"
-corrupt "$L1D"
+fault_corrupt F "$L1D"
 check "a flipped bit in every chunk of L1: reading the file is EIO" bash -c "
     ! '$NBDREAD' 'nbd+unix:///?socket=$SOCK' '$START' 1048583 > '$TMP/big3' 2> '$TMP/e3' &&
     grep -q 'Input/output error' '$TMP/e3' || { cat '$TMP/e3' >&2; exit 1; }"
@@ -147,7 +125,7 @@ plugin_stop "$SOCK"
 check "... counted as failed chunks, the reason logged" bash -c "
     grep -q 'chunk [0-9]* of $L1D: .*hash' '$SOCK.log' &&
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not s[\"layers\"][0][\"spans_failed\"] > 0)' '$TMP/st3.json'"
-corrupt "$L1D" 1
+fault_corrupt F "$L1D" 1
 check_fails "a flipped bit in L1's TOC: refused start" \
     "layer 0 (sha256:[0-9a-f]*): eStargz TOC: .*(estargz=false serves the layer without its TOC)" \
     nbdkit -U - -r "$PLUGIN" "$IMG" --run true

@@ -104,22 +104,8 @@ check "the flat and every layer export: the same tree either way (empty xattr va
 
 # ---- 2. only what is read ---------------------------------------------------------
 SOCK=$TMP/s.sock
-check "server on the image, stats-file" plugin_start "$SOCK" "$IMG" stats-file="$TMP/st2.json"
-P0=$(wc -l < "$F_LOG")
-check "nbdfuse: the flat export as a file" fuse_export "nbd+unix:///?socket=$SOCK" "$TMP/ff"
-check "rdsquashfs -d: the whole tree described" bash -c "
-    rdsquashfs -d '$TMP/ff/img' > '$TMP/desc' && grep -q 'data/size-1048583' '$TMP/desc'"
-sleep 1.5   # the stats file is rewritten within a second of a change
-check "... fetched no chunk (stats), no range request after start (proxy log)" bash -c "
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"bytes_fetched\"] == 0 and s[\"spans_fetched\"] == 0))' '$TMP/st2.json' &&
-    ! tail -n +\$(( $P0 + 1 )) '$F_LOG' | grep -q '\"Range\"'"
-START=$(rdsquashfs -s /data/size-1048583 "$TMP/ff/img" | sed -n 's/^Blocks start: //p')
-for m in $MOUNTS; do umount "$m"; done; MOUNTS=""
-check "a 1 MiB file's data, read at its place in the export: its bytes" bash -c "
-    [ -n '$START' ] && '$NBDREAD' 'nbd+unix:///?socket=$SOCK' '$START' 1048583 > '$TMP/big' &&
-    tar -xOzf '$TMP/L1.tar.gz' data/size-1048583 | cmp - '$TMP/big'"
-sleep 1.5
-plugin_stop "$SOCK"
+lazy_reads_checks "$SOCK" "$IMG" "$F_LOG" data/size-1048583 1048583 "$TMP/L1.tar.gz"
+START=$PATH_START
 L1D=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["digest"])' "$TMP/zlay/blobs/sha256/$MAN")
 # The chunks of that file, from L1's manifest (zstd -d): what the read may
 # fetch.
@@ -133,18 +119,13 @@ toc = json.loads(subprocess.run(["zstd", "-dc"], input=b[off:off + clen], captur
 print(len([e for e in toc["entries"] if e["name"].endswith("data/size-1048583") and e.get("offset")]))
 PY
 )
-check "... fetched exactly its $NCH chunks of L1, nothing of the other layers" stats_ok "$TMP/st2.json" "(
+check "... fetched exactly its $NCH chunks of L1, nothing of the other layers" stats_ok "$SOCK.json" "(
 s['layers'][0]['spans_fetched'] == $NCH and s['spans_fetched'] == $NCH and
 s['spans_failed'] == 0 and $NCH > 1)"
 
 # ---- 3. every byte verified --------------------------------------------------------
-corrupt() {  # DIGEST [PASS]: flip a byte of its responses, after PASS passed
-    local m="{\"path\": \"/blobs/$1\"}" pass=""
-    [ -n "${2:-}" ] && pass="{\"match\": $m, \"action\": \"pass\", \"times\": $2},"
-    fault_set F "{\"rules\": [$pass {\"match\": $m, \"action\": \"corrupt\"}]}"
-}
 check "server on the image" plugin_start "$SOCK" "$IMG" stats-file="$TMP/st3.json"
-corrupt "$L1D"
+fault_corrupt F "$L1D"
 check "a flipped bit in every chunk of L1: reading the file is EIO" bash -c "
     ! '$NBDREAD' 'nbd+unix:///?socket=$SOCK' '$START' 1048583 > '$TMP/big3' 2> '$TMP/e3' &&
     grep -q 'Input/output error' '$TMP/e3' || { cat '$TMP/e3' >&2; exit 1; }"
@@ -153,7 +134,7 @@ plugin_stop "$SOCK"
 check "... counted as failed chunks, the reason logged" bash -c "
     grep -q 'of $L1D: chunk [0-9]*: corrupt zstd frame\|chunk [0-9]* of $L1D: .*hash' '$SOCK.log' &&
     python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not s[\"layers\"][0][\"spans_failed\"] > 0)' '$TMP/st3.json'"
-corrupt "$L1D"
+fault_corrupt F "$L1D"
 check_fails "a flipped bit in L1's manifest: refused start" \
     "layer 0 (sha256:[0-9a-f]*): zstd:chunked manifest: its checksum is sha256:[0-9a-f]*, the image manifest says .*(zstd-chunked=false serves the layer without its TOC)" \
     nbdkit -U - -r "$PLUGIN" "$IMG" --run true

@@ -476,6 +476,43 @@ export_trees() {
     rm -f "$dir/x.img" "$dir/x.tar"
 }
 
+# fault_corrupt NAME DIGEST [PASS]: the fault proxy NAME flips a byte of
+# every response for blob DIGEST, after PASS responses passed unchanged.
+fault_corrupt() {
+    local m="{\"path\": \"/blobs/$2\"}" pass=""
+    [ -n "${3:-}" ] && pass="{\"match\": $m, \"action\": \"pass\", \"times\": $3},"
+    fault_set "$1" "{\"rules\": [$pass {\"match\": $m, \"action\": \"corrupt\"}]}"
+}
+
+# lazy_reads_checks SOCK IMAGE PROXY_LOG PATH SIZE TAR: the TAP checks a
+# layer served from its own TOC owes (tests/plugin/estargz.sh,
+# zstd-chunked.sh): on a server for IMAGE (stats in SOCK.json), describing
+# the whole tree through nbdfuse fetches no chunk and no range passes the
+# proxy; then the SIZE bytes of file PATH (whose bytes `tar -xO PATH` of
+# TAR gives), read at its place in the flat export (from its inode:
+# metadata only; nbdfuse would add the kernel's readahead), are its bytes.
+# The server is stopped after; PATH_START is left set (its data's offset).
+lazy_reads_checks() {
+    local sock=$1 img=$2 plog=$3 path=$4 size=$5 tarf=$6 p0 m
+    check "server on the image, stats-file" plugin_start "$sock" "$img" stats-file="$sock.json"
+    p0=$(wc -l < "$plog")
+    check "nbdfuse: the flat export as a file" fuse_export "nbd+unix:///?socket=$sock" "$TMP/ff"
+    check "rdsquashfs -d: the whole tree described" bash -c "
+        rdsquashfs -d '$TMP/ff/img' > '$TMP/desc' && grep -q '$path' '$TMP/desc'"
+    sleep 1.5   # the stats file is rewritten within a second of a change
+    check "... fetched no chunk (stats), no range request after start (proxy log)" bash -c "
+        python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(not (s[\"bytes_fetched\"] == 0 and s[\"spans_fetched\"] == 0))' '$sock.json' &&
+        ! tail -n +\$(( $p0 + 1 )) '$plog' | grep -q '\"Range\"'"
+    PATH_START=$(rdsquashfs -s "/$path" "$TMP/ff/img" | sed -n 's/^Blocks start: //p')
+    for m in $MOUNTS; do umount "$m"; done; MOUNTS=""
+    check "a $size-byte file's data, read at its place in the export: its bytes" bash -c "
+        [ -n '$PATH_START' ] &&
+        '$top_builddir/tests/helpers/nbd-read' 'nbd+unix:///?socket=$sock' '$PATH_START' '$size' > '$TMP/file' &&
+        tar -xOf '$tarf' '$path' | cmp - '$TMP/file'"
+    sleep 1.5
+    plugin_stop "$sock"
+}
+
 # plugin_stop SOCK [SECONDS]: a TAP check that the nbdkit plugin_start
 # started on SOCK stops: SIGTERM, then at most SECONDS (default STOP_WAIT,
 # or 20) for it to exit with status 0.  A server still alive is "not ok",
