@@ -158,16 +158,11 @@ check_fails "a manifest checksum annotation that does not match: refused start" 
     nbdkit -U - -r "$PLUGIN" "oci-layout:$TMP/zlay:img" --run true
 
 # ---- 4. an image built and pushed by buildah ------------------------------------
-# buildah's own storage (vfs, in the test's directory), a tree copied into
-# an image from scratch, pushed zstd:chunked to an OCI layout.
-B="buildah --root $TMP/bstore --runroot $TMP/brun --storage-driver vfs"
 mkdir -p "$TMP/broot"
 tar -C "$TMP/broot" -xzf "$TMP/L1.tar.gz"
 find "$TMP/broot" -name '.wh.*' -exec rm -rf {} +   # whiteouts in a layer mean something else
-check "buildah: build an image of a tree and push it zstd:chunked" bash -c "
-    c=\$($B from scratch) && $B copy \"\$c\" '$TMP/broot/' / > /dev/null &&
-    $B commit -q \"\$c\" zc-test > /dev/null &&
-    $B push -q --compression-format zstd:chunked zc-test 'oci:$TMP/blay:img'"
+check "buildah: build an image of a tree and push it zstd:chunked" \
+    buildah_push "$TMP/broot" zstd:chunked "$TMP/blay"
 check "its layer served lazily from its manifest" export_trees "oci-layout:$TMP/blay:img" \
     "$TMP/blazy" flat
 check "... (stats: lazy-zstd-chunked, chunks verified)" stats_ok "$TMP/blazy/st.json" \
@@ -177,15 +172,7 @@ check "... the same tree as served whole (zstd-chunked=false)" bash -c "
     export_trees 'oci-layout:$TMP/blay:img' '$TMP/bwhole' flat zstd-chunked=false &&
     $OCIPY umoci-norm '$TMP/blazy/t.json' '$TMP/a.json' &&
     $OCIPY umoci-norm '$TMP/bwhole/t.json' '$TMP/b.json' && $TREE cmp '$TMP/a.json' '$TMP/b.json'"
-check "... and the files of the tree copied in (bytes, modes, links)" bash -c "
-    $TREE scan '$TMP/broot' > '$TMP/src.raw' && $OCIPY umoci-norm '$TMP/src.raw' '$TMP/src.json' &&
-    python3 - '$TMP/src.json' '$TMP/a.json' <<'PY'
-import json, sys
-src, got = (json.load(open(p)) for p in sys.argv[1:])
-bad = [p for p, r in src.items() if p and (p not in got or
-       any(r.get(k) != got[p].get(k) for k in ('type', 'sha', 'size', 'mode', 'link')))]
-assert not bad, bad[:5]
-PY"
-$B rm -a > /dev/null 2>&1; $B rmi -a -f > /dev/null 2>&1
+check "... and the files of the tree copied in (bytes, modes, links)" \
+    tree_has_files "$TMP/broot" "$TMP/a.json"
 
 finish

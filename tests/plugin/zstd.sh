@@ -10,7 +10,9 @@
 #  3. a layer of two zstd frames (what `zstd` on concatenated input or
 #     chunked writers make) is one stream;
 #  4. a layer that ends inside a frame, and one that would expand more
-#     than 256 times, are refused in one line naming the layer.
+#     than 256 times, are refused in one line naming the layer;
+#  5. an image built and pushed zstd by buildah is served with the files
+#     of the tree copied in.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
@@ -18,7 +20,7 @@ TREE="python3 $top_srcdir/tests/helpers/mkfs-tree.py"
 IMGPY="python3 $top_srcdir/tests/helpers/plugin-image.py"
 
 nbdkit_asan_wrapper "$PLUGIN"
-require_tools nbdkit nbdcopy skopeo zstd
+require_tools nbdkit nbdcopy skopeo zstd buildah sqfs2tar
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
 NBDKIT_PIDS=""
 trap 'for p in $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done; srv_cleanup' EXIT
@@ -100,5 +102,21 @@ $IMGPY layout "$TMP/lay4" img "$TMP/bomb.tar.zst" > /dev/null
 check_fails "a layer that expands more than 256 times ($(stat -c %s "$TMP/bomb.tar.zst") bytes to 1 GiB)" \
     "layer 0 (sha256:[0-9a-f]*): zstd layer expands past [0-9]* bytes: refused" \
     nbdkit -U - -r "$PLUGIN" "oci-layout:$TMP/lay4:img" --run true
+
+# ---- 5. an image built and pushed zstd by buildah ---------------------------------
+mkdir -p "$TMP/broot"
+tar -C "$TMP/broot" -xf "$L1"
+find "$TMP/broot" -name '.wh.*' -exec rm -rf {} +   # whiteouts in a layer mean something else
+check "buildah: build an image of a tree and push it zstd" buildah_push "$TMP/broot" zstd "$TMP/blay"
+check "its layer is tar+zstd" python3 - "$TMP/blay" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+i = json.load(open(os.path.join(d, "index.json")))
+m = json.load(open(os.path.join(d, "blobs/sha256", i["manifests"][0]["digest"][7:])))
+assert [l["mediaType"].endswith("tar+zstd") for l in m["layers"]] == [True], m
+PY
+check "served (whole, decompressed)" export_trees "oci-layout:$TMP/blay:img" "$TMP/bz" flat
+check "... the files of the tree copied in (bytes, modes, links)" \
+    tree_has_files "$TMP/broot" "$TMP/bz/t.json"
 
 finish

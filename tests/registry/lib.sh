@@ -476,6 +476,33 @@ export_trees() {
     rm -f "$dir/x.img" "$dir/x.tar"
 }
 
+# buildah_push ROOT FORMAT LAYOUT: an image of the directory ROOT (copied
+# into a container from scratch, committed) pushed by buildah with
+# --compression-format FORMAT to the OCI layout LAYOUT:img.  buildah's
+# storage (vfs) is in $TMP/buildah and emptied after.
+buildah_push() {
+    local b="buildah --root $TMP/buildah/root --runroot $TMP/buildah/run --storage-driver vfs" c r
+    c=$($b from scratch) && $b copy "$c" "$1/" / > /dev/null &&
+        $b commit -q "$c" sn-test > /dev/null &&
+        $b push -q --compression-format "$2" sn-test "oci:$3:img"
+    r=$?
+    $b rm -a > /dev/null 2>&1; $b rmi -a -f > /dev/null 2>&1
+    return $r
+}
+
+# tree_has_files DIR TREE.json: every entry under DIR is in TREE (a
+# tests/helpers/mkfs-tree.py tree) with the same type, bytes, mode and link.
+tree_has_files() {
+    python3 "$top_srcdir/tests/helpers/mkfs-tree.py" scan "$1" > "$TMP/src.json" &&
+    python3 - "$TMP/src.json" "$2" <<'PY'
+import json, sys
+src, got = (json.load(open(p)) for p in sys.argv[1:])
+bad = [p for p, r in src.items() if p and (p not in got or
+       any(r.get(k) != got[p].get(k) for k in ('type', 'sha', 'size', 'mode', 'link')))]
+assert not bad, bad[:5]
+PY
+}
+
 # fault_corrupt NAME DIGEST [PASS]: the fault proxy NAME flips a byte of
 # every response for blob DIGEST, after PASS responses passed unchanged.
 fault_corrupt() {
