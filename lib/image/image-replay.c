@@ -188,7 +188,7 @@ plan(struct replay *p)
     uint64_t end;
 
     if (!img->layers[li].lazy || img->layers[li].stargz_toc)
-      continue;                 /* tar ranges: not an eStargz layer's */
+      continue;                 /* tar ranges: not a TOC layer's */
     zi = sn_layer_zinfo(img->layers[li].layer);
     end = g->off + g->len;      /* inside the layer: bound */
     /* The read checks its file's header first: replay that too. */

@@ -570,8 +570,8 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
-  /* A record names tar ranges: an eStargz layer's offsets are not (its
-   * TOC's landmark is its start-up prefetch). */
+  /* A record names tar ranges: a layer served from its own TOC has
+   * offsets in its file data space instead (docs/estargz.md). */
   if (rd->img->recorder && !l->stargz_toc)
     sn_recorder_note(rd->img->recorder, l->index, off, len);
   return 0;

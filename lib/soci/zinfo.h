@@ -46,9 +46,10 @@ struct sn_zinfo {
    * window (sn_zinfo_decode_run).  NULL for a SOCI zinfo. */
   struct sn_winref *winref;
   int64_t windows_size;       /* bytes of the windows blob */
-  /* eStargz (lib/stargz/stargz.h): per span, the bytes of its gzip
-   * member's output before its own (cp[].bits 0, windows NULL); span i's
-   * digest is of its uncompressed bytes.  NULL otherwise. */
+  /* eStargz, zstd:chunked (lib/stargz/stargz.h): per span, the bytes of
+   * its gzip member's (zstd frames') output before its own (cp[].bits 0,
+   * windows NULL); span i's digest is of its uncompressed bytes.  NULL
+   * otherwise. */
   int64_t *skip;
 };
 

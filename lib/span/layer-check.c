@@ -197,8 +197,9 @@ check_files(struct sn_layer *l, int64_t off, int64_t end)
 {
   size_t lo = 0, hi = l->ndf, k;
 
-  /* An eStargz layer's data space holds file contents only, each chunk
-   * checked against the TOC's digest: there is no tar header to check. */
+  /* A layer served from its own TOC (eStargz, zstd:chunked): its data
+   * space holds file contents only, each chunk checked against the TOC's
+   * digest; there is no tar header to check. */
   if (l->zi->skip)
     return 0;
   /* The first entry whose running max end passes off: no earlier one

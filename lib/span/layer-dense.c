@@ -8,8 +8,9 @@
  * at most DENSE_BATCH compressed bytes, all under way at once, and decodes
  * them in order on one thread, so that each sub-span after the first finds
  * its window in the cache.  The read itself waits only for its own
- * sub-spans.  An eStargz layer's chunks (lib/stargz/stargz.h) are staged
- * the same way; they decode on their own, with no window.  Shared state:
+ * sub-spans.  The chunks of an eStargz or zstd:chunked layer
+ * (lib/stargz/stargz.h) are staged the same way; they decode on their own,
+ * with no window.  Shared state:
  * layer-int.h. */
 #include <config.h>
 

@@ -121,7 +121,7 @@ layer_count(_Atomic uint64_t *c, uint64_t n)
 }
 
 /* Spans of a few KiB to tens of KiB (a dense index's sub-spans, eStargz
- * chunks): a read that misses stages the rest of its file, and streaming
+ * and zstd:chunked chunks): a read that misses stages the rest of its file, and streaming
  * reads stage ahead (layer-dense.c), instead of the sequential readahead
  * of layer-readahead.c. */
 static inline bool

@@ -193,7 +193,7 @@ ra_batch_thread(void *arg)
     clen = (size_t) (s.comp_end - s.comp_start);
     layer_count(&l->spans_fetched, 1);
     layer_count(&l->bytes_fetched, clen);
-    /* An eStargz chunk is checked once decoded (load_span). */
+    /* A TOC layer's chunk is checked once decoded (load_span). */
     if (l->zi->skip == NULL) {
       sn_sha256(all + (s.comp_start - s0.comp_start), clen, got);
       if (sn_digest_parse(d->data, d->len, want) == -1 ||

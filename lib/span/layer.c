@@ -172,8 +172,9 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   }
   if (l->zi->skip && l->dir) {
-    /* eStargz chunks are checked only once decoded: the disk cache, which
-     * checks what it loads against compressed digests, is not used. */
+    /* TOC layers' chunks are checked only once decoded: the disk cache,
+     * which checks what it loads against compressed digests, is not
+     * used. */
     free(l->dir);
     l->dir = NULL;
   }
@@ -394,7 +395,7 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
       return NULL;
     }
     layer_count(&l->bytes_fetched, clen);
-    if (l->zi->skip)            /* eStargz: checked once decoded */
+    if (l->zi->skip)            /* a TOC layer's chunk: checked decoded */
       return comp;
     sn_sha256(comp, clen, got);
     if (memcmp(want, got, SN_SHA256_LEN) == 0) {
@@ -528,7 +529,7 @@ stargz_check(struct sn_layer *l, size_t i, int decoded, const uint8_t *out,
  * the compressed bytes copied for a background fetcher that asked).  With
  * a dense index the window comes first: it may wait for the span before
  * (layer-dense.c) while this span's bytes are still being fetched.  An
- * eStargz chunk is checked once decoded, and fetched again (at most
+ * TOC layer's chunk is checked once decoded, and fetched again (at most
  * max_refetch times) when it does not match. */
 static int
 load_span(void *opaque, size_t i, uint8_t **data, size_t *len)

@@ -1,6 +1,7 @@
 /* soci-nbd: eStargz and zstd:chunked layers served lazily from their own
- * table of contents (docs/estargz.md, docs/zstd-chunked.md); eStargz first.  An eStargz layer is a gzip tar whose regular files
- * start a new gzip member (one member per chunk of at most a few MiB),
+ * table of contents (docs/estargz.md, docs/zstd-chunked.md); eStargz
+ * first (zstd:chunked below).  An eStargz layer is a gzip tar whose
+ * regular files start a new gzip member (one member per chunk of at most a few MiB),
  * followed by a member holding the TOC (stargz.index.json, a tar entry)
  * and a 51-byte footer member that gives the TOC's offset.  The TOC lists
  * every entry's metadata and every chunk's compressed offset and SHA-256
@@ -8,7 +9,7 @@
  * layer annotation containerd.io/snapshot/stargz/toc.digest.
  *
  * In memory such a layer is a struct sn_ztoc with compression
- * SN_COMP_ESTARGZ (never encoded):
+ * SN_COMP_ESTARGZ (SN_COMP_ZSTD_CHUNKED; never encoded):
  *   - its offsets are not tar offsets but positions in the layer's "file
  *     data space": the regular files' contents one after another, in TOC
  *     order, then the TOC's JSON (served as the file stargz.index.json,
