@@ -254,9 +254,9 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
   for (i = 0; i < img->nlayers && ztocs[i]; i++)
     ;
   if (img->index_digest && i == img->nlayers)
-    img_logf(img, "SOCI index %s not fetched: the dense index and the "
-             "layers' own TOCs cover every layer (dense=false, estargz=false "
-             "and zstd-chunked=false use it)", img->index_digest);
+    img_logf(img, "SOCI index %s not fetched: the dense index and layer "
+             "TOCs cover every layer (dense=false, estargz=false and "
+             "zstd-chunked=false use it)", img->index_digest);
   else if (img->index_digest && img_load_index(img, m, ztocs) == -1)
     goto out;
 

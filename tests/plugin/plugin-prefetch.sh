@@ -107,7 +107,7 @@ check "artifact: the read fetched no span beyond the header's (still $PFSPANS or
     stats_ok "$ST" "s['spans_fetched'] <= $PFSPANS + 1 and s['spans_failed'] == 0"
 check "with the dense index on every layer the SOCI index (and its artifact) is not even fetched, said in the log" bash -c "
     nbdkit -v -U - -r '$PLUGIN' '$R_HOST/test/img:soci' prefetch=artifact --run true 2>&1 |
-        grep -q 'SOCI index sha256:[0-9a-f]* not fetched: the dense index covers every layer'"
+        grep -q 'SOCI index sha256:[0-9a-f]* not fetched: the dense index and layer TOCs cover every layer'"
 
 # ---- 2. prefetch=background -----------------------------------------------------
 CD=$TMP/cache
