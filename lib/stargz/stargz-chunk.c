@@ -94,12 +94,14 @@ zstd_chunk(size_t i, int64_t skip, const uint8_t *comp, size_t comp_len,
   if (ds == NULL)
     return sn_oom();
   while (skip > 0) {
+    size_t used = in.pos;
+
     o = (ZSTD_outBuffer) { scratch, skip < (int64_t) sizeof scratch
                            ? (size_t) skip : sizeof scratch, 0 };
     r = ZSTD_decompressStream(ds, &o, &in);
     skip -= (int64_t) o.pos;
-    if (ZSTD_isError(r) || (o.pos == 0 && in.pos == in.size))
-      break;
+    if (ZSTD_isError(r) || (o.pos == 0 && in.pos == used))
+      break;                    /* an error, or the input ran out */
   }
   o = (ZSTD_outBuffer) { out, out_len, 0 };
   while (skip == 0 && o.pos < o.size && !ZSTD_isError(r)) {
