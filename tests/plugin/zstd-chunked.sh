@@ -36,12 +36,7 @@ nbdkit_asan_wrapper "$PLUGIN"
 require_tools nbdkit nbdcopy nbdfuse skopeo umoci sqfs2tar rdsquashfs zstd buildah
 [ -f "$PLUGIN" ] || { echo "Bail out! $PLUGIN not built"; exit 1; }
 MOUNTS="" PIDS="" NBDKIT_PIDS=""
-zc_cleanup() {
-    local m p
-    for m in $MOUNTS; do umount "$m" 2>/dev/null; done
-    for p in $PIDS $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done
-}
-trap 'zc_cleanup; srv_cleanup' EXIT
+trap 'mounts_cleanup; srv_cleanup' EXIT
 
 reg_start R || { echo "Bail out! registry did not start"; exit 1; }
 fault_start F "$R_URL" || { echo "Bail out! fault proxy did not start"; exit 1; }

@@ -432,6 +432,14 @@ plugin_start() {
     _reg_wait_for "${START_WAIT:-30}" test -s "$sock.pid"
 }
 
+# mounts_cleanup: unmount MOUNTS (innermost first), kill PIDS and
+# NBDKIT_PIDS (an EXIT trap, before srv_cleanup).
+mounts_cleanup() {
+    local m p
+    for m in ${MOUNTS:-}; do umount "$m" 2>/dev/null; done
+    for p in ${PIDS:-} ${NBDKIT_PIDS:-}; do kill "$p" 2>/dev/null; done
+}
+
 # mnt TYPE SOURCE DIR OPTIONS: mount and remember it in MOUNTS (innermost
 # first; the caller unmounts them in that order).
 mnt() {
