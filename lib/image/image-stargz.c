@@ -17,13 +17,17 @@
 #include "util/err.h"
 #include "util/parallel.h"
 
+/* The layers to load at once (sn_parallel_for), each with its
+ * annotations. */
 struct stargz_jobs {
   struct sn_image *img;
   struct sn_ztoc **ztocs;
-  size_t *layer;                /* the layers to load */
-  const char **toc_digest;      /* their TOC digest annotations */
-  const char **position;        /* zstd:chunked: the manifest position;
+  struct stargz_job {
+    size_t layer;
+    const char *toc_digest;     /* the TOC digest annotation */
+    const char *position;       /* zstd:chunked: the manifest position;
                                  * NULL for eStargz */
+  } *job;
 };
 
 /* len bytes at off of layer l's blob, malloc'd (the caller's), or NULL. */
@@ -101,21 +105,31 @@ load_zchunked(struct sn_image *img, struct img_layer *l, const char *checksum,
   return z;
 }
 
+/* Load job k; a failure names the layer and the option that serves it
+ * without its TOC. */
 static int
 stargz_job(void *arg, size_t k)
 {
   struct stargz_jobs *s = arg;
-  struct img_layer *l = &s->img->layers[s->layer[k]];
+  const struct stargz_job *j = &s->job[k];
+  struct img_layer *l = &s->img->layers[j->layer];
   size_t landmark = 0;
 
-  s->ztocs[l->index] = s->position[k]
-    ? load_zchunked(s->img, l, s->toc_digest[k], s->position[k], &landmark)
-    : load_toc(s->img, l, s->toc_digest[k], &landmark);
-  if (s->ztocs[l->index] == NULL)
-    return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
+  s->ztocs[l->index] = j->position
+    ? load_zchunked(s->img, l, j->toc_digest, j->position, &landmark)
+    : load_toc(s->img, l, j->toc_digest, &landmark);
+  if (s->ztocs[l->index] == NULL) {
+    char *why = strdup(sn_error());   /* sn_set_error reuses its buffer */
+
+    sn_set_error("layer %zu (%s): %s (%s serves the layer without its TOC)",
+                 l->index, l->digest, why ? why : "out of memory",
+                 j->position ? "zstd-chunked=false" : "estargz=false");
+    free(why);
+    return -1;
+  }
   l->stargz_landmark = landmark;
-  l->zchunked = s->position[k] != NULL;
-  l->stargz_toc = strdup(s->toc_digest[k]);
+  l->zchunked = j->position != NULL;
+  l->stargz_toc = strdup(j->toc_digest);
   if (l->stargz_toc == NULL)
     return sn_oom();
   return 0;
@@ -129,10 +143,8 @@ img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
   size_t i, n = 0;
   int r = -1;
 
-  s.layer = calloc(img->nlayers + 1, sizeof *s.layer);
-  s.toc_digest = calloc(img->nlayers + 1, sizeof *s.toc_digest);
-  s.position = calloc(img->nlayers + 1, sizeof *s.position);
-  if (s.layer == NULL || s.toc_digest == NULL || s.position == NULL) {
+  s.job = calloc(img->nlayers + 1, sizeof *s.job);
+  if (s.job == NULL) {
     sn_oom();
     goto out;
   }
@@ -160,30 +172,17 @@ img_load_stargz(struct sn_image *img, const struct sn_manifest *m,
       if (pos == NULL)
         toc = NULL;
     }
-    if (toc) {
-      s.layer[n] = i;
-      s.position[n] = pos;
-      s.toc_digest[n++] = toc;
-    }
+    if (toc)
+      s.job[n++] = (struct stargz_job) { i, toc, pos };
   }
-  /* Two round trips each: all layers at once. */
-  if (sn_parallel_for(n, SN_IMAGE_FETCH_THREADS, stargz_job, &s) == -1) {
-    char *why = strdup(sn_error());   /* sn_set_error reuses its buffer */
-
-    sn_set_error("%s (%s serves the layer without its TOC)",
-                 why ? why : "out of memory",
-                 why && strstr(why, "zstd:chunked") ? "zstd-chunked=false"
-                 : "estargz=false");
-    free(why);
+  /* One or two round trips each: all layers at once. */
+  if (sn_parallel_for(n, SN_IMAGE_FETCH_THREADS, stargz_job, &s) == -1)
     goto out;
-  }
   if (n)
     img_logf(img, "eStargz, zstd:chunked: %zu of %zu layers served from "
              "their TOC", n, img->nlayers);
   r = 0;
 out:
-  free(s.layer);
-  free(s.toc_digest);
-  free(s.position);
+  free(s.job);
   return r;
 }

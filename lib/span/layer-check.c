@@ -137,7 +137,7 @@ sn_layer_check_file(struct sn_layer *l, const struct sn_ztoc_file *f)
 {
   bool mismatch;
 
-  if (l->zi->skip)
+  if (layer_toc_chunks(l))
     return 0;                   /* no tar headers (check_files) */
   return check_file(l, f, &mismatch);
 }
@@ -200,7 +200,7 @@ check_files(struct sn_layer *l, int64_t off, int64_t end)
   /* A layer served from its own TOC (eStargz, zstd:chunked): its data
    * space holds file contents only, each chunk checked against the TOC's
    * digest; there is no tar header to check. */
-  if (l->zi->skip)
+  if (layer_toc_chunks(l))
     return 0;
   /* The first entry whose running max end passes off: no earlier one
    * can overlap. */

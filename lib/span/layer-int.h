@@ -120,14 +120,24 @@ layer_count(_Atomic uint64_t *c, uint64_t n)
   atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* A layer served from its own TOC (eStargz, zstd:chunked: zinfo skip
+ * set): its span digests are of the decoded bytes, so a span is checked
+ * after its decode (load_span) and never before; its data space holds no
+ * tar header, and there is no whole-layer check. */
+static inline bool
+layer_toc_chunks(const struct sn_layer *l)
+{
+  return l->zi->skip != NULL;
+}
+
 /* Spans of a few KiB to tens of KiB (a dense index's sub-spans, eStargz
- * and zstd:chunked chunks): a read that misses stages the rest of its file, and streaming
- * reads stage ahead (layer-dense.c), instead of the sequential readahead
- * of layer-readahead.c. */
+ * and zstd:chunked chunks): a read that misses stages the rest of its
+ * file, and streaming reads stage ahead (layer-dense.c), instead of the
+ * sequential readahead of layer-readahead.c. */
 static inline bool
 layer_fine(const struct sn_layer *l)
 {
-  return l->zi->winref != NULL || l->zi->skip != NULL;
+  return l->zi->winref != NULL || layer_toc_chunks(l);
 }
 
 /* layer.c: how many files of df start at or before off (the index of

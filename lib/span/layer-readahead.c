@@ -194,7 +194,7 @@ ra_batch_thread(void *arg)
     layer_count(&l->spans_fetched, 1);
     layer_count(&l->bytes_fetched, clen);
     /* A TOC layer's chunk is checked once decoded (load_span). */
-    if (l->zi->skip == NULL) {
+    if (!layer_toc_chunks(l)) {
       sn_sha256(all + (s.comp_start - s0.comp_start), clen, got);
       if (sn_digest_parse(d->data, d->len, want) == -1 ||
           memcmp(want, got, SN_SHA256_LEN) != 0) {

@@ -35,7 +35,7 @@ sn_layer_check_new(struct sn_layer *l)
     sn_oom();
     return NULL;
   }
-  if (l->zi->skip) {
+  if (layer_toc_chunks(l)) {
     free(c);
     sn_set_error("a layer served from its own TOC (eStargz, zstd:chunked) "
                  "is checked chunk by chunk against it, not whole");

@@ -171,7 +171,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     sn_set_error("%s: a dense table without its windows blob", l->name);
     goto fail;
   }
-  if (l->zi->skip && l->dir) {
+  if (layer_toc_chunks(l) && l->dir) {
     /* TOC layers' chunks are checked only once decoded: the disk cache,
      * which checks what it loads against compressed digests, is not
      * used. */
@@ -395,7 +395,7 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
       return NULL;
     }
     layer_count(&l->bytes_fetched, clen);
-    if (l->zi->skip)            /* a TOC layer's chunk: checked decoded */
+    if (layer_toc_chunks(l))    /* checked once decoded (load_span) */
       return comp;
     sn_sha256(comp, clen, got);
     if (memcmp(want, got, SN_SHA256_LEN) == 0) {
@@ -574,7 +574,7 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   r = win ? sn_zinfo_decode_run(l->zi, i, i, win, comp, clen, out, ulen)
     : sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
   comp_free(comp, pooled ? l->comp_pool : NULL);
-  if (l->zi->skip && stargz_check(l, i, r, out, ulen) == -1)
+  if (layer_toc_chunks(l) && stargz_check(l, i, r, out, ulen) == -1)
     while (r = -1, tries++ < l->max_refetch) {
       comp = fetch_verified(l, i, &s, clen, NULL, NULL);
       if (comp == NULL)

@@ -180,7 +180,7 @@ out:
 }
 
 
-/* ---- zstd:chunked ---------------------------------------------------------- */
+/* ---- zstd:chunked ------------------------------------------------------ */
 
 int
 sn_zchunked_position_parse(const char *s, int64_t blob_size, int64_t *off,

@@ -19,7 +19,7 @@
 #include "util/err.h"
 #include "util/le.h"
 
-/* ---- the TOC ------------------------------------------------------------- */
+/* ---- the TOC ----------------------------------------------------------- */
 
 /* What sn_stargz_ztoc builds: the ztoc, and the chunk table as it grows. */
 struct toc_build {

@@ -1,8 +1,8 @@
 /* soci-nbd: eStargz and zstd:chunked layers served lazily from their own
  * table of contents (docs/estargz.md, docs/zstd-chunked.md); eStargz
  * first (zstd:chunked below).  An eStargz layer is a gzip tar whose
- * regular files start a new gzip member (one member per chunk of at most a few MiB),
- * followed by a member holding the TOC (stargz.index.json, a tar entry)
+ * regular files start a new gzip member (one member per chunk of at most a
+ * few MiB), followed by a member holding the TOC (stargz.index.json, a tar entry)
  * and a 51-byte footer member that gives the TOC's offset.  The TOC lists
  * every entry's metadata and every chunk's compressed offset and SHA-256
  * (of its uncompressed bytes); the image manifest pins the TOC with the
