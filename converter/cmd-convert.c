@@ -44,7 +44,9 @@ REGOPTS_HELP
 struct entry {
   struct sn_manifest *m;        /* the source manifest (image manifests) */
   bool image;                   /* re-serialized */
-  bool indexed;                 /* a SOCI index was built for it */
+  bool indexed;                 /* indexed: a SOCI index (soci.len; none
+                                 * when only zstd layers were), a dense
+                                 * index, or both */
   struct sn_platform plat;      /* the SOCI entry's platform */
   bool plat_given;              /* else copied from the entry */
   struct sn_doc soci;
@@ -254,7 +256,7 @@ convert_build(struct convert *c)
   }
   if (nindexed == 0)
     return cli_fail("%s: no layer indexed (all smaller than min-layer-size %"
-                    PRId64 " or not tar/tar+gzip)", c->srcname,
+                    PRId64 " or not tar, tar+gzip or tar+zstd)", c->srcname,
                     c->cfg.min_layer_size);
   return 0;
 }
@@ -272,7 +274,7 @@ convert_push(struct convert *c)
   for (i = 0; i < c->n; i++) {
     if (!e[i].image)
       continue;
-    if (e[i].indexed &&
+    if (e[i].indexed && e[i].soci.len &&
         sn_registry_put_manifest(dst, e[i].soci.digest, SN_MT_OCI_MANIFEST,
                                  e[i].soci.data, e[i].soci.len) == -1)
       return -1;
@@ -281,8 +283,8 @@ convert_push(struct convert *c)
                                  e[i].dense.data, e[i].dense.len) == -1)
       return -1;
     if (sn_index_annotate_manifest_dense(e[i].m->raw, e[i].m->raw_len,
-                                         e[i].indexed ? e[i].soci.digest
-                                                      : NULL,
+                                         e[i].indexed && e[i].soci.len
+                                         ? e[i].soci.digest : NULL,
                                          e[i].indexed && e[i].dense.len
                                          ? e[i].dense.digest : NULL,
                                          &e[i].ann) == -1 ||
@@ -292,12 +294,13 @@ convert_push(struct convert *c)
       return -1;
     if (e[i].indexed)
       progress("image manifest %s -> %s, soci index %s", e[i].m->digest,
-               e[i].ann.digest, e[i].soci.digest);
+               e[i].ann.digest, e[i].soci.len ? e[i].soci.digest
+               : "none (only zstd layers indexed)");
     if (e[i].indexed && e[i].dense.len)
       progress("dense index %s", e[i].dense.digest);
   }
   for (i = 0; i < c->n; i++) {
-    if (e[i].indexed &&
+    if (e[i].indexed && e[i].soci.len &&
         sn_oci_index_add_soci(x, &e[i].soci, e[i].ann.digest,
                               e[i].plat_given ? &e[i].plat : NULL, i) == -1)
       return -1;

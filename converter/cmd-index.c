@@ -300,7 +300,7 @@ cmd_create(int argc, char **argv)
   r = sn_index_build_run(reg, reg, m, 1, &cfg, &idx, NULL);
   if (r == 1)
     cli_fail("%s: no layer indexed (all smaller than min-layer-size %"
-             PRId64 " or not tar/tar+gzip)", m->digest, cfg.min_layer_size);
+             PRId64 " or not tar or tar+gzip)", m->digest, cfg.min_layer_size);
   if (r)
     goto fail;
   if (sn_registry_put_manifest(reg, idx.digest, SN_MT_OCI_MANIFEST, idx.data,

@@ -188,6 +188,7 @@ ztoc_json(const struct sn_ztoc *z, const struct sn_zinfo *zi, char **out)
   put_bytes(&w, "build_tool_identifier", &z->build_tool);
   sn_json_member_string(&w, "compression",
                         z->compression == SN_COMP_GZIP ? "gzip"
+                        : z->compression == SN_COMP_ZSTD ? "zstd"
                         : "uncompressed");
   sn_json_member_int(&w, "compressed_archive_size", z->compressed_size);
   sn_json_member_int(&w, "uncompressed_archive_size", z->uncompressed_size);

@@ -14,7 +14,12 @@
  * the oldest waiting checkpoint or the candidate on (a deflate block's
  * output plus 32 KiB; a layer whose blocks make more than MAX_KEPT_OUT
  * gets no dense index); a 32 KiB window per waiting checkpoint and the
- * candidate's. */
+ * candidate's.
+ *
+ * A zstd layer's boundaries are its frame ends (the zinfo builder's zstd
+ * mode): the same placement, no window (frames decode on their own), no
+ * output kept, and at most MAX_ZSTD_KEPT compressed bytes since the last
+ * checkpoint (a bigger frame: no dense index). */
 #include <config.h>
 
 #include <inttypes.h>
@@ -35,6 +40,7 @@
 #define MAX_OUT_GAP ((int64_t) 4 << 20)
 #define WIN SN_ZINFO_WINSIZE
 #define MAX_KEPT_OUT ((size_t) 256 << 20)
+#define MAX_ZSTD_KEPT ((size_t) SN_SPAN_MAX_OUT)
 
 /* A boundary: the candidate, or a checkpoint waiting for its window. */
 struct point {
@@ -55,6 +61,7 @@ struct taken {
 struct sn_dense_builder {
   struct sn_ztoc_builder *zb;
   int64_t min_gap, max_gap;
+  bool zstd;                    /* frame boundaries, no windows */
   bool failed;
   char *why;                    /* the first failure's message */
 
@@ -64,6 +71,7 @@ struct sn_dense_builder {
   uint8_t *obuf;                /* output [obuf_start, +obuf_len) */
   int64_t obuf_start;
   size_t obuf_len, obuf_cap;
+  int64_t out_end;              /* output seen so far */
 
   struct point cand;            /* the last boundary, not decided yet */
   bool have_cand;
@@ -262,9 +270,11 @@ take_cand(struct sn_dense_builder *d)
   d->cp[d->ncp] = (struct taken) { .in = p->in, .out = p->out,
                                    .bits = p->bits };
   p->cp = d->ncp++;
+  d->have_cand = false;
+  if (d->zstd)
+    return 0;                   /* no window to wait for */
   d->wait[d->nwait++] = *p;
   p->window = NULL;
-  d->have_cand = false;
   return 0;
 }
 
@@ -296,7 +306,7 @@ worth_it(struct sn_dense_builder *d, int64_t in, int64_t out)
   const struct point *c = &d->cand;
   bool file = file_starts_in(d, c->out, out);
 
-  if (c->in <= last->in || c->out <= last->out)
+  if (c->in <= last->in || c->out <= last->out || out <= c->out)
     return false;               /* sub-spans are never empty */
   if (file && c->in - last->in >= d->min_gap)
     return true;
@@ -340,7 +350,7 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
     sn_set_error("dense index: the stream does not start with a block");
     goto fail;
   }
-  if (d->cand.window == NULL &&
+  if (!d->zstd && d->cand.window == NULL &&
       (d->cand.window = malloc(WIN)) == NULL) {
     sn_oom();
     goto fail;
@@ -348,7 +358,8 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
   d->cand.in = in;
   d->cand.bits = bits;
   d->cand.out = out;
-  sn_zinfo_builder_window(sn_ztoc_builder_zinfo(d->zb), d->cand.window);
+  if (!d->zstd)
+    sn_zinfo_builder_window(sn_ztoc_builder_zinfo(d->zb), d->cand.window);
   d->have_cand = true;
   if (d->ncp == 0 && take_cand(d) == -1)   /* checkpoint 0: out 0 */
     goto fail;
@@ -365,7 +376,8 @@ on_output(void *opaque, const uint8_t *data, size_t len)
 {
   struct sn_dense_builder *d = opaque;
 
-  if (d->failed || len == 0)
+  d->out_end += (int64_t) len;
+  if (d->failed || len == 0 || d->zstd)
     return 0;
   if (d->obuf_len + len > MAX_KEPT_OUT) {
     sn_set_error("dense index: a deflate block makes more than %zu MiB of "
@@ -406,8 +418,9 @@ sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
   int64_t max_gap = o && o->max_gap > 0 ? o->max_gap : DEFAULT_MAX_GAP;
   struct sn_dense_builder *d;
 
-  if (sn_ztoc_builder_compression(zb) != SN_COMP_GZIP) {
-    sn_set_error("dense index: only for gzip layers");
+  if (sn_ztoc_builder_compression(zb) != SN_COMP_GZIP &&
+      sn_ztoc_builder_compression(zb) != SN_COMP_ZSTD) {
+    sn_set_error("dense index: only for gzip and zstd layers");
     return NULL;
   }
   if (max_gap < min_gap) {
@@ -425,6 +438,7 @@ sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
     return NULL;
   }
   d->zb = zb;
+  d->zstd = sn_ztoc_builder_compression(zb) == SN_COMP_ZSTD;
   d->min_gap = min_gap;
   d->max_gap = max_gap;
   sn_zinfo_builder_set_boundary_hook(sn_ztoc_builder_zinfo(zb), on_boundary,
@@ -443,6 +457,14 @@ sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
                         len, SN_DENSE_FEED_MAX);
   if (d->failed || len == 0)
     return 0;
+  if (d->zstd && d->buf_len + len > MAX_ZSTD_KEPT) {
+    sn_set_error("dense index: a zstd frame (or run of frames) of more than "
+                 "%zu MiB", MAX_ZSTD_KEPT >> 20);
+    free(d->buf);
+    d->buf = NULL;
+    d->buf_len = d->buf_cap = 0;
+    return give_up(d);
+  }
   if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
     return give_up(d);
   memcpy(d->buf + d->buf_len, data, len);
@@ -455,12 +477,12 @@ sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
 static struct sn_ztoc *
 make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
 {
-  struct sn_zinfo zi = { .compression = SN_COMP_GZIP,
+  struct sn_zinfo zi = { .compression = d->zstd ? SN_COMP_ZSTD : SN_COMP_GZIP,
                          .compressed_size = z->compressed_size,
                          .uncompressed_size = z->uncompressed_size,
                          .nspans = d->ncp };
   struct sn_winref *ref = calloc(d->ncp, sizeof *ref);
-  struct sn_ztoc *t = NULL;
+  struct sn_ztoc *t = NULL, zc;
   uint8_t *buf = NULL;
   size_t len, i;
 
@@ -475,9 +497,14 @@ make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
                                         .bits = (uint8_t) d->cp[i].bits };
     ref[i] = d->cp[i].ref;
   }
-  if (sn_ztoc_encode(z, &buf, &len) == -1 ||
+  /* A copy of z through its encoding (a zstd layer's ztoc is encoded as
+   * gzip: its checkpoints are replaced below). */
+  zc = *z;
+  zc.compression = SN_COMP_GZIP;
+  if (sn_ztoc_encode(&zc, &buf, &len) == -1 ||
       (t = sn_ztoc_decode(buf, len)) == NULL)
     goto out;
+  t->compression = zi.compression;
   for (i = 0; i < t->nspan_digests; i++)
     sn_bytes_clear(&t->span_digests[i]);
   free(t->span_digests);
@@ -512,6 +539,21 @@ out:
   return t;
 }
 
+/* A sub-span the plugin would refuse to decode at once (SN_SPAN_MAX_OUT):
+ * no dense index rather than one that is not used. */
+static int
+check_table(const struct sn_ztoc *t)
+{
+  struct sn_zinfo *zi = sn_zinfo_from_ztoc(t);
+  int r;
+
+  if (zi == NULL)
+    return -1;
+  r = sn_zinfo_check_spans(zi);
+  sn_zinfo_free(zi);
+  return r == -1 ? sn_prefix_error("dense index: ") : 0;
+}
+
 int
 sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
                         struct sn_ztoc **table, uint8_t **windows,
@@ -529,17 +571,23 @@ sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
                         "%" PRId64, d->buf_start + (int64_t) d->buf_len,
                         z->compressed_size);
   /* The last boundary, decided with the stream's end as the next one. */
-  if (d->have_cand &&
-      worth_it(d, z->compressed_size, d->obuf_start + (int64_t) d->obuf_len)
-      && take_cand(d) == -1)
+  if (d->have_cand && worth_it(d, z->compressed_size, d->out_end) &&
+      take_cand(d) == -1)
     return -1;
   d->have_cand = false;
   if (close_subspan(d, z->compressed_size) == -1 ||
       settle_ready(d, -1) == -1)
     return -1;
+  if (d->zstd && d->ncp < 2)
+    return sn_set_error("dense index: the zstd layer's frames give one "
+                        "restart point (a layer of several frames is "
+                        "served lazily)");
   *table = make_table(d, z);
-  if (*table == NULL)
+  if (*table == NULL || check_table(*table) == -1) {
+    sn_ztoc_free(*table);
+    *table = NULL;
     return -1;
+  }
   *windows = d->windows;
   *windows_len = d->windows_len;
   d->windows = NULL;

@@ -96,6 +96,20 @@ read_records(struct sn_zinfo *zi, const uint8_t *p)
   return 0;
 }
 
+/* A zstd layer's checkpoints are frame starts: no leftover bits, no
+ * window (read_records checked each against a windows blob of 0 bytes). */
+static int
+check_zstd(const struct sn_zinfo *zi)
+{
+  size_t i;
+
+  for (i = 0; zi->compression == SN_COMP_ZSTD && i < zi->nspans; i++)
+    if (zi->cp[i].bits != 0)
+      return sn_set_error("dense: checkpoint %zu of a zstd layer has "
+                          "leftover bits", i);
+  return 0;
+}
+
 struct sn_zinfo *
 sn_dense_cp_parse(const uint8_t *blob, size_t len)
 {
@@ -114,8 +128,13 @@ sn_dense_cp_parse(const uint8_t *blob, size_t len)
   count = (uint32_t) sn_get_le(blob + 8, 4);
   flags = (uint32_t) sn_get_le(blob + 12, 4);
   wsize = (int64_t) sn_get_le(blob + 16, 8);
-  if (flags != 0) {
+  if ((flags & ~(uint32_t) SN_DENSE_CP_ZSTD) != 0) {
     sn_set_error("dense: unknown checkpoint table flags 0x%" PRIx32, flags);
+    return NULL;
+  }
+  if ((flags & SN_DENSE_CP_ZSTD) && wsize != 0) {
+    sn_set_error("dense: a zstd layer's table names a windows blob (%"
+                 PRId64 " bytes)", wsize);
     return NULL;
   }
   if (count < 1) {
@@ -140,11 +159,11 @@ sn_dense_cp_parse(const uint8_t *blob, size_t len)
     sn_oom();
     return NULL;
   }
-  zi->compression = SN_COMP_GZIP;
+  zi->compression = flags & SN_DENSE_CP_ZSTD ? SN_COMP_ZSTD : SN_COMP_GZIP;
   zi->nspans = count;
   zi->windows_size = wsize;
   if (read_records(zi, blob + SN_DENSE_CP_HEADER_LEN) == -1 ||
-      sn_zinfo_check_checkpoints(zi) == -1) {
+      sn_zinfo_check_checkpoints(zi) == -1 || check_zstd(zi) == -1) {
     sn_zinfo_free(zi);
     return NULL;
   }
@@ -159,9 +178,10 @@ sn_dense_cp_encode(const struct sn_zinfo *zi, const struct sn_winref *winref,
   uint8_t *buf, *p;
   size_t i, n;
 
-  if (zi == NULL || zi->compression != SN_COMP_GZIP || zi->cp == NULL ||
+  if (zi == NULL || (zi->compression != SN_COMP_GZIP &&
+                     zi->compression != SN_COMP_ZSTD) || zi->cp == NULL ||
       winref == NULL)
-    return sn_set_error("dense: not a gzip checkpoint table");
+    return sn_set_error("dense: not a gzip or zstd checkpoint table");
   if (zi->nspans < 1 || zi->nspans > UINT32_MAX ||
       zi->nspans > (SIZE_MAX - SN_DENSE_CP_HEADER_LEN) /
                    SN_DENSE_CP_RECORD_LEN)
@@ -172,6 +192,8 @@ sn_dense_cp_encode(const struct sn_zinfo *zi, const struct sn_winref *winref,
     return sn_oom();
   memcpy(buf, SN_DENSE_CP_MAGIC, 8);
   sn_put_le(buf + 8, zi->nspans, 4);
+  sn_put_le(buf + 12, zi->compression == SN_COMP_ZSTD ? SN_DENSE_CP_ZSTD : 0,
+            4);
   sn_put_le(buf + 16, (uint64_t) windows_size, 8);
   p = buf + SN_DENSE_CP_HEADER_LEN;
   for (i = 0; i < zi->nspans; i++, p += SN_DENSE_CP_RECORD_LEN) {
@@ -275,11 +297,12 @@ int
 sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
 {
   struct sn_zinfo *zi;
+  struct sn_ztoc fbz;
   uint8_t *fb;
   size_t fblen;
   int ret;
 
-  if (z->compression != SN_COMP_GZIP ||
+  if ((z->compression != SN_COMP_GZIP && z->compression != SN_COMP_ZSTD) ||
       !sn_dense_cp_is(z->checkpoints, z->checkpoints_len))
     return sn_set_error("dense: the table's checkpoints are not a dense "
                         "checkpoint table");
@@ -288,7 +311,11 @@ sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
   if (zi == NULL)
     return -1;
   sn_zinfo_free(zi);
-  if (sn_ztoc_encode(z, &fb, &fblen) == -1)
+  /* compression_algorithm stays the default: the checkpoint table's flag
+   * says zstd (docs/dense-format.md). */
+  fbz = *z;
+  fbz.compression = SN_COMP_GZIP;
+  if (sn_ztoc_encode(&fbz, &fb, &fblen) == -1)
     return -1;
   if (fblen > SN_ZTOC_MAX_BLOB) {
     free(fb);
@@ -329,6 +356,9 @@ sn_dense_table_decode(const uint8_t *buf, size_t len)
                  "checkpoint table");
     goto fail;
   }
+  if (z->checkpoints_len >= SN_DENSE_CP_HEADER_LEN &&
+      (sn_get_le(z->checkpoints + 12, 4) & SN_DENSE_CP_ZSTD))
+    z->compression = SN_COMP_ZSTD;
   zi = sn_zinfo_from_ztoc(z);
   if (zi == NULL)
     goto fail;

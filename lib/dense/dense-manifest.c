@@ -95,10 +95,10 @@ sn_dense_blobs(const struct sn_manifest *dm, const char *layer_digest,
   *windows = find_blob(dm, layer_digest, SN_DENSE_WINDOWS_MEDIA_TYPE);
   if (*table == NULL && *windows == NULL)
     return 0;
-  if (*table == NULL || *windows == NULL)
-    return sn_set_error("layer %s: a %s blob without its %s blob",
-                        layer_digest, *table ? "table" : "windows",
-                        *table ? "windows" : "table");
+  /* A zstd layer's table comes alone (sn_dense_load_table checks it). */
+  if (*table == NULL)
+    return sn_set_error("layer %s: a windows blob without its table",
+                        layer_digest);
   return 1;
 }
 
@@ -123,7 +123,8 @@ sn_dense_record(const struct sn_manifest *dm, const struct sn_descriptor **rec)
 
 struct sn_ztoc *
 sn_dense_load_table(struct sn_registry *reg, const struct sn_descriptor *table,
-                    const struct sn_descriptor *windows, int64_t layer_size)
+                    const struct sn_descriptor *windows, int64_t layer_size,
+                    enum sn_compression layer_comp)
 {
   struct sn_ztoc *z;
   struct sn_zinfo *zi;
@@ -141,12 +142,15 @@ sn_dense_load_table(struct sn_registry *reg, const struct sn_descriptor *table,
   }
   zi = sn_zinfo_from_ztoc(z);
   if (zi == NULL || z->compressed_size != layer_size ||
-      z->compression != SN_COMP_GZIP || zi->windows_size != windows->size) {
+      z->compression != layer_comp ||
+      (windows ? zi->windows_size != windows->size
+               : z->compression != SN_COMP_ZSTD)) {
     if (zi)
-      sn_set_error("dense table %s does not describe its layer (size %"
+      sn_set_error("dense table %s does not describe its %s layer (size %"
                    PRId64 ", windows %" PRId64 " bytes) or its windows blob "
-                   "(%" PRId64 " bytes)", table->digest, layer_size,
-                   zi->windows_size, windows->size);
+                   "(%" PRId64 " bytes)", table->digest,
+                   layer_comp == SN_COMP_ZSTD ? "zstd" : "gzip", layer_size,
+                   zi->windows_size, windows ? windows->size : -1);
     else
       sn_prefix_error("dense table %s: ", table->digest);
     sn_zinfo_free(zi);
@@ -199,8 +203,9 @@ sn_dense_manifest_encode(const struct sn_dense_entry *e, size_t n,
   for (i = 0; i < n; i++) {
     write_blob(&w, SN_DENSE_TABLE_MEDIA_TYPE, e[i].table_digest,
                e[i].table_size, e[i].layer_digest);
-    write_blob(&w, SN_DENSE_WINDOWS_MEDIA_TYPE, e[i].windows_digest,
-               e[i].windows_size, e[i].layer_digest);
+    if (e[i].windows_digest)    /* none for a zstd layer */
+      write_blob(&w, SN_DENSE_WINDOWS_MEDIA_TYPE, e[i].windows_digest,
+                 e[i].windows_size, e[i].layer_digest);
   }
   if (record) {
     sn_json_begin_object(&w);
@@ -242,7 +247,8 @@ sn_dense_manifest_set_record(const struct sn_manifest *dm,
     e[n] = (struct sn_dense_entry) {
       .layer_digest = ld, .layer_index = n,
       .table_digest = t->digest, .table_size = t->size,
-      .windows_digest = wd->digest, .windows_size = wd->size,
+      .windows_digest = wd ? wd->digest : NULL,
+      .windows_size = wd ? wd->size : 0,
     };
     n++;
   }

@@ -23,7 +23,8 @@ int sn_dense_fetch(struct sn_registry *reg, const struct sn_manifest *m,
  * table or windows blobs, each naming its image layer. */
 int sn_dense_check(const struct sn_manifest *dm);
 /* Image layer layer_digest's table and windows descriptors in dm (pointers
- * into dm): 1 if it has both, 0 if neither, -1 if only one. */
+ * into dm): 1 if it has a table (*windows NULL: none, a zstd layer's), 0
+ * if neither, -1 if only a windows blob. */
 int sn_dense_blobs(const struct sn_manifest *dm, const char *layer_digest,
                    const struct sn_descriptor **table,
                    const struct sn_descriptor **windows);
@@ -32,12 +33,15 @@ int sn_dense_blobs(const struct sn_manifest *dm, const char *layer_digest,
 int sn_dense_record(const struct sn_manifest *dm,
                     const struct sn_descriptor **rec);
 /* Fetch table (by digest, at most its descriptor's size), decode it and
- * check that it describes a gzip layer of layer_size bytes and a windows
- * blob of windows->size bytes.  The dense table (a ztoc, the caller's). */
+ * check that it describes a layer of layer_size bytes compressed as
+ * layer_comp (SN_COMP_GZIP or SN_COMP_ZSTD) and a windows blob of
+ * windows->size bytes (windows NULL: a zstd layer's table, which has
+ * none).  The dense table (a ztoc, the caller's). */
 struct sn_ztoc *sn_dense_load_table(struct sn_registry *reg,
                                     const struct sn_descriptor *table,
                                     const struct sn_descriptor *windows,
-                                    int64_t layer_size);
+                                    int64_t layer_size,
+                                    enum sn_compression layer_comp);
 
 /* ---- writing (soci-nbd convert) ---- */
 
@@ -50,7 +54,7 @@ struct sn_dense_entry {
   size_t layer_index;           /* free for the caller's use */
   const char *table_digest;
   int64_t table_size;
-  const char *windows_digest;
+  const char *windows_digest;  /* NULL: none (a zstd layer) */
   int64_t windows_size;
 };
 

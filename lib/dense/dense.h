@@ -12,7 +12,8 @@
  *            each checkpoint names its frame (offset, length, SHA-256).
  *
  * The dense checkpoint table ("SNDCKP01", little endian):
- *   magic[8] "SNDCKP01", u32 count (>= 1), u32 flags (0),
+ *   magic[8] "SNDCKP01", u32 count (>= 1), u32 flags (0, or
+ *   SN_DENSE_CP_ZSTD),
  *   i64 windows_size (bytes of the windows blob),
  *   count records of 64 bytes:
  *     i64 in, i64 out, u8 bits (0..7), u8 pad[3] (0), u32 win_len,
@@ -22,6 +23,12 @@
  *   and win_sha256 then 0).  Else the frame [win_off, win_off+win_len) of
  *   the windows blob decompresses to exactly 32768 bytes: the window,
  *   with the bytes no back-reference reads zeroed.
+ *
+ * A zstd layer of several frames (flags SN_DENSE_CP_ZSTD): every
+ * checkpoint is a frame's start (bits 0), no window (frames decode on
+ * their own), windows_size 0 and no windows blob; the ztoc's
+ * compression_algorithm stays the default and in memory the table is
+ * SN_COMP_ZSTD.
  *
  * In memory a dense table is a struct sn_ztoc whose checkpoints hold the
  * table above; sn_zinfo_from_ztoc() turns it into a struct sn_zinfo with
@@ -44,6 +51,7 @@
 #define SN_DENSE_CP_MAGIC "SNDCKP01"
 #define SN_DENSE_CP_HEADER_LEN 24
 #define SN_DENSE_CP_RECORD_LEN 64
+#define SN_DENSE_CP_ZSTD 1u    /* flags: the layer is zstd */
 /* The largest compressed window frame accepted (a 32 KiB window cannot
  * need more, with zstd's worst-case overhead). */
 #define SN_DENSE_WIN_MAX_FRAME 40000
@@ -69,15 +77,15 @@ struct sn_winref {
 
 /* ---- the checkpoint table (dense-format.c) ---------------------------- */
 
-/* Serialize zi (gzip; windows ignored) with winref[zi->nspans] and the
+/* Serialize zi (gzip or zstd; windows ignored) with winref[zi->nspans] and the
  * windows blob's size.  Refuses (-1) what sn_dense_cp_parse would. */
 int sn_dense_cp_encode(const struct sn_zinfo *zi,
                        const struct sn_winref *winref, int64_t windows_size,
                        uint8_t **out, size_t *len);
 /* True if blob starts with the dense magic. */
 bool sn_dense_cp_is(const uint8_t *blob, size_t len);
-/* Parse: a gzip zinfo (windows NULL, winref and windows_size set).  Checks
- * the length, magic, flags, count >= 1, bits <= 7, pads zero, offsets >= 0
+/* Parse: a gzip or zstd zinfo (windows NULL, winref and windows_size set).
+ * Checks the length, magic, flags (zstd: bits 0, no window), count >= 1, bits <= 7, pads zero, offsets >= 0
  * and non-decreasing, out[0] == 0, each window frame inside the windows
  * blob with 0 < win_len <= SN_DENSE_WIN_MAX_FRAME or all zero. */
 struct sn_zinfo *sn_dense_cp_parse(const uint8_t *blob, size_t len);
@@ -91,8 +99,9 @@ int sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out,
                           size_t *len);
 /* Decompress (at most SN_ZTOC_MAX_BLOB bytes) and decode; refuses a table
  * whose checkpoints are not a dense table, and checks it as
- * sn_zinfo_from_ztoc would (span counts, geometry).  The caller checks
- * compressed_size against the layer descriptor. */
+ * sn_zinfo_from_ztoc would (span counts, geometry); a zstd layer's table
+ * comes back SN_COMP_ZSTD.  The caller checks compressed_size against the
+ * layer descriptor. */
 struct sn_ztoc *sn_dense_table_decode(const uint8_t *buf, size_t len);
 
 /* ---- windows (dense-format.c) ------------------------------------------ */

@@ -1,7 +1,8 @@
 /* soci-nbd: the dense index of an image (docs/dense-index.md) — when the
  * image manifest names one, each gzip layer it covers is served from its
  * dense table (sub-spans, file table) and windows blob instead of the SOCI
- * ztoc, which is then never fetched. */
+ * ztoc, which is then never fetched; each zstd layer it covers, from its
+ * table alone (frame-granular sub-spans, no windows). */
 #include <config.h>
 
 #include <stdbool.h>
@@ -42,13 +43,17 @@ dense_job(void *arg, size_t i)
     return 0;
   }
   l = &d->img->layers[j->layer];
-  d->ztocs[j->layer] = sn_dense_load_table(d->img->reg, j->table, j->windows,
-                                           l->size);
+  d->ztocs[j->layer] = sn_dense_load_table(
+    d->img->reg, j->table, j->windows, l->size,
+    sn_layer_kind(l->media_type) == SN_LAYER_KIND_ZSTD ? SN_COMP_ZSTD
+                                                       : SN_COMP_GZIP);
   if (d->ztocs[j->layer] == NULL)
     return sn_prefix_error("layer %zu: ", j->layer);
+  l->dense = true;
   l->ztoc_digest = strdup(j->table->digest);
-  l->windows_digest = strdup(j->windows->digest);
-  if (l->ztoc_digest == NULL || l->windows_digest == NULL)
+  if (j->windows)
+    l->windows_digest = strdup(j->windows->digest);
+  if (l->ztoc_digest == NULL || (j->windows && l->windows_digest == NULL))
     return sn_oom();
   return 0;
 }
@@ -87,7 +92,8 @@ img_load_dense(struct sn_image *img, const struct sn_manifest *m,
     const struct sn_descriptor *t, *w;
     int have;
 
-    if (sn_layer_kind(l->media_type) != SN_LAYER_KIND_GZIP)
+    if (sn_layer_kind(l->media_type) != SN_LAYER_KIND_GZIP &&
+        sn_layer_kind(l->media_type) != SN_LAYER_KIND_ZSTD)
       continue;
     have = sn_dense_blobs(dm, l->digest, &t, &w);
     if (have == -1) {

@@ -39,8 +39,9 @@ struct img_layer {
   char *media_type;
   int64_t size;
   char *ztoc_digest;            /* the ztoc it is served with, or NULL */
-  char *windows_digest;         /* served with a dense index: its windows
-                                 * blob (ztoc_digest is its table) */
+  bool dense;                   /* served with a dense index
+                                 * (ztoc_digest is its table) */
+  char *windows_digest;         /* its windows blob (NULL for zstd) */
   char *stargz_toc;             /* served from its own TOC (eStargz, or
                                  * zstd:chunked if zchunked): the TOC's
                                  * digest (ztoc_digest is NULL) */

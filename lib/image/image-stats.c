@@ -114,6 +114,7 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_json_member_int(w, "prefetch_ranges", l->npf);
   sn_json_member_string(w, "verify", verify_name(v));
   sn_json_member_string(w, "ztoc", l->ztoc_digest);
+  sn_json_member_string(w, "served", sn_image_layer_served(l->img, l->index));
   sn_json_member_int(w, "replay_bytes", ls.replay_bytes);
   sn_json_member_int(w, "replay_used_bytes", ls.replay_used_bytes);
   if (l->stargz_toc)

@@ -307,7 +307,7 @@ setup_layers(struct sn_image *img, const struct sn_manifest *m,
     }
     l->spans_total = (uint64_t) sn_layer_ztoc(l->layer)->max_span_id + 1;
     sn_layer_set_trace(l->layer, layer_trace, l);
-    if (l->windows_digest && l->npf) {
+    if (l->dense && l->npf) {
       /* Its spans are SOCI spans; the dense table has sub-spans. */
       img_logf(img, "layer %zu (%s): prefetch artifact ignored: the layer is "
             "served from its dense index (dense=false uses it)", i,
@@ -511,8 +511,10 @@ sn_image_layer_served(const struct sn_image *img, size_t i)
 {
   if (i >= img->nlayers || !img->layers[i].lazy)
     return "whole";
-  return img->layers[i].windows_digest ? "lazy-dense"
-    : img->layers[i].zchunked ? "lazy-zstd-chunked"
+  if (img->layers[i].dense)
+    return img->layers[i].windows_digest ? "lazy-dense"
+                                         : "lazy-seekable-zstd";
+  return img->layers[i].zchunked ? "lazy-zstd-chunked"
     : img->layers[i].stargz_toc ? "lazy-estargz" : "lazy-soci";
 }
 

@@ -159,11 +159,14 @@ sn_ztoc_builder_feed(struct sn_ztoc_builder *b, const uint8_t *data,
   return sn_zinfo_builder_feed(b->zb, data, len);
 }
 
-/* The checkpoint blob: a TarZinfo for tar (§4.3), else the gzip
- * checkpoints serialized as v2 (§4.1). */
+/* The checkpoint blob: a TarZinfo for tar (§4.3), the gzip checkpoints
+ * serialized as v2 (§4.1), none for zstd (its ztoc is never encoded: only
+ * its file table and sizes go into a dense table, lib/dense/dense.h). */
 static int
 set_checkpoints(struct sn_ztoc *z, const struct sn_zinfo *zi)
 {
+  if (z->compression == SN_COMP_ZSTD)
+    return 0;
   if (z->compression == SN_COMP_UNCOMPRESSED)
     return sn_tarzinfo_encode(zi->span_size, zi->compressed_size,
                               &z->checkpoints, &z->checkpoints_len);

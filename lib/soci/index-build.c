@@ -45,10 +45,18 @@ sn_index_build_will_index(const struct sn_descriptor *d,
 {
   enum sn_layer_kind k = sn_layer_kind(d->media_type);
 
-  if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR) {
+  if (k == SN_LAYER_KIND_ZSTD && !cfg->dense) {
     if (say_why)
-      say(cfg, "ztoc skipped - layer %s (%s) is not a tar or tar+gzip layer",
-          d->digest, d->media_type ? d->media_type : "-");
+      say(cfg, "ztoc skipped - layer %s (%s) is zstd: it gets only a dense "
+          "index (soci-nbd convert without --no-dense)", d->digest,
+          d->media_type);
+    return false;
+  }
+  if (k != SN_LAYER_KIND_GZIP && k != SN_LAYER_KIND_TAR &&
+      k != SN_LAYER_KIND_ZSTD) {
+    if (say_why)
+      say(cfg, "ztoc skipped - layer %s (%s) is not a tar, tar+gzip or "
+          "tar+zstd layer", d->digest, d->media_type ? d->media_type : "-");
     return false;
   }
   if (d->size < cfg->min_layer_size) {
@@ -161,7 +169,7 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
       sn_oom();
     goto out;
   }
-  if (cfg->dense && j->comp == SN_COMP_GZIP &&
+  if (cfg->dense && j->comp != SN_COMP_UNCOMPRESSED &&
       (f.dense = sn_dense_builder_new(f.b, NULL)) == NULL)
     goto out;
   if (cfg->copy_layers) {       /* copy it while indexing, unless DST has it */
@@ -177,11 +185,13 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
   if (f.len && feed_on(&f, f.buf, f.len) == -1)
     goto out;
   z = sn_ztoc_builder_finish(f.b, NULL);
-  /* A layer the dense index cannot describe keeps its SOCI ztoc. */
+  /* A gzip layer the dense index cannot describe keeps its SOCI ztoc; a
+   * zstd layer is then served whole. */
   if (z && f.dense &&
       sn_dense_builder_finish(f.dense, z, &j->dense, &j->windows,
                               &j->windows_len) == -1)
-    say(cfg, "layer %zu (%s): no dense index: %s", j->layer, d->digest,
+    say(cfg, "layer %zu (%s): no dense index%s: %s", j->layer, d->digest,
+        j->comp == SN_COMP_ZSTD ? " (the zstd layer is served whole)" : "",
         sn_error());
   if (z && f.copy) {            /* verified by get_blob */
     int r = sn_blob_writer_commit(f.copy);
@@ -221,10 +231,14 @@ push_dense(struct sn_index_build_pool *p, struct sn_index_build_job *j)
   free(buf);
   if (r == -1)
     return -1;
-  sn_digest_of(j->windows, j->windows_len, j->wdig);
-  if (sn_registry_push_blob(p->dst, j->wdig, j->windows,
-                            j->windows_len) == -1)
-    return -1;
+  if (j->comp == SN_COMP_ZSTD)
+    j->wdig[0] = 0;             /* a zstd layer's table comes alone */
+  else {
+    sn_digest_of(j->windows, j->windows_len, j->wdig);
+    if (sn_registry_push_blob(p->dst, j->wdig, j->windows,
+                              j->windows_len) == -1)
+      return -1;
+  }
   sn_ztoc_free(j->dense);
   j->dense = NULL;
   free(j->windows);
@@ -242,6 +256,14 @@ run_job(struct sn_index_build_pool *p, struct sn_index_build_job *j)
   j->z = build_ztoc(p->src, j, p->cfg);
   if (j->z == NULL)
     return -1;
+  if (j->comp == SN_COMP_ZSTD) {  /* no SOCI ztoc: only the dense index */
+    sn_ztoc_free(j->z);
+    j->z = NULL;
+    if (j->dense && push_dense(p, j) == -1)
+      return sn_prefix_error("layer %zu (%s): dense index: ", j->layer,
+                             j->d->digest);
+    return 0;
+  }
   if (sn_ztoc_encode(j->z, &buf, &len) == -1)
     return sn_prefix_error("layer %zu (%s): ", j->layer, j->d->digest);
   sn_digest_of(buf, len, j->zdig);
@@ -584,7 +606,8 @@ dense_manifest(const struct sn_index_build_job *jobs, size_t njobs,
     e[k] = (struct sn_dense_entry) {
       .layer_digest = j->d->digest, .layer_index = i,
       .table_digest = j->tdig, .table_size = (int64_t) j->tlen,
-      .windows_digest = j->wdig, .windows_size = (int64_t) j->windows_len,
+      .windows_digest = j->wdig[0] ? j->wdig : NULL,
+      .windows_size = (int64_t) j->windows_len,
     };
     n++;
   }
@@ -608,7 +631,7 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
   struct sn_descriptor rdesc;
   char rdig[SN_DIGEST_STRLEN + 1];
   bool use_record = false;
-  size_t i;
+  size_t i, ndense = 0;
   int r = -1;
 
   memset(out, 0, sizeof *out);
@@ -642,7 +665,8 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
     }
     jobs[pool.njobs++] = (struct sn_index_build_job) {
       .d = d, .layer = i, .pool = &pool,
-      .comp = k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP : SN_COMP_UNCOMPRESSED,
+      .comp = k == SN_LAYER_KIND_GZIP ? SN_COMP_GZIP
+            : k == SN_LAYER_KIND_ZSTD ? SN_COMP_ZSTD : SN_COMP_UNCOMPRESSED,
     };
   }
   pool.jobs = jobs;
@@ -654,6 +678,11 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
   for (i = 0; i < pool.njobs; i++) {
     struct sn_index_build_job *j = &jobs[i];
 
+    if (j->comp == SN_COMP_ZSTD) {   /* a dense index or nothing */
+      if (j->tdig[0])
+        st->indexed++, ndense++;
+      continue;
+    }
     b.ztocs[b.nz] = j->z;
     j->z = NULL;
     b.layer_of[b.nz] = j->layer;
@@ -669,8 +698,16 @@ sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
     st->indexed++;
     st->ztoc_bytes += j->zlen;
   }
-  if (b.nz == 0) {
+  if (b.nz == 0 && ndense == 0) {
     r = 1;
+    goto out;
+  }
+  if (b.nz == 0) {
+    /* Only zstd layers were indexed: no SOCI index (*out stays empty),
+     * only the dense one. */
+    if (cfg->record)
+      say(cfg, "prefetch record not attached: no layer has a SOCI ztoc");
+    r = dense_out ? dense_manifest(jobs, pool.njobs, NULL, dense_out) : 0;
     goto out;
   }
   if ((cfg->record && bind_record(m, &b, cfg, &use_record) == -1) ||

@@ -47,7 +47,7 @@ struct sn_index_build_job {
   struct sn_ztoc *z;
   char zdig[SN_DIGEST_STRLEN + 1];
   size_t zlen;
-  /* Its dense index (gzip layers, when asked for): the table until it is
+  /* Its dense index (gzip and zstd layers, when asked for): the table until it is
    * pushed, the digests and sizes of the two blobs pushed. */
   struct sn_ztoc *dense;
   uint8_t *windows;
@@ -108,8 +108,9 @@ struct sn_index_build_cfg {
 /* CLOCK_MONOTONIC in seconds: the clock of a job's t0 and t1. */
 double sn_index_build_now(void);
 
-/* Whether sn_index_build_run makes a ztoc for layer d (else it says why
- * through cfg's message hook, when say_why). */
+/* Whether sn_index_build_run indexes layer d: a ztoc for a tar or gzip
+ * layer, only a dense index for a zstd layer (with cfg->dense); else it
+ * says why through cfg's message hook, when say_why. */
 bool sn_index_build_will_index(const struct sn_descriptor *d,
                                const struct sn_index_build_cfg *cfg,
                                bool say_why);
@@ -120,7 +121,8 @@ bool sn_index_build_will_index(const struct sn_descriptor *d,
  * skipped (nothing pushed); -1 on error.  The index manifest itself is
  * not pushed.  With cfg->dense, the dense blobs are pushed too and
  * *dense_out is the dense-index manifest (not pushed; len 0 when no layer
- * is gzip); dense_out may be NULL otherwise. */
+ * got one); dense_out may be NULL otherwise.  When only zstd layers were
+ * indexed, *out is left empty (len 0): there is no SOCI index. */
 int sn_index_build_run(struct sn_registry *src, struct sn_registry *dst,
                        const struct sn_manifest *m, int version,
                        const struct sn_index_build_cfg *cfg,

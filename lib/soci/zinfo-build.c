@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zstd.h>
+
 #include "util/err.h"
 #include "inflate/inflate.h"
 #include "soci/zinfo.h"
@@ -78,6 +80,15 @@ struct sn_zinfo_builder {
   struct sn_checkpoint *cp;
   size_t ncp, cpcap;
   uint8_t prev_byte;             /* last byte of the previous feed */
+
+  /* zstd */
+  ZSTD_DStream *zs;
+  uint8_t *zout;
+  size_t zlast;                  /* the last call's result (0: between
+                                  * frames) */
+  bool zfull;                    /* the last call filled its output */
+  bool frame_end;                /* a frame ended: a boundary if more
+                                  * input follows */
 
   /* Digests: owned by the helper while it hashes a chunk. */
   struct sn_sha256 blob_hash, span_hash;
@@ -326,7 +337,8 @@ sn_zinfo_builder_new(enum sn_compression comp, int64_t span_size,
 {
   struct sn_zinfo_builder *b;
 
-  if (comp != SN_COMP_GZIP && comp != SN_COMP_UNCOMPRESSED) {
+  if (comp != SN_COMP_GZIP && comp != SN_COMP_UNCOMPRESSED &&
+      comp != SN_COMP_ZSTD) {
     sn_set_error("zinfo: unsupported compression %d", (int) comp);
     return NULL;
   }
@@ -351,6 +363,16 @@ sn_zinfo_builder_new(enum sn_compression comp, int64_t span_size,
     if (b->inf == NULL)
       goto fail;
   }
+  if (comp == SN_COMP_ZSTD) {
+    b->zs = ZSTD_createDStream();
+    b->zout = malloc(ZSTD_DStreamOutSize());
+    b->cp = calloc(1, sizeof *b->cp);   /* the one checkpoint: (0, 0) */
+    if (b->zs == NULL || b->zout == NULL || b->cp == NULL) {
+      sn_oom();
+      goto fail;
+    }
+    b->ncp = b->cpcap = 1;
+  }
   return b;
 
 fail:
@@ -368,6 +390,8 @@ sn_zinfo_builder_free(struct sn_zinfo_builder *b)
     return;
   hasher_stop(&b->h);
   sn_inflate_free(b->inf);
+  ZSTD_freeDStream(b->zs);
+  free(b->zout);
   for (i = 0; i < b->ncp; i++)
     free(b->cp[i].window);
   free(b->cp);
@@ -516,6 +540,53 @@ feed_tar(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
   return 0;
 }
 
+/* One zstd call on *in, handing the output on; a frame that ends there
+ * is noted. */
+static int
+zstd_step(struct sn_zinfo_builder *b, ZSTD_inBuffer *in)
+{
+  ZSTD_outBuffer out = { b->zout, ZSTD_DStreamOutSize(), 0 };
+  size_t before = in->pos;
+
+  b->zlast = ZSTD_decompressStream(b->zs, &out, in);
+  if (ZSTD_isError(b->zlast))
+    return sn_set_error("corrupt zstd frame near offset %" PRId64 " (%s)",
+                        b->totin, ZSTD_getErrorName(b->zlast));
+  b->totin += (int64_t) (in->pos - before);
+  b->totout += (int64_t) out.pos;
+  b->zfull = out.pos == out.size;
+  b->frame_end = b->zlast == 0;
+  if (out.pos && b->on_output && b->on_output(b->opaque, b->zout,
+                                              out.pos) == -1)
+    return -1;
+  return 0;
+}
+
+/* zstd layers (several frames, or one): decompressed for on_output, each
+ * frame's end that more input follows told to the boundary hook (the
+ * first at (0, 0)); one span, the whole blob, hashed inline. */
+static int
+feed_zstd(struct sn_zinfo_builder *b, const uint8_t *data, size_t len)
+{
+  ZSTD_inBuffer in = { data, len, 0 };
+
+  if (!b->no_blob_hash)
+    sn_sha256_update(&b->blob_hash, data, len);
+  sn_sha256_update(&b->span_hash, data, len);
+  if (b->totin == 0 && !b->frame_end && b->boundary &&
+      b->boundary(b->boundary_opaque, 0, 0, 0) == -1)
+    return -1;
+  while (in.pos < in.size || b->zfull) {
+    if (b->frame_end && in.pos < in.size && b->boundary &&
+        b->boundary(b->boundary_opaque, b->totin, 0, b->totout) == -1)
+      return -1;
+    b->frame_end = false;
+    if (zstd_step(b, &in) == -1)
+      return -1;
+  }
+  return 0;
+}
+
 /* Feed the next len bytes of the blob; an error stops the builder. */
 int
 sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
@@ -532,7 +603,8 @@ sn_zinfo_builder_feed(struct sn_zinfo_builder *b, const uint8_t *data,
   if (b->totin > INT64_MAX - (int64_t) len)
     return sn_set_error("zinfo builder: layer too large");
   r = b->comp == SN_COMP_GZIP ? feed_gzip(b, data, len)
-                              : feed_tar(b, data, len);
+    : b->comp == SN_COMP_ZSTD ? feed_zstd(b, data, len)
+    : feed_tar(b, data, len);
   if (r == -1)
     b->failed = true;
   return r;
@@ -552,7 +624,7 @@ take_zinfo(struct sn_zinfo_builder *b)
   zi->span_size = b->span_size;
   zi->compressed_size = b->totin;
   zi->nspans = b->ndigests;
-  if (b->comp == SN_COMP_GZIP) {
+  if (b->comp != SN_COMP_UNCOMPRESSED) {
     zi->cp = b->cp;
     b->cp = NULL;
     b->ncp = b->cpcap = 0;
@@ -574,6 +646,17 @@ finish_input(struct sn_zinfo_builder *b)
     if (sn_inflate_finish(b->inf) == -1 || b->ncp == 0)
       return sn_set_error("truncated gzip stream (%" PRId64 " bytes)",
                           b->totin);
+    return close_span(b);
+  }
+  if (b->comp == SN_COMP_ZSTD) {
+    ZSTD_inBuffer in = { none, 0, 0 };
+
+    while (b->zfull)            /* output zstd still holds */
+      if (zstd_step(b, &in) == -1)
+        return -1;
+    if (b->totin == 0 || b->zlast != 0)
+      return sn_set_error("truncated zstd stream (%" PRId64 " bytes): the "
+                          "layer ends inside a frame", b->totin);
     return close_span(b);
   }
   if (b->totin == 0)
@@ -640,5 +723,8 @@ void
 sn_zinfo_builder_window(const struct sn_zinfo_builder *b,
                         uint8_t window[SN_ZINFO_WINSIZE])
 {
-  sn_inflate_window(b->inf, window);
+  if (b->inf)
+    sn_inflate_window(b->inf, window);
+  else
+    memset(window, 0, SN_ZINFO_WINSIZE);   /* zstd frames need none */
 }

@@ -17,6 +17,7 @@
 
 #include "util/err.h"
 #include "soci/zinfo.h"
+#include "inflate/zstd-frames.h"
 #include "stargz/stargz.h"
 
 /* zlib takes uInt lengths: feed it at most this much at a time. */
@@ -222,6 +223,9 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
 #endif
     return inflate_span(&zi->cp[i], i, comp, comp_len, out, out_len);
   }
+  if (zi->compression == SN_COMP_ZSTD)  /* frames from a frame start */
+    return sn_zstd_frames_decode(comp, comp_len, 0, out, out_len) == -1
+      ? sn_prefix_error("span %zu: ", i) : 0;
   if (out_len > comp_len)
     return sn_set_error("span %zu: tar end is past the layer end", i);
   memcpy(out, comp, out_len);

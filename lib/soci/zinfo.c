@@ -282,14 +282,27 @@ sn_zinfo_from_ztoc(const struct sn_ztoc *z)
 
   switch (z->compression) {
   case SN_COMP_GZIP:
+  case SN_COMP_ZSTD:
     /* A dense table (lib/dense/dense.h) or soci's blob; the same checks
-     * against the ztoc follow for both. */
+     * against the ztoc follow for both.  A zstd layer has only the
+     * former. */
     if (sn_dense_cp_is(z->checkpoints, z->checkpoints_len))
       zi = sn_dense_cp_parse(z->checkpoints, z->checkpoints_len);
-    else
+    else if (z->compression == SN_COMP_GZIP)
       zi = sn_zinfo_parse_gzip(z->checkpoints, z->checkpoints_len);
+    else {
+      sn_set_error("ztoc: a zstd layer's checkpoints are not a dense "
+                   "checkpoint table");
+      return NULL;
+    }
     if (zi == NULL)
       return NULL;
+    if (zi->compression != z->compression) {
+      sn_set_error("ztoc: the checkpoint table is for %s, the ztoc for %s",
+                   zi->compression == SN_COMP_ZSTD ? "zstd" : "gzip",
+                   z->compression == SN_COMP_ZSTD ? "zstd" : "gzip");
+      goto fail;
+    }
     zi->compressed_size = z->compressed_size;
     zi->uncompressed_size = z->uncompressed_size;
     if (zi->nspans != (size_t) z->max_span_id + 1) {

@@ -140,7 +140,10 @@ uint64_t sn_zinfo_fast_decodes(void);
  * on_output (may be NULL) in order, records checkpoints, and hashes every
  * span's compressed bytes and the whole blob as it goes.  For uncompressed
  * layers the input is passed through and spans are fixed chunks; an empty
- * uncompressed layer is an error (it would have no span).  span_size: >= 0
+ * uncompressed layer is an error (it would have no span).  zstd layers
+ * (SN_COMP_ZSTD, for a dense table only) are decompressed frame by frame:
+ * one checkpoint (0, 0) and one span, the whole blob; the boundary hook
+ * gets the start and each frame end that more input follows.  span_size: >= 0
  * for gzip (0: a checkpoint at every block that produced output), > 0 for
  * uncompressed.
  *
@@ -175,14 +178,15 @@ void sn_zinfo_builder_free(struct sn_zinfo_builder *b);
 /* Called at every deflate block boundary of a gzip layer (and the end of
  * each member's header; never the end of the stream), where zran's rule
  * may place a checkpoint: in, bits and out as a checkpoint there would
- * have them.  -1 stops the build (its message is kept).  For the dense
+ * have them.  For zstd: (0, 0, 0) first, then every frame end (skippable
+ * frames too) but the stream's.  -1 stops the build (its message is kept).  For the dense
  * index (lib/dense/dense.h). */
 typedef int (*sn_boundary_fn)(void *opaque, int64_t in, unsigned bits,
                               int64_t out);
 void sn_zinfo_builder_set_boundary_hook(struct sn_zinfo_builder *b,
                                         sn_boundary_fn fn, void *opaque);
 /* Inside the hook: the 32 KiB of output before the boundary (zero-filled
- * in front when fewer were produced). */
+ * in front when fewer were produced; all zero for zstd). */
 void sn_zinfo_builder_window(const struct sn_zinfo_builder *b,
                              uint8_t window[SN_ZINFO_WINSIZE]);
 /* Do not hash the whole blob (the caller verifies the layer digest by

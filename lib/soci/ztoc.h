@@ -25,6 +25,8 @@ enum sn_compression {
   SN_COMP_UNCOMPRESSED = 2, /* checkpoints hold a nested TarZinfo */
   SN_COMP_ESTARGZ = 3,      /* in memory only, never encoded: an eStargz */
   SN_COMP_ZSTD_CHUNKED = 4, /* or zstd:chunked layer's TOC (stargz.h) */
+  SN_COMP_ZSTD = 5,         /* in memory only: a zstd layer of several
+                             * frames, its dense table (dense.h) */
 };
 
 /* One PAX record of the entry's local extended header, verbatim. */

@@ -300,7 +300,7 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
                        &rf, &n);
     if (n == 0)
       break;
-    if (streaming && l->zi->winref) {
+    if (streaming && layer_windows(l)) {
       size_t k;
 
       for (k = rf; k < rf + n; k++)

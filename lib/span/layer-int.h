@@ -130,8 +130,18 @@ layer_toc_chunks(const struct sn_layer *l)
   return l->zi->skip != NULL;
 }
 
+/* A dense index of a gzip layer: a sub-span decodes with the output
+ * before it or its sparse window (layer-dense.c), so sub-spans load one
+ * by one, in order.  A zstd layer's sub-spans (frames) decode on their
+ * own. */
+static inline bool
+layer_windows(const struct sn_layer *l)
+{
+  return l->zi->winref != NULL && l->zi->compression == SN_COMP_GZIP;
+}
+
 /* Spans of a few KiB to tens of KiB (a dense index's sub-spans, eStargz
- * and zstd:chunked chunks): a read that misses stages the rest of its
+ * and zstd:chunked chunks, zstd frames): a read that misses stages the rest of its
  * file, and streaming reads stage ahead (layer-dense.c), instead of the
  * sequential readahead of layer-readahead.c. */
 static inline bool

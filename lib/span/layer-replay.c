@@ -68,7 +68,7 @@ load_in_order(struct sn_layer *l, size_t first, size_t last)
   size_t i, k, n;
 
   for (i = first; i <= last; i += n) {
-    n = l->zi->winref ? 1 : last - i + 1;
+    n = layer_windows(l) ? 1 : last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)
       n = SN_SPANCACHE_MAX_GET;
     if (atomic_load(&l->closing))
@@ -94,7 +94,7 @@ stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes)
     if (n == 0)
       break;
     mark_replayed(l, rf, n);
-    if (l->zi->winref && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
+    if (layer_windows(l) && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
       layer_dense_stage_windows(l, rf, 1);
   }
 }

@@ -167,7 +167,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   l->zi = sn_zinfo_from_ztoc(z);
   if (l->zi == NULL)
     goto fail;
-  if (l->zi->winref && l->win_read == NULL) {
+  if (layer_windows(l) && l->win_read == NULL) {
     sn_set_error("%s: a dense table without its windows blob", l->name);
     goto fail;
   }
@@ -544,7 +544,7 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   sn_zinfo_span(l->zi, i, &s);
   ulen = s.uncomp_end > s.uncomp_start
     ? (size_t) (s.uncomp_end - s.uncomp_start) : 0;
-  if (l->zi->winref) {
+  if (layer_windows(l)) {
     win = malloc(SN_ZINFO_WINSIZE);
     if (win == NULL)
       return sn_oom();
@@ -701,7 +701,7 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
     if (n > SN_SPANCACHE_MAX_GET)
       n = SN_SPANCACHE_MAX_GET;
     /* Dense sub-spans one by one: each decodes with the one before. */
-    if (l->zi->winref)
+    if (layer_windows(l))
       n = 1;
     if (sn_spancache_get(l->cache, i, n, ents) == -1)
       return -1;

@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include <zlib.h>
-#include <zstd.h>
 
 #include "stargz/stargz.h"
+#include "inflate/zstd-frames.h"
 #include "util/err.h"
 #include "util/le.h"
 
@@ -79,48 +79,6 @@ sn_stargz_zinfo(const struct sn_ztoc *z)
   return zi;
 }
 
-/* zstd:chunked: the frames from the chunk's start, skip bytes dropped,
- * out_len bytes kept. */
-static int
-zstd_chunk(size_t i, int64_t skip, const uint8_t *comp, size_t comp_len,
-           uint8_t *out, size_t out_len)
-{
-  uint8_t scratch[16384];
-  ZSTD_inBuffer in = { comp, comp_len, 0 };
-  ZSTD_outBuffer o;
-  ZSTD_DStream *ds = ZSTD_createDStream();
-  size_t r = 1;
-
-  if (ds == NULL)
-    return sn_oom();
-  while (skip > 0) {
-    size_t used = in.pos;
-
-    o = (ZSTD_outBuffer) { scratch, skip < (int64_t) sizeof scratch
-                           ? (size_t) skip : sizeof scratch, 0 };
-    r = ZSTD_decompressStream(ds, &o, &in);
-    skip -= (int64_t) o.pos;
-    if (ZSTD_isError(r) || (o.pos == 0 && in.pos == used))
-      break;                    /* an error, or the input ran out */
-  }
-  o = (ZSTD_outBuffer) { out, out_len, 0 };
-  while (skip == 0 && o.pos < o.size && !ZSTD_isError(r)) {
-    size_t before = o.pos, used = in.pos;
-
-    r = ZSTD_decompressStream(ds, &o, &in);
-    if (o.pos == before && in.pos == used)
-      break;                    /* no progress: the input ran out */
-  }
-  ZSTD_freeDStream(ds);
-  if (ZSTD_isError(r))
-    return sn_set_error("chunk %zu: corrupt zstd frame (%s)", i,
-                        ZSTD_getErrorName(r));
-  if (skip != 0 || o.pos != out_len)
-    return sn_set_error("chunk %zu: its zstd frames end %zu bytes short", i,
-                        out_len - o.pos + (size_t) skip);
-  return 0;
-}
-
 int
 sn_stargz_decode(const struct sn_zinfo *zi, size_t i, const uint8_t *comp,
                  size_t comp_len, uint8_t *out, size_t out_len)
@@ -134,7 +92,8 @@ sn_stargz_decode(const struct sn_zinfo *zi, size_t i, const uint8_t *comp,
     return sn_set_error("chunk %zu: not a TOC-indexed layer's chunk", i);
   skip = zi->skip[i];
   if (zi->compression == SN_COMP_ZSTD_CHUNKED)
-    return zstd_chunk(i, skip, comp, comp_len, out, out_len);
+    return sn_zstd_frames_decode(comp, comp_len, skip, out, out_len) == -1
+      ? sn_prefix_error("chunk %zu: ", i) : 0;
   memset(&zs, 0, sizeof zs);
   if (inflateInit2(&zs, 16 + 15) != Z_OK)
     return sn_oom();

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include "dense/dense.h"
 #include "soci/build.h"
@@ -194,11 +195,11 @@ struct built {
 /* The ztoc and the dense index in one pass, fed in odd chunks; dense
  * gets dgz (the layer, or a corrupted copy) and the ztoc builder gz. */
 static int
-build_both(const uint8_t *gz, const uint8_t *dgz, size_t len,
-           const struct sn_dense_opts *dopts, struct built *out)
+build_comp(enum sn_compression comp, const uint8_t *gz, const uint8_t *dgz,
+           size_t len, const struct sn_dense_opts *dopts, struct built *out)
 {
   struct sn_build_opts o = { .build_tool = SN_REFERENCE_BUILD_TOOL };
-  struct sn_ztoc_builder *b = sn_ztoc_builder_new(SN_COMP_GZIP, &o);
+  struct sn_ztoc_builder *b = sn_ztoc_builder_new(comp, &o);
   struct sn_dense_builder *d = b ? sn_dense_builder_new(b, dopts) : NULL;
   size_t pos = 0, i = 0;
   int r = -1;
@@ -229,6 +230,13 @@ done:
   sn_ztoc_builder_free(b);
   sn_dense_builder_free(d);
   return r;
+}
+
+static int
+build_both(const uint8_t *gz, const uint8_t *dgz, size_t len,
+           const struct sn_dense_opts *dopts, struct built *out)
+{
+  return build_comp(SN_COMP_GZIP, gz, dgz, len, dopts, out);
 }
 
 static void
@@ -267,6 +275,33 @@ all_boundaries(const uint8_t *gz, size_t len)
     sn_zinfo_builder_set_boundary_hook(b, record_boundary, zi);
     if (sn_zinfo_builder_feed(b, gz, len) == 0)
       sn_zinfo_builder_finish(b, &ignored, NULL, NULL);
+  }
+  sn_zinfo_free(ignored);
+  sn_zinfo_builder_free(b);
+  return zi;
+}
+
+/* Every boundary of a zstd layer, as the zinfo builder reports them. */
+static struct sn_zinfo *
+zstd_boundaries(const uint8_t *zs, size_t len)
+{
+  struct sn_zinfo_builder *b = sn_zinfo_builder_new(SN_COMP_ZSTD, 0, NULL,
+                                                    NULL);
+  struct sn_zinfo *zi = calloc(1, sizeof *zi), *ignored = NULL;
+  size_t pos = 0, i = 0;
+
+  zi->cp = calloc(len / 4 + 16, sizeof *zi->cp);
+  if (b) {
+    sn_zinfo_builder_set_boundary_hook(b, record_boundary, zi);
+    while (pos < len) {
+      size_t n = chunks[i++ % (sizeof chunks / sizeof *chunks)];
+
+      n = n < len - pos ? n : len - pos;
+      if (sn_zinfo_builder_feed(b, zs + pos, n) == -1)
+        break;
+      pos += n;
+    }
+    sn_zinfo_builder_finish(b, &ignored, NULL, NULL);
   }
   sn_zinfo_free(ignored);
   sn_zinfo_builder_free(b);
@@ -606,6 +641,165 @@ refusals(const struct tap_buf *gz)
   free(copy);
 }
 
+/* ---- zstd layers ---------------------------------------------------------- */
+
+#define MAXFRAMES 4096
+
+/* zstd-compress tar in frames of `frame` input bytes (0: one frame), with
+ * a skippable frame after the second and one at the end (where a seekable
+ * layer's seek table is); *starts: where every frame starts, skippable
+ * ones included (*n of them). */
+static void
+zstd_frames(const uint8_t *tar, size_t len, size_t frame, struct tap_buf *zs,
+            int64_t *starts, size_t *n)
+{
+  static const uint8_t skip[] = { 0x5e, 0x2a, 0x4d, 0x18, 4, 0, 0, 0,
+                                  1, 2, 3, 4 };
+  size_t pos = 0, k = 0;
+
+  *n = 0;
+  while (pos < len) {
+    size_t m = frame && len - pos > frame ? frame : len - pos;
+    size_t cap = ZSTD_compressBound(m);
+    uint8_t *o = malloc(cap);
+
+    starts[(*n)++] = (int64_t) zs->len;
+    tap_buf_put(zs, o, ZSTD_compress(o, cap, tar + pos, m, 3));
+    free(o);
+    pos += m;
+    if (++k == 2 || pos == len) {
+      starts[(*n)++] = (int64_t) zs->len;
+      tap_buf_put(zs, skip, sizeof skip);
+    }
+  }
+}
+
+static bool
+is_start(const int64_t *starts, size_t n, int64_t off)
+{
+  while (n-- > 0)
+    if (starts[n] == off)
+      return true;
+  return false;
+}
+
+/* A zstd layer of many frames: boundaries at every frame start but the
+ * trailing one's end; the dense table's checkpoints at frame starts, no
+ * windows, every sub-span decoding on its own to the tar's bytes and
+ * hashing as its table says; the file table that of the tar. */
+static void
+check_zstd(const struct tap_buf *tar)
+{
+  static int64_t starts[MAXFRAMES];
+  struct tap_buf zs = { 0 }, one = { 0 };
+  struct built bt, bu;
+  struct sn_zinfo *bz = NULL, *zi = NULL;
+  struct sn_ztoc *back = NULL;
+  uint8_t *enc = NULL;
+  size_t n, i, elen, bad = 0;
+  bool at_starts = true, decodes = true, hashes = true;
+
+  zstd_frames(tar->p, tar->len, 20000, &zs, starts, &n);
+  diag("zstd layer: %zu bytes, %zu frames (2 skippable)", zs.len, n);
+  bz = zstd_boundaries(zs.p, zs.len);
+  for (i = 0; i < bz->nspans; i++)
+    at_starts = at_starts && bz->cp[i].bits == 0 &&
+                bz->cp[i].in == starts[i] && (i == 0 || bz->cp[i].out > 0);
+  OK(bz->nspans == n && at_starts, "zstd: the boundaries are the %zu frame "
+     "starts, (0, 0) first, the stream's end not one (%zu reported)", n,
+     bz->nspans);
+  sn_zinfo_free(bz);
+
+  OK(build_comp(SN_COMP_ZSTD, zs.p, zs.p, zs.len, NULL, &bt) == 0,
+     "zstd: the ztoc builder and the dense builder in one pass (%s)", ERR);
+  if (bt.table == NULL) {
+    free(zs.p);
+    return;
+  }
+  zi = sn_zinfo_from_ztoc(bt.table);
+  OK(zi && bt.table->compression == SN_COMP_ZSTD &&
+     zi->compression == SN_COMP_ZSTD && zi->windows_size == 0 &&
+     bt.winlen == 0 && zi->nspans > 1 && zi->nspans < n / 2,
+     "a zstd table: %zu sub-spans of %zu frames, no windows (%s)",
+     zi ? zi->nspans : 0, n, ERR);
+  for (i = 0; zi && i < zi->nspans; i++) {
+    struct sn_span sp;
+    uint8_t d[SN_SHA256_LEN];
+    char hex[SN_DIGEST_STRLEN + 1];
+    uint8_t *out;
+
+    sn_zinfo_span(zi, i, &sp);
+    at_starts = at_starts && is_start(starts, n, zi->cp[i].in) &&
+                zi->cp[i].bits == 0 && zi->winref[i].len == 0;
+    out = malloc((size_t) (sp.uncomp_end - sp.uncomp_start) + 1);
+    if (sn_zinfo_decode_span(zi, i, zs.p + sp.comp_start,
+                             (size_t) (sp.comp_end - sp.comp_start), out,
+                             (size_t) (sp.uncomp_end - sp.uncomp_start))
+        == -1 || memcmp(out, tar->p + sp.uncomp_start,
+                        (size_t) (sp.uncomp_end - sp.uncomp_start)) != 0)
+      decodes = false, bad = i;
+    free(out);
+    sn_sha256(zs.p + sp.comp_start, (size_t) (sp.comp_end - sp.comp_start),
+              d);
+    sn_digest_format(d, hex);
+    hashes = hashes && strcmp(hex, bt.table->span_digests[i].data) == 0;
+  }
+  ok(at_starts, "every checkpoint is a frame start, no bits, no window");
+  OK(decodes, "every sub-span decodes on its own to the tar's bytes (first "
+     "bad: %zu)", bad);
+  ok(hashes, "every sub-span digest is its compressed bytes' SHA-256");
+
+  /* The file table is the tar's. */
+  {
+    struct sn_ztoc_builder *tb = sn_ztoc_builder_new(SN_COMP_UNCOMPRESSED,
+                                                     NULL);
+    struct sn_ztoc *tz = tb && sn_ztoc_builder_feed(tb, tar->p, tar->len) == 0
+      ? sn_ztoc_builder_finish(tb, NULL) : NULL;
+    bool same = tz && tz->nfiles == bt.table->nfiles &&
+                tz->uncompressed_size == bt.table->uncompressed_size;
+
+    for (i = 0; same && i < tz->nfiles; i++)
+      same = tz->files[i].offset == bt.table->files[i].offset &&
+             tz->files[i].size == bt.table->files[i].size &&
+             strcmp(tz->files[i].name.data,
+                    bt.table->files[i].name.data) == 0;
+    OK(same, "its file table is the uncompressed tar's (%zu files; %s)",
+       bt.table->nfiles, ERR);
+    sn_ztoc_free(tz);
+    sn_ztoc_builder_free(tb);
+  }
+
+  OK(sn_dense_table_encode(bt.table, &enc, &elen) == 0 &&
+     (back = sn_dense_table_decode(enc, elen)) != NULL &&
+     back->compression == SN_COMP_ZSTD &&
+     back->checkpoints_len == bt.table->checkpoints_len &&
+     memcmp(back->checkpoints, bt.table->checkpoints,
+            back->checkpoints_len) == 0,
+     "the table blob round-trips, still zstd (%zu bytes; %s)", elen, ERR);
+  sn_ztoc_free(back);
+  free(enc);
+  sn_zinfo_free(zi);
+  built_free(&bt);
+
+  /* One frame: nothing to restart at. */
+  zstd_frames(tar->p, tar->len, 0, &one, starts, &n);
+  OK(build_comp(SN_COMP_ZSTD, one.p, one.p, one.len, NULL, &bu) == -1 &&
+     strstr(sn_error(), "one restart point"),
+     "a zstd layer of one frame gets no dense index: %s", WHY);
+  /* Cut inside the last frame. */
+  OK(build_comp(SN_COMP_ZSTD, zs.p, zs.p, (size_t) starts[0] + 0, NULL,
+                &bu) == -1, "an empty zstd layer refused: %s", WHY);
+  OK(build_comp(SN_COMP_ZSTD, one.p, one.p, one.len - 20, NULL, &bu) == -1 &&
+     strstr(sn_error(), "truncated zstd stream"),
+     "a zstd layer ending inside a frame refused: %s", WHY);
+  one.p[1] ^= 0xff;             /* the frame's magic */
+  OK(build_comp(SN_COMP_ZSTD, one.p, one.p, one.len, NULL, &bu) == -1 &&
+     strstr(sn_error(), "corrupt zstd frame"),
+     "a corrupt zstd frame refused: %s", WHY);
+  free(one.p);
+  free(zs.p);
+}
+
 int
 main(void)
 {
@@ -645,6 +839,7 @@ main(void)
   tap_rm_tree(dir);
 
   refusals(&gz[1]);
+  check_zstd(&tar);
 
   for (i = 0; i < 7; i++)
     free(gz[i].p);

@@ -150,7 +150,9 @@ test_cp_hostile(void)
 
   cp_bad("bits 8", REC(1, 16), 8, 1, "8 bits");
   cp_bad("a nonzero pad byte", REC(3, 18), 1, 1, "padding");
-  cp_bad("flags 1", 12, 1, 4, "flags");
+  cp_bad("flags 2", 12, 2, 4, "flags");
+  cp_bad("flags 1 (zstd) with a windows blob", 12, SN_DENSE_CP_ZSTD, 4,
+         "names a windows blob");
   cp_bad("flags 0x80000000", 12, 0x80000000u, 4, "flags");
   cp_bad("a bad magic", 7, '2', 1, "magic");
   cp_bad("decreasing in", REC(2, 0), 1009, 8, "backwards");
@@ -634,11 +636,52 @@ test_decode_run(void)
   free(gz);
 }
 
+/* A zstd layer's table: flag 1, frame starts, no window; it comes back
+ * SN_COMP_ZSTD, and what a zstd table may not hold is refused. */
+static void
+test_cp_zstd(void)
+{
+  struct sn_winref w[NCP];
+  struct sn_zinfo *zi = model_zinfo(w), *back;
+  uint8_t *b = NULL;
+  size_t len = 0, i;
+
+  zi->compression = SN_COMP_ZSTD;
+  memset(w, 0, sizeof w);
+  for (i = 0; i < NCP; i++)
+    zi->cp[i].bits = 0;
+  zi->cp[0].in = 0;
+  OK(sn_dense_cp_encode(zi, w, 0, &b, &len) == 0 &&
+     sn_get_le(b + 12, 4) == SN_DENSE_CP_ZSTD && sn_get_le(b + 16, 8) == 0,
+     "a zstd table: flags %u, no windows blob (%s)", SN_DENSE_CP_ZSTD, ERR);
+  back = b ? sn_dense_cp_parse(b, len) : NULL;
+  OK(back && back->compression == SN_COMP_ZSTD && back->nspans == NCP &&
+     back->cp[3].in == zi->cp[3].in && back->winref[2].len == 0,
+     "parsed back as zstd (%s)", ERR);
+  sn_zinfo_free(back);
+  if (b) {
+    b[SN_DENSE_CP_HEADER_LEN + 2 * SN_DENSE_CP_RECORD_LEN + 16] = 3;
+    back = sn_dense_cp_parse(b, len);
+    OK(back == NULL && msg_has("leftover bits"),
+       "a zstd checkpoint with leftover bits refused: %s", WHY);
+    sn_zinfo_free(back);
+  }
+  free(b);
+  b = NULL;
+  w[1].len = 100;
+  w[1].digest[0] = 1;
+  OK(sn_dense_cp_encode(zi, w, 0, &b, &len) == -1 && msg_has("outside"),
+     "a zstd checkpoint naming a window refused: %s", WHY);
+  free(b);
+  sn_zinfo_free(zi);
+}
+
 int
 main(void)
 {
   test_cp_roundtrip();
   test_cp_hostile();
+  test_cp_zstd();
   test_table();
   test_table_flips();
   test_windows();
