@@ -69,8 +69,11 @@ job_line(const struct sn_index_build_job *j, char *buf, size_t size)
   human((double) j->d->size, b, sizeof b);
   human(rate, r, sizeof r);
   if (st == SN_INDEX_JOB_DONE) {
-    snprintf(buf, size, "layer %s -> ztoc %s (%s in %.1f s, %s/s)",
-             j->d->digest, j->zdig, b, el, r);
+    /* A zstd layer has no ztoc: its dense table, or nothing. */
+    snprintf(buf, size, "layer %s -> %s %s (%s in %.1f s, %s/s)",
+             j->d->digest, j->comp != SN_COMP_ZSTD ? "ztoc"
+             : j->tdig[0] ? "dense table" : "no index,", j->comp != SN_COMP_ZSTD
+             ? j->zdig : j->tdig[0] ? j->tdig : "served whole", b, el, r);
     return;
   }
   if (rate > 0 && j->d->size > (int64_t) done)

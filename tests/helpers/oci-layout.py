@@ -4,13 +4,16 @@
 #
 #   oci-layout.py layout DIR TAG LAYER...   an OCI layout with real diff_ids
 #                                           (umoci checks them); blobs are
-#                                           hard links to the layer files;
+#                                           hard links to the layer files
+#                                           (.tar, .gz, .zst);
 #                                           LAYER.annotations.json, if there,
 #                                           gives the descriptor's annotations
 #   oci-layout.py strip SRC.tar DST.tar     drop system.* xattrs
 #   oci-layout.py umoci-norm IN.json OUT.json   known umoci differences
 #                                           (tests/helpers/mkfs-tree.py scan output)
-import gzip, hashlib, json, os, sys, tarfile
+#   oci-layout.py seekable SRC DST FRAME    SRC in the zstd seekable format,
+#                                           FRAME input bytes per frame
+import gzip, hashlib, json, os, struct, subprocess, sys, tarfile
 
 
 def H(b):
@@ -45,6 +48,9 @@ def umoci_norm(src, dst):
 
 def sha_file(p, uncompress=False):
     h = hashlib.sha256()
+    if uncompress and p.endswith(".zst"):
+        return "sha256:" + H(subprocess.run(["zstd", "-dc", p], check=True,
+                                            capture_output=True).stdout)
     f = gzip.open(p, "rb") if uncompress else open(p, "rb")
     with f:
         while True:
@@ -57,6 +63,7 @@ def layout(out, tag, layers):
     """an OCI layout with real diff_ids (umoci checks them); blobs are hard
     links to the layer files."""
     MT = {"gz": "application/vnd.oci.image.layer.v1.tar+gzip",
+          "zst": "application/vnd.oci.image.layer.v1.tar+zstd",
           "tar": "application/vnd.oci.image.layer.v1.tar"}
     bd = os.path.join(out, "blobs", "sha256")
     os.makedirs(bd, exist_ok=True)
@@ -66,12 +73,13 @@ def layout(out, tag, layers):
         return d
     descs, diffs = [], []
     for p in layers:
-        gz = p.endswith(".gz")
+        ext = p.rsplit(".", 1)[-1]
+        gz = ext in ("gz", "zst")
         d = sha_file(p)
         dst = os.path.join(bd, d[7:])
         if not os.path.exists(dst):
             os.link(p, dst)
-        desc = {"mediaType": MT["gz" if gz else "tar"], "digest": d,
+        desc = {"mediaType": MT[ext if gz else "tar"], "digest": d,
                 "size": os.path.getsize(p)}
         if os.path.exists(p + ".annotations.json"):   # e.g. an eStargz TOC digest
             desc["annotations"] = json.load(open(p + ".annotations.json"))
@@ -93,9 +101,32 @@ def layout(out, tag, layers):
     open(os.path.join(out, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
 
 
+def seekable(src, dst, frame):
+    """src compressed to dst in the zstd seekable format (zstd's
+    contrib/seekable_format/zstd_seekable_compression_format.md): one zstd
+    frame (made by the zstd CLI) per `frame` bytes of input, then the seek
+    table, a skippable frame listing every frame's compressed and
+    decompressed size, and its footer.  Prints the frames as JSON lines
+    [compressed offset, compressed size, decompressed offset, size]."""
+    data = open(src, "rb").read()
+    out, table, coff = bytearray(), bytearray(), 0
+    for i in range(0, len(data), frame):
+        chunk = data[i:i + frame]
+        c = subprocess.run(["zstd", "-q", "-c", "-3"], input=chunk, check=True,
+                           capture_output=True).stdout
+        print(json.dumps([len(out), len(c), i, len(chunk)]))
+        out += c
+        table += struct.pack("<II", len(c), len(chunk))
+    n = len(table) // 8
+    table += struct.pack("<IBI", n, 0, 0x8F92EAB1)
+    out += struct.pack("<II", 0x184D2A5E, len(table)) + table
+    open(dst, "wb").write(out)
+
+
 if __name__ == "__main__":
     c, a = sys.argv[1], sys.argv[2:]
     if c == "strip": strip_system_xattrs(a[0], a[1])
     elif c == "umoci-norm": umoci_norm(a[0], a[1])
     elif c == "layout": layout(a[0], a[1], a[2:])
+    elif c == "seekable": seekable(a[0], a[1], int(a[2]))
     else: sys.exit("oci-layout.py: unknown command " + c)
