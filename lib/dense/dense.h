@@ -134,7 +134,8 @@ struct sn_dense_opts {
   int64_t max_gap;   /* default 64 KiB */
 };
 
-/* A builder that rides on ztoc builder zb (gzip only): it is told every
+/* A builder that rides on ztoc builder zb (gzip, or zstd: frame
+ * boundaries, no windows): it is told every
  * block boundary, every piece of output and every file start by zb, and
  * must be given the same compressed bytes first: call
  * sn_dense_builder_feed(d, data, len) right before
@@ -149,7 +150,9 @@ int sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
  * the dense table (a ztoc sharing z's TOC, copied) and the windows blob.
  * Every sparse window was decoded against the real output before it is
  * returned: a window that does not reproduce it is an error, never
- * shipped. */
+ * shipped.  zstd: *windows NULL and 0; a layer whose frames give one
+ * checkpoint, or a sub-span the plugin would not decode at once
+ * (SN_SPAN_MAX_OUT), is an error. */
 int sn_dense_builder_finish(struct sn_dense_builder *d,
                             const struct sn_ztoc *z,
                             struct sn_ztoc **table,
