@@ -33,16 +33,6 @@ done
 NBDKIT_PIDS=""
 trap 'for p in $NBDKIT_PIDS; do kill "$p" 2>/dev/null; done; srv_cleanup' EXIT
 
-# wait_stats FILE EXPR [SECONDS]: until the expression holds.
-wait_stats() {
-    local i
-    for i in $(seq $(( ${3:-60} * 10 ))); do
-        python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
-            "$1" "$2" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    stats_ok "$1" "$2"
-}
 frange() {
     rdsquashfs -s "$2" "$1" | sed -n 's/^Blocks start: //p;s/^File size: //p' |
         tr '\n' ' ' | awk '{print $2, $1}'

@@ -20,7 +20,9 @@
 #     read at its place in the export fetches only the frames that hold it
 #     (give or take a sub-span at each end), nothing of the other layers;
 #  4. every byte verified: a flipped bit in the layer is EIO, in its dense
-#     table a refused start.
+#     table a refused start; prefetch=background loads every sub-span and
+#     the whole-layer check (the layer rebuilt from them: digest, file
+#     table) passes.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 SN=$SOCI_NBD
@@ -179,5 +181,12 @@ fault_corrupt F "$TABLE"
 check_fails "a flipped bit in the layer's dense table: refused start" \
     "layer 0: .*$TABLE" nbdkit -U - -r "$PLUGIN" "$IMGB" --run true
 fault_set F '{"rules": []}'
+check "server on image A, prefetch=background" plugin_start "$SOCK" "$IMGA" \
+    stats-file="$TMP/st5.json" prefetch=background
+check "... every sub-span loaded, every layer checked whole and found right" \
+    wait_stats "$TMP/st5.json" "s['prefetch_done'] and s['spans_fetched'] == s['spans_total'] and \
+        s['spans_failed'] == 0 and s['layers_verified'] == 4 and s['layers_verify_failed'] == 0 and \
+        s['layers'][0]['verify'] == 'ok'"
+plugin_stop "$SOCK"
 
 finish

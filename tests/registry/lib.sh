@@ -511,6 +511,18 @@ assert not bad, bad[:5]
 PY
 }
 
+# wait_stats FILE EXPR [SECONDS]: until the stats expression holds (as
+# stats_ok, which says why when it never does).
+wait_stats() {
+    local i
+    for i in $(seq $(( ${3:-60} * 10 ))); do
+        python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+            "$1" "$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    stats_ok "$1" "$2"
+}
+
 # fault_corrupt NAME DIGEST [PASS]: the fault proxy NAME flips a byte of
 # every response for blob DIGEST, after PASS responses passed unchanged.
 fault_corrupt() {
