@@ -15,6 +15,7 @@ PACKAGES="
   debootstrap qemu-system-x86 qemu-utils nbd-client cpio busybox-static socat kmod fuse3
   perl time bc strace crun
   golang-go golang-github-containerd-stargz-snapshotter-dev
+  g++ libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev containerd
 "
 
 missing=""

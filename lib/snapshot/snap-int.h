@@ -1,0 +1,41 @@
+/* soci-nbd: internal to lib/snapshot/ — the store's in-memory table
+ * (snap-store.c keeps it and its metadata file, snap-ops.c implements the
+ * operations of snapshots.h on it). */
+#ifndef SN_SNAP_INT_H
+#define SN_SNAP_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "snapshot/snapshots.h"
+
+struct snap {
+  uint64_t id;                  /* its directory: snapshots/<id> */
+  struct sn_snap_info info;
+  int64_t size, inodes;         /* usage, as of its commit */
+};
+
+struct sn_snapshots {
+  char *root;
+  pthread_mutex_t lock;
+  struct snap *v;               /* in creation order */
+  size_t n, cap;
+  uint64_t next_id;
+};
+
+/* snap-store.c: load root/metadata.json (none: empty store). */
+int snap_load(struct sn_snapshots *s);
+/* snap-store.c: write root/metadata.json atomically (synced). */
+int snap_save(struct sn_snapshots *s);
+/* snap-store.c: the snapshot named key, or NULL. */
+struct snap *snap_find(struct sn_snapshots *s, const char *key);
+/* snap-store.c: snapshot id's directory, and its fs and work
+ * subdirectories (malloc'd; NULL: out of memory). */
+char *snap_dir(const struct sn_snapshots *s, uint64_t id, const char *sub);
+/* snap-store.c: deep copies and the current time. */
+int snap_info_copy(struct sn_snap_info *dst, const struct sn_snap_info *src);
+int snap_labels_copy(struct sn_snap_label **dst, size_t *n,
+                     const struct sn_snap_label *src, size_t nsrc);
+int64_t snap_now_ns(void);
+
+#endif

@@ -1,0 +1,775 @@
+/* soci-nbd: the snapshot operations of snapshots.h — containerd's rules
+ * (those of its storage package and overlayfs snapshotter) on the table of
+ * snap-store.c, each under the store's lock and followed by a write of
+ * the metadata file before it returns. */
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "snapshot/snap-int.h"
+#include "util/err.h"
+#include "util/fdio.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Set the message and return code (an enum sn_snap_err). */
+static int SN_PRINTF(2, 3)
+fail(int code, const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  sn_set_error("%s", msg);
+  return code;
+}
+
+void
+sn_snap_info_clear(struct sn_snap_info *i)
+{
+  size_t k;
+
+  if (i == NULL)
+    return;
+  for (k = 0; k < i->nlabels; k++) {
+    free(i->labels[k].key);
+    free(i->labels[k].value);
+  }
+  free(i->labels);
+  free(i->name);
+  free(i->parent);
+  memset(i, 0, sizeof *i);
+}
+
+void
+sn_snap_mounts_clear(struct sn_snap_mounts *m)
+{
+  size_t i, k;
+
+  for (i = 0; m && i < m->n; i++) {
+    for (k = 0; k < m->m[i].noptions; k++)
+      free(m->m[i].options[k]);
+    free(m->m[i].options);
+    free(m->m[i].type);
+    free(m->m[i].source);
+  }
+  if (m) {
+    free(m->m);
+    memset(m, 0, sizeof *m);
+  }
+}
+
+const char *
+sn_snap_err_name(int err)
+{
+  static const char *const names[] = {
+    "ok", "not found", "already exists", "failed precondition",
+    "invalid argument", "internal error",
+  };
+
+  return err >= 0 && err <= SN_SNAP_INTERNAL ? names[err] : "unknown";
+}
+
+/* Labels as containerd allows them. */
+static int
+check_labels(const struct sn_snap_label *l, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    if (l[i].key == NULL || l[i].value == NULL || l[i].key[0] == 0)
+      return fail(SN_SNAP_INVALID, "a label with no key");
+    if (strlen(l[i].key) + strlen(l[i].value) > SN_SNAP_LABEL_MAX)
+      return fail(SN_SNAP_INVALID, "label %s: key and value longer than "
+                  "4096 bytes", l[i].key);
+  }
+  return 0;
+}
+
+/* Remove a tree without crossing into other file systems. */
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+  (void) st;
+  (void) f;
+  if (flag == FTW_DP)
+    return rmdir(path) == -1 && errno != ENOENT ? -1 : 0;
+  return unlink(path) == -1 && errno != ENOENT ? -1 : 0;
+}
+
+static int
+rm_tree(const char *path)
+{
+  if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) == -1 &&
+      errno != ENOENT)
+    return sn_set_error("%s: cannot remove: %s", path, strerror(errno));
+  return 0;
+}
+
+/* Disk usage of a tree: allocated bytes, and inodes counted once (hard
+ * links).  nftw has no opaque pointer: the walk's state is per thread. */
+struct du {
+  int64_t size, inodes;
+  struct { dev_t dev; ino_t ino; } *seen;
+  size_t n, cap;
+  bool oom;
+};
+static _Thread_local struct du *du_state;
+
+static int
+du_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+  struct du *d = du_state;
+  size_t i;
+
+  (void) path;
+  (void) f;
+  if (flag == FTW_NS)
+    return 0;
+  for (i = 0; i < d->n; i++)    /* linear: only hard links repeat */
+    if (st->st_nlink > 1 && d->seen[i].dev == st->st_dev &&
+        d->seen[i].ino == st->st_ino)
+      return 0;
+  if (st->st_nlink > 1) {
+    if (d->n == d->cap) {
+      size_t cap = d->cap ? 2 * d->cap : 64;
+      void *p = realloc(d->seen, cap * sizeof *d->seen);
+
+      if (p == NULL) {
+        d->oom = true;
+        return -1;
+      }
+      d->seen = p;
+      d->cap = cap;
+    }
+    d->seen[d->n].dev = st->st_dev;
+    d->seen[d->n++].ino = st->st_ino;
+  }
+  d->size += (int64_t) st->st_blocks * 512;
+  d->inodes++;
+  return 0;
+}
+
+static int
+measure(const char *path, int64_t *size, int64_t *inodes)
+{
+  struct du d = { 0 };
+  int r;
+
+  du_state = &d;
+  r = nftw(path, du_entry, 16, FTW_PHYS | FTW_MOUNT);
+  du_state = NULL;
+  free(d.seen);
+  if (d.oom)
+    return sn_oom();
+  if (r == -1)
+    return sn_set_error("%s: %s", path, strerror(errno));
+  *size = d.size;
+  *inodes = d.inodes;
+  return 0;
+}
+
+/* ---- mounts --------------------------------------------------------------- */
+
+static int
+add_mount(struct sn_snap_mounts *m, const char *type, const char *source,
+          char **opts, size_t nopts)
+{
+  struct sn_snap_mount *x = realloc(m->m, (m->n + 1) * sizeof *m->m);
+  size_t i;
+
+  if (x == NULL)
+    goto oom;
+  m->m = x;
+  x = &m->m[m->n];
+  memset(x, 0, sizeof *x);
+  m->n++;
+  x->type = strdup(type);
+  x->source = strdup(source);
+  x->options = calloc(nopts ? nopts : 1, sizeof *x->options);
+  if (x->type == NULL || x->source == NULL || x->options == NULL)
+    goto oom;
+  for (i = 0; i < nopts; i++) {
+    x->options[i] = opts[i];
+    opts[i] = NULL;
+    x->noptions = i + 1;
+  }
+  return 0;
+oom:
+  for (i = 0; i < nopts; i++)
+    free(opts[i]);
+  return sn_oom();
+}
+
+/* How p is mounted (containerd's overlayfs snapshotter): an active
+ * snapshot is its fs directory alone (bind, rw) or an overlay with it as
+ * upper directory over its parents' (nearest first); a view is its parent
+ * alone (bind, ro) or an overlay of its parents with no upper directory. */
+static int
+snap_mounts(struct sn_snapshots *s, const struct snap *p,
+            struct sn_snap_mounts *m)
+{
+  char *opts[4] = { NULL }, *lower = NULL, *dir = NULL;
+  const struct snap *q = p;
+  size_t nparents = 0, len = 0, nopts = 0;
+  bool active = p->info.kind == SN_SNAP_KIND_ACTIVE;
+  int r = SN_SNAP_INTERNAL;
+
+  memset(m, 0, sizeof *m);
+  while ((q = snap_find(s, q->info.parent)) != NULL) {
+    char *d = snap_dir(s, q->id, "fs"), *l;
+
+    if (d == NULL || (l = realloc(lower, len + strlen(d) + 2)) == NULL) {
+      free(d);
+      sn_oom();
+      goto out;
+    }
+    lower = l;
+    len += (size_t) sprintf(lower + len, "%s%s", len ? ":" : "", d);
+    if (nparents++ == 0)
+      dir = d;                  /* the nearest parent's */
+    else
+      free(d);
+  }
+  if (nparents == 0 || (!active && nparents == 1)) {
+    char *src = nparents ? dir : snap_dir(s, p->id, "fs");
+
+    if (src == NULL) {
+      sn_oom();
+      goto out;
+    }
+    dir = src;
+    opts[0] = strdup(active ? "rw" : "ro");
+    opts[1] = strdup("rbind");
+    if (opts[0] == NULL || opts[1] == NULL) {
+      sn_oom();
+      goto out;
+    }
+    r = add_mount(m, "bind", dir, opts, 2) == -1 ? SN_SNAP_INTERNAL : 0;
+    goto out;
+  }
+  opts[nopts++] = strdup("index=off");
+  if (active) {
+    char *w = snap_dir(s, p->id, "work"), *u = snap_dir(s, p->id, "fs");
+
+    if (w && u && asprintf(&opts[nopts], "workdir=%s", w) >= 0 &&
+        ++nopts && asprintf(&opts[nopts], "upperdir=%s", u) >= 0)
+      nopts++;
+    free(w);
+    free(u);
+  }
+  if (asprintf(&opts[nopts], "lowerdir=%s", lower) >= 0)
+    nopts++;
+  if (nopts != (active ? 4u : 2u) || opts[0] == NULL) {
+    sn_oom();
+    goto out;
+  }
+  r = add_mount(m, "overlay", "overlay", opts, nopts) == -1
+    ? SN_SNAP_INTERNAL : 0;
+  nopts = 0;
+out:
+  for (size_t i = 0; i < 4; i++)
+    free(opts[i]);
+  if (r != 0)
+    sn_snap_mounts_clear(m);
+  free(dir);
+  free(lower);
+  return r;
+}
+
+/* ---- the store ------------------------------------------------------------ */
+
+struct sn_snapshots *
+sn_snapshots_open(const char *root)
+{
+  struct sn_snapshots *s = calloc(1, sizeof *s);
+  char *dir = NULL;
+
+  if (s == NULL || (s->root = strdup(root)) == NULL) {
+    free(s);
+    sn_oom();
+    return NULL;
+  }
+  pthread_mutex_init(&s->lock, NULL);
+  s->next_id = 1;
+  if (asprintf(&dir, "%s/snapshots", root) < 0) {
+    dir = NULL;
+    sn_oom();
+    goto fail;
+  }
+  if (sn_mkdir_p(dir, 0700) == -1) {
+    sn_set_error("%s: %s", dir, strerror(errno));
+    goto fail;
+  }
+  if (snap_load(s) == -1)
+    goto fail;
+  free(dir);
+  return s;
+fail:
+  free(dir);
+  sn_snapshots_close(s);
+  return NULL;
+}
+
+void
+sn_snapshots_close(struct sn_snapshots *s)
+{
+  size_t i;
+
+  if (s == NULL)
+    return;
+  for (i = 0; i < s->n; i++)
+    sn_snap_info_clear(&s->v[i].info);
+  free(s->v);
+  pthread_mutex_destroy(&s->lock);
+  free(s->root);
+  free(s);
+}
+
+/* A new snapshot of kind k (active or view). */
+static int
+create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
+       const char *parent, const struct sn_snap_label *l, size_t nl,
+       struct sn_snap_mounts *mounts)
+{
+  struct snap *p, *par = NULL;
+  char *fs = NULL, *work = NULL;
+  int r;
+
+  memset(mounts, 0, sizeof *mounts);
+  if (key == NULL || key[0] == 0)
+    return fail(SN_SNAP_INVALID, "an empty snapshot key");
+  if ((r = check_labels(l, nl)) != 0)
+    return r;
+  if (parent == NULL)
+    parent = "";
+  if (snap_find(s, key))
+    return fail(SN_SNAP_EXISTS, "snapshot %s: already exists", key);
+  if (parent[0] && (par = snap_find(s, parent)) == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "parent snapshot %s of %s does not exist",
+                parent, key);
+  if (par && par->info.kind != SN_SNAP_KIND_COMMITTED)
+    return fail(SN_SNAP_INVALID, "parent snapshot %s of %s is not committed",
+                parent, key);
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? 2 * s->cap : 16;
+    struct snap *v = realloc(s->v, cap * sizeof *v);
+
+    if (v == NULL)
+      return sn_oom(), SN_SNAP_INTERNAL;
+    s->v = v;
+    s->cap = cap;
+  }
+  p = &s->v[s->n];
+  memset(p, 0, sizeof *p);
+  p->id = s->next_id;
+  p->info.kind = k;
+  p->info.created_ns = p->info.updated_ns = snap_now_ns();
+  p->info.name = strdup(key);
+  p->info.parent = strdup(parent);
+  fs = snap_dir(s, p->id, "fs");
+  work = snap_dir(s, p->id, "work");
+  if (p->info.name == NULL || p->info.parent == NULL || fs == NULL ||
+      work == NULL ||
+      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
+    sn_oom();
+    r = SN_SNAP_INTERNAL;
+    goto fail;
+  }
+  if (sn_mkdir_p(fs, 0755) == -1 || sn_mkdir_p(work, 0700) == -1) {
+    sn_set_error("%s: %s", fs, strerror(errno));
+    r = SN_SNAP_INTERNAL;
+    goto fail;
+  }
+  s->n++;
+  s->next_id++;
+  if (snap_save(s) == -1) {
+    s->n--;
+    s->next_id--;
+    r = SN_SNAP_INTERNAL;
+    goto fail;
+  }
+  free(fs);
+  free(work);
+  return snap_mounts(s, p, mounts);
+fail:
+  sn_snap_info_clear(&p->info);
+  if (fs) {
+    char *d = snap_dir(s, p->id, NULL);
+
+    if (d)
+      rm_tree(d);
+    free(d);
+  }
+  free(fs);
+  free(work);
+  return r;
+}
+
+#define LOCKED(s, call)                          \
+  ({ int r_;                                     \
+     pthread_mutex_lock(&(s)->lock);             \
+     r_ = (call);                                \
+     pthread_mutex_unlock(&(s)->lock);           \
+     r_; })
+
+int
+sn_snapshots_prepare(struct sn_snapshots *s, const char *key,
+                     const char *parent, const struct sn_snap_label *l,
+                     size_t nl, struct sn_snap_mounts *mounts)
+{
+  return LOCKED(s, create(s, SN_SNAP_KIND_ACTIVE, key, parent, l, nl,
+                          mounts));
+}
+
+int
+sn_snapshots_view(struct sn_snapshots *s, const char *key,
+                  const char *parent, const struct sn_snap_label *l,
+                  size_t nl, struct sn_snap_mounts *mounts)
+{
+  return LOCKED(s, create(s, SN_SNAP_KIND_VIEW, key, parent, l, nl,
+                          mounts));
+}
+
+static int
+mounts_of(struct sn_snapshots *s, const char *key,
+          struct sn_snap_mounts *mounts)
+{
+  struct snap *p = snap_find(s, key);
+
+  memset(mounts, 0, sizeof *mounts);
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                key ? key : "");
+  if (p->info.kind == SN_SNAP_KIND_COMMITTED)
+    return fail(SN_SNAP_PRECONDITION, "snapshot %s is committed: it has no "
+                "mounts (view it)", key);
+  return snap_mounts(s, p, mounts);
+}
+
+int
+sn_snapshots_mounts(struct sn_snapshots *s, const char *key,
+                    struct sn_snap_mounts *mounts)
+{
+  return LOCKED(s, mounts_of(s, key, mounts));
+}
+
+static int
+commit(struct sn_snapshots *s, const char *name, const char *key,
+       const struct sn_snap_label *l, size_t nl)
+{
+  struct snap *p = snap_find(s, key);
+  struct sn_snap_info old;
+  char *fs;
+  int r;
+
+  if (name == NULL || name[0] == 0)
+    return fail(SN_SNAP_INVALID, "an empty snapshot name");
+  if ((r = check_labels(l, nl)) != 0)
+    return r;
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                key ? key : "");
+  if (p->info.kind != SN_SNAP_KIND_ACTIVE)
+    return fail(SN_SNAP_PRECONDITION, "snapshot %s is not active: only an "
+                "active snapshot is committed", key);
+  if (snap_find(s, name))
+    return fail(SN_SNAP_EXISTS, "snapshot %s: already exists", name);
+  fs = snap_dir(s, p->id, "fs");
+  if (fs == NULL)
+    return sn_oom(), SN_SNAP_INTERNAL;
+  r = measure(fs, &p->size, &p->inodes);
+  free(fs);
+  if (r == -1)
+    return SN_SNAP_INTERNAL;
+  old = p->info;
+  memset(&p->info, 0, sizeof p->info);
+  p->info.name = strdup(name);
+  p->info.parent = old.parent;
+  p->info.kind = SN_SNAP_KIND_COMMITTED;
+  p->info.created_ns = old.created_ns;
+  p->info.updated_ns = snap_now_ns();
+  if (p->info.name == NULL ||
+      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1 ||
+      snap_save(s) == -1) {
+    old.parent = NULL;
+    sn_snap_info_clear(&p->info);  /* back to what it was */
+    p->info = old;
+    return SN_SNAP_INTERNAL;
+  }
+  old.parent = NULL;
+  sn_snap_info_clear(&old);
+  return 0;
+}
+
+int
+sn_snapshots_commit(struct sn_snapshots *s, const char *name,
+                    const char *key, const struct sn_snap_label *l,
+                    size_t nl)
+{
+  return LOCKED(s, commit(s, name, key, l, nl));
+}
+
+static int
+remove_one(struct sn_snapshots *s, const char *key)
+{
+  struct snap *p = snap_find(s, key), gone;
+  char *dir;
+  size_t i;
+
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                key ? key : "");
+  for (i = 0; i < s->n; i++)
+    if (strcmp(s->v[i].info.parent, key) == 0)
+      return fail(SN_SNAP_PRECONDITION, "cannot remove snapshot %s: "
+                  "snapshot %s has it as parent", key, s->v[i].info.name);
+  gone = *p;
+  i = (size_t) (p - s->v);
+  memmove(p, p + 1, (s->n - i - 1) * sizeof *p);
+  s->n--;
+  if (snap_save(s) == -1) {
+    memmove(s->v + i + 1, s->v + i, (s->n - i) * sizeof *p);
+    s->v[i] = gone;
+    s->n++;
+    return SN_SNAP_INTERNAL;
+  }
+  /* The metadata no longer names it: a failed rm leaves a directory
+   * that sn_snapshots_cleanup removes. */
+  dir = snap_dir(s, gone.id, NULL);
+  if (dir)
+    rm_tree(dir);
+  free(dir);
+  sn_snap_info_clear(&gone.info);
+  return 0;
+}
+
+int
+sn_snapshots_remove(struct sn_snapshots *s, const char *key)
+{
+  return LOCKED(s, remove_one(s, key));
+}
+
+static int
+stat_one(struct sn_snapshots *s, const char *key, struct sn_snap_info *info)
+{
+  struct snap *p = snap_find(s, key);
+
+  memset(info, 0, sizeof *info);
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                key ? key : "");
+  return snap_info_copy(info, &p->info) == -1 ? SN_SNAP_INTERNAL : 0;
+}
+
+int
+sn_snapshots_stat(struct sn_snapshots *s, const char *key,
+                  struct sn_snap_info *info)
+{
+  return LOCKED(s, stat_one(s, key, info));
+}
+
+/* The value of label k in info, or NULL. */
+static const char *
+label_of(const struct sn_snap_info *info, const char *k)
+{
+  size_t i;
+
+  for (i = 0; i < info->nlabels; i++)
+    if (strcmp(info->labels[i].key, k) == 0)
+      return info->labels[i].value;
+  return NULL;
+}
+
+static int
+update(struct sn_snapshots *s, const struct sn_snap_info *info,
+       const char *const *paths, size_t npaths, struct sn_snap_info *out)
+{
+  struct snap *p = snap_find(s, info->name);
+  struct sn_snap_label *nl = NULL;
+  size_t n = 0, i, k;
+  int r;
+
+  memset(out, 0, sizeof *out);
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                info->name ? info->name : "");
+  if ((r = check_labels(info->labels, info->nlabels)) != 0)
+    return r;
+  for (i = 0; i < npaths; i++)
+    if (strcmp(paths[i], "labels") != 0 && strncmp(paths[i], "labels.", 7))
+      return fail(SN_SNAP_INVALID, "cannot update %s of snapshot %s: only "
+                  "labels change", paths[i], info->name);
+  /* The new labels: info's for "labels" (or no path), else the old ones
+   * with each "labels.K" set from info or removed. */
+  for (i = 0; i < npaths && strcmp(paths[i], "labels") != 0; i++)
+    ;
+  if (npaths == 0 || i < npaths)
+    r = snap_labels_copy(&nl, &n, info->labels, info->nlabels);
+  else {
+    struct sn_snap_label *tmp = calloc(p->info.nlabels + npaths + 1,
+                                       sizeof *tmp);
+
+    if (tmp == NULL)
+      return sn_oom(), SN_SNAP_INTERNAL;
+    for (k = 0; k < p->info.nlabels; k++) {
+      const char *key = p->info.labels[k].key;
+
+      for (i = 0; i < npaths && strcmp(paths[i] + 7, key) != 0; i++)
+        ;
+      if (i == npaths)          /* not named: kept */
+        tmp[n++] = p->info.labels[k];
+    }
+    for (i = 0; i < npaths; i++) {
+      const char *v = label_of(info, paths[i] + 7);
+
+      if (v)
+        tmp[n++] = (struct sn_snap_label) { (char *) paths[i] + 7,
+                                            (char *) v };
+    }
+    r = snap_labels_copy(&nl, &k, tmp, n);
+    n = k;
+    free(tmp);
+  }
+  if (r == -1)
+    return SN_SNAP_INTERNAL;
+  for (i = 0; i < p->info.nlabels; i++) {
+    free(p->info.labels[i].key);
+    free(p->info.labels[i].value);
+  }
+  free(p->info.labels);
+  p->info.labels = nl;
+  p->info.nlabels = n;
+  p->info.updated_ns = snap_now_ns();
+  if (snap_save(s) == -1)
+    return SN_SNAP_INTERNAL;
+  return snap_info_copy(out, &p->info) == -1 ? SN_SNAP_INTERNAL : 0;
+}
+
+int
+sn_snapshots_update(struct sn_snapshots *s, const struct sn_snap_info *info,
+                    const char *const *paths, size_t npaths,
+                    struct sn_snap_info *out)
+{
+  return LOCKED(s, update(s, info, paths, npaths, out));
+}
+
+static int
+usage(struct sn_snapshots *s, const char *key, int64_t *size,
+      int64_t *inodes)
+{
+  struct snap *p = snap_find(s, key);
+  char *fs;
+  int r;
+
+  *size = *inodes = 0;
+  if (p == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
+                key ? key : "");
+  if (p->info.kind == SN_SNAP_KIND_COMMITTED) {
+    *size = p->size;
+    *inodes = p->inodes;
+    return 0;
+  }
+  fs = snap_dir(s, p->id, "fs");
+  if (fs == NULL)
+    return sn_oom(), SN_SNAP_INTERNAL;
+  r = measure(fs, size, inodes);
+  free(fs);
+  return r == -1 ? SN_SNAP_INTERNAL : 0;
+}
+
+int
+sn_snapshots_usage(struct sn_snapshots *s, const char *key, int64_t *size,
+                   int64_t *inodes)
+{
+  return LOCKED(s, usage(s, key, size, inodes));
+}
+
+int
+sn_snapshots_walk(struct sn_snapshots *s,
+                  int (*fn)(void *opaque, const struct sn_snap_info *),
+                  void *opaque)
+{
+  struct sn_snap_info *all;
+  size_t n, i;
+  int r = 0;
+
+  pthread_mutex_lock(&s->lock);
+  n = s->n;
+  all = calloc(n ? n : 1, sizeof *all);
+  for (i = 0; all && i < n; i++)
+    if (snap_info_copy(&all[i], &s->v[i].info) == -1)
+      break;
+  pthread_mutex_unlock(&s->lock);
+  if (all == NULL || i < n) {
+    for (size_t k = 0; all && k < i; k++)
+      sn_snap_info_clear(&all[k]);
+    free(all);
+    return sn_oom(), SN_SNAP_INTERNAL;
+  }
+  for (i = 0; i < n; i++) {
+    if (r == 0 && fn(opaque, &all[i]) != 0)
+      r = SN_SNAP_INTERNAL;
+    sn_snap_info_clear(&all[i]);
+  }
+  free(all);
+  return r;
+}
+
+static int
+cleanup(struct sn_snapshots *s)
+{
+  char *dir;
+  DIR *d;
+  struct dirent *e;
+  int r = 0;
+
+  if (asprintf(&dir, "%s/snapshots", s->root) < 0)
+    return sn_oom(), SN_SNAP_INTERNAL;
+  d = opendir(dir);
+  if (d == NULL) {
+    sn_set_error("%s: %s", dir, strerror(errno));
+    free(dir);
+    return SN_SNAP_INTERNAL;
+  }
+  while ((e = readdir(d)) != NULL) {
+    char *end, *path;
+    uint64_t id = strtoull(e->d_name, &end, 10);
+    size_t i;
+
+    if (e->d_name[0] == '.' || *end != 0)
+      continue;
+    for (i = 0; i < s->n && s->v[i].id != id; i++)
+      ;
+    if (i < s->n)
+      continue;
+    if (asprintf(&path, "%s/%s", dir, e->d_name) < 0) {
+      r = SN_SNAP_INTERNAL;
+      break;
+    }
+    if (rm_tree(path) == -1)
+      r = SN_SNAP_INTERNAL;
+    free(path);
+  }
+  closedir(d);
+  free(dir);
+  return r;
+}
+
+int
+sn_snapshots_cleanup(struct sn_snapshots *s)
+{
+  return LOCKED(s, cleanup(s));
+}

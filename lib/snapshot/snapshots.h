@@ -1,0 +1,134 @@
+/* soci-nbd: the snapshot store behind the containerd snapshotter
+ * (docs/snapshotter.md) — containerd's snapshot model (active, view and
+ * committed snapshots in a parent chain, labels, usage) kept in a
+ * directory, with the mounts containerd is handed for each: a bind mount
+ * or overlayfs over the chain's directories.
+ *
+ * Layout under ROOT: metadata.json (every snapshot; rewritten atomically
+ * after each change, so a restarted daemon finds what it left) and
+ * snapshots/<id>/fs (the snapshot's tree: the upper directory of an active
+ * snapshot, the layer of a committed one), snapshots/<id>/work (overlayfs'
+ * work directory).
+ *
+ * Keys are containerd's (opaque strings, namespaced by containerd before
+ * they get here).  Every operation holds the store's lock: containerd
+ * calls concurrently.
+ *
+ * Errors: operations return SN_SNAP_OK (0) or one of enum sn_snap_err,
+ * with a one-line message through util/err.h; the daemon maps them to
+ * gRPC codes as containerd's errdefs do.  Returned structures are the
+ * caller's (sn_snap_info_clear, sn_snap_mounts_clear).
+ */
+#ifndef SN_SNAPSHOTS_H
+#define SN_SNAPSHOTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* containerd's Kind numbering (snapshots.v1). */
+enum sn_snap_kind {
+  SN_SNAP_KIND_UNKNOWN = 0,
+  SN_SNAP_KIND_VIEW = 1,
+  SN_SNAP_KIND_ACTIVE = 2,
+  SN_SNAP_KIND_COMMITTED = 3,
+};
+
+enum sn_snap_err {
+  SN_SNAP_OK = 0,
+  SN_SNAP_NOT_FOUND,            /* no such key (or parent) */
+  SN_SNAP_EXISTS,               /* the key (or commit name) is taken */
+  SN_SNAP_PRECONDITION,         /* wrong kind, or it has children */
+  SN_SNAP_INVALID,              /* a malformed request */
+  SN_SNAP_INTERNAL,             /* the file system, memory */
+};
+
+/* The combined size of a label's key and value may not exceed this
+ * (containerd's rule). */
+#define SN_SNAP_LABEL_MAX 4096
+
+struct sn_snap_label {
+  char *key, *value;
+};
+
+struct sn_snap_info {
+  char *name;
+  char *parent;                 /* "" for none */
+  enum sn_snap_kind kind;
+  int64_t created_ns, updated_ns;   /* since the Unix epoch */
+  struct sn_snap_label *labels;     /* sorted by key */
+  size_t nlabels;
+};
+
+struct sn_snap_mount {
+  char *type, *source;
+  char **options;
+  size_t noptions;
+};
+
+struct sn_snap_mounts {
+  struct sn_snap_mount *m;
+  size_t n;
+};
+
+struct sn_snapshots;
+
+/* Open (creating) the store in root; NULL on error (a metadata file that
+ * cannot be read is an error, never silently replaced). */
+struct sn_snapshots *sn_snapshots_open(const char *root);
+void sn_snapshots_close(struct sn_snapshots *s);
+
+/* A new active (Prepare) or view (View) snapshot key on committed parent
+ * ("" or NULL: none), with labels; *mounts: how to mount it. */
+int sn_snapshots_prepare(struct sn_snapshots *s, const char *key,
+                         const char *parent, const struct sn_snap_label *l,
+                         size_t nl, struct sn_snap_mounts *mounts);
+int sn_snapshots_view(struct sn_snapshots *s, const char *key,
+                      const char *parent, const struct sn_snap_label *l,
+                      size_t nl, struct sn_snap_mounts *mounts);
+/* The mounts of an active or view snapshot. */
+int sn_snapshots_mounts(struct sn_snapshots *s, const char *key,
+                        struct sn_snap_mounts *mounts);
+/* Active snapshot key becomes committed snapshot name (labels replace
+ * its labels); its usage is measured now. */
+int sn_snapshots_commit(struct sn_snapshots *s, const char *name,
+                        const char *key, const struct sn_snap_label *l,
+                        size_t nl);
+/* Remove a snapshot that no other has as parent, and its directory. */
+int sn_snapshots_remove(struct sn_snapshots *s, const char *key);
+int sn_snapshots_stat(struct sn_snapshots *s, const char *key,
+                      struct sn_snap_info *info);
+/* Update the labels of info->name: paths as containerd's field mask
+ * ("labels" replaces them all, "labels.K" sets or, when info has no K,
+ * removes K; no path: all labels).  *out: the snapshot after it. */
+int sn_snapshots_update(struct sn_snapshots *s,
+                        const struct sn_snap_info *info,
+                        const char *const *paths, size_t npaths,
+                        struct sn_snap_info *out);
+/* Disk usage (bytes of allocated blocks, inodes) of the snapshot's own
+ * tree: measured for an active one, as of its commit for a committed
+ * one. */
+int sn_snapshots_usage(struct sn_snapshots *s, const char *key,
+                       int64_t *size, int64_t *inodes);
+/* Every snapshot, in creation order (copies: fn may call nothing of s).
+ * fn returning non-zero stops the walk. */
+int sn_snapshots_walk(struct sn_snapshots *s,
+                      int (*fn)(void *opaque, const struct sn_snap_info *),
+                      void *opaque);
+/* Remove directories under snapshots/ that no snapshot owns (left by a
+ * crash between a removal's metadata write and its rm). */
+int sn_snapshots_cleanup(struct sn_snapshots *s);
+
+void sn_snap_info_clear(struct sn_snap_info *i);
+void sn_snap_mounts_clear(struct sn_snap_mounts *m);
+/* A name for an error code ("not found", ...). */
+const char *sn_snap_err_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,373 @@
+// soci-nbd-snapshotter: a containerd proxy snapshotter (docs/snapshotter.md)
+// — containerd's snapshots service over gRPC on a Unix socket, glue only:
+// every rule is in lib/snapshot/ (snapshots.h), whose error codes become
+// the gRPC codes containerd's errdefs expects.
+#include <config.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+
+#include "snapshots.grpc.pb.h"
+#include "snapshot/snapshots.h"
+extern "C" {
+#include "util/err.h"
+}
+
+namespace pb = containerd::services::snapshots::v1;
+using grpc::ServerContext;
+using grpc::Status;
+using grpc::StatusCode;
+
+namespace {
+
+const char *kDefaultRoot = "/var/lib/soci-nbd/snapshotter";
+const char *kDefaultAddress = "/run/soci-nbd/snapshotter.sock";
+bool verbose;
+
+// lib/snapshot's code as containerd's errdefs maps it to gRPC.
+Status
+to_status(const char *what, const std::string &key, int err)
+{
+  static const StatusCode codes[] = {
+    StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::ALREADY_EXISTS,
+    StatusCode::FAILED_PRECONDITION, StatusCode::INVALID_ARGUMENT,
+    StatusCode::INTERNAL,
+  };
+  StatusCode c = err > 0 && err <= SN_SNAP_INTERNAL ? codes[err]
+                                                    : StatusCode::INTERNAL;
+
+  if (err == SN_SNAP_OK)
+    return Status::OK;
+  if (c == StatusCode::INTERNAL || verbose)
+    fprintf(stderr, "soci-nbd-snapshotter: %s %s: %s\n", what, key.c_str(),
+            sn_error());
+  return Status(c, sn_error());
+}
+
+// Labels of a request, as lib/snapshot takes them (pointing into m).
+std::vector<sn_snap_label>
+labels_of(const google::protobuf::Map<std::string, std::string> &m)
+{
+  std::vector<sn_snap_label> v;
+
+  for (const auto &kv : m)
+    v.push_back({ const_cast<char *>(kv.first.c_str()),
+                  const_cast<char *>(kv.second.c_str()) });
+  return v;
+}
+
+template <class Resp>
+void
+put_mounts(struct sn_snap_mounts *m, Resp *resp)
+{
+  for (size_t i = 0; i < m->n; i++) {
+    auto *x = resp->add_mounts();
+
+    x->set_type(m->m[i].type);
+    x->set_source(m->m[i].source);
+    for (size_t k = 0; k < m->m[i].noptions; k++)
+      x->add_options(m->m[i].options[k]);
+  }
+  sn_snap_mounts_clear(m);
+}
+
+void
+set_time(google::protobuf::Timestamp *t, int64_t ns)
+{
+  t->set_seconds(ns / 1000000000);
+  t->set_nanos(static_cast<int32_t>(ns % 1000000000));
+}
+
+void
+put_info(const struct sn_snap_info *i, pb::Info *out)
+{
+  out->set_name(i->name);
+  out->set_parent(i->parent);
+  out->set_kind(static_cast<pb::Kind>(i->kind));
+  set_time(out->mutable_created_at(), i->created_ns);
+  set_time(out->mutable_updated_at(), i->updated_ns);
+  for (size_t k = 0; k < i->nlabels; k++)
+    (*out->mutable_labels())[i->labels[k].key] = i->labels[k].value;
+}
+
+class Snapshots final : public pb::Snapshots::Service {
+public:
+  explicit Snapshots(struct sn_snapshots *s) : s_(s) {}
+
+  Status Prepare(ServerContext *, const pb::PrepareSnapshotRequest *rq,
+                 pb::PrepareSnapshotResponse *resp) override
+  {
+    auto l = labels_of(rq->labels());
+    struct sn_snap_mounts m;
+    int r = sn_snapshots_prepare(s_, rq->key().c_str(), rq->parent().c_str(),
+                                 l.data(), l.size(), &m);
+
+    if (r == SN_SNAP_OK)
+      put_mounts(&m, resp);
+    return to_status("prepare", rq->key(), r);
+  }
+
+  Status View(ServerContext *, const pb::ViewSnapshotRequest *rq,
+              pb::ViewSnapshotResponse *resp) override
+  {
+    auto l = labels_of(rq->labels());
+    struct sn_snap_mounts m;
+    int r = sn_snapshots_view(s_, rq->key().c_str(), rq->parent().c_str(),
+                              l.data(), l.size(), &m);
+
+    if (r == SN_SNAP_OK)
+      put_mounts(&m, resp);
+    return to_status("view", rq->key(), r);
+  }
+
+  Status Mounts(ServerContext *, const pb::MountsRequest *rq,
+                pb::MountsResponse *resp) override
+  {
+    struct sn_snap_mounts m;
+    int r = sn_snapshots_mounts(s_, rq->key().c_str(), &m);
+
+    if (r == SN_SNAP_OK)
+      put_mounts(&m, resp);
+    return to_status("mounts", rq->key(), r);
+  }
+
+  Status Commit(ServerContext *, const pb::CommitSnapshotRequest *rq,
+                google::protobuf::Empty *) override
+  {
+    auto l = labels_of(rq->labels());
+
+    return to_status("commit", rq->key(),
+                     sn_snapshots_commit(s_, rq->name().c_str(),
+                                         rq->key().c_str(), l.data(),
+                                         l.size()));
+  }
+
+  Status Remove(ServerContext *, const pb::RemoveSnapshotRequest *rq,
+                google::protobuf::Empty *) override
+  {
+    return to_status("remove", rq->key(),
+                     sn_snapshots_remove(s_, rq->key().c_str()));
+  }
+
+  Status Stat(ServerContext *, const pb::StatSnapshotRequest *rq,
+              pb::StatSnapshotResponse *resp) override
+  {
+    struct sn_snap_info i;
+    int r = sn_snapshots_stat(s_, rq->key().c_str(), &i);
+
+    if (r == SN_SNAP_OK)
+      put_info(&i, resp->mutable_info());
+    sn_snap_info_clear(&i);
+    return to_status("stat", rq->key(), r);
+  }
+
+  Status Update(ServerContext *, const pb::UpdateSnapshotRequest *rq,
+                pb::UpdateSnapshotResponse *resp) override
+  {
+    auto l = labels_of(rq->info().labels());
+    std::vector<const char *> paths;
+    struct sn_snap_info in = {}, out;
+    int r;
+
+    for (const auto &p : rq->update_mask().paths())
+      paths.push_back(p.c_str());
+    in.name = const_cast<char *>(rq->info().name().c_str());
+    in.labels = l.data();
+    in.nlabels = l.size();
+    r = sn_snapshots_update(s_, &in, paths.data(), paths.size(), &out);
+    if (r == SN_SNAP_OK)
+      put_info(&out, resp->mutable_info());
+    sn_snap_info_clear(&out);
+    return to_status("update", rq->info().name(), r);
+  }
+
+  Status List(ServerContext *, const pb::ListSnapshotsRequest *rq,
+              grpc::ServerWriter<pb::ListSnapshotsResponse> *w) override
+  {
+    struct Batch {
+      grpc::ServerWriter<pb::ListSnapshotsResponse> *w;
+      pb::ListSnapshotsResponse resp;
+    } b{ w, {} };
+    int r;
+
+    if (rq->filters_size() > 0) {
+      sn_set_error("list: filters are not supported (containerd filters "
+                   "snapshots itself)");
+      return to_status("list", "", SN_SNAP_INVALID);
+    }
+    r = sn_snapshots_walk(s_, [](void *opaque,
+                                 const struct sn_snap_info *i) -> int {
+      auto *bb = static_cast<Batch *>(opaque);
+
+      put_info(i, bb->resp.add_info());
+      if (bb->resp.info_size() < 100)
+        return 0;
+      bool ok = bb->w->Write(bb->resp);
+      bb->resp.Clear();
+      return ok ? 0 : 1;
+    }, &b);
+    if (r == SN_SNAP_OK && b.resp.info_size() > 0)
+      w->Write(b.resp);
+    return to_status("list", "", r);
+  }
+
+  Status Usage(ServerContext *, const pb::UsageRequest *rq,
+               pb::UsageResponse *resp) override
+  {
+    int64_t size, inodes;
+    int r = sn_snapshots_usage(s_, rq->key().c_str(), &size, &inodes);
+
+    resp->set_size(size);
+    resp->set_inodes(inodes);
+    return to_status("usage", rq->key(), r);
+  }
+
+  Status Cleanup(ServerContext *, const pb::CleanupRequest *,
+                 google::protobuf::Empty *) override
+  {
+    return to_status("cleanup", "", sn_snapshots_cleanup(s_));
+  }
+
+private:
+  struct sn_snapshots *s_;
+};
+
+void
+usage(FILE *f)
+{
+  fprintf(f,
+"Usage: soci-nbd-snapshotter [OPTIONS]\n"
+"\n"
+"A containerd proxy snapshotter: serves containerd's snapshots API on a\n"
+"Unix socket.  Register it in containerd's config.toml:\n"
+"\n"
+"  [proxy_plugins.soci-nbd]\n"
+"    type = \"snapshot\"\n"
+"    address = \"%s\"\n"
+"\n"
+"  -r, --root DIR       snapshots and their metadata (default %s)\n"
+"  -a, --address PATH   the socket (default %s)\n"
+"  -v, --verbose        log every refused request, not only failures\n"
+"  -h, --help           show this help\n"
+"  -V, --version        show the version\n"
+"\n"
+"See soci-nbd-snapshotter(8) and docs/snapshotter.md.\n",
+          kDefaultAddress, kDefaultRoot, kDefaultAddress);
+}
+
+// Make the directory holding the socket and remove a stale socket.
+int
+prepare_socket(const std::string &path)
+{
+  struct stat st;
+  size_t slash = path.rfind('/');
+
+  if (slash != std::string::npos && slash > 0) {
+    std::string dir = path.substr(0, slash);
+
+    if (mkdir(dir.c_str(), 0700) == -1 && errno != EEXIST) {
+      fprintf(stderr, "soci-nbd-snapshotter: %s: %s\n", dir.c_str(),
+              strerror(errno));
+      return -1;
+    }
+  }
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      fprintf(stderr, "soci-nbd-snapshotter: %s exists and is not a "
+              "socket\n", path.c_str());
+      return -1;
+    }
+    unlink(path.c_str());
+  }
+  return 0;
+}
+
+} // namespace
+
+int
+main(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "root", required_argument, nullptr, 'r' },
+    { "address", required_argument, nullptr, 'a' },
+    { "verbose", no_argument, nullptr, 'v' },
+    { "help", no_argument, nullptr, 'h' },
+    { "version", no_argument, nullptr, 'V' },
+    { nullptr, 0, nullptr, 0 },
+  };
+  std::string root = kDefaultRoot, address = kDefaultAddress;
+  struct sn_snapshots *s;
+  sigset_t set;
+  int c, sig;
+
+  while ((c = getopt_long(argc, argv, "r:a:vhV", opts, nullptr)) != -1)
+    switch (c) {
+    case 'r': root = optarg; break;
+    case 'a': address = optarg; break;
+    case 'v': verbose = true; break;
+    case 'h': usage(stdout); return 0;
+    case 'V': printf("soci-nbd-snapshotter %s\n", PACKAGE_VERSION); return 0;
+    default: usage(stderr); return 2;
+    }
+  if (optind < argc) {
+    fprintf(stderr, "soci-nbd-snapshotter: unexpected argument %s\n",
+            argv[optind]);
+    return 2;
+  }
+  if (root.empty() || root[0] != '/' || address.empty() ||
+      address[0] != '/') {
+    fprintf(stderr, "soci-nbd-snapshotter: --root and --address must be "
+            "absolute paths\n");
+    return 2;
+  }
+  // SIGTERM and SIGINT end the server: blocked here, waited for below.
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  umask(077);
+  s = sn_snapshots_open(root.c_str());
+  if (s == nullptr) {
+    fprintf(stderr, "soci-nbd-snapshotter: %s\n", sn_error());
+    return 1;
+  }
+  if (prepare_socket(address) == -1) {
+    sn_snapshots_close(s);
+    return 1;
+  }
+  Snapshots service(s);
+  grpc::ServerBuilder b;
+  b.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials());
+  b.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  if (!server) {
+    fprintf(stderr, "soci-nbd-snapshotter: cannot listen on %s\n",
+            address.c_str());
+    sn_snapshots_close(s);
+    return 1;
+  }
+  fprintf(stderr, "soci-nbd-snapshotter: serving %s on %s\n", root.c_str(),
+          address.c_str());
+  std::thread waiter([&server, &set, &sig]() {
+    sigwait(&set, &sig);
+    server->Shutdown();
+  });
+  server->Wait();
+  waiter.join();
+  unlink(address.c_str());
+  sn_snapshots_close(s);
+  fprintf(stderr, "soci-nbd-snapshotter: stopped (signal %d)\n", sig);
+  return 0;
+}

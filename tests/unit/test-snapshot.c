@@ -1,0 +1,282 @@
+/* soci-nbd tests: the snapshot store (lib/snapshot/snapshots.h) —
+ * containerd's rules for active, view and committed snapshots, the mounts
+ * of each (bind or overlayfs over the parent chain), labels and their
+ * update masks, usage, the errors containerd maps to gRPC codes, and the
+ * metadata file: what a restarted daemon finds, and a corrupt one refused.
+ */
+#include <config.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "snapshot/snapshots.h"
+#include "util/err.h"
+#include "tap.h"
+
+static char root[512];
+
+/* "TYPE SOURCE OPT,OPT..." of mount i, with root shown as R. */
+static const char *
+show(const struct sn_snap_mounts *m, size_t i)
+{
+  static char buf[4096];
+  size_t rl = strlen(root), k;
+  char *p = buf;
+  const char *src;
+
+  if (i >= m->n)
+    return "(none)";
+  p += sprintf(p, "%s ", m->m[i].type);
+  src = m->m[i].source;
+  p += sprintf(p, "%s", strncmp(src, root, rl) == 0 ? "R" : "");
+  p += sprintf(p, "%s", strncmp(src, root, rl) == 0 ? src + rl : src);
+  for (k = 0; k < m->m[i].noptions; k++) {
+    const char *o = m->m[i].options[k];
+    char tmp[2048];
+    char *q = tmp;
+
+    /* Replace every occurrence of root in the option by R. */
+    while (*o) {
+      if (strncmp(o, root, rl) == 0) {
+        *q++ = 'R';
+        o += rl;
+      }
+      else
+        *q++ = *o++;
+    }
+    *q = 0;
+    p += sprintf(p, "%s%s", k ? "," : " ", tmp);
+  }
+  return buf;
+}
+
+static bool
+is(const struct sn_snap_mounts *m, const char *want)
+{
+  bool r = m->n == 1 && strcmp(show(m, 0), want) == 0;
+
+  if (!r)
+    diag("mounts: %s (want %s)", show(m, 0), want);
+  return r;
+}
+
+static const char *
+label(const struct sn_snap_info *i, const char *k)
+{
+  size_t j;
+
+  for (j = 0; j < i->nlabels; j++)
+    if (strcmp(i->labels[j].key, k) == 0)
+      return i->labels[j].value;
+  return NULL;
+}
+
+static int
+count_one(void *opaque, const struct sn_snap_info *i)
+{
+  char *names = opaque;
+
+  strcat(names, i->name);
+  strcat(names, i->kind == SN_SNAP_KIND_COMMITTED ? "=c " :
+         i->kind == SN_SNAP_KIND_ACTIVE ? "=a " : "=v ");
+  return 0;
+}
+
+static void
+write_file(const char *dir, const char *name, size_t size)
+{
+  char path[1024];
+  FILE *f;
+
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  f = fopen(path, "w");
+  while (f && size--)
+    fputc('x', f);
+  if (f)
+    fclose(f);
+}
+
+int
+main(void)
+{
+  struct sn_snapshots *s;
+  struct sn_snap_mounts m;
+  struct sn_snap_info info, out;
+  struct sn_snap_label lab[] = { { "containerd.io/gc.root", "1" },
+                                 { "a", "1" }, { "b", "2" } };
+  char path[1024], names[1024] = "", big[5000];
+  int64_t size, inodes;
+  int r;
+
+  tap_tmpdir(root, sizeof root, "snapshot");
+  s = sn_snapshots_open(root);
+  OK(s != NULL, "open an empty store (%s)", ERR);
+  if (s == NULL)
+    return done_testing();
+
+  /* ---- the chain: a -> A, b on A -> B, views ---- */
+  r = sn_snapshots_prepare(s, "a", "", lab, 3, &m);
+  OK(r == 0 && is(&m, "bind R/snapshots/1/fs rw,rbind"),
+     "prepare a (no parent): its directory, bind rw (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+  snprintf(path, sizeof path, "%s/snapshots/1/fs", root);
+  write_file(path, "f", 10000);
+  write_file(path, "g", 1);
+  r = sn_snapshots_usage(s, "a", &size, &inodes);
+  OK(r == 0 && size >= 10000 && inodes == 3,
+     "usage of active a: %lld bytes, %lld inodes (the directory and two "
+     "files) (%s)", (long long) size, (long long) inodes, ERR);
+  r = sn_snapshots_commit(s, "A", "a", lab + 1, 1);
+  OK(r == 0, "commit a as A (%s)", ERR);
+  r = sn_snapshots_stat(s, "A", &info);
+  OK(r == 0 && info.kind == SN_SNAP_KIND_COMMITTED && info.parent[0] == 0 &&
+     info.nlabels == 1 && strcmp(label(&info, "a"), "1") == 0 &&
+     info.updated_ns >= info.created_ns && info.created_ns > 0,
+     "stat A: committed, no parent, the commit's labels (%s)", ERR);
+  sn_snap_info_clear(&info);
+  OK(sn_snapshots_stat(s, "a", &info) == SN_SNAP_NOT_FOUND,
+     "a is gone once committed: %s", WHY);
+  r = sn_snapshots_usage(s, "A", &size, &inodes);
+  OK(r == 0 && size >= 10000 && inodes == 3,
+     "usage of A: as measured at its commit (%s)", ERR);
+
+  r = sn_snapshots_prepare(s, "b", "A", NULL, 0, &m);
+  OK(r == 0 && is(&m, "overlay overlay index=off,workdir=R/snapshots/2/work,"
+                  "upperdir=R/snapshots/2/fs,lowerdir=R/snapshots/1/fs"),
+     "prepare b on A: overlay, b upper, A lower (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+  r = sn_snapshots_mounts(s, "b", &m);
+  OK(r == 0 && is(&m, "overlay overlay index=off,workdir=R/snapshots/2/work,"
+                  "upperdir=R/snapshots/2/fs,lowerdir=R/snapshots/1/fs"),
+     "mounts of b: the same (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+  r = sn_snapshots_view(s, "v", "A", NULL, 0, &m);
+  OK(r == 0 && is(&m, "bind R/snapshots/1/fs ro,rbind"),
+     "view v of A: A's directory, bind ro (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_commit(s, "B", "b", NULL, 0) == 0, "commit b as B (%s)",
+     ERR);
+  r = sn_snapshots_view(s, "v2", "B", NULL, 0, &m);
+  OK(r == 0 && is(&m, "overlay overlay index=off,"
+                  "lowerdir=R/snapshots/2/fs:R/snapshots/1/fs"),
+     "view v2 of B: overlay of B over A, no upper (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+  r = sn_snapshots_view(s, "v0", NULL, NULL, 0, &m);
+  OK(r == 0 && is(&m, "bind R/snapshots/5/fs ro,rbind"),
+     "a view with no parent: its own empty directory, ro (%s)", ERR);
+  sn_snap_mounts_clear(&m);
+
+  /* ---- what containerd gets as errors ---- */
+  OK(sn_snapshots_prepare(s, "c", "nope", NULL, 0, &m) == SN_SNAP_NOT_FOUND &&
+     strstr(sn_error(), "parent snapshot nope of c does not exist"),
+     "a parent that does not exist: not found: %s", WHY);
+  OK(sn_snapshots_prepare(s, "c", "v", NULL, 0, &m) == SN_SNAP_INVALID,
+     "a parent that is not committed: invalid argument: %s", WHY);
+  OK(sn_snapshots_prepare(s, "v", "A", NULL, 0, &m) == SN_SNAP_EXISTS,
+     "a key that exists: already exists: %s", WHY);
+  OK(sn_snapshots_prepare(s, "", "A", NULL, 0, &m) == SN_SNAP_INVALID,
+     "an empty key: invalid argument: %s", WHY);
+  OK(sn_snapshots_commit(s, "V", "v", NULL, 0) == SN_SNAP_PRECONDITION,
+     "commit of a view: failed precondition: %s", WHY);
+  OK(sn_snapshots_prepare(s, "c", "A", NULL, 0, &m) == 0 &&
+     sn_snapshots_commit(s, "B", "c", NULL, 0) == SN_SNAP_EXISTS,
+     "commit to a name that exists: already exists: %s", WHY);
+  sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_commit(s, "C", "zz", NULL, 0) == SN_SNAP_NOT_FOUND,
+     "commit of an unknown key: not found: %s", WHY);
+  OK(sn_snapshots_remove(s, "A") == SN_SNAP_PRECONDITION &&
+     strstr(sn_error(), "has it as parent"),
+     "remove of a snapshot with children: failed precondition: %s", WHY);
+  OK(sn_snapshots_mounts(s, "A", &m) == SN_SNAP_PRECONDITION,
+     "mounts of a committed snapshot: failed precondition: %s", WHY);
+  OK(sn_snapshots_mounts(s, "zz", &m) == SN_SNAP_NOT_FOUND,
+     "mounts of an unknown key: not found: %s", WHY);
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  OK(sn_snapshots_prepare(s, "d", "A",
+                          &(struct sn_snap_label) { "k", big }, 1, &m)
+     == SN_SNAP_INVALID, "a label over 4096 bytes: invalid argument: %s",
+     WHY);
+  OK(sn_snapshots_stat(s, "d", &info) == SN_SNAP_NOT_FOUND,
+     "... and nothing made");
+
+  /* ---- labels ---- */
+  memset(&info, 0, sizeof info);
+  info.name = "B";
+  info.labels = lab;
+  info.nlabels = 3;
+  r = sn_snapshots_update(s, &info, NULL, 0, &out);
+  OK(r == 0 && out.nlabels == 3 && strcmp(label(&out, "b"), "2") == 0,
+     "update with no mask: every label replaced (%s)", ERR);
+  sn_snap_info_clear(&out);
+  info.labels = (struct sn_snap_label[]) { { "a", "3" } };
+  info.nlabels = 1;
+  r = sn_snapshots_update(s, &info,
+                          (const char *[]) { "labels.a", "labels.b" }, 2,
+                          &out);
+  OK(r == 0 && out.nlabels == 2 && strcmp(label(&out, "a"), "3") == 0 &&
+     label(&out, "b") == NULL && label(&out, "containerd.io/gc.root"),
+     "update labels.a and labels.b: a set, b (absent) removed, the rest "
+     "kept (%s)", ERR);
+  sn_snap_info_clear(&out);
+  OK(sn_snapshots_update(s, &info, (const char *[]) { "parent" }, 1, &out)
+     == SN_SNAP_INVALID, "update of the parent: invalid argument: %s", WHY);
+
+  /* ---- persistence ---- */
+  sn_snapshots_walk(s, count_one, names);
+  OK(strcmp(names, "A=c B=c v=v v2=v v0=v c=a ") == 0,
+     "walk: every snapshot in creation order (%s)", names);
+  sn_snapshots_close(s);
+  s = sn_snapshots_open(root);
+  names[0] = 0;
+  if (s)
+    sn_snapshots_walk(s, count_one, names);
+  OK(s && strcmp(names, "A=c B=c v=v v2=v v0=v c=a ") == 0,
+     "reopened: the same snapshots (%s)", s ? names : sn_error());
+  if (s == NULL)
+    return done_testing();
+  r = sn_snapshots_stat(s, "B", &info);
+  OK(r == 0 && strcmp(info.parent, "A") == 0 &&
+     strcmp(label(&info, "a"), "3") == 0,
+     "... with their parents and labels (%s)", ERR);
+  sn_snap_info_clear(&info);
+  r = sn_snapshots_prepare(s, "e", "B", NULL, 0, &m);
+  OK(r == 0 && strstr(show(&m, 0), "snapshots/7/work"),
+     "... and ids not reused (%s)", show(&m, 0));
+  sn_snap_mounts_clear(&m);
+
+  /* ---- removal and cleanup ---- */
+  OK(sn_snapshots_remove(s, "v2") == 0, "remove v2 (%s)", ERR);
+  snprintf(path, sizeof path, "%s/snapshots/4", root);
+  OK(access(path, F_OK) == -1, "... its directory is gone");
+  snprintf(path, sizeof path, "%s/snapshots/99", root);
+  mkdir(path, 0700);
+  write_file(path, "left", 3);
+  OK(sn_snapshots_cleanup(s) == 0 && access(path, F_OK) == -1,
+     "cleanup removes a directory no snapshot owns (%s)", ERR);
+  OK(sn_snapshots_mounts(s, "v2", &m) == SN_SNAP_NOT_FOUND,
+     "mounts of a removed snapshot: not found: %s", WHY);
+  sn_snapshots_close(s);
+
+  snprintf(path, sizeof path, "%s/metadata.json", root);
+  {
+    FILE *f = fopen(path, "w");
+
+    if (f) {
+      fputs("{\"version\": 1, \"next_id\": 3, \"snapshots\": [{}]}", f);
+      fclose(f);
+    }
+  }
+  s = sn_snapshots_open(root);
+  OK(s == NULL && strstr(sn_error(), "metadata.json") &&
+     strstr(sn_error(), "malformed"),
+     "a corrupt metadata file is refused, not replaced: %s",
+     s ? "opened" : sn_error());
+  sn_snapshots_close(s);
+  tap_rm_tree(root);
+  return done_testing();
+}
