@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mount/mount.h"
 #include "snapshot/snap-int.h"
 #include "util/err.h"
 #include "util/fdio.h"
@@ -33,6 +34,14 @@ fail(int code, const char *fmt, ...)
   va_end(ap);
   sn_set_error("%s", msg);
   return code;
+}
+
+/* Out of memory, as an operation's result. */
+static int
+oom(void)
+{
+  sn_oom();
+  return SN_SNAP_INTERNAL;
 }
 
 void
@@ -259,22 +268,27 @@ snap_mounts(struct sn_snapshots *s, const struct snap *p,
     r = add_mount(m, "bind", dir, opts, 2) == -1 ? SN_SNAP_INTERNAL : 0;
     goto out;
   }
+  /* overlayfs: index=off (lower directories are shared by many
+   * mounts), then for an active snapshot its work and upper directories,
+   * then the parents. */
   opts[nopts++] = strdup("index=off");
   if (active) {
     char *w = snap_dir(s, p->id, "work"), *u = snap_dir(s, p->id, "fs");
 
-    if (w && u && asprintf(&opts[nopts], "workdir=%s", w) >= 0 &&
-        ++nopts && asprintf(&opts[nopts], "upperdir=%s", u) >= 0)
-      nopts++;
+    if (w == NULL || asprintf(&opts[nopts++], "workdir=%s", w) < 0)
+      opts[nopts - 1] = NULL;
+    if (u == NULL || asprintf(&opts[nopts++], "upperdir=%s", u) < 0)
+      opts[nopts - 1] = NULL;
     free(w);
     free(u);
   }
-  if (asprintf(&opts[nopts], "lowerdir=%s", lower) >= 0)
-    nopts++;
-  if (nopts != (active ? 4u : 2u) || opts[0] == NULL) {
-    sn_oom();
-    goto out;
-  }
+  if (asprintf(&opts[nopts++], "lowerdir=%s", lower) < 0)
+    opts[nopts - 1] = NULL;
+  for (size_t i = 0; i < nopts; i++)
+    if (opts[i] == NULL) {
+      sn_oom();
+      goto out;
+    }
   r = add_mount(m, "overlay", "overlay", opts, nopts) == -1
     ? SN_SNAP_INTERNAL : 0;
   nopts = 0;
@@ -303,6 +317,12 @@ sn_snapshots_open(const char *root)
   }
   pthread_mutex_init(&s->lock, NULL);
   s->next_id = 1;
+  if (root[0] != '/' || !sn_mount_overlay_safe(root)) {
+    sn_set_error("%s: the root must be an absolute path without ',', ':', "
+                 "'\\' or a newline (they cannot be in overlayfs options)",
+                 root);
+    goto fail;
+  }
   if (asprintf(&dir, "%s/snapshots", root) < 0) {
     dir = NULL;
     sn_oom();
@@ -367,7 +387,7 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
     struct snap *v = realloc(s->v, cap * sizeof *v);
 
     if (v == NULL)
-      return sn_oom(), SN_SNAP_INTERNAL;
+      return oom();
     s->v = v;
     s->cap = cap;
   }
@@ -488,7 +508,7 @@ commit(struct sn_snapshots *s, const char *name, const char *key,
     return fail(SN_SNAP_EXISTS, "snapshot %s: already exists", name);
   fs = snap_dir(s, p->id, "fs");
   if (fs == NULL)
-    return sn_oom(), SN_SNAP_INTERNAL;
+    return oom();
   r = measure(fs, &p->size, &p->inodes);
   free(fs);
   if (r == -1)
@@ -622,7 +642,7 @@ update(struct sn_snapshots *s, const struct sn_snap_info *info,
                                        sizeof *tmp);
 
     if (tmp == NULL)
-      return sn_oom(), SN_SNAP_INTERNAL;
+      return oom();
     for (k = 0; k < p->info.nlabels; k++) {
       const char *key = p->info.labels[k].key;
 
@@ -684,7 +704,7 @@ usage(struct sn_snapshots *s, const char *key, int64_t *size,
   }
   fs = snap_dir(s, p->id, "fs");
   if (fs == NULL)
-    return sn_oom(), SN_SNAP_INTERNAL;
+    return oom();
   r = measure(fs, size, inodes);
   free(fs);
   return r == -1 ? SN_SNAP_INTERNAL : 0;
@@ -717,7 +737,7 @@ sn_snapshots_walk(struct sn_snapshots *s,
     for (size_t k = 0; all && k < i; k++)
       sn_snap_info_clear(&all[k]);
     free(all);
-    return sn_oom(), SN_SNAP_INTERNAL;
+    return oom();
   }
   for (i = 0; i < n; i++) {
     if (r == 0 && fn(opaque, &all[i]) != 0)
@@ -737,7 +757,7 @@ cleanup(struct sn_snapshots *s)
   int r = 0;
 
   if (asprintf(&dir, "%s/snapshots", s->root) < 0)
-    return sn_oom(), SN_SNAP_INTERNAL;
+    return oom();
   d = opendir(dir);
   if (d == NULL) {
     sn_set_error("%s: %s", dir, strerror(errno));
