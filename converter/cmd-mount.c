@@ -36,6 +36,8 @@ mount_usage(FILE *f)
 "      --overlay            one device per layer, stacked with overlayfs\n"
 "                           (default); layers are shared between mounts\n"
 "      --flat               the flattened image on one device\n"
+"      --layer DIGEST       only that layer, alone, read-only (its device is\n"
+"                           shared with overlay mounts of the same layer)\n"
 "      --rw                 writable: an overlayfs upper layer on a tmpfs\n"
 "      --upper DIR          with --rw: keep the upper layer in DIR/upper\n"
 "                           (and DIR/work) instead\n"
@@ -95,12 +97,13 @@ arg_add_path(struct sn_mount_args *a, const char *key, const char *val)
 
 /* ---- mount --------------------------------------------------------------- */
 
-enum { OPT_OVERLAY = 256, OPT_FLAT, OPT_RW, OPT_UPPER, OPT_INDEX,
+enum { OPT_OVERLAY = 256, OPT_FLAT, OPT_LAYER, OPT_RW, OPT_UPPER, OPT_INDEX,
        OPT_CACHE_DIR, OPT_CACHE_SIZE, OPT_BLOCK_SIZE, OPT_RECONNECT,
        OPT_PLUGIN, OPT_NBDKIT, OPT_RESTART, OPT_SUID, OPT_DEV };
 static const struct option mount_opts[] = {
   { "overlay", no_argument, NULL, OPT_OVERLAY },
   { "flat", no_argument, NULL, OPT_FLAT },
+  { "layer", required_argument, NULL, OPT_LAYER },
   { "rw", no_argument, NULL, OPT_RW },
   { "upper", required_argument, NULL, OPT_UPPER },
   { "platform", required_argument, NULL, 'p' },
@@ -151,6 +154,7 @@ mount_parse(struct mount_cli *mc, int argc, char **argv)
     switch (c) {
     case OPT_OVERLAY: m->flat = false; break;
     case OPT_FLAT: m->flat = true; break;
+    case OPT_LAYER: m->layer = optarg; break;
     case OPT_RW: m->rw = true; break;
     case OPT_SUID: m->suid = true; break;
     case OPT_DEV: m->dev = true; break;
@@ -203,6 +207,14 @@ mount_parse(struct mount_cli *mc, int argc, char **argv)
                                                 : "expected IMAGE and DIR");
   if (mc->upper && !m->rw)
     return cli_usage_error("mount", "--upper needs --rw");
+  if (m->layer && (m->flat || m->rw))
+    return cli_usage_error("mount", "--layer mounts one layer read-only: "
+                           "not with --flat or --rw");
+  if (m->layer && (strncmp(m->layer, "sha256:", 7) != 0 ||
+                   strlen(m->layer) != 71 ||
+                   strspn(m->layer + 7, "0123456789abcdef") != 64))
+    return cli_usage_error("mount", "--layer takes a layer digest "
+                           "(sha256: and 64 hex digits), not '%s'", m->layer);
   return MOUNT_GO_ON;
 
 oom:
@@ -481,7 +493,7 @@ cmd_mounts(int argc, char **argv)
            "\n"
            "List the mounts made by soci-nbd mount, one per line, tab-separated:\n"
            "DIR IMAGE MODE DEVICES SERVERS STATE\n"
-           "  MODE     overlay or flat, \",rw\" when writable\n"
+           "  MODE     overlay, flat or layer, \",rw\" when writable\n"
            "  DEVICES  /dev/nbdN of each layer, bottom first, comma-separated\n"
            "  SERVERS  nbdkit pids (\"-\" for one that is down)\n"
            "  STATE    ok, incomplete (a half-made mount: umount it),\n"

@@ -241,55 +241,78 @@ mount_server(struct ms *s, const char *id, const struct sn_mount_req *m,
   return 0;
 }
 
+/* The layers a mount serves: [*first, *end) of the image's (all of them
+ * but with --layer, the one named); the flat export is one device. */
+static int
+mount_layers(const struct sn_mount_req *m, const struct made *d,
+             size_t *first, size_t *end)
+{
+  *first = 0;
+  *end = d->nlayers;
+  if (m->layer) {
+    for (*first = 0; *first < d->nlayers &&
+         strcmp(d->digests[*first], m->layer) != 0; ++*first)
+      ;
+    if (*first == d->nlayers)
+      return sn_set_error("%s has no layer %s", m->image, m->layer);
+    *end = *first + 1;
+  }
+  for (size_t i = *first; !m->flat && i < *end; i++)
+    if (!d->exported[i])
+      return sn_set_error("layer %zu (%s) cannot be served alone (it "
+                          "hard-links a file of a lower layer)%s", i,
+                          d->digests[i], m->layer ? "" : "; use --flat");
+  return 0;
+}
+
 /* 2. the devices, bottom first: one per layer (or the flat one), shared
  * with other mounts by key (d->keys, d->nkeys; d->devlist to print). */
 static int
 mount_devices(struct ms *s, const char *id, const struct sn_mount_req *m,
               struct made *d)
 {
+  size_t first, end;
   int r;
 
-  for (size_t i = 0; !m->flat && i < d->nlayers; i++)
-    if (!d->exported[i])
-      return sn_set_error("layer %zu (%s) cannot be served alone (it "
-                          "hard-links a file of a lower layer); use --flat",
-                          i, d->digests[i]);
-  d->nkeys = m->flat ? 1 : d->nlayers;
+  if (mount_layers(m, d, &first, &end) == -1)
+    return -1;
+  d->nkeys = m->flat ? 1 : end - first;
   d->keys = calloc(d->nkeys + 1, sizeof *d->keys);
   if (d->keys == NULL)
     return sn_oom();
-  for (size_t i = 0; i < d->nkeys; i++) {
+  for (size_t k = 0; k < d->nkeys; k++) {
+    size_t i = first + k;
     const char *export_name = m->flat ? "flat" : d->digests[i];
     int dev, c;
     bool shared;
     char *nd;
 
     if (m->flat)
-      r = asprintf(&d->keys[i], "flat-%s", id);
+      r = asprintf(&d->keys[k], "flat-%s", id);
     else                        /* what the device serves: the layer as
                                  * its ztoc describes it, at a block size */
-      r = asprintf(&d->keys[i], "%.32s-%.16s%s%s", d->digests[i] + 7,
+      r = asprintf(&d->keys[k], "%.32s-%.16s%s%s", d->digests[i] + 7,
                    strncmp(d->ztocs[i], "sha256:", 7) == 0 ? d->ztocs[i] + 7
                                                           : d->ztocs[i],
                    m->block_size ? "-bs" : "",
                    m->block_size ? m->block_size : "");
     if (r == -1) {
-      d->keys[i] = NULL;
+      d->keys[k] = NULL;
       return sn_oom();
     }
-    c = ms_device_check(s, d->keys[i], export_name);
+    c = ms_device_check(s, d->keys[k], export_name);
     if (c == -1)
       return -1;
     if (c == 2) {               /* a broken shared one: use our own */
-      char *k;
+      char *own;
 
-      if (asprintf(&k, "%s-%s", d->keys[i], id) == -1)
+      if (asprintf(&own, "%s-%s", d->keys[k], id) == -1)
         return sn_oom();
-      free(d->keys[i]);
-      d->keys[i] = k;
+      free(d->keys[k]);
+      d->keys[k] = own;
     }
-    if (ms_journal_add(s, id, "device", d->keys[i]) == -1 ||
-        ms_device_acquire(s, d->keys[i], export_name, d->sid, id, &dev,
+    if (ms_journal_add(s, id, "device", d->keys[k]) == -1 ||
+        ms_device_acquire(s, d->keys[k], export_name, d->sid, id, &dev,
                           &shared) == -1)
       return -1;
     if (asprintf(&nd, "%s%snbd%d%s", d->devlist ? d->devlist : "",
@@ -426,9 +449,10 @@ do_mount(struct ms *s, const char *id, const struct sn_mount_req *m)
 
   if (ms_journal_add(s, id, "dir", m->dir) == -1 ||
       ms_journal_add(s, id, "image", m->image) == -1 ||
-      ms_journal_add(s, id, "mode", m->flat ? (m->rw ? "flat,rw" : "flat")
-                                            : (m->rw ? "overlay,rw"
-                                                     : "overlay")) == -1)
+      ms_journal_add(s, id, "mode", m->layer ? "layer"
+                                    : m->flat ? (m->rw ? "flat,rw" : "flat")
+                                    : (m->rw ? "overlay,rw" : "overlay"))
+      == -1)
     return -1;
 
   if (mount_server(s, id, m, &d) == -1 ||
@@ -451,7 +475,10 @@ do_mount(struct ms *s, const char *id, const struct sn_mount_req *m)
   test_abort("mount");
   if (ms_journal_add(s, id, "done", "1") == -1)
     goto out;
-  if (!m->quiet)
+  if (!m->quiet && m->layer)
+    printf("%s: layer %s of %s mounted (on %s)\n", m->dir, m->layer,
+           m->image, d.devlist);
+  else if (!m->quiet)
     printf("%s: %s mounted (%s%s, %zu layer%s on %s)\n", m->dir, m->image,
            m->flat ? "flat" : "overlay", m->rw ? ", rw" : "", d.nlayers,
            d.nlayers == 1 ? "" : "s", d.devlist);

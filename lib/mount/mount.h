@@ -30,6 +30,8 @@ struct sn_mount_args {
 struct sn_mount_req {
   const char *image, *dir;       /* dir: absolute */
   bool flat, rw;
+  const char *layer;             /* a layer digest: only its device,
+                                  * read-only on dir (not flat, not rw) */
   const char *upper;             /* absolute or NULL */
   const char *block_size;
   struct sn_mount_args plugin_args;

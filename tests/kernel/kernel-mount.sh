@@ -13,7 +13,8 @@
 # libraries, run.sh -b) and reaches the registry at 10.0.2.100:PORT through
 # a QEMU guestfwd pipe to 127.0.0.1:PORT (run.sh -p), plain HTTP.
 #
-# In the guest: overlay mounts (A; B sharing A's layer devices), a flat
+# In the guest: overlay mounts (A; B sharing A's layer devices), one
+# layer of A alone (--layer, on A's device; a digest A lacks refused), a flat
 # mount (FULL), a refused overlay of FULL, an image error, --rw with
 # --upper (writes land in the upper dir only; the lower devices keep the
 # bytes of `soci-nbd mkfs --layer`) and with a tmpfs, a busy umount, the
@@ -157,7 +158,7 @@ REG=$REG
 REGA=$REGA PW=$PW
 OA="--plain-http $REGA $NBDKIT_OPT"
 RUNDIR=/run/soci-nbd
-mkdir -p /m/a /m/b /m/c /m/sd /m/flat /m/rw /m/rw2 /m/bad /m/half /m/auth /up
+mkdir -p /m/a /m/b /m/c /m/sd /m/l2 /m/flat /m/rw /m/rw2 /m/bad /m/half /m/auth /up
 # devs DIR: the devices column of DIR's line in soci-nbd mounts
 devs() { soci-nbd mounts | awk -F'\t' -v d="\$1" '\$1 == d { print \$4 }'; }
 # field DIR N: column N of DIR's line
@@ -193,6 +194,18 @@ gcheck "the same layers with other ztocs (index of test/c) get devices of their 
      test $(ls $RUNDIR/servers | wc -l) = 1'
 gcheck "B has the files of layer 2, not those of layer 3" \
     'test "$(cat /m/b/d/new)" = "new in 2" && ! test -e /m/b/d/gone && test "$(cat /m/a/d/gone)" = "back in 3"'
+L2D=sha256:$(sha "$L2")
+gcheck "mount --layer: layer 2 of A alone (its whiteouts, none of layer 1), read-only, on the device of A" \
+    "\$SN mount \$O --layer $L2D \$REG/test/a:v2 /m/l2 && test \"\$(field /m/l2 3)\" = layer &&
+     test \"\$(devs /m/l2)\" = \"\$(devs /m/a | cut -d, -f2)\" &&
+     test \"\$(cat /m/l2/d/new)\" = 'new in 2' && test -c /m/l2/d/gone && ! test -e /m/l2/$big &&
+     grep -q ' /m/l2 squashfs ro,nosuid,nodev' /proc/mounts && ! touch /m/l2/x 2>/dev/null"
+gcheck "umount of the layer mount leaves the devices of A" \
+    '$SN umount /m/l2 && ! grep -q " /m/l2 " /proc/mounts && test "$(devs /m/a | tr , " " | wc -w)" = 3 &&
+     echo 3 > /proc/sys/vm/drop_caches && test "$(cat /m/a/d/gone)" = "back in 3" && cat /m/a/data/size-1 > /dev/null'
+gcheck "mount --layer of a digest the image does not have: refused in one line" \
+    "! \$SN mount \$O --layer sha256:$(printf '%064d' 0) \$REG/test/a:v2 /m/l2 2>/tmp/e; cat /tmp/e;
+     grep -q 'has no layer sha256:0000' /tmp/e && test \$(wc -l < /tmp/e) = 1 && ! grep -q ' /m/l2 ' /proc/mounts"
 gcheck "mount --flat FULL (4 layers, one device)" \
     '$SN mount --flat $O $REG/test/full:v2 /m/flat &&
      d=$(devs /m/flat) && echo "$d" && case $d in *,*) exit 1 ;; /dev/nbd*) ;; *) exit 1 ;; esac'
