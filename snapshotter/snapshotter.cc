@@ -259,12 +259,39 @@ usage(FILE *f)
 "\n"
 "  -r, --root DIR       snapshots and their metadata (default %s)\n"
 "  -a, --address PATH   the socket (default %s)\n"
+"      --soci-nbd PATH  the soci-nbd program that mounts layers served\n"
+"                       lazily (default: the one next to this program,\n"
+"                       else soci-nbd on PATH)\n"
+"      --mount-arg ARG  an option for soci-nbd mount (repeat it: for\n"
+"                       example --mount-arg=--plain-http --mount-arg=HOST)\n"
+"      --no-remote      never serve layers lazily: containerd unpacks all\n"
 "  -v, --verbose        log every refused request, not only failures\n"
 "  -h, --help           show this help\n"
 "  -V, --version        show the version\n"
 "\n"
 "See soci-nbd-snapshotter(8) and docs/snapshotter.md.\n",
           kDefaultAddress, kDefaultRoot, kDefaultAddress);
+}
+
+// soci-nbd next to this program (an installed pair, or the build tree),
+// else the one on PATH.
+std::string
+default_soci_nbd()
+{
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+  if (n > 0) {
+    std::string p(self, static_cast<size_t>(n));
+    size_t slash = p.rfind('/');
+
+    if (slash != std::string::npos) {
+      p = p.substr(0, slash + 1) + "soci-nbd";
+      if (access(p.c_str(), X_OK) == 0)
+        return p;
+    }
+  }
+  return "soci-nbd";
 }
 
 // Make the directory holding the socket and remove a stale socket.
@@ -299,7 +326,11 @@ prepare_socket(const std::string &path)
 int
 main(int argc, char **argv)
 {
+  enum { OPT_SOCI_NBD = 256, OPT_MOUNT_ARG, OPT_NO_REMOTE };
   static const struct option opts[] = {
+    { "soci-nbd", required_argument, nullptr, OPT_SOCI_NBD },
+    { "mount-arg", required_argument, nullptr, OPT_MOUNT_ARG },
+    { "no-remote", no_argument, nullptr, OPT_NO_REMOTE },
     { "root", required_argument, nullptr, 'r' },
     { "address", required_argument, nullptr, 'a' },
     { "verbose", no_argument, nullptr, 'v' },
@@ -307,7 +338,9 @@ main(int argc, char **argv)
     { "version", no_argument, nullptr, 'V' },
     { nullptr, 0, nullptr, 0 },
   };
-  std::string root = kDefaultRoot, address = kDefaultAddress;
+  std::string root = kDefaultRoot, address = kDefaultAddress, soci_nbd;
+  std::vector<std::string> mount_args;
+  bool remote = true;
   struct sn_snapshots *s;
   sigset_t set;
   int c, sig;
@@ -317,6 +350,9 @@ main(int argc, char **argv)
     case 'r': root = optarg; break;
     case 'a': address = optarg; break;
     case 'v': verbose = true; break;
+    case OPT_SOCI_NBD: soci_nbd = optarg; break;
+    case OPT_MOUNT_ARG: mount_args.push_back(optarg); break;
+    case OPT_NO_REMOTE: remote = false; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("soci-nbd-snapshotter %s\n", PACKAGE_VERSION); return 0;
     default: usage(stderr); return 2;
@@ -343,6 +379,27 @@ main(int argc, char **argv)
     fprintf(stderr, "soci-nbd-snapshotter: %s\n", sn_error());
     return 1;
   }
+  // Remote snapshots: soci-nbd mount --layer, run for each layer.
+  if (soci_nbd.empty())
+    soci_nbd = default_soci_nbd();
+  std::vector<char *> mount_argv = { const_cast<char *>(soci_nbd.c_str()),
+                                     const_cast<char *>("mount"),
+                                     const_cast<char *>("-q") };
+  for (auto &a : mount_args)
+    mount_argv.push_back(const_cast<char *>(a.c_str()));
+  mount_argv.push_back(nullptr);
+  char *umount_argv[] = { const_cast<char *>(soci_nbd.c_str()),
+                          const_cast<char *>("umount"),
+                          const_cast<char *>("-q"), nullptr };
+  if (remote) {
+    struct sn_snap_remote r = { mount_argv.data(), umount_argv,
+                                [](const char *msg) {
+                                  fprintf(stderr, "soci-nbd-snapshotter: %s\n",
+                                          msg);
+                                } };
+
+    sn_snapshots_set_remote(s, &r);
+  }
   if (prepare_socket(address) == -1) {
     sn_snapshots_close(s);
     return 1;
@@ -358,8 +415,10 @@ main(int argc, char **argv)
     sn_snapshots_close(s);
     return 1;
   }
-  fprintf(stderr, "soci-nbd-snapshotter: serving %s on %s\n", root.c_str(),
-          address.c_str());
+  fprintf(stderr, "soci-nbd-snapshotter: serving %s on %s (%s)\n",
+          root.c_str(), address.c_str(),
+          remote ? ("layers served lazily by " + soci_nbd).c_str()
+                 : "no remote snapshots");
   std::thread waiter([&server, &set, &sig]() {
     sigwait(&set, &sig);
     server->Shutdown();

@@ -13,6 +13,7 @@ struct snap {
   uint64_t id;                  /* its directory: snapshots/<id> */
   struct sn_snap_info info;
   int64_t size, inodes;         /* usage, as of its commit */
+  bool remote;                  /* its fs is a layer mount (snap-remote.c) */
 };
 
 struct sn_snapshots {
@@ -21,7 +22,13 @@ struct sn_snapshots {
   struct snap *v;               /* in creation order */
   size_t n, cap;
   uint64_t next_id;
+  struct sn_snap_remote remote; /* mount_argv NULL: no remote snapshots */
 };
+
+/* snap-remote.c: mount layer of image on dir, and undo it (0 or -1). */
+int snap_remote_mount(struct sn_snapshots *s, const char *image,
+                      const char *layer, const char *dir);
+int snap_remote_umount(struct sn_snapshots *s, const char *dir);
 
 /* snap-store.c: load root/metadata.json (none: empty store). */
 int snap_load(struct sn_snapshots *s);

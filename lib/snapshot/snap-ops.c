@@ -343,6 +343,18 @@ fail:
 }
 
 void
+sn_snapshots_set_remote(struct sn_snapshots *s,
+                        const struct sn_snap_remote *r)
+{
+  pthread_mutex_lock(&s->lock);
+  if (r)
+    s->remote = *r;
+  else
+    memset(&s->remote, 0, sizeof s->remote);
+  pthread_mutex_unlock(&s->lock);
+}
+
+void
 sn_snapshots_close(struct sn_snapshots *s)
 {
   size_t i;
@@ -355,6 +367,135 @@ sn_snapshots_close(struct sn_snapshots *s)
   pthread_mutex_destroy(&s->lock);
   free(s->root);
   free(s);
+}
+
+/* The value of label k in l[0..n), or NULL. */
+static const char *
+label_in(const struct sn_snap_label *l, size_t n, const char *k)
+{
+  for (size_t i = 0; i < n; i++)
+    if (l[i].key && strcmp(l[i].key, k) == 0)
+      return l[i].value;
+  return NULL;
+}
+
+/* Room for one more snapshot in s->v; the new entry, zeroed, with the
+ * next id (not yet counted). */
+static struct snap *
+new_entry(struct sn_snapshots *s)
+{
+  struct snap *p;
+
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? 2 * s->cap : 16;
+    struct snap *v = realloc(s->v, cap * sizeof *v);
+
+    if (v == NULL) {
+      sn_oom();
+      return NULL;
+    }
+    s->v = v;
+    s->cap = cap;
+  }
+  p = &s->v[s->n];
+  memset(p, 0, sizeof *p);
+  p->id = s->next_id;
+  return p;
+}
+
+/* The snapshot's directories made; its directory removed again when
+ * undo. */
+static int
+make_dirs(struct sn_snapshots *s, uint64_t id, bool undo)
+{
+  char *fs = snap_dir(s, id, "fs"), *work = snap_dir(s, id, "work");
+  char *dir = snap_dir(s, id, NULL);
+  int r = 0;
+
+  if (fs == NULL || work == NULL || dir == NULL)
+    r = sn_oom();
+  else if (undo)
+    rm_tree(dir);
+  else if (sn_mkdir_p(fs, 0755) == -1 || sn_mkdir_p(work, 0700) == -1)
+    r = sn_set_error("%s: %s", dir, strerror(errno));
+  free(fs);
+  free(work);
+  free(dir);
+  return r;
+}
+
+/* Prepare of key on parent with containerd's remote-snapshot labels:
+ * the layer mounted on a new committed snapshot named target, and
+ * SN_SNAP_EXISTS; or -1 (logged) when it cannot be, for an ordinary
+ * Prepare. */
+static int
+prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
+               const struct sn_snap_label *l, size_t nl)
+{
+  const char *target = label_in(l, nl, SN_SNAP_LABEL_TARGET);
+  const char *ref = label_in(l, nl, SN_SNAP_LABEL_IMAGE);
+  const char *layer = label_in(l, nl, SN_SNAP_LABEL_LAYER);
+  const char *man = label_in(l, nl, SN_SNAP_LABEL_MANIFEST);
+  struct sn_snap_label *all = NULL;
+  struct snap *p;
+  char *image = NULL, *fs = NULL, *msg;
+  int r = -1;
+
+  if (target == NULL || target[0] == 0)
+    return -1;
+  if (snap_find(s, target))
+    return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists", target);
+  if (ref == NULL || layer == NULL || ref[0] == 0 || layer[0] == 0)
+    return -1;
+  /* The manifest containerd resolved, not whatever the tag is now. */
+  if (man && man[0] && strchr(ref, '@') == NULL
+      ? asprintf(&image, "%s@%s", ref, man) < 0
+      : (image = strdup(ref)) == NULL) {
+    image = NULL;
+    return oom();
+  }
+  p = new_entry(s);
+  all = calloc(nl + 1, sizeof *all);
+  if (p == NULL || all == NULL || (fs = snap_dir(s, p->id, "fs")) == NULL ||
+      make_dirs(s, p->id, false) == -1)
+    goto out;
+  if (snap_remote_mount(s, image, layer, fs) == -1)
+    goto undo;
+  memcpy(all, l, nl * sizeof *l);
+  all[nl] = (struct sn_snap_label) { SN_SNAP_LABEL_REMOTE, (char *) layer };
+  p->remote = true;
+  p->info.kind = SN_SNAP_KIND_COMMITTED;
+  p->info.created_ns = p->info.updated_ns = snap_now_ns();
+  p->info.name = strdup(target);
+  p->info.parent = strdup(parent);
+  if (p->info.name == NULL || p->info.parent == NULL ||
+      snap_labels_copy(&p->info.labels, &p->info.nlabels, all, nl + 1) == -1)
+    goto unmount;
+  s->n++;
+  s->next_id++;
+  if (snap_save(s) == 0) {
+    r = fail(SN_SNAP_EXISTS, "target snapshot %s: already exists (layer %s "
+             "of %s served lazily, for %s)", target, layer, image, key);
+    goto out;
+  }
+  s->n--;
+  s->next_id--;
+unmount:
+  sn_snap_info_clear(&p->info);
+  snap_remote_umount(s, fs);
+undo:
+  make_dirs(s, p->id, true);
+out:
+  if (r == -1 && s->remote.log &&
+      asprintf(&msg, "layer %s of %s: not served lazily, containerd unpacks "
+               "it: %s", layer, image ? image : ref, sn_error()) >= 0) {
+    s->remote.log(msg);
+    free(msg);
+  }
+  free(fs);
+  free(all);
+  free(image);
+  return r;
 }
 
 /* A new snapshot of kind k (active or view). */
@@ -382,18 +523,11 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
   if (par && par->info.kind != SN_SNAP_KIND_COMMITTED)
     return fail(SN_SNAP_INVALID, "parent snapshot %s of %s is not committed",
                 parent, key);
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? 2 * s->cap : 16;
-    struct snap *v = realloc(s->v, cap * sizeof *v);
-
-    if (v == NULL)
-      return oom();
-    s->v = v;
-    s->cap = cap;
-  }
-  p = &s->v[s->n];
-  memset(p, 0, sizeof *p);
-  p->id = s->next_id;
+  if (k == SN_SNAP_KIND_ACTIVE && s->remote.mount_argv &&
+      (r = prepare_remote(s, key, parent, l, nl)) != -1)
+    return r;
+  if ((p = new_entry(s)) == NULL)
+    return SN_SNAP_INTERNAL;
   p->info.kind = k;
   p->info.created_ns = p->info.updated_ns = snap_now_ns();
   p->info.name = strdup(key);
@@ -555,6 +689,15 @@ remove_one(struct sn_snapshots *s, const char *key)
     if (strcmp(s->v[i].info.parent, key) == 0)
       return fail(SN_SNAP_PRECONDITION, "cannot remove snapshot %s: "
                   "snapshot %s has it as parent", key, s->v[i].info.name);
+  if (p->remote) {              /* its layer mount first: kept on failure */
+    char *fs = snap_dir(s, p->id, "fs");
+    int r = fs ? snap_remote_umount(s, fs) : oom();
+
+    free(fs);
+    if (r != 0)
+      return r == -1 ? (sn_prefix_error("snapshot %s: ", key),
+                        SN_SNAP_INTERNAL) : r;
+  }
   gone = *p;
   i = (size_t) (p - s->v);
   memmove(p, p + 1, (s->n - i - 1) * sizeof *p);
@@ -697,7 +840,7 @@ usage(struct sn_snapshots *s, const char *key, int64_t *size,
   if (p == NULL)
     return fail(SN_SNAP_NOT_FOUND, "snapshot %s does not exist",
                 key ? key : "");
-  if (p->info.kind == SN_SNAP_KIND_COMMITTED) {
+  if (p->info.kind == SN_SNAP_KIND_COMMITTED) {  /* remote: 0 on disk */
     *size = p->size;
     *inodes = p->inodes;
     return 0;

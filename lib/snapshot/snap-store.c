@@ -159,6 +159,7 @@ load_one(struct sn_snapshots *s, json_t *o, size_t i)
       (labels && !json_is_object(labels)))
     return sn_set_error("snapshot %zu: a field is missing or malformed", i);
   p->id = (uint64_t) id;
+  p->remote = json_is_true(json_object_get(o, "remote"));
   for (p->info.kind = SN_SNAP_KIND_VIEW;
        p->info.kind <= SN_SNAP_KIND_COMMITTED &&
        strcmp(kind_names[p->info.kind], kind) != 0; p->info.kind++)
@@ -280,6 +281,8 @@ snap_save(struct sn_snapshots *s)
     sn_json_member_int(&w, "updated_ns", p->info.updated_ns);
     sn_json_member_int(&w, "size", p->size);
     sn_json_member_int(&w, "inodes", p->inodes);
+    if (p->remote)
+      sn_json_member_bool(&w, "remote", true);
     sn_json_key(&w, "labels");
     sn_json_begin_object(&w);
     for (j = 0; j < p->info.nlabels; j++)

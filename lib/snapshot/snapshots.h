@@ -76,10 +76,40 @@ struct sn_snap_mounts {
 
 struct sn_snapshots;
 
+/* Remote snapshots (docs/snapshotter.md): the labels containerd gives a
+ * remote snapshotter when it prepares a layer's snapshot (CRI sets them;
+ * soci-nbd's own pull would too). */
+#define SN_SNAP_LABEL_TARGET "containerd.io/snapshot.ref"
+#define SN_SNAP_LABEL_IMAGE "containerd.io/snapshot/cri.image-ref"
+#define SN_SNAP_LABEL_MANIFEST "containerd.io/snapshot/cri.manifest-digest"
+#define SN_SNAP_LABEL_LAYER "containerd.io/snapshot/cri.layer-digest"
+/* Set on a snapshot served lazily: the layer's digest. */
+#define SN_SNAP_LABEL_REMOTE "io.soci-nbd.snapshot.remote-layer"
+
+struct sn_snap_remote {
+  /* The command that mounts a layer: argv up to the options (for example
+   * soci-nbd mount -q --plain-http HOST); the store adds --layer DIGEST
+   * IMAGE DIR.  And the one that undoes it (soci-nbd umount -q), + DIR.
+   * NULL-terminated; they must outlive the store. */
+  char *const *mount_argv;
+  char *const *umount_argv;
+  /* Told why a layer could not be served lazily (it is then unpacked
+   * by containerd as usual). */
+  void (*log)(const char *msg);
+};
+
 /* Open (creating) the store in root; NULL on error (a metadata file that
  * cannot be read is an error, never silently replaced). */
 struct sn_snapshots *sn_snapshots_open(const char *root);
 void sn_snapshots_close(struct sn_snapshots *s);
+/* Serve layers lazily: a Prepare of an active snapshot whose labels name
+ * its target (SN_SNAP_LABEL_TARGET), the image and the layer mounts the
+ * layer (r's mount command) on a new committed snapshot named the target
+ * and answers SN_SNAP_EXISTS, so that containerd does not download it;
+ * when the mount fails the Prepare is an ordinary one.  Removing such a
+ * snapshot unmounts it first.  Mounting holds the store's lock. */
+void sn_snapshots_set_remote(struct sn_snapshots *s,
+                             const struct sn_snap_remote *r);
 
 /* A new active (Prepare) or view (View) snapshot key on committed parent
  * ("" or NULL: none), with labels; *mounts: how to mount it. */

@@ -100,6 +100,131 @@ write_file(const char *dir, const char *name, size_t size)
     fclose(f);
 }
 
+/* ---- remote snapshots, with stand-in mount commands ---------------------- */
+
+static char logged[2048];
+
+static void
+log_it(const char *msg)
+{
+  snprintf(logged, sizeof logged, "%s", msg);
+}
+
+static bool
+file_is(const char *path, const char *want)
+{
+  char buf[1024] = "";
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+
+  if (f)
+    fclose(f);
+  buf[n] = 0;
+  if (strcmp(buf, want) != 0)
+    diag("%s: \"%s\", want \"%s\"", path, buf, want);
+  return strcmp(buf, want) == 0;
+}
+
+static void
+test_remote(void)
+{
+  char rroot[600], path[1024], mscript[1024], uscript[1024];
+  /* The store appends --layer DIGEST IMAGE DIR (and DIR): $1..$4. */
+  char *mount_ok[] = { "/bin/sh", "-c", mscript, "sh", NULL };
+  char *mount_bad[] = { "/bin/sh", "-c",
+                        "echo starting >&2; echo 'no such layer' >&2; exit 1",
+                        "sh", NULL };
+  char *umount[] = { "/bin/sh", "-c", uscript, "sh", NULL };
+  struct sn_snap_remote rem = { mount_ok, umount, log_it };
+  struct sn_snap_label l[4] = {
+    { SN_SNAP_LABEL_TARGET, "c1" }, { SN_SNAP_LABEL_IMAGE, "reg/img:v1" },
+    { SN_SNAP_LABEL_LAYER, "sha256:aa" },
+    { SN_SNAP_LABEL_MANIFEST, "sha256:mm" },
+  };
+  struct sn_snapshots *s;
+  struct sn_snap_mounts m;
+  struct sn_snap_info info;
+  int r;
+
+  snprintf(rroot, sizeof rroot, "%s/remote", root);
+  snprintf(mscript, sizeof mscript, "echo \"$2 $3\" > \"$4/layer-was\"");
+  snprintf(uscript, sizeof uscript, "echo \"$1\" >> %s/umounts; "
+           "test ! -e \"$1/fail\"", rroot);
+  s = sn_snapshots_open(rroot);
+  if (s == NULL) {
+    ok(0, "open %s: %s", rroot, sn_error());
+    return;
+  }
+  sn_snapshots_set_remote(s, &rem);
+  r = sn_snapshots_prepare(s, "extract-1 c1", "", l, 4, &m);
+  OK(r == SN_SNAP_EXISTS && strstr(sn_error(), "served lazily"),
+     "remote: prepare with the target, image and layer labels: the layer "
+     "mounted, already exists: %s", WHY);
+  snprintf(path, sizeof path, "%s/snapshots/1/fs/layer-was", rroot);
+  ok(file_is(path, "sha256:aa reg/img:v1@sha256:mm\n"),
+     "... the mount command got --layer DIGEST, the image pinned to the "
+     "manifest digest, the snapshot's directory");
+  r = sn_snapshots_stat(s, "c1", &info);
+  OK(r == 0 && info.kind == SN_SNAP_KIND_COMMITTED &&
+     strcmp(label(&info, SN_SNAP_LABEL_REMOTE), "sha256:aa") == 0 &&
+     strcmp(label(&info, SN_SNAP_LABEL_IMAGE), "reg/img:v1") == 0,
+     "... committed under the target's name, with the labels and the "
+     "layer (%s)", ERR);
+  sn_snap_info_clear(&info);
+  OK(sn_snapshots_stat(s, "extract-1 c1", &info) == SN_SNAP_NOT_FOUND,
+     "... and no active snapshot under the key");
+  l[0].value = "c2";
+  l[2].value = "sha256:bb";
+  OK(sn_snapshots_prepare(s, "extract-2 c2", "c1", l, 4, &m) ==
+     SN_SNAP_EXISTS, "the next layer on it: already exists too: %s", WHY);
+  l[0].value = "c1";
+  OK(sn_snapshots_prepare(s, "extract-3 c1", "", l, 4, &m) ==
+     SN_SNAP_EXISTS && strstr(sn_error(), "target snapshot c1: already "
+                                          "exists"),
+     "a target that exists: already exists, nothing mounted: %s", WHY);
+  r = sn_snapshots_view(s, "v", "c2", NULL, 0, &m);
+  OK(r == 0 && strstr(show(&m, 0), "lowerdir=") &&
+     strstr(show(&m, 0), "/snapshots/2/fs:") &&
+     strstr(show(&m, 0), "/snapshots/1/fs"),
+     "a view of them: overlayfs of the two layer mounts (%s)", show(&m, 0));
+  sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_usage(s, "c2", &(int64_t) { 0 }, &(int64_t) { 0 }) == 0,
+     "usage of a remote snapshot (%s)", ERR);
+
+  rem.mount_argv = mount_bad;
+  sn_snapshots_set_remote(s, &rem);
+  l[0].value = "c3";
+  r = sn_snapshots_prepare(s, "extract-4 c3", "c2", l, 4, &m);
+  OK(r == 0 && m.n == 1 && strcmp(m.m[0].type, "overlay") == 0 &&
+     strstr(logged, "not served lazily") && strstr(logged, "no such layer"),
+     "a layer that cannot be mounted: an ordinary prepare, and why in "
+     "the log (%s)", logged);
+  sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_remove(s, "extract-4 c3") == 0 &&
+     sn_snapshots_remove(s, "v") == 0, "remove them (%s)", ERR);
+
+  snprintf(path, sizeof path, "%s/snapshots/2/fs/fail", rroot);
+  fclose(fopen(path, "w"));
+  OK(sn_snapshots_remove(s, "c2") == SN_SNAP_INTERNAL,
+     "a layer that cannot be unmounted: the remove fails (%s)",
+     sn_error());
+  OK(sn_snapshots_stat(s, "c2", &info) == 0, "... and the snapshot stays");
+  sn_snap_info_clear(&info);
+  remove(path);
+  OK(sn_snapshots_remove(s, "c2") == 0 && sn_snapshots_remove(s, "c1") == 0,
+     "remove the remote snapshots (%s)", ERR);
+  snprintf(path, sizeof path, "%s/umounts", rroot);
+  {
+    char want[2048];
+
+    snprintf(want, sizeof want, "%s/snapshots/2/fs\n%s/snapshots/2/fs\n"
+             "%s/snapshots/1/fs\n", rroot, rroot, rroot);
+    ok(file_is(path, want), "... each unmounted first (the failed try "
+       "too)");
+  }
+  sn_snapshots_close(s);
+}
+
 int
 main(void)
 {
@@ -277,6 +402,7 @@ main(void)
      "a corrupt metadata file is refused, not replaced: %s",
      s ? "opened" : sn_error());
   sn_snapshots_close(s);
+  test_remote();
   tap_rm_tree(root);
   return done_testing();
 }
