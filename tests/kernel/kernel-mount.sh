@@ -14,7 +14,10 @@
 # a QEMU guestfwd pipe to 127.0.0.1:PORT (run.sh -p), plain HTTP.
 #
 # In the guest: overlay mounts (A; B sharing A's layer devices), one
-# layer of A alone (--layer, on A's device; a digest A lacks refused), a flat
+# layer of A alone (--layer, on A's device; a digest A lacks refused),
+# soci-nbd-snapshotter's remote snapshots (two layers of A prepared over
+# gRPC with containerd's labels: mounted lazily on A's devices, answered
+# ALREADY_EXISTS, a view of them reads the files, removal unmounts), a flat
 # mount (FULL), a refused overlay of FULL, an image error, --rw with
 # --upper (writes land in the upper dir only; the lower devices keep the
 # bytes of `soci-nbd mkfs --layer`) and with a tmpfs, a busy umount, the
@@ -133,6 +136,10 @@ bigsum=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 NBDKIT=$(command -v nbdkit)
 BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
       -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so")
+SNAPD=$top_builddir/soci-nbd-snapshotter SNAPC=$top_builddir/tests/helpers/snap-client
+if [ -x "$SNAPD" ]; then        # (configure --disable-snapshotter: none)
+    BINS+=(-b "$SNAPD=/usr/bin/soci-nbd-snapshotter" -b "$SNAPC=/usr/bin/snap-client")
+fi
 guest_nbdkit_asan "$PLUGIN"
 
 # ---- the guest script -----------------------------------------------------------
@@ -203,6 +210,34 @@ gcheck "mount --layer: layer 2 of A alone (its whiteouts, none of layer 1), read
 gcheck "umount of the layer mount leaves the devices of A" \
     '$SN umount /m/l2 && ! grep -q " /m/l2 " /proc/mounts && test "$(devs /m/a | tr , " " | wc -w)" = 3 &&
      echo 3 > /proc/sys/vm/drop_caches && test "$(cat /m/a/d/gone)" = "back in 3" && cat /m/a/data/size-1 > /dev/null'
+if [ -x "$SNAPD" ]; then
+L1D=sha256:$(sha "$L1")
+graw "soci-nbd-snapshotter -r /snap -a /run/snap.sock --soci-nbd /usr/bin/soci-nbd \\
+    --mount-arg=--plain-http --mount-arg=$REG > /tmp/snap.log 2>&1 & SNAPPID=\$!
+for i in \$(seq 100); do test -S /run/snap.sock && break; sleep 0.1; done
+LB='containerd.io/snapshot/cri.image-ref=$REG/test/a:v2 containerd.io/snapshot/cri.layer-digest'
+SC='snap-client /run/snap.sock'"
+gcheck "snapshotter: a layer prepared with the remote labels is mounted lazily, ALREADY_EXISTS" \
+    "\$SC prepare 'extract-1 c1' '' containerd.io/snapshot.ref=c1 \$LB=$L1D 2>/tmp/e; cat /tmp/e /tmp/snap.log;
+     grep -q '^ALREADY_EXISTS: target snapshot c1: already exists (layer $L1D of ' /tmp/e &&
+     \$SC stat c1 | grep -q '^c1 committed - .*io.soci-nbd.snapshot.remote-layer=$L1D'"
+gcheck "snapshotter: the next layer on it too" \
+    "\$SC prepare 'extract-2 c2' c1 containerd.io/snapshot.ref=c2 \$LB=$L2D 2>/tmp/e; cat /tmp/e;
+     grep -q '^ALREADY_EXISTS: target snapshot c2' /tmp/e && \$SC stat c2 | grep -q '^c2 committed c1 '"
+gcheck "snapshotter: both layer mounts on the devices of A (shared)" \
+    'soci-nbd mounts > /tmp/ms; cat /tmp/ms; a=$(devs /m/a) &&
+     test "$(devs /snap/snapshots/1/fs)" = "${a%%,*}" && test "$(field /snap/snapshots/1/fs 3)" = layer &&
+     test "$(devs /snap/snapshots/2/fs)" = "$(echo $a | cut -d, -f2)"'
+gcheck "snapshotter: a view of c2 is overlayfs of the two; the files of layers 1 and 2, read lazily" \
+    "mkdir -p /m/v && \$SC view v c2 > /tmp/mv && cat /tmp/mv && opts=\$(awk '{print \$3}' /tmp/mv) &&
+     mount -t overlay overlay -o \"\$opts\" /m/v && test \"\$(cat /m/v/d/new)\" = 'new in 2' &&
+     echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum /m/v/$big | cut -d' ' -f1)\" = $bigsum &&
+     umount /m/v"
+gcheck "snapshotter: removing the snapshots unmounts the layers; the devices of A stay" \
+    '$SC remove v && $SC remove c2 && $SC remove c1 && ! soci-nbd mounts | grep -q /snap/ &&
+     test "$(devs /m/a | tr , " " | wc -w)" = 3 && test -z "$($SC list)"'
+graw 'kill $SNAPPID; wait $SNAPPID'
+fi
 gcheck "mount --layer of a digest the image does not have: refused in one line" \
     "! \$SN mount \$O --layer sha256:$(printf '%064d' 0) \$REG/test/a:v2 /m/l2 2>/tmp/e; cat /tmp/e;
      grep -q 'has no layer sha256:0000' /tmp/e && test \$(wc -l < /tmp/e) = 1 && ! grep -q ' /m/l2 ' /proc/mounts"
