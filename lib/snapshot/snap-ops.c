@@ -505,7 +505,6 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
        struct sn_snap_mounts *mounts)
 {
   struct snap *p, *par = NULL;
-  char *fs = NULL, *work = NULL;
   int r;
 
   memset(mounts, 0, sizeof *mounts);
@@ -532,43 +531,26 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
   p->info.created_ns = p->info.updated_ns = snap_now_ns();
   p->info.name = strdup(key);
   p->info.parent = strdup(parent);
-  fs = snap_dir(s, p->id, "fs");
-  work = snap_dir(s, p->id, "work");
-  if (p->info.name == NULL || p->info.parent == NULL || fs == NULL ||
-      work == NULL ||
+  if (p->info.name == NULL || p->info.parent == NULL ||
       snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
-    sn_oom();
-    r = SN_SNAP_INTERNAL;
-    goto fail;
+    sn_snap_info_clear(&p->info);
+    return oom();
   }
-  if (sn_mkdir_p(fs, 0755) == -1 || sn_mkdir_p(work, 0700) == -1) {
-    sn_set_error("%s: %s", fs, strerror(errno));
-    r = SN_SNAP_INTERNAL;
-    goto fail;
+  if (make_dirs(s, p->id, false) == -1) {
+    sn_snap_info_clear(&p->info);
+    make_dirs(s, p->id, true);
+    return SN_SNAP_INTERNAL;
   }
   s->n++;
   s->next_id++;
   if (snap_save(s) == -1) {
     s->n--;
     s->next_id--;
-    r = SN_SNAP_INTERNAL;
-    goto fail;
+    sn_snap_info_clear(&p->info);
+    make_dirs(s, p->id, true);
+    return SN_SNAP_INTERNAL;
   }
-  free(fs);
-  free(work);
   return snap_mounts(s, p, mounts);
-fail:
-  sn_snap_info_clear(&p->info);
-  if (fs) {
-    char *d = snap_dir(s, p->id, NULL);
-
-    if (d)
-      rm_tree(d);
-    free(d);
-  }
-  free(fs);
-  free(work);
-  return r;
 }
 
 #define LOCKED(s, call)                          \

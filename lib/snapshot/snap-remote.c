@@ -81,53 +81,43 @@ run(char *const *argv)
                       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
-/* argv = prefix (NULL-terminated) + the given words (up to NULL). */
-static char **
-argv_of(char *const *prefix, ...)
+/* Run prefix (NULL-terminated) followed by the words given (up to NULL,
+ * at most 7), as run does. */
+static int
+run_with(char *const *prefix, ...)
 {
   size_t n = 0, k;
   va_list ap;
   char **v;
   const char *w;
+  int r;
 
   while (prefix && prefix[n])
     n++;
   v = calloc(n + 8, sizeof *v);
   if (v == NULL)
-    return NULL;
+    return sn_oom();
   for (k = 0; k < n; k++)
     v[k] = prefix[k];
   va_start(ap, prefix);
   while ((w = va_arg(ap, const char *)) != NULL && k < n + 7)
     v[k++] = (char *) w;
   va_end(ap);
-  return v;
+  r = run(v);
+  free(v);
+  return r;
 }
 
 int
 snap_remote_mount(struct sn_snapshots *s, const char *image,
                   const char *layer, const char *dir)
 {
-  char **v = argv_of(s->remote.mount_argv, "--layer", layer, image, dir,
-                     (const char *) NULL);
-  int r;
-
-  if (v == NULL)
-    return sn_oom();
-  r = run(v);
-  free(v);
-  return r;
+  return run_with(s->remote.mount_argv, "--layer", layer, image, dir,
+                  (const char *) NULL);
 }
 
 int
 snap_remote_umount(struct sn_snapshots *s, const char *dir)
 {
-  char **v = argv_of(s->remote.umount_argv, dir, (const char *) NULL);
-  int r;
-
-  if (v == NULL)
-    return sn_oom();
-  r = run(v);
-  free(v);
-  return r;
+  return run_with(s->remote.umount_argv, dir, (const char *) NULL);
 }
