@@ -198,19 +198,32 @@ public:
   {
     struct Batch {
       grpc::ServerWriter<pb::ListSnapshotsResponse> *w;
+      const pb::ListSnapshotsRequest *rq;
       pb::ListSnapshotsResponse resp;
-    } b{ w, {} };
+      bool bad;
+    } b{ w, rq, {}, false };
     int r;
 
-    if (rq->filters_size() > 0) {
-      sn_set_error("list: filters are not supported (containerd filters "
-                   "snapshots itself)");
-      return to_status("list", "", SN_SNAP_INVALID);
+    // containerd's filters: any of them (each a conjunction) selects.
+    for (const auto &f : rq->filters()) {
+      bool m;
+
+      if (sn_snap_filter_match(f.c_str(), nullptr, &m) == -1)
+        return to_status("list", f, SN_SNAP_INVALID);
     }
     r = sn_snapshots_walk(s_, [](void *opaque,
                                  const struct sn_snap_info *i) -> int {
       auto *bb = static_cast<Batch *>(opaque);
+      bool any = bb->rq->filters_size() == 0;
 
+      for (const auto &f : bb->rq->filters()) {
+        bool m = false;
+
+        sn_snap_filter_match(f.c_str(), i, &m);
+        any = any || m;
+      }
+      if (!any)
+        return 0;
       put_info(i, bb->resp.add_info());
       if (bb->resp.info_size() < 100)
         return 0;

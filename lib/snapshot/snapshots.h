@@ -22,6 +22,7 @@
 #ifndef SN_SNAPSHOTS_H
 #define SN_SNAPSHOTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -151,6 +152,13 @@ int sn_snapshots_walk(struct sn_snapshots *s,
 /* Remove directories under snapshots/ that no snapshot owns (left by a
  * crash between a removal's metadata write and its rm). */
 int sn_snapshots_cleanup(struct sn_snapshots *s);
+
+/* Does i pass filter (containerd's syntax: name, parent, kind, labels.K
+ * with == or != or alone, joined by ','; snap-filter.c)?  0 and *match,
+ * or -1 with a message for what is not supported.  i NULL: the syntax
+ * only. */
+int sn_snap_filter_match(const char *filter, const struct sn_snap_info *i,
+                         bool *match);
 
 void sn_snap_info_clear(struct sn_snap_info *i);
 void sn_snap_mounts_clear(struct sn_snap_mounts *m);
