@@ -196,8 +196,12 @@ for line in open(log, errors="replace").readlines()[skip:]:
         if m.group(2) == "200":
             whole.append(m.group(1))
 total, got = sum(int(v) for v in layers.values()), sum(sent.values())
-print("# layer bytes sent: %d of %d (%.1f%%)" % (got, total, 100.0 * got / total))
+
+with open(log + ".fraction", "w") as f:
+    f.write("# layer bytes the guest fetched: %d of %d (%.1f%%)\n"
+            % (got, total, 100.0 * got / total))
 assert not whole, whole
 assert 0 < got < total // 2, (got, total)
 PY
+cat "$R_LOG.fraction" 2>/dev/null
 finish
