@@ -38,6 +38,8 @@ mount_usage(FILE *f)
 "      --flat               the flattened image on one device\n"
 "      --layer DIGEST       only that layer, alone, read-only (its device is\n"
 "                           shared with overlay mounts of the same layer)\n"
+"      --lazy-only          with --layer: refuse a layer no index covers\n"
+"                           (it would be downloaded whole)\n"
 "      --rw                 writable: an overlayfs upper layer on a tmpfs\n"
 "      --upper DIR          with --rw: keep the upper layer in DIR/upper\n"
 "                           (and DIR/work) instead\n"
@@ -97,13 +99,14 @@ arg_add_path(struct sn_mount_args *a, const char *key, const char *val)
 
 /* ---- mount --------------------------------------------------------------- */
 
-enum { OPT_OVERLAY = 256, OPT_FLAT, OPT_LAYER, OPT_RW, OPT_UPPER, OPT_INDEX,
+enum { OPT_OVERLAY = 256, OPT_FLAT, OPT_LAYER, OPT_LAZY_ONLY, OPT_RW, OPT_UPPER, OPT_INDEX,
        OPT_CACHE_DIR, OPT_CACHE_SIZE, OPT_BLOCK_SIZE, OPT_RECONNECT,
        OPT_PLUGIN, OPT_NBDKIT, OPT_RESTART, OPT_SUID, OPT_DEV };
 static const struct option mount_opts[] = {
   { "overlay", no_argument, NULL, OPT_OVERLAY },
   { "flat", no_argument, NULL, OPT_FLAT },
   { "layer", required_argument, NULL, OPT_LAYER },
+  { "lazy-only", no_argument, NULL, OPT_LAZY_ONLY },
   { "rw", no_argument, NULL, OPT_RW },
   { "upper", required_argument, NULL, OPT_UPPER },
   { "platform", required_argument, NULL, 'p' },
@@ -155,6 +158,7 @@ mount_parse(struct mount_cli *mc, int argc, char **argv)
     case OPT_OVERLAY: m->flat = false; break;
     case OPT_FLAT: m->flat = true; break;
     case OPT_LAYER: m->layer = optarg; break;
+    case OPT_LAZY_ONLY: m->lazy_only = true; break;
     case OPT_RW: m->rw = true; break;
     case OPT_SUID: m->suid = true; break;
     case OPT_DEV: m->dev = true; break;
@@ -207,6 +211,8 @@ mount_parse(struct mount_cli *mc, int argc, char **argv)
                                                 : "expected IMAGE and DIR");
   if (mc->upper && !m->rw)
     return cli_usage_error("mount", "--upper needs --rw");
+  if (m->lazy_only && !m->layer)
+    return cli_usage_error("mount", "--lazy-only goes with --layer");
   if (m->layer && (m->flat || m->rw))
     return cli_usage_error("mount", "--layer mounts one layer read-only: "
                            "not with --flat or --rw");

@@ -397,7 +397,8 @@ main(int argc, char **argv)
     soci_nbd = default_soci_nbd();
   std::vector<char *> mount_argv = { const_cast<char *>(soci_nbd.c_str()),
                                      const_cast<char *>("mount"),
-                                     const_cast<char *>("-q") };
+                                     const_cast<char *>("-q"),
+                                     const_cast<char *>("--lazy-only") };
   for (auto &a : mount_args)
     mount_argv.push_back(const_cast<char *>(a.c_str()));
   mount_argv.push_back(nullptr);

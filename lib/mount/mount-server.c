@@ -500,6 +500,16 @@ ms_server_layers(struct ms *s, const char *sid, char ***digests,
     json_t *l = json_array_get(layers, i);
     const char *d = json_string_value(json_object_get(l, "digest"));
     const char *z = json_string_value(json_object_get(l, "ztoc"));
+    const char *how = json_string_value(json_object_get(l, "served"));
+
+    /* What the device serves: the ztoc or dense table, or the layer's
+     * own TOC, or "whole" for a layer downloaded whole. */
+    if (z == NULL)
+      z = json_string_value(json_object_get(l, "estargz_toc"));
+    if (z == NULL)
+      z = json_string_value(json_object_get(l, "zstd_chunked_manifest"));
+    if (how && strcmp(how, "whole") == 0)
+      z = NULL;
 
     if (d == NULL) {
       sn_set_error("%s: layer %zu has no digest", path, i);

@@ -85,8 +85,9 @@ int ms_server_start(struct ms *s, const char *sid,
  * old process if it still runs.  Restarts the supervisor if it is gone. */
 int ms_server_restart(struct ms *s, const char *sid);
 /* The layer digests of the image SID serves, bottom first (from its
- * stats file), the digest of the ztoc each is served with ("whole" for a
- * layer without one), and whether each is offered as an export. */
+ * stats file), the digest of what each is served lazily with (its ztoc,
+ * dense table, eStargz TOC or zstd:chunked manifest; "whole" for a layer
+ * downloaded whole), and whether each is offered as an export. */
 int ms_server_layers(struct ms *s, const char *sid, char ***digests,
                      char ***ztocs, bool **exported, size_t *n);
 /* (Re)start the supervisor of SID for the devices it serves now, unless

@@ -256,6 +256,10 @@ mount_layers(const struct sn_mount_req *m, const struct made *d,
     if (*first == d->nlayers)
       return sn_set_error("%s has no layer %s", m->image, m->layer);
     *end = *first + 1;
+    if (m->lazy_only && strcmp(d->ztocs[*first], "whole") == 0)
+      return sn_set_error("layer %s of %s has no index: it would be "
+                          "downloaded whole (--lazy-only)", m->layer,
+                          m->image);
   }
   for (size_t i = *first; !m->flat && i < *end; i++)
     if (!d->exported[i])

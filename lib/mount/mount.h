@@ -32,6 +32,8 @@ struct sn_mount_req {
   bool flat, rw;
   const char *layer;             /* a layer digest: only its device,
                                   * read-only on dir (not flat, not rw) */
+  bool lazy_only;                /* with layer: refuse a layer that would be
+                                  * downloaded whole */
   const char *upper;             /* absolute or NULL */
   const char *block_size;
   struct sn_mount_args plugin_args;

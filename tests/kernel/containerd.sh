@@ -17,6 +17,9 @@
 #  - `ctr run --snapshotter soci-nbd` runs python3 from the image;
 #  - the daemon is restarted while a container runs; the container goes on
 #    reading files of the image and prints;
+#  - a second image with the same base layer reuses its snapshot and
+#    device; its own small layer, which has no index, is unpacked by
+#    containerd (soci-nbd mount --lazy-only refuses it);
 #  - containerd's own commands remove everything: no snapshot, mount,
 #    device or server is left.
 # The host then reads the registry's log: the layer bytes fetched are a
@@ -59,6 +62,16 @@ skopeo --policy "$TMP/policy.json" copy -q --dest-tls-verify=false \
     { echo "Bail out! push failed"; exit 1; }
 check "convert: SOCI and dense indexes for the image" \
     "$SN" convert -q --min-layer-size 0 "$R_HOST/test/py:1" "$R_HOST/test/py:soci"
+# A second image: the same base layer and a small one of its own, which
+# convert leaves without an index (under --min-layer-size).
+mkdir -p "$TMP/l2/etc"
+echo "hello from the second image" > "$TMP/l2/etc/second"
+tar -C "$TMP/l2" -cf - etc | gzip -n > "$TMP/second.tar.gz"
+$OCIPY layout "$TMP/oci2" py2 "$base" "$TMP/second.tar.gz" &&
+skopeo copy -q --dest-tls-verify=false "oci:$TMP/oci2:py2" "docker://$R_HOST/test/py2:1" ||
+    { echo "Bail out! push of the second image failed"; exit 1; }
+check "convert the second image (its small layer gets no index)" \
+    "$SN" convert -q "$R_HOST/test/py2:1" "$R_HOST/test/py2:soci"
 LAYERS=$(skopeo inspect --tls-verify=false --raw "docker://$R_HOST/test/py:1" |
     python3 -c 'import json,sys; print(" ".join(l["digest"] + "=" + str(l["size"]) for l in json.load(sys.stdin)["layers"]))')
 pyver=$(tar -tzf "$py" | sed -n 's|^\./usr/bin/python\(3\.[0-9]*\)$|\1|p' | head -1)
@@ -80,7 +93,7 @@ cat > "$TMP/guest.sh" <<EOF
 . /lib/soci-test.sh
 export SOCI_NBD_PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin
-REG=$REG IMG=$IMG
+REG=$REG IMG=$IMG IMG2=$REG/test/py2:soci
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /var/lib/ctd /run/ctd /etc/containerd /var/lib/snap
 cat > /etc/containerd/config.toml <<CFG
@@ -135,16 +148,30 @@ cp /tmp/out1 \$OUT/out1.txt
 c_restart() {
     \$CTR run --rm --snapshotter soci-nbd --no-pivot \$IMG c2 \\
         python3 -c '
-import time; time.sleep(4)
+import time; time.sleep(6)
 import email.mime.text, http.client, xml.dom.minidom
 print("read after the restart")' > /tmp/out2 2>&1 &
     cpid=\$!
-    sleep 1
+    # Once it runs (its rootfs prepared and mounted), the daemon goes.
+    for i in \$(seq 300); do
+        \$CTR task ls 2>/dev/null | grep -q "^c2 .*RUNNING" && break; sleep 0.1
+    done
     kill \$SNAPPID; wait \$SNAPPID; snap_start || return 1
     wait \$cpid; rc=\$?; cat /tmp/out2
     test \$rc = 0 && grep -qx "read after the restart" /tmp/out2
 }
 check "a container runs while the snapshotter restarts, and goes on reading the image" c_restart
+c_second() {
+    cri-pull /run/ctd/ctd.sock \$IMG2 || return 1
+    snap-client /run/snap.sock list > /tmp/l2; soci-nbd mounts; grep "has no index" /tmp/snap.log
+    test \$(grep -c " committed " /tmp/l2) = 3 &&
+        test \$(grep -c "io.soci-nbd.snapshot.remote-layer=" /tmp/l2) = 2 &&
+        test \$(soci-nbd mounts | grep -c "	layer	") = 2 &&
+        grep -q "not served lazily, containerd unpacks it: .*has no index" /tmp/snap.log &&
+        \$CTR run --rm --snapshotter soci-nbd --no-pivot \$IMG2 c3 cat /etc/second > /tmp/out3 &&
+        grep -qx "hello from the second image" /tmp/out3
+}
+check "a second image with the same base layer reuses its snapshot and device; its unindexed layer is unpacked" c_second
 c_rm() {
     \$CTR images rm --sync \$(\$CTR images ls -q) > /dev/null
     for i in \$(seq 50); do test -z "\$(snap-client /run/snap.sock list)" && break; sleep 0.2; done
