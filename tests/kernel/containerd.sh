@@ -87,6 +87,8 @@ BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
       -b "$(command -v containerd-shim-runc-v2)=/usr/bin/containerd-shim-runc-v2"
       -b "$(command -v crun)=/usr/bin/runc")   # crun, as the shim's runc
 guest_nbdkit_asan "$PLUGIN"
+# (An ASan build: soci-nbd mount runs nbdkit through the preloading wrapper.)
+MOUNT_NBDKIT=${NBDKIT_OPT:+--mount-arg=--nbdkit --mount-arg=${NBDKIT_OPT#--nbdkit }}
 REG=10.0.2.100:$R_PORT
 IMG=$REG/test/py:soci
 cat > "$TMP/guest.sh" <<EOF
@@ -115,7 +117,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 CFG
 snap_start() {
     soci-nbd-snapshotter -r /var/lib/snap -a /run/snap.sock --mount-arg=--plain-http \\
-        --mount-arg=\$REG >> /tmp/snap.log 2>&1 &
+        --mount-arg=\$REG $MOUNT_NBDKIT >> /tmp/snap.log 2>&1 &
     SNAPPID=\$!
     for i in \$(seq 100); do test -S /run/snap.sock && return 0; sleep 0.1; done
     return 1

@@ -213,7 +213,7 @@ gcheck "umount of the layer mount leaves the devices of A" \
 if [ -x "$SNAPD" ]; then
 L1D=sha256:$(sha "$L1")
 graw "soci-nbd-snapshotter -r /snap -a /run/snap.sock --soci-nbd /usr/bin/soci-nbd \\
-    --mount-arg=--plain-http --mount-arg=$REG > /tmp/snap.log 2>&1 & SNAPPID=\$!
+    --mount-arg=--plain-http --mount-arg=$REG ${NBDKIT_OPT:+--mount-arg=--nbdkit --mount-arg=${NBDKIT_OPT#--nbdkit }} > /tmp/snap.log 2>&1 & SNAPPID=\$!
 for i in \$(seq 100); do test -S /run/snap.sock && break; sleep 0.1; done
 LB='containerd.io/snapshot/cri.image-ref=$REG/test/a:v2 containerd.io/snapshot/cri.layer-digest'
 SC='snap-client /run/snap.sock'"
