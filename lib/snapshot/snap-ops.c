@@ -725,18 +725,6 @@ sn_snapshots_stat(struct sn_snapshots *s, const char *key,
   return LOCKED(s, stat_one(s, key, info));
 }
 
-/* The value of label k in info, or NULL. */
-static const char *
-label_of(const struct sn_snap_info *info, const char *k)
-{
-  size_t i;
-
-  for (i = 0; i < info->nlabels; i++)
-    if (strcmp(info->labels[i].key, k) == 0)
-      return info->labels[i].value;
-  return NULL;
-}
-
 static int
 update(struct sn_snapshots *s, const struct sn_snap_info *info,
        const char *const *paths, size_t npaths, struct sn_snap_info *out)
@@ -777,7 +765,7 @@ update(struct sn_snapshots *s, const struct sn_snap_info *info,
         tmp[n++] = p->info.labels[k];
     }
     for (i = 0; i < npaths; i++) {
-      const char *v = label_of(info, paths[i] + 7);
+      const char *v = label_in(info->labels, info->nlabels, paths[i] + 7);
 
       if (v)
         tmp[n++] = (struct sn_snap_label) { (char *) paths[i] + 7,
