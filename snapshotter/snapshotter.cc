@@ -19,13 +19,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "cri-image.grpc.pb.h"
 #include "snapshots.grpc.pb.h"
+#include "snapshot/snap-registry.h"
 #include "snapshot/snapshots.h"
 extern "C" {
 #include "util/err.h"
 }
 
 namespace pb = containerd::services::snapshots::v1;
+namespace cri = runtime::v1;
 using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
@@ -34,6 +37,8 @@ namespace {
 
 const char *kDefaultRoot = "/var/lib/soci-nbd/snapshotter";
 const char *kDefaultAddress = "/run/soci-nbd/snapshotter.sock";
+const char *kDefaultHostsDirs = "/etc/containerd/certs.d";
+const char *kDefaultCriUpstream = "/run/containerd/containerd.sock";
 bool verbose;
 
 // lib/snapshot's code as containerd's errdefs maps it to gRPC.
@@ -257,6 +262,83 @@ private:
   struct sn_snapshots *s_;
 };
 
+// The CRI image service, proxied to containerd's: kubelet (its
+// --image-service-endpoint) pulls through here, so that the credentials
+// of a PullImage are known when containerd prepares the layers' snapshots
+// (snap-registry.h).  Every call is forwarded whole, with its deadline.
+class ImageProxy final : public cri::ImageService::Service {
+public:
+  ImageProxy(const std::string &upstream, struct sn_snap_creds *c)
+    : stub_(cri::ImageService::NewStub(grpc::CreateChannel(
+        "unix:" + upstream, grpc::InsecureChannelCredentials()))),
+      creds_(c) {}
+
+  Status PullImage(ServerContext *ctx, const cri::PullImageRequest *rq,
+                   cri::PullImageResponse *resp) override
+  {
+    const std::string &image = rq->image().image();
+
+    if (rq->has_auth()) {
+      const cri::AuthConfig &a = rq->auth();
+      const char *why;
+      int r = sn_snap_creds_put(creds_, image.c_str(), a.username().c_str(),
+                                a.password().c_str(), a.auth().c_str(),
+                                a.identity_token().c_str(),
+                                a.server_address().c_str(), &why);
+
+      if (r == -1 || (r == 1 && (why || !a.registry_token().empty())))
+        fprintf(stderr, "soci-nbd-snapshotter: pull of %s: its credentials "
+                "are not used for lazy layers: %s\n", image.c_str(),
+                r == -1 ? sn_error() : why ? why
+                : "a registry_token alone is not supported");
+      else if (r == 0 && verbose)
+        fprintf(stderr, "soci-nbd-snapshotter: pull of %s: credentials "
+                "kept for its layers\n", image.c_str());
+    }
+    return forward(ctx, &cri::ImageService::Stub::PullImage, *rq, resp);
+  }
+
+  Status ListImages(ServerContext *ctx, const cri::ListImagesRequest *rq,
+                    cri::ListImagesResponse *resp) override
+  {
+    return forward(ctx, &cri::ImageService::Stub::ListImages, *rq, resp);
+  }
+
+  Status ImageStatus(ServerContext *ctx, const cri::ImageStatusRequest *rq,
+                     cri::ImageStatusResponse *resp) override
+  {
+    return forward(ctx, &cri::ImageService::Stub::ImageStatus, *rq, resp);
+  }
+
+  Status RemoveImage(ServerContext *ctx, const cri::RemoveImageRequest *rq,
+                     cri::RemoveImageResponse *resp) override
+  {
+    return forward(ctx, &cri::ImageService::Stub::RemoveImage, *rq, resp);
+  }
+
+  Status ImageFsInfo(ServerContext *ctx, const cri::ImageFsInfoRequest *rq,
+                     cri::ImageFsInfoResponse *resp) override
+  {
+    return forward(ctx, &cri::ImageService::Stub::ImageFsInfo, *rq, resp);
+  }
+
+private:
+  template <typename Rq, typename Resp>
+  Status forward(ServerContext *ctx,
+                 Status (cri::ImageService::Stub::*call)(grpc::ClientContext *,
+                                                         const Rq &, Resp *),
+                 const Rq &rq, Resp *resp)
+  {
+    grpc::ClientContext cc;
+
+    cc.set_deadline(ctx->deadline());
+    return ((*stub_).*call)(&cc, rq, resp);
+  }
+
+  std::unique_ptr<cri::ImageService::Stub> stub_;
+  struct sn_snap_creds *creds_;
+};
+
 void
 usage(FILE *f)
 {
@@ -278,12 +360,22 @@ usage(FILE *f)
 "      --mount-arg ARG  an option for soci-nbd mount (repeat it: for\n"
 "                       example --mount-arg=--plain-http --mount-arg=HOST)\n"
 "      --no-remote      never serve layers lazily: containerd unpacks all\n"
+"      --config-path DIRS  containerd's registry hosts directories\n"
+"                       (hosts.toml; ':'-separated; \"\" for none;\n"
+"                       default %s)\n"
+"      --cri-address PATH  serve the CRI image service here, proxied to\n"
+"                       containerd's, and keep the credentials of its\n"
+"                       pulls for the lazy layers (kubelet's\n"
+"                       --image-service-endpoint; default: no proxy)\n"
+"      --cri-upstream PATH  containerd's CRI socket (default\n"
+"                       %s)\n"
 "  -v, --verbose        log every refused request, not only failures\n"
 "  -h, --help           show this help\n"
 "  -V, --version        show the version\n"
 "\n"
 "See soci-nbd-snapshotter(8) and docs/snapshotter.md.\n",
-          kDefaultAddress, kDefaultRoot, kDefaultAddress);
+          kDefaultAddress, kDefaultRoot, kDefaultAddress, kDefaultHostsDirs,
+          kDefaultCriUpstream);
 }
 
 // soci-nbd next to this program (an installed pair, or the build tree),
@@ -339,11 +431,15 @@ prepare_socket(const std::string &path)
 int
 main(int argc, char **argv)
 {
-  enum { OPT_SOCI_NBD = 256, OPT_MOUNT_ARG, OPT_NO_REMOTE };
+  enum { OPT_SOCI_NBD = 256, OPT_MOUNT_ARG, OPT_NO_REMOTE, OPT_CONFIG_PATH,
+         OPT_CRI_ADDRESS, OPT_CRI_UPSTREAM };
   static const struct option opts[] = {
     { "soci-nbd", required_argument, nullptr, OPT_SOCI_NBD },
     { "mount-arg", required_argument, nullptr, OPT_MOUNT_ARG },
     { "no-remote", no_argument, nullptr, OPT_NO_REMOTE },
+    { "config-path", required_argument, nullptr, OPT_CONFIG_PATH },
+    { "cri-address", required_argument, nullptr, OPT_CRI_ADDRESS },
+    { "cri-upstream", required_argument, nullptr, OPT_CRI_UPSTREAM },
     { "root", required_argument, nullptr, 'r' },
     { "address", required_argument, nullptr, 'a' },
     { "verbose", no_argument, nullptr, 'v' },
@@ -352,6 +448,8 @@ main(int argc, char **argv)
     { nullptr, 0, nullptr, 0 },
   };
   std::string root = kDefaultRoot, address = kDefaultAddress, soci_nbd;
+  std::string hosts_dirs = kDefaultHostsDirs, cri_address;
+  std::string cri_upstream = kDefaultCriUpstream;
   std::vector<std::string> mount_args;
   bool remote = true;
   struct sn_snapshots *s;
@@ -366,6 +464,9 @@ main(int argc, char **argv)
     case OPT_SOCI_NBD: soci_nbd = optarg; break;
     case OPT_MOUNT_ARG: mount_args.push_back(optarg); break;
     case OPT_NO_REMOTE: remote = false; break;
+    case OPT_CONFIG_PATH: hosts_dirs = optarg; break;
+    case OPT_CRI_ADDRESS: cri_address = optarg; break;
+    case OPT_CRI_UPSTREAM: cri_upstream = optarg; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("soci-nbd-snapshotter %s\n", PACKAGE_VERSION); return 0;
     default: usage(stderr); return 2;
@@ -376,9 +477,16 @@ main(int argc, char **argv)
     return 2;
   }
   if (root.empty() || root[0] != '/' || address.empty() ||
-      address[0] != '/') {
-    fprintf(stderr, "soci-nbd-snapshotter: --root and --address must be "
-            "absolute paths\n");
+      address[0] != '/' || (!cri_address.empty() && cri_address[0] != '/') ||
+      cri_upstream.empty() || cri_upstream[0] != '/') {
+    fprintf(stderr, "soci-nbd-snapshotter: --root, --address, --cri-address "
+            "and --cri-upstream must be absolute paths\n");
+    return 2;
+  }
+  if (!cri_address.empty() &&
+      (cri_address == address || cri_address == cri_upstream)) {
+    fprintf(stderr, "soci-nbd-snapshotter: --cri-address must differ from "
+            "--address and --cri-upstream\n");
     return 2;
   }
   // SIGTERM and SIGINT end the server: blocked here, waited for below.
@@ -405,18 +513,46 @@ main(int argc, char **argv)
   char *umount_argv[] = { const_cast<char *>(soci_nbd.c_str()),
                           const_cast<char *>("umount"),
                           const_cast<char *>("-q"), nullptr };
+  std::unique_ptr<struct sn_snap_creds, void (*)(struct sn_snap_creds *)>
+    creds(sn_snap_creds_new(), sn_snap_creds_free);
+  if (!creds) {
+    sn_snapshots_close(s);
+    return 1;
+  }
   if (remote) {
     struct sn_snap_remote r = { mount_argv.data(), umount_argv,
                                 [](const char *msg) {
                                   fprintf(stderr, "soci-nbd-snapshotter: %s\n",
                                           msg);
-                                } };
+                                },
+                                hosts_dirs.c_str(), creds.get() };
 
     sn_snapshots_set_remote(s, &r);
   }
-  if (prepare_socket(address) == -1) {
+  if (prepare_socket(address) == -1 ||
+      (!cri_address.empty() && prepare_socket(cri_address) == -1)) {
     sn_snapshots_close(s);
     return 1;
+  }
+  // The CRI image-service proxy: a server of its own, on its own socket.
+  std::unique_ptr<ImageProxy> proxy;
+  std::unique_ptr<grpc::Server> cri_server;
+  if (!cri_address.empty()) {
+    grpc::ServerBuilder cb;
+
+    proxy.reset(new ImageProxy(cri_upstream, creds.get()));
+    cb.AddListeningPort("unix:" + cri_address,
+                        grpc::InsecureServerCredentials());
+    cb.RegisterService(proxy.get());
+    cri_server = cb.BuildAndStart();
+    if (!cri_server) {
+      fprintf(stderr, "soci-nbd-snapshotter: cannot listen on %s\n",
+              cri_address.c_str());
+      sn_snapshots_close(s);
+      return 1;
+    }
+    fprintf(stderr, "soci-nbd-snapshotter: CRI image service on %s, "
+            "proxied to %s\n", cri_address.c_str(), cri_upstream.c_str());
   }
   Snapshots service(s);
   grpc::ServerBuilder b;
@@ -433,13 +569,17 @@ main(int argc, char **argv)
           root.c_str(), address.c_str(),
           remote ? ("layers served lazily by " + soci_nbd).c_str()
                  : "no remote snapshots");
-  std::thread waiter([&server, &set, &sig]() {
+  std::thread waiter([&server, &cri_server, &set, &sig]() {
     sigwait(&set, &sig);
+    if (cri_server)
+      cri_server->Shutdown();
     server->Shutdown();
   });
   server->Wait();
   waiter.join();
   unlink(address.c_str());
+  if (!cri_address.empty())
+    unlink(cri_address.c_str());
   sn_snapshots_close(s);
   fprintf(stderr, "soci-nbd-snapshotter: stopped (signal %d)\n", sig);
   return 0;

@@ -52,18 +52,13 @@ static const char *const kinds[] = { "unknown", "view", "active",
 static const char *
 field(const struct sn_snap_info *i, const char *sel, const char *key)
 {
-  size_t k;
-
   if (strcmp(sel, "name") == 0)
     return i->name;
   if (strcmp(sel, "parent") == 0)
     return i->parent;
   if (strcmp(sel, "kind") == 0)
     return i->kind <= SN_SNAP_KIND_COMMITTED ? kinds[i->kind] : NULL;
-  for (k = 0; k < i->nlabels; k++)
-    if (strcmp(i->labels[k].key, key) == 0)
-      return i->labels[k].value;
-  return NULL;
+  return sn_snap_label_get(i->labels, i->nlabels, key);
 }
 
 int

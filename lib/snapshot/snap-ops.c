@@ -369,16 +369,6 @@ sn_snapshots_close(struct sn_snapshots *s)
   free(s);
 }
 
-/* The value of label k in l[0..n), or NULL. */
-static const char *
-label_in(const struct sn_snap_label *l, size_t n, const char *k)
-{
-  for (size_t i = 0; i < n; i++)
-    if (l[i].key && strcmp(l[i].key, k) == 0)
-      return l[i].value;
-  return NULL;
-}
-
 /* Room for one more snapshot in s->v; the new entry, zeroed, with the
  * next id (not yet counted). */
 static struct snap *
@@ -432,10 +422,10 @@ static int
 prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
                const struct sn_snap_label *l, size_t nl)
 {
-  const char *target = label_in(l, nl, SN_SNAP_LABEL_TARGET);
-  const char *ref = label_in(l, nl, SN_SNAP_LABEL_IMAGE);
-  const char *layer = label_in(l, nl, SN_SNAP_LABEL_LAYER);
-  const char *man = label_in(l, nl, SN_SNAP_LABEL_MANIFEST);
+  const char *target = sn_snap_label_get(l, nl, SN_SNAP_LABEL_TARGET);
+  const char *ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_IMAGE);
+  const char *layer = sn_snap_label_get(l, nl, SN_SNAP_LABEL_LAYER);
+  const char *man = sn_snap_label_get(l, nl, SN_SNAP_LABEL_MANIFEST);
   struct sn_snap_label *all = NULL;
   struct snap *p;
   char *image = NULL, *fs = NULL, *msg;
@@ -696,6 +686,8 @@ remove_one(struct sn_snapshots *s, const char *key)
   if (dir)
     rm_tree(dir);
   free(dir);
+  if (gone.remote)
+    snap_remote_auth_gc(s);
   sn_snap_info_clear(&gone.info);
   return 0;
 }
@@ -765,7 +757,7 @@ update(struct sn_snapshots *s, const struct sn_snap_info *info,
         tmp[n++] = p->info.labels[k];
     }
     for (i = 0; i < npaths; i++) {
-      const char *v = label_in(info->labels, info->nlabels, paths[i] + 7);
+      const char *v = sn_snap_label_get(info->labels, info->nlabels, paths[i] + 7);
 
       if (v)
         tmp[n++] = (struct sn_snap_label) { (char *) paths[i] + 7,
@@ -898,6 +890,7 @@ cleanup(struct sn_snapshots *s)
   }
   closedir(d);
   free(dir);
+  snap_remote_auth_gc(s);
   return r;
 }
 

@@ -20,8 +20,12 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <dirent.h>
 
+#include "registry/ref.h"
 #include "snapshot/snap-int.h"
+#include "snapshot/snap-registry.h"
+#include "util/fdio.h"
 #include "util/err.h"
 
 extern char **environ;
@@ -81,10 +85,10 @@ run(char *const *argv)
                       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
-/* Run prefix (NULL-terminated) followed by the words given (up to NULL,
- * at most 7), as run does. */
+/* Run prefix (NULL-terminated) followed by the words of mid (n of them)
+ * and then those given (up to NULL, at most 7), as run does. */
 static int
-run_with(char *const *prefix, ...)
+run_with(char *const *prefix, char *const *mid, size_t nmid, ...)
 {
   size_t n = 0, k;
   va_list ap;
@@ -94,13 +98,15 @@ run_with(char *const *prefix, ...)
 
   while (prefix && prefix[n])
     n++;
-  v = calloc(n + 8, sizeof *v);
+  v = calloc(n + nmid + 8, sizeof *v);
   if (v == NULL)
     return sn_oom();
   for (k = 0; k < n; k++)
     v[k] = prefix[k];
-  va_start(ap, prefix);
-  while ((w = va_arg(ap, const char *)) != NULL && k < n + 7)
+  for (size_t i = 0; i < nmid; i++)
+    v[k++] = mid[i];
+  va_start(ap, nmid);
+  while ((w = va_arg(ap, const char *)) != NULL && k < n + nmid + 7)
     v[k++] = (char *) w;
   va_end(ap);
   r = run(v);
@@ -108,16 +114,137 @@ run_with(char *const *prefix, ...)
   return r;
 }
 
+/* ROOT/auth/<hex>.json for layer "sha256:<hex>" (malloc'd), or NULL
+ * (out of memory, or not such a digest: no file is named after it). */
+static char *
+auth_path(const struct sn_snapshots *s, const char *layer)
+{
+  char *p;
+
+  if (strncmp(layer, "sha256:", 7) != 0 || strlen(layer) != 71 ||
+      strspn(layer + 7, "0123456789abcdef") != 64 ||
+      asprintf(&p, "%s/auth/%s.json", s->root, layer + 7) < 0)
+    return NULL;
+  return p;
+}
+
+/* The registry options for image (hosts.toml) and, when a CRI pull gave
+ * credentials for its repository, --auth-file with them: appended to
+ * h->args. */
+static int
+registry_args(struct sn_snapshots *s, const char *image, const char *layer,
+              struct sn_snap_hosts *h)
+{
+  struct sn_ref ref;
+  char *certs = NULL, *auth = NULL, *dir = NULL;
+  int r = -1;
+
+  if (sn_ref_parse(image, &ref) == -1)
+    return -1;
+  if (asprintf(&certs, "%s/certs", s->root) < 0) {
+    certs = NULL;
+    sn_oom();
+    goto out;
+  }
+  if (sn_snap_hosts_load(s->remote.hosts_dirs, ref.registry, certs,
+                         s->remote.log, h) == -1)
+    goto out;
+  r = 0;
+  if (s->remote.creds == NULL || (auth = auth_path(s, layer)) == NULL)
+    goto out;
+  if (asprintf(&dir, "%s/auth", s->root) < 0) {
+    dir = NULL;
+    r = sn_oom();
+    goto out;
+  }
+  if (sn_mkdir_p(dir, 0700) == -1 ||
+      sn_snap_creds_write(s->remote.creds, image,
+                          (const char *const *) h->hosts, h->nhosts,
+                          auth) == -1) {
+    r = -1;
+    goto out;
+  }
+  /* Written now, or by an earlier mount of the layer: its device is
+   * shared, and may be serving with them. */
+  if (access(auth, F_OK) == 0) {
+    char **v = realloc(h->args, (h->nargs + 3) * sizeof *v);
+
+    if (v == NULL) {
+      r = sn_oom();
+      goto out;
+    }
+    h->args = v;
+    v[h->nargs++] = strdup("--auth-file");
+    v[h->nargs++] = auth;
+    v[h->nargs] = NULL;
+    auth = NULL;
+    if (v[h->nargs - 2] == NULL)
+      r = sn_oom();
+  }
+out:
+  if (r == -1)
+    sn_snap_hosts_clear(h);
+  sn_ref_clear(&ref);
+  free(certs);
+  free(auth);
+  free(dir);
+  return r;
+}
+
 int
 snap_remote_mount(struct sn_snapshots *s, const char *image,
                   const char *layer, const char *dir)
 {
-  return run_with(s->remote.mount_argv, "--layer", layer, image, dir,
-                  (const char *) NULL);
+  struct sn_snap_hosts h;
+  int r;
+
+  if (registry_args(s, image, layer, &h) == -1)
+    return -1;
+  r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
+               image, dir, (const char *) NULL);
+  sn_snap_hosts_clear(&h);
+  return r;
+}
+
+/* Remove the credential files of layers no remote snapshot serves. */
+void
+snap_remote_auth_gc(struct sn_snapshots *s)
+{
+  char *dir, *path;
+  struct dirent *e;
+  DIR *d;
+
+  if (asprintf(&dir, "%s/auth", s->root) < 0)
+    return;
+  if ((d = opendir(dir)) != NULL) {
+    while ((e = readdir(d)) != NULL) {
+      size_t i;
+
+      if (e->d_name[0] == '.')
+        continue;
+      for (i = 0; i < s->n; i++) {
+        const struct sn_snap_info *in = &s->v[i].info;
+        const char *l = s->v[i].remote
+          ? sn_snap_label_get(in->labels, in->nlabels, SN_SNAP_LABEL_REMOTE)
+          : NULL;
+
+        if (l && strncmp(l, "sha256:", 7) == 0 &&
+            strncmp(e->d_name, l + 7, 64) == 0 &&
+            strcmp(e->d_name + 64, ".json") == 0)
+          break;
+      }
+      if (i == s->n && asprintf(&path, "%s/%s", dir, e->d_name) >= 0) {
+        unlink(path);
+        free(path);
+      }
+    }
+    closedir(d);
+  }
+  free(dir);
 }
 
 int
 snap_remote_umount(struct sn_snapshots *s, const char *dir)
 {
-  return run_with(s->remote.umount_argv, dir, (const char *) NULL);
+  return run_with(s->remote.umount_argv, NULL, 0, dir, (const char *) NULL);
 }

@@ -306,3 +306,12 @@ snap_save(struct sn_snapshots *s)
   free(doc);
   return r;
 }
+
+const char *
+sn_snap_label_get(const struct sn_snap_label *l, size_t n, const char *key)
+{
+  for (size_t i = 0; i < n; i++)
+    if (l[i].key && strcmp(l[i].key, key) == 0)
+      return l[i].value;
+  return NULL;
+}

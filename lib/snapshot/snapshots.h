@@ -76,6 +76,7 @@ struct sn_snap_mounts {
 };
 
 struct sn_snapshots;
+struct sn_snap_creds;
 
 /* Remote snapshots (docs/snapshotter.md): the labels containerd gives a
  * remote snapshotter when it prepares a layer's snapshot (CRI sets them;
@@ -95,8 +96,15 @@ struct sn_snap_remote {
   char *const *mount_argv;
   char *const *umount_argv;
   /* Told why a layer could not be served lazily (it is then unpacked
-   * by containerd as usual). */
+   * by containerd as usual), and what hosts.toml says that is not
+   * followed. */
   void (*log)(const char *msg);
+  /* containerd's registry hosts directories (':'-separated, as CRI's
+   * config_path), or NULL; snap-registry.h. */
+  const char *hosts_dirs;
+  /* Credentials from CRI pulls (snap-registry.h), or NULL; the caller's,
+   * outliving the store. */
+  struct sn_snap_creds *creds;
 };
 
 /* Open (creating) the store in root; NULL on error (a metadata file that
@@ -159,6 +167,10 @@ int sn_snapshots_cleanup(struct sn_snapshots *s);
  * only. */
 int sn_snap_filter_match(const char *filter, const struct sn_snap_info *i,
                          bool *match);
+
+/* The value of label key in l[0..n), or NULL. */
+const char *sn_snap_label_get(const struct sn_snap_label *l, size_t n,
+                              const char *key);
 
 void sn_snap_info_clear(struct sn_snap_info *i);
 void sn_snap_mounts_clear(struct sn_snap_mounts *m);
