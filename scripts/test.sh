@@ -5,7 +5,7 @@
 #   3. build again with AddressSanitizer + UBSan and run `make check`
 #   4. build the libFuzzer targets with clang and run each for a bounded time
 # Prints "N passed, N failed" at the end; exits non-zero on any failure.
-# FUZZ_SECONDS (default 45: 15 targets, about 11 min of fuzzing) bounds each
+# FUZZ_SECONDS (default 45: 16 targets, about 12 min of fuzzing) bounds each
 # fuzzer; SKIP_ASAN=1 / SKIP_FUZZ=1 for quick local runs (CI sets neither).
 set -u
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ run_pass gcc
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     dir=$top/_build/fuzz
     secs=${FUZZ_SECONDS:-45}
-    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense record stargz"
+    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense record stargz toml"
     echo "=== fuzz: clang libFuzzer targets, ${secs}s each"
     rm -rf "$dir"; mkdir -p "$dir"
     if (cd "$dir" && "$top/configure" CC=clang --enable-fuzzers > configure.out 2>&1) &&

@@ -203,6 +203,8 @@ snap_remote_mount(struct sn_snapshots *s, const char *image,
   r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
                image, dir, (const char *) NULL);
   sn_snap_hosts_clear(&h);
+  if (r == -1)                  /* no credentials left for a failed one */
+    snap_remote_auth_gc(s);
   return r;
 }
 

@@ -266,8 +266,15 @@ parse_key(struct tp *t, struct key *k)
     if (k->n == TOML_MAX_KEY_PARTS)
       return bad(t, "a key of more than %d parts", TOML_MAX_KEY_PARTS);
     if (at(t, '"') || at(t, '\'')) {
+      json_t *utf8;
+
       if ((s = quoted(t)) == NULL)
         return -1;
+      if ((utf8 = json_string(s)) == NULL) {
+        free(s);
+        return bad(t, "a key that is not UTF-8");
+      }
+      json_decref(utf8);
     }
     else {
       const char *b = t->p;

@@ -394,6 +394,13 @@ test_store(void)
      "a malformed hosts.toml: the layer is unpacked by containerd, and the "
      "log says why");
   sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_remove(s, "extract-2 c1") == 0, "remove it (%s)", ERR);
+  put(path, "server = \"http://10.0.2.100:5000\"\n");
+  strcpy(mscript, "exit 1");
+  OK(sn_snapshots_prepare(s, "extract-3 c1", "", l, 3, &m) == 0 &&
+     access(auth, F_OK) != 0, "a mount that fails leaves no credentials "
+     "file (%s)", ERR);
+  sn_snap_mounts_clear(&m);
   sn_snapshots_close(s);
   sn_snap_creds_free(c);
 }
