@@ -263,7 +263,7 @@ layers = dict(a.split("=") for a in sys.argv[3:])
 sent = {d: 0 for d in layers}
 whole = []
 for line in open(log, errors="replace").readlines()[skip:]:
-    m = re.search(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" (200|206) ([0-9]+)', line)
+    m = re.search(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64})(?:\?[^ ]*)? HTTP/[0-9.]+" (200|206) ([0-9]+)', line)
     if m and m.group(1) in sent:
         sent[m.group(1)] += int(m.group(3))
         if m.group(2) == "200":

@@ -212,9 +212,15 @@ check "the daemon stops cleanly" snap_stop
 # which layer of which pinned image could not be; the QEMU guest of
 # tests/kernel/kernel-mount.sh mounts them).
 export SOCI_NBD_RUN_DIR=$TMP/run
+# The registry by containerd's hosts directory (CRI's config_path), which
+# the daemon reads too; kubelet's calls through the daemon's CRI proxy.
+mkdir -p "$TMP/certs.d/$R_HOST"
+printf 'server = "http://%s"\n' "$R_HOST" > "$TMP/certs.d/$R_HOST/hosts.toml"
+CRISOCK=$TMP/cri.sock
 snap_start_remote() {
     "$SNAP" --root "$TMP/snap" --address "$SOCK" --soci-nbd "$SOCI_NBD" \
-        --mount-arg=--plain-http --mount-arg="$R_HOST" >> "$TMP/snap.log" 2>&1 &
+        --config-path "$TMP/certs.d" --cri-address "$CRISOCK" \
+        --cri-upstream "$CTD/ctd.sock" >> "$TMP/snap.log" 2>&1 &
     SNAP_PID=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
     return 1
@@ -229,17 +235,20 @@ cat >> "$CTD/cri.toml" <<EOF
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "$CTD/cni/bin"
   conf_dir = "$CTD/cni/conf"
-[plugins."io.containerd.grpc.v1.cri".registry.mirrors."$R_HOST"]
-  endpoint = ["http://$R_HOST"]
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "$TMP/certs.d"
 EOF
 containerd --config "$CTD/cri.toml" > "$CTD/containerd-cri.log" 2>&1 &
 CTD_PID=$!
 check "containerd starts with CRI and the proxy plugin" bash -c "
     for i in \$(seq 100); do $CTR version > /dev/null 2>&1 && break; sleep 0.1; done
     $CTR plugins ls | grep -q 'io.containerd.grpc.v1 *cri .* ok'"
-check "CRI PullImage of the image" bash -c "
-    '$top_builddir/tests/helpers/cri-pull' '$CTD/ctd.sock' '$IMG' > '$TMP/cri.ref' &&
-    grep -q '^sha256:' '$TMP/cri.ref'"
+CRIPULL=$top_builddir/tests/helpers/cri-pull
+check "CRI PullImage of the image, through the daemon's CRI proxy" bash -c "
+    '$CRIPULL' '$CRISOCK' '$IMG' > '$TMP/cri.ref' && grep -q '^sha256:' '$TMP/cri.ref'"
+check "... ListImages through the proxy: containerd's answer, byte for byte" bash -c "
+    '$CRIPULL' '$CRISOCK' --list > '$TMP/l1' && '$CRIPULL' '$CTD/ctd.sock' --list > '$TMP/l2' &&
+    cat '$TMP/l1' && cmp '$TMP/l1' '$TMP/l2' && ! grep -q '^0 bytes' '$TMP/l1'"
 MANDIG=$(skopeo inspect --tls-verify=false --raw "docker://$IMG" | sha256sum | cut -d' ' -f1)
 check "... every layer's Prepare carried the image, its manifest digest and the layer (the daemon tried each)" \
     bash -c "grep 'not served lazily' '$TMP/snap.log' | tail -3 > '$TMP/tried'; cat '$TMP/tried';
@@ -252,6 +261,10 @@ check "ctr -n k8s.io images rm --sync (every name CRI gave it): no snapshot left
     for i in \$(seq 50); do [ -z \"\$('$CLIENT' '$SOCK' list)\" ] && break; sleep 0.1; done
     [ -z \"\$('$CLIENT' '$SOCK' list)\" ]"
 kill "$CTD_PID"; wait "$CTD_PID" 2>/dev/null; CTD_PID=""
+check "the proxy without containerd: a gRPC error, the daemon keeps serving" bash -c "
+    ! '$CRIPULL' '$CRISOCK' --list 2> '$TMP/noup'; cat '$TMP/noup'
+    grep -q '^14: ' '$TMP/noup' && '$CLIENT' '$SOCK' list > /dev/null"
 check "the daemon stops cleanly" snap_stop
+check "... and removes the proxy's socket" test ! -e "$CRISOCK"
 
 finish
