@@ -482,7 +482,7 @@ make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
                          .uncompressed_size = z->uncompressed_size,
                          .nspans = d->ncp };
   struct sn_winref *ref = calloc(d->ncp, sizeof *ref);
-  struct sn_ztoc *t = NULL, zc;
+  struct sn_ztoc *t = NULL;
   uint8_t *buf = NULL;
   size_t len, i;
 
@@ -497,11 +497,9 @@ make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
                                         .bits = (uint8_t) d->cp[i].bits };
     ref[i] = d->cp[i].ref;
   }
-  /* A copy of z through its encoding (a zstd layer's ztoc is encoded as
-   * gzip: its checkpoints are replaced below). */
-  zc = *z;
-  zc.compression = SN_COMP_GZIP;
-  if (sn_ztoc_encode(&zc, &buf, &len) == -1 ||
+  /* A copy of z through its encoding (its checkpoints are replaced
+   * below). */
+  if (sn_dense_fb_encode(z, &buf, &len) == -1 ||
       (t = sn_ztoc_decode(buf, len)) == NULL)
     goto out;
   t->compression = zi.compression;

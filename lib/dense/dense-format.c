@@ -294,10 +294,18 @@ zstd_unpack(const uint8_t *src, size_t len, uint8_t *dst, size_t n)
 /* ---- the table blob ---------------------------------------------------- */
 
 int
+sn_dense_fb_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
+{
+  struct sn_ztoc fbz = *z;
+
+  fbz.compression = SN_COMP_GZIP;
+  return sn_ztoc_encode(&fbz, out, len);
+}
+
+int
 sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
 {
   struct sn_zinfo *zi;
-  struct sn_ztoc fbz;
   uint8_t *fb;
   size_t fblen;
   int ret;
@@ -311,11 +319,7 @@ sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
   if (zi == NULL)
     return -1;
   sn_zinfo_free(zi);
-  /* compression_algorithm stays the default: the checkpoint table's flag
-   * says zstd (docs/dense-format.md). */
-  fbz = *z;
-  fbz.compression = SN_COMP_GZIP;
-  if (sn_ztoc_encode(&fbz, &fb, &fblen) == -1)
+  if (sn_dense_fb_encode(z, &fb, &fblen) == -1)
     return -1;
   if (fblen > SN_ZTOC_MAX_BLOB) {
     free(fb);

@@ -92,7 +92,12 @@ struct sn_zinfo *sn_dense_cp_parse(const uint8_t *blob, size_t len);
 
 /* ---- the table blob (dense-format.c) ----------------------------------- */
 
-/* zstd-compress sn_ztoc_encode(z) (z->checkpoints a dense table; one
+/* The table's FlatBuffer: sn_ztoc_encode(z) with compression_algorithm
+ * gzip whatever z's layer is (a zstd layer's table says zstd in its
+ * checkpoint flag instead, docs/dense-format.md §7).  As sn_ztoc_encode. */
+int sn_dense_fb_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len);
+
+/* zstd-compress sn_dense_fb_encode(z) (z->checkpoints a dense table; one
  * frame with its content size).  Refuses (-1) what sn_dense_table_decode
  * would refuse for its model. */
 int sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out,

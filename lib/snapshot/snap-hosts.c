@@ -167,7 +167,8 @@ static int
 host_settings(struct hosts_acc *a, json_t *t, const char *scheme,
               const char *what)
 {
-  json_t *ca = json_object_get(t, "ca"), *sv = json_object_get(t, "skip_verify");
+  json_t *ca = json_object_get(t, "ca");
+  json_t *sv = json_object_get(t, "skip_verify");
 
   if (sv && !json_is_boolean(sv))
     return sn_set_error("%s: %s: skip_verify must be true or false",

@@ -189,7 +189,7 @@ measure(const char *path, int64_t *size, int64_t *inodes)
   return 0;
 }
 
-/* ---- mounts --------------------------------------------------------------- */
+/* ---- mounts ------------------------------------------------------------- */
 
 static int
 add_mount(struct sn_snap_mounts *m, const char *type, const char *source,
@@ -302,7 +302,7 @@ out:
   return r;
 }
 
-/* ---- the store ------------------------------------------------------------ */
+/* ---- the store ---------------------------------------------------------- */
 
 struct sn_snapshots *
 sn_snapshots_open(const char *root)
@@ -757,7 +757,8 @@ update(struct sn_snapshots *s, const struct sn_snap_info *info,
         tmp[n++] = p->info.labels[k];
     }
     for (i = 0; i < npaths; i++) {
-      const char *v = sn_snap_label_get(info->labels, info->nlabels, paths[i] + 7);
+      const char *v = sn_snap_label_get(info->labels, info->nlabels,
+                                        paths[i] + 7);
 
       if (v)
         tmp[n++] = (struct sn_snap_label) { (char *) paths[i] + 7,

@@ -177,7 +177,8 @@ c_secret() {
         test "\$(ls /var/lib/snap/auth | wc -l)" = 2 &&
         # (a pattern file: grep's own command line holds no password)
         printf '%s\\n' "\$RPASS" > /tmp/pw &&
-        ! find /tmp/snap.log /run/soci-nbd -type f -exec cat {} + 2>/dev/null |
+        # (-xdev: the layers' own mounts under the run directory stay unread)
+        ! find /tmp/snap.log /run/soci-nbd -xdev -type f -exec cat {} + 2>/dev/null |
             grep -qFf /tmp/pw &&
         ! grep -qFf /tmp/pw /proc/[0-9]*/cmdline 2>/dev/null
 }
@@ -228,14 +229,7 @@ c_nomount() {
 }
 check "nothing left: no soci-nbd mount, squashfs or device" c_nomount
 check "nothing left: no credentials file" test -z "\$(ls /var/lib/snap/auth)"
-c_noproc() {
-    sleep 1
-    for p in /proc/[0-9]*; do
-        c=\$(cat \$p/comm 2>/dev/null); s=\$(cut -d" " -f3 \$p/stat 2>/dev/null)
-        case "\$c" in nbdkit|soci-nbd-sup) [ "\$s" = Z ] || { echo "\${p#/proc/} \$c"; return 1; } ;; esac
-    done
-}
-check "nothing left: no nbdkit or supervisor" c_noproc
+check "nothing left: no nbdkit or supervisor" no_procs nbdkit soci-nbd-sup
 cp /tmp/snap.log /tmp/containerd.log \$OUT/ 2>/dev/null
 exit \$SOCI_FAILED
 EOF

@@ -357,11 +357,7 @@ gcheck "nothing left: every nbd device is disconnected (size 0, no pid)" \
     'for d in /sys/block/nbd*; do test "$(cat $d/size)" = 0 && ! test -e $d/pid || { echo $d; exit 1; }; done'
 gcheck "nothing left: no squashfs, overlay or state tmpfs mount" \
     '! grep -E " (squashfs|overlay) |/run/soci-nbd" /proc/mounts'
-gcheck "nothing left: no nbdkit or supervisor process" \
-    'sleep 1; for p in /proc/[0-9]*; do
-       c=$(cat $p/comm 2>/dev/null); s=$(cut -d" " -f3 $p/stat 2>/dev/null)
-       case "$c" in nbdkit|soci-nbd-sup) [ "$s" = Z ] || { echo "${p#/proc/} $c $s"; exit 1; } ;; esac
-     done'
+gcheck "nothing left: no nbdkit or supervisor process" 'no_procs nbdkit soci-nbd-sup'
 gcheck "nothing left: the state directories are empty" \
     'find $RUNDIR -mindepth 2; test -z "$(find $RUNDIR -mindepth 2)"'
 graw 'exit $SOCI_FAILED'

@@ -89,11 +89,8 @@ check "nothing left: no soci-nbd mounts, squashfs or overlay" sh -c '
     test -z "\$(soci-nbd mounts)" && ! grep -E " (squashfs|overlay) " /proc/mounts'
 check "nothing left: every nbd device disconnected" sh -c '
     for d in /sys/block/nbd*; do test "\$(cat \$d/size)" = 0 || { echo \$d; exit 1; }; done'
-check "nothing left: no nbdkit, supervisor or container process" sh -c '
-    sleep 1; for p in /proc/[0-9]*; do
-      c=\$(cat \$p/comm 2>/dev/null); s=\$(cut -d" " -f3 \$p/stat 2>/dev/null)
-      case "\$c" in nbdkit|soci-nbd-sup|python3|crun) [ "\$s" = Z ] || { echo "\${p#/proc/} \$c"; exit 1; } ;; esac
-    done'
+check "nothing left: no nbdkit, supervisor or container process" \
+    no_procs nbdkit soci-nbd-sup python3 crun
 exit \$SOCI_FAILED
 EOF
 

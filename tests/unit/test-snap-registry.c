@@ -295,7 +295,8 @@ test_creds(void)
                         &why);
   OK(r == 0 && sn_snap_creds_write(c, "x:latest", hosts, 1, path) == 1,
      "docker.io names normalized: library/x and x are one repository");
-  r = sn_snap_creds_put(c, "reg.example/a b", "me", "secret", "", "", "", &why);
+  r = sn_snap_creds_put(c, "reg.example/a b", "me", "secret", "", "", "",
+                        &why);
   OK(r == -1, "a malformed image reference: an error (%s)", WHY);
   for (int i = 0; i < 300; i++) {
     char img[64];

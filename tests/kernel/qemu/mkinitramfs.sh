@@ -88,6 +88,19 @@ check() {
         SOCI_FAILED=$((SOCI_FAILED + 1))
     fi
 }
+# no_procs NAME...: after a second (a process may take a moment to end),
+# no process with one of these names runs (zombies aside); names those
+# that do.
+no_procs() {
+    sleep 1
+    for p in /proc/[0-9]*; do
+        c=$(cat "$p/comm" 2>/dev/null) s=$(cut -d" " -f3 "$p/stat" 2>/dev/null)
+        for n in "$@"; do
+            [ "$c" = "$n" ] && [ "$s" != Z ] && { echo "${p#/proc/} $c $s"; return 1; }
+        done
+    done
+    return 0
+}
 # note TEXT: a diagnostic line the host passes on.
 note() { echo "SOCI-TEST-RESULT: # $*"; }
 # disk_by_serial SERIAL: the /dev/vdX whose virtio serial is SERIAL.
