@@ -12,9 +12,6 @@
  * one. */
 #define DEFAULT_EXPIRES 60
 
-/* Wipe s (NUL-terminated) and free it; NULL is fine. */
-void sn_auth_wipe_free(char *s);
-
 /* A malloc'd NUL-terminated copy of the n bytes at s; NULL on OOM. */
 char *sn_auth_dup_n(const char *s, size_t n);
 

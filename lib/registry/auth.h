@@ -57,6 +57,8 @@ struct sn_auth_creds {
 
 /* Wipe and free the strings. */
 void sn_auth_creds_clear(struct sn_auth_creds *c);
+/* Wipe a secret s (NUL-terminated) and free it; NULL is fine. */
+void sn_auth_wipe_free(char *s);
 
 /* Credentials for host ("docker.io", "127.0.0.1:5000") from a docker
  * config: auth_file, else $DOCKER_CONFIG/config.json, else

@@ -29,16 +29,6 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
-/* Free a secret (a password, an Authorization header), zeroed first. */
-static void
-wipe_free(char *s)
-{
-  if (s) {
-    explicit_bzero(s, strlen(s));
-    free(s);
-  }
-}
-
 /* A message for the caller's debug callback, if it set one. */
 void
 reg_debugf(struct sn_registry *r, const char *fmt, ...)
@@ -236,12 +226,12 @@ reg_ep_request(struct sn_registry *r, struct endpoint *ep, bool push,
     q->authorization = NULL;
     if (rc == 0 && resp->status == 401 && use_auth && tries == 0) {
       rc = sn_auth_challenge(ep->auth, resp->www_authenticate, scope, hdr);
-      wipe_free(hdr);
+      sn_auth_wipe_free(hdr);
       if (rc == -1)
         return -1;
       continue;
     }
-    wipe_free(hdr);
+    sn_auth_wipe_free(hdr);
     return rc;
   }
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "registry/auth.h"
 #include "registry/ref.h"
 #include "snapshot/snap-registry.h"
 #include "util/base64.h"
@@ -23,7 +24,7 @@
 
 struct creds_entry {
   char *repo;                   /* "registry/repository" */
-  char *username, *password, *identity_token;
+  struct sn_auth_creds c;
   char *server;                 /* host[:port] they are for, or NULL */
 };
 
@@ -34,21 +35,10 @@ struct sn_snap_creds {
 };
 
 static void
-wipe_free(char *s)
-{
-  if (s) {
-    explicit_bzero(s, strlen(s));
-    free(s);
-  }
-}
-
-static void
 entry_clear(struct creds_entry *e)
 {
   free(e->repo);
-  wipe_free(e->username);
-  wipe_free(e->password);
-  wipe_free(e->identity_token);
+  sn_auth_creds_clear(&e->c);
   free(e->server);
   memset(e, 0, sizeof *e);
 }
@@ -134,20 +124,20 @@ fill(struct creds_entry *e, const char *username, const char *password,
       return sn_set_error("the pull's \"auth\" is not base64 of "
                           "user:password");
     }
-    e->username = strndup(dec, (size_t) (colon - dec));
-    e->password = strdup(colon + 1);
+    e->c.username = strndup(dec, (size_t) (colon - dec));
+    e->c.password = strdup(colon + 1);
     explicit_bzero(dec, n);
     free(dec);
   }
   else if (given(username)) {
-    e->username = strdup(username);
-    e->password = strdup(password ? password : "");
+    e->c.username = strdup(username);
+    e->c.password = strdup(password ? password : "");
   }
   if (given(identity_token))
-    e->identity_token = strdup(identity_token);
-  if ((e->username && e->password == NULL) ||
-      (given(identity_token) && e->identity_token == NULL) ||
-      (given(username) && e->username == NULL))
+    e->c.identity_token = strdup(identity_token);
+  if ((e->c.username && e->c.password == NULL) ||
+      (given(identity_token) && e->c.identity_token == NULL) ||
+      (given(username) && e->c.username == NULL))
     return sn_oom();
   return 0;
 }
@@ -206,12 +196,12 @@ config_json(const struct creds_entry *e, const char *const *hosts,
   for (size_t i = 0; i < (e->server ? 1 : nhosts); i++) {
     sn_json_key(&w, e->server ? e->server : hosts[i]);
     sn_json_begin_object(&w);
-    if (e->username) {
-      sn_json_member_string(&w, "username", e->username);
-      sn_json_member_string(&w, "password", e->password);
+    if (e->c.username) {
+      sn_json_member_string(&w, "username", e->c.username);
+      sn_json_member_string(&w, "password", e->c.password);
     }
-    if (e->identity_token)
-      sn_json_member_string(&w, "identitytoken", e->identity_token);
+    if (e->c.identity_token)
+      sn_json_member_string(&w, "identitytoken", e->c.identity_token);
     sn_json_end_object(&w);
   }
   sn_json_end_object(&w);
