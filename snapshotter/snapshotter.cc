@@ -20,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cri-image.grpc.pb.h"
+#include "rpull.h"
 #include "snapshots.grpc.pb.h"
 #include "snapshot/snap-registry.h"
 #include "snapshot/snapshots.h"
@@ -344,6 +345,7 @@ usage(FILE *f)
 {
   fprintf(f,
 "Usage: soci-nbd-snapshotter [OPTIONS]\n"
+"       soci-nbd-snapshotter rpull [OPTIONS] IMAGE   (rpull --help)\n"
 "\n"
 "A containerd proxy snapshotter: serves containerd's snapshots API on a\n"
 "Unix socket.  Register it in containerd's config.toml:\n"
@@ -456,6 +458,8 @@ main(int argc, char **argv)
   sigset_t set;
   int c, sig;
 
+  if (argc > 1 && strcmp(argv[1], "rpull") == 0)
+    return rpull_main(argc - 1, argv + 1);
   while ((c = getopt_long(argc, argv, "r:a:vhV", opts, nullptr)) != -1)
     switch (c) {
     case 'r': root = optarg; break;

@@ -14,8 +14,8 @@
 # password, and a mirror of it (a copy, with the same password) is named
 # in containerd's hosts.toml (CRI's config_path), which the daemon reads
 # too; the guest has no docker config:
-#  - CRI PullImage with the password (tests/helpers/cri-pull, as the
-#    kubelet asks), through the daemon's CRI image-service proxy, pulls
+#  - CRI PullImage with the password (`soci-nbd-snapshotter rpull`, as
+#    the kubelet asks), through the daemon's CRI image-service proxy, pulls
 #    the image: both layers are remote snapshots (mounted lazily, with the
 #    pull's credentials, from the mirror), none is downloaded whole; the
 #    password is in no log, its file is root's alone;
@@ -36,11 +36,10 @@ require_tools qemu-system-x86_64 socat cpio busybox nbdkit python3 timeout skope
 SN=$SOCI_NBD
 PLUGIN=$top_builddir/plugin/.libs/nbdkit-soci-plugin.so
 SNAPD=$top_builddir/soci-nbd-snapshotter
-CRIPULL=$top_builddir/tests/helpers/cri-pull
 SNAPC=$top_builddir/tests/helpers/snap-client
 OCIPY="python3 $top_srcdir/tests/helpers/oci-layout.py"
 RUN=$top_srcdir/tests/kernel/qemu/run.sh
-for f in "$PLUGIN" "$SNAPD" "$CRIPULL" "$SNAPC"; do
+for f in "$PLUGIN" "$SNAPD" "$SNAPC"; do
     [ -f "$f" ] || { echo "Bail out! $f not built"; exit 1; }
 done
 
@@ -95,7 +94,7 @@ pyver=$(tar -tzf "$py" | sed -n 's|^\./usr/bin/python\(3\.[0-9]*\)$|\1|p' | head
 NBDKIT=$(command -v nbdkit)
 BINS=(-b "$SN=/usr/bin/soci-nbd" -b "$NBDKIT=/usr/bin/nbdkit"
       -b "$PLUGIN=/usr/lib/soci-nbd/nbdkit-soci-plugin.so"
-      -b "$SNAPD=/usr/bin/soci-nbd-snapshotter" -b "$CRIPULL=/usr/bin/cri-pull"
+      -b "$SNAPD=/usr/bin/soci-nbd-snapshotter"
       -b "$SNAPC=/usr/bin/snap-client"
       -b "$(command -v containerd)=/usr/bin/containerd" -b "$(command -v ctr)=/usr/bin/ctr"
       -b "$(command -v containerd-shim-runc-v2)=/usr/bin/containerd-shim-runc-v2"
@@ -156,14 +155,16 @@ c_containerd() {
 }
 check "containerd starts, with CRI and the snapshotter" c_containerd
 c_nocreds() {
-    ! cri-pull /run/snap-cri.sock \$IMG 2> /tmp/nocreds; cat /tmp/nocreds
+    ! soci-nbd-snapshotter rpull --cri-address /run/snap-cri.sock \$IMG 2> /tmp/nocreds
+    cat /tmp/nocreds
     grep -q "401\\|nauthorized" /tmp/nocreds
 }
-check "CRI PullImage without the password, through the daemon's proxy: refused by the registry" c_nocreds
+check "rpull (CRI PullImage) without the password, through the daemon's proxy: refused by the registry" c_nocreds
 c_pull() {
-    cri-pull /run/snap-cri.sock \$IMG \$RUSER \$RPASS; rc=\$?; tail -5 /tmp/snap.log; test \$rc = 0
+    echo "\$RPASS" | soci-nbd-snapshotter rpull --cri-address /run/snap-cri.sock \\
+        -u \$RUSER --password-stdin \$IMG; rc=\$?; tail -5 /tmp/snap.log; test \$rc = 0
 }
-check "CRI PullImage with the password, through the daemon's CRI proxy: the image pulled through the snapshotter" c_pull
+check "rpull with the password (CRI PullImage through the daemon's proxy): the image pulled through the snapshotter" c_pull
 c_remote() {
     snap-client /run/snap.sock list > /tmp/l; cat /tmp/l; soci-nbd mounts
     test \$(grep -c "io.soci-nbd.snapshot.remote-layer=" /tmp/l) = 2 &&
@@ -207,7 +208,11 @@ print("read after the restart")' > /tmp/out2 2>&1 &
 }
 check "a container runs while the snapshotter restarts, and goes on reading the image" c_restart
 c_second() {
-    cri-pull /run/snap-cri.sock \$IMG2 \$RUSER \$RPASS || return 1
+    # (this time the credentials of a docker config.json)
+    printf '{"auths":{"%s":{"auth":"%s"}}}' \$REG \$(printf %s "\$RUSER:\$RPASS" | base64) \\
+        > /tmp/docker-config.json
+    soci-nbd-snapshotter rpull -q --cri-address /run/snap-cri.sock \\
+        --auth-file /tmp/docker-config.json \$IMG2 || return 1
     snap-client /run/snap.sock list > /tmp/l2; soci-nbd mounts; grep "has no index" /tmp/snap.log
     test \$(grep -c " committed " /tmp/l2) = 3 &&
         test \$(grep -c "io.soci-nbd.snapshot.remote-layer=" /tmp/l2) = 2 &&
@@ -216,7 +221,7 @@ c_second() {
         \$CTR run --rm --snapshotter soci-nbd --no-pivot \$IMG2 c3 cat /etc/second > /tmp/out3 &&
         grep -qx "hello from the second image" /tmp/out3
 }
-check "a second image with the same base layer reuses its snapshot and device; its unindexed layer is unpacked" c_second
+check "a second image (rpull with a docker config) with the same base layer reuses its snapshot and device; its unindexed layer is unpacked" c_second
 c_rm() {
     \$CTR images rm --sync \$(\$CTR images ls -q) > /dev/null
     for i in \$(seq 50); do test -z "\$(snap-client /run/snap.sock list)" && break; sleep 0.2; done

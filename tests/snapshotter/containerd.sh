@@ -244,8 +244,8 @@ check "containerd starts with CRI and the proxy plugin" bash -c "
     for i in \$(seq 100); do $CTR version > /dev/null 2>&1 && break; sleep 0.1; done
     $CTR plugins ls | grep -q 'io.containerd.grpc.v1 *cri .* ok'"
 CRIPULL=$top_builddir/tests/helpers/cri-pull
-check "CRI PullImage of the image, through the daemon's CRI proxy" bash -c "
-    '$CRIPULL' '$CRISOCK' '$IMG' > '$TMP/cri.ref' && grep -q '^sha256:' '$TMP/cri.ref'"
+check "rpull (CRI PullImage) of the image, through the daemon's CRI proxy" bash -c "
+    '$SNAP' rpull --cri-address '$CRISOCK' '$IMG' > '$TMP/cri.ref' && grep -q '^sha256:' '$TMP/cri.ref'"
 check "... ListImages through the proxy: containerd's answer, byte for byte" bash -c "
     '$CRIPULL' '$CRISOCK' --list > '$TMP/l1' && '$CRIPULL' '$CTD/ctd.sock' --list > '$TMP/l2' &&
     cat '$TMP/l1' && cmp '$TMP/l1' '$TMP/l2' && ! grep -q '^0 bytes' '$TMP/l1'"
@@ -261,6 +261,11 @@ check "ctr -n k8s.io images rm --sync (every name CRI gave it): no snapshot left
     for i in \$(seq 50); do [ -z \"\$('$CLIENT' '$SOCK' list)\" ] && break; sleep 0.1; done
     [ -z \"\$('$CLIENT' '$SOCK' list)\" ]"
 kill "$CTD_PID"; wait "$CTD_PID" 2>/dev/null; CTD_PID=""
+check_fails "rpull of an image the registry does not have: containerd's error, in one line" \
+    "soci-nbd-snapshotter rpull: $R_HOST/test/none:v1: " \
+    "$SNAP" rpull --cri-address "$CRISOCK" "$R_HOST/test/none:v1"
+check_fails "rpull of something that is not a reference: refused before asking" \
+    "soci-nbd-snapshotter rpull: a b: invalid image reference" "$SNAP" rpull "a b"
 check "the proxy without containerd: a gRPC error, the daemon keeps serving" bash -c "
     ! '$CRIPULL' '$CRISOCK' --list 2> '$TMP/noup'; cat '$TMP/noup'
     grep -q '^14: ' '$TMP/noup' && '$CLIENT' '$SOCK' list > /dev/null"
