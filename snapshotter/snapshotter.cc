@@ -39,6 +39,7 @@ namespace {
 const char *kDefaultRoot = "/var/lib/soci-nbd/snapshotter";
 const char *kDefaultAddress = "/run/soci-nbd/snapshotter.sock";
 const char *kDefaultHostsDirs = "/etc/containerd/certs.d";
+const char *kDefaultState = "/run/soci-nbd/snapshotter";
 const char *kDefaultCriUpstream = "/run/containerd/containerd.sock";
 bool verbose;
 
@@ -356,6 +357,8 @@ usage(FILE *f)
 "\n"
 "  -r, --root DIR       snapshots and their metadata (default %s)\n"
 "  -a, --address PATH   the socket (default %s)\n"
+"      --state DIR      run-time files that end with a reboot: the\n"
+"                       credentials of CRI pulls (default %s)\n"
 "      --soci-nbd PATH  the soci-nbd program that mounts layers served\n"
 "                       lazily (default: the one next to this program,\n"
 "                       else soci-nbd on PATH)\n"
@@ -376,7 +379,8 @@ usage(FILE *f)
 "  -V, --version        show the version\n"
 "\n"
 "See soci-nbd-snapshotter(8) and docs/snapshotter.md.\n",
-          kDefaultAddress, kDefaultRoot, kDefaultAddress, kDefaultHostsDirs,
+          kDefaultAddress, kDefaultRoot, kDefaultAddress, kDefaultState,
+          kDefaultHostsDirs,
           kDefaultCriUpstream);
 }
 
@@ -434,7 +438,7 @@ int
 main(int argc, char **argv)
 {
   enum { OPT_SOCI_NBD = 256, OPT_MOUNT_ARG, OPT_NO_REMOTE, OPT_CONFIG_PATH,
-         OPT_CRI_ADDRESS, OPT_CRI_UPSTREAM };
+         OPT_CRI_ADDRESS, OPT_CRI_UPSTREAM, OPT_STATE };
   static const struct option opts[] = {
     { "soci-nbd", required_argument, nullptr, OPT_SOCI_NBD },
     { "mount-arg", required_argument, nullptr, OPT_MOUNT_ARG },
@@ -442,6 +446,7 @@ main(int argc, char **argv)
     { "config-path", required_argument, nullptr, OPT_CONFIG_PATH },
     { "cri-address", required_argument, nullptr, OPT_CRI_ADDRESS },
     { "cri-upstream", required_argument, nullptr, OPT_CRI_UPSTREAM },
+    { "state", required_argument, nullptr, OPT_STATE },
     { "root", required_argument, nullptr, 'r' },
     { "address", required_argument, nullptr, 'a' },
     { "verbose", no_argument, nullptr, 'v' },
@@ -451,7 +456,7 @@ main(int argc, char **argv)
   };
   std::string root = kDefaultRoot, address = kDefaultAddress, soci_nbd;
   std::string hosts_dirs = kDefaultHostsDirs, cri_address;
-  std::string cri_upstream = kDefaultCriUpstream;
+  std::string cri_upstream = kDefaultCriUpstream, state = kDefaultState;
   std::vector<std::string> mount_args;
   bool remote = true;
   struct sn_snapshots *s;
@@ -471,6 +476,7 @@ main(int argc, char **argv)
     case OPT_CONFIG_PATH: hosts_dirs = optarg; break;
     case OPT_CRI_ADDRESS: cri_address = optarg; break;
     case OPT_CRI_UPSTREAM: cri_upstream = optarg; break;
+    case OPT_STATE: state = optarg; break;
     case 'h': usage(stdout); return 0;
     case 'V': printf("soci-nbd-snapshotter %s\n", PACKAGE_VERSION); return 0;
     default: usage(stderr); return 2;
@@ -482,9 +488,10 @@ main(int argc, char **argv)
   }
   if (root.empty() || root[0] != '/' || address.empty() ||
       address[0] != '/' || (!cri_address.empty() && cri_address[0] != '/') ||
-      cri_upstream.empty() || cri_upstream[0] != '/') {
-    fprintf(stderr, "soci-nbd-snapshotter: --root, --address, --cri-address "
-            "and --cri-upstream must be absolute paths\n");
+      cri_upstream.empty() || cri_upstream[0] != '/' || state.empty() ||
+      state[0] != '/') {
+    fprintf(stderr, "soci-nbd-snapshotter: --root, --address, --state, "
+            "--cri-address and --cri-upstream must be absolute paths\n");
     return 2;
   }
   if (!cri_address.empty() &&
@@ -529,7 +536,8 @@ main(int argc, char **argv)
                                   fprintf(stderr, "soci-nbd-snapshotter: %s\n",
                                           msg);
                                 },
-                                hosts_dirs.c_str(), creds.get() };
+                                hosts_dirs.c_str(), creds.get(),
+                                state.c_str() };
 
     sn_snapshots_set_remote(s, &r);
   }

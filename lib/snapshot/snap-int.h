@@ -29,7 +29,7 @@ struct sn_snapshots {
 int snap_remote_mount(struct sn_snapshots *s, const char *image,
                       const char *layer, const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
-/* snap-remote.c: remove ROOT/auth files of layers no remote snapshot
+/* snap-remote.c: remove the credentials files of layers no remote snapshot
  * serves any more. */
 void snap_remote_auth_gc(struct sn_snapshots *s);
 

@@ -9,7 +9,7 @@
  *  - credentials: those kubelet gave with a CRI PullImage, which reach the
  *    daemon through its image-service proxy and are kept in memory per
  *    repository; a mount is given them in a docker config.json of mode
- *    0600 under ROOT/auth (snap-creds.c).
+ *    0600 under STATE/auth, a tmpfs (snap-creds.c, snap-remote.c).
  *
  * Secrets never appear in messages or logs.  Errors follow util/err.h.
  */

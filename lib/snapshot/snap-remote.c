@@ -114,17 +114,33 @@ run_with(char *const *prefix, char *const *mid, size_t nmid, ...)
   return r;
 }
 
-/* ROOT/auth/<hex>.json for layer "sha256:<hex>" (malloc'd), or NULL
- * (out of memory, or not such a digest: no file is named after it). */
+/* Where credentials files go: STATE/auth (ROOT/auth without a state
+ * directory); malloc'd, or NULL. */
 static char *
-auth_path(const struct sn_snapshots *s, const char *layer)
+auth_dir(const struct sn_snapshots *s)
 {
   char *p;
 
+  if (asprintf(&p, "%s/auth", s->remote.state_dir ? s->remote.state_dir
+                                                   : s->root) < 0)
+    return NULL;
+  return p;
+}
+
+/* AUTHDIR/<hex>.json for layer "sha256:<hex>" (malloc'd), or NULL (out
+ * of memory, or not such a digest: no file is named after it). */
+static char *
+auth_path(const struct sn_snapshots *s, const char *layer)
+{
+  char *d, *p;
+
   if (strncmp(layer, "sha256:", 7) != 0 || strlen(layer) != 71 ||
       strspn(layer + 7, "0123456789abcdef") != 64 ||
-      asprintf(&p, "%s/auth/%s.json", s->root, layer + 7) < 0)
+      (d = auth_dir(s)) == NULL)
     return NULL;
+  if (asprintf(&p, "%s/%s.json", d, layer + 7) < 0)
+    p = NULL;
+  free(d);
   return p;
 }
 
@@ -152,8 +168,7 @@ registry_args(struct sn_snapshots *s, const char *image, const char *layer,
   r = 0;
   if (s->remote.creds == NULL || (auth = auth_path(s, layer)) == NULL)
     goto out;
-  if (asprintf(&dir, "%s/auth", s->root) < 0) {
-    dir = NULL;
+  if ((dir = auth_dir(s)) == NULL) {
     r = sn_oom();
     goto out;
   }
@@ -216,7 +231,7 @@ snap_remote_auth_gc(struct sn_snapshots *s)
   struct dirent *e;
   DIR *d;
 
-  if (asprintf(&dir, "%s/auth", s->root) < 0)
+  if ((dir = auth_dir(s)) == NULL)
     return;
   if ((d = opendir(dir)) != NULL) {
     while ((e = readdir(d)) != NULL) {

@@ -105,6 +105,10 @@ struct sn_snap_remote {
   /* Credentials from CRI pulls (snap-registry.h), or NULL; the caller's,
    * outliving the store. */
   struct sn_snap_creds *creds;
+  /* Where their files go (STATE/auth): a tmpfs such as /run, so that
+   * they never reach a disk and end with a reboot, as the mounts do;
+   * NULL: the root. */
+  const char *state_dir;
 };
 
 /* Open (creating) the store in root; NULL on error (a metadata file that

@@ -139,7 +139,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "/run/snap.sock"
 CFG
 snap_start() {
-    soci-nbd-snapshotter -r /var/lib/snap -a /run/snap.sock \\
+    soci-nbd-snapshotter -r /var/lib/snap -a /run/snap.sock --state /run/snap-state \\
         --cri-address /run/snap-cri.sock --cri-upstream /run/ctd/ctd.sock \\
         $MOUNT_NBDKIT >> /tmp/snap.log 2>&1 &
     SNAPPID=\$!
@@ -172,18 +172,18 @@ c_remote() {
 }
 check "both layers are remote snapshots, mounted lazily with the pull's credentials (none downloaded)" c_remote
 c_secret() {
-    ls -l /var/lib/snap/auth
-    test "\$(stat -c %a /var/lib/snap/auth)" = 700 &&
-        test "\$(stat -c %a /var/lib/snap/auth/*.json | sort -u)" = 600 &&
-        test "\$(ls /var/lib/snap/auth | wc -l)" = 2 &&
+    ls -l /run/snap-state/auth
+    test "\$(stat -c %a /run/snap-state/auth)" = 700 &&
+        test "\$(stat -c %a /run/snap-state/auth/*.json | sort -u)" = 600 &&
+        test "\$(ls /run/snap-state/auth | wc -l)" = 2 &&
         # (a pattern file: grep's own command line holds no password)
         printf '%s\\n' "\$RPASS" > /tmp/pw &&
-        # (-xdev: the layers' own mounts under the run directory stay unread)
-        ! find /tmp/snap.log /run/soci-nbd -xdev -type f -exec cat {} + 2>/dev/null |
-            grep -qFf /tmp/pw &&
+        # (-xdev: the layers' own mounts under these directories stay unread)
+        ! find /tmp/snap.log /run/soci-nbd /var/lib/snap -xdev -type f \\
+            -exec cat {} + 2>/dev/null | grep -qFf /tmp/pw &&
         ! grep -qFf /tmp/pw /proc/[0-9]*/cmdline 2>/dev/null
 }
-check "the password: in a file per layer that only root reads, in no log or command line" c_secret
+check "the password: in a file per layer that only root reads, on the state tmpfs, in no log, command line or file of the root" c_secret
 c_run() {
     \$CTR run --rm --snapshotter soci-nbd --no-pivot \$IMG c1 \\
         python3 -c 'import sys; print("python %d.%d" % sys.version_info[:2])' > /tmp/out1 2>&1
@@ -233,7 +233,7 @@ c_nomount() {
         for d in /sys/block/nbd*; do test "\$(cat \$d/size)" = 0 || { echo \$d; return 1; }; done
 }
 check "nothing left: no soci-nbd mount, squashfs or device" c_nomount
-check "nothing left: no credentials file" test -z "\$(ls /var/lib/snap/auth)"
+check "nothing left: no credentials file" test -z "\$(ls /run/snap-state/auth)"
 check "nothing left: no nbdkit or supervisor" no_procs nbdkit soci-nbd-sup
 cp /tmp/snap.log /tmp/containerd.log \$OUT/ 2>/dev/null
 exit \$SOCI_FAILED

@@ -47,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 
 snap_start() {
-    "$SNAP" --root "$TMP/snap" --address "$SOCK" >> "$TMP/snap.log" 2>&1 &
+    "$SNAP" --root "$TMP/snap" --address "$SOCK" --state "$TMP/state" >> "$TMP/snap.log" 2>&1 &
     SNAP_PID=$!
     for _ in $(seq 100); do
         [ -S "$SOCK" ] && return 0
@@ -218,7 +218,7 @@ mkdir -p "$TMP/certs.d/$R_HOST"
 printf 'server = "http://%s"\n' "$R_HOST" > "$TMP/certs.d/$R_HOST/hosts.toml"
 CRISOCK=$TMP/cri.sock
 snap_start_remote() {
-    "$SNAP" --root "$TMP/snap" --address "$SOCK" --soci-nbd "$SOCI_NBD" \
+    "$SNAP" --root "$TMP/snap" --address "$SOCK" --state "$TMP/state" --soci-nbd "$SOCI_NBD" \
         --config-path "$TMP/certs.d" --cri-address "$CRISOCK" \
         --cri-upstream "$CTD/ctd.sock" >> "$TMP/snap.log" 2>&1 &
     SNAP_PID=$!

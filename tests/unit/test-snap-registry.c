@@ -316,11 +316,11 @@ test_creds(void)
 static void
 test_store(void)
 {
-  char sroot[600], dirs[700], path[1024], mscript[1024], *args;
+  char sroot[600], dirs[700], state[700], path[1024], mscript[1024], *args;
   char *mount[] = { "/bin/sh", "-c", mscript, "sh", "--lazy-only", NULL };
   char *umount[] = { "/bin/true", NULL };
   struct sn_snap_creds *c = sn_snap_creds_new();
-  struct sn_snap_remote rem = { mount, umount, log_it, dirs, c };
+  struct sn_snap_remote rem = { mount, umount, log_it, dirs, c, state };
   const char *layer = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                       "aaaaaaaaaaaaaaaaa";
   struct sn_snap_label l[3] = {
@@ -336,6 +336,7 @@ test_store(void)
 
   snprintf(sroot, sizeof sroot, "%s/store", root);
   snprintf(dirs, sizeof dirs, "%s/hostsdir", root);
+  snprintf(state, sizeof state, "%s/state", root);
   snprintf(path, sizeof path, "%s/hostsdir/10.0.2.100:5000/hosts.toml", root);
   put(path, "server = \"http://10.0.2.100:5000\"\n"
             "[host.\"http://10.0.2.100:5001\"]\n");
@@ -355,7 +356,7 @@ test_store(void)
   snprintf(path, sizeof path, "%s/snapshots/1/fs/args", sroot);
   args = slurp_str(path);
   args[strcspn(args, "\n")] = 0;
-  snprintf(auth, sizeof auth, "%s/auth/%s.json", sroot, layer + 7);
+  snprintf(auth, sizeof auth, "%s/auth/%s.json", state, layer + 7);
   {
     char want[2048];
 
@@ -369,8 +370,9 @@ test_store(void)
   ok(strstr(args, "s3cret") == NULL, "... no secret on its command line");
   free(args);
   OK(stat(auth, &st) == 0 && (st.st_mode & 0777) == 0600,
-     "... the file is root's alone (%o)", (unsigned) st.st_mode & 0777);
-  snprintf(path, sizeof path, "%s/auth", sroot);
+     "... the file is root's alone (%o), in the state directory",
+     (unsigned) st.st_mode & 0777);
+  snprintf(path, sizeof path, "%s/auth", state);
   OK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700,
      "... in a directory only root may enter (%o)",
      (unsigned) st.st_mode & 0777);
@@ -381,7 +383,7 @@ test_store(void)
   free(args);
   OK(sn_snapshots_remove(s, "c1") == 0 && access(auth, F_OK) != 0,
      "removing the layer's last snapshot removes the file (%s)", ERR);
-  snprintf(path, sizeof path, "%s/auth/%s.json", sroot,
+  snprintf(path, sizeof path, "%s/auth/%s.json", state,
            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
   put(path, "{}");
   OK(sn_snapshots_cleanup(s) == 0 && access(path, F_OK) != 0,
