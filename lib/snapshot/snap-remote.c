@@ -2,6 +2,9 @@
  * containerd is about to download and unpack is mounted lazily instead,
  * by `soci-nbd mount --layer` (its device shared with every other mount
  * of the layer), and committed under the name containerd will look for.
+ * The mount is given the registry options of containerd's hosts.toml and
+ * the credentials of the image's CRI pull (snap-registry.h), in a file
+ * of the state directory removed with the layer's last snapshot.
  *
  * The mount is made by running the soci-nbd command, not in this
  * process: the daemon is multithreaded, and soci-nbd mount forks a
@@ -10,6 +13,7 @@
  * becomes the message. */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,7 +24,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "registry/ref.h"
 #include "snapshot/snap-int.h"
@@ -157,6 +160,10 @@ registry_args(struct sn_snapshots *s, const char *image, const char *layer,
 
   if (sn_ref_parse(image, &ref) == -1)
     return -1;
+  if (ref.kind != SN_REF_REGISTRY) {
+    sn_ref_clear(&ref);
+    return sn_set_error("%.200s: not a registry reference", image);
+  }
   if (asprintf(&certs, "%s/certs", s->root) < 0) {
     certs = NULL;
     sn_oom();
@@ -245,7 +252,8 @@ snap_remote_auth_gc(struct sn_snapshots *s)
           ? sn_snap_label_get(in->labels, in->nlabels, SN_SNAP_LABEL_REMOTE)
           : NULL;
 
-        if (l && strncmp(l, "sha256:", 7) == 0 &&
+        if (l && strncmp(l, "sha256:", 7) == 0 && strlen(l) == 71 &&
+            strlen(e->d_name) == 69 &&
             strncmp(e->d_name, l + 7, 64) == 0 &&
             strcmp(e->d_name + 64, ".json") == 0)
           break;

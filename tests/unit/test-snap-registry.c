@@ -404,6 +404,14 @@ test_store(void)
      access(auth, F_OK) != 0, "a mount that fails leaves no credentials "
      "file (%s)", ERR);
   sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_remove(s, "extract-3 c1") == 0, "remove it (%s)", ERR);
+  l[1].value = "oci-layout:/srv/img";
+  logged[0] = 0;
+  OK(sn_snapshots_prepare(s, "extract-4 c1", "", l, 3, &m) == 0 &&
+     strstr(logged, "not a registry reference"),
+     "an image label naming no registry: unpacked by containerd, and "
+     "logged (%s)", ERR);
+  sn_snap_mounts_clear(&m);
   sn_snapshots_close(s);
   sn_snap_creds_free(c);
 }
