@@ -25,9 +25,11 @@ struct sn_snapshots {
   struct sn_snap_remote remote; /* mount_argv NULL: no remote snapshots */
 };
 
-/* snap-remote.c: mount layer of image on dir, and undo it (0 or -1). */
+/* snap-remote.c: mount layer of image on dir (with the SOCI index named,
+ * when index is neither NULL nor ""), and undo it (0 or -1). */
 int snap_remote_mount(struct sn_snapshots *s, const char *image,
-                      const char *layer, const char *dir);
+                      const char *layer, const char *index,
+                      const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
 /* snap-remote.c: remove the credentials files of layers no remote snapshot
  * serves any more. */

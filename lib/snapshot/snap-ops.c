@@ -417,15 +417,23 @@ make_dirs(struct sn_snapshots *s, uint64_t id, bool undo)
 /* Prepare of key on parent with containerd's remote-snapshot labels:
  * the layer mounted on a new committed snapshot named target, and
  * SN_SNAP_EXISTS; or -1 (logged) when it cannot be, for an ordinary
- * Prepare. */
+ * Prepare.  The image, layer and manifest are CRI's labels, else
+ * soci's (its own pulls and nerdctl's with --snapshotter soci), which
+ * may also name the SOCI index. */
 static int
 prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
                const struct sn_snap_label *l, size_t nl)
 {
   const char *target = sn_snap_label_get(l, nl, SN_SNAP_LABEL_TARGET);
   const char *ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_IMAGE);
-  const char *layer = sn_snap_label_get(l, nl, SN_SNAP_LABEL_LAYER);
-  const char *man = sn_snap_label_get(l, nl, SN_SNAP_LABEL_MANIFEST);
+  bool cri = ref != NULL;
+  const char *layer = sn_snap_label_get(l, nl, cri ? SN_SNAP_LABEL_LAYER
+                                                   : SN_SNAP_LABEL_SOCI_LAYER);
+  const char *man = sn_snap_label_get(l, nl,
+                                      cri ? SN_SNAP_LABEL_MANIFEST
+                                          : SN_SNAP_LABEL_SOCI_MANIFEST);
+  const char *index = cri ? NULL
+                          : sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_INDEX);
   struct sn_snap_label *all = NULL;
   struct snap *p;
   char *image = NULL, *fs = NULL, *msg;
@@ -435,6 +443,8 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
     return -1;
   if (snap_find(s, target))
     return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists", target);
+  if (!cri)
+    ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_REF);
   if (ref == NULL || layer == NULL || ref[0] == 0 || layer[0] == 0)
     return -1;
   /* The manifest containerd resolved, not whatever the tag is now. */
@@ -449,7 +459,7 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
   if (p == NULL || all == NULL || (fs = snap_dir(s, p->id, "fs")) == NULL ||
       make_dirs(s, p->id, false) == -1)
     goto out;
-  if (snap_remote_mount(s, image, layer, fs) == -1)
+  if (snap_remote_mount(s, image, layer, index, fs) == -1)
     goto undo;
   memcpy(all, l, nl * sizeof *l);
   all[nl] = (struct sn_snap_label) { SN_SNAP_LABEL_REMOTE, (char *) layer };

@@ -215,15 +215,19 @@ out:
 
 int
 snap_remote_mount(struct sn_snapshots *s, const char *image,
-                  const char *layer, const char *dir)
+                  const char *layer, const char *index, const char *dir)
 {
   struct sn_snap_hosts h;
   int r;
 
   if (registry_args(s, image, layer, &h) == -1)
     return -1;
-  r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
-               image, dir, (const char *) NULL);
+  if (index && index[0])
+    r = run_with(s->remote.mount_argv, h.args, h.nargs, "--index", index,
+                 "--layer", layer, image, dir, (const char *) NULL);
+  else
+    r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
+                 image, dir, (const char *) NULL);
   sn_snap_hosts_clear(&h);
   if (r == -1)                  /* no credentials left for a failed one */
     snap_remote_auth_gc(s);

@@ -85,6 +85,15 @@ struct sn_snap_creds;
 #define SN_SNAP_LABEL_IMAGE "containerd.io/snapshot/cri.image-ref"
 #define SN_SNAP_LABEL_MANIFEST "containerd.io/snapshot/cri.manifest-digest"
 #define SN_SNAP_LABEL_LAYER "containerd.io/snapshot/cri.layer-digest"
+/* The same from soci's own pulls (soci image rpull, nerdctl --snapshotter
+ * soci): with the daemon registered as "soci", they work unchanged.  The
+ * SOCI index label may be empty. */
+#define SN_SNAP_LABEL_SOCI_REF "containerd.io/snapshot/remote/soci.reference"
+#define SN_SNAP_LABEL_SOCI_LAYER "containerd.io/snapshot/remote/soci.digest"
+#define SN_SNAP_LABEL_SOCI_MANIFEST \
+  "containerd.io/snapshot/remote/image.manifest.digest"
+#define SN_SNAP_LABEL_SOCI_INDEX \
+  "containerd.io/snapshot/remote/soci.index.digest"
 /* Set on a snapshot served lazily: the layer's digest. */
 #define SN_SNAP_LABEL_REMOTE "io.soci-nbd.snapshot.remote-layer"
 
@@ -116,7 +125,8 @@ struct sn_snap_remote {
 struct sn_snapshots *sn_snapshots_open(const char *root);
 void sn_snapshots_close(struct sn_snapshots *s);
 /* Serve layers lazily: a Prepare of an active snapshot whose labels name
- * its target (SN_SNAP_LABEL_TARGET), the image and the layer mounts the
+ * its target (SN_SNAP_LABEL_TARGET), the image and the layer (CRI's
+ * labels, else soci's) mounts the
  * layer (r's mount command) on a new committed snapshot named the target
  * and answers SN_SNAP_EXISTS, so that containerd does not download it;
  * when the mount fails the Prepare is an ordinary one.  Removing such a

@@ -412,6 +412,49 @@ test_store(void)
      "an image label naming no registry: unpacked by containerd, and "
      "logged (%s)", ERR);
   sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_remove(s, "extract-4 c1") == 0, "remove it (%s)", ERR);
+
+  /* soci's labels (soci image rpull, nerdctl --snapshotter soci). */
+  {
+    const char *man = "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+                      "eeeeeeeeeeeeeeee";
+    const char *idx = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddd"
+                      "dddddddddddddddd";
+    struct sn_snap_label sl[6] = {
+      { SN_SNAP_LABEL_TARGET, "s1" },
+      { SN_SNAP_LABEL_SOCI_REF, "10.0.2.100:5000/img:v1" },
+      { SN_SNAP_LABEL_SOCI_LAYER, (char *) layer },
+      { SN_SNAP_LABEL_SOCI_MANIFEST, (char *) man },
+      { SN_SNAP_LABEL_SOCI_INDEX, (char *) idx },
+      { "containerd.io/snapshot/remote/soci.size", "123" },
+    };
+    char want[2048];
+
+    snprintf(mscript, sizeof mscript, "echo \"$*\" > %s/last-args", sroot);
+    OK(sn_snapshots_prepare(s, "extract-5 s1", "", sl, 6, &m) ==
+       SN_SNAP_EXISTS, "soci's labels: the layer mounted (%s)", WHY);
+    snprintf(path, sizeof path, "%s/last-args", sroot);
+    args = access(path, F_OK) == 0 ? slurp_str(path) : strdup("(none)");
+    args[strcspn(args, "\n")] = 0;
+    snprintf(want, sizeof want, "--lazy-only --plain-http 10.0.2.100:5000 "
+             "--auth-file %s --index %s --layer %s "
+             "10.0.2.100:5000/img:v1@%s %s/snapshots/", auth, idx, layer,
+             man, sroot);
+    ok(strncmp(args, want, strlen(want)) == 0, "... with the SOCI index "
+       "soci named, the image pinned to its manifest, the pull's "
+       "credentials: %s", args);
+    free(args);
+    sl[0].value = "s2";
+    sl[4].value = "";
+    OK(sn_snapshots_prepare(s, "extract-6 s2", "s1", sl, 6, &m) ==
+       SN_SNAP_EXISTS, "... an empty index label: the index is found as "
+       "usual (%s)", WHY);
+    args = access(path, F_OK) == 0 ? slurp_str(path) : strdup("(none)");
+    args[strcspn(args, "\n")] = 0;
+    ok(strstr(args, "--index") == NULL && strstr(args, "--layer"),
+       "... no --index: %s", args);
+    free(args);
+  }
   sn_snapshots_close(s);
   sn_snap_creds_free(c);
 }

@@ -139,7 +139,7 @@ test_remote(void)
                         "echo starting >&2; echo 'no such layer' >&2; exit 1",
                         "sh", NULL };
   char *umount[] = { "/bin/sh", "-c", uscript, "sh", NULL };
-  struct sn_snap_remote rem = { mount_ok, umount, log_it, NULL, NULL };
+  struct sn_snap_remote rem = { mount_ok, umount, log_it, NULL, NULL, NULL };
   struct sn_snap_label l[4] = {
     { SN_SNAP_LABEL_TARGET, "c1" }, { SN_SNAP_LABEL_IMAGE, "reg/img:v1" },
     { SN_SNAP_LABEL_LAYER, DIGEST("a") },
