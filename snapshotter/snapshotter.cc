@@ -39,7 +39,7 @@ namespace {
 const char *kDefaultRoot = "/var/lib/soci-nbd/snapshotter";
 const char *kDefaultAddress = "/run/soci-nbd/snapshotter.sock";
 const char *kDefaultHostsDirs = "/etc/containerd/certs.d";
-const char *kDefaultState = "/run/soci-nbd/snapshotter";
+const char *kDefaultState = "/run/soci-nbd-snapshotter";
 const char *kDefaultCriUpstream = "/run/containerd/containerd.sock";
 bool verbose;
 
@@ -358,7 +358,8 @@ usage(FILE *f)
 "  -r, --root DIR       snapshots and their metadata (default %s)\n"
 "  -a, --address PATH   the socket (default %s)\n"
 "      --state DIR      run-time files that end with a reboot: the\n"
-"                       credentials of CRI pulls (default %s)\n"
+"                       credentials of CRI pulls (a tmpfs; default\n"
+"                       %s)\n"
 "      --soci-nbd PATH  the soci-nbd program that mounts layers served\n"
 "                       lazily (default: the one next to this program,\n"
 "                       else soci-nbd on PATH)\n"

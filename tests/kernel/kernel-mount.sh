@@ -221,8 +221,11 @@ gcheck "snapshotter: a layer prepared with the remote labels is mounted lazily, 
     "\$SC prepare 'extract-1 c1' '' containerd.io/snapshot.ref=c1 \$LB=$L1D 2>/tmp/e; cat /tmp/e /tmp/snap.log;
      grep -q '^ALREADY_EXISTS: target snapshot c1: already exists (layer $L1D of ' /tmp/e &&
      \$SC stat c1 | grep -q '^c1 committed - .*io.soci-nbd.snapshot.remote-layer=$L1D'"
-gcheck "snapshotter: the next layer on it too" \
-    "\$SC prepare 'extract-2 c2' c1 containerd.io/snapshot.ref=c2 \$LB=$L2D 2>/tmp/e; cat /tmp/e;
+gcheck "snapshotter: the next layer on it too, prepared with the labels of soci-snapshotter" \
+    "\$SC prepare 'extract-2 c2' c1 containerd.io/snapshot.ref=c2 \
+        containerd.io/snapshot/remote/soci.reference=$REG/test/a:v2 \
+        containerd.io/snapshot/remote/soci.digest=$L2D containerd.io/snapshot/remote/soci.index.digest= \
+        2>/tmp/e; cat /tmp/e;
      grep -q '^ALREADY_EXISTS: target snapshot c2' /tmp/e && \$SC stat c2 | grep -q '^c2 committed c1 '"
 gcheck "snapshotter: both layer mounts on the devices of A (shared)" \
     'soci-nbd mounts > /tmp/ms; cat /tmp/ms; a=$(devs /m/a) &&
