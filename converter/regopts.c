@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "registry/auth.h"
 #include "regopts.h"
 
 /* --verbose: the registry's request log, to stderr. */
@@ -51,23 +52,6 @@ regopts_handle(struct regopts *o, int c, const char *arg, const char *cmd)
   }
 }
 
-/* The password from the first line of stdin, without its newline. */
-static char *
-read_password(void)
-{
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t n = getline(&line, &cap, stdin);
-
-  if (n == -1) {
-    free(line);
-    return NULL;
-  }
-  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-    line[--n] = '\0';
-  return line;
-}
-
 int
 regopts_finish(struct regopts *o, const char *cmd)
 {
@@ -76,7 +60,7 @@ regopts_finish(struct regopts *o, const char *cmd)
   if (o->ro.username && !o->password_stdin)
     return cli_usage_error(cmd, "--username needs --password-stdin");
   if (o->password_stdin) {
-    o->password = read_password();
+    o->password = sn_auth_read_password(stdin);
     if (o->password == NULL)
       return cli_fail("no password on standard input");
     o->ro.password = o->password;
@@ -88,9 +72,6 @@ regopts_finish(struct regopts *o, const char *cmd)
 void
 regopts_clear(struct regopts *o)
 {
-  if (o->password) {
-    explicit_bzero(o->password, strlen(o->password));
-    free(o->password);
-  }
+  sn_auth_wipe_free(o->password);
   regopts_init(o);
 }

@@ -59,27 +59,6 @@ usage(FILE *f)
           kDefaultCri);
 }
 
-// The first line of stdin, without its end; empty if there is none.
-std::string
-read_password()
-{
-  char *line = nullptr;
-  size_t cap = 0;
-  ssize_t n = getline(&line, &cap, stdin);
-  std::string pw;
-
-  if (n > 0) {
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-      line[--n] = 0;
-    pw.assign(line, static_cast<size_t>(n));
-  }
-  if (line) {
-    explicit_bzero(line, cap);
-    free(line);
-  }
-  return pw;
-}
-
 } // namespace
 
 int
@@ -138,8 +117,10 @@ rpull_main(int argc, char **argv)
   rq.mutable_image()->set_image(image);
   // Credentials: given, else the docker config's for the registry.
   if (pw_stdin) {
-    std::string pw = read_password();
+    char *line = sn_auth_read_password(stdin);
+    std::string pw = line ? line : "";
 
+    sn_auth_wipe_free(line);
     if (pw.empty()) {
       fprintf(stderr, "soci-nbd-snapshotter rpull: no password on standard "
               "input\n");

@@ -47,6 +47,22 @@ sn_auth_creds_clear(struct sn_auth_creds *c)
   c->username = c->password = c->identity_token = NULL;
 }
 
+char *
+sn_auth_read_password(FILE *f)
+{
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n = getline(&line, &cap, f);
+
+  if (n == -1) {
+    free(line);
+    return NULL;
+  }
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  return line;
+}
+
 static bool
 is_docker_hub(const char *h)
 {

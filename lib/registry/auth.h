@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "registry/http.h"
 
@@ -59,6 +60,10 @@ struct sn_auth_creds {
 void sn_auth_creds_clear(struct sn_auth_creds *c);
 /* Wipe a secret s (NUL-terminated) and free it; NULL is fine. */
 void sn_auth_wipe_free(char *s);
+/* A password from the first line of f (--password-stdin), without its
+ * line end: malloc'd, for sn_auth_wipe_free; NULL when there is no line
+ * (no message). */
+char *sn_auth_read_password(FILE *f);
 
 /* Credentials for host ("docker.io", "127.0.0.1:5000") from a docker
  * config: auth_file, else $DOCKER_CONFIG/config.json, else

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,8 @@ static int
 fill(struct creds_entry *e, const char *username, const char *password,
      const char *auth, const char *identity_token)
 {
+  bool ok = true;
+
   if (given(auth)) {
     size_t n;
     char *dec = sn_base64_decode(auth, &n), *colon;
@@ -128,18 +131,16 @@ fill(struct creds_entry *e, const char *username, const char *password,
     e->c.password = strdup(colon + 1);
     explicit_bzero(dec, n);
     free(dec);
+    ok = e->c.username && e->c.password;
   }
   else if (given(username)) {
     e->c.username = strdup(username);
     e->c.password = strdup(password ? password : "");
+    ok = e->c.username && e->c.password;
   }
   if (given(identity_token))
-    e->c.identity_token = strdup(identity_token);
-  if ((e->c.username && e->c.password == NULL) ||
-      (given(identity_token) && e->c.identity_token == NULL) ||
-      (given(username) && e->c.username == NULL))
-    return sn_oom();
-  return 0;
+    ok = (e->c.identity_token = strdup(identity_token)) != NULL && ok;
+  return ok ? 0 : sn_oom();
 }
 
 int

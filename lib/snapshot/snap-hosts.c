@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "registry/ref.h"
 #include "snapshot/snap-registry.h"
 #include "util/digest.h"
 #include "util/err.h"
@@ -77,35 +78,31 @@ push(char ***v, size_t *n, const char *s)
   return 0;
 }
 
-static int
-add_arg(struct sn_snap_hosts *h, const char *opt, const char *val)
+int
+sn_snap_hosts_add_arg(struct sn_snap_hosts *h, const char *opt,
+                      const char *val)
 {
   if (push(&h->args, &h->nargs, opt) == -1)
     return -1;
   return val ? push(&h->args, &h->nargs, val) : 0;
 }
 
-/* --mirror scheme://host (the URL without its /v2). */
+/* --mirror scheme://host (the URL without its /v2), and host among the
+ * hosts the mount may ask. */
 static int
 add_mirror(struct sn_snap_hosts *h, const char *scheme, const char *host)
 {
   char *u;
+  size_t i;
   int r;
 
   if (asprintf(&u, "%s://%s", scheme, host) < 0)
     return sn_oom();
-  r = add_arg(h, "--mirror", u);
+  r = sn_snap_hosts_add_arg(h, "--mirror", u);
   free(u);
-  return r;
-}
-
-static bool
-has_host(const struct sn_snap_hosts *h, const char *host)
-{
-  for (size_t i = 0; i < h->nhosts; i++)
-    if (strcmp(h->hosts[i], host) == 0)
-      return true;
-  return false;
+  for (i = 0; i < h->nhosts && strcmp(h->hosts[i], host) != 0; i++)
+    ;
+  return r == 0 && i == h->nhosts ? push(&h->hosts, &h->nhosts, host) : r;
 }
 
 /* "scheme://host[:port][/v2][/]" → its parts; other paths are refused
@@ -236,9 +233,7 @@ mirrors(struct hosts_acc *a, json_t *hosts)
       r = 0;
     }
     else if (host_settings(a, t, scheme, url) == 0 &&
-             add_mirror(a->h, scheme, host) == 0 &&
-             (has_host(a->h, host) || push(&a->h->hosts, &a->h->nhosts,
-                                            host) == 0))
+             add_mirror(a->h, scheme, host) == 0)
       r = 0;
     free(scheme);
     free(host);
@@ -255,8 +250,9 @@ server(struct hosts_acc *a, json_t *doc, const char *registry)
 {
   json_t *sv = json_object_get(doc, "server");
   const char *url = json_string_value(sv);
-  const char *api = strcmp(registry, "docker.io") == 0
-    ? "registry-1.docker.io" : registry;
+  struct sn_ref ref = { .kind = SN_REF_REGISTRY,
+                        .registry = (char *) registry };
+  const char *api = sn_ref_api_host(&ref);
   char *scheme = NULL, *host = NULL;
   int r = -1;
 
@@ -271,14 +267,12 @@ server(struct hosts_acc *a, json_t *doc, const char *registry)
   if (host_settings(a, doc, scheme, url) == -1)
     goto out;
   if (strcmp(host, registry) == 0 || strcmp(host, api) == 0)
-    r = strcmp(scheme, "http") == 0 ? add_arg(a->h, "--plain-http", registry)
-      : 0;
+    r = strcmp(scheme, "http") == 0
+      ? sn_snap_hosts_add_arg(a->h, "--plain-http", registry) : 0;
   else {
     note(a, "server %s is tried as the last mirror, before %s itself", url,
          registry);
     r = add_mirror(a->h, scheme, host);
-    if (r == 0 && !has_host(a->h, host))
-      r = push(&a->h->hosts, &a->h->nhosts, host);
   }
 out:
   free(scheme);
@@ -290,7 +284,7 @@ out:
 static int
 ca_bundle(struct hosts_acc *a, const char *certs_dir)
 {
-  uint8_t *all = NULL, *buf, md[SN_SHA256_LEN];
+  uint8_t *all = NULL, *buf;
   size_t len = 0, n, i;
   char digest[SN_DIGEST_STRLEN + 1], *path = NULL;
   int r = -1;
@@ -317,8 +311,7 @@ ca_bundle(struct hosts_acc *a, const char *certs_dir)
       all[len++] = '\n';
     free(buf);
   }
-  sn_sha256(all, len, md);
-  sn_digest_format(md, digest);
+  sn_digest_of(all, len, digest);
   if (sn_mkdir_p(certs_dir, 0755) == -1)
     goto out;
   if (asprintf(&path, "%s/%s.pem", certs_dir, digest + 7) < 0) {
@@ -331,7 +324,7 @@ ca_bundle(struct hosts_acc *a, const char *certs_dir)
     sn_set_error("%s: %s", path, strerror(errno));
     goto out;
   }
-  r = add_arg(a->h, "--cacert", path);
+  r = sn_snap_hosts_add_arg(a->h, "--cacert", path);
 out:
   free(all);
   free(path);
@@ -403,7 +396,7 @@ sn_snap_hosts_load(const char *dirs, const char *registry,
   if (a.ncas && ca_bundle(&a, certs_dir) == -1)
     goto out;
   if (a.skip && a.skip == a.https)
-    r = add_arg(h, "--insecure", NULL);
+    r = sn_snap_hosts_add_arg(h, "--insecure", NULL);
   else {
     if (a.skip)
       note(&a, "skip_verify is followed only when every HTTPS host has it: "

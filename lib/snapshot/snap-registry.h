@@ -47,6 +47,9 @@ int sn_snap_hosts_load(const char *dirs, const char *registry,
                        const char *certs_dir, void (*log)(const char *),
                        struct sn_snap_hosts *h);
 void sn_snap_hosts_clear(struct sn_snap_hosts *h);
+/* One more mount option opt, with its value val unless NULL. */
+int sn_snap_hosts_add_arg(struct sn_snap_hosts *h, const char *opt,
+                          const char *val);
 
 /* ---- credentials from CRI pulls ------------------------------------ */
 

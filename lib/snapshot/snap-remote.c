@@ -130,29 +130,26 @@ auth_dir(const struct sn_snapshots *s)
   return p;
 }
 
-/* AUTHDIR/<hex>.json for layer "sha256:<hex>" (malloc'd), or NULL (out
- * of memory, or not such a digest: no file is named after it). */
+/* DIR/<hex>.json for layer "sha256:<hex>" (malloc'd), or NULL (out of
+ * memory, or not such a digest: no file is named after it). */
 static char *
-auth_path(const struct sn_snapshots *s, const char *layer)
+auth_path(const char *dir, const char *layer)
 {
-  char *d, *p;
+  char *p;
 
   if (strncmp(layer, "sha256:", 7) != 0 || strlen(layer) != 71 ||
       strspn(layer + 7, "0123456789abcdef") != 64 ||
-      (d = auth_dir(s)) == NULL)
+      asprintf(&p, "%s/%s.json", dir, layer + 7) < 0)
     return NULL;
-  if (asprintf(&p, "%s/%s.json", d, layer + 7) < 0)
-    p = NULL;
-  free(d);
   return p;
 }
 
-/* The registry options for image (hosts.toml) and, when a CRI pull gave
- * credentials for its repository, --auth-file with them: appended to
- * h->args. */
+/* The mount options for layer of image: the registry's (hosts.toml),
+ * --auth-file when a CRI pull gave credentials for its repository, and
+ * --index when one was named.  *h filled, or -1. */
 static int
-registry_args(struct sn_snapshots *s, const char *image, const char *layer,
-              struct sn_snap_hosts *h)
+mount_args(struct sn_snapshots *s, const char *image, const char *layer,
+           const char *index, struct sn_snap_hosts *h)
 {
   struct sn_ref ref;
   char *certs = NULL, *auth = NULL, *dir = NULL;
@@ -165,47 +162,35 @@ registry_args(struct sn_snapshots *s, const char *image, const char *layer,
     return sn_set_error("%.200s: not a registry reference", image);
   }
   if (asprintf(&certs, "%s/certs", s->root) < 0) {
-    certs = NULL;
-    sn_oom();
-    goto out;
+    sn_ref_clear(&ref);
+    return sn_oom();
   }
   if (sn_snap_hosts_load(s->remote.hosts_dirs, ref.registry, certs,
                          s->remote.log, h) == -1)
     goto out;
+  if (s->remote.creds && (dir = auth_dir(s)) == NULL) {
+    sn_oom();
+    goto fail;
+  }
+  if (dir && (auth = auth_path(dir, layer)) != NULL) {
+    if (sn_mkdir_p(dir, 0700) == -1 ||
+        sn_snap_creds_write(s->remote.creds, image,
+                            (const char *const *) h->hosts, h->nhosts,
+                            auth) == -1)
+      goto fail;
+    /* Written now, or by an earlier mount of the layer: its device is
+     * shared, and may be serving with them. */
+    if (access(auth, F_OK) == 0 &&
+        sn_snap_hosts_add_arg(h, "--auth-file", auth) == -1)
+      goto fail;
+  }
+  if (index && index[0] && sn_snap_hosts_add_arg(h, "--index", index) == -1)
+    goto fail;
   r = 0;
-  if (s->remote.creds == NULL || (auth = auth_path(s, layer)) == NULL)
-    goto out;
-  if ((dir = auth_dir(s)) == NULL) {
-    r = sn_oom();
-    goto out;
-  }
-  if (sn_mkdir_p(dir, 0700) == -1 ||
-      sn_snap_creds_write(s->remote.creds, image,
-                          (const char *const *) h->hosts, h->nhosts,
-                          auth) == -1) {
-    r = -1;
-    goto out;
-  }
-  /* Written now, or by an earlier mount of the layer: its device is
-   * shared, and may be serving with them. */
-  if (access(auth, F_OK) == 0) {
-    char **v = realloc(h->args, (h->nargs + 3) * sizeof *v);
-
-    if (v == NULL) {
-      r = sn_oom();
-      goto out;
-    }
-    h->args = v;
-    v[h->nargs++] = strdup("--auth-file");
-    v[h->nargs++] = auth;
-    v[h->nargs] = NULL;
-    auth = NULL;
-    if (v[h->nargs - 2] == NULL)
-      r = sn_oom();
-  }
+  goto out;
+fail:
+  sn_snap_hosts_clear(h);
 out:
-  if (r == -1)
-    sn_snap_hosts_clear(h);
   sn_ref_clear(&ref);
   free(certs);
   free(auth);
@@ -220,14 +205,10 @@ snap_remote_mount(struct sn_snapshots *s, const char *image,
   struct sn_snap_hosts h;
   int r;
 
-  if (registry_args(s, image, layer, &h) == -1)
+  if (mount_args(s, image, layer, index, &h) == -1)
     return -1;
-  if (index && index[0])
-    r = run_with(s->remote.mount_argv, h.args, h.nargs, "--index", index,
-                 "--layer", layer, image, dir, (const char *) NULL);
-  else
-    r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
-                 image, dir, (const char *) NULL);
+  r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
+               image, dir, (const char *) NULL);
   sn_snap_hosts_clear(&h);
   if (r == -1)                  /* no credentials left for a failed one */
     snap_remote_auth_gc(s);

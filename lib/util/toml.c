@@ -391,12 +391,34 @@ fail:
   return NULL;
 }
 
+/* key = value, into table (the value at depth). */
+static int
+pair(struct tp *t, json_t *table, int depth)
+{
+  struct key k = { .n = 0 };
+  json_t *v;
+  int r = -1;
+
+  if (parse_key(t, &k) == -1)
+    goto out;
+  if (!at(t, '=')) {
+    bad(t, "a key needs '=' and a value");
+    goto out;
+  }
+  t->p++;
+  skip_blank(t);
+  if ((v = value(t, depth)) != NULL)
+    r = assign(t, table, &k, v);
+out:
+  key_clear(&k);
+  return r;
+}
+
 /* { k = v, ... } on one line, no trailing comma. */
 static json_t *
 inline_table(struct tp *t, int depth)
 {
-  json_t *o = json_object(), *v;
-  struct key k = { .n = 0 };
+  json_t *o = json_object();
 
   t->p++;
   if (o == NULL) {
@@ -409,17 +431,8 @@ inline_table(struct tp *t, int depth)
     return o;
   }
   for (;;) {
-    if (parse_key(t, &k) == -1)
+    if (pair(t, o, depth + 1) == -1)
       goto fail;
-    if (!at(t, '=')) {
-      bad(t, "a key needs '=' and a value");
-      goto fail;
-    }
-    t->p++;
-    skip_blank(t);
-    if ((v = value(t, depth + 1)) == NULL || assign(t, o, &k, v) == -1)
-      goto fail;
-    key_clear(&k);
     skip_blank(t);
     if (at(t, '}'))
       break;
@@ -433,7 +446,6 @@ inline_table(struct tp *t, int depth)
   return o;
 
 fail:
-  key_clear(&k);
   json_decref(o);
   return NULL;
 }
@@ -563,7 +575,6 @@ sn_toml_parse(const char *buf, size_t len, const char *what)
 {
   struct tp t = { .p = buf, .end = buf + len, .line = 1 };
   json_t *root = json_object(), *table = root;
-  struct key k = { .n = 0 };
 
   if (root == NULL) {
     sn_oom();
@@ -583,21 +594,8 @@ sn_toml_parse(const char *buf, size_t len, const char *what)
       if ((table = header(&t, root)) == NULL)
         goto fail;
     }
-    else {
-      json_t *v;
-
-      if (parse_key(&t, &k) == -1)
-        goto fail;
-      if (!at(&t, '=')) {
-        bad(&t, "a key needs '=' and a value");
-        goto fail;
-      }
-      t.p++;
-      skip_blank(&t);
-      if ((v = value(&t, 0)) == NULL || assign(&t, table, &k, v) == -1)
-        goto fail;
-      key_clear(&k);
-    }
+    else if (pair(&t, table, 0) == -1)
+      goto fail;
     if (end_of_line(&t) == -1)
       goto fail;
   }
@@ -605,7 +603,6 @@ sn_toml_parse(const char *buf, size_t len, const char *what)
   return root;
 
 fail:
-  key_clear(&k);
   free(t.defined);
   json_decref(root);
   sn_set_error("%s:%d: %s", what, t.line, t.err[0] ? t.err : "malformed");
