@@ -1,20 +1,25 @@
 /* soci-nbd: building a layer's dense index (docs/dense-index.md) in the
  * same pass as its SOCI ztoc.  The ztoc builder tells it every deflate
- * block boundary (with the window there) and every file start; it keeps
- * the compressed bytes it still needs, places checkpoints by the rule of
- * struct sn_dense_opts, and once the 32 KiB of output after a checkpoint
- * have gone by, computes its sparse window (lib/inflate/window-use.h),
- * checks that zlib decodes that output identically with it, and packs it
- * into the windows blob.  Sub-span digests are taken over the kept bytes.
+ * block boundary, every piece of output and every file start; it keeps
+ * the compressed bytes and the output it still needs, places checkpoints
+ * by the rule of struct sn_dense_opts, and once the 32 KiB of output
+ * after a checkpoint have gone by, computes its sparse window from the
+ * 32 KiB before it (lib/inflate/window-use.h), checks that an independent
+ * decoder reproduces that output with it, and packs it into the windows
+ * blob.  Sub-span digests are taken over the kept bytes.
+ *
+ * The hooks and feeds are messages through a pipe (lib/util/pipe.h):
+ * applied at once, or with sn_dense_opts.thread on a helper thread while
+ * the ztoc builder's thread decodes on; the same work either way.
  *
  * Memory: the compressed bytes from the oldest of (the last checkpoint,
  * the oldest checkpoint still waiting for its window, the candidate
  * boundary) to the end of what was fed: about max_gap, plus a deflate
  * block, plus the compressed size of 32 KiB of output; the output from
- * the oldest waiting checkpoint or the candidate on (a deflate block's
- * output plus 32 KiB; a layer whose blocks make more than MAX_KEPT_OUT
- * gets no dense index); a 32 KiB window per waiting checkpoint and the
- * candidate's.
+ * 32 KiB before the oldest waiting checkpoint or the candidate on (a
+ * deflate block's output plus 64 KiB; a layer whose blocks make more than
+ * MAX_KEPT_OUT gets no dense index); with a helper thread, up to
+ * PIPE_MAX bytes more, sent and not yet applied.
  *
  * A zstd layer's boundaries are its frame ends (the zinfo builder's zstd
  * mode): the same placement, no window (frames decode on their own), no
@@ -31,6 +36,7 @@
 #include "soci/build.h"
 #include "util/digest.h"
 #include "util/err.h"
+#include "util/pipe.h"
 
 #define DEFAULT_MIN_GAP ((int64_t) 16 << 10)
 #define DEFAULT_MAX_GAP ((int64_t) 64 << 10)
@@ -41,13 +47,24 @@
 #define WIN SN_ZINFO_WINSIZE
 #define MAX_KEPT_OUT ((size_t) 256 << 20)
 #define MAX_ZSTD_KEPT ((size_t) SN_SPAN_MAX_OUT)
+/* Bytes sent to the pipe's thread and not applied yet, at most. */
+#define PIPE_MAX ((size_t) 8 << 20)
+
+/* Bytes [start, start + len) of a stream, at p + off.  Dropping the
+ * front moves only off; the live bytes move down when an append finds
+ * the dead front at least as long as they are, so each byte moves about
+ * once however often the front is dropped. */
+struct kbuf {
+  uint8_t *p;
+  size_t off, len, cap;
+  int64_t start;
+};
 
 /* A boundary: the candidate, or a checkpoint waiting for its window. */
 struct point {
   int64_t in, out;
   unsigned bits;
   size_t cp;                    /* its checkpoint (waiting ones) */
-  uint8_t *window;              /* WIN bytes, owned */
 };
 
 /* A checkpoint taken. */
@@ -59,18 +76,14 @@ struct taken {
 };
 
 struct sn_dense_builder {
-  struct sn_ztoc_builder *zb;
   int64_t min_gap, max_gap;
   bool zstd;                    /* frame boundaries, no windows */
-  bool failed;
+  struct sn_pipe *pipe;         /* to the thread that applies the hooks */
+  _Atomic bool failed;
   char *why;                    /* the first failure's message */
 
-  uint8_t *buf;                 /* compressed bytes [buf_start, +buf_len) */
-  int64_t buf_start;
-  size_t buf_len, buf_cap;
-  uint8_t *obuf;                /* output [obuf_start, +obuf_len) */
-  int64_t obuf_start;
-  size_t obuf_len, obuf_cap;
+  struct kbuf in;               /* compressed bytes kept */
+  struct kbuf out;              /* output kept */
   int64_t out_end;              /* output seen so far */
 
   struct point cand;            /* the last boundary, not decided yet */
@@ -84,6 +97,7 @@ struct sn_dense_builder {
   size_t nwait, waitcap;
 
   uint8_t *windows;             /* the windows blob */
+  struct sn_dense_packer *packer;
   size_t windows_len, windows_cap;
 };
 
@@ -107,6 +121,47 @@ grow(void *p, size_t *cap, size_t n, size_t sz)
   return 0;
 }
 
+static const uint8_t *
+kbuf_data(const struct kbuf *b)
+{
+  return b->p + b->off;
+}
+
+static int64_t
+kbuf_end(const struct kbuf *b)
+{
+  return b->start + (int64_t) b->len;
+}
+
+static int
+kbuf_append(struct kbuf *b, const uint8_t *data, size_t n)
+{
+  if (b->off && b->off >= b->len) {
+    memmove(b->p, b->p + b->off, b->len);
+    b->off = 0;
+  }
+  if (grow(&b->p, &b->cap, b->off + b->len + n, 1) == -1)
+    return -1;
+  memcpy(b->p + b->off + b->len, data, n);
+  b->len += n;
+  return 0;
+}
+
+/* Forget the bytes before offset keep. */
+static void
+kbuf_drop_to(struct kbuf *b, int64_t keep)
+{
+  size_t n;
+
+  if (keep <= b->start)
+    return;
+  n = (uint64_t) (keep - b->start) < b->len ? (size_t) (keep - b->start)
+                                             : b->len;
+  b->off += n;
+  b->len -= n;
+  b->start += (int64_t) n;
+}
+
 /* The first kept byte a point needs (the one with its leftover bits). */
 static int64_t
 point_start(int64_t in, unsigned bits)
@@ -118,8 +173,7 @@ point_start(int64_t in, unsigned bits)
 static void
 trim(struct sn_dense_builder *d)
 {
-  int64_t keep = d->buf_start + (int64_t) d->buf_len, s;
-  size_t n;
+  int64_t keep = kbuf_end(&d->in), s;
 
   if (d->ncp && (s = point_start(d->cp[d->ncp - 1].in,
                                  d->cp[d->ncp - 1].bits)) < keep)
@@ -128,33 +182,23 @@ trim(struct sn_dense_builder *d)
     keep = s;
   if (d->have_cand && (s = point_start(d->cand.in, d->cand.bits)) < keep)
     keep = s;
-  if (keep > d->buf_start) {
-    n = (size_t) (keep - d->buf_start);
-    memmove(d->buf, d->buf + n, d->buf_len - n);
-    d->buf_len -= n;
-    d->buf_start = keep;
-  }
-  keep = d->obuf_start + (int64_t) d->obuf_len;
+  kbuf_drop_to(&d->in, keep);
+  keep = kbuf_end(&d->out);     /* a point's window is the output before it */
   if (d->nwait && d->wait[0].out < keep)
     keep = d->wait[0].out;
   if (d->have_cand && d->cand.out < keep)
     keep = d->cand.out;
-  if (keep > d->obuf_start) {
-    n = (size_t) (keep - d->obuf_start);
-    memmove(d->obuf, d->obuf + n, d->obuf_len - n);
-    d->obuf_len -= n;
-    d->obuf_start = keep;
-  }
+  kbuf_drop_to(&d->out, keep - WIN);
 }
 
 /* The kept bytes from offset start on (NULL if they are not kept). */
 static const uint8_t *
 kept(const struct sn_dense_builder *d, int64_t start, size_t *len)
 {
-  if (start < d->buf_start || start > d->buf_start + (int64_t) d->buf_len)
+  if (start < d->in.start || start > kbuf_end(&d->in))
     return NULL;
-  *len = d->buf_len - (size_t) (start - d->buf_start);
-  return d->buf + (start - d->buf_start);
+  *len = d->in.len - (size_t) (start - d->in.start);
+  return kbuf_data(&d->in) + (start - d->in.start);
 }
 
 /* Hash the sub-span of the last checkpoint, which ends at end. */
@@ -182,7 +226,7 @@ add_window(struct sn_dense_builder *d, const uint8_t sparse[WIN],
   uint8_t *frame;
   size_t flen;
 
-  if (sn_dense_window_pack(sparse, &frame, &flen) == -1)
+  if (sn_dense_window_pack(d->packer, sparse, &frame, &flen) == -1)
     return -1;
   if (grow(&d->windows, &d->windows_cap, d->windows_len + flen, 1) == -1) {
     free(frame);
@@ -198,16 +242,16 @@ add_window(struct sn_dense_builder *d, const uint8_t sparse[WIN],
 }
 
 /* Waiting point p has the output after it (32 KiB, or to its member's
- * end): find the window bytes that output reads, check that zlib decodes
- * it the same with only those, and store them (none: no window). */
+ * end): find the window bytes that output reads, check that it decodes
+ * the same with only those, and store them (none: no window). */
 static int
 settle(struct sn_dense_builder *d, struct point *p)
 {
   static const char what[] = "dense index: checkpoint";
   struct taken *t = &d->cp[p->cp];
-  uint8_t sparse[WIN];
+  uint8_t sparse[WIN], front[WIN];
   struct sn_window_use st;
-  const uint8_t *in;
+  const uint8_t *in, *window;
   size_t len, winlen = p->out < WIN ? (size_t) p->out : WIN;
   uint64_t bitoff = p->bits ? 8 - p->bits : 0;
 
@@ -217,17 +261,25 @@ settle(struct sn_dense_builder *d, struct point *p)
   in = kept(d, point_start(p->in, p->bits), &len);
   if (in == NULL)
     return sn_set_error("%s %zu: its bytes are not kept", what, p->cp);
-  if (sn_window_sparse(in, len, bitoff, p->window, winlen, WIN, sparse,
+  if (p->out - (int64_t) winlen < d->out.start || p->out > kbuf_end(&d->out))
+    return sn_set_error("%s %zu: its window is not kept", what, p->cp);
+  window = kbuf_data(&d->out) + (p->out - WIN - d->out.start);
+  if (winlen < WIN) {           /* zeros before the stream's start */
+    memset(front, 0, WIN - winlen);
+    memcpy(front + WIN - winlen, kbuf_data(&d->out), winlen);
+    window = front;
+  }
+  if (sn_window_sparse(in, len, bitoff, window, winlen, WIN, sparse,
                        &st) == -1)
     return sn_prefix_error("%s %zu (offset %" PRId64 "): ", what, p->cp,
                            p->in);
   if (st.count == 0)
     return 0;
-  if (p->out < d->obuf_start ||
-      p->out + (int64_t) st.out > d->obuf_start + (int64_t) d->obuf_len)
+  if (p->out < d->out.start || p->out + (int64_t) st.out > kbuf_end(&d->out))
     return sn_set_error("%s %zu: its output is not kept", what, p->cp);
   if (sn_window_check(in, len, bitoff, sparse,
-                      d->obuf + (p->out - d->obuf_start), st.out) != 0)
+                      kbuf_data(&d->out) + (p->out - d->out.start),
+                      st.out) != 0)
     return sn_prefix_error("%s %zu (offset %" PRId64 "): its sparse window "
                            "does not reproduce the layer: ", what, p->cp,
                            p->in);
@@ -244,7 +296,6 @@ settle_ready(struct sn_dense_builder *d, int64_t out)
 
   while (k < d->nwait && (out < 0 || d->wait[k].out + WIN <= out)) {
     r = settle(d, &d->wait[k]);
-    free(d->wait[k].window);
     k++;
     if (r == -1)
       break;
@@ -256,7 +307,7 @@ settle_ready(struct sn_dense_builder *d, int64_t out)
   return r;
 }
 
-/* Make the candidate the next checkpoint (its window moves to the queue). */
+/* Make the candidate the next checkpoint (waiting for its window). */
 static int
 take_cand(struct sn_dense_builder *d)
 {
@@ -274,7 +325,6 @@ take_cand(struct sn_dense_builder *d)
   if (d->zstd)
     return 0;                   /* no window to wait for */
   d->wait[d->nwait++] = *p;
-  p->window = NULL;
   return 0;
 }
 
@@ -319,21 +369,20 @@ static int
 give_up(struct sn_dense_builder *d)
 {
   if (!d->failed) {
-    d->failed = true;
     d->why = strdup(sn_error());
+    d->failed = true;
   }
   return 0;
 }
 
-/* The zinfo builder's boundary hook. */
+/* A block boundary (the zinfo builder's boundary hook, applied). */
 static int
-on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
+apply_boundary(struct sn_dense_builder *d, int64_t in, unsigned bits,
+               int64_t out)
 {
-  struct sn_dense_builder *d = opaque;
-
   if (d->failed)
     return 0;
-  if (in > d->buf_start + (int64_t) d->buf_len) {
+  if (in > kbuf_end(&d->in)) {
     sn_set_error("dense index: the compressed bytes were not fed to it "
                  "first (offset %" PRId64 ")", in);
     goto fail;
@@ -343,23 +392,16 @@ on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
   if (d->have_cand && out == d->cand.out)
     d->have_cand = false;
   else if (d->have_cand && d->ncp && !worth_it(d, in, out))
-    d->have_cand = false;       /* its window buffer is reused */
+    d->have_cand = false;
   else if (d->have_cand && take_cand(d) == -1)
     goto fail;
   if (d->ncp == 0 && out != 0) {
     sn_set_error("dense index: the stream does not start with a block");
     goto fail;
   }
-  if (!d->zstd && d->cand.window == NULL &&
-      (d->cand.window = malloc(WIN)) == NULL) {
-    sn_oom();
-    goto fail;
-  }
   d->cand.in = in;
   d->cand.bits = bits;
   d->cand.out = out;
-  if (!d->zstd)
-    sn_zinfo_builder_window(sn_ztoc_builder_zinfo(d->zb), d->cand.window);
   d->have_cand = true;
   if (d->ncp == 0 && take_cand(d) == -1)   /* checkpoint 0: out 0 */
     goto fail;
@@ -369,26 +411,21 @@ fail:
   return give_up(d);
 }
 
-/* The ztoc builder's output hook: keep the output, and settle the
- * checkpoints whose 32 KiB of output are complete. */
+/* Output (the ztoc builder's output hook, applied): keep it, and settle
+ * the checkpoints whose 32 KiB of output are complete. */
 static int
-on_output(void *opaque, const uint8_t *data, size_t len)
+apply_output(struct sn_dense_builder *d, const uint8_t *data, size_t len)
 {
-  struct sn_dense_builder *d = opaque;
-
   d->out_end += (int64_t) len;
   if (d->failed || len == 0 || d->zstd)
     return 0;
-  if (d->obuf_len + len > MAX_KEPT_OUT) {
+  if (d->out.len + len > MAX_KEPT_OUT) {
     sn_set_error("dense index: a deflate block makes more than %zu MiB of "
                  "output", MAX_KEPT_OUT >> 20);
     goto fail;
   }
-  if (grow(&d->obuf, &d->obuf_cap, d->obuf_len + len, 1) == -1)
-    goto fail;
-  memcpy(d->obuf + d->obuf_len, data, len);
-  d->obuf_len += len;
-  if (settle_ready(d, d->obuf_start + (int64_t) d->obuf_len) == -1)
+  if (kbuf_append(&d->out, data, len) == -1 ||
+      settle_ready(d, kbuf_end(&d->out)) == -1)
     goto fail;
   trim(d);
   return 0;
@@ -396,19 +433,116 @@ fail:
   return give_up(d);
 }
 
-/* The ztoc builder's file hook: remember where file data starts. */
+/* A file's data start (the ztoc builder's file hook, applied). */
 static int
-on_file(void *opaque, int64_t data_offset, int64_t size)
+apply_file(struct sn_dense_builder *d, int64_t data_offset)
 {
-  struct sn_dense_builder *d = opaque;
-
-  (void) size;
   if (d->failed)
     return 0;
   if (grow(&d->files, &d->filecap, d->nfiles + 1, sizeof *d->files) == -1)
     return give_up(d);
   d->files[d->nfiles++] = data_offset;
   return 0;
+}
+
+/* Compressed bytes (sn_dense_builder_feed, applied). */
+static int
+apply_feed(struct sn_dense_builder *d, const uint8_t *data, size_t len)
+{
+  if (d->failed || len == 0)
+    return 0;
+  if (d->zstd && d->in.len + len > MAX_ZSTD_KEPT) {
+    sn_set_error("dense index: a zstd frame (or run of frames) of more than "
+                 "%zu MiB", MAX_ZSTD_KEPT >> 20);
+    free(d->in.p);
+    d->in = (struct kbuf) { .start = kbuf_end(&d->in) };
+    return give_up(d);
+  }
+  if (kbuf_append(&d->in, data, len) == -1)
+    return give_up(d);
+  return 0;
+}
+
+/* ---- the hooks: what the ztoc builder's thread tells the pipe's ---- */
+
+enum { M_FEED, M_BOUNDARY, M_OUTPUT, M_FILE };
+
+/* The pipe's thread: apply one message. */
+static void
+apply(void *opaque, const struct sn_pipe_msg *m)
+{
+  struct sn_dense_builder *d = opaque;
+
+  switch (m->kind) {
+  case M_FEED:
+    apply_feed(d, m->data, m->len);
+    break;
+  case M_BOUNDARY:
+    apply_boundary(d, m->a, (unsigned) m->c, m->b);
+    break;
+  case M_OUTPUT:                /* a zstd layer's output: its length */
+    apply_output(d, m->data, m->len ? m->len : (size_t) m->a);
+    break;
+  case M_FILE:
+    apply_file(d, m->a);
+    break;
+  }
+}
+
+/* Send m unless the builder has failed; a message that cannot be sent
+ * fails it. */
+static int
+send(struct sn_dense_builder *d, const struct sn_pipe_msg *m)
+{
+  if (d->failed || sn_pipe_send(d->pipe, m) == 0)
+    return 0;
+  sn_pipe_free(d->pipe);        /* stop the thread before failing */
+  d->pipe = NULL;
+  return give_up(d);
+}
+
+static int
+on_boundary(void *opaque, int64_t in, unsigned bits, int64_t out)
+{
+  struct sn_dense_builder *d = opaque;
+
+  return send(d, &(struct sn_pipe_msg) { .kind = M_BOUNDARY, .a = in,
+                                         .b = out, .c = bits });
+}
+
+static int
+on_output(void *opaque, const uint8_t *data, size_t len)
+{
+  struct sn_dense_builder *d = opaque;
+
+  if (d->zstd)                  /* only counted: a zstd layer keeps none */
+    return send(d, &(struct sn_pipe_msg) { .kind = M_OUTPUT,
+                                           .a = (int64_t) len });
+  return send(d, &(struct sn_pipe_msg) { .kind = M_OUTPUT, .data = data,
+                                         .len = len });
+}
+
+static int
+on_file(void *opaque, int64_t data_offset, int64_t size)
+{
+  struct sn_dense_builder *d = opaque;
+
+  (void) size;
+  return send(d, &(struct sn_pipe_msg) { .kind = M_FILE,
+                                         .a = data_offset });
+}
+
+int
+sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
+                      size_t len)
+{
+  if (len > SN_DENSE_FEED_MAX)
+    return sn_set_error("dense index: a feed of %zu bytes (at most %zu)",
+                        len, SN_DENSE_FEED_MAX);
+  if (len == 0)
+    return 0;
+  return send(d, &(struct sn_pipe_msg) { .kind = M_FEED, .data = data,
+                                         .len = len });
 }
 
 struct sn_dense_builder *
@@ -437,39 +571,24 @@ sn_dense_builder_new(struct sn_ztoc_builder *zb, const struct sn_dense_opts *o)
     sn_oom();
     return NULL;
   }
-  d->zb = zb;
   d->zstd = sn_ztoc_builder_compression(zb) == SN_COMP_ZSTD;
+  if (!d->zstd && (d->packer = sn_dense_packer_new()) == NULL) {
+    free(d);
+    return NULL;
+  }
   d->min_gap = min_gap;
   d->max_gap = max_gap;
+  d->pipe = sn_pipe_new(apply, d, PIPE_MAX, o && o->thread);
+  if (d->pipe == NULL) {
+    sn_dense_packer_free(d->packer);
+    free(d);
+    return NULL;
+  }
   sn_zinfo_builder_set_boundary_hook(sn_ztoc_builder_zinfo(zb), on_boundary,
                                      d);
   sn_ztoc_builder_set_file_hook(zb, on_file, d);
   sn_ztoc_builder_set_output_hook(zb, on_output, d);
   return d;
-}
-
-int
-sn_dense_builder_feed(struct sn_dense_builder *d, const uint8_t *data,
-                      size_t len)
-{
-  if (len > SN_DENSE_FEED_MAX)
-    return sn_set_error("dense index: a feed of %zu bytes (at most %zu)",
-                        len, SN_DENSE_FEED_MAX);
-  if (d->failed || len == 0)
-    return 0;
-  if (d->zstd && d->buf_len + len > MAX_ZSTD_KEPT) {
-    sn_set_error("dense index: a zstd frame (or run of frames) of more than "
-                 "%zu MiB", MAX_ZSTD_KEPT >> 20);
-    free(d->buf);
-    d->buf = NULL;
-    d->buf_len = d->buf_cap = 0;
-    return give_up(d);
-  }
-  if (grow(&d->buf, &d->buf_cap, d->buf_len + len, 1) == -1)
-    return give_up(d);
-  memcpy(d->buf + d->buf_len, data, len);
-  d->buf_len += len;
-  return 0;
 }
 
 /* The dense table: a copy of z (its file table) with the sub-spans'
@@ -560,13 +679,14 @@ sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
   *table = NULL;
   *windows = NULL;
   *windows_len = 0;
+  sn_pipe_close(d->pipe);       /* every hook applied */
   if (d->failed)
     return sn_set_error("%s", d->why ? d->why : "out of memory");
   if (d->ncp == 0)
     return sn_set_error("dense index: the layer has no deflate block");
-  if (d->buf_start + (int64_t) d->buf_len != z->compressed_size)
+  if (kbuf_end(&d->in) != z->compressed_size)
     return sn_set_error("dense index: %" PRId64 " bytes fed, the layer has "
-                        "%" PRId64, d->buf_start + (int64_t) d->buf_len,
+                        "%" PRId64, kbuf_end(&d->in),
                         z->compressed_size);
   /* The last boundary, decided with the stream's end as the next one. */
   if (d->have_cand && worth_it(d, z->compressed_size, d->out_end) &&
@@ -596,19 +716,16 @@ sn_dense_builder_finish(struct sn_dense_builder *d, const struct sn_ztoc *z,
 void
 sn_dense_builder_free(struct sn_dense_builder *d)
 {
-  size_t k;
-
   if (d == NULL)
     return;
-  for (k = 0; k < d->nwait; k++)
-    free(d->wait[k].window);
+  sn_pipe_free(d->pipe);
   free(d->wait);
-  free(d->cand.window);
   free(d->cp);
   free(d->files);
-  free(d->buf);
-  free(d->obuf);
+  free(d->in.p);
+  free(d->out.p);
   free(d->windows);
+  sn_dense_packer_free(d->packer);
   free(d->why);
   free(d);
 }

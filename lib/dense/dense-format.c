@@ -19,10 +19,12 @@
 /* zstd levels: any level reads the same (docs/dense-format.md §4).  The
  * table is compressed once per layer and fetched at every start; windows
  * are many and small.  Measured on the minbase layer: the 1.34 MB table
- * takes 238 KB at level 9 (0.05 s), 237 KB at 15 (0.10 s), 207 KB at 19
- * (0.69 s); the 1,217 windows 1.98 MB at level 1, 1.96 MB at 3, 1.86 MB
- * at 9 (0.2 s more).  convert is CPU-bound: the cheap levels. */
-#define TABLE_LEVEL 9
+ * takes 252 KB at level 3 (9 ms), 241 KB at 6 (27 ms), 238 KB at 9 (75
+ * ms), 207 KB at 19 (0.69 s), and a 3.1 MB table of many small files 267,
+ * 247 and 241 KB at levels 3, 6 and 9 (8, 25 and 64 ms); the 1,217
+ * windows 1.98 MB at level 1, 1.96 MB at 3, 1.86 MB at 9 (0.2 s more).
+ * convert is CPU-bound: the cheap levels. */
+#define TABLE_LEVEL 6
 #define WINDOW_LEVEL 1
 
 /* Record layout (dense.h). */
@@ -221,24 +223,27 @@ sn_dense_cp_encode(const struct sn_zinfo *zi, const struct sn_winref *winref,
 /* Compress src as one zstd frame with its content size, and a content
  * checksum if asked (new buffer). */
 static int
-zstd_pack(const void *src, size_t n, int level, bool checksum,
-          uint8_t **out, size_t *len)
+zstd_pack(ZSTD_CCtx *reuse, const void *src, size_t n, int level,
+          bool checksum, uint8_t **out, size_t *len)
 {
   size_t cap = ZSTD_compressBound(n), got;
   uint8_t *buf = malloc(cap ? cap : 1), *shrunk;
-  ZSTD_CCtx *cx = ZSTD_createCCtx();
+  ZSTD_CCtx *cx = reuse ? reuse : ZSTD_createCCtx();
 
   if (buf == NULL || cx == NULL) {
     free(buf);
-    ZSTD_freeCCtx(cx);
+    if (reuse == NULL)
+      ZSTD_freeCCtx(cx);
     return sn_oom();
   }
+  ZSTD_CCtx_reset(cx, ZSTD_reset_session_and_parameters);
   got = ZSTD_CCtx_setParameter(cx, ZSTD_c_compressionLevel, level);
   if (!ZSTD_isError(got))
     got = ZSTD_CCtx_setParameter(cx, ZSTD_c_checksumFlag, checksum);
   if (!ZSTD_isError(got))
     got = ZSTD_compress2(cx, buf, cap, src, n);
-  ZSTD_freeCCtx(cx);
+  if (reuse == NULL)
+    ZSTD_freeCCtx(cx);
   if (ZSTD_isError(got)) {
     free(buf);
     return sn_set_error("dense: zstd: %s", ZSTD_getErrorName(got));
@@ -326,7 +331,7 @@ sn_dense_table_encode(const struct sn_ztoc *z, uint8_t **out, size_t *len)
     return sn_set_error("dense: table of %zu bytes (max %zu)", fblen,
                         SN_ZTOC_MAX_BLOB);
   }
-  ret = zstd_pack(fb, fblen, TABLE_LEVEL, true, out, len);
+  ret = zstd_pack(NULL, fb, fblen, TABLE_LEVEL, true, out, len);
   free(fb);
   return ret;
 }
@@ -376,12 +381,29 @@ fail:
 
 /* ---- windows ----------------------------------------------------------- */
 
+struct sn_dense_packer *
+sn_dense_packer_new(void)
+{
+  ZSTD_CCtx *cx = ZSTD_createCCtx();
+
+  if (cx == NULL)
+    sn_oom();
+  return (struct sn_dense_packer *) cx;
+}
+
+void
+sn_dense_packer_free(struct sn_dense_packer *pk)
+{
+  ZSTD_freeCCtx((ZSTD_CCtx *) pk);
+}
+
 int
-sn_dense_window_pack(const uint8_t window[SN_ZINFO_WINSIZE], uint8_t **out,
+sn_dense_window_pack(struct sn_dense_packer *pk,
+                     const uint8_t window[SN_ZINFO_WINSIZE], uint8_t **out,
                      size_t *len)
 {
-  if (zstd_pack(window, SN_ZINFO_WINSIZE, WINDOW_LEVEL, false, out,
-                len) == -1)
+  if (zstd_pack((ZSTD_CCtx *) pk, window, SN_ZINFO_WINSIZE, WINDOW_LEVEL,
+                false, out, len) == -1)
     return -1;
   if (*len > SN_DENSE_WIN_MAX_FRAME) {   /* cannot happen (dense.h) */
     free(*out);

@@ -111,8 +111,15 @@ struct sn_ztoc *sn_dense_table_decode(const uint8_t *buf, size_t len);
 
 /* ---- windows (dense-format.c) ------------------------------------------ */
 
-/* Compress a 32 KiB sparse window as one zstd frame. */
-int sn_dense_window_pack(const uint8_t window[SN_ZINFO_WINSIZE],
+/* A compression context reused by sn_dense_window_pack (one per thread):
+ * NULL on out of memory. */
+struct sn_dense_packer;
+struct sn_dense_packer *sn_dense_packer_new(void);
+void sn_dense_packer_free(struct sn_dense_packer *pk);
+/* Compress a 32 KiB sparse window as one zstd frame (*out malloc'd), with
+ * pk's context (NULL: a fresh one). */
+int sn_dense_window_pack(struct sn_dense_packer *pk,
+                         const uint8_t window[SN_ZINFO_WINSIZE],
                          uint8_t **out, size_t *len);
 /* Check frame against ref (digest, then length) and decompress it into
  * window (exactly SN_ZINFO_WINSIZE bytes or an error).  ref->len 0 (no
@@ -137,6 +144,10 @@ struct sn_ztoc_builder;
 struct sn_dense_opts {
   int64_t min_gap;   /* default 16 KiB */
   int64_t max_gap;   /* default 64 KiB */
+  /* Do the dense index's work (sparse windows, their check, digests) on a
+   * helper thread while the ztoc builder's thread decodes on: for a core
+   * that would otherwise idle.  The result is the same either way. */
+  bool thread;
 };
 
 /* A builder that rides on ztoc builder zb (gzip, or zstd: frame

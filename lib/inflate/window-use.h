@@ -79,10 +79,13 @@ int sn_window_verify(const uint8_t *in, size_t len, uint64_t bitoff,
                      const uint8_t sparse[SN_WINDOW_SIZE], size_t outlen);
 
 /* The same check against the output itself: decode exactly outlen bytes
- * from bitoff with zlib and the sparse window and compare them with expect
- * (the real output after the restart point).  0: identical; 1: they
- * differ; -1: the stream is corrupt or ends before outlen bytes.  One
- * decode instead of two: what a builder that has the output uses. */
+ * from bitoff with the sparse window and compare them with expect (the
+ * real output after the restart point).  0: identical; 1: they differ;
+ * -1: the stream is corrupt or ends before outlen bytes.  One decode
+ * instead of two: what a builder that has the output uses.  Up to 64
+ * KiB are decoded by ISA-L when the build has it (the plugin's decoder),
+ * zlib deciding whenever ISA-L does not produce them all; otherwise, and
+ * for longer outputs, by zlib. */
 int sn_window_check(const uint8_t *in, size_t len, uint64_t bitoff,
                     const uint8_t sparse[SN_WINDOW_SIZE],
                     const uint8_t *expect, size_t outlen);

@@ -86,6 +86,7 @@ struct sn_index_build_pool {
   pthread_cond_t cond;
   struct sn_registry *src, *dst;
   const struct sn_index_build_cfg *cfg;
+  bool spare_cores;              /* fewer layers than cores */
 };
 
 /* CLOCK_MONOTONIC in seconds. */
@@ -169,8 +170,12 @@ build_ztoc(struct sn_registry *reg, struct sn_index_build_job *j,
       sn_oom();
     goto out;
   }
+  /* The dense index's work on a core of its own if one is spare: a
+   * single-layer image then converts in about the time of the SOCI
+   * ztoc alone; with every core busy the thread would only add copies. */
   if (cfg->dense && j->comp != SN_COMP_UNCOMPRESSED &&
-      (f.dense = sn_dense_builder_new(f.b, NULL)) == NULL)
+      (f.dense = sn_dense_builder_new(f.b, &(struct sn_dense_opts) {
+          .thread = j->pool->spare_cores })) == NULL)
     goto out;
   if (cfg->copy_layers) {       /* copy it while indexing, unless DST has it */
     int e = sn_registry_blob_exists(j->pool->dst, d->digest, NULL);
@@ -343,6 +348,7 @@ run_pool(struct sn_index_build_pool *p)
   double last = 0;
   int e, r = 0;
 
+  p->spare_cores = p->njobs < nthreads;
   if (nthreads > p->njobs)
     nthreads = p->njobs;
   if (nthreads > 64)

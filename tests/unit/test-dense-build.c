@@ -438,6 +438,36 @@ check_spans(const struct sn_zinfo *zi, const struct built *bt,
   return bad;
 }
 
+/* The dense index is the same built with the other threading (o's
+ * thread flipped): the table's encoding and the windows blob. */
+static void
+same_threaded(const char *name, const uint8_t *gz, size_t len,
+              const struct sn_dense_opts *o, const struct built *bt)
+{
+  struct sn_dense_opts flip = o ? *o : (struct sn_dense_opts) { 0 };
+  struct built other;
+  uint8_t *a = NULL, *b = NULL;
+  size_t alen = 0, blen = 0;
+  bool same;
+
+  flip.thread = !flip.thread;
+  if (build_both(gz, gz, len, &flip, &other) != 0) {
+    ok(0, "%s: built again %s a helper thread (%s)", name,
+       flip.thread ? "with" : "without", sn_error());
+    return;
+  }
+  same = sn_dense_table_encode(bt->table, &a, &alen) == 0 &&
+         sn_dense_table_encode(other.table, &b, &blen) == 0 &&
+         alen == blen && memcmp(a, b, alen) == 0 &&
+         bt->winlen == other.winlen &&
+         (bt->winlen == 0 || memcmp(bt->win, other.win, bt->winlen) == 0);
+  ok(same, "%s: the same table and windows %s a helper thread", name,
+     flip.thread ? "with" : "without");
+  free(a);
+  free(b);
+  built_free(&other);
+}
+
 /* Everything about one layer. */
 static void
 check_layer(const char *name, const uint8_t *gz, size_t len,
@@ -457,6 +487,7 @@ check_layer(const char *name, const uint8_t *gz, size_t len,
   OK(r == 0, "%s: ztoc and dense index built in one pass (%s)", name, ERR);
   if (r != 0)
     goto out;
+  same_threaded(name, gz, len, o, &bt);
   OK(ztoc_alone(gz, len, &ref, &rlen) == 0 &&
      sn_ztoc_encode(bt.z, &enc, &elen) == 0 && rlen == elen &&
      memcmp(ref, enc, rlen) == 0,
@@ -614,31 +645,45 @@ refusals(const struct tap_buf *gz)
   sn_ztoc_builder_free(b);
   sn_dense_builder_free(d);
 
-  /* The ztoc builder fed bytes the dense builder was not given first. */
-  b = sn_ztoc_builder_new(SN_COMP_GZIP, &o);
-  d = b ? sn_dense_builder_new(b, NULL) : NULL;
-  r = d ? sn_ztoc_builder_feed(b, gz->p, gz->len) : -1;
-  z = r == 0 ? sn_ztoc_builder_finish(b, NULL) : NULL;
-  OK(z && sn_dense_builder_finish(d, z, &table, &win, &winlen) == -1 &&
-     strstr(sn_error(), "not fed"),
-     "a dense builder not fed first: the ztoc is built, the dense index "
-     "refused (%s)", WHY);
-  sn_ztoc_free(z);
-  sn_ztoc_builder_free(b);
-  sn_dense_builder_free(d);
+  for (int t = 0; t < 2; t++) {
+    struct sn_dense_opts th = { .thread = t };
+    const char *how = t ? " (helper thread)" : "";
 
-  /* The dense builder given other bytes than the layer (deflate data in
-   * the middle garbled): the windows there cannot be made or verified. */
-  copy = malloc(gz->len);
-  memcpy(copy, gz->p, gz->len);
-  for (i = gz->len / 2; i < gz->len / 2 + 200 && i < gz->len; i++)
-    copy[i] ^= 0x5a;
-  r = build_both(gz->p, copy, gz->len, NULL, &bt);
-  OK(r == -1, "a dense builder whose window check fails is refused (%s)",
-     WHY);
-  if (r == 0)
-    built_free(&bt);
-  free(copy);
+    /* The ztoc builder fed bytes the dense builder was not given first. */
+    b = sn_ztoc_builder_new(SN_COMP_GZIP, &o);
+    d = b ? sn_dense_builder_new(b, &th) : NULL;
+    r = d ? sn_ztoc_builder_feed(b, gz->p, gz->len) : -1;
+    z = r == 0 ? sn_ztoc_builder_finish(b, NULL) : NULL;
+    OK(z && sn_dense_builder_finish(d, z, &table, &win, &winlen) == -1 &&
+       strstr(sn_error(), "not fed"),
+       "a dense builder not fed first%s: the ztoc is built, the dense index "
+       "refused (%s)", how, WHY);
+    sn_ztoc_free(z);
+    sn_ztoc_builder_free(b);
+    sn_dense_builder_free(d);
+
+    /* The dense builder given other bytes than the layer (deflate data in
+     * the middle garbled): the windows there cannot be made or verified. */
+    copy = malloc(gz->len);
+    memcpy(copy, gz->p, gz->len);
+    for (i = gz->len / 2; i < gz->len / 2 + 200 && i < gz->len; i++)
+      copy[i] ^= 0x5a;
+    r = build_both(gz->p, copy, gz->len, &th, &bt);
+    OK(r == -1, "a dense builder whose window check fails is refused%s (%s)",
+       how, WHY);
+    if (r == 0)
+      built_free(&bt);
+    free(copy);
+
+    /* Freed half-way, its thread with messages still queued. */
+    b = sn_ztoc_builder_new(SN_COMP_GZIP, &o);
+    d = b ? sn_dense_builder_new(b, &th) : NULL;
+    r = d && sn_dense_builder_feed(d, gz->p, gz->len / 2) == 0 &&
+        sn_ztoc_builder_feed(b, gz->p, gz->len / 2) == 0 ? 0 : -1;
+    sn_dense_builder_free(d);
+    sn_ztoc_builder_free(b);
+    ok(r == 0, "a dense builder freed half-way through the layer%s", how);
+  }
 }
 
 /* ---- zstd layers ---------------------------------------------------------- */

@@ -471,7 +471,7 @@ test_windows(void)
   for (i = 0; i < sizeof win; i += 7)   /* sparse: most bytes zero */
     if (tap_xorshift(&rng) % 5 == 0)
       win[i] = (uint8_t) tap_xorshift(&rng);
-  OK(sn_dense_window_pack(win, &f, &n) == 0 && n < 20000,
+  OK(sn_dense_window_pack(NULL, win, &f, &n) == 0 && n < 20000,
      "pack a sparse window: %zu bytes (%s)", n, ERR);
   ref_of(f, n, &r);
   r.off = 4242;
@@ -481,7 +481,7 @@ test_windows(void)
   free(f);
   for (i = 0; i < sizeof win; i++)
     win[i] = (uint8_t) tap_xorshift(&rng);
-  OK(sn_dense_window_pack(win, &f, &n) == 0 && n <= SN_DENSE_WIN_MAX_FRAME &&
+  OK(sn_dense_window_pack(NULL, win, &f, &n) == 0 && n <= SN_DENSE_WIN_MAX_FRAME &&
      n > SN_ZINFO_WINSIZE, "an incompressible window: %zu bytes, within "
      "SN_DENSE_WIN_MAX_FRAME (%s)", n, ERR);
   ref_of(f, n, &r);
@@ -578,7 +578,7 @@ test_decode_run(void)
     uint8_t *f;
     size_t n;
 
-    if (sn_dense_window_pack(zi->cp[i].window, &f, &n))
+    if (sn_dense_window_pack(NULL, zi->cp[i].window, &f, &n))
       abort();
     windows = realloc(windows, wlen + n);
     memcpy(windows + wlen, f, n);
