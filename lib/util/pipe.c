@@ -55,7 +55,7 @@ pipe_main(void *arg)
   pthread_mutex_lock(&p->lock);
   for (;;) {
     struct item *batch = p->head, *it, *keep = NULL;
-    size_t bytes = 0, kept = 0;
+    size_t bytes = 0, kept = 0, room;
 
     if (batch == NULL) {
       if (p->closed)
@@ -66,14 +66,14 @@ pipe_main(void *arg)
       continue;
     }
     p->head = p->tail = NULL;
+    room = p->spare_bytes < p->max_bytes ? p->max_bytes - p->spare_bytes : 0;
     pthread_mutex_unlock(&p->lock);
     while ((it = batch) != NULL) {
       batch = it->next;
       if (!atomic_load_explicit(&p->discard, memory_order_relaxed))
         p->apply(p->opaque, &it->m);
       bytes += it->m.len;
-      if (it->cap >= SPARE_MIN &&
-          p->spare_bytes + kept + it->cap <= p->max_bytes) {
+      if (it->cap >= SPARE_MIN && kept + it->cap <= room) {
         it->next = keep;
         keep = it;
         kept += it->cap;
