@@ -602,8 +602,7 @@ make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
                          .nspans = d->ncp };
   struct sn_winref *ref = calloc(d->ncp, sizeof *ref);
   struct sn_ztoc *t = NULL;
-  uint8_t *buf = NULL;
-  size_t len, i;
+  size_t i;
 
   zi.cp = calloc(d->ncp, sizeof *zi.cp);
   if (ref == NULL || zi.cp == NULL) {
@@ -616,18 +615,10 @@ make_table(struct sn_dense_builder *d, const struct sn_ztoc *z)
                                         .bits = (uint8_t) d->cp[i].bits };
     ref[i] = d->cp[i].ref;
   }
-  /* A copy of z through its encoding (its checkpoints are replaced
-   * below). */
-  if (sn_dense_fb_encode(z, &buf, &len) == -1 ||
-      (t = sn_ztoc_decode(buf, len)) == NULL)
+  /* z's file table, with the dense checkpoints and digests. */
+  if ((t = sn_ztoc_copy_toc(z)) == NULL)
     goto out;
   t->compression = zi.compression;
-  for (i = 0; i < t->nspan_digests; i++)
-    sn_bytes_clear(&t->span_digests[i]);
-  free(t->span_digests);
-  free(t->checkpoints);
-  t->checkpoints = NULL;
-  t->nspan_digests = 0;
   t->span_digests = calloc(d->ncp, sizeof *t->span_digests);
   if (t->span_digests == NULL) {
     sn_oom();
@@ -650,7 +641,6 @@ fail:
   sn_ztoc_free(t);
   t = NULL;
 out:
-  free(buf);
   free(zi.cp);
   free(ref);
   return t;

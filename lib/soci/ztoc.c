@@ -56,6 +56,76 @@ sn_ztoc_new(void)
   return z;
 }
 
+/* *to = a copy of *from (NULL stays NULL). */
+static int
+bytes_copy(struct sn_bytes *to, const struct sn_bytes *from)
+{
+  memset(to, 0, sizeof *to);
+  return from->data ? sn_bytes_set(to, from->data, from->len) : 0;
+}
+
+static int
+file_copy(struct sn_ztoc_file *to, const struct sn_ztoc_file *from)
+{
+  size_t i;
+
+  *to = *from;                  /* the numbers; no pointer of from's kept: */
+  to->name = to->type = to->linkname = (struct sn_bytes) { 0 };
+  to->uname = to->gname = to->mod_time = (struct sn_bytes) { 0 };
+  to->pax = NULL;
+  to->npax = 0;
+  if (bytes_copy(&to->name, &from->name) == -1 ||
+      bytes_copy(&to->type, &from->type) == -1 ||
+      bytes_copy(&to->linkname, &from->linkname) == -1 ||
+      bytes_copy(&to->uname, &from->uname) == -1 ||
+      bytes_copy(&to->gname, &from->gname) == -1 ||
+      bytes_copy(&to->mod_time, &from->mod_time) == -1)
+    return -1;
+  if (from->npax == 0)
+    return 0;
+  to->pax = calloc(from->npax, sizeof *to->pax);
+  if (to->pax == NULL)
+    return sn_oom();
+  to->npax = from->npax;
+  for (i = 0; i < from->npax; i++)
+    if (bytes_copy(&to->pax[i].key, &from->pax[i].key) == -1 ||
+        bytes_copy(&to->pax[i].value, &from->pax[i].value) == -1)
+      return -1;
+  return 0;
+}
+
+struct sn_ztoc *
+sn_ztoc_copy_toc(const struct sn_ztoc *z)
+{
+  struct sn_ztoc *t = sn_ztoc_new();
+  size_t i;
+
+  if (t == NULL)
+    return NULL;
+  t->compressed_size = z->compressed_size;
+  t->uncompressed_size = z->uncompressed_size;
+  t->compression = z->compression;
+  if (bytes_copy(&t->version, &z->version) == -1 ||
+      bytes_copy(&t->build_tool, &z->build_tool) == -1)
+    goto fail;
+  if (z->nfiles) {
+    t->files = calloc(z->nfiles, sizeof *t->files);
+    if (t->files == NULL) {
+      sn_oom();
+      goto fail;
+    }
+  }
+  for (i = 0; i < z->nfiles; i++) {
+    t->nfiles = i + 1;          /* what sn_ztoc_free clears */
+    if (file_copy(&t->files[i], &z->files[i]) == -1)
+      goto fail;
+  }
+  return t;
+fail:
+  sn_ztoc_free(t);
+  return NULL;
+}
+
 void
 sn_ztoc_file_clear(struct sn_ztoc_file *f)
 {

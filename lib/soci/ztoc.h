@@ -80,6 +80,10 @@ struct sn_ztoc {
 
 /* An empty ztoc (all zero, compression = gzip).  NULL on OOM. */
 struct sn_ztoc *sn_ztoc_new(void);
+/* A new ztoc with a deep copy of z's version, build tool, sizes,
+ * compression and files (derived fields included), and no span digests
+ * or checkpoints.  NULL on OOM. */
+struct sn_ztoc *sn_ztoc_copy_toc(const struct sn_ztoc *z);
 void sn_ztoc_free(struct sn_ztoc *z);
 void sn_ztoc_file_clear(struct sn_ztoc_file *f);
 

@@ -438,6 +438,40 @@ check_spans(const struct sn_zinfo *zi, const struct built *bt,
   return bad;
 }
 
+static bool
+bytes_eq(const struct sn_bytes *a, const struct sn_bytes *b)
+{
+  return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data,
+                                                    a->len) == 0);
+}
+
+/* The table's files are the ztoc's, field by field. */
+static bool
+same_files(const struct sn_ztoc *t, const struct sn_ztoc *z)
+{
+  size_t i, k;
+
+  if (t->nfiles != z->nfiles)
+    return false;
+  for (i = 0; i < z->nfiles; i++) {
+    const struct sn_ztoc_file *a = &t->files[i], *b = &z->files[i];
+
+    if (!bytes_eq(&a->name, &b->name) || !bytes_eq(&a->type, &b->type) ||
+        !bytes_eq(&a->linkname, &b->linkname) ||
+        !bytes_eq(&a->uname, &b->uname) || !bytes_eq(&a->gname, &b->gname) ||
+        !bytes_eq(&a->mod_time, &b->mod_time) || a->offset != b->offset ||
+        a->size != b->size || a->mode != b->mode || a->uid != b->uid ||
+        a->gid != b->gid || a->devmajor != b->devmajor ||
+        a->devminor != b->devminor || a->npax != b->npax)
+      return false;
+    for (k = 0; k < a->npax; k++)
+      if (!bytes_eq(&a->pax[k].key, &b->pax[k].key) ||
+          !bytes_eq(&a->pax[k].value, &b->pax[k].value))
+        return false;
+  }
+  return true;
+}
+
 /* The dense index is the same built with the other threading (o's
  * thread flipped): the table's encoding and the windows blob. */
 static void
@@ -488,6 +522,8 @@ check_layer(const char *name, const uint8_t *gz, size_t len,
   if (r != 0)
     goto out;
   same_threaded(name, gz, len, o, &bt);
+  ok(same_files(bt.table, bt.z), "%s: the table's %zu files are the "
+     "ztoc's, field by field", name, bt.z->nfiles);
   OK(ztoc_alone(gz, len, &ref, &rlen) == 0 &&
      sn_ztoc_encode(bt.z, &enc, &elen) == 0 && rlen == elen &&
      memcmp(ref, enc, rlen) == 0,
