@@ -480,8 +480,8 @@ apply(void *opaque, const struct sn_pipe_msg *m)
   case M_BOUNDARY:
     apply_boundary(d, m->a, (unsigned) m->c, m->b);
     break;
-  case M_OUTPUT:                /* a zstd layer's output: its length */
-    apply_output(d, m->data, m->len ? m->len : (size_t) m->a);
+  case M_OUTPUT:                /* a: its length (a zstd layer's: no data) */
+    apply_output(d, m->data, (size_t) m->a);
     break;
   case M_FILE:
     apply_file(d, m->a);
@@ -515,11 +515,11 @@ on_output(void *opaque, const uint8_t *data, size_t len)
 {
   struct sn_dense_builder *d = opaque;
 
-  if (d->zstd)                  /* only counted: a zstd layer keeps none */
-    return send(d, &(struct sn_pipe_msg) { .kind = M_OUTPUT,
-                                           .a = (int64_t) len });
-  return send(d, &(struct sn_pipe_msg) { .kind = M_OUTPUT, .data = data,
-                                         .len = len });
+  /* Only counted for a zstd layer, which keeps no output. */
+  return send(d, &(struct sn_pipe_msg) { .kind = M_OUTPUT,
+                                         .a = (int64_t) len,
+                                         .data = d->zstd ? NULL : data,
+                                         .len = d->zstd ? 0 : len });
 }
 
 static int

@@ -449,20 +449,6 @@ struct one {
   int n;
 };
 
-/* A malloc'd, NUL-terminated copy of src into dst; -1 after sn_oom. */
-static int
-dup_bytes(struct sn_bytes *dst, const struct sn_bytes *src)
-{
-  dst->data = malloc(src->len + 1);
-  if (dst->data == NULL)
-    return sn_oom();
-  if (src->len)
-    memcpy(dst->data, src->data, src->len);
-  dst->data[src->len] = '\0';
-  dst->len = src->len;
-  return 0;
-}
-
 /* sn_tar_parse_headers' callback: deep-copy the entry into o->e; it must
  * be the one whose data starts at the end of the buffer. */
 static int
@@ -470,7 +456,6 @@ copy_entry(void *opaque, const struct sn_tar_entry *src)
 {
   struct one *o = opaque;
   struct sn_tar_entry *e = o->e;
-  size_t i;
 
   if (src->data_offset != (int64_t) o->len) {
     char q[128];
@@ -485,23 +470,12 @@ copy_entry(void *opaque, const struct sn_tar_entry *src)
   e->pax = NULL;
   e->npax = 0;
   o->n++;
-  if (dup_bytes(&e->name, &src->name) < 0 ||
-      dup_bytes(&e->linkname, &src->linkname) < 0 ||
-      dup_bytes(&e->uname, &src->uname) < 0 ||
-      dup_bytes(&e->gname, &src->gname) < 0)
+  if (sn_bytes_copy(&e->name, &src->name) < 0 ||
+      sn_bytes_copy(&e->linkname, &src->linkname) < 0 ||
+      sn_bytes_copy(&e->uname, &src->uname) < 0 ||
+      sn_bytes_copy(&e->gname, &src->gname) < 0)
     return -1;
-  if (src->npax == 0)
-    return 0;
-  e->pax = calloc(src->npax, sizeof *e->pax);
-  if (e->pax == NULL)
-    return sn_oom();
-  for (i = 0; i < src->npax; i++) {
-    e->npax = i + 1;
-    if (dup_bytes(&e->pax[i].key, &src->pax[i].key) < 0 ||
-        dup_bytes(&e->pax[i].value, &src->pax[i].value) < 0)
-      return -1;
-  }
-  return 0;
+  return sn_pax_copy(&e->pax, &e->npax, src->pax, src->npax);
 }
 
 /* A parser fed buf once; copy_entry keeps its only entry. */

@@ -11,12 +11,10 @@
 #include <string.h>
 
 #include <zlib.h>
-#ifdef HAVE_ISAL
-#include <isa-l/igzip_lib.h>
-#endif
 
 #include "util/err.h"
 #include "soci/zinfo.h"
+#include "inflate/isal.h"
 #include "inflate/zstd-frames.h"
 #include "stargz/stargz.h"
 
@@ -127,43 +125,20 @@ sn_zinfo_fast_decodes(void)
   return atomic_load_explicit(&fast_decodes, memory_order_relaxed);
 }
 
-#ifdef HAVE_ISAL
-/* The same decode with ISA-L's inflate (2-3x faster than zlib's): the
- * leftover bits go into its bit buffer (LSB first, as inflatePrime puts
- * them), the window is its dictionary.  0: out is filled; 1: not handled
- * here (a gzip member ends inside the span, or ISA-L stopped early or
- * reports an error) — the caller decodes the span with zlib instead, which
- * handles member boundaries and words the errors. */
+/* The same decode with ISA-L's inflate (2-3x faster than zlib's;
+ * lib/inflate/isal.h).  0: out is filled; 1: not handled here (a gzip
+ * member ends inside the span, ISA-L stopped early or reports an error, a
+ * build without ISA-L) — the caller decodes the span with zlib instead,
+ * which handles member boundaries and words the errors. */
 static int
 inflate_span_isal(const struct sn_checkpoint *c, const uint8_t *in,
                   size_t in_len, uint8_t *out, size_t out_len)
 {
-  struct inflate_state st;
-  int r;
-
-  if (in_len > UINT32_MAX || out_len > UINT32_MAX || c->window == NULL ||
-      (c->bits && in_len == 0))
+  if (c->window == NULL)
     return 1;
-  isal_inflate_init(&st);
-  st.crc_flag = ISAL_DEFLATE;
-  if (isal_inflate_set_dict(&st, c->window, SN_ZINFO_WINSIZE) !=
-      COMP_OK)
-    return 1;
-  if (c->bits) {
-    st.read_in = in[0] >> (8 - c->bits);
-    st.read_in_length = c->bits;
-    in++, in_len--;
-  }
-  st.next_in = (uint8_t *) in;
-  st.avail_in = (uint32_t) in_len;
-  st.next_out = out;
-  st.avail_out = (uint32_t) out_len;
-  r = isal_inflate(&st);
-  if ((r == ISAL_DECOMP_OK || r == ISAL_OUT_OVERFLOW) && st.avail_out == 0)
-    return 0;
-  return 1;
+  return sn_isal_inflate_primed(in, in_len, c->bits, c->window, out,
+                                out_len);
 }
-#endif
 
 const char *
 sn_zinfo_inflater(void)
@@ -212,15 +187,11 @@ sn_zinfo_decode_span_with(const struct sn_zinfo *zi, size_t i,
   if (zi->skip)                 /* eStargz, zstd:chunked */
     return sn_stargz_decode(zi, i, comp, comp_len, out, out_len);
   if (zi->compression == SN_COMP_GZIP) {
-#ifdef HAVE_ISAL
     if (fast && inflate_span_isal(&zi->cp[i], comp, comp_len, out,
                                   out_len) == 0) {
       atomic_fetch_add_explicit(&fast_decodes, 1, memory_order_relaxed);
       return 0;
     }
-#else
-    (void) fast;
-#endif
     return inflate_span(&zi->cp[i], i, comp, comp_len, out, out_len);
   }
   if (zi->compression == SN_COMP_ZSTD)  /* frames from a frame start */
@@ -258,11 +229,9 @@ sn_zinfo_decode_run(const struct sn_zinfo *zi, size_t first, size_t last,
   c = zi->cp[first];
   if (window)
     c.window = (uint8_t *) window;
-#ifdef HAVE_ISAL
   if (inflate_span_isal(&c, comp, comp_len, out, out_len) == 0) {
     atomic_fetch_add_explicit(&fast_decodes, 1, memory_order_relaxed);
     return 0;
   }
-#endif
   return inflate_span(&c, first, comp, comp_len, out, out_len);
 }

@@ -56,42 +56,51 @@ sn_ztoc_new(void)
   return z;
 }
 
-/* *to = a copy of *from (NULL stays NULL). */
-static int
-bytes_copy(struct sn_bytes *to, const struct sn_bytes *from)
+int
+sn_bytes_copy(struct sn_bytes *dst, const struct sn_bytes *src)
 {
-  memset(to, 0, sizeof *to);
-  return from->data ? sn_bytes_set(to, from->data, from->len) : 0;
+  dst->data = NULL;
+  dst->len = 0;
+  return sn_bytes_set(dst, src->data, src->len);
+}
+
+int
+sn_pax_copy(struct sn_pax **dst, size_t *ndst, const struct sn_pax *src,
+            size_t n)
+{
+  size_t i;
+
+  *dst = NULL;
+  *ndst = 0;
+  if (n == 0)
+    return 0;
+  *dst = calloc(n, sizeof **dst);
+  if (*dst == NULL)
+    return sn_oom();
+  *ndst = n;
+  for (i = 0; i < n; i++)
+    if (sn_bytes_copy(&(*dst)[i].key, &src[i].key) == -1 ||
+        sn_bytes_copy(&(*dst)[i].value, &src[i].value) == -1)
+      return -1;
+  return 0;
 }
 
 static int
 file_copy(struct sn_ztoc_file *to, const struct sn_ztoc_file *from)
 {
-  size_t i;
-
   *to = *from;                  /* the numbers; no pointer of from's kept: */
   to->name = to->type = to->linkname = (struct sn_bytes) { 0 };
   to->uname = to->gname = to->mod_time = (struct sn_bytes) { 0 };
   to->pax = NULL;
   to->npax = 0;
-  if (bytes_copy(&to->name, &from->name) == -1 ||
-      bytes_copy(&to->type, &from->type) == -1 ||
-      bytes_copy(&to->linkname, &from->linkname) == -1 ||
-      bytes_copy(&to->uname, &from->uname) == -1 ||
-      bytes_copy(&to->gname, &from->gname) == -1 ||
-      bytes_copy(&to->mod_time, &from->mod_time) == -1)
+  if (sn_bytes_copy(&to->name, &from->name) == -1 ||
+      sn_bytes_copy(&to->type, &from->type) == -1 ||
+      sn_bytes_copy(&to->linkname, &from->linkname) == -1 ||
+      sn_bytes_copy(&to->uname, &from->uname) == -1 ||
+      sn_bytes_copy(&to->gname, &from->gname) == -1 ||
+      sn_bytes_copy(&to->mod_time, &from->mod_time) == -1)
     return -1;
-  if (from->npax == 0)
-    return 0;
-  to->pax = calloc(from->npax, sizeof *to->pax);
-  if (to->pax == NULL)
-    return sn_oom();
-  to->npax = from->npax;
-  for (i = 0; i < from->npax; i++)
-    if (bytes_copy(&to->pax[i].key, &from->pax[i].key) == -1 ||
-        bytes_copy(&to->pax[i].value, &from->pax[i].value) == -1)
-      return -1;
-  return 0;
+  return sn_pax_copy(&to->pax, &to->npax, from->pax, from->npax);
 }
 
 struct sn_ztoc *
@@ -105,8 +114,8 @@ sn_ztoc_copy_toc(const struct sn_ztoc *z)
   t->compressed_size = z->compressed_size;
   t->uncompressed_size = z->uncompressed_size;
   t->compression = z->compression;
-  if (bytes_copy(&t->version, &z->version) == -1 ||
-      bytes_copy(&t->build_tool, &z->build_tool) == -1)
+  if (sn_bytes_copy(&t->version, &z->version) == -1 ||
+      sn_bytes_copy(&t->build_tool, &z->build_tool) == -1)
     goto fail;
   if (z->nfiles) {
     t->files = calloc(z->nfiles, sizeof *t->files);

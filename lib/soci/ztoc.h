@@ -129,8 +129,13 @@ size_t sn_mod_time_format(int64_t sec, uint32_t nsec, char *out);
 int sn_mod_time_parse(const char *s, size_t len, int64_t *sec,
                       uint32_t *nsec);
 
-/* Helpers for building the model. */
+/* Helpers for building the model (-1 after sn_oom).  sn_bytes_copy and
+ * sn_pax_copy overwrite dst without freeing it; a failed sn_pax_copy
+ * leaves what it copied in *dst, *ndst for the caller to clear. */
 int sn_bytes_set(struct sn_bytes *b, const void *data, size_t len);
+int sn_bytes_copy(struct sn_bytes *dst, const struct sn_bytes *src);
+int sn_pax_copy(struct sn_pax **dst, size_t *ndst, const struct sn_pax *src,
+                size_t n);
 void sn_bytes_clear(struct sn_bytes *b);
 
 #endif
