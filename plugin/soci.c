@@ -52,6 +52,7 @@ static uint64_t record_limit = (uint64_t) 1 << 30;  /* record-limit=SIZE */
 static struct sn_recorder *recorder;
 static bool layer_check = true;
 static bool use_dense = true;
+static bool use_deps = true;
 static bool use_stargz = true;
 static bool use_zchunked = true;
 static bool soci_v1;            /* soci-v1=true: look for v1 indexes */
@@ -247,6 +248,13 @@ config_image_key(const char *key, const char *value)
       return -1;
     use_dense = r;
   }
+  else if (strcmp(key, "deps") == 0) {
+    int r = nbdkit_parse_bool(value);
+
+    if (r == -1)
+      return -1;
+    use_deps = r;
+  }
   else if (strcmp(key, "estargz") == 0) {
     int r = nbdkit_parse_bool(value);
 
@@ -433,6 +441,9 @@ soci_config_complete(void)
   "dense=true|false     use the image's dense index when its manifest\n" \
   "                     names one (default true): small sub-spans, file-\n" \
   "                     aware fetching, no ztoc download\n" \
+  "deps=true|false      when a read brings in an ELF file, stage the\n" \
+  "                     shared libraries it needs at once (default true;\n" \
+  "                     layers with small sub-spans only)\n" \
   "estargz=true|false   serve an eStargz layer lazily from its own TOC\n" \
   "                     when the manifest pins it (default true)\n" \
   "zstd-chunked=true|false  the same for a zstd:chunked layer and its\n" \
@@ -525,6 +536,7 @@ soci_get_ready(void)
     .index = index_opt,
     .allow_v1 = soci_v1,
     .no_dense = !use_dense,
+    .no_deps = !use_deps,
     .no_stargz = !use_stargz,
     .no_zchunked = !use_zchunked,
     .cache_dir = cache_dir,

@@ -103,6 +103,11 @@ struct sn_image {
   char *record_digest;
   size_t replay_items, replay_done;
   struct sn_recorder *recorder; /* record=: the caller's, or NULL */
+  /* Dependency prefetch (lib/deps/deps.h): one per export, made on the
+   * first ELF file a read of it brings in (under deps_lock). */
+  bool deps_on;
+  struct sn_deps **deps;        /* parallel to exports */
+  pthread_mutex_t deps_lock;
 };
 
 /* Log one formatted line through img->log (nothing if it is NULL). */

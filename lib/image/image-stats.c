@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deps/deps.h"
 #include "image/image-int.h"
 #include "span/diskcache.h"
 #include "span/layer.h"
@@ -130,12 +131,33 @@ put_layer(struct sn_json *w, struct sn_image_stats *st, size_t i,
   sn_json_end_object(w);
 }
 
+/* The dependency prefetch's counters, summed over the exports. */
+static void
+deps_stats(struct sn_image *img, struct sn_deps_stats *sum)
+{
+  struct sn_deps_stats one;
+  size_t i;
+
+  memset(sum, 0, sizeof *sum);
+  pthread_mutex_lock(&img->deps_lock);
+  for (i = 0; img->deps && i < img->nexports; i++)
+    if (img->deps[i]) {
+      sn_deps_get_stats(img->deps[i], &one);
+      sum->files_parsed += one.files_parsed;
+      sum->files_staged += one.files_staged;
+      sum->not_found += one.not_found;
+      sum->errors += one.errors;
+    }
+  pthread_mutex_unlock(&img->deps_lock);
+}
+
 /* The stats file's document (plugin man page, "stats-file"), through the
  * one JSON writer (util/json.h), indented for people. */
 char *
 sn_image_stats_json(struct sn_image *img)
 {
   struct sn_image_stats st = { 0 };
+  struct sn_deps_stats dps;
   struct sn_diskcache_stats ds;
   struct sn_json w;
   char *out, *s;
@@ -195,6 +217,12 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_int(&w, "replay_used_spans", st.replay_used_spans);
   sn_json_member_int(&w, "replay_used_bytes", st.replay_used_bytes);
   sn_json_member_int(&w, "spans_read_ahead", st.spans_read_ahead);
+  deps_stats(img, &dps);
+  sn_json_member_bool(&w, "deps", img->deps_on);
+  sn_json_member_int(&w, "deps_files_parsed", dps.files_parsed);
+  sn_json_member_int(&w, "deps_files_staged", dps.files_staged);
+  sn_json_member_int(&w, "deps_not_found", dps.not_found);
+  sn_json_member_int(&w, "deps_errors", dps.errors);
   sn_json_member_bool(&w, "layer_check", img->layer_check
            && img->prefetch == SN_PREFETCH_BACKGROUND);
   sn_json_member_int(&w, "layers_verified", st.layers_verified);

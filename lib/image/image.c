@@ -17,6 +17,7 @@
 
 #include "image/image.h"
 #include "image/image-int.h"
+#include "deps/deps.h"
 #include "record/record.h"
 #include "registry/manifest.h"
 #include "registry/ref.h"
@@ -151,6 +152,7 @@ build_exports(struct sn_image *img, uint32_t block_size)
   zs = calloc(img->nlayers + 1, sizeof *zs);
   per = calloc(img->nlayers + 1, sizeof *per);
   img->exports = calloc(2 * img->nlayers + 2, sizeof *img->exports);
+  img->deps = calloc(2 * img->nlayers + 2, sizeof *img->deps);
   if (zs == NULL || per == NULL || img->exports == NULL) {
     sn_oom();
     goto out;
@@ -360,6 +362,8 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
   img->prefetch = o->prefetch;
   img->layer_check = !o->no_layer_check;
   img->no_dense = o->no_dense;
+  img->deps_on = !o->no_deps;
+  pthread_mutex_init(&img->deps_lock, NULL);
   img->no_stargz = o->no_stargz;
   img->no_zchunked = o->no_zchunked;
   if (o->cache_dir) {
@@ -457,6 +461,10 @@ sn_image_free(struct sn_image *img)
     __atomic_store_n(&img->bg_stop, 1, __ATOMIC_RELEASE);
     pthread_join(img->bg, NULL);
   }
+  for (i = 0; img->deps && i < img->nexports; i++)
+    sn_deps_free(img->deps[i]);
+  free(img->deps);
+  pthread_mutex_destroy(&img->deps_lock);
   for (i = 0; i < img->nexports; i++) {
     if (owns_sqfs(img, i))
       sn_sqfs_free(img->exports[i].sqfs);
@@ -560,18 +568,67 @@ sn_image_find_export(struct sn_image *img, const char *name)
 
 struct rd {
   struct sn_image *img;
-  size_t first;
+  struct sn_image_export *e;
 };
+
+/* Export e's dependency prefetcher, made now if it is not yet (NULL if it
+ * cannot be: the reads go on without it). */
+static struct sn_deps *
+export_deps(struct sn_image *img, struct sn_image_export *e)
+{
+  size_t x = (size_t) (e - img->exports), k, n = sn_sqfs_nlayers(e->sqfs);
+  struct sn_deps_layer *dl;
+  struct sn_deps *d;
+
+  if ((d = __atomic_load_n(&img->deps[x], __ATOMIC_ACQUIRE)))
+    return d;
+  pthread_mutex_lock(&img->deps_lock);
+  if ((d = img->deps[x]) == NULL && img->deps_on &&
+      (dl = calloc(n ? n : 1, sizeof *dl))) {
+    for (k = 0; k < n; k++) {
+      struct img_layer *l = &img->layers[e->first_layer + k];
+
+      dl[k] = (struct sn_deps_layer) { sn_layer_ztoc(l->layer), l->layer };
+    }
+    d = sn_deps_new(dl, n);
+    free(dl);
+    if (d == NULL) {
+      img_logf(img, "dependency prefetch off for export '%s': %s", e->name,
+               sn_error());
+      img->deps_on = false;
+    }
+    __atomic_store_n(&img->deps[x], d, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&img->deps_lock);
+  return d;
+}
+
+/* Could buf (a read of a tar region) hold an ELF file's start?  Until an
+ * export's first one, this spares it the path index. */
+static bool
+may_hold_elf(const uint8_t *buf, size_t len)
+{
+  return len >= 4 && memmem(buf, len, "\177ELF", 4) != NULL;
+}
 
 /* sn_sqfs_read's tar source: a checked read of layer rd->first + layer. */
 static int
 read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 {
   struct rd *rd = opaque;
-  struct img_layer *l = &rd->img->layers[rd->first + layer];
+  struct img_layer *l = &rd->img->layers[rd->e->first_layer + layer];
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
+  if (rd->img->deps_on) {
+    size_t x = (size_t) (rd->e - rd->img->exports);
+    struct sn_deps *d = __atomic_load_n(&rd->img->deps[x], __ATOMIC_ACQUIRE);
+
+    if (d == NULL && may_hold_elf(buf, len))
+      d = export_deps(rd->img, rd->e);
+    if (d)
+      sn_deps_note(d, layer, (int64_t) off, buf, len);
+  }
   /* A record names tar ranges: a layer served from its own TOC has
    * offsets in its file data space instead (docs/estargz.md). */
   if (rd->img->recorder && !l->stargz_toc)
@@ -614,7 +671,7 @@ int
 sn_image_pread(struct sn_image *img, struct sn_image_export *e, void *buf,
                size_t len, uint64_t off)
 {
-  struct rd rd = { img, e->first_layer };
+  struct rd rd = { img, e };
   int r;
 
   fg_begin(img);

@@ -58,6 +58,8 @@ struct sn_image_opts {
                                  * when the manifest names no v2 index */
   bool no_dense;                /* ignore the image's dense index
                                  * (docs/dense-index.md) */
+  bool no_deps;                 /* no dependency prefetch
+                                 * (docs/dependency-prefetch.md) */
   bool no_stargz;               /* ignore eStargz TOCs (docs/estargz.md) */
   bool no_zchunked;             /* ignore zstd:chunked manifests
                                  * (docs/zstd-chunked.md) */

@@ -85,7 +85,8 @@ load_in_order(struct sn_layer *l, size_t first, size_t last)
  * each with the window of its first sub-span when its neighbour is
  * absent. */
 static void
-stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes)
+stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes,
+          bool replay)
 {
   size_t next = first, rf, n;
 
@@ -93,7 +94,8 @@ stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes)
     next = layer_stage(l, next, last + 1, max_bytes, false, &rf, &n);
     if (n == 0)
       break;
-    mark_replayed(l, rf, n);
+    if (replay)
+      mark_replayed(l, rf, n);
     if (layer_windows(l) && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
       layer_dense_stage_windows(l, rf, 1);
   }
@@ -119,7 +121,26 @@ sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
     return 0;
   }
   pthread_mutex_lock(&l->ra_lock);
-  stage_all(l, first, last, max_bytes);
+  stage_all(l, first, last, max_bytes, true);
+  pthread_mutex_unlock(&l->ra_lock);
+  return 0;
+}
+
+int
+sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
+                     int64_t max_bytes)
+{
+  if (layer_poisoned(l) == -1)
+    return -1;
+  if (!layer_fine(l) || l->staging == NULL)
+    return 1;
+  if (len <= 0)
+    return 0;
+  if (layer_check_range(l, off, (uint64_t) len) == -1)
+    return -1;
+  pthread_mutex_lock(&l->ra_lock);
+  stage_all(l, sn_zinfo_span_of(l->zi, off),
+            sn_zinfo_span_of(l->zi, off + len - 1), max_bytes, false);
   pthread_mutex_unlock(&l->ra_lock);
   return 0;
 }
