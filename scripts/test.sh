@@ -52,7 +52,7 @@ run_pass gcc
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     dir=$top/_build/fuzz
     secs=${FUZZ_SECONDS:-45}
-    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense record stargz toml"
+    targets="ztoc zinfo inflate tar manifest auth ref nbd-handshake sqfs http-headers token window-use dense record stargz toml deps"
     echo "=== fuzz: clang libFuzzer targets, ${secs}s each"
     rm -rf "$dir"; mkdir -p "$dir"
     if (cd "$dir" && "$top/configure" CC=clang --enable-fuzzers > configure.out 2>&1) &&
@@ -61,6 +61,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
             mkdir -p "$dir/corpus-$t"
             case $t in                  # binary formats / documents and strings
                 ztoc|zinfo|tar|sqfs|dense|stargz) maxlen=300000 ;;
+                deps) maxlen=65536 ;;
                 inflate|window-use) maxlen=65536 ;;
                 *) maxlen=16384 ;;
             esac
