@@ -443,7 +443,7 @@ soci_config_complete(void)
   "                     aware fetching, no ztoc download\n" \
   "deps=true|false      when a read brings in an ELF file, stage the\n" \
   "                     shared libraries it needs at once (default true;\n" \
-  "                     layers with small sub-spans only)\n" \
+  "                     dense-index layers; off while a record replays)\n" \
   "estargz=true|false   serve an eStargz layer lazily from its own TOC\n" \
   "                     when the manifest pins it (default true)\n" \
   "zstd-chunked=true|false  the same for a zstd:chunked layer and its\n" \

@@ -423,6 +423,14 @@ sn_image_open(const char *image, const struct sn_image_opts *o)
     goto fail;
   if (!o->plan_only && build_exports(img, o->block_size) == -1)
     goto fail;
+  /* A prefetch record to replay knows the start-up's bytes better than a
+   * guess from its libraries: measured, the guess only competed with the
+   * replay for the link (docs/dependency-prefetch.md §1). */
+  if (img->deps_on && img->prefetch == SN_PREFETCH_AUTO &&
+      img->record.nranges > 0) {
+    img->deps_on = false;
+    img_logf(img, "dependency prefetch off: the prefetch record is replayed");
+  }
 
   free(rs);
   sn_platform_clear(&want);

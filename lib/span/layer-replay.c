@@ -132,7 +132,7 @@ sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
 {
   if (layer_poisoned(l) == -1)
     return -1;
-  if (!layer_fine(l) || l->staging == NULL)
+  if (!layer_fine(l) || layer_toc_chunks(l) || l->staging == NULL)
     return 1;
   if (len <= 0)
     return 0;

@@ -135,8 +135,8 @@ int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
 /* Fetch in the background, as sn_layer_replay_begin does (not counted as
  * a replay), the sub-spans of [off, off+len) that nobody has: the start of
  * a file a read is expected to want (lib/deps/deps.h).  Only a layer read
- * in small sub-spans (a dense index or a TOC's chunks, without a disk
- * cache) stages anything; 1 otherwise, with nothing done.  0 or -1. */
+ * through a dense index's sub-spans (without a disk cache) stages
+ * anything; 1 otherwise, with nothing done.  0 or -1. */
 int sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
                          int64_t max_bytes);
 /* Where the tar header of the file whose data holds byte off begins (a

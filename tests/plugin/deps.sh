@@ -10,7 +10,9 @@
 #  2. with deps=false the same read stages nothing, and the libraries are
 #     fetched when read;
 #  3. the hostile ELF (a DT_NEEDED name outside its string table) counts
-#     as an error, and its bytes are served as they are.
+#     as an error, and its bytes are served as they are;
+#  4. with a prefetch record attached and replayed (prefetch=auto), it is
+#     off: the record names the start-up's bytes better.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/registry/lib.sh"
 
 SN=$SOCI_NBD
@@ -150,6 +152,20 @@ check "reading the libraries: right bytes" libs_read
 sleep 0.5
 B2=$(fetched)
 check "... fetched when read ($B1 then $B2)" test "$B2" -gt "$B1"
+plugin_stop "$SOCK"
+
+# ---- 4. off while a record replays --------------------------------------------
+check "server recording" plugin_start "$SOCK" "$R_HOST/test/deps:soci" \
+    prefetch=none record="$TMP/rec.json" record-idle=0
+check "the first 4 KiB of ls: right bytes" ls_head_ok
+plugin_stop "$SOCK"
+check "prefetch add attaches the record" "$SN" prefetch add -q \
+    "$R_HOST/test/deps:soci" "$TMP/rec.json" "$R_HOST/test/deps:rec"
+check "server on the image with the record" plugin_start "$SOCK" \
+    "$R_HOST/test/deps:rec" stats-file="$ST"
+check "the first 4 KiB of ls: right bytes" ls_head_ok
+check "the record replayed, dependency prefetch off" wait_stats "$ST" \
+    "s['prefetch_done'] and not s['deps'] and s['deps_files_parsed'] == 0 and s['replay_spans'] > 0" 30
 plugin_stop "$SOCK"
 
 finish
