@@ -369,7 +369,8 @@ file_read(void *opaque, void *buf, size_t len, uint64_t off)
   if (off > (uint64_t) r->f->size || len > (uint64_t) r->f->size - off)
     return sn_set_error("read beyond the file's %lld bytes",
                         (long long) r->f->size);
-  return sn_layer_read(r->layer, buf, len, r->f->offset + (int64_t) off);
+  return sn_layer_read_background(r->layer, buf, len,
+                                  r->f->offset + (int64_t) off);
 }
 
 /* Queue f of layer k unless it was queued before (lock held): 1 if
@@ -400,6 +401,9 @@ work(struct sn_deps *d, const struct job *j)
   size_t nlen = j->f->name.len, olen, i;
   int r;
 
+  /* A copy of the whole device reads every library anyway. */
+  if (sn_layer_streaming(fr.layer))
+    return;
   trim(&name, &nlen);
   slash = memrchr(name, '/', nlen);
   olen = slash ? (size_t) (slash - name) : 0;

@@ -241,7 +241,7 @@ sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1 ||
       check_files(l, off, off + (int64_t) len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off);
+  return layer_read_spans(l, buf, len, off, true);
 }
 
 int64_t

@@ -318,9 +318,20 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
   }
 }
 
+bool
+sn_layer_streaming(struct sn_layer *l)
+{
+  bool seq;
+
+  pthread_mutex_lock(&l->ra_lock);
+  seq = l->ra_sequential && l->seq_bytes >= DENSE_STREAM_TRIGGER;
+  pthread_mutex_unlock(&l->ra_lock);
+  return seq;
+}
+
 void
 layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
-                 size_t last)
+                 size_t last, bool fg)
 {
   int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
   bool hit, seq;
@@ -330,7 +341,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
   hit = all_present(l, first, last);
   /* Streaming (a copy of the device): far more read in one forward run
    * than a program reads of its files. */
-  seq = l->ra_sequential && l->ra_bytes > 0 &&
+  seq = fg && l->ra_sequential && l->ra_bytes > 0 &&
     l->seq_bytes >= DENSE_STREAM_TRIGGER;
   if (hit && !seq) {
     pthread_mutex_unlock(&l->ra_lock);

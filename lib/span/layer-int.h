@@ -158,9 +158,10 @@ int layer_poisoned(struct sn_layer *l);
 /* layer.c: -1 with a message if [off, off+len) is not inside the layer. */
 int layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len);
 /* layer.c: the spans covering [off, off+len) through the cache, copied
- * into buf unless it is NULL. */
+ * into buf unless it is NULL.  A read (buf) that is a client's (fg) also
+ * feeds the sequential-read detector. */
 int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
-                     int64_t off);
+                     int64_t off, bool fg);
 
 /* layer-readahead.c: start a thread of the layer running fn(arg) (ra_lock
  * held); it must end with layer_ra_thread_done (ra_lock held, last thing
@@ -182,9 +183,10 @@ size_t layer_stage(struct sn_layer *l, size_t first, size_t end,
 int layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win);
 /* layer-dense.c: a read of [off, off+len) covering spans first..last is
  * about to load them: on a miss, stage the rest of the file it falls in
- * (capped) and decode it in order on a thread. */
+ * (capped) and decode it in order on a thread; a client's read (fg) of a
+ * streaming client also tops up the stretch staged ahead of the stream. */
 void layer_dense_note(struct sn_layer *l, int64_t off, size_t len,
-                      size_t first, size_t last);
+                      size_t first, size_t last, bool fg);
 
 /* layer-dense.c: fetch the sparse windows of spans [first, first+n) with
  * one range request on a thread (ra_lock held); each span's decode takes

@@ -681,7 +681,8 @@ layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len)
  * unless it is NULL.  A window's bytes are copied only once all of its
  * spans are verified. */
 int
-layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
+layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
+                 bool fg)
 {
   struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
   int64_t end = off + (int64_t) len, pos = off;
@@ -692,10 +693,10 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off)
     return 0;
   first = sn_zinfo_span_of(l->zi, off);
   last = sn_zinfo_span_of(l->zi, end - 1);
-  if (buf)
+  if (buf && fg)
     layer_readahead_note(l, off, len, last);
   if (buf && layer_fine(l))
-    layer_dense_note(l, off, len, first, last);
+    layer_dense_note(l, off, len, first, last, fg);
   for (i = first; i <= last && !hole; i += n) {
     n = last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)
@@ -738,7 +739,16 @@ sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off);
+  return layer_read_spans(l, buf, len, off, true);
+}
+
+int
+sn_layer_read_background(struct sn_layer *l, void *buf, size_t len,
+                         int64_t off)
+{
+  if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
+    return -1;
+  return layer_read_spans(l, buf, len, off, false);
 }
 
 /* layer_read_spans without a buffer: the spans stay in the memory cache. */
@@ -751,7 +761,7 @@ sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
     return sn_set_error("prefetch [%lld,+%lld) outside the layer's %lld "
                         "bytes", (long long) off, (long long) len,
                         (long long) l->z->uncompressed_size);
-  return layer_read_spans(l, NULL, (size_t) len, off);
+  return layer_read_spans(l, NULL, (size_t) len, off, false);
 }
 
 /* ---- a file as the source ------------------------------------------- */

@@ -139,6 +139,14 @@ int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
  * anything; 1 otherwise, with nothing done.  0 or -1. */
 int sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
                          int64_t max_bytes);
+/* sn_layer_read for a reader of the library's own (dependency prefetch):
+ * its reads do not count as the client's for the sequential-read
+ * detector, so they cannot break a client's stream. */
+int sn_layer_read_background(struct sn_layer *l, void *buf, size_t len,
+                             int64_t off);
+/* Are the layer's reads streaming: a forward run of several MiB read, as
+ * a copy of the whole device does (a program's start reads far less)? */
+bool sn_layer_streaming(struct sn_layer *l);
 /* Where the tar header of the file whose data holds byte off begins (a
  * read of a file first checks its header, sn_layer_read_checked), or off
  * when no file's data holds it: a replay starts there. */
