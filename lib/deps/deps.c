@@ -401,8 +401,9 @@ work(struct sn_deps *d, const struct job *j)
   size_t nlen = j->f->name.len, olen, i;
   int r;
 
-  /* A copy of the whole device reads every library anyway. */
-  if (sn_layer_streaming(fr.layer))
+  /* A copy of the whole device reads every library anyway; a layer that
+   * stages nothing would only fetch for the parse. */
+  if (sn_layer_streaming(fr.layer) || !sn_layer_stages_files(fr.layer))
     return;
   trim(&name, &nlen);
   slash = memrchr(name, '/', nlen);

@@ -628,8 +628,10 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
-  /* A copy of the whole device reads every library anyway. */
-  if (rd->img->deps_on && !sn_layer_streaming(l->layer)) {
+  /* Dense-index layers only (docs/dependency-prefetch.md §1); a copy of
+   * the whole device reads every library anyway. */
+  if (rd->img->deps_on && sn_layer_stages_files(l->layer) &&
+      !sn_layer_streaming(l->layer)) {
     size_t x = (size_t) (rd->e - rd->img->exports);
     struct sn_deps *d = __atomic_load_n(&rd->img->deps[x], __ATOMIC_ACQUIRE);
 

@@ -126,13 +126,19 @@ sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
   return 0;
 }
 
+bool
+sn_layer_stages_files(const struct sn_layer *l)
+{
+  return layer_fine(l) && !layer_toc_chunks(l) && l->staging != NULL;
+}
+
 int
 sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
                      int64_t max_bytes)
 {
   if (layer_poisoned(l) == -1)
     return -1;
-  if (!layer_fine(l) || layer_toc_chunks(l) || l->staging == NULL)
+  if (!sn_layer_stages_files(l))
     return 1;
   if (len <= 0)
     return 0;

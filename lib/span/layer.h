@@ -132,11 +132,14 @@ int sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
 int sn_layer_replay_end(struct sn_layer *l, size_t first, size_t last);
 int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
                     int64_t max_bytes);
+/* Is the layer read through a dense index's sub-spans, without a disk
+ * cache: the layers sn_layer_stage_range stages? */
+bool sn_layer_stages_files(const struct sn_layer *l);
 /* Fetch in the background, as sn_layer_replay_begin does (not counted as
  * a replay), the sub-spans of [off, off+len) that nobody has: the start of
- * a file a read is expected to want (lib/deps/deps.h).  Only a layer read
- * through a dense index's sub-spans (without a disk cache) stages
- * anything; 1 otherwise, with nothing done.  0 or -1. */
+ * a file a read is expected to want (lib/deps/deps.h).  Only a layer that
+ * sn_layer_stages_files stages anything; 1 otherwise, with nothing done.
+ * 0 or -1. */
 int sn_layer_stage_range(struct sn_layer *l, int64_t off, int64_t len,
                          int64_t max_bytes);
 /* sn_layer_read for a reader of the library's own (dependency prefetch):
