@@ -13,6 +13,7 @@
 #include "deps/deps.h"
 #include "deps/elf.h"
 #include "util/err.h"
+#include "util/hash.h"
 
 #define PATH_BUF 4096
 #define MAX_HOPS 40                     /* symlinks followed, as Linux */
@@ -59,20 +60,10 @@ struct sn_deps {
 
 /* ---- the path index --------------------------------------------------- */
 
-static uint64_t
-hash(const char *p, size_t n)
-{
-  uint64_t h = 14695981039346656037u;   /* FNV-1a */
-
-  while (n--)
-    h = (h ^ (unsigned char) *p++) * 1099511628211u;
-  return h;
-}
-
 static struct pent *
 slot(struct sn_deps *d, const char *p, size_t n)
 {
-  size_t i = (size_t) hash(p, n) & (d->cap - 1);
+  size_t i = (size_t) sn_hash_bytes(SN_HASH_SEED, p, n) & (d->cap - 1);
 
   while (d->tab[i].key &&
          (d->tab[i].len != n || memcmp(d->tab[i].key, p, n) != 0))

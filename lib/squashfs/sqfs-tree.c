@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "util/err.h"
+#include "util/hash.h"
 #include "squashfs/sqfs-tree.h"
 
 #define SN_NAME_MAX 256
@@ -51,13 +52,9 @@ static struct sn_node tomb_node;
 static uint64_t
 key_hash(const struct sn_node *parent, const char *name, size_t len)
 {
-  uint64_t h = 1469598103934665603ULL ^ (uint64_t) (uintptr_t) parent;
-  size_t i;
+  uint64_t h = sn_hash_bytes(1469598103934665603ULL ^
+                             (uint64_t) (uintptr_t) parent, name, len);
 
-  for (i = 0; i < len; i++) {
-    h ^= (unsigned char) name[i];
-    h *= 1099511628211ULL;
-  }
   h ^= h >> 29;
   return h;
 }
