@@ -153,7 +153,8 @@ build_exports(struct sn_image *img, uint32_t block_size)
   per = calloc(img->nlayers + 1, sizeof *per);
   img->exports = calloc(2 * img->nlayers + 2, sizeof *img->exports);
   img->deps = calloc(2 * img->nlayers + 2, sizeof *img->deps);
-  if (zs == NULL || per == NULL || img->exports == NULL) {
+  if (zs == NULL || per == NULL || img->exports == NULL ||
+      img->deps == NULL) {
     sn_oom();
     goto out;
   }
