@@ -53,6 +53,7 @@ struct sn_deps {
   pthread_cond_t cond;                  /* queue or busy changed */
   struct job *queue;                    /* FIFO, SN_DEPS_MAX_FILES */
   size_t qhead, qlen, queued;
+  int64_t staged;                       /* bytes of files staged */
   bool started, busy, closing;
   pthread_t thread;
   struct sn_deps_stats st;
@@ -412,18 +413,20 @@ work(struct sn_deps *d, const struct job *j)
     size_t k;
     const struct sn_ztoc_file *f = resolve(d, ed.needed[i], &ed, name, olen,
                                            &k);
+    int64_t n = f && f->size < SN_DEPS_AHEAD ? f->size : SN_DEPS_AHEAD;
     int q;
 
     pthread_mutex_lock(&d->lock);
     if (f == NULL)
       d->st.not_found++;
-    q = f ? enqueue(d, k, f) : 0;
-    if (q)
+    /* Staged bytes stay in memory until read: a bound for any image. */
+    q = f && d->staged + n <= SN_DEPS_MAX_BYTES ? enqueue(d, k, f) : 0;
+    if (q) {
       d->st.files_staged++;
+      d->staged += n;
+    }
     pthread_mutex_unlock(&d->lock);
     if (q) {
-      int64_t n = f->size < SN_DEPS_AHEAD ? f->size : SN_DEPS_AHEAD;
-
       /* Errors are left to the reads, which fetch what failed. */
       (void) sn_layer_stage_range(d->layers[k].src.layer, f->offset, n,
                                   STAGE_BATCH);

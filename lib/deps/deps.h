@@ -19,10 +19,12 @@
 #include "soci/ztoc.h"
 #include "span/layer.h"
 
-/* The most a dependency set stages: files, and bytes of each file from
- * its start (the rest is read, and fetched, as any file is). */
+/* The most a dependency set stages: files, bytes of each file from its
+ * start (the rest is read, and fetched, as any file is), and bytes in all
+ * (what is staged stays in memory until a read decodes it). */
 #define SN_DEPS_MAX_FILES 1024
 #define SN_DEPS_AHEAD ((int64_t) 1 << 20)
+#define SN_DEPS_MAX_BYTES ((int64_t) 64 << 20)
 
 struct sn_deps_layer {
   const struct sn_ztoc *z;      /* its file table */
