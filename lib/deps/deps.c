@@ -33,11 +33,9 @@ struct job {
   const struct sn_ztoc_file *f;
 };
 
-/* Per layer: its regular files by data offset, and which were queued. */
+/* Per layer: which of its files were queued. */
 struct dlayer {
   struct sn_deps_layer src;
-  const struct sn_ztoc_file **byoff;
-  size_t nbyoff;
   unsigned char *seen;                  /* by index in z->files */
 };
 
@@ -50,11 +48,11 @@ struct sn_deps {
   size_t nowned;
 
   pthread_mutex_t lock;
-  pthread_cond_t cond;                  /* queue or busy changed */
+  pthread_cond_t cond;                  /* queued, or closing */
   struct job *queue;                    /* FIFO, SN_DEPS_MAX_FILES */
   size_t qhead, qlen, queued;
   int64_t staged;                       /* bytes of files staged */
-  bool started, busy, closing;
+  bool started, closing;
   pthread_t thread;
   struct sn_deps_stats st;
 };
@@ -92,7 +90,7 @@ trim(const char **p, size_t *n)
     (*n)--;
 }
 
-static int
+static void
 put(struct sn_deps *d, const char *key, size_t n, size_t layer,
     const struct sn_ztoc_file *f)
 {
@@ -104,7 +102,6 @@ put(struct sn_deps *d, const char *key, size_t n, size_t layer,
   }
   e->layer = layer;
   e->f = f;
-  return 0;
 }
 
 /* ".wh.NAME" in DIR hides DIR/NAME below: a key of our own for it. */
@@ -128,29 +125,16 @@ put_whiteout(struct sn_deps *d, const char *p, size_t n, size_t layer)
   }
   d->owned = o;
   d->owned[d->nowned++] = key;
-  return put(d, key, n - 4, layer, NULL);
-}
-
-static int
-cmp_off(const void *a, const void *b)
-{
-  const struct sn_ztoc_file *x = *(const struct sn_ztoc_file *const *) a;
-  const struct sn_ztoc_file *y = *(const struct sn_ztoc_file *const *) b;
-
-  return x->offset < y->offset ? -1 : x->offset > y->offset;
+  put(d, key, n - 4, layer, NULL);
+  return 0;
 }
 
 static int
 index_layer(struct sn_deps *d, size_t k)
 {
-  struct dlayer *dl = &d->layers[k];
-  const struct sn_ztoc *z = dl->src.z;
+  const struct sn_ztoc *z = d->layers[k].src.z;
   size_t i;
 
-  dl->byoff = malloc((z->nfiles ? z->nfiles : 1) * sizeof *dl->byoff);
-  dl->seen = calloc(z->nfiles ? z->nfiles : 1, 1);
-  if (dl->byoff == NULL || dl->seen == NULL)
-    return sn_oom();
   for (i = 0; i < z->nfiles; i++) {
     const struct sn_ztoc_file *f = &z->files[i];
     const char *p = (const char *) f->name.data, *b;
@@ -166,12 +150,32 @@ index_layer(struct sn_deps *d, size_t k)
         return -1;
       continue;
     }
-    if (put(d, p, n, k, f) == -1)
-      return -1;
-    if (f->ftype == SN_FT_REG && f->size >= 52)
-      dl->byoff[dl->nbyoff++] = f;
+    put(d, p, n, k, f);
   }
-  qsort(dl->byoff, dl->nbyoff, sizeof *dl->byoff, cmp_off);
+  return 0;
+}
+
+/* The path index, built once, by its first user (the thread, off the
+ * reads' path); -1 when it cannot be (then no name resolves). */
+static int
+build_index(struct sn_deps *d)
+{
+  size_t k, total = 0;
+
+  if (d->tab)
+    return 0;
+  for (k = 0; k < d->nlayers; k++)
+    total += d->layers[k].src.z->nfiles;
+  for (d->cap = 16; d->cap < 2 * total + 16; d->cap *= 2)
+    ;
+  if ((d->tab = calloc(d->cap, sizeof *d->tab)) == NULL)
+    return sn_oom();
+  for (k = 0; k < d->nlayers; k++)
+    if (index_layer(d, k) == -1) {
+      free(d->tab);                     /* not half an index */
+      d->tab = NULL;
+      return -1;
+    }
   return 0;
 }
 
@@ -193,7 +197,7 @@ sn_deps_lookup(struct sn_deps *d, const char *path, size_t *layer)
   int hops = 0;
   const struct pent *e;
 
-  if (rlen >= PATH_BUF)
+  if (rlen >= PATH_BUF || build_index(d) == -1)
     return NULL;
   memcpy(rest, path, rlen + 1);
 again:
@@ -451,60 +455,52 @@ deps_thread(void *arg)
     j = d->queue[d->qhead];
     d->qhead = (d->qhead + 1) % SN_DEPS_MAX_FILES;
     d->qlen--;
-    d->busy = true;
     pthread_mutex_unlock(&d->lock);
     work(d, &j);
     pthread_mutex_lock(&d->lock);
-    d->busy = false;
-    pthread_cond_broadcast(&d->cond);
   }
   pthread_mutex_unlock(&d->lock);
   return NULL;
+}
+
+struct note {
+  struct sn_deps *d;
+  size_t k;
+  int64_t off, end;
+  const uint8_t *buf;
+};
+
+/* A file whose data starts in the read: queued if its ELF magic is
+ * there, and it is big enough for an ELF header. */
+static void
+note_file(void *opaque, size_t i)
+{
+  struct note *n = opaque;
+  struct sn_deps *d = n->d;
+  const struct sn_ztoc_file *f = &d->layers[n->k].src.z->files[i];
+
+  if (f->ftype != SN_FT_REG || f->size < 52 || f->offset + 4 > n->end ||
+      memcmp(n->buf + (f->offset - n->off), "\177ELF", 4) != 0)
+    return;
+  pthread_mutex_lock(&d->lock);
+  if (enqueue(d, n->k, f) && !d->started) {
+    d->started = pthread_create(&d->thread, NULL, deps_thread, d) == 0;
+    if (!d->started)
+      d->qlen = 0;                      /* no thread: no prefetch */
+  }
+  pthread_mutex_unlock(&d->lock);
 }
 
 void
 sn_deps_note(struct sn_deps *d, size_t k, int64_t off, const void *buf,
              size_t len)
 {
-  struct dlayer *dl;
-  size_t lo, hi;
-  int64_t end = off + (int64_t) len;
+  struct note n = { d, k, off, off + (int64_t) len, buf };
 
   if (d == NULL || k >= d->nlayers)
     return;
-  dl = &d->layers[k];
-  lo = 0;
-  hi = dl->nbyoff;
-  while (lo < hi) {                     /* the first file at or after off */
-    size_t mid = lo + (hi - lo) / 2;
-
-    if (dl->byoff[mid]->offset < off)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  for (; lo < dl->nbyoff && dl->byoff[lo]->offset + 4 <= end; lo++) {
-    const struct sn_ztoc_file *f = dl->byoff[lo];
-
-    if (memcmp((const uint8_t *) buf + (f->offset - off), "\177ELF", 4) != 0)
-      continue;
-    pthread_mutex_lock(&d->lock);
-    if (enqueue(d, k, f) && !d->started) {
-      d->started = pthread_create(&d->thread, NULL, deps_thread, d) == 0;
-      if (!d->started)
-        d->qlen = 0;                    /* no thread: no prefetch */
-    }
-    pthread_mutex_unlock(&d->lock);
-  }
-}
-
-void
-sn_deps_settle(struct sn_deps *d)
-{
-  pthread_mutex_lock(&d->lock);
-  while (d->started && (d->qlen > 0 || d->busy))
-    pthread_cond_wait(&d->cond, &d->lock);
-  pthread_mutex_unlock(&d->lock);
+  sn_layer_each_file_start(d->layers[k].src.layer, off, n.end, note_file,
+                           &n);
 }
 
 void
@@ -521,7 +517,7 @@ struct sn_deps *
 sn_deps_new(const struct sn_deps_layer *layers, size_t n)
 {
   struct sn_deps *d = calloc(1, sizeof *d);
-  size_t k, total = 0;
+  size_t k;
 
   if (d == NULL) {
     sn_oom();
@@ -536,17 +532,11 @@ sn_deps_new(const struct sn_deps_layer *layers, size_t n)
   d->nlayers = n;
   for (k = 0; k < n; k++) {
     d->layers[k].src = layers[k];
-    total += layers[k].z->nfiles;
+    d->layers[k].seen = calloc(layers[k].z->nfiles ? layers[k].z->nfiles : 1,
+                               1);
+    if (d->layers[k].seen == NULL)
+      goto oom;
   }
-  for (d->cap = 16; d->cap < 2 * total + 16; d->cap *= 2)
-    ;
-  if ((d->tab = calloc(d->cap, sizeof *d->tab)) == NULL)
-    goto oom;
-  for (k = 0; k < n; k++)
-    if (index_layer(d, k) == -1) {
-      sn_deps_free(d);
-      return NULL;
-    }
   return d;
 
 oom:
@@ -569,7 +559,6 @@ sn_deps_free(struct sn_deps *d)
   if (d->started)
     pthread_join(d->thread, NULL);
   for (k = 0; k < d->nlayers; k++) {
-    free(d->layers[k].byoff);
     free(d->layers[k].seen);
   }
   for (k = 0; k < d->nowned; k++)

@@ -42,8 +42,8 @@ struct sn_deps;
 
 /* A dependency prefetcher over layers[0..n), bottom first (a path in a
  * higher layer hides the same path below; whiteouts remove it).  Its
- * path index is built here; its thread starts on the first note.  NULL on
- * failure (error set). */
+ * thread starts on the first note and builds the path index then, off the
+ * reads' path.  NULL on failure (error set). */
 struct sn_deps *sn_deps_new(const struct sn_deps_layer *layers, size_t n);
 void sn_deps_free(struct sn_deps *d);
 
@@ -53,14 +53,12 @@ void sn_deps_free(struct sn_deps *d);
 void sn_deps_note(struct sn_deps *d, size_t k, int64_t off, const void *buf,
                   size_t len);
 
-/* Wait until the queue is empty and the thread idle (for tests). */
-void sn_deps_settle(struct sn_deps *d);
-
 void sn_deps_get_stats(struct sn_deps *d, struct sn_deps_stats *st);
 
 /* The file path resolves to in the layers, following symlinks and hard
- * links ("usr/lib/x.so", no leading '/'); NULL (no error set) when it
- * does not name a regular file.  *layer is its layer. */
+ * links ("usr/lib/x.so", no leading '/'); NULL when it does not name a
+ * regular file (or the path index could not be built: error set).  *layer
+ * is its layer.  The prefetch thread's, or a caller's with no thread. */
 const struct sn_ztoc_file *sn_deps_lookup(struct sn_deps *d,
                                           const char *path, size_t *layer);
 

@@ -218,7 +218,8 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_int(&w, "replay_used_bytes", st.replay_used_bytes);
   sn_json_member_int(&w, "spans_read_ahead", st.spans_read_ahead);
   deps_stats(img, &dps);
-  sn_json_member_bool(&w, "deps", img->deps_on);
+  sn_json_member_bool(&w, "deps",
+                      __atomic_load_n(&img->deps_on, __ATOMIC_RELAXED));
   sn_json_member_int(&w, "deps_files_parsed", dps.files_parsed);
   sn_json_member_int(&w, "deps_files_staged", dps.files_staged);
   sn_json_member_int(&w, "deps_not_found", dps.not_found);

@@ -592,7 +592,8 @@ export_deps(struct sn_image *img, struct sn_image_export *e)
   if ((d = __atomic_load_n(&img->deps[x], __ATOMIC_ACQUIRE)))
     return d;
   pthread_mutex_lock(&img->deps_lock);
-  if ((d = img->deps[x]) == NULL && img->deps_on &&
+  if ((d = img->deps[x]) == NULL &&
+      __atomic_load_n(&img->deps_on, __ATOMIC_RELAXED) &&
       (dl = calloc(n ? n : 1, sizeof *dl))) {
     for (k = 0; k < n; k++) {
       struct img_layer *l = &img->layers[e->first_layer + k];
@@ -604,7 +605,7 @@ export_deps(struct sn_image *img, struct sn_image_export *e)
     if (d == NULL) {
       img_logf(img, "dependency prefetch off for export '%s': %s", e->name,
                sn_error());
-      img->deps_on = false;
+      __atomic_store_n(&img->deps_on, false, __ATOMIC_RELAXED);
     }
     __atomic_store_n(&img->deps[x], d, __ATOMIC_RELEASE);
   }
@@ -613,14 +614,32 @@ export_deps(struct sn_image *img, struct sn_image_export *e)
 }
 
 /* Could buf (a read of a tar region) hold an ELF file's start?  Until an
- * export's first one, this spares it the path index. */
+ * export's first one, this spares it a prefetcher. */
 static bool
 may_hold_elf(const uint8_t *buf, size_t len)
 {
   return len >= 4 && memmem(buf, len, "\177ELF", 4) != NULL;
 }
 
-/* sn_sqfs_read's tar source: a checked read of layer rd->first + layer. */
+/* Show a read of layer k of rd's export to its dependency prefetcher:
+ * dense-index layers only (docs/dependency-prefetch.md §1), and not while
+ * they stream (a copy of the whole device reads every library anyway). */
+static void
+note_deps(struct rd *rd, struct sn_layer *layer, size_t k, const void *buf,
+          size_t len, uint64_t off)
+{
+  size_t x = (size_t) (rd->e - rd->img->exports);
+  struct sn_deps *d = __atomic_load_n(&rd->img->deps[x], __ATOMIC_ACQUIRE);
+
+  if (!sn_layer_stages_files(layer) || (d == NULL && !may_hold_elf(buf, len))
+      || sn_layer_streaming(layer))
+    return;
+  if (d == NULL && (d = export_deps(rd->img, rd->e)) == NULL)
+    return;
+  sn_deps_note(d, k, (int64_t) off, buf, len);
+}
+
+/* sn_sqfs_read's tar source: a checked read of the export's layer. */
 static int
 read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 {
@@ -629,18 +648,8 @@ read_tar(void *opaque, size_t layer, void *buf, size_t len, uint64_t off)
 
   if (sn_layer_read_checked(l->layer, buf, len, (int64_t) off) == -1)
     return sn_prefix_error("layer %zu (%s): ", l->index, l->digest);
-  /* Dense-index layers only (docs/dependency-prefetch.md §1); a copy of
-   * the whole device reads every library anyway. */
-  if (rd->img->deps_on && sn_layer_stages_files(l->layer) &&
-      !sn_layer_streaming(l->layer)) {
-    size_t x = (size_t) (rd->e - rd->img->exports);
-    struct sn_deps *d = __atomic_load_n(&rd->img->deps[x], __ATOMIC_ACQUIRE);
-
-    if (d == NULL && may_hold_elf(buf, len))
-      d = export_deps(rd->img, rd->e);
-    if (d)
-      sn_deps_note(d, layer, (int64_t) off, buf, len);
-  }
+  if (__atomic_load_n(&rd->img->deps_on, __ATOMIC_RELAXED))
+    note_deps(rd, l->layer, layer, buf, len, off);
   /* A record names tar ranges: a layer served from its own TOC has
    * offsets in its file data space instead (docs/estargz.md). */
   if (rd->img->recorder && !l->stargz_toc)

@@ -128,6 +128,16 @@ layer_files_upto(const struct sn_layer *l, int64_t off)
   return lo;
 }
 
+void
+sn_layer_each_file_start(const struct sn_layer *l, int64_t off, int64_t end,
+                         void (*fn)(void *opaque, size_t i), void *opaque)
+{
+  size_t i = off > INT64_MIN ? layer_files_upto(l, off - 1) : 0;
+
+  for (; i < l->ndf && l->df[i].off < end; i++)
+    fn(opaque, l->df[i].idx);
+}
+
 /* A layer over z (owned from here on, freed on failure too) and the source
  * read/opaque: zinfo, file index, pools, span cache, readahead (layer.h). */
 struct sn_layer *

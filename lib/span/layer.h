@@ -132,6 +132,12 @@ int sn_layer_replay_begin(struct sn_layer *l, size_t first, size_t last,
 int sn_layer_replay_end(struct sn_layer *l, size_t first, size_t last);
 int sn_layer_replay(struct sn_layer *l, size_t first, size_t last,
                     int64_t max_bytes);
+/* Call fn(opaque, i) for each file of the layer's ztoc with data (i
+ * indexes z->files) whose data starts in [off, end), in offset order,
+ * through the layer's own index of its files. */
+void sn_layer_each_file_start(const struct sn_layer *l, int64_t off,
+                              int64_t end, void (*fn)(void *opaque, size_t i),
+                              void *opaque);
 /* Is the layer read through a dense index's sub-spans, without a disk
  * cache: the layers sn_layer_stage_range stages? */
 bool sn_layer_stages_files(const struct sn_layer *l);
