@@ -113,7 +113,11 @@ check_file(struct sn_layer *l, const struct sn_ztoc_file *f, bool *mismatch)
     *mismatch = false;
     return sn_oom();
   }
-  r = sn_layer_read(l, hdr, hlen, f->header_offset);
+  /* The client read that needs this header has fed the detector. */
+  r = layer_check_range(l, f->header_offset, (uint64_t) hlen);
+  if (r == 0)
+    r = layer_read_spans(l, hdr, (size_t) hlen, f->header_offset,
+                         LAYER_CLIENT_NOTED);
   if (r == 0) {
     memset(&e, 0, sizeof e);
     r = sn_tar_parse_headers(hdr, hlen, &e);
@@ -238,10 +242,16 @@ int
 sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
                       int64_t off)
 {
-  if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1 ||
-      check_files(l, off, off + (int64_t) len) == -1)
+  if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off, true);
+  /* The range the client asked for feeds the sequential-read detector
+   * before any header is fetched: the first reads of a device copy, all
+   * at once, are header checks of files far apart, and a copy must be
+   * seen as one before they come back. */
+  layer_note_client(l, off, len);
+  if (check_files(l, off, off + (int64_t) len) == -1)
+    return -1;
+  return layer_read_spans(l, buf, len, off, LAYER_CLIENT_NOTED);
 }
 
 int64_t

@@ -8,7 +8,10 @@
  * at most DENSE_BATCH compressed bytes, all under way at once, and decodes
  * them in order on one thread, so that each sub-span after the first finds
  * its window in the cache.  The read itself waits only for its own
- * sub-spans.  The chunks of an eStargz or zstd:chunked layer
+ * sub-spans.  A streaming reader (a copy of the device) gets a stretch
+ * staged far ahead in larger runs, each decoded in order by its thread
+ * from the one window of its first sub-span; reads of a run's sub-spans
+ * wait for that thread.  The chunks of an eStargz or zstd:chunked layer
  * (lib/stargz/stargz.h) are staged the same way; they decode on their own,
  * with no window.  Shared state:
  * layer-int.h. */
@@ -33,8 +36,12 @@
 /* The most tar header bytes (with PAX records) before a file's data. */
 #define DENSE_HEADER_SLACK ((int64_t) 64 << 10)
 /* Bytes read in one forward run before reads count as streaming: then
- * readahead_bytes are fetched ahead, across files, decoded in parallel. */
+ * DENSE_STREAM_AHEAD bytes (or readahead_bytes if more, at most half the
+ * cache) are fetched ahead, across files, in runs decoded in parallel.
+ * 32 MiB against 8 and 16: fewer small requests when the stream outruns
+ * the staged stretch (bench/README.md, fifteenth session). */
 #define DENSE_STREAM_TRIGGER ((int64_t) 4 << 20)
+#define DENSE_STREAM_AHEAD ((int64_t) 32 << 20)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
  * spans being loaded if wait; 1 if a span of it is not there (or loading
@@ -274,19 +281,31 @@ dense_run_thread(void *arg)
     if (sn_spancache_get(l->cache, i, 1, &e) == -1)
       break;
     sn_spancache_put(l->cache, e);
+    if (atomic_load(&l->run_pending[i])) {
+      pthread_mutex_lock(&l->ra_lock);
+      atomic_store(&l->run_pending[i], 0);
+      pthread_cond_broadcast(&l->ra_staged);
+      pthread_mutex_unlock(&l->ra_lock);
+    }
   }
-  free(r);
   pthread_mutex_lock(&l->ra_lock);
+  /* Given up (an error, or the layer closing): the reads decode the rest
+   * themselves. */
+  for (; i <= r->last; i++)
+    atomic_store(&l->run_pending[i], 0);
+  pthread_cond_broadcast(&l->ra_staged);
+  free(r);
   layer_ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
   return NULL;
 }
 
 /* Stage spans [first, stop] in runs of at most DENSE_BATCH compressed
- * bytes, each decoded on a thread of its own (ra_lock held).  streaming:
- * also fetch each run's windows (one more range request), so that its
- * spans decode in parallel, and the reads' own decodes never wait for the
- * span before them. */
+ * bytes, each decoded in order on a thread of its own (ra_lock held).
+ * streaming: runs of DENSE_STREAM_BATCH, each with the window of its
+ * first span (one more, small, range request) so that runs decode in
+ * parallel, and the reads of a run's spans wait for its thread instead of
+ * fetching their own windows. */
 static void
 stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
 {
@@ -304,8 +323,11 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
       size_t k;
 
       for (k = rf; k < rf + n; k++)
-        atomic_store(&l->win_nowait[k], 1);
-      layer_dense_stage_windows(l, rf, n);
+        atomic_store(&l->run_pending[k], 1);
+      if (rf > 0 && !sn_spancache_present(l->cache, rf - 1)) {
+        atomic_store(&l->win_nowait[rf], 1);
+        layer_dense_stage_windows(l, rf, 1);
+      }
     }
     r = malloc(sizeof *r);
     if (r == NULL)
@@ -316,6 +338,17 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
       break;
     }
   }
+}
+
+void
+layer_dense_await_run(struct sn_layer *l, size_t i)
+{
+  if (!atomic_load(&l->run_pending[i]))
+    return;
+  pthread_mutex_lock(&l->ra_lock);
+  while (atomic_load(&l->run_pending[i]))
+    pthread_cond_wait(&l->ra_staged, &l->ra_lock);
+  pthread_mutex_unlock(&l->ra_lock);
 }
 
 bool
@@ -333,7 +366,7 @@ void
 layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
                  size_t last, bool fg)
 {
-  int64_t end = off + (int64_t) len, fend = file_end_at(l, off);
+  int64_t end = off + (int64_t) len, fend = file_end_at(l, off), ahead = 0;
   bool hit, seq;
   size_t stop, next, rf, n;
 
@@ -347,11 +380,18 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
     pthread_mutex_unlock(&l->ra_lock);
     return;
   }
-  /* The rest of the file (capped), or readahead_bytes when reads stream. */
+  /* The rest of the file (capped), or the stretch ahead when reads
+   * stream. */
   if (fend > end)
     end = fend < off + DENSE_AHEAD ? fend : off + DENSE_AHEAD;
-  if (seq && end < off + (int64_t) len + l->ra_bytes)
-    end = off + (int64_t) len + l->ra_bytes;
+  if (seq) {
+    ahead = l->ra_bytes > DENSE_STREAM_AHEAD ? l->ra_bytes
+      : DENSE_STREAM_AHEAD;
+    if (ahead > (int64_t) l->cache_budget / 2)
+      ahead = (int64_t) l->cache_budget / 2;
+    if (end < off + (int64_t) len + ahead)
+      end = off + (int64_t) len + ahead;
+  }
   if (end > l->zi->uncompressed_size)
     end = l->zi->uncompressed_size;
   stop = end > off ? sn_zinfo_span_of(l->zi, end - 1) : last;
@@ -370,7 +410,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
     sn_zinfo_span(l->zi, from < l->zi->nspans ? from : l->zi->nspans - 1,
                   &s);
     if (from <= stop && s.uncomp_start - (off + (int64_t) len) <
-        l->ra_bytes / 2) {
+        ahead / 2) {
       stage_runs(l, from, stop, true);
       l->ra_next = stop + 1;
     }

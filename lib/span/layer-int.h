@@ -79,10 +79,16 @@ struct sn_layer {
    * the span before it (set for the first span of a readahead run, so
    * that runs decode in parallel). */
   _Atomic unsigned char *win_nowait;
-  /* Dense, streaming: per span, its window's frame fetched with those of
-   * its run (under ra_lock; win_fetching while the request runs). */
+  /* Dense, streaming: per span, its window's frame fetched for its run
+   * (the run's first span only; under ra_lock, win_fetching while the
+   * request runs). */
   uint8_t **win_frames;
   unsigned char *win_fetching;
+  /* Dense, streaming: per span, a run's decode thread will decode it
+   * (set under ra_lock, cleared once it is in the cache or the thread
+   * gave up; ra_staged signals): a read waits for that rather than
+   * fetch the span's window to decode it itself. */
+  _Atomic unsigned char *run_pending;
 
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;
@@ -96,12 +102,20 @@ struct sn_layer {
   bool ra_sequential;           /* the last read continued a forward run */
   int64_t ra_bytes;             /* readahead_bytes (layer_dense_note) */
   size_t ra_inflight;           /* spans its threads are loading */
-  unsigned ra_threads;          /* its threads still running */
-  /* Readahead threads are joinable: each one, done with the layer, adds
-   * itself here (room is made before it starts) and is joined by the next
-   * start of a readahead thread or by sn_layer_free, so that no thread
-   * of the layer outlives it (a thread still exiting while the process
-   * exits can hang in the libraries' destructors). */
+  unsigned ra_threads;          /* its jobs started and not yet done */
+  /* Readahead jobs run on worker threads that wait a while for the next
+   * job before they end (layer-readahead.c): a new thread per job faults
+   * its stack and its malloc arena's pages in anew.  ra_work wakes an
+   * idle worker for a queued job; ra_quit ends them all. */
+  pthread_cond_t ra_work;
+  struct ra_work *ra_queue, *ra_queue_tail;
+  unsigned ra_workers, ra_idle_workers, ra_queued;
+  bool ra_quit;
+  /* Workers are joinable: each one, ending, adds itself here (room is
+   * made before it starts) and is joined by the next start of a worker
+   * or by sn_layer_free, so that no thread of the layer outlives it (a
+   * thread still exiting while the process exits can hang in the
+   * libraries' destructors). */
   pthread_t *ra_done;
   size_t nra_done, ra_done_cap;
   /* Readahead fetches runs of spans with one range request (when there is
@@ -157,15 +171,26 @@ size_t layer_files_upto(const struct sn_layer *l, int64_t off);
 int layer_poisoned(struct sn_layer *l);
 /* layer.c: -1 with a message if [off, off+len) is not inside the layer. */
 int layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len);
-/* layer.c: the spans covering [off, off+len) through the cache, copied
- * into buf unless it is NULL.  A read (buf) that is a client's (fg) also
- * feeds the sequential-read detector. */
-int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
-                     int64_t off, bool fg);
+/* Whose read layer_read_spans serves: a client's, which feeds the
+ * sequential-read detector; a client's whose range was fed to it already
+ * (layer_note_client: a checked read and its header checks); or the
+ * plugin's own (dependency prefetch), which neither feeds it nor tops up
+ * a stream. */
+enum layer_reader { LAYER_CLIENT, LAYER_CLIENT_NOTED, LAYER_BACKGROUND };
 
-/* layer-readahead.c: start a thread of the layer running fn(arg) (ra_lock
- * held); it must end with layer_ra_thread_done (ra_lock held, last thing
- * before unlocking and returning).  -1 if it could not be started. */
+/* layer.c: the spans covering [off, off+len) through the cache, copied
+ * into buf unless it is NULL (then nothing is noted). */
+int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
+                     int64_t off, enum layer_reader who);
+/* layer.c: feed a client's read of [off, off+len) to the sequential-read
+ * detector. */
+void layer_note_client(struct sn_layer *l, int64_t off, size_t len);
+
+/* layer-readahead.c: run fn(arg) on a worker of the layer (ra_lock held):
+ * an idle one, else a new one, so that every job starts at once (jobs
+ * wait for each other's fetches).  fn must end with layer_ra_thread_done
+ * (ra_lock held, last thing before unlocking and returning).  -1 if no
+ * worker could be started. */
 int layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg);
 void layer_ra_thread_done(struct sn_layer *l);
 /* layer-readahead.c: stage the first run of spans in [first, end) that
@@ -188,6 +213,10 @@ int layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win);
 void layer_dense_note(struct sn_layer *l, int64_t off, size_t len,
                       size_t first, size_t last, bool fg);
 
+/* layer-dense.c: wait while a streaming run's thread is yet to decode
+ * span i (run_pending). */
+void layer_dense_await_run(struct sn_layer *l, size_t i);
+
 /* layer-dense.c: fetch the sparse windows of spans [first, first+n) with
  * one range request on a thread (ra_lock held); each span's decode takes
  * its frame (layer_dense_window). */
@@ -200,9 +229,11 @@ void layer_replay_used(struct sn_layer *l, size_t i);
 /* layer-readahead.c: set up readahead of about bytes (0 = off) within a
  * memory cache of budget bytes. */
 void layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget);
-/* layer-readahead.c: join the readahead threads that are done (ra_lock
- * held). */
-void layer_ra_reap(struct sn_layer *l);
+/* layer-readahead.c: set up and end the readahead workers (ra_work,
+ * ra_done): layer_ra_init returns -1 on failure; layer_ra_end waits for
+ * every job, then ends and joins the workers. */
+int layer_ra_init(struct sn_layer *l);
+void layer_ra_end(struct sn_layer *l);
 /* layer-readahead.c: note a read of [off, off+len) ending in span last;
  * may start readahead. */
 void layer_readahead_note(struct sn_layer *l, int64_t off, size_t len,

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/bufpool.h"
 #include "util/digest.h"
@@ -75,46 +76,158 @@ struct ra_job {
   size_t span;
 };
 
-/* Join the readahead threads that are done (with ra_lock held: they
- * released it for the last time before it was taken). */
-void
-layer_ra_reap(struct sn_layer *l)
+/* How long an idle worker waits for another job before it ends. */
+#define RA_WORKER_LINGER_S 2
+
+struct ra_work {
+  void *(*fn)(void *);
+  void *arg;
+  struct ra_work *next;
+};
+
+int
+layer_ra_init(struct sn_layer *l)
+{
+  pthread_condattr_t a;
+  int e;
+
+  if (pthread_condattr_init(&a) != 0)
+    return -1;
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  e = pthread_cond_init(&l->ra_work, &a);
+  pthread_condattr_destroy(&a);
+  return e == 0 ? 0 : -1;
+}
+
+/* Join the workers that have ended (ra_lock held: they released it for
+ * the last time before it was taken). */
+static void
+ra_reap(struct sn_layer *l)
 {
   while (l->nra_done > 0)
     pthread_join(l->ra_done[--l->nra_done], NULL);
 }
 
-/* Start a readahead thread running fn(arg) (with ra_lock held; it ends
- * with layer_ra_thread_done).  -1 if it could not be started. */
-int
-layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
+void
+layer_ra_end(struct sn_layer *l)
 {
+  pthread_mutex_lock(&l->ra_lock);
+  l->ra_window = 0;
+  while (l->ra_threads > 0)
+    pthread_cond_wait(&l->ra_idle, &l->ra_lock);
+  l->ra_quit = true;
+  pthread_cond_broadcast(&l->ra_work);
+  while (l->ra_workers > 0)
+    pthread_cond_wait(&l->ra_idle, &l->ra_lock);
+  ra_reap(l);
+  pthread_mutex_unlock(&l->ra_lock);
+  free(l->ra_done);
+  l->ra_done = NULL;
+}
+
+/* A worker: runs its first job, then queued ones, until none comes for
+ * RA_WORKER_LINGER_S or the layer ends them. */
+static void *
+ra_worker(void *arg)
+{
+  struct sn_layer *l = ((struct ra_work *) arg)->arg;
+  struct ra_work *w = ((struct ra_work *) arg)->next;
+
+  free(arg);
+  for (;;) {
+    struct timespec t;
+
+    w->fn(w->arg);
+    free(w);
+    pthread_mutex_lock(&l->ra_lock);
+    l->ra_idle_workers++;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += RA_WORKER_LINGER_S;
+    while (l->ra_queue == NULL && !l->ra_quit &&
+           pthread_cond_timedwait(&l->ra_work, &l->ra_lock, &t) == 0)
+      ;
+    l->ra_idle_workers--;
+    w = l->ra_queue;
+    if (w == NULL)
+      break;
+    l->ra_queue = w->next;
+    if (l->ra_queue == NULL)
+      l->ra_queue_tail = NULL;
+    l->ra_queued--;
+    pthread_mutex_unlock(&l->ra_lock);
+  }
+  /* Room in ra_done was made when this worker started. */
+  l->ra_done[l->nra_done++] = pthread_self();
+  if (--l->ra_workers == 0)
+    pthread_cond_broadcast(&l->ra_idle);
+  pthread_mutex_unlock(&l->ra_lock);
+  return NULL;
+}
+
+/* Start a worker running w first (ra_lock held). */
+static int
+ra_worker_start(struct sn_layer *l, struct ra_work *w)
+{
+  struct ra_work *boot = malloc(sizeof *boot);
   pthread_t tid;
   size_t need;
 
-  layer_ra_reap(l);
-  need = (size_t) l->ra_threads + 1;
+  if (boot == NULL)
+    return -1;
+  ra_reap(l);
+  need = (size_t) l->ra_workers + 1;
   if (need > l->ra_done_cap) {
     size_t cap = need < 16 ? 16 : 2 * need;
     pthread_t *p = realloc(l->ra_done, cap * sizeof *p);
 
-    if (p == NULL)
+    if (p == NULL) {
+      free(boot);
       return -1;
+    }
     l->ra_done = p;
     l->ra_done_cap = cap;
   }
-  if (pthread_create(&tid, NULL, fn, arg) != 0)
+  *boot = (struct ra_work) { .arg = l, .next = w };
+  if (pthread_create(&tid, NULL, ra_worker, boot) != 0) {
+    free(boot);
     return -1;
+  }
+  l->ra_workers++;
+  return 0;
+}
+
+int
+layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg)
+{
+  struct ra_work *w = malloc(sizeof *w);
+
+  if (w == NULL || l->ra_quit) {
+    free(w);
+    return -1;
+  }
+  *w = (struct ra_work) { .fn = fn, .arg = arg };
+  if (l->ra_idle_workers > l->ra_queued) {
+    if (l->ra_queue_tail)
+      l->ra_queue_tail->next = w;
+    else
+      l->ra_queue = w;
+    l->ra_queue_tail = w;
+    l->ra_queued++;
+    pthread_cond_signal(&l->ra_work);
+  }
+  else if (ra_worker_start(l, w) == -1) {
+    free(w);
+    return -1;
+  }
   l->ra_threads++;
   return 0;
 }
 
-/* The end of a readahead thread's use of the layer (with ra_lock held):
- * after this it only unlocks ra_lock and returns. */
+/* The end of a job's use of the layer (with ra_lock held): after this it
+ * only unlocks ra_lock and returns. */
 void
 layer_ra_thread_done(struct sn_layer *l)
 {
-  l->ra_done[l->nra_done++] = pthread_self();
   if (--l->ra_threads == 0)
     pthread_cond_broadcast(&l->ra_idle);
 }

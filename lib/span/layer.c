@@ -159,6 +159,15 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   pthread_mutex_init(&l->ra_lock, NULL);
   pthread_cond_init(&l->ra_idle, NULL);
   pthread_cond_init(&l->ra_staged, NULL);
+  if (layer_ra_init(l) == -1) {
+    pthread_mutex_destroy(&l->lock);
+    pthread_mutex_destroy(&l->ra_lock);
+    pthread_cond_destroy(&l->ra_idle);
+    pthread_cond_destroy(&l->ra_staged);
+    free(l);
+    sn_ztoc_free(z);
+    return NULL;
+  }
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
@@ -226,9 +235,11 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
       l->staged = calloc(l->zi->nspans, sizeof *l->staged);
     }
     l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
+    l->run_pending = calloc(l->zi->nspans, sizeof *l->run_pending);
     l->win_frames = calloc(l->zi->nspans, sizeof *l->win_frames);
     l->win_fetching = calloc(l->zi->nspans, sizeof *l->win_fetching);
     if (l->staging == NULL || l->staged == NULL || l->win_nowait == NULL ||
+        l->run_pending == NULL ||
         l->win_frames == NULL || l->win_fetching == NULL) {
       sn_oom();
       goto fail;
@@ -254,16 +265,10 @@ sn_layer_free(struct sn_layer *l)
 {
   if (l == NULL)
     return;
-  /* Readahead threads hold the layer: tell the dense decode loops to
-   * stop, and wait for them all. */
+  /* Readahead jobs hold the layer: tell the dense decode loops to stop,
+   * and wait for them all. */
   atomic_store(&l->closing, true);
-  pthread_mutex_lock(&l->ra_lock);
-  l->ra_window = 0;
-  while (l->ra_threads > 0)
-    pthread_cond_wait(&l->ra_idle, &l->ra_lock);
-  layer_ra_reap(l);
-  pthread_mutex_unlock(&l->ra_lock);
-  free(l->ra_done);
+  layer_ra_end(l);
   while (l->bad) {
     struct bad_file *b = l->bad;
     l->bad = b->next;
@@ -281,6 +286,7 @@ sn_layer_free(struct sn_layer *l)
   free(l->staging);
   free((void *) l->replayed);
   free(l->win_nowait);
+  free(l->run_pending);
   if (l->win_frames) {
     size_t i;
 
@@ -310,6 +316,7 @@ sn_layer_free(struct sn_layer *l)
   pthread_mutex_destroy(&l->ra_lock);
   pthread_cond_destroy(&l->ra_idle);
   pthread_cond_destroy(&l->ra_staged);
+  pthread_cond_destroy(&l->ra_work);
   free(l);
 }
 
@@ -692,7 +699,7 @@ layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len)
  * spans are verified. */
 int
 layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
-                 bool fg)
+                 enum layer_reader who)
 {
   struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
   int64_t end = off + (int64_t) len, pos = off;
@@ -703,17 +710,19 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
     return 0;
   first = sn_zinfo_span_of(l->zi, off);
   last = sn_zinfo_span_of(l->zi, end - 1);
-  if (buf && fg)
+  if (buf && who == LAYER_CLIENT)
     layer_readahead_note(l, off, len, last);
   if (buf && layer_fine(l))
-    layer_dense_note(l, off, len, first, last, fg);
+    layer_dense_note(l, off, len, first, last, who != LAYER_BACKGROUND);
   for (i = first; i <= last && !hole; i += n) {
     n = last - i + 1;
     if (n > SN_SPANCACHE_MAX_GET)
       n = SN_SPANCACHE_MAX_GET;
     /* Dense sub-spans one by one: each decodes with the one before. */
-    if (layer_windows(l))
+    if (layer_windows(l)) {
       n = 1;
+      layer_dense_await_run(l, i);
+    }
     if (sn_spancache_get(l->cache, i, n, ents) == -1)
       return -1;
     for (k = 0; k < n && buf && !hole; k++) {
@@ -749,7 +758,15 @@ sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off, true);
+  return layer_read_spans(l, buf, len, off, LAYER_CLIENT);
+}
+
+void
+layer_note_client(struct sn_layer *l, int64_t off, size_t len)
+{
+  if (len > 0)
+    layer_readahead_note(l, off, len,
+                         sn_zinfo_span_of(l->zi, off + (int64_t) len - 1));
 }
 
 int
@@ -758,7 +775,7 @@ sn_layer_read_background(struct sn_layer *l, void *buf, size_t len,
 {
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off, false);
+  return layer_read_spans(l, buf, len, off, LAYER_BACKGROUND);
 }
 
 /* layer_read_spans without a buffer: the spans stay in the memory cache. */
@@ -771,7 +788,7 @@ sn_layer_prefetch(struct sn_layer *l, int64_t off, int64_t len)
     return sn_set_error("prefetch [%lld,+%lld) outside the layer's %lld "
                         "bytes", (long long) off, (long long) len,
                         (long long) l->z->uncompressed_size);
-  return layer_read_spans(l, NULL, (size_t) len, off, false);
+  return layer_read_spans(l, NULL, (size_t) len, off, LAYER_BACKGROUND);
 }
 
 /* ---- a file as the source ------------------------------------------- */
