@@ -315,7 +315,7 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
     struct dense_run *r;
 
     next = layer_stage(l, next, stop + 1,
-                       streaming ? DENSE_STREAM_BATCH : DENSE_BATCH, false,
+                       streaming ? DENSE_STREAM_BATCH : DENSE_BATCH, 0,
                        &rf, &n);
     if (n == 0)
       break;
@@ -400,7 +400,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
   /* The read's own spans in a request of their own (the read decodes
    * them), then the rest, all at once. */
   for (next = first; !hit && next <= last;)
-    next = layer_stage(l, next, last + 1, 0, false, &rf, &n);
+    next = layer_stage(l, next, last + 1, 0, 0, &rf, &n);
   if (seq) {
     /* Streaming: top the staged stretch up to readahead_bytes ahead once
      * less than half of it is left, so that runs stay large. */

@@ -121,11 +121,27 @@ struct sn_layer {
   /* Readahead fetches runs of spans with one range request (when there is
    * no disk cache): per span, a fetch covering it is under way (staging,
    * under ra_lock; loads of the span wait for it: ra_staged), and its
-   * verified compressed bytes, a comp_pool buffer, once there (staged). */
+   * verified compressed bytes once there (staged): a slice of its run's
+   * buffer (staged_in, which the slice holds a reference to), or a
+   * comp_pool buffer of its own (staged_in NULL). */
   unsigned char *staging;
   uint8_t **staged;
+  struct layer_batch **staged_in;
   pthread_cond_t ra_staged;
 };
+
+/* A staged run's compressed bytes (a comp_pool buffer), shared by the
+ * slices of its spans still staged or being decoded. */
+struct layer_batch {
+  _Atomic size_t refs;
+  uint8_t *buf;
+};
+
+/* layer-readahead.c: give back span bytes that were staged: a slice of b
+ * (one reference dropped; the last puts the buffer back), or, b NULL, a
+ * comp_pool buffer of their own. */
+void layer_staged_put(struct sn_layer *l, uint8_t *comp,
+                      struct layer_batch *b);
 
 /* Add n to a statistics counter. */
 static inline void
@@ -193,12 +209,19 @@ void layer_note_client(struct sn_layer *l, int64_t off, size_t len);
  * worker could be started. */
 int layer_ra_thread_start(struct sn_layer *l, void *(*fn)(void *), void *arg);
 void layer_ra_thread_done(struct sn_layer *l);
+/* layer_stage's flags: load each staged span on a thread of its own
+ * (DECODE); give each span a buffer of its own instead of a slice of the
+ * run's (APART: a replay's spans wait for reads that may never come, and
+ * one of them must not hold its whole run's bytes). */
+#define LAYER_STAGE_DECODE 1u
+#define LAYER_STAGE_APART 2u
+
 /* layer-readahead.c: stage the first run of spans in [first, end) that
  * nobody has, with one range request of at most max_bytes (0: no limit),
- * ra_lock held; decode: then load each on a thread.  Returns the first span
- * after it; *run_first, *n: the run staged (*n 0: none). */
+ * ra_lock held.  Returns the first span after it; *run_first, *n: the run
+ * staged (*n 0: none). */
 size_t layer_stage(struct sn_layer *l, size_t first, size_t end,
-                   int64_t max_bytes, bool decode, size_t *run_first,
+                   int64_t max_bytes, unsigned flags, size_t *run_first,
                    size_t *n);
 
 /* layer-dense.c: with a dense index (zi->winref), the window that span i
@@ -226,6 +249,9 @@ void layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n);
  * used if a replay loaded it. */
 void layer_replay_used(struct sn_layer *l, size_t i);
 
+/* layer-readahead.c: set up staging (staging, staged, staged_in) unless
+ * it is; -1 (and nothing set up) on failure. */
+int layer_staging_init(struct sn_layer *l);
 /* layer-readahead.c: set up readahead of about bytes (0 = off) within a
  * memory cache of budget bytes. */
 void layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget);

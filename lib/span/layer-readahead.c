@@ -14,6 +14,7 @@
 
 #include "util/bufpool.h"
 #include "util/digest.h"
+#include "util/err.h"
 #include "span/layer.h"
 #include "span/layer-int.h"
 #include "span/spancache.h"
@@ -27,6 +28,27 @@
  * squashfs reads skip the tar headers between files. */
 #define RA_MIN_SLACK ((int64_t) 8 << 20)
 #define RA_BATCH_MIN 4
+
+int
+layer_staging_init(struct sn_layer *l)
+{
+  size_t n = l->zi->nspans ? l->zi->nspans : 1;
+
+  if (l->staging)
+    return 0;
+  l->staging = calloc(n, sizeof *l->staging);
+  l->staged = calloc(n, sizeof *l->staged);
+  l->staged_in = calloc(n, sizeof *l->staged_in);
+  if (l->staging && l->staged && l->staged_in)
+    return 0;
+  free(l->staging);
+  free(l->staged);
+  free(l->staged_in);
+  l->staging = NULL;
+  l->staged = NULL;
+  l->staged_in = NULL;
+  return sn_oom();
+}
 
 /* Size the readahead window from bytes (0 = off) so that it fits in half
  * the cache budget; with RA_BATCH_MIN spans or more and no disk cache,
@@ -55,16 +77,8 @@ layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget)
    * request dominates; with 2 big spans it saved nothing measurable and
    * held more memory).  With a disk cache, spans may be on disk: fetch
    * them one by one. */
-  if (l->dir == NULL && w >= RA_BATCH_MIN) {
-    l->staging = calloc(l->zi->nspans, sizeof *l->staging);
-    l->staged = calloc(l->zi->nspans, sizeof *l->staged);
-    if (l->staging == NULL || l->staged == NULL) {
-      free(l->staging);
-      free(l->staged);
-      l->staging = NULL;
-      l->staged = NULL;
-    }
-  }
+  if (l->dir == NULL && w >= RA_BATCH_MIN)
+    layer_staging_init(l);      /* without it, spans one by one */
   l->ra_window = w;
   l->ra_trigger = span > RA_MIN_TRIGGER ? span : RA_MIN_TRIGGER;
   l->ra_slack = 2 * l->ra_trigger > RA_MIN_SLACK ? 2 * l->ra_trigger
@@ -263,23 +277,37 @@ ra_thread(void *arg)
 struct ra_batch {
   struct sn_layer *l;
   size_t first, n;              /* spans marked staging by layer_stage */
-  bool decode;                  /* then load each on a thread of its own */
+  unsigned flags;               /* LAYER_STAGE_* */
 };
+
+void
+layer_staged_put(struct sn_layer *l, uint8_t *comp, struct layer_batch *b)
+{
+  if (b == NULL)
+    sn_bufpool_put(l->comp_pool, comp);
+  else if (atomic_fetch_sub(&b->refs, 1) == 1) {
+    sn_bufpool_put(l->comp_pool, b->buf);
+    free(b);
+  }
+}
 
 static void start_span_threads(struct sn_layer *l, size_t first, size_t n);
 
 /* Fetch spans [first, first+n) with one range request, verify each span's
  * slice against its digest and stage it (a slice that does not match is
  * dropped: its load fetches the span itself, with the usual refetches),
- * then load the spans (decode into the cache) on a thread each. */
+ * then load the spans (decode into the cache) on a thread each.  The
+ * slices stay in the run's buffer unless LAYER_STAGE_APART. */
 static void *
 ra_batch_thread(void *arg)
 {
   struct ra_batch *b = arg;
   struct sn_layer *l = b->l;
+  bool apart = b->flags & LAYER_STAGE_APART;
   struct sn_span s0, s1;
   uint8_t *all, **bufs = calloc(b->n, sizeof *bufs);
-  size_t len, k;
+  struct layer_batch *run = apart ? NULL : malloc(sizeof *run);
+  size_t len, k, nref = 0;
   bool ok;
 
   sn_zinfo_span(l->zi, b->first, &s0);
@@ -294,21 +322,24 @@ ra_batch_thread(void *arg)
     sn_zinfo_span(l->zi, b->first + k, &s);
     l->trace(l->trace_opaque, b->first + k, &s);
   }
-  ok = all && bufs && l->read(l->read_opaque, all, len, s0.comp_start) == 0;
+  ok = all && bufs && (apart || run) &&
+    l->read(l->read_opaque, all, len, s0.comp_start) == 0;
   for (k = 0; k < b->n && ok; k++) {
     size_t i = b->first + k;
     const struct sn_bytes *d = &l->z->span_digests[i];
     uint8_t want[SN_SHA256_LEN], got[SN_SHA256_LEN];
+    uint8_t *slice;
     struct sn_span s;
     size_t clen;
 
     sn_zinfo_span(l->zi, i, &s);
     clen = (size_t) (s.comp_end - s.comp_start);
+    slice = all + (s.comp_start - s0.comp_start);
     layer_count(&l->spans_fetched, 1);
     layer_count(&l->bytes_fetched, clen);
     /* A TOC layer's chunk is checked once decoded (load_span). */
     if (!layer_toc_chunks(l)) {
-      sn_sha256(all + (s.comp_start - s0.comp_start), clen, got);
+      sn_sha256(slice, clen, got);
       if (sn_digest_parse(d->data, d->len, want) == -1 ||
           memcmp(want, got, SN_SHA256_LEN) != 0) {
         layer_count(&l->spans_failed, 1);
@@ -316,18 +347,30 @@ ra_batch_thread(void *arg)
       }
       layer_count(&l->spans_verified, 1);
     }
-    bufs[k] = sn_bufpool_get(l->comp_pool, clen);
-    if (bufs[k])
-      memcpy(bufs[k], all + (s.comp_start - s0.comp_start), clen);
+    if (!apart) {
+      bufs[k] = slice;
+      nref++;
+    }
+    else if ((bufs[k] = sn_bufpool_get(l->comp_pool, clen)) != NULL)
+      memcpy(bufs[k], slice, clen);
   }
-  sn_bufpool_put(l->comp_pool, all);
+  if (nref > 0) {
+    run->buf = all;
+    atomic_init(&run->refs, nref);
+  }
+  else {
+    sn_bufpool_put(l->comp_pool, all);
+    free(run);
+    run = NULL;
+  }
   pthread_mutex_lock(&l->ra_lock);
   for (k = 0; k < b->n; k++) {
     l->staged[b->first + k] = bufs ? bufs[k] : NULL;
+    l->staged_in[b->first + k] = bufs && bufs[k] ? run : NULL;
     l->staging[b->first + k] = 0;
   }
   pthread_cond_broadcast(&l->ra_staged);
-  if (b->decode) {
+  if (b->flags & LAYER_STAGE_DECODE) {
     /* Decode the staged spans (those that failed are left to the reads). */
     for (k = 0; k < b->n; k++)
       if (bufs && bufs[k])
@@ -367,13 +410,13 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
  * to the next such span or max_bytes compressed bytes (0: no limit), with
  * one range request on a thread.  The spans are marked staging before the
  * cache is asked, so that a load starting meanwhile waits for the fetch
- * instead of fetching the span again.  decode: then load each staged span
- * on a thread of its own (counted in ra_inflight).  Returns the first span
+ * instead of fetching the span again.  LAYER_STAGE_DECODE: then load each
+ * staged span on a thread of its own (counted in ra_inflight).  Returns the first span
  * after the run (end if none was staged); *run_first and *n say which
  * spans were staged (*n 0: none). */
 size_t
 layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
-            bool decode, size_t *run_first, size_t *n)
+            unsigned flags, size_t *run_first, size_t *n)
 {
   *n = 0;
   *run_first = first;
@@ -408,7 +451,7 @@ layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
       b->l = l;
       b->first = first;
       b->n = k;
-      b->decode = decode;
+      b->flags = flags;
     }
     if (b == NULL || layer_ra_thread_start(l, ra_batch_thread, b) == -1) {
       size_t j;
@@ -419,7 +462,7 @@ layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
       free(b);
       return end;
     }
-    if (decode)
+    if (flags & LAYER_STAGE_DECODE)
       l->ra_inflight += k;
     *run_first = first;
     *n = k;
@@ -448,7 +491,7 @@ start_readahead(struct sn_layer *l, size_t first, size_t end)
   while (next < end) {
     size_t rf;
 
-    next = layer_stage(l, next, end, 0, true, &rf, &n);
+    next = layer_stage(l, next, end, 0, LAYER_STAGE_DECODE, &rf, &n);
     layer_count(&l->readahead_spans, n);
   }
   return next;

@@ -91,7 +91,8 @@ stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes,
   size_t next = first, rf, n;
 
   while (next <= last) {
-    next = layer_stage(l, next, last + 1, max_bytes, false, &rf, &n);
+    next = layer_stage(l, next, last + 1, max_bytes, LAYER_STAGE_APART, &rf,
+                       &n);
     if (n == 0)
       break;
     if (replay)

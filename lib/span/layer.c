@@ -230,16 +230,13 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   sn_spancache_set_release(l->cache, release_span);
   layer_set_readahead(l, o->readahead_bytes, budget);
   if (layer_fine(l)) {          /* layer-dense.c stages and decodes */
-    if (l->staging == NULL) {
-      l->staging = calloc(l->zi->nspans, sizeof *l->staging);
-      l->staged = calloc(l->zi->nspans, sizeof *l->staged);
-    }
+    if (layer_staging_init(l) == -1)
+      goto fail;
     l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
     l->run_pending = calloc(l->zi->nspans, sizeof *l->run_pending);
     l->win_frames = calloc(l->zi->nspans, sizeof *l->win_frames);
     l->win_fetching = calloc(l->zi->nspans, sizeof *l->win_fetching);
-    if (l->staging == NULL || l->staged == NULL || l->win_nowait == NULL ||
-        l->run_pending == NULL ||
+    if (l->win_nowait == NULL || l->run_pending == NULL ||
         l->win_frames == NULL || l->win_fetching == NULL) {
       sn_oom();
       goto fail;
@@ -280,9 +277,11 @@ sn_layer_free(struct sn_layer *l)
     size_t i;
 
     for (i = 0; i < l->zi->nspans; i++)
-      sn_bufpool_put(l->comp_pool, l->staged[i]);
+      if (l->staged[i])
+        layer_staged_put(l, l->staged[i], l->staged_in[i]);
   }
   free(l->staged);
+  free(l->staged_in);
   free(l->staging);
   free((void *) l->replayed);
   free(l->win_nowait);
@@ -375,12 +374,22 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 
 /* ---- fetching spans --------------------------------------------------- */
 
-/* Compressed bytes back to the pool they came from, else free()d. */
+/* Where a span's compressed bytes came from (span_comp), so that they go
+ * back there. */
+struct comp_owner {
+  struct sn_bufpool *pool;      /* a buffer of this pool; NULL: malloc'd */
+  struct layer_batch *batch;    /* or a staged slice of this run */
+  bool staged;
+};
+
+/* Compressed bytes back to where they came from. */
 static void
-comp_free(uint8_t *comp, struct sn_bufpool *pool)
+comp_free(struct sn_layer *l, uint8_t *comp, const struct comp_owner *o)
 {
-  if (pool)
-    sn_bufpool_put(pool, comp);
+  if (o->staged)
+    layer_staged_put(l, comp, o->batch);
+  else if (o->pool)
+    sn_bufpool_put(o->pool, comp);
   else
     free(comp);
 }
@@ -408,7 +417,7 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
     layer_count(&l->spans_fetched, 1);
     if (l->read(l->read_opaque, comp, clen, s->comp_start) == -1) {
       sn_prefix_error("span %zu of %s: ", i, l->name);
-      comp_free(comp, pool);
+      comp_free(l, comp, &(struct comp_owner) { .pool = pool });
       return NULL;
     }
     layer_count(&l->bytes_fetched, clen);
@@ -427,15 +436,16 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
                n - 1, (int) l->z->span_digests[i].len,
                l->z->span_digests[i].data, (long long) s->comp_start,
                (long long) s->comp_end, gs);
-  comp_free(comp, pool);
+  comp_free(l, comp, &(struct comp_owner) { .pool = pool });
   return NULL;
 }
 
 /* Span i's compressed bytes fetched and verified by a readahead range
- * request (a comp_pool buffer), waiting for one under way; NULL if none
- * (or it failed: the caller fetches the span itself). */
+ * request (*batch: the run they are a slice of, or NULL: a comp_pool
+ * buffer of their own), waiting for one under way; NULL if none (or it
+ * failed: the caller fetches the span itself). */
 static uint8_t *
-take_staged(struct sn_layer *l, size_t i)
+take_staged(struct sn_layer *l, size_t i, struct layer_batch **batch)
 {
   uint8_t *comp;
 
@@ -443,20 +453,24 @@ take_staged(struct sn_layer *l, size_t i)
   while (l->staging[i])
     pthread_cond_wait(&l->ra_staged, &l->ra_lock);
   comp = l->staged[i];
+  *batch = l->staged_in[i];
   l->staged[i] = NULL;
+  l->staged_in[i] = NULL;
   pthread_mutex_unlock(&l->ra_lock);
   return comp;
 }
 
-/* Span i's verified compressed bytes: from the disk cache (malloc'd), else
- * fetched into a buffer of pool (if not NULL; else malloc'd).  *pooled
- * tells which. */
+/* Span i's verified compressed bytes: staged by a range request, else
+ * from the disk cache (malloc'd), else fetched into a buffer of pool (if
+ * not NULL; else malloc'd).  *own tells which, for comp_free.  pool NULL:
+ * the caller wants malloc'd bytes whatever their source. */
 static int
 span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
-          struct sn_bufpool *pool, bool *pooled)
+          struct sn_bufpool *pool, struct comp_owner *own)
 {
   const struct sn_bytes *d;
   uint8_t want[SN_SHA256_LEN];
+  struct layer_batch *batch = NULL;
   uint8_t *comp;
   struct sn_span s;
   size_t clen;
@@ -471,19 +485,20 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
   clen = (size_t) (s.comp_end - s.comp_start);
   if (sn_digest_parse(d->data, d->len, want) == -1)
     return sn_prefix_error("span %zu of %s: ", i, l->name);
-  *pooled = false;
-  if (l->staged && (comp = take_staged(l, i)) != NULL) {
+  *own = (struct comp_owner) { 0 };
+  if (l->staged && (comp = take_staged(l, i, &batch)) != NULL) {
     if (pool == NULL) {         /* the caller wants malloc'd bytes */
       uint8_t *copy = malloc(clen ? clen : 1);
 
       if (copy)
         memcpy(copy, comp, clen);
-      sn_bufpool_put(l->comp_pool, comp);
+      layer_staged_put(l, comp, batch);
       if (copy == NULL)
         return sn_oom();
       comp = copy;
     }
-    *pooled = pool != NULL;
+    else
+      *own = (struct comp_owner) { .batch = batch, .staged = true };
     /* Staged by a range request (a dense layer stages with a disk cache
      * too): keep it on disk like a span fetched alone. */
     if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
@@ -496,7 +511,7 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
     comp = fetch_verified(l, i, &s, clen, want, pool);
     if (comp == NULL)
       return -1;
-    *pooled = pool != NULL;
+    own->pool = pool;
     if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
       sn_diskcache_add(l->disk, clen);
   }
@@ -510,9 +525,9 @@ int
 sn_layer_span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out,
                    size_t *clen_out)
 {
-  bool pooled;
+  struct comp_owner own;
 
-  return span_comp(l, i, comp_out, clen_out, NULL, &pooled);
+  return span_comp(l, i, comp_out, clen_out, NULL, &own);
 }
 
 /* A TOC-indexed layer's chunk (eStargz, zstd:chunked), decoded into out
@@ -555,7 +570,7 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   uint8_t *comp, *out, *win = NULL;
   struct sn_span s;
   size_t clen, ulen;
-  bool pooled;
+  struct comp_owner own;
   int r, tries = 0;
 
   sn_zinfo_span(l->zi, i, &s);
@@ -570,7 +585,7 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
       return -1;
     }
   }
-  if (span_comp(l, i, &comp, &clen, l->comp_pool, &pooled) == -1) {
+  if (span_comp(l, i, &comp, &clen, l->comp_pool, &own) == -1) {
     free(win);
     return -1;
   }
@@ -584,13 +599,13 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   }
   out = sn_bufpool_get(l->span_pool, ulen);
   if (out == NULL) {
-    comp_free(comp, pooled ? l->comp_pool : NULL);
+    comp_free(l, comp, &own);
     free(win);
     return -1;
   }
   r = win ? sn_zinfo_decode_run(l->zi, i, i, win, comp, clen, out, ulen)
     : sn_zinfo_decode_span(l->zi, i, comp, clen, out, ulen);
-  comp_free(comp, pooled ? l->comp_pool : NULL);
+  comp_free(l, comp, &own);
   if (layer_toc_chunks(l) && stargz_check(l, i, r, out, ulen) == -1)
     while (r = -1, tries++ < l->max_refetch) {
       comp = fetch_verified(l, i, &s, clen, NULL, NULL);
