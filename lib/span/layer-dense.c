@@ -330,11 +330,16 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
       }
     }
     r = malloc(sizeof *r);
-    if (r == NULL)
-      break;
-    *r = (struct dense_run) { .l = l, .first = rf, .last = rf + n - 1 };
-    if (layer_ra_thread_start(l, dense_run_thread, r) == -1) {
+    if (r)
+      *r = (struct dense_run) { .l = l, .first = rf, .last = rf + n - 1 };
+    if (r == NULL || layer_ra_thread_start(l, dense_run_thread, r) == -1) {
+      size_t k;
+
+      /* No thread will decode the run: its reads decode it. */
       free(r);
+      for (k = rf; k < rf + n; k++)
+        atomic_store(&l->run_pending[k], 0);
+      pthread_cond_broadcast(&l->ra_staged);
       break;
     }
   }
