@@ -139,13 +139,19 @@ layer_ra_end(struct sn_layer *l)
   l->ra_done = NULL;
 }
 
+/* What a new worker starts with. */
+struct ra_boot {
+  struct sn_layer *l;
+  struct ra_work *first;
+};
+
 /* A worker: runs its first job, then queued ones, until none comes for
  * RA_WORKER_LINGER_S or the layer ends them. */
 static void *
 ra_worker(void *arg)
 {
-  struct sn_layer *l = ((struct ra_work *) arg)->arg;
-  struct ra_work *w = ((struct ra_work *) arg)->next;
+  struct sn_layer *l = ((struct ra_boot *) arg)->l;
+  struct ra_work *w = ((struct ra_boot *) arg)->first;
 
   free(arg);
   for (;;) {
@@ -182,7 +188,7 @@ ra_worker(void *arg)
 static int
 ra_worker_start(struct sn_layer *l, struct ra_work *w)
 {
-  struct ra_work *boot = malloc(sizeof *boot);
+  struct ra_boot *boot = malloc(sizeof *boot);
   pthread_t tid;
   size_t need;
 
@@ -201,7 +207,7 @@ ra_worker_start(struct sn_layer *l, struct ra_work *w)
     l->ra_done = p;
     l->ra_done_cap = cap;
   }
-  *boot = (struct ra_work) { .arg = l, .next = w };
+  *boot = (struct ra_boot) { .l = l, .first = w };
   if (pthread_create(&tid, NULL, ra_worker, boot) != 0) {
     free(boot);
     return -1;
@@ -410,10 +416,10 @@ start_span_threads(struct sn_layer *l, size_t first, size_t n)
  * to the next such span or max_bytes compressed bytes (0: no limit), with
  * one range request on a thread.  The spans are marked staging before the
  * cache is asked, so that a load starting meanwhile waits for the fetch
- * instead of fetching the span again.  LAYER_STAGE_DECODE: then load each
- * staged span on a thread of its own (counted in ra_inflight).  Returns the first span
- * after the run (end if none was staged); *run_first and *n say which
- * spans were staged (*n 0: none). */
+ * instead of fetching the span again.  LAYER_STAGE_DECODE: then load
+ * each staged span on a thread of its own (counted in ra_inflight).
+ * Returns the first span after the run (end if none was staged);
+ * *run_first and *n say which spans were staged (*n 0: none). */
 size_t
 layer_stage(struct sn_layer *l, size_t first, size_t end, int64_t max_bytes,
             unsigned flags, size_t *run_first, size_t *n)
