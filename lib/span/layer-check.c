@@ -114,10 +114,8 @@ check_file(struct sn_layer *l, const struct sn_ztoc_file *f, bool *mismatch)
     return sn_oom();
   }
   /* The client read that needs this header has fed the detector. */
-  r = layer_poisoned(l) == -1 ||
-    layer_check_range(l, f->header_offset, (uint64_t) hlen) == -1 ? -1
-    : layer_read_spans(l, hdr, (size_t) hlen, f->header_offset,
-                       LAYER_CLIENT_NOTED);
+  r = layer_read_as(l, hdr, (size_t) hlen, f->header_offset,
+                    LAYER_CLIENT_NOTED);
   if (r == 0) {
     memset(&e, 0, sizeof e);
     r = sn_tar_parse_headers(hdr, hlen, &e);

@@ -109,8 +109,9 @@ window_fetch(struct sn_layer *l, size_t i, uint8_t *win)
   return ret;
 }
 
-/* Span i's window from a frame fetched with its run's (streaming): 0, or
- * 1 when there is none (or it does not check: then it is fetched anew). */
+/* Span i's window from a frame fetched for it as the first of a run
+ * (layer_dense_stage_window): 0, or 1 when there is none (or it does not
+ * check: then it is fetched anew). */
 static int
 window_staged(struct sn_layer *l, size_t i, uint8_t *win)
 {
@@ -159,75 +160,57 @@ layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
   return window_fetch(l, i, win);
 }
 
-struct win_run {
+struct win_job {
   struct sn_layer *l;
-  size_t first, n;
+  size_t i;
 };
 
-/* Fetch the windows of spans [first, first+n) with one range request (they
- * are in checkpoint order in the blob) and keep each frame for its span;
- * each is checked against its digest when used. */
+/* Fetch span i's window frame and keep it for the span's decode, which
+ * checks it against its digest (window_staged). */
 static void *
-win_run_thread(void *arg)
+win_thread(void *arg)
 {
-  struct win_run *r = arg;
-  struct sn_layer *l = r->l;
-  const struct sn_winref *ref = l->zi->winref;
-  int64_t lo = -1, hi = -1;
-  uint8_t *all = NULL;
-  size_t k;
+  struct win_job *j = arg;
+  struct sn_layer *l = j->l;
+  const struct sn_winref *r = &l->zi->winref[j->i];
+  uint8_t *f = NULL;
 
-  for (k = r->first; k < r->first + r->n; k++)
-    if (ref[k].len) {
-      if (lo < 0)
-        lo = ref[k].off;
-      hi = ref[k].off + ref[k].len;
-    }
-  if (lo >= 0 && l->win_read && (all = malloc((size_t) (hi - lo))) &&
-      l->win_read(l->win_opaque, all, (size_t) (hi - lo), lo) == 0) {
-    layer_count(&l->bytes_fetched, (uint64_t) (hi - lo));
-    for (k = r->first; k < r->first + r->n; k++) {
-      uint8_t *f;
-
-      if (ref[k].len == 0 || ref[k].off < lo || ref[k].off + ref[k].len > hi ||
-          (f = malloc(ref[k].len)) == NULL)
-        continue;
-      memcpy(f, all + (ref[k].off - lo), ref[k].len);
-      layer_count(&l->windows_fetched, 1);
-      pthread_mutex_lock(&l->ra_lock);
-      free(l->win_frames[k]);
-      l->win_frames[k] = f;
-      pthread_mutex_unlock(&l->ra_lock);
-    }
+  if (r->len && l->win_read && (f = malloc(r->len)) != NULL &&
+      l->win_read(l->win_opaque, f, r->len, r->off) == 0) {
+    layer_count(&l->bytes_fetched, r->len);
+    layer_count(&l->windows_fetched, 1);
   }
-  free(all);
+  else {
+    free(f);
+    f = NULL;
+  }
   pthread_mutex_lock(&l->ra_lock);
-  for (k = r->first; k < r->first + r->n; k++)
-    l->win_fetching[k] = 0;
+  if (f) {
+    free(l->win_frames[j->i]);
+    l->win_frames[j->i] = f;
+  }
+  l->win_fetching[j->i] = 0;
   pthread_cond_broadcast(&l->ra_staged);
-  free(r);
+  free(j);
   layer_ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
   return NULL;
 }
 
-/* Fetch the windows of the run [first, first+n) on a thread (ra_lock
- * held), so that each of its spans decodes on its own. */
+/* Fetch span i's window on a thread (ra_lock held), so that it decodes
+ * without waiting for the span before it: the first of a run. */
 void
-layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n)
+layer_dense_stage_window(struct sn_layer *l, size_t i)
 {
-  struct win_run *r = malloc(sizeof *r);
-  size_t k;
+  struct win_job *j = malloc(sizeof *j);
 
-  if (r == NULL)
+  if (j == NULL)
     return;
-  *r = (struct win_run) { .l = l, .first = first, .n = n };
-  for (k = first; k < first + n; k++)
-    l->win_fetching[k] = 1;
-  if (layer_ra_thread_start(l, win_run_thread, r) == -1) {
-    for (k = first; k < first + n; k++)
-      l->win_fetching[k] = 0;
-    free(r);
+  *j = (struct win_job) { .l = l, .i = i };
+  l->win_fetching[i] = 1;
+  if (layer_ra_thread_start(l, win_thread, j) == -1) {
+    l->win_fetching[i] = 0;
+    free(j);
   }
 }
 
@@ -260,6 +243,16 @@ all_present(struct sn_layer *l, size_t first, size_t last)
   return true;
 }
 
+/* Spans first..last are no run thread's to decode any more: their reads
+ * stop waiting (ra_lock held). */
+static void
+run_release(struct sn_layer *l, size_t first, size_t last)
+{
+  for (; first <= last; first++)
+    atomic_store(&l->run_pending[first], 0);
+  pthread_cond_broadcast(&l->ra_staged);
+}
+
 struct dense_run {
   struct sn_layer *l;
   size_t first, last;
@@ -283,17 +276,15 @@ dense_run_thread(void *arg)
     sn_spancache_put(l->cache, e);
     if (atomic_load(&l->run_pending[i])) {
       pthread_mutex_lock(&l->ra_lock);
-      atomic_store(&l->run_pending[i], 0);
-      pthread_cond_broadcast(&l->ra_staged);
+      run_release(l, i, i);
       pthread_mutex_unlock(&l->ra_lock);
     }
   }
   pthread_mutex_lock(&l->ra_lock);
   /* Given up (an error, or the layer closing): the reads decode the rest
    * themselves. */
-  for (; i <= r->last; i++)
-    atomic_store(&l->run_pending[i], 0);
-  pthread_cond_broadcast(&l->ra_staged);
+  if (i <= r->last)
+    run_release(l, i, r->last);
   free(r);
   layer_ra_thread_done(l);
   pthread_mutex_unlock(&l->ra_lock);
@@ -326,20 +317,15 @@ stage_runs(struct sn_layer *l, size_t first, size_t stop, bool streaming)
         atomic_store(&l->run_pending[k], 1);
       if (rf > 0 && !sn_spancache_present(l->cache, rf - 1)) {
         atomic_store(&l->win_nowait[rf], 1);
-        layer_dense_stage_windows(l, rf, 1);
+        layer_dense_stage_window(l, rf);
       }
     }
     r = malloc(sizeof *r);
     if (r)
       *r = (struct dense_run) { .l = l, .first = rf, .last = rf + n - 1 };
     if (r == NULL || layer_ra_thread_start(l, dense_run_thread, r) == -1) {
-      size_t k;
-
-      /* No thread will decode the run: its reads decode it. */
       free(r);
-      for (k = rf; k < rf + n; k++)
-        atomic_store(&l->run_pending[k], 0);
-      pthread_cond_broadcast(&l->ra_staged);
+      run_release(l, rf, rf + n - 1);   /* its reads decode it */
       break;
     }
   }

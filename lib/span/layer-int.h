@@ -198,6 +198,10 @@ enum layer_reader { LAYER_CLIENT, LAYER_CLIENT_NOTED, LAYER_BACKGROUND };
  * into buf unless it is NULL (then nothing is noted). */
 int layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len,
                      int64_t off, enum layer_reader who);
+/* layer.c: layer_read_spans after the checks every read gets (a poisoned
+ * layer, the range inside the layer). */
+int layer_read_as(struct sn_layer *l, void *buf, size_t len, int64_t off,
+                  enum layer_reader who);
 /* layer.c: feed a client's read of [off, off+len) to the sequential-read
  * detector. */
 void layer_note_client(struct sn_layer *l, int64_t off, size_t len);
@@ -240,10 +244,9 @@ void layer_dense_note(struct sn_layer *l, int64_t off, size_t len,
  * span i (run_pending). */
 void layer_dense_await_run(struct sn_layer *l, size_t i);
 
-/* layer-dense.c: fetch the sparse windows of spans [first, first+n) with
- * one range request on a thread (ra_lock held); each span's decode takes
- * its frame (layer_dense_window). */
-void layer_dense_stage_windows(struct sn_layer *l, size_t first, size_t n);
+/* layer-dense.c: fetch span i's sparse window on a thread (ra_lock held);
+ * the span's decode takes its frame (layer_dense_window). */
+void layer_dense_stage_window(struct sn_layer *l, size_t i);
 
 /* layer-replay.c: span i was just read by a reader (buf): count it as
  * used if a replay loaded it. */
@@ -255,10 +258,8 @@ int layer_staging_init(struct sn_layer *l);
 /* layer-readahead.c: set up readahead of about bytes (0 = off) within a
  * memory cache of budget bytes. */
 void layer_set_readahead(struct sn_layer *l, size_t bytes, size_t budget);
-/* layer-readahead.c: set up and end the readahead workers (ra_work,
- * ra_done): layer_ra_init returns -1 on failure; layer_ra_end waits for
- * every job, then ends and joins the workers. */
-int layer_ra_init(struct sn_layer *l);
+/* layer-readahead.c: wait for every readahead job, then end and join the
+ * workers. */
 void layer_ra_end(struct sn_layer *l);
 /* layer-readahead.c: note a read of [off, off+len) ending in span last;
  * may start readahead. */

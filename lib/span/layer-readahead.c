@@ -99,20 +99,6 @@ struct ra_work {
   struct ra_work *next;
 };
 
-int
-layer_ra_init(struct sn_layer *l)
-{
-  pthread_condattr_t a;
-  int e;
-
-  if (pthread_condattr_init(&a) != 0)
-    return -1;
-  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-  e = pthread_cond_init(&l->ra_work, &a);
-  pthread_condattr_destroy(&a);
-  return e == 0 ? 0 : -1;
-}
-
 /* Join the workers that have ended (ra_lock held: they released it for
  * the last time before it was taken). */
 static void
@@ -161,7 +147,9 @@ ra_worker(void *arg)
     free(w);
     pthread_mutex_lock(&l->ra_lock);
     l->ra_idle_workers++;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    /* ra_work is on the realtime clock, as the layer's other conditions:
+     * a clock step only changes how long an idle worker lingers. */
+    clock_gettime(CLOCK_REALTIME, &t);
     t.tv_sec += RA_WORKER_LINGER_S;
     while (l->ra_queue == NULL && !l->ra_quit &&
            pthread_cond_timedwait(&l->ra_work, &l->ra_lock, &t) == 0)

@@ -98,7 +98,7 @@ stage_all(struct sn_layer *l, size_t first, size_t last, int64_t max_bytes,
     if (replay)
       mark_replayed(l, rf, n);
     if (layer_windows(l) && rf > 0 && !sn_spancache_present(l->cache, rf - 1))
-      layer_dense_stage_windows(l, rf, 1);
+      layer_dense_stage_window(l, rf);
   }
 }
 

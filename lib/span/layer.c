@@ -159,15 +159,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   pthread_mutex_init(&l->ra_lock, NULL);
   pthread_cond_init(&l->ra_idle, NULL);
   pthread_cond_init(&l->ra_staged, NULL);
-  if (layer_ra_init(l) == -1) {
-    pthread_mutex_destroy(&l->lock);
-    pthread_mutex_destroy(&l->ra_lock);
-    pthread_cond_destroy(&l->ra_idle);
-    pthread_cond_destroy(&l->ra_staged);
-    free(l);
-    sn_ztoc_free(z);
-    return NULL;
-  }
+  pthread_cond_init(&l->ra_work, NULL);
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
@@ -377,16 +369,15 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
 /* Where a span's compressed bytes came from (span_comp), so that they go
  * back there. */
 struct comp_owner {
+  struct layer_batch *batch;    /* a staged slice of this run, else */
   struct sn_bufpool *pool;      /* a buffer of this pool; NULL: malloc'd */
-  struct layer_batch *batch;    /* or a staged slice of this run */
-  bool staged;
 };
 
 /* Compressed bytes back to where they came from. */
 static void
 comp_free(struct sn_layer *l, uint8_t *comp, const struct comp_owner *o)
 {
-  if (o->staged)
+  if (o->batch)
     layer_staged_put(l, comp, o->batch);
   else if (o->pool)
     sn_bufpool_put(o->pool, comp);
@@ -497,8 +488,8 @@ span_comp(struct sn_layer *l, size_t i, uint8_t **comp_out, size_t *clen_out,
         return sn_oom();
       comp = copy;
     }
-    else
-      *own = (struct comp_owner) { .batch = batch, .staged = true };
+    else                        /* a slice, or a buffer of its own */
+      *own = (struct comp_owner) { .batch = batch, .pool = l->comp_pool };
     /* Staged by a range request (a dense layer stages with a disk cache
      * too): keep it on disk like a span fetched alone. */
     if (l->dir && sn_disk_span_store(l->dir, i, comp, clen) == 0)
@@ -769,11 +760,18 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
 
 /* No header checks here (sn_layer_read_checked does them). */
 int
-sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
+layer_read_as(struct sn_layer *l, void *buf, size_t len, int64_t off,
+              enum layer_reader who)
 {
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
-  return layer_read_spans(l, buf, len, off, LAYER_CLIENT);
+  return layer_read_spans(l, buf, len, off, who);
+}
+
+int
+sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
+{
+  return layer_read_as(l, buf, len, off, LAYER_CLIENT);
 }
 
 void
@@ -788,9 +786,7 @@ int
 sn_layer_read_background(struct sn_layer *l, void *buf, size_t len,
                          int64_t off)
 {
-  if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
-    return -1;
-  return layer_read_spans(l, buf, len, off, LAYER_BACKGROUND);
+  return layer_read_as(l, buf, len, off, LAYER_BACKGROUND);
 }
 
 /* layer_read_spans without a buffer: the spans stay in the memory cache. */
