@@ -27,6 +27,10 @@
 #define DEFAULT_CACHE_BYTES ((size_t) 64 << 20)
 #define DEFAULT_MAX_REFETCH 2
 #define POOL_BUFS 4
+/* Caches smaller than this carve no huge-page area: it is made of 2 MiB
+ * pages, too coarse for them (and a 32-bit process has address space for
+ * no area at all). */
+#define AREA_MIN_BUDGET ((size_t) 8 << 20)
 
 static int load_span(void *opaque, size_t i, uint8_t **data, size_t *len);
 
@@ -147,6 +151,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   struct sn_layer_opts def = { 0 };
   struct sn_layer *l = calloc(1, sizeof *l);
   size_t budget;
+  bool area;
 
   if (l == NULL) {
     sn_oom();
@@ -211,9 +216,15 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     goto fail;
   }
   /* Idle pooled buffers add at most a quarter of the cache budget (decoded
-   * spans) and an eighth (compressed ones). */
-  l->span_pool = sn_bufpool_new(POOL_BUFS, budget / 4);
-  l->comp_pool = sn_bufpool_new(POOL_BUFS, budget / 8);
+   * spans) and an eighth (compressed ones).  The huge-page areas hold the
+   * cache and what its readers hold beyond it (decoded), and a stream's
+   * staged stretch, at most half the cache (compressed): docs/architecture.md,
+   * "Memory". */
+  area = budget >= AREA_MIN_BUDGET && sizeof(void *) >= 8;
+  l->span_pool = sn_bufpool_new(POOL_BUFS, budget / 4,
+                                area ? budget + budget / 4 : 0);
+  l->comp_pool = sn_bufpool_new(POOL_BUFS, budget / 8,
+                                area ? budget / 2 + budget / 8 : 0);
   if (l->span_pool == NULL || l->comp_pool == NULL)
     goto fail;
   l->cache = sn_spancache_new(l->zi->nspans, budget, load_span, l);
@@ -341,9 +352,11 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
   sn_bufpool_get_stats(l->span_pool, &ps);
   st->pool_reused = ps.reused;
   st->pool_allocated = ps.allocated;
+  st->pool_carved = ps.carved;
   sn_bufpool_get_stats(l->comp_pool, &ps);
   st->pool_reused += ps.reused;
   st->pool_allocated += ps.allocated;
+  st->pool_carved += ps.carved;
   st->readahead_spans = atomic_load(&l->readahead_spans);
   st->windows_fetched = atomic_load(&l->windows_fetched);
   st->windows_from_cache = atomic_load(&l->windows_from_cache);

@@ -87,6 +87,8 @@ struct sn_layer_stats {
   uint64_t readahead_spans;  /* spans asked for by sequential readahead */
   uint64_t pool_reused;      /* span buffers reused from the pools */
   uint64_t pool_allocated;   /* span buffers that had to be allocated */
+  uint64_t pool_carved;      /* span buffers carved from the pools'
+                              * huge-page areas (caches of 8 MiB or more) */
   uint64_t windows_fetched;  /* dense index: sparse windows fetched (their
                               * bytes are in bytes_fetched too) */
   uint64_t windows_from_cache; /* windows taken from decoded neighbours */

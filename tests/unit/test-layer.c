@@ -2,7 +2,8 @@
  * lib/span/spancache.c) — concurrent readers, single flight, bounded memory,
  * refetch on digest mismatch, the disk cache, header checks before file
  * bytes are served, prefetch, sequential readahead and the span buffer
- * pool (lib/util/bufpool.c) — over a multi-span gzip layer made here, read
+ * pool (lib/util/bufpool.c) with its huge-page area (lib/util/hugearea.c)
+ * — over a multi-span gzip layer made here, read
  * through a counting, faulting blob source. */
 #include <config.h>
 
@@ -14,12 +15,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <zlib.h>
 
 #include "util/bufpool.h"
+#include "util/hugearea.h"
 #include "soci/build.h"
 #include "util/err.h"
 #include "span/layer.h"
@@ -277,7 +280,7 @@ max_span_ulen(struct src *s)
 static void
 bufpool(void)
 {
-  struct sn_bufpool *p = sn_bufpool_new(2, (size_t) 1 << 20);
+  struct sn_bufpool *p = sn_bufpool_new(2, (size_t) 1 << 20, 0);
   struct sn_bufpool_stats st;
   uint8_t *a, *b, *c, *d;
 
@@ -307,7 +310,7 @@ bufpool(void)
   sn_bufpool_free(p);
 
   /* The byte bound: two buffers of ~100 KB do not both fit in 150000. */
-  p = sn_bufpool_new(8, 150000);
+  p = sn_bufpool_new(8, 150000, 0);
   a = sn_bufpool_get(p, 100000);
   b = sn_bufpool_get(p, 100000);
   sn_bufpool_put(p, a);
@@ -317,11 +320,139 @@ bufpool(void)
      "pool: at most max_bytes idle (%llu bytes)",
      (unsigned long long) st.held_bytes);
   sn_bufpool_free(p);
-  p = sn_bufpool_new(0, 0);
+  p = sn_bufpool_new(0, 0, 0);
   a = sn_bufpool_get(p, 1000);
   sn_bufpool_put(p, a);
   sn_bufpool_get_stats(p, &st);
   ok(st.held == 0, "pool: bounds 0 keep nothing");
+  sn_bufpool_free(p);
+}
+
+/* The kernel gives madvised memory huge pages ("always" or "madvise"). */
+static bool
+thp_possible(void)
+{
+  char line[128] = "";
+  FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+  if (f == NULL)
+    return false;
+  if (fgets(line, sizeof line, f) == NULL)
+    line[0] = 0;
+  fclose(f);
+  return strstr(line, "[never]") == NULL && line[0];
+}
+
+/* kB of anonymous huge pages mapped at [p, p+len) (/proc/self/smaps). */
+static long
+huge_kb_at(const void *p, size_t len)
+{
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[256];
+  bool in = false;
+  long kb = 0, v;
+  uintptr_t lo, hi, a = (uintptr_t) p;
+
+  if (f == NULL)
+    return -1;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') &&
+        strchr(line, '-') < strchr(line, ' '))
+      in = lo < a + len && a < hi;
+    else if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
+      kb += v;
+  }
+  fclose(f);
+  return kb;
+}
+
+static void
+hugearea(void)
+{
+  const size_t U = SN_HUGEAREA_UNIT, MB2 = (size_t) 2 << 20;
+  struct sn_hugearea *a = sn_hugearea_new(1);
+  struct sn_bufpool *p;
+  struct sn_bufpool_stats st;
+  uint8_t *b[40], *x, *y;
+  size_t size[40], sz, in_use, touched, i;
+
+  ok(a != NULL, "area: made (2 MiB for 1 byte)");
+  for (i = 0; a && i < 33; i++)
+    b[i] = sn_hugearea_alloc(a, i < 32 ? 1 : 0, &size[i]);
+  ok(a && b[0] && (uintptr_t) b[0] % MB2 == 0 && size[0] == U &&
+     b[31] == b[0] + 31 * U && b[32] == NULL,
+     "area: 32 units of 64 KiB from a 2 MiB-aligned start, lowest first, "
+     "then full");
+  sn_hugearea_release(a, b[3], U);
+  sn_hugearea_release(a, b[4], U);
+  sn_hugearea_release(a, b[10], U);
+  x = sn_hugearea_alloc(a, U + 1, &sz);
+  ok(x == b[3] && sz == 2 * U, "area: two units go to the first hole that "
+     "fits them");
+  y = sn_hugearea_alloc(a, U + 1, &sz);
+  ok(y == NULL, "area: no run of two free units left");
+  ok(sn_hugearea_owns(a, b[10]) && !sn_hugearea_owns(a, b[0] + MB2) &&
+     !sn_hugearea_owns(NULL, b[0]), "area: owns its own addresses only");
+  sn_hugearea_usage(a, &in_use, &touched);
+  ok(in_use == 31 * U && touched == 32 * U, "area: %zu bytes in use, %zu "
+     "touched", in_use, touched);
+  ok(sn_hugearea_alloc(a, 3 * MB2, &sz) == NULL, "area: a block bigger than "
+     "the area: NULL");
+  sn_hugearea_free(a);
+
+  /* Emptied, an area hands back all but its first 4 MiB. */
+  a = sn_hugearea_new(4 * MB2);
+  x = a ? sn_hugearea_alloc(a, 3 * MB2, &sz) : NULL;
+  y = a ? sn_hugearea_alloc(a, 1, &sz) : NULL;
+  if (x && y) {
+    unsigned char vec[(2 << 20) / 4096];
+    size_t resident = 0;
+
+    memset(x, 1, 3 * MB2);
+    sn_hugearea_release(a, x, 3 * MB2);
+    sn_hugearea_usage(a, &in_use, &touched);
+    ok(touched == 3 * MB2 + U, "area: not handed back while a block is in "
+       "use (%zu touched)", touched);
+    sn_hugearea_release(a, y, U);
+    sn_hugearea_usage(a, &in_use, &touched);
+    if (mincore(x + 2 * MB2, MB2, vec) == 0)
+      for (i = 0; i < sizeof vec; i++)
+        resident += vec[i] & 1;
+    ok(in_use == 0 && touched == 2 * MB2 && resident == 0, "area: emptied, "
+       "it keeps 4 MiB (%zu touched; %zu pages resident beyond)", touched,
+       resident);
+  }
+  else
+    ok(0, "area: 8 MiB made and carved");
+  sn_hugearea_free(a);
+
+  /* A pool with an area: carved while it has room, malloc beyond. */
+  p = sn_bufpool_new(4, (size_t) 8 << 20, (size_t) 4 << 20);
+  x = sn_bufpool_get(p, 3 << 20);
+  y = sn_bufpool_get(p, 2 << 20);
+  sn_bufpool_get_stats(p, &st);
+  ok(x && y && st.carved == 1 && st.allocated == 1 &&
+     sn_bufpool_cap(x) >= (3 << 20) && sn_bufpool_cap(y) >= (2 << 20),
+     "pool with a 4 MiB area: 3 MiB carved, 2 MiB more allocated");
+  memset(x, 7, sn_bufpool_cap(x));
+  memset(y, 8, sn_bufpool_cap(y));
+  if (thp_possible())
+    ok(huge_kb_at(x, 3 << 20) >= 2048, "pool: the carved buffer is in huge "
+       "pages (%ld kB)", huge_kb_at(x, 3 << 20));
+  else
+    ok(1, "# SKIP this kernel gives no transparent huge pages");
+  sn_bufpool_put(p, x);
+  sn_bufpool_put(p, y);
+  sn_bufpool_get_stats(p, &st);
+  ok(st.held == 1 && st.area_touched >= (3 << 20) &&
+     st.area_touched <= (4 << 20), "pool: the carved buffer went back to the "
+     "area, the other one idle (%llu bytes touched)",
+     (unsigned long long) st.area_touched);
+  y = sn_bufpool_get(p, 1 << 20);
+  sn_bufpool_get_stats(p, &st);
+  ok(y == x && st.carved == 2, "pool: the area again, at its lowest free "
+     "address");
+  sn_bufpool_put(p, y);
   sn_bufpool_free(p);
 }
 
@@ -631,6 +762,10 @@ parallel_big_cache(void)
   ok(st.cache_misses == (uint64_t) total && st.cache_hits > 0,
      "stats: %llu hits, %llu misses", (unsigned long long) st.cache_hits,
      (unsigned long long) st.cache_misses);
+  ok(st.pool_carved == 2 * st.spans_fetched && st.pool_allocated == 0,
+     "big cache: every span's compressed and decoded buffers carved from the "
+     "huge-page areas (%llu carved, %llu allocated)", (unsigned long long) st.pool_carved,
+     (unsigned long long) st.pool_allocated);
   close_layer(l, &s);
 }
 
@@ -1179,6 +1314,7 @@ main(void)
   prefetch();
   replay();
   bufpool();
+  hugearea();
   seq_readahead();
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0)
