@@ -18,6 +18,9 @@ bool cli_quiet;
 
 /* "soci-nbd: " + the formatted message, then ": " + lib when both are
  * given (either may be NULL), on one stderr line. */
+static void vfail(const char *fmt, va_list ap, const char *lib)
+  SN_PRINTF(1, 0);
+
 static void
 vfail(const char *fmt, va_list ap, const char *lib)
 {

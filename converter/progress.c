@@ -124,6 +124,9 @@ redraw(struct sn_index_build_job *jobs, size_t njobs)
 
 /* ---- the hooks of lib/soci/index-build.h ------------------------------- */
 
+static void on_message(void *opaque, const char *fmt, va_list ap)
+  SN_PRINTF(2, 0);
+
 static void
 on_message(void *opaque, const char *fmt, va_list ap)
 {

@@ -145,6 +145,8 @@ oom:
 }
 
 /* Append one string to a growing NULL-terminated vector. */
+static int vec_add(char ***v, size_t *n, const char *fmt, ...) SN_PRINTF(3, 4);
+
 static int
 vec_add(char ***v, size_t *n, const char *fmt, ...)
 {
