@@ -426,6 +426,50 @@ hugearea(void)
     ok(0, "area: 8 MiB made and carved");
   sn_hugearea_free(a);
 
+  /* Random blocks in and out of a 16 MiB area, each filled with its own
+   * byte: no two blocks overlap, the accounting adds up, and emptied the
+   * area has nothing in use. */
+  a = sn_hugearea_new(8 * MB2);
+  if (a) {
+    uint8_t *blk[64] = { 0 };
+    size_t bsz[64], want = 0, step, bad = 0;
+    unsigned seed = 12345;
+
+    for (step = 0; step < 20000; step++) {
+      size_t k = (seed = seed * 1103515245 + 12345) >> 16 & 63;
+
+      if (blk[k]) {
+        size_t j;
+
+        for (j = 0; j < bsz[k]; j += 4096)
+          bad += blk[k][j] != (uint8_t) k;
+        sn_hugearea_release(a, blk[k], bsz[k]);
+        want -= bsz[k];
+        blk[k] = NULL;
+      }
+      else if ((blk[k] = sn_hugearea_alloc(a, 1 + (seed >> 4) % (3 * MB2 / 2),
+                                           &bsz[k])) != NULL) {
+        size_t j;
+
+        for (j = 0; j < bsz[k]; j += 4096)
+          blk[k][j] = (uint8_t) k;
+        want += bsz[k];
+      }
+    }
+    sn_hugearea_usage(a, &in_use, &touched);
+    ok(bad == 0 && in_use == want && touched <= 8 * MB2,
+       "area: 20000 random gets and puts, no block overlaps another (%zu "
+       "bytes in use as counted)", in_use);
+    for (i = 0; i < 64; i++)
+      if (blk[i])
+        sn_hugearea_release(a, blk[i], bsz[i]);
+    sn_hugearea_usage(a, &in_use, &touched);
+    ok(in_use == 0 && touched <= 2 * MB2, "area: all given back");
+  }
+  else
+    ok(0, "area: 16 MiB made");
+  sn_hugearea_free(a);
+
   /* A pool with an area: carved while it has room, malloc beyond. */
   p = sn_bufpool_new(4, (size_t) 8 << 20, (size_t) 4 << 20);
   x = sn_bufpool_get(p, 3 << 20);
