@@ -20,8 +20,9 @@
 
 #define HUGE_PAGE ((size_t) 2 << 20)
 #define UNIT SN_HUGEAREA_UNIT
-/* An empty area keeps this much of its memory, handing the rest back. */
-#define KEEP_UNITS (2 * HUGE_PAGE / UNIT)
+/* An empty area keeps this much of its memory (its small pages), handing
+ * the rest back. */
+#define KEEP_UNITS (HUGE_PAGE / UNIT)
 
 struct sn_hugearea {
   uint8_t *base;                /* HUGE_PAGE aligned */
@@ -64,7 +65,10 @@ sn_hugearea_new(size_t bytes)
   a->base = map + head;
   a->nunits = nunits;
 #ifdef MADV_HUGEPAGE
-  madvise(a->base, size, MADV_HUGEPAGE);  /* a hint: fails without THP */
+  /* A hint (it fails without THP), past the first 2 MiB: a layer that
+   * uses little of its area keeps small pages. */
+  if (size > HUGE_PAGE)
+    madvise(a->base + HUGE_PAGE, size - HUGE_PAGE, MADV_HUGEPAGE);
 #endif
   POISON(a->base, size);
   return a;

@@ -8,10 +8,13 @@
  *
  * The stretch is reserved when the area is made and touched only as it is
  * used, lowest addresses first, so its resident size is at most the most
- * it held at once, bounded by its size.  When the last block is given
- * back, all but its first 4 MiB go back to the kernel (a stream's staged
- * runs do not stay resident once read).  When the kernel has no transparent huge pages
- * (or allows them only "never"), the area still works, with small pages.
+ * it held at once, bounded by its size.  Its first 2 MiB keep small pages:
+ * an area little used (a layer a container start reads a few files of)
+ * holds no more memory than malloc would.  When the last block is given
+ * back, all but those first 2 MiB go back to the kernel (a stream's staged
+ * runs do not stay resident once read).  When the kernel has no
+ * transparent huge pages (or allows them only "never"), the area still
+ * works, with small pages.
  *
  * Not thread-safe: the caller serializes every call on one area.
  * Errors follow err.h.
