@@ -356,8 +356,7 @@ huge_kb_at(const void *p, size_t len)
   if (f == NULL)
     return -1;
   while (fgets(line, sizeof line, f)) {
-    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') &&
-        strchr(line, '-') < strchr(line, ' '))
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)    /* a mapping's line */
       in = lo < a + len && a < hi;
     else if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
       kb += v;
