@@ -623,7 +623,8 @@ may_hold_elf(const uint8_t *buf, size_t len)
 
 /* Show a read of layer k of rd's export to its dependency prefetcher:
  * dense-index layers only (docs/dependency-prefetch.md §1), and not while
- * they stream (a copy of the whole device reads every library anyway). */
+ * they stream (a copy of the whole device reads every library anyway; and
+ * nor is a streaming read searched for an ELF file). */
 static void
 note_deps(struct rd *rd, struct sn_layer *layer, size_t k, const void *buf,
           size_t len, uint64_t off)
@@ -631,8 +632,8 @@ note_deps(struct rd *rd, struct sn_layer *layer, size_t k, const void *buf,
   size_t x = (size_t) (rd->e - rd->img->exports);
   struct sn_deps *d = __atomic_load_n(&rd->img->deps[x], __ATOMIC_ACQUIRE);
 
-  if (!sn_layer_stages_files(layer) || (d == NULL && !may_hold_elf(buf, len))
-      || sn_layer_streaming(layer))
+  if (!sn_layer_stages_files(layer) || sn_layer_streaming(layer) ||
+      (d == NULL && !may_hold_elf(buf, len)))
     return;
   if (d == NULL && (d = export_deps(rd->img, rd->e)) == NULL)
     return;

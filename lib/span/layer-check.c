@@ -240,16 +240,21 @@ int
 sn_layer_read_checked(struct sn_layer *l, void *buf, size_t len,
                       int64_t off)
 {
+  int r;
+
   if (layer_poisoned(l) == -1 || layer_check_range(l, off, len) == -1)
     return -1;
   /* The range the client asked for feeds the sequential-read detector
    * before any header is fetched: the first reads of a device copy, all
    * at once, are header checks of files far apart, and a copy must be
    * seen as one before they come back. */
+  atomic_fetch_add(&l->client_reads, 1);
   layer_note_client(l, off, len);
-  if (check_files(l, off, off + (int64_t) len) == -1)
-    return -1;
-  return layer_read_spans(l, buf, len, off, LAYER_CLIENT_NOTED);
+  r = check_files(l, off, off + (int64_t) len);
+  if (r == 0)
+    r = layer_read_spans(l, buf, len, off, LAYER_CLIENT_NOTED);
+  atomic_fetch_sub(&l->client_reads, 1);
+  return r;
 }
 
 int64_t

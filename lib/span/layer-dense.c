@@ -31,8 +31,9 @@
  * (uncompressed bytes), and the largest range request for it. */
 #define DENSE_AHEAD ((int64_t) 1 << 20)
 #define DENSE_BATCH ((int64_t) 512 << 10)
-/* The same when streaming: fewer, larger requests. */
-#define DENSE_STREAM_BATCH ((int64_t) 2 << 20)
+/* The same when streaming: fewer, larger requests (each costs a registry
+ * a buffer fill of its own: bench/README.md, seventeenth session). */
+#define DENSE_STREAM_BATCH ((int64_t) 8 << 20)
 /* The most tar header bytes (with PAX records) before a file's data. */
 #define DENSE_HEADER_SLACK ((int64_t) 64 << 10)
 /* Bytes read in one forward run before reads count as streaming: then
@@ -42,6 +43,13 @@
  * the staged stretch (bench/README.md, fifteenth session). */
 #define DENSE_STREAM_TRIGGER ((int64_t) 4 << 20)
 #define DENSE_STREAM_AHEAD ((int64_t) 32 << 20)
+/* A client with DENSE_STREAM_READERS reads or more under way at once in
+ * the layer (nbdcopy keeps 64 in flight; a program's start, a few) streams
+ * after DENSE_STREAM_TRIGGER_MANY bytes: the first wave of a copy's
+ * reads, all arriving together, is then fetched in a few large runs
+ * rather than read by read. */
+#define DENSE_STREAM_READERS 4
+#define DENSE_STREAM_TRIGGER_MANY ((int64_t) 1 << 20)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
  * spans being loaded if wait; 1 if a span of it is not there (or loading
@@ -342,13 +350,23 @@ layer_dense_await_run(struct sn_layer *l, size_t i)
   pthread_mutex_unlock(&l->ra_lock);
 }
 
+/* Do the layer's reads stream (ra_lock held)? */
+static bool
+streaming(struct sn_layer *l)
+{
+  return l->ra_sequential &&
+    (l->seq_bytes >= DENSE_STREAM_TRIGGER ||
+     (l->seq_bytes >= DENSE_STREAM_TRIGGER_MANY &&
+      atomic_load(&l->client_reads) >= DENSE_STREAM_READERS));
+}
+
 bool
 sn_layer_streaming(struct sn_layer *l)
 {
   bool seq;
 
   pthread_mutex_lock(&l->ra_lock);
-  seq = l->ra_sequential && l->seq_bytes >= DENSE_STREAM_TRIGGER;
+  seq = streaming(l);
   pthread_mutex_unlock(&l->ra_lock);
   return seq;
 }
@@ -365,8 +383,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
   hit = all_present(l, first, last);
   /* Streaming (a copy of the device): far more read in one forward run
    * than a program reads of its files. */
-  seq = fg && l->ra_sequential && l->ra_bytes > 0 &&
-    l->seq_bytes >= DENSE_STREAM_TRIGGER;
+  seq = fg && l->ra_bytes > 0 && streaming(l);
   if (hit && !seq) {
     pthread_mutex_unlock(&l->ra_lock);
     return;

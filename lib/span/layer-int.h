@@ -100,6 +100,9 @@ struct sn_layer {
   int64_t seq_bytes;            /* bytes read in it */
   size_t ra_next;               /* first span readahead has not asked for */
   bool ra_sequential;           /* the last read continued a forward run */
+  /* Client reads under way (sn_layer_read, sn_layer_read_checked): a copy
+   * of the device keeps many in flight, a program's start a few. */
+  _Atomic unsigned client_reads;
   int64_t ra_bytes;             /* readahead_bytes (layer_dense_note) */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its jobs started and not yet done */

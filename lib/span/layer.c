@@ -784,7 +784,12 @@ layer_read_as(struct sn_layer *l, void *buf, size_t len, int64_t off,
 int
 sn_layer_read(struct sn_layer *l, void *buf, size_t len, int64_t off)
 {
-  return layer_read_as(l, buf, len, off, LAYER_CLIENT);
+  int r;
+
+  atomic_fetch_add(&l->client_reads, 1);
+  r = layer_read_as(l, buf, len, off, LAYER_CLIENT);
+  atomic_fetch_sub(&l->client_reads, 1);
+  return r;
 }
 
 void
