@@ -105,6 +105,20 @@ reserve(struct sn_fbb *b, size_t n)
   return true;
 }
 
+void
+sn_fbb_reserve(struct sn_fbb *b, size_t n)
+{
+  uint8_t *nb;
+
+  if (b->buf != NULL || b->failed || n == 0 || n > SN_FBB_MAX_SIZE)
+    return;
+  /* A failed hint is no failure: reserve() tries again as it grows. */
+  if ((nb = malloc(n)) != NULL) {
+    b->buf = nb;
+    b->cap = n;
+  }
+}
+
 /* Prepend n bytes (copied from data, or zeros if data is NULL). */
 static bool
 place(struct sn_fbb *b, const void *data, size_t n)
@@ -421,21 +435,27 @@ sn_fbb_end_table(struct sn_fbb *b)
   return obj;
 }
 
-/* prep(minalign, 4) and the root reference, then a copy of the bytes. */
+/* prep(minalign, 4) and the root reference, then the buffer handed over. */
 int
 sn_fbb_finish(struct sn_fbb *b, sn_fbb_ref root, uint8_t **out, size_t *len)
 {
+  uint8_t *shrunk;
+
   *out = NULL;
   *len = 0;
   if (!b->failed && b->in_table)
     fail(b, "finish with a table still open");
   if (b->failed || !prep(b, b->minalign, 4) || !prepend_ref(b, root))
     return -1;
-  *out = malloc(b->off);
-  if (*out == NULL)
-    return sn_oom();
-  memcpy(*out, b->buf + b->cap - b->off, b->off);
+  /* Moved down in place, not copied to a new buffer: a large result
+   * would fault in as many fresh pages again. */
+  memmove(b->buf, b->buf + b->cap - b->off, b->off);
+  shrunk = realloc(b->buf, b->off);
+  *out = shrunk ? shrunk : b->buf;
   *len = b->off;
+  b->buf = NULL;
+  b->cap = 0;
+  b->off = 0;
   return 0;
 }
 

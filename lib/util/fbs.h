@@ -15,8 +15,8 @@
  *
  * Ownership and errors (see err.h):
  *  - struct sn_fbb owns its growing buffer; sn_fbb_free() releases it.
- *    sn_fbb_finish() hands out a malloc'd copy of the result, which the
- *    caller frees.
+ *    sn_fbb_finish() hands its buffer, holding the result, to the caller,
+ *    who frees it.
  *  - Builder errors are sticky: the first failure (out of memory, buffer
  *    over 2 GiB, misuse) records a message with sn_set_error() and makes
  *    every later call a no-op returning 0; sn_fbb_finish() then returns -1.
@@ -84,10 +84,17 @@ void sn_fbb_add_i64(struct sn_fbb *b, unsigned slot, int64_t v, int64_t def);
 void sn_fbb_add_ref(struct sn_fbb *b, unsigned slot, sn_fbb_ref ref);
 sn_fbb_ref sn_fbb_end_table(struct sn_fbb *b);
 
-/* Write the root reference (no file identifier, no size prefix) and copy
- * the finished buffer to a malloc'd *out of *len bytes.  Returns 0, or -1
- * if any earlier call failed (its message is kept).  The builder is left
- * finished; free it afterwards. */
+/* Make room for about n bytes in all before the first object is added:
+ * a builder grown by doubling writes its bytes about three times over
+ * (each larger buffer, then the result), and a large one touches as many
+ * fresh pages.  Only a hint: the builder still grows past it. */
+void sn_fbb_reserve(struct sn_fbb *b, size_t n);
+
+/* Write the root reference (no file identifier, no size prefix) and hand
+ * the builder's buffer, the finished bytes moved to its start, to the
+ * caller as *out (malloc'd, *len bytes).  Returns 0, or -1 if any earlier
+ * call failed (its message is kept).  The builder is left without a
+ * buffer; free it afterwards. */
 int sn_fbb_finish(struct sn_fbb *b, sn_fbb_ref root, uint8_t **out,
                   size_t *len);
 
