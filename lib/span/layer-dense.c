@@ -256,9 +256,16 @@ all_present(struct sn_layer *l, size_t first, size_t last)
 static void
 run_release(struct sn_layer *l, size_t first, size_t last)
 {
-  for (; first <= last; first++)
-    atomic_store(&l->run_pending[first], 0);
-  pthread_cond_broadcast(&l->ra_staged);
+  size_t i;
+
+  for (i = first; i <= last; i++)
+    atomic_store(&l->run_pending[i], 0);
+  if (last - first + 1 >= LAYER_RUN_CONDS)
+    for (i = 0; i < LAYER_RUN_CONDS; i++)
+      pthread_cond_broadcast(&l->run_done[i]);
+  else
+    for (i = first; i <= last; i++)
+      pthread_cond_broadcast(&l->run_done[i % LAYER_RUN_CONDS]);
 }
 
 struct dense_run {
@@ -346,18 +353,20 @@ layer_dense_await_run(struct sn_layer *l, size_t i)
     return;
   pthread_mutex_lock(&l->ra_lock);
   while (atomic_load(&l->run_pending[i]))
-    pthread_cond_wait(&l->ra_staged, &l->ra_lock);
+    pthread_cond_wait(&l->run_done[i % LAYER_RUN_CONDS], &l->ra_lock);
   pthread_mutex_unlock(&l->ra_lock);
 }
 
-/* Do the layer's reads stream (ra_lock held)? */
+/* Do the layer's reads stream (ra_lock held)?  Once a run does, it does
+ * until a new one starts: a copy's reads in flight ebb and flow. */
 static bool
 streaming(struct sn_layer *l)
 {
-  return l->ra_sequential &&
-    (l->seq_bytes >= DENSE_STREAM_TRIGGER ||
-     (l->seq_bytes >= DENSE_STREAM_TRIGGER_MANY &&
-      atomic_load(&l->client_reads) >= DENSE_STREAM_READERS));
+  if (l->ra_sequential && !l->ra_streaming)
+    l->ra_streaming = l->seq_bytes >= DENSE_STREAM_TRIGGER ||
+      (l->seq_bytes >= DENSE_STREAM_TRIGGER_MANY &&
+       atomic_load(&l->client_reads) >= DENSE_STREAM_READERS);
+  return l->ra_sequential && l->ra_streaming;
 }
 
 bool

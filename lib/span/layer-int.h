@@ -34,6 +34,8 @@ struct bad_file {
   struct bad_file *next;
 };
 
+#define LAYER_RUN_CONDS 32
+
 struct sn_layer {
   struct sn_ztoc *z;
   struct sn_zinfo *zi;
@@ -89,6 +91,10 @@ struct sn_layer {
    * gave up; ra_staged signals): a read waits for that rather than
    * fetch the span's window to decode it itself. */
   _Atomic unsigned char *run_pending;
+  /* Their reads wait on run_done[i % LAYER_RUN_CONDS] (with ra_lock): a
+   * copy has dozens of reads waiting, each for its own sub-span, and one
+   * condition for all woke every one of them at each sub-span decoded. */
+  pthread_cond_t run_done[LAYER_RUN_CONDS];
 
   /* Sequential readahead (ra_window spans; 0 = off), under ra_lock. */
   size_t ra_window;
@@ -103,6 +109,8 @@ struct sn_layer {
   /* Client reads under way (sn_layer_read, sn_layer_read_checked): a copy
    * of the device keeps many in flight, a program's start a few. */
   _Atomic unsigned client_reads;
+  bool ra_streaming;            /* the current run was seen to stream
+                                 * (layer-dense.c), until a new run */
   int64_t ra_bytes;             /* readahead_bytes (layer_dense_note) */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its jobs started and not yet done */

@@ -22,8 +22,8 @@
 /* ---- sequential readahead ------------------------------------------- */
 
 #define RA_MIN_TRIGGER ((int64_t) 1 << 20)
-/* A read continues the run if it starts within ra_slack of the run's end,
- * before or after it: concurrent readers (nbdcopy has 16 MiB of requests
+/* A read continues the run if it starts within ra_slack of the range the
+ * run covers: concurrent readers (nbdcopy has 16 MiB of requests
  * in flight, nbdkit 16 threads per connection) arrive out of order, and
  * squashfs reads skip the tar headers between files. */
 #define RA_MIN_SLACK ((int64_t) 8 << 20)
@@ -502,7 +502,10 @@ layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
   if (l->ra_window == 0)
     return;
   pthread_mutex_lock(&l->ra_lock);
-  if (off <= l->seq_end + l->ra_slack && off >= l->seq_end - l->ra_slack &&
+  /* A read anywhere in the range the run covers continues it: of a
+   * copy's dozens of reads in flight, one may come back to the stretch
+   * more than ra_slack behind the newest. */
+  if (off <= l->seq_end + l->ra_slack && off >= l->seq_start - l->ra_slack &&
       l->seq_bytes > 0) {
     l->seq_bytes += (int64_t) len;
     if (off + (int64_t) len > l->seq_end)
@@ -515,6 +518,7 @@ layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
     l->seq_start = off;
     l->seq_end = off + (int64_t) len;
     l->ra_next = 0;
+    l->ra_streaming = false;
   }
   /* Sequential: a span's worth read, covering at least half of the range
    * the run spans (scattered reads near each other are not a stream). */

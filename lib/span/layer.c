@@ -150,7 +150,7 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
 {
   struct sn_layer_opts def = { 0 };
   struct sn_layer *l = calloc(1, sizeof *l);
-  size_t budget;
+  size_t budget, k;
   bool area;
 
   if (l == NULL) {
@@ -165,6 +165,8 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   pthread_cond_init(&l->ra_idle, NULL);
   pthread_cond_init(&l->ra_staged, NULL);
   pthread_cond_init(&l->ra_work, NULL);
+  for (k = 0; k < LAYER_RUN_CONDS; k++)
+    pthread_cond_init(&l->run_done[k], NULL);
   l->z = z;
   l->read = read;
   l->read_opaque = opaque;
@@ -263,6 +265,8 @@ sn_layer_new(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque)
 void
 sn_layer_free(struct sn_layer *l)
 {
+  size_t k;
+
   if (l == NULL)
     return;
   /* Readahead jobs hold the layer: tell the dense decode loops to stop,
@@ -318,6 +322,8 @@ sn_layer_free(struct sn_layer *l)
   pthread_mutex_destroy(&l->ra_lock);
   pthread_cond_destroy(&l->ra_idle);
   pthread_cond_destroy(&l->ra_staged);
+  for (k = 0; k < LAYER_RUN_CONDS; k++)
+    pthread_cond_destroy(&l->run_done[k]);
   pthread_cond_destroy(&l->ra_work);
   free(l);
 }
