@@ -21,9 +21,11 @@
 
 /* The most a dependency set stages: files, bytes of each file from its
  * start (the rest is read, and fetched, as any file is), and bytes in all
- * (what is staged stays in memory until a read decodes it). */
+ * (what is staged stays in memory until a read decodes it).  4 MiB holds
+ * the whole of most libraries, whose tails the dynamic linker and the
+ * program read soon after their heads (docs/dependency-prefetch.md). */
 #define SN_DEPS_MAX_FILES 1024
-#define SN_DEPS_AHEAD ((int64_t) 1 << 20)
+#define SN_DEPS_AHEAD ((int64_t) 4 << 20)
 #define SN_DEPS_MAX_BYTES ((int64_t) 64 << 20)
 
 struct sn_deps_layer {
