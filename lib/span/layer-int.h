@@ -88,7 +88,7 @@ struct sn_layer {
   unsigned char *win_fetching;
   /* Dense, streaming: per span, a run's decode thread will decode it
    * (set under ra_lock, cleared once it is in the cache or the thread
-   * gave up; ra_staged signals): a read waits for that rather than
+   * gave up; run_done signals): a read waits for that rather than
    * fetch the span's window to decode it itself. */
   _Atomic unsigned char *run_pending;
   /* Their reads wait on run_done[i % LAYER_RUN_CONDS] (with ra_lock): a
