@@ -36,20 +36,12 @@
 #define DENSE_STREAM_BATCH ((int64_t) 8 << 20)
 /* The most tar header bytes (with PAX records) before a file's data. */
 #define DENSE_HEADER_SLACK ((int64_t) 64 << 10)
-/* Bytes read in one forward run before reads count as streaming: then
- * DENSE_STREAM_AHEAD bytes (or readahead_bytes if more, at most half the
- * cache) are fetched ahead, across files, in runs decoded in parallel.
- * 32 MiB against 8 and 16: fewer small requests when the stream outruns
- * the staged stretch (bench/README.md, fifteenth session). */
-#define DENSE_STREAM_TRIGGER ((int64_t) 4 << 20)
+/* Once reads stream (ra_streaming: layer-readahead.c), DENSE_STREAM_AHEAD
+ * bytes (or readahead_bytes if more, at most half the cache) are fetched
+ * ahead, across files, in runs decoded in parallel.  32 MiB against 8 and
+ * 16: fewer small requests when the stream outruns the staged stretch
+ * (bench/README.md, fifteenth session). */
 #define DENSE_STREAM_AHEAD ((int64_t) 32 << 20)
-/* A client with DENSE_STREAM_READERS reads or more under way at once in
- * the layer (nbdcopy keeps 64 in flight; a program's start, a few) streams
- * after DENSE_STREAM_TRIGGER_MANY bytes: the first wave of a copy's
- * reads, all arriving together, is then fetched in a few large runs
- * rather than read by read. */
-#define DENSE_STREAM_READERS 4
-#define DENSE_STREAM_TRIGGER_MANY ((int64_t) 1 << 20)
 
 /* Copy the output [start, end) from the memory cache into dst, waiting for
  * spans being loaded if wait; 1 if a span of it is not there (or loading
@@ -357,15 +349,11 @@ layer_dense_await_run(struct sn_layer *l, size_t i)
   pthread_mutex_unlock(&l->ra_lock);
 }
 
-/* Do the layer's reads stream (ra_lock held)?  Once a run does, it does
- * until a new one starts: a copy's reads in flight ebb and flow. */
+/* Do the layer's reads stream (ra_lock held)?  As the detector last saw
+ * them (layer_readahead_note). */
 static bool
-streaming(struct sn_layer *l)
+streaming(const struct sn_layer *l)
 {
-  if (l->ra_sequential && !l->ra_streaming)
-    l->ra_streaming = l->seq_bytes >= DENSE_STREAM_TRIGGER ||
-      (l->seq_bytes >= DENSE_STREAM_TRIGGER_MANY &&
-       atomic_load(&l->client_reads) >= DENSE_STREAM_READERS);
   return l->ra_sequential && l->ra_streaming;
 }
 

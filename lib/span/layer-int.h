@@ -110,7 +110,7 @@ struct sn_layer {
    * of the device keeps many in flight, a program's start a few. */
   _Atomic unsigned client_reads;
   bool ra_streaming;            /* the current run was seen to stream
-                                 * (layer-dense.c), until a new run */
+                                 * (layer_readahead_note) */
   int64_t ra_bytes;             /* readahead_bytes (layer_dense_note) */
   size_t ra_inflight;           /* spans its threads are loading */
   unsigned ra_threads;          /* its jobs started and not yet done */

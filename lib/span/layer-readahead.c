@@ -28,6 +28,16 @@
  * squashfs reads skip the tar headers between files. */
 #define RA_MIN_SLACK ((int64_t) 8 << 20)
 #define RA_BATCH_MIN 4
+/* A forward run streams (a copy of the device, not a program's start:
+ * docs/dense-index.md, "Streaming") once STREAM_TRIGGER bytes are read in
+ * it, or STREAM_TRIGGER_MANY with STREAM_READERS client reads or more
+ * under way in the layer at once (nbdcopy keeps 64 in flight; a program's
+ * start, a few): the first wave of a copy's reads, all arriving together,
+ * is then fetched in a few large runs rather than read by read.  Once
+ * seen, until a new run starts: a copy's reads in flight ebb and flow. */
+#define STREAM_TRIGGER ((int64_t) 4 << 20)
+#define STREAM_TRIGGER_MANY ((int64_t) 1 << 20)
+#define STREAM_READERS 4
 
 int
 layer_staging_init(struct sn_layer *l)
@@ -524,6 +534,10 @@ layer_readahead_note(struct sn_layer *l, int64_t off, size_t len, size_t last)
    * the run spans (scattered reads near each other are not a stream). */
   l->ra_sequential = l->seq_bytes >= l->ra_trigger &&
     2 * l->seq_bytes >= l->seq_end - l->seq_start;
+  if (l->ra_sequential && !l->ra_streaming)
+    l->ra_streaming = l->seq_bytes >= STREAM_TRIGGER ||
+      (l->seq_bytes >= STREAM_TRIGGER_MANY &&
+       atomic_load(&l->client_reads) >= STREAM_READERS);
   /* A dense layer reads ahead by bytes, in layer_dense_note. */
   if (!l->ra_sequential || l->ra_window == 0 || layer_fine(l))
     goto out;
