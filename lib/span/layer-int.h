@@ -70,7 +70,7 @@ struct sn_layer {
   _Atomic uint64_t spans_fetched, spans_verified, spans_failed;
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
   _Atomic uint64_t readahead_spans;
-  _Atomic uint64_t windows_fetched, windows_from_cache;
+  _Atomic uint64_t windows_fetched, windows_staged, windows_from_cache;
   /* Replay (layer-replay.c): per span, 1 once a replay staged it, 2 once
    * a read used it; and the counters of sn_layer_stats. */
   _Atomic unsigned char *replayed;
@@ -216,6 +216,11 @@ int layer_read_as(struct sn_layer *l, void *buf, size_t len, int64_t off,
 /* layer.c: feed a client's read of [off, off+len) to the sequential-read
  * detector. */
 void layer_note_client(struct sn_layer *l, int64_t off, size_t len);
+
+/* layer.c: load spans [first, last] through the cache in order, releasing
+ * each at once (a dense sub-span decodes with the one before it): -1 on
+ * the first that fails, or if the layer is closing. */
+int layer_load_in_order(struct sn_layer *l, size_t first, size_t last);
 
 /* layer-readahead.c: run fn(arg) on a worker of the layer (ra_lock held):
  * an idle one, else a new one, so that every job starts at once (jobs

@@ -59,28 +59,6 @@ mark_replayed(struct sn_layer *l, size_t first, size_t n)
   }
 }
 
-/* Load spans [first, last] through the cache in order, releasing them at
- * once (a dense sub-span decodes with the one before it). */
-static int
-load_in_order(struct sn_layer *l, size_t first, size_t last)
-{
-  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
-  size_t i, k, n;
-
-  for (i = first; i <= last; i += n) {
-    n = layer_windows(l) ? 1 : last - i + 1;
-    if (n > SN_SPANCACHE_MAX_GET)
-      n = SN_SPANCACHE_MAX_GET;
-    if (atomic_load(&l->closing))
-      return sn_set_error("%s: closing", l->name);
-    if (sn_spancache_get(l->cache, i, n, ents) == -1)
-      return -1;
-    for (k = 0; k < n; k++)
-      sn_spancache_put(l->cache, ents[k]);
-  }
-  return 0;
-}
-
 /* Stage the runs of spans in [first, last] nobody has (ra_lock held),
  * each with the window of its first sub-span when its neighbour is
  * absent. */
@@ -159,7 +137,7 @@ sn_layer_replay_end(struct sn_layer *l, size_t first, size_t last)
     return sn_set_error("spans %zu..%zu of %s: out of range (%zu spans)",
                         first, last, l->name, l->zi->nspans);
   /* On failure the runs still under way stay staged for the reads. */
-  return load_in_order(l, first, last);
+  return layer_load_in_order(l, first, last);
 }
 
 int

@@ -365,6 +365,7 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
   st->pool_carved += ps.carved;
   st->readahead_spans = atomic_load(&l->readahead_spans);
   st->windows_fetched = atomic_load(&l->windows_fetched);
+  st->windows_staged = atomic_load(&l->windows_staged);
   st->windows_from_cache = atomic_load(&l->windows_from_cache);
   st->replay_spans = atomic_load(&l->replay_spans);
   st->replay_bytes = atomic_load(&l->replay_bytes);
@@ -634,6 +635,26 @@ load_span(void *opaque, size_t i, uint8_t **data, size_t *len)
   }
   *data = out;
   *len = ulen;
+  return 0;
+}
+
+int
+layer_load_in_order(struct sn_layer *l, size_t first, size_t last)
+{
+  struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
+  size_t i, k, n;
+
+  for (i = first; i <= last; i += n) {
+    n = layer_windows(l) ? 1 : last - i + 1;
+    if (n > SN_SPANCACHE_MAX_GET)
+      n = SN_SPANCACHE_MAX_GET;
+    if (atomic_load(&l->closing))
+      return sn_set_error("%s: closing", l->name);
+    if (sn_spancache_get(l->cache, i, n, ents) == -1)
+      return -1;
+    for (k = 0; k < n; k++)
+      sn_spancache_put(l->cache, ents[k]);
+  }
   return 0;
 }
 

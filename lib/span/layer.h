@@ -91,6 +91,8 @@ struct sn_layer_stats {
                               * huge-page areas (caches of 8 MiB or more) */
   uint64_t windows_fetched;  /* dense index: sparse windows fetched (their
                               * bytes are in bytes_fetched too) */
+  uint64_t windows_staged;   /* of those, fetched ahead for the first
+                              * sub-span of a staged run */
   uint64_t windows_from_cache; /* windows taken from decoded neighbours */
   uint64_t replay_spans;     /* spans fetched by sn_layer_replay */
   uint64_t replay_bytes;     /* their compressed bytes (windows excluded) */

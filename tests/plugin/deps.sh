@@ -5,8 +5,11 @@
 # sonames as symlinks), 1 MiB of incompressible padding between them, and
 # a hostile ELF file.  Served through the dense index:
 #  1. reading the first 4 KiB of ls stages every library ls needs, directly
-#     or not (the set `ldd` names), and no other: then reading each of
-#     them fetches no byte more, and the bytes are right;
+#     or not (the set `ldd` names), and no other: then reading the first
+#     and the last page of each fetches no byte more, and the bytes are
+#     right; parsing them (their dynamic sections lie near their ends) and
+#     reading them fetched no window for a sub-span alone: each decoded
+#     from the staged sub-spans before it;
 #  2. with deps=false the same read stages nothing, and the libraries are
 #     fetched when read;
 #  3. the hostile ELF (a DT_NEEDED name outside its string table) counts
@@ -114,15 +117,23 @@ URI="nbd+unix:///?socket=$SOCK"
 ls_head_ok() {
     "$NBDREAD" "$URI" "$LS_AT" 4096 > "$TMP/got" && head -c 4096 /usr/bin/ls | cmp - "$TMP/got"
 }
-# libs_read: the first 4 KiB of every library of ls, right bytes
+# libs_read: the first and the last 4 KiB of every library of ls, right
+# bytes (the last in a sub-span of its own, staged but not yet decoded
+# when no read went there before)
 libs_read() {
-    local p o
+    local p r o z
     for p in $(sort -u "$TMP/ls-libs"); do
-        o=$(at "$(realpath "$p")") && [ "$o" -gt 0 ] || { echo "$p not in the export"; return 1; }
+        r=$(realpath "$p")
+        o=$(at "$r") && [ "$o" -gt 0 ] || { echo "$p not in the export"; return 1; }
+        z=$(stat -c %s "$r")
         "$NBDREAD" "$URI" "$o" 4096 > "$TMP/got" || return 1
-        head -c 4096 "$(realpath "$p")" | cmp - "$TMP/got" || return 1
+        head -c 4096 "$r" | cmp - "$TMP/got" || return 1
+        "$NBDREAD" "$URI" $((o + z - 4096)) 4096 > "$TMP/got" || return 1
+        tail -c 4096 "$r" | cmp - "$TMP/got" || return 1
     done
 }
+# windows fetched by a decode (not ahead, with a staged run)
+windows() { python3 -c 'import json,sys; s = json.load(open(sys.argv[1])); print(s["windows_fetched"] - s["windows_staged"])' "$ST"; }
 fetched() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_fetched"])' "$ST"; }
 
 # ---- 1. deps on (the default) --------------------------------------------------
@@ -131,11 +142,17 @@ check "the first 4 KiB of ls: right bytes" ls_head_ok
 check "ls and its $NLS libraries parsed, the $NLS staged, none missing" wait_stats "$ST" \
     "s['deps'] and s['deps_files_parsed'] == 1 + $NLS and s['deps_files_staged'] == $NLS and s['deps_not_found'] == 0 and s['deps_errors'] == 0" 30
 sleep 1
-B1=$(fetched)
+B1=$(fetched) W1=$(windows)
 check "reading the libraries: right bytes" libs_read
 sleep 0.5
-B2=$(fetched)
+B2=$(fetched) W2=$(windows)
 check "... and no byte more fetched for them ($B1 then $B2)" test "$B1" -eq "$B2"
+# Parsing each library reads its dynamic section, near its end, and the
+# reads above read its last page: the sub-spans before them are staged,
+# so they decode from those, never with a window fetched for them alone.
+# Only the first read of ls may have fetched one.
+check "... and no window fetched by a decode but for the first read of ls ($W1, $W2)" \
+    test "$W1" -le 1 -a "$W2" -eq "$W1"
 check "the hostile ELF file: right bytes" bash -c \
     "'$NBDREAD' '$URI' '$EVIL_AT' 512 | cmp - <(tail -c +$((EVIL_AT + 1)) '$TMP/ref.img' | head -c 512)"
 check "... and counted as an error" wait_stats "$ST" "s['deps_errors'] == 1" 10
