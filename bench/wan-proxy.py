@@ -187,6 +187,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections
+    # (a plugin staging a dozen libraries at once) overflowed it, and each
+    # dropped SYN cost the 1 s TCP retransmit timeout, where a registry
+    # (Go's net/http: the kernel's somaxconn) accepts them at once.
+    request_queue_size = 1024
 
 
 def main():

@@ -320,12 +320,6 @@ ra_batch_thread(void *arg)
   /* From the pool too: big short-lived mallocs on ever new threads would
    * each leave their pages in another malloc arena. */
   all = sn_bufpool_get(l->comp_pool, len);
-  for (k = 0; k < b->n && l->trace; k++) {
-    struct sn_span s;
-
-    sn_zinfo_span(l->zi, b->first + k, &s);
-    l->trace(l->trace_opaque, b->first + k, &s);
-  }
   ok = all && bufs && (apart || run) &&
     l->read(l->read_opaque, all, len, s0.comp_start) == 0;
   for (k = 0; k < b->n && ok; k++) {
@@ -341,6 +335,9 @@ ra_batch_thread(void *arg)
     slice = all + (s.comp_start - s0.comp_start);
     layer_count(&l->spans_fetched, 1);
     layer_count(&l->bytes_fetched, clen);
+    /* Once its bytes are counted: the trace keeps a stats file current. */
+    if (l->trace)
+      l->trace(l->trace_opaque, i, &s);
     /* A TOC layer's chunk is checked once decoded (load_span). */
     if (!layer_toc_chunks(l)) {
       sn_sha256(slice, clen, got);

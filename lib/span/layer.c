@@ -423,8 +423,6 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
     return NULL;
   }
   for (n = 1; n <= 1 + l->max_refetch; n++) {
-    if (l->trace)
-      l->trace(l->trace_opaque, i, s);
     layer_count(&l->spans_fetched, 1);
     if (l->read(l->read_opaque, comp, clen, s->comp_start) == -1) {
       sn_prefix_error("span %zu of %s: ", i, l->name);
@@ -432,6 +430,9 @@ fetch_verified(struct sn_layer *l, size_t i, const struct sn_span *s,
       return NULL;
     }
     layer_count(&l->bytes_fetched, clen);
+    /* Once its bytes are counted: the trace keeps a stats file current. */
+    if (l->trace)
+      l->trace(l->trace_opaque, i, s);
     if (layer_toc_chunks(l))    /* checked once decoded (load_span) */
       return comp;
     sn_sha256(comp, clen, got);

@@ -25,8 +25,9 @@
 /* Read exactly len compressed bytes at off of the layer blob. */
 typedef int (*sn_blob_read_fn)(void *opaque, void *buf, size_t len,
                                int64_t off);
-/* Told about each span fetched from the source, once per fetch (for
- * --verbose and statistics); called from whichever thread fetches, possibly
+/* Told about each span fetched from the source, once per fetch, when its
+ * bytes have arrived and are counted in the statistics (for --verbose and
+ * a statistics file); called from whichever thread fetches, possibly
  * several at once.  Set it before the first read. */
 typedef void (*sn_span_trace_fn)(void *opaque, size_t span,
                                  const struct sn_span *s);
