@@ -35,9 +35,6 @@ struct bad_file {
 };
 
 #define LAYER_RUN_CONDS 32
-/* How many spans a stream has read whole stay cached behind it (for the
- * header checks and stragglers of the reads in flight). */
-#define LAYER_DONE_KEEP 64
 
 struct sn_layer {
   struct sn_ztoc *z;
@@ -102,9 +99,12 @@ struct sn_layer {
    * once, and a cache full of spans already read only costs fresh
    * memory.  done_ring under ra_lock. */
   _Atomic uint32_t *delivered;
-  size_t done_ring[LAYER_DONE_KEEP];
+  size_t *done_ring;
   size_t done_next;
-  /* Their reads wait on run_done[i % LAYER_RUN_CONDS] (with ra_lock): a
+  /* How many fully read spans of a stream stay cached (for the header
+ * checks and stragglers of the reads in flight). */
+#define LAYER_DONE_KEEP 64
+/* Their reads wait on run_done[i % LAYER_RUN_CONDS] (with ra_lock): a
    * copy has dozens of reads waiting, each for its own sub-span, and one
    * condition for all woke every one of them at each sub-span decoded. */
   pthread_cond_t run_done[LAYER_RUN_CONDS];
@@ -182,14 +182,6 @@ static inline bool
 layer_toc_chunks(const struct sn_layer *l)
 {
   return l->zi->skip != NULL;
-}
-
-/* Do the layer's reads stream (ra_lock held)?  As the sequential-read
- * detector last saw them (layer_readahead_note). */
-static inline bool
-layer_streams(const struct sn_layer *l)
-{
-  return l->ra_sequential && l->ra_streaming;
 }
 
 /* A dense index of a gzip layer: a sub-span decodes with the output

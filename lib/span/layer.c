@@ -240,10 +240,11 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
     l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
     l->run_pending = calloc(l->zi->nspans, sizeof *l->run_pending);
     l->delivered = calloc(l->zi->nspans, sizeof *l->delivered);
+    l->done_ring = malloc(LAYER_DONE_KEEP * sizeof *l->done_ring);
     l->win_frames = calloc(l->zi->nspans, sizeof *l->win_frames);
     l->win_fetching = calloc(l->zi->nspans, sizeof *l->win_fetching);
     if (l->win_nowait == NULL || l->run_pending == NULL ||
-        l->delivered == NULL ||
+        l->delivered == NULL || l->done_ring == NULL ||
         l->win_frames == NULL || l->win_fetching == NULL) {
       sn_oom();
       goto fail;
@@ -296,6 +297,7 @@ sn_layer_free(struct sn_layer *l)
   free(l->win_nowait);
   free(l->run_pending);
   free(l->delivered);
+  free(l->done_ring);
   if (l->win_frames) {
     size_t i;
 
@@ -754,14 +756,12 @@ release_streamed(struct sn_layer *l, size_t i, uint32_t n, uint32_t len)
   uint32_t had = atomic_fetch_add(&l->delivered[i], n);
   size_t old = SIZE_MAX;
 
-  if (had >= len || had + n < len)
+  if (had >= len || had + n < len || !sn_layer_streaming(l))
     return;
   pthread_mutex_lock(&l->ra_lock);
-  if (layer_streams(l)) {
-    if (l->done_next >= LAYER_DONE_KEEP)
-      old = l->done_ring[l->done_next % LAYER_DONE_KEEP];
-    l->done_ring[l->done_next++ % LAYER_DONE_KEEP] = i;
-  }
+  if (l->done_next >= LAYER_DONE_KEEP)
+    old = l->done_ring[l->done_next % LAYER_DONE_KEEP];
+  l->done_ring[l->done_next++ % LAYER_DONE_KEEP] = i;
   pthread_mutex_unlock(&l->ra_lock);
   if (old != SIZE_MAX) {
     sn_spancache_drop(l->cache, old);
