@@ -30,6 +30,7 @@ struct sn_image_stats {
   uint64_t layers_verify_failed;
   uint64_t windows_fetched;    /* dense index: sparse windows fetched */
   uint64_t windows_staged;     /* of those, fetched ahead of a run */
+  uint64_t spans_released;     /* read whole by a stream, dropped behind it */
   uint64_t replay_spans, replay_bytes, replay_used_spans, replay_used_bytes;
 };
 
@@ -46,6 +47,7 @@ add_layer_stats(struct sn_image_stats *st, const struct img_layer *l,
     st->spans_total += l->spans_total;
     st->windows_fetched += ls->windows_fetched;
     st->windows_staged += ls->windows_staged;
+    st->spans_released += ls->spans_released;
     st->replay_spans += ls->replay_spans;
     st->replay_bytes += ls->replay_bytes;
     st->replay_used_spans += ls->replay_used_spans;
@@ -194,6 +196,7 @@ sn_image_stats_json(struct sn_image *img)
   sn_json_member_int(&w, "spans_total", st.spans_total);
   sn_json_member_int(&w, "windows_fetched", st.windows_fetched);
   sn_json_member_int(&w, "windows_staged", st.windows_staged);
+  sn_json_member_int(&w, "spans_released", st.spans_released);
   sn_json_member_int(&w, "spans_fetched", st.spans_fetched);
   sn_json_member_int(&w, "spans_verified", st.spans_verified);
   sn_json_member_int(&w, "spans_failed", st.spans_failed);

@@ -115,7 +115,7 @@ check_file(struct sn_layer *l, const struct sn_ztoc_file *f, bool *mismatch)
   }
   /* The client read that needs this header has fed the detector. */
   r = layer_read_as(l, hdr, (size_t) hlen, f->header_offset,
-                    LAYER_CLIENT_NOTED);
+                    LAYER_CLIENT_HEADER);
   if (r == 0) {
     memset(&e, 0, sizeof e);
     r = sn_tar_parse_headers(hdr, hlen, &e);

@@ -182,20 +182,19 @@ layer_dense_window(struct sn_layer *l, size_t i, uint8_t *win)
   const struct sn_checkpoint *c = &l->zi->cp[i];
   int64_t need = c->out < SN_ZINFO_WINSIZE ? c->out : SN_ZINFO_WINSIZE;
   uint8_t *tail = win + SN_ZINFO_WINSIZE - need;
+  bool cached;
 
   memset(win, 0, SN_ZINFO_WINSIZE);
   if (l->zi->winref[i].len == 0 || need == 0)
     return 0;                   /* nothing reads it */
-  if (window_from_cache(l, i, c->out - need, c->out, false, tail) == 0) {
+  cached = window_from_cache(l, i, c->out - need, c->out, false, tail) == 0;
+  if (!cached && !atomic_load(&l->win_nowait[i])) {
+    decode_staged_before(l, i);
+    cached = window_from_cache(l, i, c->out - need, c->out, true, tail) == 0;
+  }
+  if (cached) {
     layer_count(&l->windows_from_cache, 1);
     return 0;
-  }
-  if (!atomic_load(&l->win_nowait[i])) {
-    decode_staged_before(l, i);
-    if (window_from_cache(l, i, c->out - need, c->out, true, tail) == 0) {
-      layer_count(&l->windows_from_cache, 1);
-      return 0;
-    }
   }
   memset(win, 0, SN_ZINFO_WINSIZE);
   if (window_staged(l, i, win) == 0)
@@ -394,21 +393,13 @@ layer_dense_await_run(struct sn_layer *l, size_t i)
   pthread_mutex_unlock(&l->ra_lock);
 }
 
-/* Do the layer's reads stream (ra_lock held)?  As the detector last saw
- * them (layer_readahead_note). */
-static bool
-streaming(const struct sn_layer *l)
-{
-  return l->ra_sequential && l->ra_streaming;
-}
-
 bool
 sn_layer_streaming(struct sn_layer *l)
 {
   bool seq;
 
   pthread_mutex_lock(&l->ra_lock);
-  seq = streaming(l);
+  seq = layer_streams(l);
   pthread_mutex_unlock(&l->ra_lock);
   return seq;
 }
@@ -425,7 +416,7 @@ layer_dense_note(struct sn_layer *l, int64_t off, size_t len, size_t first,
   hit = all_present(l, first, last);
   /* Streaming (a copy of the device): far more read in one forward run
    * than a program reads of its files. */
-  seq = fg && l->ra_bytes > 0 && streaming(l);
+  seq = fg && l->ra_bytes > 0 && layer_streams(l);
   if (hit && !seq) {
     pthread_mutex_unlock(&l->ra_lock);
     return;

@@ -35,6 +35,9 @@ struct bad_file {
 };
 
 #define LAYER_RUN_CONDS 32
+/* How many spans a stream has read whole stay cached behind it (for the
+ * header checks and stragglers of the reads in flight). */
+#define LAYER_DONE_KEEP 64
 
 struct sn_layer {
   struct sn_ztoc *z;
@@ -71,6 +74,7 @@ struct sn_layer {
   _Atomic uint64_t bytes_fetched, disk_hits, headers_checked;
   _Atomic uint64_t readahead_spans;
   _Atomic uint64_t windows_fetched, windows_staged, windows_from_cache;
+  _Atomic uint64_t spans_released;
   /* Replay (layer-replay.c): per span, 1 once a replay staged it, 2 once
    * a read used it; and the counters of sn_layer_stats. */
   _Atomic unsigned char *replayed;
@@ -91,6 +95,17 @@ struct sn_layer {
    * gave up; run_done signals): a read waits for that rather than
    * fetch the span's window to decode it itself. */
   _Atomic unsigned char *run_pending;
+  /* Dense, streaming, and only in a layer larger than the cache (else
+   * NULL): per span, the bytes client reads were given of it (header
+   * checks not counted); once all, it joins done_ring, and the span
+   * LAYER_DONE_KEEP places behind it leaves the memory cache (layer.c,
+   * release_streamed).  A stream through such a layer evicts what it read
+   * anyway; dropping it early spares fresh memory for a cache full of
+   * bytes already read.  A layer the cache holds whole keeps them: read
+   * again, they must not be fetched again.  done_ring under ra_lock. */
+  _Atomic uint32_t *delivered;
+  size_t done_ring[LAYER_DONE_KEEP];
+  size_t done_next;
   /* Their reads wait on run_done[i % LAYER_RUN_CONDS] (with ra_lock): a
    * copy has dozens of reads waiting, each for its own sub-span, and one
    * condition for all woke every one of them at each sub-span decoded. */
@@ -171,6 +186,14 @@ layer_toc_chunks(const struct sn_layer *l)
   return l->zi->skip != NULL;
 }
 
+/* Do the layer's reads stream (ra_lock held)?  As the sequential-read
+ * detector last saw them (layer_readahead_note). */
+static inline bool
+layer_streams(const struct sn_layer *l)
+{
+  return l->ra_sequential && l->ra_streaming;
+}
+
 /* A dense index of a gzip layer: a sub-span decodes with the output
  * before it or its sparse window (layer-dense.c), so sub-spans load one
  * by one, in order.  A zstd layer's sub-spans (frames) decode on their
@@ -200,10 +223,11 @@ int layer_poisoned(struct sn_layer *l);
 int layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len);
 /* Whose read layer_read_spans serves: a client's, which feeds the
  * sequential-read detector; a client's whose range was fed to it already
- * (layer_note_client: a checked read and its header checks); or the
- * plugin's own (dependency prefetch), which neither feeds it nor tops up
- * a stream. */
-enum layer_reader { LAYER_CLIENT, LAYER_CLIENT_NOTED, LAYER_BACKGROUND };
+ * (layer_note_client: a checked read); a checked read's header check (its
+ * bytes are not the client's); or the plugin's own (dependency prefetch),
+ * which neither feeds it nor tops up a stream. */
+enum layer_reader { LAYER_CLIENT, LAYER_CLIENT_NOTED, LAYER_CLIENT_HEADER,
+                    LAYER_BACKGROUND };
 
 /* layer.c: the spans covering [off, off+len) through the cache, copied
  * into buf unless it is NULL (then nothing is noted). */

@@ -235,13 +235,20 @@ sn_layer_new_opts(struct sn_ztoc *z, sn_blob_read_fn read, void *opaque,
   sn_spancache_set_release(l->cache, release_span);
   layer_set_readahead(l, o->readahead_bytes, budget);
   if (layer_fine(l)) {          /* layer-dense.c stages and decodes */
+    /* Only a layer larger than the cache releases what a stream read
+     * (layer-int.h, delivered). */
+    bool release = l->zi->uncompressed_size > (int64_t) budget;
+
     if (layer_staging_init(l) == -1)
       goto fail;
     l->win_nowait = calloc(l->zi->nspans, sizeof *l->win_nowait);
     l->run_pending = calloc(l->zi->nspans, sizeof *l->run_pending);
+    if (release)
+      l->delivered = calloc(l->zi->nspans, sizeof *l->delivered);
     l->win_frames = calloc(l->zi->nspans, sizeof *l->win_frames);
     l->win_fetching = calloc(l->zi->nspans, sizeof *l->win_fetching);
     if (l->win_nowait == NULL || l->run_pending == NULL ||
+        (release && l->delivered == NULL) ||
         l->win_frames == NULL || l->win_fetching == NULL) {
       sn_oom();
       goto fail;
@@ -293,6 +300,7 @@ sn_layer_free(struct sn_layer *l)
   free((void *) l->replayed);
   free(l->win_nowait);
   free(l->run_pending);
+  free(l->delivered);
   if (l->win_frames) {
     size_t i;
 
@@ -371,6 +379,7 @@ sn_layer_get_stats(struct sn_layer *l, struct sn_layer_stats *st)
   st->replay_bytes = atomic_load(&l->replay_bytes);
   st->replay_used_spans = atomic_load(&l->replay_used_spans);
   st->replay_used_bytes = atomic_load(&l->replay_used_bytes);
+  st->spans_released = atomic_load(&l->spans_released);
   sn_spancache_get_stats(l->cache, &cs);
   st->spans_fetched = atomic_load(&l->spans_fetched);
   st->spans_verified = atomic_load(&l->spans_verified);
@@ -740,6 +749,31 @@ layer_check_range(const struct sn_layer *l, int64_t off, uint64_t len)
 
 /* ---- reads ----------------------------------------------------------- */
 
+/* A client read was given n more bytes of span i (of len): once it has
+ * had them all while the layer's reads stream, the span joins the ring
+ * of those read, and the one LAYER_DONE_KEEP before it leaves the cache
+ * (layer-int.h, delivered). */
+static void
+release_streamed(struct sn_layer *l, size_t i, uint32_t n, uint32_t len)
+{
+  uint32_t had = atomic_fetch_add(&l->delivered[i], n);
+  size_t old = SIZE_MAX;
+
+  if (had >= len || had + n < len)
+    return;
+  pthread_mutex_lock(&l->ra_lock);
+  if (layer_streams(l)) {
+    if (l->done_next >= LAYER_DONE_KEEP)
+      old = l->done_ring[l->done_next % LAYER_DONE_KEEP];
+    l->done_ring[l->done_next++ % LAYER_DONE_KEEP] = i;
+  }
+  pthread_mutex_unlock(&l->ra_lock);
+  if (old != SIZE_MAX) {
+    sn_spancache_drop(l->cache, old);
+    layer_count(&l->spans_released, 1);
+  }
+}
+
 /* Get the spans covering [off, off+len) through the cache, at most
  * SN_SPANCACHE_MAX_GET at a time (fetched concurrently), copying into buf
  * unless it is NULL.  A window's bytes are copied only once all of its
@@ -749,6 +783,8 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
                  enum layer_reader who)
 {
   struct sn_span_ent *ents[SN_SPANCACHE_MAX_GET];
+  struct counted { size_t i; uint32_t n, len; } counted[SN_SPANCACHE_MAX_GET];
+  size_t ncounted = 0;
   int64_t end = off + (int64_t) len, pos = off;
   size_t first, last, i, k, n;
   bool hole = false;
@@ -788,10 +824,18 @@ layer_read_spans(struct sn_layer *l, uint8_t *buf, size_t len, int64_t off,
       else if (b > a) {
         memcpy(buf + (a - off), data + (a - s.uncomp_start), b - a);
         pos = b;
+        if (l->delivered &&
+            (who == LAYER_CLIENT || who == LAYER_CLIENT_NOTED))
+          counted[ncounted++] = (struct counted) {
+            i + k, (uint32_t) (b - a), (uint32_t) dlen };
       }
     }
     for (k = 0; k < n; k++)
       sn_spancache_put(l->cache, ents[k]);
+    /* After the puts: a span held is not dropped. */
+    for (k = 0; k < ncounted; k++)
+      release_streamed(l, counted[k].i, counted[k].n, counted[k].len);
+    ncounted = 0;
   }
   if (buf && pos != end)
     return sn_set_error("spans of %s do not cover offset %lld", l->name,

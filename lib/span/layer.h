@@ -99,6 +99,8 @@ struct sn_layer_stats {
   uint64_t replay_bytes;     /* their compressed bytes (windows excluded) */
   uint64_t replay_used_spans; /* of those, the ones a read then used */
   uint64_t replay_used_bytes;
+  uint64_t spans_released;   /* spans a streaming reader had read whole,
+                              * dropped from the memory cache behind it */
 };
 
 /* Like sn_layer_new, with options.  The returned layer is thread-safe:
