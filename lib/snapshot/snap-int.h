@@ -16,6 +16,15 @@ struct snap {
   bool remote;                  /* its fs is a layer mount (snap-remote.c) */
 };
 
+/* A remote snapshot whose layer is being mounted, with the store's lock
+ * released (snap-ops.c, prepare_remote): its id is taken and its
+ * directory made, but it is not in the table yet.  The strings are the
+ * Prepare's labels. */
+struct snap_pending {
+  uint64_t id;
+  const char *target, *layer;
+};
+
 struct sn_snapshots {
   char *root;
   pthread_mutex_t lock;
@@ -23,16 +32,27 @@ struct sn_snapshots {
   size_t n, cap;
   uint64_t next_id;
   struct sn_snap_remote remote; /* mount_argv NULL: no remote snapshots */
+  struct snap_pending *pending; /* mounts under way */
+  size_t npending, pending_cap;
+  pthread_cond_t mounted;       /* a pending mount ended */
 };
 
+/* snap-ops.c: the pending mount of id, or of the target name (NULL
+ * for none). */
+const struct snap_pending *snap_pending_find(const struct sn_snapshots *s,
+                                             uint64_t id, const char *target);
+
 /* snap-remote.c: mount layer of image on dir (with the SOCI index named,
- * when index is neither NULL nor ""), and undo it (0 or -1). */
+ * when index is neither NULL nor ""), and undo it (0 or -1).  The mount
+ * runs without the store's lock: it reads only s->root and s->remote
+ * (set before any operation), and the caller collects the credentials
+ * of a failed one (snap_remote_auth_gc, with the lock). */
 int snap_remote_mount(struct sn_snapshots *s, const char *image,
                       const char *layer, const char *index,
                       const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
 /* snap-remote.c: remove the credentials files of layers no remote snapshot
- * serves any more. */
+ * serves any more, nor a pending mount is about to use. */
 void snap_remote_auth_gc(struct sn_snapshots *s);
 
 /* snap-store.c: load root/metadata.json (none: empty store). */

@@ -316,6 +316,7 @@ sn_snapshots_open(const char *root)
     return NULL;
   }
   pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->mounted, NULL);
   s->next_id = 1;
   if (root[0] != '/' || !sn_mount_overlay_safe(root)) {
     sn_set_error("%s: the root must be an absolute path without ',', ':', "
@@ -364,6 +365,8 @@ sn_snapshots_close(struct sn_snapshots *s)
   for (i = 0; i < s->n; i++)
     sn_snap_info_clear(&s->v[i].info);
   free(s->v);
+  free(s->pending);
+  pthread_cond_destroy(&s->mounted);
   pthread_mutex_destroy(&s->lock);
   free(s->root);
   free(s);
@@ -414,12 +417,113 @@ make_dirs(struct sn_snapshots *s, uint64_t id, bool undo)
   return r;
 }
 
+const struct snap_pending *
+snap_pending_find(const struct sn_snapshots *s, uint64_t id,
+                  const char *target)
+{
+  size_t i;
+
+  for (i = 0; i < s->npending; i++)
+    if (target ? strcmp(s->pending[i].target, target) == 0
+               : s->pending[i].id == id)
+      return &s->pending[i];
+  return NULL;
+}
+
+/* Note a mount under way (with the lock); -1 when out of memory. */
+static int
+pending_add(struct sn_snapshots *s, uint64_t id, const char *target,
+            const char *layer)
+{
+  if (s->npending == s->pending_cap) {
+    size_t cap = s->pending_cap ? 2 * s->pending_cap : 8;
+    struct snap_pending *v = realloc(s->pending, cap * sizeof *v);
+
+    if (v == NULL)
+      return sn_oom();
+    s->pending = v;
+    s->pending_cap = cap;
+  }
+  s->pending[s->npending++] = (struct snap_pending) { id, target, layer };
+  return 0;
+}
+
+/* The mount of id has ended, its outcome in the table (with the lock):
+ * wake the Prepares waiting for the same target. */
+static void
+pending_end(struct sn_snapshots *s, uint64_t id)
+{
+  size_t i;
+
+  for (i = 0; i < s->npending; i++)
+    if (s->pending[i].id == id) {
+      s->pending[i] = s->pending[--s->npending];
+      break;
+    }
+  pthread_cond_broadcast(&s->mounted);
+}
+
+/* Is the snapshot named name the one of directory id? */
+static bool
+is_snapshot(struct sn_snapshots *s, const char *name, uint64_t id)
+{
+  const struct snap *p = snap_find(s, name);
+
+  return p && p->id == id;
+}
+
+/* The layer just mounted on snapshot id's fs, taken into the table as
+ * the committed snapshot target (with the lock, retaken after the
+ * mount): SN_SNAP_EXISTS, or an error (then the caller unmounts).  What
+ * the Prepare checked before the mount may have changed meanwhile. */
+static int
+add_remote(struct sn_snapshots *s, uint64_t id, const char *target,
+           const char *parent, const char *key, const char *image,
+           const struct sn_snap_label *l, size_t nl)
+{
+  const char *layer = sn_snap_label_get(l, nl, SN_SNAP_LABEL_REMOTE);
+  struct snap *p;
+
+  if (snap_find(s, target))
+    return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists", target);
+  if (parent[0] && snap_find(s, parent) == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "parent snapshot %s of %s was removed "
+                "while its layer was being mounted", parent, key);
+  if ((p = new_entry(s)) == NULL)
+    return SN_SNAP_INTERNAL;
+  p->id = id;
+  p->remote = true;
+  p->info.kind = SN_SNAP_KIND_COMMITTED;
+  p->info.created_ns = p->info.updated_ns = snap_now_ns();
+  p->info.name = strdup(target);
+  p->info.parent = strdup(parent);
+  if (p->info.name == NULL || p->info.parent == NULL ||
+      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
+    sn_snap_info_clear(&p->info);
+    return oom();
+  }
+  s->n++;
+  if (snap_save(s) == -1) {
+    s->n--;
+    sn_snap_info_clear(&p->info);
+    return SN_SNAP_INTERNAL;
+  }
+  return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists (layer %s "
+              "of %s served lazily, for %s)", target, layer, image, key);
+}
+
 /* Prepare of key on parent with containerd's remote-snapshot labels:
  * the layer mounted on a new committed snapshot named target, and
  * SN_SNAP_EXISTS; or -1 (logged) when it cannot be, for an ordinary
  * Prepare.  The image, layer and manifest are CRI's labels, else
  * soci's (its own pulls and nerdctl's with --snapshotter soci), which
- * may also name the SOCI index. */
+ * may also name the SOCI index.
+ *
+ * Called with the store's lock, which the mount runs without (it may
+ * take seconds: the other operations go on meanwhile).  A Prepare of a
+ * target that is being mounted waits for that mount's outcome; the
+ * snapshot's id and directory are reserved (cleanup and the credentials
+ * collection leave them alone). */
 static int
 prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
                const struct sn_snap_label *l, size_t nl)
@@ -435,12 +539,14 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
   const char *index = cri ? NULL
                           : sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_INDEX);
   struct sn_snap_label *all = NULL;
-  struct snap *p;
   char *image = NULL, *fs = NULL, *msg;
-  int r = -1;
+  uint64_t id;
+  int r = -1, m;
 
   if (target == NULL || target[0] == 0)
     return -1;
+  while (snap_pending_find(s, 0, target))
+    pthread_cond_wait(&s->mounted, &s->lock);
   if (snap_find(s, target))
     return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists", target);
   if (!cri)
@@ -454,37 +560,36 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
     image = NULL;
     return oom();
   }
-  p = new_entry(s);
+  id = s->next_id++;
   all = calloc(nl + 1, sizeof *all);
-  if (p == NULL || all == NULL || (fs = snap_dir(s, p->id, "fs")) == NULL ||
-      make_dirs(s, p->id, false) == -1)
-    goto out;
-  if (snap_remote_mount(s, image, layer, index, fs) == -1)
-    goto undo;
-  memcpy(all, l, nl * sizeof *l);
-  all[nl] = (struct sn_snap_label) { SN_SNAP_LABEL_REMOTE, (char *) layer };
-  p->remote = true;
-  p->info.kind = SN_SNAP_KIND_COMMITTED;
-  p->info.created_ns = p->info.updated_ns = snap_now_ns();
-  p->info.name = strdup(target);
-  p->info.parent = strdup(parent);
-  if (p->info.name == NULL || p->info.parent == NULL ||
-      snap_labels_copy(&p->info.labels, &p->info.nlabels, all, nl + 1) == -1)
-    goto unmount;
-  s->n++;
-  s->next_id++;
-  if (snap_save(s) == 0) {
-    r = fail(SN_SNAP_EXISTS, "target snapshot %s: already exists (layer %s "
-             "of %s served lazily, for %s)", target, layer, image, key);
+  if (all == NULL || (fs = snap_dir(s, id, "fs")) == NULL) {
+    sn_oom();
     goto out;
   }
-  s->n--;
-  s->next_id--;
-unmount:
-  sn_snap_info_clear(&p->info);
-  snap_remote_umount(s, fs);
-undo:
-  make_dirs(s, p->id, true);
+  memcpy(all, l, nl * sizeof *l);
+  all[nl] = (struct sn_snap_label) { SN_SNAP_LABEL_REMOTE, (char *) layer };
+  if (pending_add(s, id, target, layer) == -1)
+    goto out;
+  if (make_dirs(s, id, false) == 0) {
+    pthread_mutex_unlock(&s->lock);
+    m = snap_remote_mount(s, image, layer, index, fs);
+    pthread_mutex_lock(&s->lock);
+    if (m == 0) {
+      r = add_remote(s, id, target, parent, key, image, all, nl + 1);
+      if (!is_snapshot(s, target, id)) {     /* the message is add_remote's */
+        msg = strdup(sn_error());
+        snap_remote_umount(s, fs);
+        if (msg)
+          sn_set_error("%s", msg);
+        free(msg);
+      }
+    }
+  }
+  pending_end(s, id);
+  if (!is_snapshot(s, target, id)) {
+    make_dirs(s, id, true);
+    snap_remote_auth_gc(s);
+  }
 out:
   if (r == -1 && s->remote.log &&
       asprintf(&msg, "layer %s of %s: not served lazily, containerd unpacks "
@@ -498,13 +603,30 @@ out:
   return r;
 }
 
+/* Can key be made on parent?  0, or the error. */
+static int
+check_new(struct sn_snapshots *s, const char *key, const char *parent)
+{
+  const struct snap *par = NULL;
+
+  if (snap_find(s, key))
+    return fail(SN_SNAP_EXISTS, "snapshot %s: already exists", key);
+  if (parent[0] && (par = snap_find(s, parent)) == NULL)
+    return fail(SN_SNAP_NOT_FOUND, "parent snapshot %s of %s does not exist",
+                parent, key);
+  if (par && par->info.kind != SN_SNAP_KIND_COMMITTED)
+    return fail(SN_SNAP_INVALID, "parent snapshot %s of %s is not committed",
+                parent, key);
+  return 0;
+}
+
 /* A new snapshot of kind k (active or view). */
 static int
 create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
        const char *parent, const struct sn_snap_label *l, size_t nl,
        struct sn_snap_mounts *mounts)
 {
-  struct snap *p, *par = NULL;
+  struct snap *p;
   int r;
 
   memset(mounts, 0, sizeof *mounts);
@@ -514,16 +636,12 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
     return r;
   if (parent == NULL)
     parent = "";
-  if (snap_find(s, key))
-    return fail(SN_SNAP_EXISTS, "snapshot %s: already exists", key);
-  if (parent[0] && (par = snap_find(s, parent)) == NULL)
-    return fail(SN_SNAP_NOT_FOUND, "parent snapshot %s of %s does not exist",
-                parent, key);
-  if (par && par->info.kind != SN_SNAP_KIND_COMMITTED)
-    return fail(SN_SNAP_INVALID, "parent snapshot %s of %s is not committed",
-                parent, key);
+  if ((r = check_new(s, key, parent)) != 0)
+    return r;
+  /* (Its mount released the lock: check again.) */
   if (k == SN_SNAP_KIND_ACTIVE && s->remote.mount_argv &&
-      (r = prepare_remote(s, key, parent, l, nl)) != -1)
+      ((r = prepare_remote(s, key, parent, l, nl)) != -1 ||
+       (r = check_new(s, key, parent)) != 0))
     return r;
   if ((p = new_entry(s)) == NULL)
     return SN_SNAP_INTERNAL;
@@ -889,7 +1007,7 @@ cleanup(struct sn_snapshots *s)
       continue;
     for (i = 0; i < s->n && s->v[i].id != id; i++)
       ;
-    if (i < s->n)
+    if (i < s->n || snap_pending_find(s, id, NULL))
       continue;
     if (asprintf(&path, "%s/%s", dir, e->d_name) < 0) {
       r = SN_SNAP_INTERNAL;

@@ -210,12 +210,20 @@ snap_remote_mount(struct sn_snapshots *s, const char *image,
   r = run_with(s->remote.mount_argv, h.args, h.nargs, "--layer", layer,
                image, dir, (const char *) NULL);
   sn_snap_hosts_clear(&h);
-  if (r == -1)                  /* no credentials left for a failed one */
-    snap_remote_auth_gc(s);
   return r;
 }
 
-/* Remove the credential files of layers no remote snapshot serves. */
+/* The layer a remote snapshot serves (its label), or NULL. */
+static const char *
+remote_layer(const struct snap *p)
+{
+  return p->remote ? sn_snap_label_get(p->info.labels, p->info.nlabels,
+                                       SN_SNAP_LABEL_REMOTE)
+                   : NULL;
+}
+
+/* Remove the credential files of layers no remote snapshot serves nor a
+ * pending mount is about to use. */
 void
 snap_remote_auth_gc(struct sn_snapshots *s)
 {
@@ -231,11 +239,9 @@ snap_remote_auth_gc(struct sn_snapshots *s)
 
       if (e->d_name[0] == '.')
         continue;
-      for (i = 0; i < s->n; i++) {
-        const struct sn_snap_info *in = &s->v[i].info;
-        const char *l = s->v[i].remote
-          ? sn_snap_label_get(in->labels, in->nlabels, SN_SNAP_LABEL_REMOTE)
-          : NULL;
+      for (i = 0; i < s->n + s->npending; i++) {
+        const char *l = i >= s->n ? s->pending[i - s->n].layer
+                                  : remote_layer(&s->v[i]);
 
         if (l && strncmp(l, "sha256:", 7) == 0 && strlen(l) == 71 &&
             strlen(e->d_name) == 69 &&
@@ -243,7 +249,8 @@ snap_remote_auth_gc(struct sn_snapshots *s)
             strcmp(e->d_name + 64, ".json") == 0)
           break;
       }
-      if (i == s->n && asprintf(&path, "%s/%s", dir, e->d_name) >= 0) {
+      if (i == s->n + s->npending &&
+          asprintf(&path, "%s/%s", dir, e->d_name) >= 0) {
         unlink(path);
         free(path);
       }

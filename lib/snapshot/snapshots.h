@@ -11,8 +11,9 @@
  * work directory).
  *
  * Keys are containerd's (opaque strings, namespaced by containerd before
- * they get here).  Every operation holds the store's lock: containerd
- * calls concurrently.
+ * they get here).  Every operation holds the store's lock (containerd
+ * calls concurrently), but for a remote snapshot's mount, which runs
+ * without it.
  *
  * Errors: operations return SN_SNAP_OK (0) or one of enum sn_snap_err,
  * with a one-line message through util/err.h; the daemon maps them to
@@ -130,7 +131,9 @@ void sn_snapshots_close(struct sn_snapshots *s);
  * layer (r's mount command) on a new committed snapshot named the target
  * and answers SN_SNAP_EXISTS, so that containerd does not download it;
  * when the mount fails the Prepare is an ordinary one.  Removing such a
- * snapshot unmounts it first.  Mounting holds the store's lock. */
+ * snapshot unmounts it first.  The mount runs without the store's lock
+ * (other operations go on); a Prepare of a target being mounted waits
+ * for that mount's outcome.  Call it before any operation. */
 void sn_snapshots_set_remote(struct sn_snapshots *s,
                              const struct sn_snap_remote *r);
 

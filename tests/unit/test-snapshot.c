@@ -2,10 +2,13 @@
  * containerd's rules for active, view and committed snapshots, the mounts
  * of each (bind or overlayfs over the parent chain), labels and their
  * update masks, usage, the errors containerd maps to gRPC codes, and the
- * metadata file: what a restarted daemon finds, and a corrupt one refused.
+ * metadata file: what a restarted daemon finds, and a corrupt one refused;
+ * remote snapshots with stand-in mount commands, and the store's other
+ * operations going on while a slow one mounts.
  */
 #include <config.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +232,127 @@ test_remote(void)
   sn_snapshots_close(s);
 }
 
+/* A Prepare on a thread of its own (the store's operations are called
+ * concurrently by containerd). */
+struct prep {
+  struct sn_snapshots *s;
+  const char *key;
+  struct sn_snap_label *l;
+  pthread_t t;
+  int r;
+  char msg[512];
+  volatile int done;
+};
+
+static void *
+prep_thread(void *opaque)
+{
+  struct prep *p = opaque;
+  struct sn_snap_mounts m;
+
+  p->r = sn_snapshots_prepare(p->s, p->key, "", p->l, 4, &m);
+  snprintf(p->msg, sizeof p->msg, "%s", sn_error());
+  if (p->r == 0)
+    sn_snap_mounts_clear(&m);
+  __atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static bool
+exists(const char *path)
+{
+  return access(path, F_OK) == 0;
+}
+
+/* Wait up to 10 s for path to exist. */
+static bool
+wait_for(const char *path)
+{
+  for (int i = 0; i < 1000 && !exists(path); i++)
+    usleep(10000);
+  return exists(path);
+}
+
+/* A remote mount can take seconds (a registry far away): the store's lock
+ * is not held meanwhile, and a second Prepare of the same target waits
+ * for the first one's outcome instead of mounting the layer again.  The
+ * stand-in mount command holds until the test creates ROOT/go (10 s at
+ * most), and says which happened. */
+static void
+test_remote_slow(void)
+{
+  char rroot[600], mscript[3000], path[1024], go[700], how[700], called[700];
+  char *mount_slow[] = { "/bin/sh", "-c", mscript, "sh", NULL };
+  char *umount[] = { "/bin/true", NULL };
+  struct sn_snap_remote rem = { mount_slow, umount, log_it, NULL, NULL, NULL };
+  struct sn_snap_label l[4] = {
+    { SN_SNAP_LABEL_TARGET, "t1" }, { SN_SNAP_LABEL_IMAGE, "reg/img:v1" },
+    { SN_SNAP_LABEL_LAYER, DIGEST("c") },
+    { SN_SNAP_LABEL_MANIFEST, DIGEST("e") },
+  };
+  struct prep a = { .key = "extract-a t1", .l = l };
+  struct prep b = { .key = "extract-b t1", .l = l };
+  struct sn_snapshots *s;
+  struct sn_snap_mounts m;
+  struct sn_snap_info info;
+  bool running;
+  int r;
+
+  snprintf(rroot, sizeof rroot, "%s/remote-slow", root);
+  snprintf(go, sizeof go, "%s/go", rroot);
+  snprintf(called, sizeof called, "%s/mounts-called", rroot);
+  snprintf(mscript, sizeof mscript,
+           "echo \"$2\" >> %s; i=0; while [ ! -e %s ] && [ $i -lt 1000 ]; "
+           "do sleep 0.01; i=$((i+1)); done; "
+           "if [ -e %s ]; then echo released; else echo timeout; fi "
+           "> \"$4/how\"", called, go, go);
+  s = sn_snapshots_open(rroot);
+  if (s == NULL) {
+    ok(0, "open %s: %s", rroot, sn_error());
+    return;
+  }
+  sn_snapshots_set_remote(s, &rem);
+  a.s = b.s = s;
+  pthread_create(&a.t, NULL, prep_thread, &a);
+  ok(wait_for(called), "slow mount: the Prepare of target t1 runs the "
+     "mount command");
+  r = sn_snapshots_prepare(s, "other", "", NULL, 0, &m);
+  OK(r == 0, "... meanwhile another Prepare is answered (%s)", ERR);
+  if (r == 0)
+    sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_stat(s, "t1", &info) == SN_SNAP_NOT_FOUND,
+     "... a Stat of the target too: not there yet");
+  snprintf(how, sizeof how, "%s/snapshots/1/fs/how", rroot);
+  running = !exists(how);
+  ok(running && !exists(go), "... while the mount is still under way");
+  pthread_create(&b.t, NULL, prep_thread, &b);
+  usleep(200000);
+  ok(!__atomic_load_n(&b.done, __ATOMIC_ACQUIRE),
+     "a second Prepare of the same target waits for the first");
+  fclose(fopen(go, "w"));
+  pthread_join(a.t, NULL);
+  pthread_join(b.t, NULL);
+  ok(a.r == SN_SNAP_EXISTS && strstr(a.msg, "served lazily"),
+     "... the first: the layer mounted, already exists (%s)", a.msg);
+  ok(b.r == SN_SNAP_EXISTS && strstr(b.msg, "target snapshot t1: already "
+                                            "exists"),
+     "... the second: already exists (%s)", b.msg);
+  ok(file_is(how, "released\n"), "... the mount ended when the test let "
+     "it, not on its timeout");
+  ok(file_is(called, DIGEST("c") "\n"), "... and the layer was mounted "
+     "once");
+  r = sn_snapshots_stat(s, "t1", &info);
+  OK(r == 0 && info.kind == SN_SNAP_KIND_COMMITTED,
+     "t1 is a committed snapshot (%s)", ERR);
+  if (r == 0)
+    sn_snap_info_clear(&info);
+  snprintf(path, sizeof path, "%s/snapshots/2/fs", rroot);
+  ok(exists(path), "the other Prepare got the next directory (2)");
+  OK(sn_snapshots_remove(s, "other") == 0 &&
+     sn_snapshots_remove(s, "t1") == 0, "remove them (%s)", ERR);
+  sn_snapshots_close(s);
+}
+
 int
 main(void)
 {
@@ -407,6 +531,7 @@ main(void)
      s ? "opened" : sn_error());
   sn_snapshots_close(s);
   test_remote();
+  test_remote_slow();
   tap_rm_tree(root);
   return done_testing();
 }
