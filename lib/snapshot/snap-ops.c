@@ -396,6 +396,24 @@ new_entry(struct sn_snapshots *s)
   return p;
 }
 
+/* A new entry's info: kind, name, parent and labels, created now.  0, or
+ * SN_SNAP_INTERNAL (out of memory; the info cleared). */
+static int
+new_info(struct snap *p, enum sn_snap_kind k, const char *name,
+         const char *parent, const struct sn_snap_label *l, size_t nl)
+{
+  p->info.kind = k;
+  p->info.created_ns = p->info.updated_ns = snap_now_ns();
+  p->info.name = strdup(name);
+  p->info.parent = strdup(parent);
+  if (p->info.name == NULL || p->info.parent == NULL ||
+      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
+    sn_snap_info_clear(&p->info);
+    return oom();
+  }
+  return 0;
+}
+
 /* The snapshot's directories made; its directory removed again when
  * undo. */
 static int
@@ -493,15 +511,8 @@ add_remote(struct sn_snapshots *s, uint64_t id, const char *target,
     return SN_SNAP_INTERNAL;
   p->id = id;
   p->remote = true;
-  p->info.kind = SN_SNAP_KIND_COMMITTED;
-  p->info.created_ns = p->info.updated_ns = snap_now_ns();
-  p->info.name = strdup(target);
-  p->info.parent = strdup(parent);
-  if (p->info.name == NULL || p->info.parent == NULL ||
-      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
-    sn_snap_info_clear(&p->info);
-    return oom();
-  }
+  if (new_info(p, SN_SNAP_KIND_COMMITTED, target, parent, l, nl) != 0)
+    return SN_SNAP_INTERNAL;
   s->n++;
   if (snap_save(s) == -1) {
     s->n--;
@@ -645,15 +656,8 @@ create(struct sn_snapshots *s, enum sn_snap_kind k, const char *key,
     return r;
   if ((p = new_entry(s)) == NULL)
     return SN_SNAP_INTERNAL;
-  p->info.kind = k;
-  p->info.created_ns = p->info.updated_ns = snap_now_ns();
-  p->info.name = strdup(key);
-  p->info.parent = strdup(parent);
-  if (p->info.name == NULL || p->info.parent == NULL ||
-      snap_labels_copy(&p->info.labels, &p->info.nlabels, l, nl) == -1) {
-    sn_snap_info_clear(&p->info);
-    return oom();
-  }
+  if (new_info(p, k, key, parent, l, nl) != 0)
+    return SN_SNAP_INTERNAL;
   if (make_dirs(s, p->id, false) == -1) {
     sn_snap_info_clear(&p->info);
     make_dirs(s, p->id, true);
