@@ -5,10 +5,8 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,110 +597,25 @@ stats_flusher(void *arg)
 
 /* On SIGTERM nbdkit waits for every request under way before it calls
  * cleanup, and a read waiting on a registry that stopped answering would
- * hold it for the registry timeouts.  nbdkit has no quiet way to tell a
- * plugin it is shutting down (nbdkit_nanosleep's early return logs an
- * error), so the plugin chains the handlers nbdkit installed for its quit
- * signals before after_fork: each still runs, then a byte on a pipe wakes
- * the watcher thread, which cancels the image's registry requests; those
- * reads fail (EIO) and the server stops within about a second.  cleanup
- * stops the watcher with another byte and puts nbdkit's handlers back
- * (before the plugin is unloaded). */
-static const int quit_signals[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
-#define NQUIT (sizeof quit_signals / sizeof quit_signals[0])
-static struct sigaction quit_saved[NQUIT];
-static bool quit_chained;
-static int watch_pipe[2] = { -1, -1 };
+ * hold it for the registry timeouts.  This thread sleeps in
+ * nbdkit_nanosleep, which returns early with ESHUTDOWN (nbdkit logs
+ * "aborting sleep to shut down") once the server is shutting down; then
+ * the image cancels its registry requests, so those reads fail (EIO) and
+ * the server stops within about a second.  cleanup cancels the thread if
+ * the server stops without a shutdown (its only cancellation point is
+ * the sleep). */
 static pthread_t watch_thread;
 static bool watch_thread_running;
-
-static void
-quit_chain(int sig, siginfo_t *info, void *uc)
-{
-  int saved_errno = errno;
-  size_t i;
-
-  for (i = 0; i < NQUIT; i++)
-    if (quit_signals[i] == sig) {
-      const struct sigaction *o = &quit_saved[i];
-
-      if (o->sa_flags & SA_SIGINFO)
-        o->sa_sigaction(sig, info, uc);
-      else if (o->sa_handler != SIG_DFL && o->sa_handler != SIG_IGN)
-        o->sa_handler(sig);
-    }
-  if (write(watch_pipe[1], "q", 1) == -1) {
-    /* full: a byte is waiting already */
-  }
-  errno = saved_errno;
-}
 
 static void *
 shutdown_watcher(void *arg)
 {
-  char c = 0;
-
   (void) arg;
-  while (read(watch_pipe[0], &c, 1) == -1 && errno == EINTR)
+  while (nbdkit_nanosleep(3600, 0) == 0)
     ;
-  if (c == 'q')
+  if (errno == ESHUTDOWN)
     sn_image_cancel(img);
   return NULL;
-}
-
-/* Chain the quit signals' handlers and start the watcher. */
-static int
-watch_start(void)
-{
-  struct sigaction sa;
-  size_t i;
-  int e;
-
-  if (pipe2(watch_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
-    nbdkit_error("shutdown watcher: pipe: %m");
-    return -1;
-  }
-  /* Only the write end is non-blocking (a signal never waits). */
-  fcntl(watch_pipe[0], F_SETFL, 0);
-  e = pthread_create(&watch_thread, NULL, shutdown_watcher, NULL);
-  if (e != 0) {
-    nbdkit_error("shutdown watcher: pthread_create: %s", strerror(e));
-    return -1;
-  }
-  watch_thread_running = true;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = quit_chain;
-  sigemptyset(&sa.sa_mask);
-  for (i = 0; i < NQUIT; i++) {
-    sigaction(quit_signals[i], NULL, &quit_saved[i]);
-    sa.sa_flags = SA_SIGINFO | (quit_saved[i].sa_flags & SA_RESTART);
-    sigaction(quit_signals[i], &sa, NULL);
-  }
-  quit_chained = true;
-  return 0;
-}
-
-/* nbdkit's handlers back, the watcher stopped. */
-static void
-watch_stop(void)
-{
-  size_t i;
-
-  if (quit_chained)
-    for (i = 0; i < NQUIT; i++)
-      sigaction(quit_signals[i], &quit_saved[i], NULL);
-  quit_chained = false;
-  if (watch_thread_running) {
-    if (write(watch_pipe[1], "s", 1) == -1) {
-      /* full: a "q" is waiting, which ends the thread too */
-    }
-    pthread_join(watch_thread, NULL);
-    watch_thread_running = false;
-  }
-  for (i = 0; i < 2; i++)
-    if (watch_pipe[i] != -1) {
-      close(watch_pipe[i]);
-      watch_pipe[i] = -1;
-    }
 }
 
 /* Start the work that needs threads: background prefetch, the stats
@@ -725,14 +638,24 @@ soci_after_fork(void)
     }
     stats_thread_running = true;
   }
-  return watch_start();
+  e = pthread_create(&watch_thread, NULL, shutdown_watcher, NULL);
+  if (e != 0) {
+    nbdkit_error("shutdown watcher: pthread_create: %s", strerror(e));
+    return -1;
+  }
+  watch_thread_running = true;
+  return 0;
 }
 
 /* Stop the flusher, write the stats a last time, free the image. */
 static void
 soci_cleanup(void)
 {
-  watch_stop();
+  if (watch_thread_running) {
+    pthread_cancel(watch_thread);
+    pthread_join(watch_thread, NULL);
+    watch_thread_running = false;
+  }
   if (stats_thread_running) {
     pthread_mutex_lock(&stats_stop_lock);
     stats_stop = true;
