@@ -595,31 +595,8 @@ stats_flusher(void *arg)
   return NULL;
 }
 
-/* On SIGTERM nbdkit waits for every request under way before it calls
- * cleanup, and a read waiting on a registry that stopped answering would
- * hold it for the registry timeouts.  This thread sleeps in
- * nbdkit_nanosleep, which returns early with ESHUTDOWN (nbdkit logs
- * "aborting sleep to shut down") once the server is shutting down; then
- * the image cancels its registry requests, so those reads fail (EIO) and
- * the server stops within about a second.  cleanup cancels the thread if
- * the server stops without a shutdown (its only cancellation point is
- * the sleep). */
-static pthread_t watch_thread;
-static bool watch_thread_running;
-
-static void *
-shutdown_watcher(void *arg)
-{
-  (void) arg;
-  while (nbdkit_nanosleep(3600, 0) == 0)
-    ;
-  if (errno == ESHUTDOWN)
-    sn_image_cancel(img);
-  return NULL;
-}
-
-/* Start the work that needs threads: background prefetch, the stats
- * flusher and the shutdown watcher. */
+/* Start the work that needs threads: background prefetch and the stats
+ * flusher. */
 static int
 soci_after_fork(void)
 {
@@ -638,12 +615,6 @@ soci_after_fork(void)
     }
     stats_thread_running = true;
   }
-  e = pthread_create(&watch_thread, NULL, shutdown_watcher, NULL);
-  if (e != 0) {
-    nbdkit_error("shutdown watcher: pthread_create: %s", strerror(e));
-    return -1;
-  }
-  watch_thread_running = true;
   return 0;
 }
 
@@ -651,11 +622,6 @@ soci_after_fork(void)
 static void
 soci_cleanup(void)
 {
-  if (watch_thread_running) {
-    pthread_cancel(watch_thread);
-    pthread_join(watch_thread, NULL);
-    watch_thread_running = false;
-  }
   if (stats_thread_running) {
     pthread_mutex_lock(&stats_stop_lock);
     stats_stop = true;

@@ -457,13 +457,6 @@ fail:
   return NULL;
 }
 
-void
-sn_image_cancel(struct sn_image *img)
-{
-  __atomic_store_n(&img->bg_stop, 1, __ATOMIC_RELEASE);
-  sn_registry_cancel(img->reg);
-}
-
 /* Stops and joins the prefetch thread first; a squashfs image shared by
  * several exports ("", "flat", a layer digest) is freed once. */
 void

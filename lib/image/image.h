@@ -97,11 +97,6 @@ struct sn_image_export {
 struct sn_image *sn_image_open(const char *image,
                                const struct sn_image_opts *o);
 void sn_image_free(struct sn_image *img);
-/* From any thread, for a server shutting down: the background prefetch
- * stops, and reads waiting on the registry fail within about a second
- * (later ones that need it at once) instead of waiting out its timeouts.
- * sn_image_free must still be called. */
-void sn_image_cancel(struct sn_image *img);
 
 /* The image's layers, in manifest order. */
 size_t sn_image_nlayers(const struct sn_image *img);

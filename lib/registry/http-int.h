@@ -5,7 +5,6 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,18 +36,7 @@ struct sn_http {
   char *user_agent;
   void (*debug)(void *opaque, const char *msg);
   void *debug_opaque;
-  atomic_bool cancelled;        /* sn_http_cancel */
 };
-
-/* sn_http_cancel was called: no request may start or go on. */
-static inline bool
-http_cancelled(struct sn_http *h)
-{
-  return atomic_load_explicit(&h->cancelled, memory_order_relaxed);
-}
-
-/* The message of a request refused or stopped by sn_http_cancel. */
-int http_cancel_error(const char *method, const char *url);
 
 /* A 301, 302, 303, 307 or 308. */
 bool http_is_redirect(long s);

@@ -42,20 +42,15 @@ jitter_rand(void)
   return s;
 }
 
-/* Sleep ms milliseconds, resuming after signals, in slices of at most
- * 100 ms so that sn_http_cancel cuts it short: false if it did. */
-static bool
-sleep_ms(struct sn_http *h, int64_t ms)
+/* Sleep ms milliseconds, resuming after signals. */
+static void
+sleep_ms(int64_t ms)
 {
-  while (ms > 0 && !http_cancelled(h)) {
-    int64_t n = ms < 100 ? ms : 100;
-    struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) n * 1000000L };
+  struct timespec ts = { .tv_sec = ms / 1000,
+                         .tv_nsec = (long) (ms % 1000) * 1000000L };
 
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-      ;
-    ms -= n;
-  }
-  return !http_cancelled(h);
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+    ;
 }
 
 /* Statuses worth another attempt: 429, and 5xx but 501 and 505 (http.h). */
@@ -91,8 +86,7 @@ attempt(struct sn_http *h, const char *method, const char *url,
     }
     else
       http_debug_line(h, method, url, "failed");
-    if (!retryable || q->no_retry || n >= h->max_retries ||
-        http_cancelled(h))
+    if (!retryable || q->no_retry || n >= h->max_retries)
       return rc;
     delay = (int64_t) BACKOFF_BASE_MS << (n < 10 ? n : 10);
     if (delay > BACKOFF_MAX_MS)
@@ -110,8 +104,7 @@ attempt(struct sn_http *h, const char *method, const char *url,
       snprintf(what, sizeof what, "retry in %" PRId64 " ms", delay);
       http_debug_line(h, method, url, what);
     }
-    if (!sleep_ms(h, delay))
-      return http_cancel_error(method, url);
+    sleep_ms(delay);
     if (delivered > 0 && q->sink
         && q->sink(q->sink_opaque, 0, NULL, 0) == -1)
       return -1;

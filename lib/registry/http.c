@@ -238,7 +238,6 @@ sn_http_resp_clear(struct sn_http_resp *r)
 /* ---- one transfer ------------------------------------------------------ */
 
 struct xfer {
-  struct sn_http *h;
   const struct sn_http_req *q;
   struct sn_http_resp *r;
   bool is_head;
@@ -571,38 +570,8 @@ build_headers(const struct sn_http_req *q, const char *auth,
   return true;
 }
 
-void
-sn_http_cancel(struct sn_http *h)
-{
-  atomic_store(&h->cancelled, true);
-}
-
-int
-http_cancel_error(const char *method, const char *url)
-{
-  char *safe = sn_http_redact(url);
-
-  sn_set_error("%s %s: cancelled (shutting down)", method,
-               safe ? safe : "<URL>");
-  free(safe);
-  return -1;
-}
-
-/* libcurl calls this at least once a second, also while nothing arrives:
- * non-zero stops the transfer (sn_http_cancel). */
-static int
-progress_cb(void *opaque, curl_off_t dltotal, curl_off_t dlnow,
-            curl_off_t ultotal, curl_off_t ulnow)
-{
-  const struct xfer *x = opaque;
-
-  (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
-  return http_cancelled(x->h);
-}
-
 /* Options common to every method: URL, TLS, timeouts (stall-based when
- * streaming), proxy bypass for loopback, cancellation, and the
- * header/write callbacks. */
+ * streaming), proxy bypass for loopback, and the header/write callbacks. */
 static void
 set_common_opts(struct sn_http *h, CURL *c, const char *url,
                 const struct sn_http_req *q, struct curl_slist *hdrs,
@@ -646,9 +615,6 @@ set_common_opts(struct sn_http *h, CURL *c, const char *url,
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
   if (url_is_loopback(url))
     curl_easy_setopt(c, CURLOPT_PROXY, "");
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
@@ -702,8 +668,6 @@ report_failure(const char *method, const char *url, CURLcode rc,
 {
   if (x->oom)
     sn_oom();
-  else if (rc == CURLE_ABORTED_BY_CALLBACK && http_cancelled(x->h))
-    http_cancel_error(method, url);
   else if (x->sink_failed)
     ;                           /* the sink or read_cb set the message */
   else if (x->too_large) {
@@ -750,9 +714,6 @@ http_perform(struct sn_http *h, const char *method, const char *url,
   clear_headers(r);
   clear_body(r);
   r->status = 0;
-  if (http_cancelled(h))
-    return http_cancel_error(method, url);
-  x.h = h;
   x.q = q;
   x.r = r;
   x.is_head = strcmp(method, "HEAD") == 0;

@@ -52,10 +52,6 @@ struct sn_http_opts {
 struct sn_http;
 
 struct sn_http *sn_http_new(const struct sn_http_opts *o);
-/* From any thread, for a program shutting down: every request under way
- * fails within about a second, and every later one at once, with
- * "cancelled (shutting down)"; none is retried.  There is no undo. */
-void sn_http_cancel(struct sn_http *h);
 /* Frees the share and every pooled handle; no request may be running. */
 void sn_http_free(struct sn_http *h);
 

@@ -372,13 +372,6 @@ fail:
   return NULL;
 }
 
-void
-sn_registry_cancel(struct sn_registry *r)
-{
-  if (r && r->http)
-    sn_http_cancel(r->http);
-}
-
 /* Free everything open made, half-made handles included. */
 void
 sn_registry_close(struct sn_registry *r)

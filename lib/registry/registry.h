@@ -72,10 +72,6 @@ struct sn_registry;
 struct sn_registry *sn_registry_open(const struct sn_ref *ref,
                                      const struct sn_registry_opts *o);
 void sn_registry_close(struct sn_registry *r);
-/* From any thread, for a program shutting down: r's requests under way
- * fail within about a second and later ones at once (sn_http_cancel).
- * sn_registry_close must still be called. */
-void sn_registry_cancel(struct sn_registry *r);
 
 /* Manifest or index by tag or digest (verified when by digest; capped at
  * SN_MAX_DOCUMENT). */
