@@ -37,11 +37,6 @@ struct sn_snapshots {
   pthread_cond_t mounted;       /* a pending mount ended */
 };
 
-/* snap-ops.c: the pending mount of id, or of the target name (NULL
- * for none). */
-const struct snap_pending *snap_pending_find(const struct sn_snapshots *s,
-                                             uint64_t id, const char *target);
-
 /* snap-remote.c: mount layer of image on dir (with the SOCI index named,
  * when index is neither NULL nor ""), and undo it (0 or -1).  The mount
  * runs without the store's lock: it reads only s->root and s->remote

@@ -435,7 +435,9 @@ make_dirs(struct sn_snapshots *s, uint64_t id, bool undo)
   return r;
 }
 
-const struct snap_pending *
+/* The pending mount of the target name, or (target NULL) of id; NULL for
+ * none. */
+static const struct snap_pending *
 snap_pending_find(const struct sn_snapshots *s, uint64_t id,
                   const char *target)
 {
