@@ -46,6 +46,12 @@ int snap_remote_mount(struct sn_snapshots *s, const char *image,
                       const char *layer, const char *index,
                       const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
+/* snap-remote.c: before a cleanup removes dir, a directory no snapshot
+ * owns: if its fs is a mount point (a layer mounted by a daemon that
+ * stopped before it recorded the snapshot), undo the mount with the
+ * umount command and log it.  0 (nothing mounted there any more), or -1:
+ * the mount stays and dir must be left alone. */
+int snap_remote_umount_stray(struct sn_snapshots *s, const char *dir);
 /* snap-remote.c: remove the credentials files of layers no remote snapshot
  * serves any more, nor a pending mount is about to use. */
 void snap_remote_auth_gc(struct sn_snapshots *s);

@@ -1019,7 +1019,7 @@ cleanup(struct sn_snapshots *s)
       r = SN_SNAP_INTERNAL;
       break;
     }
-    if (rm_tree(path) == -1)
+    if (snap_remote_umount_stray(s, path) == -1 || rm_tree(path) == -1)
       r = SN_SNAP_INTERNAL;
     free(path);
   }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -264,4 +265,51 @@ int
 snap_remote_umount(struct sn_snapshots *s, const char *dir)
 {
   return run_with(s->remote.umount_argv, NULL, 0, dir, (const char *) NULL);
+}
+
+/* Is path a mount point: on another device than its parent?  (A bind
+ * mount of the same file system is not seen; the layer mounts this is
+ * for are squashfs devices of their own.) */
+static bool
+is_mount_point(const char *path)
+{
+  struct stat st, up;
+  char *parent;
+  bool r;
+
+  if (asprintf(&parent, "%s/..", path) < 0)
+    return false;
+  r = lstat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+      stat(parent, &up) == 0 && st.st_dev != up.st_dev;
+  free(parent);
+  return r;
+}
+
+int
+snap_remote_umount_stray(struct sn_snapshots *s, const char *dir)
+{
+  char *fs, *msg;
+  int r = 0;
+
+  if (asprintf(&fs, "%s/fs", dir) < 0)
+    return sn_oom();
+  if (!is_mount_point(fs))
+    goto out;
+  if (s->remote.umount_argv == NULL)
+    r = sn_set_error("%s: a mount no snapshot owns, left as it is (no "
+                     "umount command)", fs);
+  else if (snap_remote_umount(s, fs) == -1)
+    r = sn_prefix_error("%s: a mount no snapshot owns, left as it is: ", fs);
+  else if (is_mount_point(fs))
+    r = sn_set_error("%s: a mount no snapshot owns, still mounted after "
+                     "the umount command", fs);
+  else if (s->remote.log &&
+           asprintf(&msg, "cleanup: unmounted %s, a layer mount no snapshot "
+                    "owns (the daemon stopped while it mounted?)", fs) >= 0) {
+    s->remote.log(msg);
+    free(msg);
+  }
+out:
+  free(fs);
+  return r;
 }

@@ -175,7 +175,10 @@ int sn_snapshots_walk(struct sn_snapshots *s,
                       int (*fn)(void *opaque, const struct sn_snap_info *),
                       void *opaque);
 /* Remove directories under snapshots/ that no snapshot owns (left by a
- * crash between a removal's metadata write and its rm). */
+ * crash between a removal's metadata write and its rm, or by a daemon
+ * that stopped while a remote layer mounted: such a mount is undone first
+ * with the umount command, and logged; one that cannot be is left, with
+ * its directory, and is the error). */
 int sn_snapshots_cleanup(struct sn_snapshots *s);
 
 /* Does i pass filter (containerd's syntax: name, parent, kind, labels.K

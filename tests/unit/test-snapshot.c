@@ -3,8 +3,9 @@
  * of each (bind or overlayfs over the parent chain), labels and their
  * update masks, usage, the errors containerd maps to gRPC codes, and the
  * metadata file: what a restarted daemon finds, and a corrupt one refused;
- * remote snapshots with stand-in mount commands, and the store's other
- * operations going on while a slow one mounts.
+ * remote snapshots with stand-in mount commands, the store's other
+ * operations going on while a slow one mounts, and a cleanup undoing a
+ * layer mount left by a stopped daemon.
  */
 #include <config.h>
 
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -353,6 +356,77 @@ test_remote_slow(void)
   sn_snapshots_close(s);
 }
 
+/* A daemon that stopped while a remote layer mounted leaves the layer
+ * mounted in a directory no snapshot owns (a tmpfs stands for it): a
+ * cleanup undoes the mount with the umount command before it removes the
+ * directory, and leaves alone what it cannot unmount.  Each step opens the
+ * store afresh, as a restarted daemon does. */
+static void
+test_cleanup_mounted(void)
+{
+  char croot[600], dir[700], fs[720], file[800], called[700], script[2000];
+  char *no_mount[] = { "/bin/false", NULL };
+  char *umount_fails[] = { "/bin/sh", "-c", "echo busy >&2; exit 32", "sh",
+                           NULL };
+  char *umount_works[] = { "/bin/sh", "-c", script, "sh", NULL };
+  struct sn_snap_remote fails = { no_mount, umount_fails, log_it, NULL,
+                                  NULL, NULL };
+  struct sn_snap_remote works = { no_mount, umount_works, log_it, NULL,
+                                  NULL, NULL };
+  struct sn_snapshots *s;
+  int r;
+
+  if (geteuid() != 0) {
+    ok(1, "# SKIP a layer mount left by a stopped daemon: mounting the "
+       "tmpfs that stands for it needs root");
+    return;
+  }
+  snprintf(croot, sizeof croot, "%s/cleanup-mounted", root);
+  snprintf(dir, sizeof dir, "%s/snapshots/5", croot);
+  snprintf(fs, sizeof fs, "%s/fs", dir);
+  snprintf(file, sizeof file, "%s/data", fs);
+  snprintf(called, sizeof called, "%s/umount-called", croot);
+  snprintf(script, sizeof script, "echo \"$1\" >> %s && umount \"$1\"",
+           called);
+  s = sn_snapshots_open(croot);
+  if (s == NULL || mkdir(dir, 0700) == -1 || mkdir(fs, 0700) == -1 ||
+      mount("tmpfs", fs, "tmpfs", 0, "size=1m") == -1) {
+    ok(0, "a tmpfs on %s: %s", fs, s ? strerror(errno) : sn_error());
+    sn_snapshots_close(s);
+    return;
+  }
+  write_file(fs, "data", 10);
+  r = sn_snapshots_cleanup(s);
+  OK(r == SN_SNAP_INTERNAL &&
+     strstr(sn_error(), "a mount no snapshot owns") && exists(file),
+     "a stray mount, no umount command: the cleanup leaves it and its "
+     "files, and says so: %s", WHY);
+  sn_snapshots_close(s);
+
+  s = sn_snapshots_open(croot);
+  if (s)
+    sn_snapshots_set_remote(s, &fails);
+  r = s ? sn_snapshots_cleanup(s) : -1;
+  OK(r == SN_SNAP_INTERNAL && strstr(sn_error(), fs) &&
+     strstr(sn_error(), "busy") && exists(file), "... an umount command "
+     "that fails: the same, with its message: %s", WHY);
+  sn_snapshots_close(s);
+
+  logged[0] = 0;
+  s = sn_snapshots_open(croot);
+  if (s)
+    sn_snapshots_set_remote(s, &works);
+  r = s ? sn_snapshots_cleanup(s) : -1;
+  OK(r == 0 && !exists(dir), "... one that works: the layer unmounted, "
+     "then the directory removed (%s)", ERR);
+  snprintf(script, sizeof script, "%s\n", fs);
+  ok(file_is(called, script), "... the umount command got the mount point");
+  ok(strstr(logged, "cleanup: unmounted") && strstr(logged, fs),
+     "... and the log says what was undone: %s", logged);
+  sn_snapshots_close(s);
+  umount2(fs, MNT_DETACH);      /* in case a check failed */
+}
+
 int
 main(void)
 {
@@ -532,6 +606,7 @@ main(void)
   sn_snapshots_close(s);
   test_remote();
   test_remote_slow();
+  test_cleanup_mounted();
   tap_rm_tree(root);
   return done_testing();
 }
