@@ -17,12 +17,19 @@ jobs=$(nproc 2>/dev/null || echo 2)
     ./autogen.sh > /dev/null || exit 1
 
 passed=0 failed=0 status=0
+mkdir -p "$top/_build"; : > "$top/_build/failures"
 
 count() { # BUILDDIR: add up the TAP results of one make check
     local p f
     p=$(find "$1/tests" -name '*.trs' -exec cat {} + 2>/dev/null | grep -c '^:test-result: PASS')
     f=$(find "$1/tests" -name '*.trs' -exec cat {} + 2>/dev/null | grep -Ec '^:test-result: (FAIL|ERROR|XPASS)')
     passed=$((passed + p)); failed=$((failed + f))
+    # Named again at the very end, where a log cut to its tail still shows them.
+    # With the diagnostics that follow each (up to 3 lines).
+    find "$1/tests" -name '*.log' ! -name test-suite.log \
+        -exec grep -hE -A3 '^(FAIL|ERROR|XPASS):' {} + 2>/dev/null |
+        grep -E '^(FAIL|ERROR|XPASS):|^#' | cut -c1-300 |
+        sed "s|^|$(basename "$1"): |" >> "$top/_build/failures"
 }
 
 run_pass() { # NAME CONFIGURE-ARGS...
@@ -31,10 +38,12 @@ run_pass() { # NAME CONFIGURE-ARGS...
     echo "=== $name: configure $*"
     rm -rf "$dir"; mkdir -p "$dir"
     if ! (cd "$dir" && "$top/configure" --enable-werror "$@" > configure.out 2>&1); then
-        tail -20 "$dir/configure.out"; failed=$((failed + 1)); status=1; return
+        tail -20 "$dir/configure.out"; failed=$((failed + 1)); status=1
+        echo "$name: configure failed" >> "$top/_build/failures"; return
     fi
     if ! make -C "$dir" -j"$jobs" > "$dir/build.out" 2>&1; then
-        tail -40 "$dir/build.out"; failed=$((failed + 1)); status=1; return
+        tail -40 "$dir/build.out"; failed=$((failed + 1)); status=1
+        echo "$name: build failed" >> "$top/_build/failures"; return
     fi
     echo "=== $name: make check"
     if ! make -C "$dir" -j"$jobs" check; then
@@ -72,6 +81,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
                 passed=$((passed + 1))
             else
                 echo "FAIL: fuzz-$t"; tail -40 "$dir/fuzz-$t.out"
+                echo "fuzz: FAIL: fuzz-$t" >> "$top/_build/failures"
                 failed=$((failed + 1)); status=1
             fi
         done
@@ -81,5 +91,9 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 echo
+if [ -s "$top/_build/failures" ]; then
+    echo "=== what failed"
+    head -50 "$top/_build/failures"
+fi
 echo "$passed passed, $failed failed"
 [ $status -eq 0 ] && [ $failed -eq 0 ]
