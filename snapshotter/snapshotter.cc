@@ -50,10 +50,10 @@ to_status(const char *what, const std::string &key, int err)
   static const StatusCode codes[] = {
     StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::ALREADY_EXISTS,
     StatusCode::FAILED_PRECONDITION, StatusCode::INVALID_ARGUMENT,
-    StatusCode::INTERNAL,
+    StatusCode::INTERNAL, StatusCode::UNAVAILABLE,
   };
-  StatusCode c = err > 0 && err <= SN_SNAP_INTERNAL ? codes[err]
-                                                    : StatusCode::INTERNAL;
+  StatusCode c = err > 0 && err <= SN_SNAP_UNAVAILABLE ? codes[err]
+                                                       : StatusCode::INTERNAL;
 
   if (err == SN_SNAP_OK)
     return Status::OK;
@@ -542,6 +542,13 @@ main(int argc, char **argv)
 
     sn_snapshots_set_remote(s, &r);
   }
+  // After a reboot the layers of remote snapshots are no longer mounted:
+  // mount them again before any request (logged; one that cannot be is
+  // refused, never served empty).
+  if (int n = sn_snapshots_restore(s))
+    fprintf(stderr, "soci-nbd-snapshotter: %d remote snapshot%s "
+            "unavailable: the layer is not mounted and could not be mounted "
+            "again\n", n, n == 1 ? "" : "s");
   if (prepare_socket(address) == -1 ||
       (!cri_address.empty() && prepare_socket(cri_address) == -1)) {
     sn_snapshots_close(s);

@@ -14,6 +14,9 @@ struct snap {
   struct sn_snap_info info;
   int64_t size, inodes;         /* usage, as of its commit */
   bool remote;                  /* its fs is a layer mount (snap-remote.c) */
+  bool unavailable;             /* remote, its layer found unmounted and not
+                                 * mounted again (sn_snapshots_restore):
+                                 * never served as an empty tree */
 };
 
 /* A remote snapshot whose layer is being mounted, with the store's lock
@@ -46,6 +49,13 @@ int snap_remote_mount(struct sn_snapshots *s, const char *image,
                       const char *layer, const char *index,
                       const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
+/* snap-remote.c: what a remote snapshot's mount is given, from its labels
+ * (containerd's CRI labels, or soci's): *image the image reference pinned
+ * to the manifest digest when there is one (malloc'd), *layer and *index
+ * (NULL: none) pointing into l.  0; 1 when the labels do not ask for a
+ * remote snapshot; -1 out of memory. */
+int snap_remote_args(const struct sn_snap_label *l, size_t nl, char **image,
+                     const char **layer, const char **index);
 /* snap-remote.c: before a cleanup removes dir, a directory no snapshot
  * owns: if its fs is a mount point (a layer mounted by a daemon that
  * stopped before it recorded the snapshot), undo the mount with the

@@ -221,6 +221,24 @@ oom:
   return sn_oom();
 }
 
+/* 0, or SN_SNAP_UNAVAILABLE when the snapshot named parent or one below
+ * it is a remote layer that is not mounted (sn_snapshots_restore). */
+static int
+chain_available(struct sn_snapshots *s, const char *parent)
+{
+  const struct snap *q;
+
+  for (q = snap_find(s, parent); q; q = snap_find(s, q->info.parent))
+    if (q->unavailable)
+      return fail(SN_SNAP_UNAVAILABLE, "snapshot %s: its layer %s is not "
+                  "mounted (it could not be mounted again at start: see "
+                  "the log); remove the image and pull it again",
+                  q->info.name, sn_snap_label_get(q->info.labels,
+                                                  q->info.nlabels,
+                                                  SN_SNAP_LABEL_REMOTE));
+  return 0;
+}
+
 /* How p is mounted (containerd's overlayfs snapshotter): an active
  * snapshot is its fs directory alone (bind, rw) or an overlay with it as
  * upper directory over its parents' (nearest first); a view is its parent
@@ -236,6 +254,8 @@ snap_mounts(struct sn_snapshots *s, const struct snap *p,
   int r = SN_SNAP_INTERNAL;
 
   memset(m, 0, sizeof *m);
+  if (chain_available(s, p->info.parent) != 0)
+    return SN_SNAP_UNAVAILABLE;
   while ((q = snap_find(s, q->info.parent)) != NULL) {
     char *d = snap_dir(s, q->id, "fs"), *l;
 
@@ -542,15 +562,7 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
                const struct sn_snap_label *l, size_t nl)
 {
   const char *target = sn_snap_label_get(l, nl, SN_SNAP_LABEL_TARGET);
-  const char *ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_IMAGE);
-  bool cri = ref != NULL;
-  const char *layer = sn_snap_label_get(l, nl, cri ? SN_SNAP_LABEL_LAYER
-                                                   : SN_SNAP_LABEL_SOCI_LAYER);
-  const char *man = sn_snap_label_get(l, nl,
-                                      cri ? SN_SNAP_LABEL_MANIFEST
-                                          : SN_SNAP_LABEL_SOCI_MANIFEST);
-  const char *index = cri ? NULL
-                          : sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_INDEX);
+  const char *layer, *index;
   struct sn_snap_label *all = NULL;
   char *image = NULL, *fs = NULL, *msg;
   uint64_t id;
@@ -562,17 +574,9 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
     pthread_cond_wait(&s->mounted, &s->lock);
   if (snap_find(s, target))
     return fail(SN_SNAP_EXISTS, "target snapshot %s: already exists", target);
-  if (!cri)
-    ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_REF);
-  if (ref == NULL || layer == NULL || ref[0] == 0 || layer[0] == 0)
-    return -1;
-  /* The manifest containerd resolved, not whatever the tag is now. */
-  if (man && man[0] && strchr(ref, '@') == NULL
-      ? asprintf(&image, "%s@%s", ref, man) < 0
-      : (image = strdup(ref)) == NULL) {
-    image = NULL;
-    return oom();
-  }
+  m = snap_remote_args(l, nl, &image, &layer, &index);
+  if (m != 0)
+    return m == 1 ? -1 : oom();
   id = s->next_id++;
   all = calloc(nl + 1, sizeof *all);
   if (all == NULL || (fs = snap_dir(s, id, "fs")) == NULL) {
@@ -606,7 +610,7 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
 out:
   if (r == -1 && s->remote.log &&
       asprintf(&msg, "layer %s of %s: not served lazily, containerd unpacks "
-               "it: %s", layer, image ? image : ref, sn_error()) >= 0) {
+               "it: %s", layer, image, sn_error()) >= 0) {
     s->remote.log(msg);
     free(msg);
   }
@@ -630,7 +634,7 @@ check_new(struct sn_snapshots *s, const char *key, const char *parent)
   if (par && par->info.kind != SN_SNAP_KIND_COMMITTED)
     return fail(SN_SNAP_INVALID, "parent snapshot %s of %s is not committed",
                 parent, key);
-  return 0;
+  return chain_available(s, parent);
 }
 
 /* A new snapshot of kind k (active or view). */
@@ -795,7 +799,8 @@ remove_one(struct sn_snapshots *s, const char *key)
     if (strcmp(s->v[i].info.parent, key) == 0)
       return fail(SN_SNAP_PRECONDITION, "cannot remove snapshot %s: "
                   "snapshot %s has it as parent", key, s->v[i].info.name);
-  if (p->remote) {              /* its layer mount first: kept on failure */
+  if (p->remote && !p->unavailable) {   /* its layer mount first: kept on
+                                         * failure */
     char *fs = snap_dir(s, p->id, "fs");
     int r = fs ? snap_remote_umount(s, fs) : oom();
 

@@ -16,6 +16,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <spawn.h>
@@ -312,4 +314,96 @@ snap_remote_umount_stray(struct sn_snapshots *s, const char *dir)
 out:
   free(fs);
   return r;
+}
+
+int
+snap_remote_args(const struct sn_snap_label *l, size_t nl, char **image,
+                 const char **layer, const char **index)
+{
+  const char *ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_IMAGE);
+  bool cri = ref != NULL;
+  const char *man = sn_snap_label_get(l, nl, cri ? SN_SNAP_LABEL_MANIFEST
+                                                 : SN_SNAP_LABEL_SOCI_MANIFEST);
+
+  *image = NULL;
+  *layer = sn_snap_label_get(l, nl, cri ? SN_SNAP_LABEL_LAYER
+                                        : SN_SNAP_LABEL_SOCI_LAYER);
+  *index = cri ? NULL : sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_INDEX);
+  if (!cri)
+    ref = sn_snap_label_get(l, nl, SN_SNAP_LABEL_SOCI_REF);
+  if (ref == NULL || *layer == NULL || ref[0] == 0 || (*layer)[0] == 0)
+    return 1;
+  /* The manifest containerd resolved, not whatever the tag is now. */
+  if (man && man[0] && strchr(ref, '@') == NULL
+      ? asprintf(image, "%s@%s", ref, man) < 0
+      : (*image = strdup(ref)) == NULL) {
+    *image = NULL;
+    return sn_oom();
+  }
+  return 0;
+}
+
+/* Mount remote snapshot p's layer again on its fs; 0 or -1. */
+static int
+restore_one(struct sn_snapshots *s, const struct snap *p, const char *fs)
+{
+  const char *layer, *index;
+  char *image;
+  int r;
+
+  if (s->remote.mount_argv == NULL)
+    return sn_set_error("remote snapshots are off");
+  r = snap_remote_args(p->info.labels, p->info.nlabels, &image, &layer,
+                       &index);
+  if (r == 1)
+    return sn_set_error("its labels name no image and layer");
+  if (r == 0)
+    r = snap_remote_mount(s, image, layer, index, fs);
+  free(image);
+  if (r == 0 && !is_mount_point(fs))
+    r = sn_set_error("the mount command left %s unmounted", fs);
+  return r;
+}
+
+int
+sn_snapshots_restore(struct sn_snapshots *s)
+{
+  size_t bad = 0;
+
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->n; i++) {
+    struct snap *p = &s->v[i];
+    char *fs, *msg;
+    int r;
+
+    if (!p->remote)
+      continue;
+    if ((fs = snap_dir(s, p->id, "fs")) == NULL) {
+      p->unavailable = true;
+      bad++;
+      continue;
+    }
+    if (is_mount_point(fs)) {
+      p->unavailable = false;
+      free(fs);
+      continue;
+    }
+    r = restore_one(s, p, fs);
+    p->unavailable = r != 0;
+    bad += r != 0;
+    if (s->remote.log &&
+        (r == 0
+         ? asprintf(&msg, "snapshot %s: its layer was not mounted (a "
+                    "reboot?); mounted again on %s", p->info.name, fs)
+         : asprintf(&msg, "snapshot %s: its layer is not mounted and could "
+                    "not be mounted again, so it is unavailable (what uses "
+                    "it fails; remove the image and pull it again): %s",
+                    p->info.name, sn_error())) >= 0) {
+      s->remote.log(msg);
+      free(msg);
+    }
+    free(fs);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return (int) (bad > INT_MAX ? INT_MAX : bad);
 }

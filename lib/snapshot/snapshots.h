@@ -46,6 +46,8 @@ enum sn_snap_err {
   SN_SNAP_PRECONDITION,         /* wrong kind, or it has children */
   SN_SNAP_INVALID,              /* a malformed request */
   SN_SNAP_INTERNAL,             /* the file system, memory */
+  SN_SNAP_UNAVAILABLE,          /* a remote layer in the chain is not
+                                 * mounted (sn_snapshots_restore) */
 };
 
 /* The combined size of a label's key and value may not exceed this
@@ -180,6 +182,15 @@ int sn_snapshots_walk(struct sn_snapshots *s,
  * with the umount command, and logged; one that cannot be is left, with
  * its directory, and is the error). */
 int sn_snapshots_cleanup(struct sn_snapshots *s);
+/* At start, after sn_snapshots_set_remote (if any): mount again every
+ * remote snapshot whose layer is not mounted (a reboot unmounts them all,
+ * while ROOT keeps the snapshots), with the mount command and the
+ * snapshot's own labels, and log each.  One that cannot be mounted (or
+ * with no remote configured) is marked unavailable: the mounts of any
+ * snapshot on it are refused with SN_SNAP_UNAVAILABLE (never an empty
+ * layer), and removing it runs no umount command.  Returns how many are
+ * unavailable (0: all served). */
+int sn_snapshots_restore(struct sn_snapshots *s);
 
 /* Does i pass filter (containerd's syntax: name, parent, kind, labels.K
  * with == or != or alone, joined by ','; snap-filter.c)?  0 and *match,

@@ -212,9 +212,12 @@ gcheck "umount of the layer mount leaves the devices of A" \
      echo 3 > /proc/sys/vm/drop_caches && test "$(cat /m/a/d/gone)" = "back in 3" && cat /m/a/data/size-1 > /dev/null'
 if [ -x "$SNAPD" ]; then
 L1D=sha256:$(sha "$L1")
-graw "soci-nbd-snapshotter -r /snap -a /run/snap.sock --soci-nbd /usr/bin/soci-nbd \\
-    --mount-arg=--plain-http --mount-arg=$REG ${NBDKIT_OPT:+--mount-arg=--nbdkit --mount-arg=${NBDKIT_OPT#--nbdkit }} > /tmp/snap.log 2>&1 & SNAPPID=\$!
-for i in \$(seq 100); do test -S /run/snap.sock && break; sleep 0.1; done
+graw "snapstart() {
+    soci-nbd-snapshotter -r /snap -a /run/snap.sock --soci-nbd /usr/bin/soci-nbd \\
+        --mount-arg=--plain-http --mount-arg=$REG ${NBDKIT_OPT:+--mount-arg=--nbdkit --mount-arg=${NBDKIT_OPT#--nbdkit }} >> /tmp/snap.log 2>&1 & SNAPPID=\$!
+    for i in \$(seq 100); do test -S /run/snap.sock && break; sleep 0.1; done
+}
+: > /tmp/snap.log; snapstart
 LB='containerd.io/snapshot/cri.image-ref=$REG/test/a:v2 containerd.io/snapshot/cri.layer-digest'
 SC='snap-client /run/snap.sock'"
 gcheck "snapshotter: a layer prepared with the remote labels is mounted lazily, ALREADY_EXISTS" \
@@ -236,6 +239,20 @@ gcheck "snapshotter: a view of c2 is overlayfs of the two; the files of layers 1
      mount -t overlay overlay -o \"\$opts\" /m/v && test \"\$(cat /m/v/d/new)\" = 'new in 2' &&
      echo 3 > /proc/sys/vm/drop_caches && test \"\$(sha256sum /m/v/$big | cut -d' ' -f1)\" = $bigsum &&
      umount /m/v"
+# A reboot unmounts the layers and keeps /snap: stop the daemon, unmount
+# them behind it, start it again.
+graw 'kill $SNAPPID; wait $SNAPPID
+soci-nbd umount /snap/snapshots/2/fs; soci-nbd umount /snap/snapshots/1/fs
+grep " /snap/snapshots/" /proc/mounts > /tmp/left; snapstart'
+gcheck "snapshotter: its layers unmounted behind it (as a reboot leaves them), the daemon started again mounts them again" \
+    'cat /tmp/left /tmp/snap.log; ! test -s /tmp/left &&
+     grep -q "snapshot c1: its layer was not mounted (a reboot?); mounted again" /tmp/snap.log &&
+     grep -q "snapshot c2: its layer was not mounted (a reboot?); mounted again" /tmp/snap.log &&
+     test "$(field /snap/snapshots/1/fs 3)" = layer && test "$(field /snap/snapshots/2/fs 3)" = layer'
+gcheck "snapshotter: ... the view of c2 reads the files of both layers again" \
+    "\$SC mounts v > /tmp/mv && opts=\$(awk '{print \$3}' /tmp/mv) &&
+     mount -t overlay overlay -o \"\$opts\" /m/v && test \"\$(cat /m/v/d/new)\" = 'new in 2' &&
+     test \"\$(sha256sum /m/v/$big | cut -d' ' -f1)\" = $bigsum && umount /m/v"
 gcheck "snapshotter: removing the snapshots unmounts the layers; the devices of A stay" \
     '$SC remove v && $SC remove c2 && $SC remove c1 && ! soci-nbd mounts | grep -q /snap/ &&
      test "$(devs /m/a | tr , " " | wc -w)" = 3 && test -z "$($SC list)"'

@@ -4,8 +4,9 @@
  * update masks, usage, the errors containerd maps to gRPC codes, and the
  * metadata file: what a restarted daemon finds, and a corrupt one refused;
  * remote snapshots with stand-in mount commands, the store's other
- * operations going on while a slow one mounts, and a cleanup undoing a
- * layer mount left by a stopped daemon.
+ * operations going on while a slow one mounts, a cleanup undoing a layer
+ * mount left by a stopped daemon, and layers mounted again after a
+ * reboot.
  */
 #include <config.h>
 
@@ -356,6 +357,102 @@ test_remote_slow(void)
   sn_snapshots_close(s);
 }
 
+/* A reboot unmounts every layer while ROOT keeps the snapshots: at start
+ * the store mounts each remote snapshot's layer again with its own labels,
+ * and one it cannot mount is unavailable, never an empty tree under a
+ * container.  The stand-in mount command mounts a tmpfs for real. */
+static void
+test_restore(void)
+{
+  char rroot[600], fs[720], path[800], mscript[1024], uscript[1024];
+  char *mount_ok[] = { "/bin/sh", "-c", mscript, "sh", NULL };
+  char *mount_bad[] = { "/bin/sh", "-c", "echo 'registry unreachable' >&2; "
+                        "exit 1", "sh", NULL };
+  char *umount[] = { "/bin/sh", "-c", uscript, "sh", NULL };
+  struct sn_snap_remote works = { mount_ok, umount, log_it, NULL, NULL,
+                                  NULL };
+  struct sn_snap_remote fails = { mount_bad, umount, log_it, NULL, NULL,
+                                  NULL };
+  struct sn_snap_label l[4] = {
+    { SN_SNAP_LABEL_TARGET, "r1" }, { SN_SNAP_LABEL_IMAGE, "reg/img:v1" },
+    { SN_SNAP_LABEL_LAYER, DIGEST("a") },
+    { SN_SNAP_LABEL_MANIFEST, DIGEST("e") },
+  };
+  struct sn_snap_mounts m;
+  struct sn_snapshots *s;
+  int r;
+
+  if (geteuid() != 0) {
+    ok(1, "# SKIP remote layers mounted again after a reboot: the "
+       "stand-in mount command mounts a tmpfs, which needs root");
+    return;
+  }
+  snprintf(rroot, sizeof rroot, "%s/restore", root);
+  snprintf(fs, sizeof fs, "%s/snapshots/1/fs", rroot);
+  snprintf(path, sizeof path, "%s/layer-was", fs);
+  snprintf(mscript, sizeof mscript, "mount -t tmpfs tmpfs \"$4\" && "
+           "echo \"$2 $3\" > \"$4/layer-was\"");
+  snprintf(uscript, sizeof uscript, "echo \"$1\" >> %s/umounts; "
+           "umount \"$1\"", rroot);
+  s = sn_snapshots_open(rroot);
+  if (s == NULL) {
+    ok(0, "open %s: %s", rroot, sn_error());
+    return;
+  }
+  sn_snapshots_set_remote(s, &works);
+  r = sn_snapshots_prepare(s, "extract-1 r1", "", l, 4, &m);
+  OK(r == SN_SNAP_EXISTS && exists(path), "restore: a remote snapshot, its "
+     "layer mounted: %s", WHY);
+  r = sn_snapshots_prepare(s, "ctr", "r1", NULL, 0, &m);
+  OK(r == 0, "... a container's snapshot on it (%s)", ERR);
+  if (r == 0)
+    sn_snap_mounts_clear(&m);
+  OK(sn_snapshots_restore(s) == 0, "... nothing to restore while it is "
+     "mounted (%s)", ERR);
+  sn_snapshots_close(s);
+
+  umount2(fs, 0);               /* the reboot */
+  logged[0] = 0;
+  s = sn_snapshots_open(rroot);
+  if (s)
+    sn_snapshots_set_remote(s, &works);
+  r = s ? sn_snapshots_restore(s) : -1;
+  ok(r == 0 && file_is(path, DIGEST("a") " reg/img:v1@" DIGEST("e") "\n"),
+     "after a reboot: the layer mounted again, with the snapshot's own "
+     "layer and pinned image");
+  ok(strstr(logged, "snapshot r1: its layer was not mounted") &&
+     strstr(logged, "mounted again"), "... and logged: %s", logged);
+  r = s ? sn_snapshots_mounts(s, "ctr", &m) : -1;
+  OK(r == 0, "... the container's snapshot mounts as before (%s)", ERR);
+  if (r == 0)
+    sn_snap_mounts_clear(&m);
+  sn_snapshots_close(s);
+
+  umount2(fs, 0);
+  logged[0] = 0;
+  s = sn_snapshots_open(rroot);
+  if (s)
+    sn_snapshots_set_remote(s, &fails);
+  r = s ? sn_snapshots_restore(s) : -1;
+  ok(r == 1 && strstr(logged, "snapshot r1") &&
+     strstr(logged, "unavailable") &&
+     strstr(logged, "registry unreachable"), "a layer that cannot be "
+     "mounted again: one unavailable, and why in the log: %s", logged);
+  r = s ? sn_snapshots_mounts(s, "ctr", &m) : -1;
+  OK(r == SN_SNAP_UNAVAILABLE && strstr(sn_error(), "r1") &&
+     strstr(sn_error(), DIGEST("a")), "... the mounts of a snapshot on it "
+     "are refused, not an empty layer: %s", WHY);
+  r = s ? sn_snapshots_view(s, "v", "r1", NULL, 0, &m) : -1;
+  OK(r == SN_SNAP_UNAVAILABLE, "... so is a view of it: %s", WHY);
+  snprintf(path, sizeof path, "%s/umounts", rroot);
+  remove(path);
+  OK(s && sn_snapshots_remove(s, "ctr") == 0 &&
+     sn_snapshots_remove(s, "r1") == 0, "... it can be removed (%s)", ERR);
+  ok(!exists(path), "... with no umount command run for it");
+  sn_snapshots_close(s);
+  umount2(fs, MNT_DETACH);      /* in case a check failed */
+}
+
 /* A daemon that stopped while a remote layer mounted leaves the layer
  * mounted in a directory no snapshot owns (a tmpfs stands for it): a
  * cleanup undoes the mount with the umount command before it removes the
@@ -607,6 +704,7 @@ main(void)
   test_remote();
   test_remote_slow();
   test_cleanup_mounted();
+  test_restore();
   tap_rm_tree(root);
   return done_testing();
 }
