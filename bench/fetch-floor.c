@@ -32,6 +32,7 @@
 
 #include "util/digest.h"
 #include "util/err.h"
+#include "util/fdio.h"
 #include "record/record.h"
 
 #define MAX_GRIDS 16
@@ -76,22 +77,12 @@ total(const struct span *s, size_t n)
   return t;
 }
 
-static uint8_t *
-slurp(const char *path, size_t *len)
+/* Print one line of the report: t compressed bytes of a layer of glen. */
+static void
+share(const char *what, uint64_t t, size_t glen)
 {
-  FILE *f = fopen(path, "rb");
-  uint8_t *buf = NULL;
-  long n;
-
-  if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
-      fseek(f, 0, SEEK_SET) != 0 || (buf = malloc(n ? n : 1)) == NULL ||
-      fread(buf, 1, n, f) != (size_t) n) {
-    fprintf(stderr, "fetch-floor: cannot read %s\n", path);
-    exit(1);
-  }
-  fclose(f);
-  *len = n;
-  return buf;
+  printf("  %-48s %10" PRIu64 "  %6.2f%%\n", what, t,
+         100.0 * (double) t / (double) glen);
 }
 
 int
@@ -104,6 +95,7 @@ main(int argc, char **argv)
   struct span *tar, *ideal, *block;
   uint64_t out = 0, last_boundary = 0;
   uint8_t *gz, *doc, buf[1 << 16];
+  bool started = false;         /* range k's start is placed */
   z_stream z;
   long layer = -1;
 
@@ -120,8 +112,11 @@ main(int argc, char **argv)
         return 2;
       }
   }
-  gz = slurp(argv[1], &glen);
-  doc = slurp(argv[2], &rlen);
+  if (sn_read_file(argv[1], SIZE_MAX, true, &gz, &glen) == -1 ||
+      sn_read_file(argv[2], SN_RECORD_MAX_SIZE, true, &doc, &rlen) == -1) {
+    fprintf(stderr, "fetch-floor: %s\n", sn_error());
+    return 1;
+  }
   if (sn_record_parse(doc, rlen, &rec) == -1) {
     fprintf(stderr, "fetch-floor: %s: %s\n", argv[2], sn_error());
     return 1;
@@ -165,15 +160,16 @@ main(int argc, char **argv)
       z.avail_out = sizeof buf;
       r = inflate(&z, Z_BLOCK);
       out += sizeof buf - z.avail_out;
-      /* Starts are stored plus one: 0 means "not seen yet". */
       while (k < n && out > tar[k].a) {
-        if (ideal[k].a == 0) {
-          ideal[k].a = i + 1;
-          block[k].a = last_boundary + 1;
+        if (!started) {
+          ideal[k].a = i;
+          block[k].a = last_boundary;
+          started = true;
         }
         if (out < tar[k].b)
           break;
         ideal[k++].b = i + 1;
+        started = false;
       }
       if (r == Z_STREAM_END || ((z.data_type & 128) && !(z.data_type & 64))) {
         /* A block boundary (or a member's end) in this byte: a restart
@@ -207,10 +203,6 @@ main(int argc, char **argv)
   }
   for (; open_end < n; open_end++)
     block[open_end].b = glen;
-  for (size_t i = 0; i < n; i++) {
-    ideal[i].a--;
-    block[i].a--;
-  }
 
   printf("layer %s: %zu bytes, %" PRIu64 " uncompressed, %zu deflate "
          "blocks\n", digest, glen, out, nblocks);
@@ -220,18 +212,16 @@ main(int argc, char **argv)
   printf("compressed bytes those reads need, share of the layer:\n");
   {
     struct span *s = malloc((n + 1) * sizeof *s);
-    uint64_t t;
+    char what[80];
 
     if (s == NULL)
       return 1;
     memcpy(s, ideal, n * sizeof *s);
-    t = total(s, merge(s, n));
-    printf("  restart points anywhere, no windows (the floor): %10" PRIu64
-           "  %6.2f%%\n", t, 100.0 * (double) t / (double) glen);
+    share("restart points anywhere, no windows (the floor):",
+          total(s, merge(s, n)), glen);
     memcpy(s, block, n * sizeof *s);
-    t = total(s, merge(s, n));
-    printf("  at every deflate block boundary, no windows:     %10" PRIu64
-           "  %6.2f%%\n", t, 100.0 * (double) t / (double) glen);
+    share("at every deflate block boundary, no windows:",
+          total(s, merge(s, n)), glen);
     for (size_t g = 0; g < ngrids; g++) {
       for (size_t i = 0; i < n; i++) {
         s[i].a = ideal[i].a / grids[g] * grids[g];
@@ -239,10 +229,9 @@ main(int argc, char **argv)
         if (s[i].b > glen)
           s[i].b = glen;
       }
-      t = total(s, merge(s, n));
-      printf("  anywhere, on a grid of %6" PRIu64 " bytes, no windows: %10"
-             PRIu64 "  %6.2f%%\n", grids[g], t,
-             100.0 * (double) t / (double) glen);
+      snprintf(what, sizeof what, "anywhere, on a grid of %6" PRIu64
+               " bytes, no windows:", grids[g]);
+      share(what, total(s, merge(s, n)), glen);
     }
     free(s);
   }

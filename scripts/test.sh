@@ -17,7 +17,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
     ./autogen.sh > /dev/null || exit 1
 
 passed=0 failed=0 status=0
-mkdir -p "$top/_build"; : > "$top/_build/failures"
+failures=$top/_build/failures   # every failure, named again at the end
+mkdir -p "$top/_build"; : > "$failures"
 
 count() { # BUILDDIR: add up the TAP results of one make check
     local p f
@@ -29,7 +30,7 @@ count() { # BUILDDIR: add up the TAP results of one make check
     find "$1/tests" -name '*.log' ! -name test-suite.log \
         -exec grep -hE -A3 '^(FAIL|ERROR|XPASS):' {} + 2>/dev/null |
         grep -E '^(FAIL|ERROR|XPASS):|^#' | cut -c1-300 |
-        sed "s|^|$(basename "$1"): |" >> "$top/_build/failures"
+        sed "s|^|$(basename "$1"): |" >> "$failures"
 }
 
 run_pass() { # NAME CONFIGURE-ARGS...
@@ -39,11 +40,11 @@ run_pass() { # NAME CONFIGURE-ARGS...
     rm -rf "$dir"; mkdir -p "$dir"
     if ! (cd "$dir" && "$top/configure" --enable-werror "$@" > configure.out 2>&1); then
         tail -20 "$dir/configure.out"; failed=$((failed + 1)); status=1
-        echo "$name: configure failed" >> "$top/_build/failures"; return
+        echo "$name: configure failed" >> "$failures"; return
     fi
     if ! make -C "$dir" -j"$jobs" > "$dir/build.out" 2>&1; then
         tail -40 "$dir/build.out"; failed=$((failed + 1)); status=1
-        echo "$name: build failed" >> "$top/_build/failures"; return
+        echo "$name: build failed" >> "$failures"; return
     fi
     echo "=== $name: make check"
     if ! make -C "$dir" -j"$jobs" check; then
@@ -81,7 +82,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
                 passed=$((passed + 1))
             else
                 echo "FAIL: fuzz-$t"; tail -40 "$dir/fuzz-$t.out"
-                echo "fuzz: FAIL: fuzz-$t" >> "$top/_build/failures"
+                echo "fuzz: FAIL: fuzz-$t" >> "$failures"
                 failed=$((failed + 1)); status=1
             fi
         done
@@ -91,9 +92,9 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 echo
-if [ -s "$top/_build/failures" ]; then
+if [ -s "$failures" ]; then
     echo "=== what failed"
-    head -50 "$top/_build/failures"
+    head -50 "$failures"
 fi
 echo "$passed passed, $failed failed"
 [ $status -eq 0 ] && [ $failed -eq 0 ]

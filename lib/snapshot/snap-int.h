@@ -49,6 +49,9 @@ int snap_remote_mount(struct sn_snapshots *s, const char *image,
                       const char *layer, const char *index,
                       const char *dir);
 int snap_remote_umount(struct sn_snapshots *s, const char *dir);
+/* snap-remote.c: a formatted line to the remote log, if there is one. */
+void snap_log(struct sn_snapshots *s, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
 /* snap-remote.c: what a remote snapshot's mount is given, from its labels
  * (containerd's CRI labels, or soci's): *image the image reference pinned
  * to the manifest digest when there is one (malloc'd), *layer and *index

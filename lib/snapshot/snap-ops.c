@@ -222,7 +222,9 @@ oom:
 }
 
 /* 0, or SN_SNAP_UNAVAILABLE when the snapshot named parent or one below
- * it is a remote layer that is not mounted (sn_snapshots_restore). */
+ * it is a remote layer that is not mounted (sn_snapshots_restore).
+ * Checked once per operation: check_new for a new snapshot, mounts_of for
+ * the mounts of one that exists. */
 static int
 chain_available(struct sn_snapshots *s, const char *parent)
 {
@@ -254,8 +256,6 @@ snap_mounts(struct sn_snapshots *s, const struct snap *p,
   int r = SN_SNAP_INTERNAL;
 
   memset(m, 0, sizeof *m);
-  if (chain_available(s, p->info.parent) != 0)
-    return SN_SNAP_UNAVAILABLE;
   while ((q = snap_find(s, q->info.parent)) != NULL) {
     char *d = snap_dir(s, q->id, "fs"), *l;
 
@@ -608,12 +608,9 @@ prepare_remote(struct sn_snapshots *s, const char *key, const char *parent,
     snap_remote_auth_gc(s);
   }
 out:
-  if (r == -1 && s->remote.log &&
-      asprintf(&msg, "layer %s of %s: not served lazily, containerd unpacks "
-               "it: %s", layer, image, sn_error()) >= 0) {
-    s->remote.log(msg);
-    free(msg);
-  }
+  if (r == -1)
+    snap_log(s, "layer %s of %s: not served lazily, containerd unpacks it: "
+             "%s", layer, image, sn_error());
   free(fs);
   free(all);
   free(image);
@@ -711,6 +708,7 @@ mounts_of(struct sn_snapshots *s, const char *key,
           struct sn_snap_mounts *mounts)
 {
   struct snap *p = snap_find(s, key);
+  int r;
 
   memset(mounts, 0, sizeof *mounts);
   if (p == NULL)
@@ -719,6 +717,8 @@ mounts_of(struct sn_snapshots *s, const char *key,
   if (p->info.kind == SN_SNAP_KIND_COMMITTED)
     return fail(SN_SNAP_PRECONDITION, "snapshot %s is committed: it has no "
                 "mounts (view it)", key);
+  if ((r = chain_available(s, p->info.parent)) != 0)
+    return r;
   return snap_mounts(s, p, mounts);
 }
 

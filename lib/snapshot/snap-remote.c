@@ -269,6 +269,24 @@ snap_remote_umount(struct sn_snapshots *s, const char *dir)
   return run_with(s->remote.umount_argv, NULL, 0, dir, (const char *) NULL);
 }
 
+void
+snap_log(struct sn_snapshots *s, const char *fmt, ...)
+{
+  va_list ap;
+  char *msg;
+  int n;
+
+  if (s->remote.log == NULL)
+    return;
+  va_start(ap, fmt);
+  n = vasprintf(&msg, fmt, ap);
+  va_end(ap);
+  if (n >= 0) {
+    s->remote.log(msg);
+    free(msg);
+  }
+}
+
 /* Is path a mount point: on another device than its parent?  (A bind
  * mount of the same file system is not seen; the layer mounts this is
  * for are squashfs devices of their own.) */
@@ -290,7 +308,7 @@ is_mount_point(const char *path)
 int
 snap_remote_umount_stray(struct sn_snapshots *s, const char *dir)
 {
-  char *fs, *msg;
+  char *fs;
   int r = 0;
 
   if (asprintf(&fs, "%s/fs", dir) < 0)
@@ -305,12 +323,9 @@ snap_remote_umount_stray(struct sn_snapshots *s, const char *dir)
   else if (is_mount_point(fs))
     r = sn_set_error("%s: a mount no snapshot owns, still mounted after "
                      "the umount command", fs);
-  else if (s->remote.log &&
-           asprintf(&msg, "cleanup: unmounted %s, a layer mount no snapshot "
-                    "owns (the daemon stopped while it mounted?)", fs) >= 0) {
-    s->remote.log(msg);
-    free(msg);
-  }
+  else
+    snap_log(s, "cleanup: unmounted %s, a layer mount no snapshot owns (the "
+             "daemon stopped while it mounted?)", fs);
 out:
   free(fs);
   return r;
@@ -373,7 +388,7 @@ sn_snapshots_restore(struct sn_snapshots *s)
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < s->n; i++) {
     struct snap *p = &s->v[i];
-    char *fs, *msg;
+    char *fs;
     int r;
 
     if (!p->remote)
@@ -391,17 +406,14 @@ sn_snapshots_restore(struct sn_snapshots *s)
     r = restore_one(s, p, fs);
     p->unavailable = r != 0;
     bad += r != 0;
-    if (s->remote.log &&
-        (r == 0
-         ? asprintf(&msg, "snapshot %s: its layer was not mounted (a "
-                    "reboot?); mounted again on %s", p->info.name, fs)
-         : asprintf(&msg, "snapshot %s: its layer is not mounted and could "
-                    "not be mounted again, so it is unavailable (what uses "
-                    "it fails; remove the image and pull it again): %s",
-                    p->info.name, sn_error())) >= 0) {
-      s->remote.log(msg);
-      free(msg);
-    }
+    if (r == 0)
+      snap_log(s, "snapshot %s: its layer was not mounted (a reboot?); "
+               "mounted again on %s", p->info.name, fs);
+    else
+      snap_log(s, "snapshot %s: its layer is not mounted and could not be "
+               "mounted again, so it is unavailable (what uses it fails; "
+               "remove the image and pull it again): %s", p->info.name,
+               sn_error());
     free(fs);
   }
   pthread_mutex_unlock(&s->lock);
